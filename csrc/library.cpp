@@ -1,0 +1,21 @@
+// The alexnet_cuda operator library.
+//
+// Every op lives in its own folder under csrc/ (csrc/<op>/): a header with the math
+// shared by the CPU and CUDA kernels, <op>_cpu.cpp (CPU kernels and the schema
+// definitions, TORCH_LIBRARY_FRAGMENT), and <op>_cuda.cu (CUDA kernels,
+// TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA)). This file only creates the namespace and
+// the Python module that loads the library; the Python side (alexnet_cuda/ops/)
+// adds fake (meta) kernels, autograd and argument checking.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(alexnet_cuda, m) {
+  // Schemas are defined next to their kernels, with TORCH_LIBRARY_FRAGMENT.
+}
+
+// `import alexnet_cuda._C` loads this shared library, which runs the static
+// registrations above. The module itself has no Python functions.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}

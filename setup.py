@@ -1,0 +1,136 @@
+"""Build the alexnet_cuda C++/CUDA extension (``alexnet_cuda._C``) from ``csrc/``.
+
+Build against the torch that is already installed (see README: ``pip install
+--no-build-isolation .``). What gets compiled:
+
+* every ``csrc/**/*.cpp`` file, always (the CPU kernels and the op registrations);
+* every ``csrc/**/*.cu`` file when a CUDA toolkit is found *and* the installed torch
+  is a CUDA build. No GPU is needed to compile. Architectures come from
+  ``TORCH_CUDA_ARCH_LIST`` (default ``8.0;9.0+PTX``: A100, H100, and PTX for newer).
+
+The toolkit is looked up in this order, because torch's own guess (the parent of
+the ``nvcc`` found on PATH) is wrong when that ``nvcc`` is a wrapper script:
+``CUDA_HOME`` / ``CUDA_PATH`` (trusted, but must contain ``bin/nvcc``), then the
+directory ``nvcc --dryrun`` reports as its real home, then ``/usr/local/cuda``.
+``ALEXNET_CUDA_FORCE_CPU=1`` skips CUDA entirely. ``MAX_JOBS`` caps the parallel
+compile jobs (ninja; unchanged files are not recompiled on rebuild).
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _log(msg):
+    print(f"[alexnet_cuda build] {msg}", file=sys.stderr, flush=True)
+
+
+def _is_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime.h")
+    )
+
+
+def find_cuda_home():
+    """Return the CUDA toolkit root, or None. Never trusts a wrapper's location."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        value = os.environ.get(var)
+        if value:
+            if _is_toolkit(value):
+                return os.path.realpath(value)
+            raise SystemExit(
+                f"[alexnet_cuda build] {var}={value!r} is set but is not a CUDA toolkit "
+                "(no bin/nvcc and include/cuda_runtime.h there). Fix or unset it."
+            )
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # `nvcc --dryrun` prints `#$ _HERE_=<toolkit>/bin`: the real binary's directory,
+        # even when the nvcc on PATH is a shell wrapper that execs it from elsewhere.
+        try:
+            out = subprocess.run(
+                [nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True, timeout=60
+            )
+            match = re.search(r"^#\$ _HERE_=(.+)$", out.stdout + out.stderr, re.M)
+            if match and _is_toolkit(os.path.dirname(match.group(1).strip())):
+                return os.path.realpath(os.path.dirname(match.group(1).strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+        guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if _is_toolkit(guess):
+            return guess
+    for guess in ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True):
+        if _is_toolkit(guess):
+            return os.path.realpath(guess)
+    return None
+
+
+def main():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "[alexnet_cuda build] torch is not importable in this build environment.\n"
+            "alexnet_cuda must be compiled against the torch you run with, so build without\n"
+            "isolation after installing torch:\n"
+            "    pip install torch ninja setuptools\n"
+            "    pip install --no-build-isolation .\n"
+        )
+
+    cuda_home = None
+    if os.environ.get("ALEXNET_CUDA_FORCE_CPU", "0") == "1":
+        _log("ALEXNET_CUDA_FORCE_CPU=1: building the CPU kernels only.")
+    elif torch.version.cuda is None:
+        _log(f"torch {torch.__version__} is a CPU-only build: building the CPU kernels only.")
+    else:
+        cuda_home = find_cuda_home()
+        if cuda_home is None:
+            _log(
+                "no CUDA toolkit found (CUDA_HOME, CUDA_PATH, nvcc on PATH, /usr/local/cuda): "
+                "building the CPU kernels only. Set CUDA_HOME to build the CUDA kernels."
+            )
+        else:
+            # Must be set before torch.utils.cpp_extension is imported: it reads CUDA_HOME once.
+            os.environ["CUDA_HOME"] = cuda_home
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+            _log(
+                f"CUDA toolkit {cuda_home}, torch CUDA {torch.version.cuda}, "
+                f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
+            )
+
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    common = dict(
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_link_args=["-fopenmp"],
+    )
+    if cuda_home is not None:
+        ext = CUDAExtension(
+            "alexnet_cuda._C",
+            sources + cuda_sources,
+            define_macros=[("ALEXNET_CUDA_WITH_CUDA", "1")],
+            extra_compile_args={
+                "cxx": cxx_flags,
+                "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
+            },
+            **common,
+        )
+    else:
+        ext = CppExtension("alexnet_cuda._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)
+
+    setup(
+        ext_modules=[ext],
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )
+
+
+main()
