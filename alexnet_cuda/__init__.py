@@ -1,0 +1,12 @@
+"""alexnet_cuda: AlexNet (Krizhevsky, Sutskever, Hinton 2012) with custom CUDA and Triton kernels.
+
+    import alexnet_cuda
+    y = alexnet_cuda.ops.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=2.0)
+    layer = alexnet_cuda.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+"""
+
+from . import _extension  # noqa: F401  (loads the compiled ops first)
+from . import ops, nn  # noqa: F401
+from ._extension import has_cuda_kernels  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Modules, each a drop-in for its torch.nn counterpart."""

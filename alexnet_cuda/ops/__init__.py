@@ -1,0 +1,1 @@
+"""Functional ops, each a drop-in for its torch.nn.functional counterpart."""
