@@ -1,1 +1,3 @@
 """Functional ops, each a drop-in for its torch.nn.functional counterpart."""
+
+from .lrn import local_response_norm  # noqa: F401
