@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not run"
+
+# Parametrize a test over devices; CUDA cases are collected and skipped visibly without a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON))]
+
+
+def pytest_report_header(config):
+    return f"torch {torch.__version__}, CUDA available: {CUDA}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    # A different seed per test (fresh data everywhere), reproducible from the test id.
+    torch.manual_seed(hash(request.node.nodeid) % (2**31))

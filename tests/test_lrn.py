@@ -1,0 +1,263 @@
+"""alexnet_cuda.ops.local_response_norm / nn.LocalResponseNorm vs PyTorch's."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_cuda
+from alexnet_cuda.ops import local_response_norm
+from conftest import CUDA, DEVICES, NO_CUDA_REASON
+
+# (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
+TOL = {
+    torch.float64: (1e-12, 1e-10),
+    torch.float32: (1e-6, 1e-5),
+    torch.float16: (1e-3, 2e-3),
+    torch.bfloat16: (8e-3, 1.6e-2),
+}
+
+
+def reference(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """PyTorch's composite LRN in float64."""
+    return F.local_response_norm(x.double(), size, alpha, beta, k)
+
+
+def paper_reference(x, size, alpha, beta, k):
+    """The paper's formula written out: alpha on the raw sum, PyTorch's window placement."""
+    x = x.double()
+    C = x.shape[1]
+    out = torch.empty_like(x)
+    for c in range(C):
+        lo, hi = max(0, c - size // 2), min(C, c + (size - 1) // 2 + 1)
+        s = k + alpha * (x[:, lo:hi] ** 2).sum(dim=1)
+        out[:, c] = x[:, c] / s**beta
+    return out
+
+
+def rand(shape, device, dtype=torch.float32, scale=3.0):
+    # Values of order 1-10 so that k and the sum of squares both matter.
+    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+
+
+def layout(x, kind):
+    if kind == "contiguous":
+        return x.contiguous()
+    if kind == "channels_last":
+        perm = (0, *range(2, x.dim()), 1)
+        inv = [perm.index(i) for i in range(x.dim())]
+        return x.permute(perm).contiguous().permute(inv)
+    if kind == "strided":  # every other element along the last dim: not dense
+        big = torch.repeat_interleave(x, 2, dim=-1)
+        return big[..., ::2]
+    raise ValueError(kind)
+
+
+SHAPES = [
+    (2, 96, 13, 15),   # AlexNet's channel count, odd spatial size
+    (3, 16, 8, 8),
+    (2, 3, 5, 4),      # fewer channels than the window
+    (2, 1, 4, 4),      # one channel
+    (2, 7, 11),        # 3-D (N, C, L)
+    (2, 6, 3, 4, 5),   # 5-D (N, C, D, H, W)
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 12])
+def test_forward_matches_pytorch(device, shape, size):
+    x = rand(shape, device)
+    out = torch.full_like(x, float("nan"))
+    out.copy_(local_response_norm(x, size, alpha=0.2, beta=0.75, k=2.0))
+    atol, rtol = TOL[torch.float32]
+    torch.testing.assert_close(out.double(), reference(x, size, 0.2, 0.75, 2.0), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
+def test_dtypes_and_layouts(device, dtype, kind):
+    x = layout(rand((2, 24, 9, 7), device, dtype), kind)
+    out = local_response_norm(x, 5, alpha=1e-2, beta=0.75, k=2.0)
+    assert out.dtype == dtype and out.shape == x.shape
+    if kind == "channels_last":  # processed natively, layout preserved
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.double(), reference(x, 5, 1e-2, 0.75, 2.0), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(2, 96, 55, 55), (2, 256, 27, 27)], ids=str)
+def test_alexnet_shapes_forward_backward(device, kind, shape):
+    # The paper's layer: size 5, alpha 1e-4 (over size), beta 0.75, k 2, after a ReLU.
+    x = layout(rand(shape, device).relu(), kind).requires_grad_()
+    xr = x.detach().double().requires_grad_()
+    out = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    ref = F.local_response_norm(xr, 5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(out.double(), ref, atol=1e-6, rtol=1e-5)
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, xr, g.double())
+    torch.testing.assert_close(gx.double(), gr, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [1, 2, 5, 6, 9])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_backward_matches_pytorch(device, size, kind):
+    x = layout(rand((3, 10, 6, 5), device, torch.float64), kind).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    out = local_response_norm(x, size, 0.3, 0.75, 1.5)
+    ref = F.local_response_norm(xr, size, 0.3, 0.75, 1.5)
+    # A non-contiguous incoming gradient, in a different layout from x.
+    g = layout(torch.randn_like(ref), "strided")
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, xr, g)
+    torch.testing.assert_close(gx, gr, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backward_low_precision(device, dtype):
+    x = rand((2, 32, 7, 7), device, dtype).requires_grad_()
+    xr = x.detach().double().requires_grad_()
+    g = torch.randn(x.shape, device=device, dtype=dtype)
+    (gx,) = torch.autograd.grad(local_response_norm(x, 5, 0.1, 0.75, 2.0), x, g)
+    (gr,) = torch.autograd.grad(F.local_response_norm(xr, 5, 0.1, 0.75, 2.0), xr, g.double())
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(gx.double(), gr, atol=atol * 4, rtol=rtol * 2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [3, 4, 5])
+def test_paper_alpha(device, size):
+    x = rand((2, 12, 5, 5), device, torch.float64)
+    out = local_response_norm(x, size, alpha=1e-2, beta=0.75, k=2.0, paper_alpha=True)
+    torch.testing.assert_close(out, paper_reference(x, size, 1e-2, 0.75, 2.0))
+    # ... which is PyTorch's convention with alpha * size.
+    torch.testing.assert_close(out, reference(x, size, 1e-2 * size, 0.75, 2.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck(device):
+    for size, kind in [(3, "contiguous"), (4, "channels_last"), (7, "strided")]:
+        x = layout(rand((2, 5, 3, 4), device, torch.float64, scale=1.0), kind).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.5, 0.75, 1.0), (x,))
+        paper = lambda t: local_response_norm(t, size, 0.5, 0.6, 1.0, paper_alpha=True)  # noqa: E731
+        assert torch.autograd.gradcheck(paper, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device):
+    for shape in [(0, 96, 5, 5), (2, 0, 5, 5), (2, 4, 0, 5)]:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        out = local_response_norm(x, 5)
+        assert out.shape == x.shape
+        out.sum().backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_k_zero_with_zero_windows_like_pytorch(device):
+    # 0 / 0^beta = NaN in PyTorch; inputs it accepts must behave the same here.
+    x = rand((2, 8, 4, 4), device)
+    x[:, :, :2] = 0
+    out = local_response_norm(x, 3, alpha=1e-4, beta=0.75, k=0.0)
+    torch.testing.assert_close(out.double(), reference(x, 3, 1e-4, 0.75, 0.0), equal_nan=True, atol=1e-6, rtol=1e-5)
+    assert out[:, :, :2].isnan().all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = rand((2, 6, 5, 4), device)
+    for t in [x, layout(x, "channels_last")]:
+        t = t.clone().requires_grad_()
+        torch.library.opcheck(torch.ops.alexnet_cuda.lrn_forward.default, (t, 5, 2e-5, 0.75, 2.0))
+        g = torch.randn_like(t)
+        torch.library.opcheck(torch.ops.alexnet_cuda.lrn_backward.default, (g, t.detach(), 5, 2e-5, 0.75, 2.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_module_is_drop_in(device):
+    ours = alexnet_cuda.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    stock = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    assert repr(ours) == repr(stock)
+    assert ours.state_dict().keys() == stock.state_dict().keys()
+    ours.load_state_dict(stock.state_dict())
+    assert isinstance(ours, torch.nn.LocalResponseNorm)
+    x = rand((2, 10, 6, 6), device)
+    torch.testing.assert_close(ours(x), stock(x))
+    paper = alexnet_cuda.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0, paper_alpha=True)
+    assert "paper_alpha=True" in repr(paper)
+    torch.testing.assert_close(paper(x), torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), alexnet_cuda.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    ).to(device)
+    compiled = torch.compile(model, fullgraph=True)
+    x = rand((2, 3, 9, 9), device).requires_grad_()
+    out = compiled(x)
+    ref = model(x)
+    torch.testing.assert_close(out, ref)
+    (g1,) = torch.autograd.grad(out.sum(), x)
+    (g2,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_double_backward_raises_clearly():
+    x = rand((2, 4, 3, 3), "cpu", torch.float64).requires_grad_()
+    (g,) = torch.autograd.grad(local_response_norm(x, 3).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize(
+    "make, size, error, match",
+    [
+        (lambda: torch.randint(0, 5, (2, 4, 3, 3)), 3, TypeError, "floating-point"),
+        (lambda: torch.randn(4, 3), 3, ValueError, "3D or higher"),
+        (lambda: torch.randn(2, 4, 3), 0, ValueError, "size must be positive"),
+        (lambda: torch.randn(2, 4, 3), -2, ValueError, "size must be positive"),
+        (lambda: torch.randn(2, 4, 3), 2.5, TypeError, "size must be an int"),
+        (lambda: [[1.0]], 3, TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_inputs(make, size, error, match):
+    with pytest.raises(error, match=match):
+        local_response_norm(make(), size)
+
+
+def test_device_without_kernels_is_a_clear_error(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setattr(alexnet_cuda._extension, "has_cuda_kernels", lambda: False)
+    with FakeTensorMode():
+        x = torch.empty(2, 4, 3, 3, device="cuda")
+        with pytest.raises(RuntimeError, match="built without its CUDA kernels"):
+            local_response_norm(x, 3)
+
+
+@pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
+def test_cuda_indexing_past_2_31_elements():
+    free, _ = torch.cuda.mem_get_info()
+    if free < 12 * 2**30:
+        pytest.skip("needs 12 GiB of free GPU memory")
+    # 8 channels of 2^28 + 5 pixels: channel offsets c * P pass 2^31 from c = 8.
+    P = 2**28 + 5
+    x = torch.randn(1, 8, P, device="cuda", dtype=torch.bfloat16)
+    out = local_response_norm(x, 5, 0.3, 0.75, 2.0)
+    for lo in (0, P - 4096):  # check the first and the last pixels of every channel
+        xs = x[:, :, lo : lo + 4096]
+        torch.testing.assert_close(out[:, :, lo : lo + 4096].double(), reference(xs, 5, 0.3, 0.75, 2.0),
+                                   atol=8e-3, rtol=1.6e-2)
+    del out
+    x.requires_grad_()
+    g = torch.randn_like(x)
+    (gx,) = torch.autograd.grad(local_response_norm(x, 5, 0.3, 0.75, 2.0), x, g)
+    xs = x.detach()[:, :, P - 4096 :].double().requires_grad_()
+    (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs, g[:, :, P - 4096 :].double())
+    torch.testing.assert_close(gx[:, :, P - 4096 :].double(), gr, atol=3e-2, rtol=3e-2)
