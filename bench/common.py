@@ -44,6 +44,9 @@ class Case:
     impls: Dict[str, Callable]
     # compare(ours_out, ref_out) raises if wrong; the outputs are what impls return.
     check: Optional[Callable] = None
+    # reference(*inputs) -> what "ours" should return, when stock eager cannot serve
+    # (e.g. PyTorch's CPU LRN has no bf16 kernel); defaults to impls["eager"].
+    reference: Optional[Callable] = None
     bytes: int = 0                               # fewest bytes the case must move
     flops: int = 0                               # useful floating-point operations
     extra: Dict[str, object] = dataclasses.field(default_factory=dict)
