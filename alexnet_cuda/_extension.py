@@ -12,9 +12,14 @@ except ImportError as exc:  # pragma: no cover - only hit on a broken install
     ) from exc
 
 
+# Read once at import: a plain bool that torch.compile can trace through (a dispatcher
+# query inside an op's checks would be a graph break).
+CUDA_KERNELS: bool = torch._C._dispatch_has_kernel_for_dispatch_key("alexnet_cuda::lrn_forward", "CUDA")
+
+
 def has_cuda_kernels() -> bool:
     """True when the extension was compiled with its CUDA kernels."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("alexnet_cuda::lrn_forward", "CUDA")
+    return CUDA_KERNELS
 
 
 def check_device(tensor: torch.Tensor, name: str, op: str) -> None:
@@ -22,7 +27,7 @@ def check_device(tensor: torch.Tensor, name: str, op: str) -> None:
     if tensor.device.type == "cpu":
         return
     if tensor.device.type == "cuda":
-        if not has_cuda_kernels():
+        if not CUDA_KERNELS:
             raise RuntimeError(
                 f"{op}: {name} is on {tensor.device} but alexnet_cuda was built without its "
                 "CUDA kernels (no CUDA toolkit or a CPU-only torch at build time). "

@@ -84,6 +84,9 @@ def environment(device):
 def run_case(case, cfg, ceilings):
     row = {"group": case.group, "case": case.name, "dtype": case.dtype, "layout": case.layout,
            "direction": case.direction, "bytes": case.bytes, "flops": case.flops, **case.extra}
+    # Every case compiles its own graphs: forget the previous cases' (same Python functions
+    # at other shapes/dtypes would otherwise count towards dynamo's recompile limit).
+    torch._dynamo.reset()
     inputs = [case.make_inputs() for _ in range(3)]
     # Correctness gate: ours vs stock eager (or the case's reference) on the same inputs.
     try:

@@ -234,7 +234,7 @@ def test_bad_inputs(make, size, error, match):
 def test_device_without_kernels_is_a_clear_error(monkeypatch):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    monkeypatch.setattr(alexnet_cuda._extension, "has_cuda_kernels", lambda: False)
+    monkeypatch.setattr(alexnet_cuda._extension, "CUDA_KERNELS", False)
     with FakeTensorMode():
         x = torch.empty(2, 4, 3, 3, device="cuda")
         with pytest.raises(RuntimeError, match="built without its CUDA kernels"):
