@@ -71,6 +71,26 @@ def find_cuda_home():
     return None
 
 
+def cuda_library_includes(cuda_home):
+    """Header dirs for cuBLAS/cuSPARSE/cuSOLVER when the toolkit lacks them.
+
+    torch's ATen/cuda/CUDAContext.h includes them; a minimal toolkit (nvcc + cudart)
+    does not ship them, but the nvidia-* wheels that a CUDA build of torch depends on
+    do (site-packages/nvidia/cu13/include, or nvidia/<lib>/include for CUDA 12).
+    """
+    if os.path.isfile(os.path.join(cuda_home, "include", "cusparse.h")):
+        return []
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    dirs = []
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for inc in sorted(glob.glob(os.path.join(base, "*", "include"))):
+            if glob.glob(os.path.join(inc, "cu*.h")):
+                dirs.append(inc)
+    return dirs
+
+
 def main():
     try:
         import torch  # noqa: F401
@@ -114,6 +134,7 @@ def main():
         extra_link_args=["-fopenmp"],
     )
     if cuda_home is not None:
+        common["include_dirs"] += cuda_library_includes(cuda_home)
         ext = CUDAExtension(
             "alexnet_cuda._C",
             sources + cuda_sources,

@@ -1,0 +1,111 @@
+// Cross-channel Local Response Normalization: the math shared by the CPU and CUDA kernels.
+//
+// For channel c at one spatial position, with the window W(c) = [c - pre, c + post]
+// (PyTorch's placement: pre = size / 2 behind, post = (size - 1) / 2 ahead; channels
+// outside [0, C) count as zeros):
+//
+//   s_c = k + scale * sum_{j in W(c)} x_j^2        scale = alpha / size  (PyTorch, Caffe,
+//   y_c = x_c * s_c^(-beta)                                cuDNN, cuda-convnet)
+//                                                   scale = alpha         (paper's text)
+// Backward (Caffe's derivation; dy_j / dx_c summed over every j whose window holds c,
+// i.e. j in M(c) = [c - post, c + pre], the mirrored window):
+//
+//   dx_c = dy_c * s_c^(-beta) - 2 * scale * beta * x_c * sum_{j in M(c)} t_j
+//   t_j  = dy_j * x_j * s_j^(-beta - 1)          (= dy_j * y_j / s_j)
+//
+// Writing t_j from x alone (not from y) means backward needs only x: the scale s is
+// recomputed, never stored, and y need not be kept for backward either.
+#pragma once
+
+#include <c10/macros/Macros.h>
+#include <cmath>
+#include <cstdint>
+
+namespace alexnet_cuda {
+namespace lrn {
+
+// Window extents, clamped to C - 1: channels further away are zero padding anyway, so
+// this changes nothing in the sums but bounds the halo a tile has to load.
+struct Window {
+  int pre;   // channels behind c
+  int post;  // channels ahead of c
+  C10_HOST_DEVICE int span() const { return pre + post; }
+};
+
+inline Window make_window(int64_t size, int64_t channels) {
+  const int64_t limit = channels > 0 ? channels - 1 : 0;
+  Window w;
+  w.pre = static_cast<int>(std::min<int64_t>(size / 2, limit));
+  w.post = static_cast<int>(std::min<int64_t>((size - 1) / 2, limit));
+  return w;
+}
+
+// s^(-beta). On the GPU: exp2(-beta * log2(s)) with the hardware log2 (relative error
+// ~1e-7 for fp32, far below fp32 rounding of the result); s = 0 gives +inf and s < 0
+// gives NaN, exactly like pow(). double uses the exact library pow everywhere.
+C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
+#if defined(__CUDA_ARCH__)
+  return exp2f(-beta * __log2f(s));
+#else
+  return std::pow(s, -beta);
+#endif
+}
+C10_HOST_DEVICE inline double inv_pow(double s, double beta) {
+  return ::pow(s, -beta);
+}
+
+// y_c from x_c and the window's sum of squares.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t forward_value(acc_t x, acc_t sumsq, acc_t scale, acc_t beta, acc_t k) {
+  return x * inv_pow(k + scale * sumsq, beta);
+}
+
+}  // namespace lrn
+}  // namespace alexnet_cuda
+
+// ---------------------------------------------------------------------------------
+// Host side: how a tensor is walked. Both supported layouts are a 3-D strided view
+// [outer, channel, pixel]:
+//   channels-first (contiguous N,C,*):  outer = N, pixel = the spatial dims,
+//                                        strides (C*P, P, 1)
+//   channels-last  (N,*,C dense, e.g. torch.channels_last): outer = 1, pixel = every
+//                                        (n, spatial) position, strides (0, 1, C)
+// Anything else is made contiguous by the caller first.
+#ifndef __CUDACC_RTC__
+#include <ATen/ATen.h>
+#include <vector>
+
+namespace alexnet_cuda {
+namespace lrn {
+
+struct View {
+  int64_t outer, channels, pixels;
+  int64_t outer_stride, channel_stride, pixel_stride;
+  bool channels_last;
+};
+
+// True when `x` is dense with the channel dim innermost (NHWC, NDHWC, NLC).
+inline bool is_channels_last_dense(const at::Tensor& x) {
+  if (x.dim() < 3 || x.is_contiguous()) return false;
+  std::vector<int64_t> order{0};
+  for (int64_t d = 2; d < x.dim(); ++d) order.push_back(d);
+  order.push_back(1);
+  return x.permute(order).is_contiguous();
+}
+
+inline View make_view(const at::Tensor& x) {
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t p = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
+  if (is_channels_last_dense(x)) return View{1, c, n * p, 0, 1, c, true};
+  return View{n, c, p, c * p, p, 1, false};
+}
+
+// `t` with exactly `like`'s strides (a copy only when they differ), so one set of
+// strides walks both tensors in the backward kernels.
+inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
+  return t.strides() == like.strides() ? t : at::empty_like(like).copy_(t);
+}
+
+}  // namespace lrn
+}  // namespace alexnet_cuda
+#endif

@@ -1,0 +1,184 @@
+// LRN: schemas and CPU kernels. See lrn.h for the math.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "lrn/lrn.h"
+
+namespace alexnet_cuda {
+namespace lrn {
+namespace {
+
+void check_args(const at::Tensor& x, int64_t size, const char* op) {
+  TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
+              x.scalar_type());
+  TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
+}
+
+// The CPU kernels work on one block of pixels of one outer index at a time and keep,
+// per pixel, a column of the (zero-padded) squares in a scratch buffer so that every
+// inner loop runs over contiguous floats (auto-vectorized with -O3):
+//   sq[(j + pre) * B + b] = x_j(pixel b)^2  for j in [-pre, C + post)
+constexpr int64_t kPixelBlock = 64;
+
+template <typename scalar_t>
+void forward_block(const scalar_t* x, scalar_t* y, const View& v, int64_t o, int64_t p0,
+                   int64_t nb, Window w, at::opmath_type<scalar_t> scale,
+                   at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
+                   std::vector<at::opmath_type<scalar_t>>& sq) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t C = v.channels, B = nb;
+  sq.assign((C + w.span()) * B, acc_t(0));
+  auto at = [&](int64_t c, int64_t b) {
+    return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride;
+  };
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t* row = &sq[(c + w.pre) * B];
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t xv = static_cast<acc_t>(x[at(c, b)]);
+      row[b] = xv * xv;
+    }
+  }
+  std::vector<acc_t> sum(B);
+  for (int64_t c = 0; c < C; ++c) {
+    std::fill(sum.begin(), sum.end(), acc_t(0));
+    for (int d = 0; d <= w.span(); ++d) {  // window rows c - pre .. c + post
+      const acc_t* row = &sq[(c + d) * B];
+      for (int64_t b = 0; b < B; ++b) sum[b] += row[b];
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t i = at(c, b);
+      y[i] = static_cast<scalar_t>(forward_value<acc_t>(static_cast<acc_t>(x[i]), sum[b], scale, beta, k));
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const View& v, int64_t o,
+                    int64_t p0, int64_t nb, Window w, at::opmath_type<scalar_t> scale,
+                    at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
+                    std::vector<at::opmath_type<scalar_t>>& sq) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t C = v.channels, B = nb;
+  auto at = [&](int64_t c, int64_t b) {
+    return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride;
+  };
+  // Buffers: squares (rows -pre .. C+post), t_j (rows -post .. C+pre), s_c^-beta (rows 0..C).
+  const int64_t sq_rows = C + w.span(), t_rows = C + w.span();
+  sq.assign((sq_rows + t_rows + C) * B, acc_t(0));
+  acc_t* t = sq.data() + sq_rows * B;
+  acc_t* sp = t + t_rows * B;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t xv = static_cast<acc_t>(x[at(c, b)]);
+      sq[(c + w.pre) * B + b] = xv * xv;
+    }
+  std::vector<acc_t> sum(B);
+  for (int64_t c = 0; c < C; ++c) {
+    std::fill(sum.begin(), sum.end(), acc_t(0));
+    for (int d = 0; d <= w.span(); ++d)
+      for (int64_t b = 0; b < B; ++b) sum[b] += sq[(c + d) * B + b];
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t s = k + scale * sum[b];
+      const acc_t p = inv_pow(s, beta);
+      const int64_t i = at(c, b);
+      sp[c * B + b] = p;
+      t[(c + w.post) * B + b] = static_cast<acc_t>(dy[i]) * static_cast<acc_t>(x[i]) * p / s;
+    }
+  }
+  const acc_t coef = acc_t(2) * scale * beta;
+  for (int64_t c = 0; c < C; ++c) {
+    std::fill(sum.begin(), sum.end(), acc_t(0));
+    for (int d = 0; d <= w.span(); ++d)  // t rows j = c - post .. c + pre
+      for (int64_t b = 0; b < B; ++b) sum[b] += t[(c + d) * B + b];
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t i = at(c, b);
+      dx[i] = static_cast<scalar_t>(static_cast<acc_t>(dy[i]) * sp[c * B + b] -
+                                    coef * static_cast<acc_t>(x[i]) * sum[b]);
+    }
+  }
+}
+
+// Runs fn(o, p0, nb) over every (outer, pixel block) in parallel.
+template <typename Fn>
+void for_each_block(const View& v, Fn fn) {
+  const int64_t blocks_per_outer = (v.pixels + kPixelBlock - 1) / kPixelBlock;
+  const int64_t total = v.outer * blocks_per_outer;
+  at::parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t o = i / blocks_per_outer, p0 = (i % blocks_per_outer) * kPixelBlock;
+      fn(o, p0, std::min(kPixelBlock, v.pixels - p0));
+    }
+  });
+}
+
+at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, double beta, double k) {
+  check_args(input, size, "lrn_forward");
+  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  const View v = make_view(x);
+  const Window w = make_window(size, v.channels);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    for_each_block(v, [&](int64_t o, int64_t p0, int64_t nb) {
+      thread_local std::vector<acc_t> scratch;
+      forward_block<scalar_t>(xp, yp, v, o, p0, nb, w, acc_t(scale), acc_t(beta), acc_t(k), scratch);
+    });
+  });
+  return y;
+}
+
+at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
+                            double scale, double beta, double k) {
+  check_args(input, size, "lrn_backward");
+  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
+              grad_output.sizes(), " but input has ", input.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+              "lrn_backward: grad_output dtype ", grad_output.scalar_type(), " != input dtype ",
+              input.scalar_type());
+  const bool cl = is_channels_last_dense(input);
+  const at::Tensor x = cl ? input : input.contiguous();
+  // The kernel walks both tensors with one set of strides: give dy x's layout.
+  const at::Tensor dy = with_layout_of(grad_output, x);
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return dx;
+  const View v = make_view(x);
+  const Window w = make_window(size, v.channels);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+    for_each_block(v, [&](int64_t o, int64_t p0, int64_t nb) {
+      thread_local std::vector<acc_t> scratch;
+      backward_block<scalar_t>(dyp, xp, dxp, v, o, p0, nb, w, acc_t(scale), acc_t(beta), acc_t(k), scratch);
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
+  // y = x * (k + scale * sum_window x^2)^-beta over a channel window of `size`
+  // (scale = alpha / size for PyTorch's convention, alpha for the paper's).
+  m.def("lrn_forward(Tensor input, int size, float scale, float beta, float k) -> Tensor");
+  // Gradient w.r.t. input, recomputing the scale from input (nothing else saved).
+  m.def("lrn_backward(Tensor grad_output, Tensor input, int size, float scale, float beta, float k) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
+  m.impl("lrn_forward", &lrn_forward_cpu);
+  m.impl("lrn_backward", &lrn_backward_cpu);
+}
+
+}  // namespace lrn
+}  // namespace alexnet_cuda

@@ -1,0 +1,263 @@
+// LRN: CUDA kernels. See lrn.h for the math.
+//
+// One block computes a tile of TC channels x TP pixels. It first copies the tile plus
+// its channel halo (the zero-padded window neighbours) from global memory into shared
+// memory as fp32, with consecutive threads on consecutive addresses of whichever dim
+// is contiguous (pixels for NCHW, channels for channels-last): one coalesced read of the
+// input, one coalesced write of the result. The window sums are then taken from shared
+// memory, so the input is read from DRAM once even though every element belongs to
+// `size` windows. The shared tile is stored with the contiguous dim fastest as well,
+// which keeps the compute phase free of bank conflicts for both layouts.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "lrn/lrn.h"
+
+namespace alexnet_cuda {
+namespace lrn {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kSmemBytes = 48 * 1024;  // no opt-in needed below 48 KiB
+
+// A tile: pixels [p0, p0 + tp) of outer index o, channels [c0, c0 + tc). Shared rows are
+// channels (with halo), columns pixels; `at(r, q)` puts the contiguous dim fastest.
+struct Tile {
+  int64_t o, p0;
+  int c0, tc, tp;
+  __device__ int64_t global(const View& v, int c, int q) const {
+    return o * v.outer_stride + int64_t(c) * v.channel_stride + (p0 + q) * v.pixel_stride;
+  }
+};
+
+template <bool CL>
+__device__ __forceinline__ int smem_at(int r, int q, int rows, int tp) {
+  return CL ? q * rows + r : r * tp + q;
+}
+
+// Load channels [c_first, c_first + rows) x tile pixels into shared memory (zero outside
+// [0, C) and past the last pixel). Thread i takes element i with the contiguous dim fastest.
+template <bool CL, typename acc_t, typename scalar_t>
+__device__ void load_rows(acc_t* dst, const scalar_t* __restrict__ src, const View& v, const Tile& t,
+                          int c_first, int rows) {
+  const int n = rows * t.tp;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int r = CL ? i % rows : i / t.tp;
+    const int q = CL ? i / rows : i % t.tp;
+    const int c = c_first + r;
+    acc_t val = 0;
+    if (c >= 0 && c < v.channels && t.p0 + q < v.pixels) val = static_cast<acc_t>(src[t.global(v, c, q)]);
+    dst[smem_at<CL>(r, q, rows, t.tp)] = val;
+  }
+}
+
+// Calls fn(cc, q) for every (channel-in-tile, pixel) the tile owns, contiguous dim fastest.
+template <bool CL, typename Fn>
+__device__ void for_each_output(const View& v, const Tile& t, Fn fn) {
+  const int n = t.tc * t.tp;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int cc = CL ? i % t.tc : i / t.tp;
+    const int q = CL ? i / t.tc : i % t.tp;
+    if (t.p0 + q < v.pixels) fn(cc, q);
+  }
+}
+
+__device__ Tile make_tile(const View& v, int tc, int tp) {
+  const int64_t tiles_per_outer = (v.pixels + tp - 1) / tp;
+  Tile t;
+  t.o = blockIdx.x / tiles_per_outer;
+  t.p0 = (blockIdx.x % tiles_per_outer) * tp;
+  t.c0 = blockIdx.y * tc;
+  t.tc = min(tc, int(v.channels) - t.c0);
+  t.tp = tp;
+  return t;
+}
+
+// Forward. Shared: x rows for channels [c0 - pre, c0 + tc + post).
+// Shared memory holds acc_t (float, or double for double inputs).
+template <typename acc_t>
+__device__ acc_t* shared_buffer() {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  return reinterpret_cast<acc_t*>(smem_bytes);
+}
+
+template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kThreads)
+    lrn_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, Window w,
+                       int tc, int tp, acc_t scale, acc_t beta, acc_t k) {
+  acc_t* smem = shared_buffer<acc_t>();
+  const Tile t = make_tile(v, tc, tp);
+  const int rows = t.tc + w.span();
+  load_rows<CL>(smem, x, v, t, t.c0 - w.pre, rows);
+  __syncthreads();
+  for_each_output<CL>(v, t, [&](int cc, int q) {
+    acc_t sumsq = 0;
+    for (int d = 0; d <= w.span(); ++d) {
+      const acc_t xv = smem[smem_at<CL>(cc + d, q, rows, t.tp)];
+      sumsq += xv * xv;
+    }
+    const acc_t xc = smem[smem_at<CL>(cc + w.pre, q, rows, t.tp)];
+    y[t.global(v, t.c0 + cc, q)] = static_cast<scalar_t>(forward_value(xc, sumsq, scale, beta, k));
+  });
+}
+
+// Backward. Shared, in three regions (row index -> channel):
+//   xs: x  for channels [c0 - pre - post, c0 + tc + pre + post)   (rows_x)
+//   ts: dy, then t_j = dy_j x_j s_j^(-beta-1), for j in [c0 - post, c0 + tc + pre)  (rows_t)
+//   gs: dy_c s_c^(-beta) for the tile's own channels                  (tc rows)
+// Phase 2 turns dy into t in place (each element read and written by one thread).
+template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kThreads)
+    lrn_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
+                        scalar_t* __restrict__ dx, View v, Window w, int tc, int tp, acc_t scale,
+                        acc_t beta, acc_t k) {
+  acc_t* smem = shared_buffer<acc_t>();
+  const Tile t = make_tile(v, tc, tp);
+  const int span = w.span();
+  const int rows_x = t.tc + 2 * span, rows_t = t.tc + span;
+  acc_t* xs = smem;
+  acc_t* ts = xs + rows_x * t.tp;
+  acc_t* gs = ts + rows_t * t.tp;
+  load_rows<CL>(xs, x, v, t, t.c0 - span, rows_x);
+  load_rows<CL>(ts, dy, v, t, t.c0 - w.post, rows_t);
+  __syncthreads();
+  // Phase 2: s_j for every j in the t range; row tj of ts is channel j = c0 - post + tj,
+  // whose window is rows tj .. tj + span of xs, and x_j is xs row tj + pre.
+  const int n = rows_t * t.tp;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int tj = CL ? i % rows_t : i / t.tp;
+    const int q = CL ? i / rows_t : i % t.tp;
+    const int j = t.c0 - w.post + tj;
+    acc_t sumsq = 0;
+    for (int d = 0; d <= span; ++d) {
+      const acc_t xv = xs[smem_at<CL>(tj + d, q, rows_x, t.tp)];
+      sumsq += xv * xv;
+    }
+    const acc_t s = k + scale * sumsq;
+    const acc_t p = inv_pow(s, beta);
+    const int ti = smem_at<CL>(tj, q, rows_t, t.tp);
+    const acc_t dyj = ts[ti];
+    const int cc = j - t.c0;
+    if (cc >= 0 && cc < t.tc) gs[smem_at<CL>(cc, q, t.tc, t.tp)] = dyj * p;
+    // Channels outside [0, C) contribute nothing (their dy is zero, but s may be 0 there).
+    ts[ti] = (j >= 0 && j < v.channels) ? dyj * xs[smem_at<CL>(tj + w.pre, q, rows_x, t.tp)] * p / s : acc_t(0);
+  }
+  __syncthreads();
+  // Phase 3: dx_c = dy_c s_c^-beta - 2 scale beta x_c sum_{j=c-post}^{c+pre} t_j; channel
+  // c = c0 + cc has t rows cc .. cc + span and x at xs row cc + span.
+  const acc_t coef = acc_t(2) * scale * beta;
+  for_each_output<CL>(v, t, [&](int cc, int q) {
+    acc_t tsum = 0;
+    for (int d = 0; d <= span; ++d) tsum += ts[smem_at<CL>(cc + d, q, rows_t, t.tp)];
+    const acc_t xc = xs[smem_at<CL>(cc + span, q, rows_x, t.tp)];
+    dx[t.global(v, t.c0 + cc, q)] =
+        static_cast<scalar_t>(gs[smem_at<CL>(cc, q, t.tc, t.tp)] - coef * xc * tsum);
+  });
+}
+
+// Tile shape: up to 128 channels per tile (all of AlexNet's 96; more channels are split
+// into tiles with a halo), and enough pixels for ~2K outputs per block. Channels-first
+// tiles keep >= 32 pixels so each channel row is at least one 128-byte line. The pixel
+// count shrinks until the shared tile fits in 48 KiB.
+struct LaunchShape {
+  int tc, tp;
+  size_t smem;
+};
+
+LaunchShape pick_shape(const View& v, Window w, bool backward, size_t elem) {
+  LaunchShape s;
+  s.tc = static_cast<int>(std::min<int64_t>(v.channels, 128));
+  const int rows = backward ? 3 * s.tc + 3 * w.span() : s.tc + w.span();
+  int tp = std::max(1, 2048 / s.tc);
+  if (!v.channels_last) {
+    tp = std::max(32, tp);
+    int pow2 = 32;
+    while (pow2 < tp && pow2 < 1024) pow2 *= 2;
+    tp = pow2;
+  }
+  tp = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(tp, v.pixels)));
+  while (tp > 1 && size_t(rows) * tp * elem > kSmemBytes) tp /= 2;
+  TORCH_CHECK(size_t(rows) * tp * elem <= kSmemBytes,
+              "local_response_norm (CUDA): the window (size) is too large for the CUDA kernel's "
+              "shared-memory tile (", rows, " channel rows); use a smaller size or run on CPU");
+  s.tp = tp;
+  s.smem = size_t(rows) * tp * elem;
+  return s;
+}
+
+dim3 grid_for(const View& v, const LaunchShape& s) {
+  const int64_t tiles = v.outer * ((v.pixels + s.tp - 1) / s.tp);
+  TORCH_CHECK(tiles < (int64_t(1) << 31), "local_response_norm (CUDA): input too large");
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>((v.channels + s.tc - 1) / s.tc));
+}
+
+void check_cuda_args(const at::Tensor& x, int64_t size, const char* op) {
+  TORCH_CHECK(x.is_cuda(), op, ": expected a CUDA tensor");
+  TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
+              x.scalar_type());
+  TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
+}
+
+at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale, double beta, double k) {
+  check_cuda_args(input, size, "lrn_forward");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  const View v = make_view(x);
+  const Window w = make_window(size, v.channels);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const LaunchShape s = pick_shape(v, w, /*backward=*/false, sizeof(acc_t));
+    auto kernel = v.channels_last ? lrn_forward_kernel<true, scalar_t> : lrn_forward_kernel<false, scalar_t>;
+    kernel<<<grid_for(v, s), kThreads, s.smem, stream>>>(x.const_data_ptr<scalar_t>(),
+                                                         y.mutable_data_ptr<scalar_t>(), v, w, s.tc, s.tp,
+                                                         acc_t(scale), acc_t(beta), acc_t(k));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
+                             double scale, double beta, double k) {
+  check_cuda_args(input, size, "lrn_backward");
+  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
+              grad_output.sizes(), " but input has ", input.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
+              "lrn_backward: grad_output must match input's dtype and device");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  const at::Tensor dy = with_layout_of(grad_output, x);
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return dx;
+  const View v = make_view(x);
+  const Window w = make_window(size, v.channels);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const LaunchShape s = pick_shape(v, w, /*backward=*/true, sizeof(acc_t));
+    auto kernel = v.channels_last ? lrn_backward_kernel<true, scalar_t> : lrn_backward_kernel<false, scalar_t>;
+    kernel<<<grid_for(v, s), kThreads, s.smem, stream>>>(
+        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), v, w,
+        s.tc, s.tp, acc_t(scale), acc_t(beta), acc_t(k));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
+  m.impl("lrn_forward", &lrn_forward_cuda);
+  m.impl("lrn_backward", &lrn_backward_cuda);
+}
+
+}  // namespace lrn
+}  // namespace alexnet_cuda
