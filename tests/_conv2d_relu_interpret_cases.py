@@ -35,6 +35,8 @@ CASES = [
     ("depthwise", 2, 6, 8, 8, 12, 3, 3, (1, 1), (1, 1), (1, 1), 6, True),
     ("1x1", 2, 16, 5, 7, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     ("big_pad", 1, 3, 5, 5, 17, 3, 3, (1, 1), (3, 2), (1, 1), 1, True),
+    # Cin/groups = 16 = the interpreter's BLOCK_K: the NHWC one-tap-per-K-block path.
+    ("aligned_taps", 2, 32, 9, 8, 20, 3, 3, (2, 1), (1, 2), (2, 1), 2, True),
     # AlexNet's layers, scaled down (same kernels, strides, paddings and groups).
     ("alexnet_conv1", 2, 3, 15, 15, 16, 11, 11, (4, 4), (0, 0), (1, 1), 1, True),
     ("alexnet_conv2", 2, 8, 7, 7, 16, 5, 5, (1, 1), (2, 2), (1, 1), 2, True),
@@ -43,6 +45,7 @@ CASES = [
     ("alexnet_conv5", 2, 16, 5, 5, 12, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
 ]
 
+BY_NAME = {c[0]: c for c in CASES}
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
 
 
@@ -86,7 +89,7 @@ def test_kernel_matches_conv2d_relu(case, dtype, layout):
 def test_tf32_flag_and_strided_views():
     """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
     batch and channels, a transposed weight) are read in place through their strides."""
-    case = CASES[1]
+    case = BY_NAME["stride_pad_dil_rect"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
     big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
     big[::2, 1:-2] = x
@@ -100,7 +103,7 @@ def test_tf32_flag_and_strided_views():
 
 
 def test_weight_channels_last_gives_channels_last_output():
-    case = CASES[0]
+    case = BY_NAME["3x3_pad1"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=2)
     w_cl = weight.contiguous(memory_format=torch.channels_last)
     out = kmod._conv2d_relu_triton(x, w_cl, bias, [1, 1], [1, 1], [1, 1], 1)
@@ -115,3 +118,39 @@ def test_nan_propagates_like_relu():
     out = kmod._conv2d_relu_triton(x, w, None, [1, 1], [1, 1], [1, 1], 1)
     ref = torch.relu(F.conv2d(x, w, None, 1, 1))
     assert torch.equal(out.isnan(), ref.isnan()) and ref.isnan().any()
+
+
+def test_nchw_input_policy_channels_last(monkeypatch):
+    """NCHW_INPUT_POLICY="channels_last" converts NCHW input to NHWC inside the launcher;
+    the output layout still follows the input (NCHW)."""
+    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "channels_last")
+    case = BY_NAME["alexnet_conv1"]  # generic NHWC path with a zero-padded weight
+    x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=4)
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    out = kmod._conv2d_relu_triton(x, weight, bias, *args)
+    assert out.is_contiguous()
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5
+
+
+@pytest.mark.parametrize("c_inner", [True, False], ids=["nhwc", "nchw"])
+def test_pack_weight(c_inner):
+    """Weights already in the kernel's K order (K a multiple of 16) are used in place;
+    others are copied into zero-padded rows."""
+    w = torch.randn(8, 16, 3, 3)
+    w_in_order = w.contiguous(memory_format=torch.channels_last) if c_inner else w
+    packed, k_b = kmod._pack_weight(w_in_order, c_inner)
+    assert packed is w_in_order and k_b == 144
+    w3 = torch.randn(8, 3, 11, 11)
+    packed, k_b = kmod._pack_weight(w3, c_inner)
+    assert k_b == 368 and packed.shape == (8, 368) and (packed[:, 363:] == 0).all()
+    order = (0, 2, 3, 1) if c_inner else (0, 1, 2, 3)
+    assert torch.equal(packed[:, :363], w3.permute(order).reshape(8, 363))
+
+
+def test_channels_last_weight_with_nhwc_input():
+    case = BY_NAME["3x3_pad1"]
+    x, weight, bias = _inputs(case, torch.float32, torch.channels_last, seed=5)
+    w_cl = weight.contiguous(memory_format=torch.channels_last)
+    out = kmod._conv2d_relu_triton(x, w_cl, bias, [1, 1], [1, 1], [1, 1], 1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _rel_err(out, _reference(x, weight, bias, 1, 1, 1, 1)) < 1e-5

@@ -55,12 +55,17 @@ def _autotune_configs():
 #     C_INNER (NHWC input):  k = (kh*KW + kw)*CG + c   (c fastest: contiguous loads)
 #     else    (NCHW input):  k = (c*KH + kh)*KW + kw   (kw fastest, = weight's own order)
 #   A[m, k] = x[n, g*CG + c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]  (0 outside the image)
-#   B[k, co] = w[g*COUTG + co, c, kh, kw]
+#   B[k, co] = w[g*COUTG + co, c, kh, kw] = w_ptr[(g*COUTG + co)*swo + k]
+#     (the launcher hands over the weight stored in this K order, copying it if needed;
+#      when K is not a multiple of 16, e.g. conv1's 363, rows are zero-padded to
+#      swo = K_B = a multiple of 16 so the B loads stay 16-byte vectors)
 #
 # Flattening k over (kh, kw, c) instead of tiling over channels only means conv1's
 # 3 input channels fill K = 363 densely rather than being padded to a tile of 16+ per
 # filter tap. Row offsets (n, oh, ow -> address) are int64 since N*C*H*W can pass 2^31;
 # the per-k column offsets stay int32 (they span one image, checked by the launcher).
+# When BLOCK_K divides CG in NHWC (CG_POW2 = largest power of two dividing CG, <= 64),
+# each K block lies inside one filter tap and loads are contiguous along K (fast path).
 # Bias and ReLU are applied to the fp32 accumulator; the output is stored once.
 @triton.autotune(
     configs=_autotune_configs(),
@@ -73,9 +78,10 @@ def _conv2d_relu_kernel(
     N, C, H, W, COUT, HO, WO, KH, KW, GROUPS, CG, COUTG, M_TOTAL, K_TOTAL,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     sxn, sxc, sxh, sxw,
-    swo, swc, swh, sww,
+    swo, K_B,
     syn, syc, syh, syw,
-    HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, ALLOW_TF32: tl.constexpr,
+    HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
@@ -105,28 +111,47 @@ def _conv2d_relu_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K_TOTAL, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = offs_k < K_TOTAL
-        if C_INNER:
-            c = offs_k % CG
-            r = offs_k // CG
-            kw = r % KW
-            kh = r // KW
+        if C_INNER and CG_POW2 % BLOCK_K == 0:
+            # BLOCK_K divides CG (conv2-5 in NHWC): the whole K block sits in one filter
+            # tap (kh, kw), so the tap is a scalar, the row mask is constant along K and
+            # the channel offsets are contiguous (sxc == 1 is specialized by Triton):
+            # vectorized, pipelinable (cp.async) loads. No K mask: K_TOTAL % BLOCK_K == 0.
+            tap = k0 // CG
+            c0 = k0 - tap * CG
+            kh = tap // KW
+            kw = tap - kh * KW
+            ih = ih0 + kh * DIL_H
+            iw = iw0 + kw * DIL_W
+            row_ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x_tap = kh * DIL_H * sxh + kw * DIL_W * sxw + c0 * sxc
+            a = tl.load(x_ptr + ((x_row + x_tap)[:, None] + tl.arange(0, BLOCK_K)[None, :] * sxc),
+                        mask=row_ok[:, None], other=0.0)
+            b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]), mask=n_mask[None, :], other=0.0)
         else:
-            kw = offs_k % KW
-            r = offs_k // KW
-            kh = r % KH
-            c = r // KH
-        dh = kh * DIL_H
-        dw = kw * DIL_W
-        ih = ih0[:, None] + dh[None, :]
-        iw = iw0[:, None] + dw[None, :]
-        a_mask = (m_mask[:, None] & k_mask[None, :]
-                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
-        x_col = dh * sxh + dw * sxw + c * sxc
-        a = tl.load(x_ptr + (x_row[:, None] + x_col[None, :]), mask=a_mask, other=0.0)
-        w_row = c * swc + kh * swh + kw * sww
-        b = tl.load(w_ptr + (w_row[:, None] + w_col[None, :]),
-                    mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+            # General flattened K (conv1's 3 channels, NCHW input): decode every k.
+            k_mask = offs_k < K_TOTAL
+            if C_INNER:
+                c = offs_k % CG
+                r = offs_k // CG
+                kw = r % KW
+                kh = r // KW
+            else:
+                kw = offs_k % KW
+                r = offs_k // KW
+                kh = r % KH
+                c = r // KH
+            dh = kh * DIL_H
+            dw = kw * DIL_W
+            ih = ih0[:, None] + dh[None, :]
+            iw = iw0[:, None] + dw[None, :]
+            a_mask = (m_mask[:, None] & k_mask[None, :]
+                      & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+            x_col = dh * sxh + dw * sxw + c * sxc
+            a = tl.load(x_ptr + (x_row[:, None] + x_col[None, :]), mask=a_mask, other=0.0)
+            # The weight is packed in K order (see the launcher): B[k, co] = w[co*swo + k],
+            # zero for K_TOTAL <= k < K_B.
+            b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]),
+                        mask=(offs_k < K_B)[:, None] & n_mask[None, :], other=0.0)
         if ALLOW_TF32:
             acc = tl.dot(a, b, acc, input_precision="tf32")
         else:
@@ -159,11 +184,44 @@ def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.mem
     return torch.contiguous_format
 
 
+# What to do with NCHW input on CUDA: "direct" reads it in place through its strides
+# (gathered loads along K); "channels_last" copies it to NHWC first (one read and one
+# write of the input) to use the vectorized NHWC path. The output layout is the same
+# either way (see output_memory_format).
+NCHW_INPUT_POLICY = "direct"
+
+
+def _pack_weight(weight: torch.Tensor, c_inner: bool):
+    """(weight2d, K_B): the weight as rows B[:, co] = weight2d[co, :K] in the kernel's K order.
+
+    NHWC order (kh, kw, c) is a channels_last weight, NCHW order (c, kh, kw) a
+    contiguous one. A weight already stored that way (the usual case: a model moved
+    to channels_last has channels_last weights) is used in place. Otherwise, or when
+    K = CG*KH*KW is not a multiple of 16 (conv1: 363), it is copied into rows padded
+    with zeros to K_B = a multiple of 16, so that the kernel's weight loads are aligned
+    vectors. The copy is small (AlexNet's largest conv weight has 1.3M elements).
+    """
+    cout, cg, kh, kw = weight.shape
+    k = cg * kh * kw
+    if c_inner:
+        expected, order = (k, 1, kw * cg, cg), (0, 2, 3, 1)
+    else:
+        expected, order = (k, kh * kw, kw, 1), (0, 1, 2, 3)
+    in_order = all(st == e for st, e, size in zip(weight.stride(), expected, weight.shape)
+                   if size > 1)
+    if in_order and (k % 16 == 0 or cout == 1):
+        return weight, k
+    k_b = -(-k // 16) * 16
+    packed = torch.nn.functional.pad(weight.permute(order).reshape(cout, k), (0, k_b - k))
+    return packed.contiguous(), k_b
+
+
 def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
     """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
 
-    stride/padding/dilation are (h, w) int pairs (symmetric padding). Any input and
-    weight strides are read in place (no copy); the output is allocated in
+    stride/padding/dilation are (h, w) int pairs (symmetric padding). The input is read
+    in place with its own strides (unless NCHW_INPUT_POLICY says otherwise); the weight
+    is repacked only if it is not in the kernel's K order; the output is allocated in
     ``output_memory_format(input, weight)``.
     """
     n, c, h, w = input.shape
@@ -177,17 +235,21 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
                     memory_format=output_memory_format(input, weight))
     if y.numel() == 0:
         return y
+    c_inner = input.stride(1) <= input.stride(3)
+    if not c_inner and NCHW_INPUT_POLICY == "channels_last":
+        input = input.contiguous(memory_format=torch.channels_last)
+        c_inner = True
+    weight, k_b = _pack_weight(weight, c_inner)
     coutg = cout // groups
     m_total = n * ho * wo
     k_total = cg * kh * kw
     # One image's worth of input offsets (and the whole weight) must fit in int32; the
     # batch dimension is addressed in int64 inside the kernel.
     image_span = (c - 1) * input.stride(1) + (h - 1) * input.stride(2) + (w - 1) * input.stride(3)
-    weight_span = sum((s - 1) * st for s, st in zip(weight.shape, weight.stride()))
-    if image_span > _INT32_MAX or weight_span > _INT32_MAX or m_total > _INT32_MAX:
+    if image_span > _INT32_MAX or weight.numel() > _INT32_MAX or m_total > _INT32_MAX:
         raise ValueError(
             "conv2d_relu: one input image, the weight and N*Ho*Wo must each span fewer than "
-            f"2^31 elements (got image span {image_span}, weight span {weight_span}, "
+            f"2^31 elements (got image span {image_span}, weight {weight.numel()}, "
             f"N*Ho*Wo {m_total})")
     if groups > 65535:
         raise ValueError(f"conv2d_relu: groups must be <= 65535 for the Triton kernel, got {groups}")
@@ -195,14 +257,16 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     def grid(meta):
         return (triton.cdiv(m_total, meta["BLOCK_M"]) * triton.cdiv(coutg, meta["BLOCK_N"]), groups)
 
-    c_inner = input.stride(1) <= input.stride(3)
+    # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
+    tf32 = bool(allow_tf32) or input.dtype != torch.float32
     wrap_triton(_conv2d_relu_kernel)[grid](
         input, weight, bias if bias is not None else weight, y,
         n, c, h, w, cout, ho, wo, kh, kw, groups, cg, coutg, m_total, k_total,
         sh, sw, ph, pw, dh, dw,
         input.stride(0), input.stride(1), input.stride(2), input.stride(3),
-        weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3),
+        weight.stride(0), k_b,
         y.stride(0), y.stride(1), y.stride(2), y.stride(3),
-        HAS_BIAS=bias is not None, C_INNER=c_inner, ALLOW_TF32=bool(allow_tf32),
+        HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
+        ALLOW_TF32=tf32,
     )
     return y
