@@ -15,10 +15,15 @@ Devices:
   ``allow_tf32``, so torch.compile guards on it). Other CUDA dtypes (float64) use ATen.
 * CPU (and meta): ``relu(aten.convolution(...))``.
 
-Layouts: the kernel reads input and weight in place with their own strides, so NCHW
-input is never copied; channels_last (NHWC) is the fast path (contiguous loads along
-the reduction). The output is channels_last when input or weight is channels_last,
-else contiguous NCHW -- the same rule as cuDNN's ``F.conv2d``.
+Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized loads
+along the reduction. NCHW input is read in place through its strides (gathered loads,
+no copy of the input); setting ``_conv2d_relu_kernel.NCHW_INPUT_POLICY =
+"channels_last"`` makes the launcher copy it to NHWC first instead. The weight is used
+in place when it is stored in the kernel's reduction order (channels_last weight for
+NHWC input, contiguous for NCHW), otherwise a small packed copy is made per call (also
+for K = Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output
+is channels_last when input or weight is channels_last, else contiguous NCHW -- the same
+rule as cuDNN's ``F.conv2d``; the input itself is never converted by default.
 
 Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
 (``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
