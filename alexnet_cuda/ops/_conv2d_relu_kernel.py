@@ -1,0 +1,272 @@
+"""Triton implicit-GEMM kernel for relu(conv2d(x, w) + b), forward only.
+
+``_conv2d_relu_triton`` is the launcher. It takes already-normalized arguments
+(4-D input, int pairs, symmetric padding) and works on CUDA tensors and, under
+``TRITON_INTERPRET=1``, on CPU tensors (that is how the CPU test-suite runs the
+kernel itself). Argument checking lives in ``conv2d_relu.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _autotune_configs():
+    """Tile shapes for AlexNet's five conv layers (see ANCHORS.md section 3).
+
+    M = N*Ho*Wo is large for conv1/conv2 (387k / 93k rows at batch 128) and small for
+    conv3-5 (21.6k rows), where 64-row tiles keep enough programs in flight for 132 SMs.
+    The per-group N = Cout/groups is 96, 128, 384, 192, 128: 64- and 128-wide tiles
+    cover them with little masking. Only 4 warps: Inductor found miscompiles with 8
+    warps on flattened (kh, kw, c) conv loops (pytorch#173068). 8 configs at most, so a
+    new shape costs a few seconds of compilation, not minutes.
+    """
+    if _INTERPRET:
+        # The interpreter runs every program in numpy: one config, no benchmarking.
+        # Small tiles so that the tiny test shapes still cover several M/N/K tiles.
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
+    c = triton.Config
+    return [
+        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+        c({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+        c({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+        c({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+        c({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    ]
+
+
+# Implicit GEMM, one GEMM per group g (grid axis 1):
+#
+#   out[m, co] = relu(bias[g*COUTG + co] + sum_k A[m, k] * B[k, co])
+#
+#   rows     m  = (n*Ho + oh)*Wo + ow                       M = N*Ho*Wo
+#   columns  co in [0, COUTG), global channel g*COUTG + co   COUTG = Cout/groups
+#   reduction k over (kh, kw, c), c in [0, CG), CG = Cin/groups,  K = CG*KH*KW
+#     C_INNER (NHWC input):  k = (kh*KW + kw)*CG + c   (c fastest: contiguous loads)
+#     else    (NCHW input):  k = (c*KH + kh)*KW + kw   (kw fastest, = weight's own order)
+#   A[m, k] = x[n, g*CG + c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]  (0 outside the image)
+#   B[k, co] = w[g*COUTG + co, c, kh, kw] = w_ptr[(g*COUTG + co)*swo + k]
+#     (the launcher hands over the weight stored in this K order, copying it if needed;
+#      when K is not a multiple of 16, e.g. conv1's 363, rows are zero-padded to
+#      swo = K_B = a multiple of 16 so the B loads stay 16-byte vectors)
+#
+# Flattening k over (kh, kw, c) instead of tiling over channels only means conv1's
+# 3 input channels fill K = 363 densely rather than being padded to a tile of 16+ per
+# filter tap. Row offsets (n, oh, ow -> address) are int64 since N*C*H*W can pass 2^31;
+# the per-k column offsets stay int32 (they span one image, checked by the launcher).
+# When BLOCK_K divides CG in NHWC (CG_POW2 = largest power of two dividing CG, <= 64),
+# each K block lies inside one filter tap and loads are contiguous along K (fast path).
+# Bias and ReLU are applied to the fp32 accumulator; the output is stored once.
+@triton.autotune(
+    configs=_autotune_configs(),
+    key=["N", "C", "H", "W", "COUT", "HO", "WO", "KH", "KW", "STRIDE_H", "STRIDE_W",
+         "PAD_H", "PAD_W", "DIL_H", "DIL_W", "GROUPS", "sxn", "sxc", "sxh", "sxw"],
+)
+@triton.jit
+def _conv2d_relu_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    N, C, H, W, COUT, HO, WO, KH, KW, GROUPS, CG, COUTG, M_TOTAL, K_TOTAL,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    sxn, sxc, sxh, sxw,
+    swo, K_B,
+    syn, syc, syh, syw,
+    HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
+    # run back to back and share its input rows in L2. Axis 1 is the group.
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    num_pid_n = tl.cdiv(COUTG, BLOCK_N)
+    pid_m = pid // num_pid_n
+    pid_n = pid % num_pid_n
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < M_TOTAL
+    ow = offs_m % WO
+    t = offs_m // WO
+    oh = t % HO
+    n = t // HO
+    ih0 = oh * STRIDE_H - PAD_H
+    iw0 = ow * STRIDE_W - PAD_W
+    x_row = (n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
+             + (g * CG).to(tl.int64) * sxc)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < COUTG
+    co = g * COUTG + offs_n
+    w_col = co.to(tl.int64) * swo
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K_TOTAL, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        if C_INNER and CG_POW2 % BLOCK_K == 0:
+            # BLOCK_K divides CG (conv2-5 in NHWC): the whole K block sits in one filter
+            # tap (kh, kw), so the tap is a scalar, the row mask is constant along K and
+            # the channel offsets are contiguous (sxc == 1 is specialized by Triton):
+            # vectorized, pipelinable (cp.async) loads. No K mask: K_TOTAL % BLOCK_K == 0.
+            tap = k0 // CG
+            c0 = k0 - tap * CG
+            kh = tap // KW
+            kw = tap - kh * KW
+            ih = ih0 + kh * DIL_H
+            iw = iw0 + kw * DIL_W
+            row_ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x_tap = kh * DIL_H * sxh + kw * DIL_W * sxw + c0 * sxc
+            a = tl.load(x_ptr + ((x_row + x_tap)[:, None] + tl.arange(0, BLOCK_K)[None, :] * sxc),
+                        mask=row_ok[:, None], other=0.0)
+            b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]), mask=n_mask[None, :], other=0.0)
+        else:
+            # General flattened K (conv1's 3 channels, NCHW input): decode every k.
+            k_mask = offs_k < K_TOTAL
+            if C_INNER:
+                c = offs_k % CG
+                r = offs_k // CG
+                kw = r % KW
+                kh = r // KW
+            else:
+                kw = offs_k % KW
+                r = offs_k // KW
+                kh = r % KH
+                c = r // KH
+            dh = kh * DIL_H
+            dw = kw * DIL_W
+            ih = ih0[:, None] + dh[None, :]
+            iw = iw0[:, None] + dw[None, :]
+            a_mask = (m_mask[:, None] & k_mask[None, :]
+                      & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+            x_col = dh * sxh + dw * sxw + c * sxc
+            a = tl.load(x_ptr + (x_row[:, None] + x_col[None, :]), mask=a_mask, other=0.0)
+            # The weight is packed in K order (see the launcher): B[k, co] = w[co*swo + k],
+            # zero for K_TOTAL <= k < K_B.
+            b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]),
+                        mask=(offs_k < K_B)[:, None] & n_mask[None, :], other=0.0)
+        if ALLOW_TF32:
+            acc = tl.dot(a, b, acc, input_precision="tf32")
+        else:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + co, mask=n_mask, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    # relu that keeps NaN (NaN < 0 is false), like torch.relu.
+    acc = tl.where(acc < 0.0, 0.0, acc)
+
+    y_row = n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw
+    y_col = co.to(tl.int64) * syc
+    tl.store(y_ptr + (y_row[:, None] + y_col[None, :]),
+             acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """Strictly channels_last: NHWC strides and not also plain contiguous (C=1 etc.)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """channels_last when input or weight is channels_last, like cuDNN's F.conv2d."""
+    if _is_channels_last(input) or _is_channels_last(weight):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+# What to do with NCHW input on CUDA: "direct" reads it in place through its strides
+# (gathered loads along K); "channels_last" copies it to NHWC first (one read and one
+# write of the input) to use the vectorized NHWC path. The output layout is the same
+# either way (see output_memory_format).
+NCHW_INPUT_POLICY = "direct"
+
+
+def _pack_weight(weight: torch.Tensor, c_inner: bool):
+    """(weight2d, K_B): the weight as rows B[:, co] = weight2d[co, :K] in the kernel's K order.
+
+    NHWC order (kh, kw, c) is a channels_last weight, NCHW order (c, kh, kw) a
+    contiguous one. A weight already stored that way (the usual case: a model moved
+    to channels_last has channels_last weights) is used in place. Otherwise, or when
+    K = CG*KH*KW is not a multiple of 16 (conv1: 363), it is copied into rows padded
+    with zeros to K_B = a multiple of 16, so that the kernel's weight loads are aligned
+    vectors. The copy is small (AlexNet's largest conv weight has 1.3M elements).
+    """
+    cout, cg, kh, kw = weight.shape
+    k = cg * kh * kw
+    if c_inner:
+        expected, order = (k, 1, kw * cg, cg), (0, 2, 3, 1)
+    else:
+        expected, order = (k, kh * kw, kw, 1), (0, 1, 2, 3)
+    in_order = all(st == e for st, e, size in zip(weight.stride(), expected, weight.shape)
+                   if size > 1)
+    if in_order and (k % 16 == 0 or cout == 1):
+        return weight, k
+    k_b = -(-k // 16) * 16
+    packed = torch.nn.functional.pad(weight.permute(order).reshape(cout, k), (0, k_b - k))
+    return packed.contiguous(), k_b
+
+
+def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
+    """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
+
+    stride/padding/dilation are (h, w) int pairs (symmetric padding). The input is read
+    in place with its own strides (unless NCHW_INPUT_POLICY says otherwise); the weight
+    is repacked only if it is not in the kernel's K order; the output is allocated in
+    ``output_memory_format(input, weight)``.
+    """
+    n, c, h, w = input.shape
+    cout, cg, kh, kw = weight.shape
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    y = torch.empty((n, cout, ho, wo), device=input.device, dtype=input.dtype,
+                    memory_format=output_memory_format(input, weight))
+    if y.numel() == 0:
+        return y
+    c_inner = input.stride(1) <= input.stride(3)
+    if not c_inner and NCHW_INPUT_POLICY == "channels_last":
+        input = input.contiguous(memory_format=torch.channels_last)
+        c_inner = True
+    weight, k_b = _pack_weight(weight, c_inner)
+    coutg = cout // groups
+    m_total = n * ho * wo
+    k_total = cg * kh * kw
+    # One image's worth of input offsets (and the whole weight) must fit in int32; the
+    # batch dimension is addressed in int64 inside the kernel.
+    image_span = (c - 1) * input.stride(1) + (h - 1) * input.stride(2) + (w - 1) * input.stride(3)
+    if image_span > _INT32_MAX or weight.numel() > _INT32_MAX or m_total > _INT32_MAX:
+        raise ValueError(
+            "conv2d_relu: one input image, the weight and N*Ho*Wo must each span fewer than "
+            f"2^31 elements (got image span {image_span}, weight {weight.numel()}, "
+            f"N*Ho*Wo {m_total})")
+    if groups > 65535:
+        raise ValueError(f"conv2d_relu: groups must be <= 65535 for the Triton kernel, got {groups}")
+
+    def grid(meta):
+        return (triton.cdiv(m_total, meta["BLOCK_M"]) * triton.cdiv(coutg, meta["BLOCK_N"]), groups)
+
+    # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
+    tf32 = bool(allow_tf32) or input.dtype != torch.float32
+    wrap_triton(_conv2d_relu_kernel)[grid](
+        input, weight, bias if bias is not None else weight, y,
+        n, c, h, w, cout, ho, wo, kh, kw, groups, cg, coutg, m_total, k_total,
+        sh, sw, ph, pw, dh, dw,
+        input.stride(0), input.stride(1), input.stride(2), input.stride(3),
+        weight.stride(0), k_b,
+        y.stride(0), y.stride(1), y.stride(2), y.stride(3),
+        HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
+        ALLOW_TF32=tf32,
+    )
+    return y

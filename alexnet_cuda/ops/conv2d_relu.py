@@ -1,0 +1,229 @@
+"""Fused ``relu(conv2d(input, weight, bias))``: ``alexnet_cuda::conv2d_relu``.
+
+Public entry point: :func:`conv2d_relu`, a drop-in for ``F.relu(F.conv2d(...))`` taking
+every argument ``F.conv2d`` takes. It checks and normalizes the arguments (int pairs,
+"same"/"valid" padding, unbatched input, autocast) and calls the op, whose schema takes
+explicit int lists:
+
+    alexnet_cuda::conv2d_relu(Tensor input, Tensor weight, Tensor? bias, int[] stride,
+                              int[] padding, int[] dilation, int groups, bool allow_tf32)
+
+Devices:
+* CUDA, fp16/bf16/fp32: the Triton implicit-GEMM kernel (``_conv2d_relu_kernel.py``),
+  fp32 accumulation, bias + ReLU in registers, one store. fp32 uses TF32 exactly when
+  ``torch.backends.cudnn.allow_tf32`` is on (read by the wrapper and passed as
+  ``allow_tf32``, so torch.compile guards on it). Other CUDA dtypes (float64) use ATen.
+* CPU (and meta): ``relu(aten.convolution(...))``.
+
+Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized loads
+along the reduction. NCHW input is read in place through its strides (gathered loads,
+no copy of the input); setting ``_conv2d_relu_kernel.NCHW_INPUT_POLICY =
+"channels_last"`` makes the launcher copy it to NHWC first instead. The weight is used
+in place when it is stored in the kernel's reduction order (channels_last weight for
+NHWC input, contiguous for NCHW), otherwise a small packed copy is made per call (also
+for K = Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output
+is channels_last when input or weight is channels_last, else contiguous NCHW -- the same
+rule as cuDNN's ``F.conv2d``; the input itself is never converted by default.
+
+Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
+(``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
+``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients.
+Everything is an aten op, so torch.compile traces forward and backward.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.library import triton_op
+
+from ._conv2d_relu_kernel import _conv2d_relu_triton
+
+_OP = "conv2d_relu"
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups):
+    out = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation,
+                                     False, [0, 0], groups)
+    return torch.relu(out)
+
+
+@triton_op("alexnet_cuda::conv2d_relu", mutates_args=())
+def _conv2d_relu_op(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    allow_tf32: bool,
+) -> Tensor:
+    if input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
+        return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
+                                   allow_tf32)
+    if input.device.type in ("cpu", "cuda", "meta"):
+        return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+    raise NotImplementedError(
+        f"{_OP}: input is on device '{input.device.type}'; there are kernels for cpu and cuda only")
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, _ = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.bias_sizes = None if bias is None else list(bias.shape)
+    ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+
+
+def _backward(ctx, grad_out):
+    input, weight, output = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conv_args
+    # relu's backward from its output: grad where out > 0, else 0 (no stored mask).
+    grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad, input, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+        [need_input, need_weight, need_bias and ctx.bias_sizes is not None],
+    )
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+torch.library.register_autograd("alexnet_cuda::conv2d_relu", _backward,
+                                setup_context=_setup_context)
+
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+def _pair(value, name: str, minimum: int) -> List[int]:
+    if isinstance(value, bool):
+        raise ValueError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        pair = [value, value]
+    elif isinstance(value, Sequence) and len(value) in (1, 2) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = [int(v) for v in value] * (2 // len(value))
+    else:
+        raise ValueError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{_OP}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _check_types(input, weight, bias):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{_OP}: input must be a Tensor, got {type(input).__name__}")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{_OP}: weight must be a Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{_OP}: bias must be a Tensor or None, got {type(bias).__name__}")
+
+
+def _check_tensors(input, weight, bias, groups):
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{_OP}: groups must be a positive int, got {groups!r}")
+    if weight.dim() != 4:
+        raise ValueError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    if input.dim() not in (3, 4):
+        raise ValueError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
+                         f"got shape {tuple(input.shape)}")
+    cout, cg = weight.shape[0], weight.shape[1]
+    cin = input.shape[-3]
+    if cout % groups != 0:
+        raise ValueError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
+                         f"groups={groups}")
+    if cin != cg * groups:
+        raise ValueError(f"{_OP}: input has {cin} channels but weight expects "
+                         f"in_channels/groups * groups = {cg} * {groups} = {cg * groups}")
+    if bias is not None and tuple(bias.shape) != (cout,):
+        raise ValueError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
+                         f"got {tuple(bias.shape)}")
+    if not input.is_floating_point():
+        raise ValueError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
+    if weight.dtype != input.dtype:
+        raise ValueError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
+                         f"{input.dtype}")
+    if bias is not None and bias.dtype != input.dtype:
+        raise ValueError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
+    if weight.device != input.device:
+        raise ValueError(f"{_OP}: weight is on {weight.device} but input is on {input.device}")
+    if bias is not None and bias.device != input.device:
+        raise ValueError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
+    if input.device.type not in ("cpu", "cuda", "meta"):
+        raise NotImplementedError(f"{_OP}: input is on device '{input.device.type}'; "
+                                  "there are kernels for cpu and cuda only")
+
+
+def _autocast(input, weight, bias):
+    """Cast like F.conv2d does under autocast (conv is a lower-precision op)."""
+    device_type = input.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        if input.is_floating_point() and input.dtype != torch.float64:
+            input = input.to(dtype)
+            weight = weight.to(dtype) if weight.is_floating_point() else weight
+            bias = bias.to(dtype) if bias is not None and bias.is_floating_point() else bias
+    return input, weight, bias
+
+
+def conv2d_relu(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: IntOrPair = 1,
+    padding: Union[IntOrPair, str] = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """``relu(conv2d(input, weight, bias, stride, padding, dilation, groups))`` in one kernel.
+
+    Same arguments and result as ``F.relu(F.conv2d(...))``: int or pair stride /
+    padding / dilation, padding "valid" or "same", groups, unbatched (C, H, W) input.
+    Output layout: channels_last if input or weight is channels_last, else NCHW; the
+    input is never converted (see the module docstring).
+    """
+    _check_types(input, weight, bias)
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_tensors(input, weight, bias, groups)
+    stride_ = _pair(stride, "stride", 1)
+    dilation_ = _pair(dilation, "dilation", 1)
+    kh, kw = weight.shape[2], weight.shape[3]
+
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding_ = [0, 0]
+        elif padding == "same":
+            if stride_ != [1, 1]:
+                raise ValueError(f"{_OP}: padding='same' is not supported for strided "
+                                 f"convolutions (stride={stride!r})")
+            # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
+            # extra row/column on the bottom/right by padding the input (even kernels only).
+            totals = [dilation_[0] * (kh - 1), dilation_[1] * (kw - 1)]
+            padding_ = [t // 2 for t in totals]
+            extra = [t - 2 * (t // 2) for t in totals]
+            if any(extra):
+                input = F.pad(input, [0, extra[1], 0, extra[0]])
+        else:
+            raise ValueError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
+                             f"ints, got {padding!r}")
+    else:
+        padding_ = _pair(padding, "padding", 0)
+
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    h, w = input.shape[2], input.shape[3]
+    ho = (h + 2 * padding_[0] - dilation_[0] * (kh - 1) - 1) // stride_[0] + 1
+    wo = (w + 2 * padding_[1] - dilation_[1] * (kw - 1) - 1) // stride_[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
+                         f"{dilation_} is larger than the padded input {h}x{w} + 2*{padding_}")
+
+    out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_, dilation_,
+                                             groups, bool(torch.backends.cudnn.allow_tf32))
+    return out.squeeze(0) if unbatched else out

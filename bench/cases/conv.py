@@ -1,0 +1,130 @@
+"""Benchmark cases: fused conv2d + bias + ReLU on AlexNet's five conv layers.
+
+One Case per layer x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.batch.
+Implementations: "ours" (alexnet_cuda's conv2d_relu: the Triton kernel forward,
+cuDNN via aten.convolution_backward backward), "eager" (F.relu(F.conv2d(...)) with
+cudnn.benchmark on) and, with cfg.compile, "compile" (torch.compile of the eager fn).
+fp32 runs with whatever torch.backends.cudnn.allow_tf32 is set to (recorded in extra;
+PyTorch's default is on, and both ours and cuDNN follow it).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from bench.common import DTYPES, LAYOUTS, Case, Config
+except ImportError:  # run with bench/ itself on sys.path
+    from common import DTYPES, LAYOUTS, Case, Config  # type: ignore[no-redef]
+
+from alexnet_cuda.ops.conv2d_relu import conv2d_relu
+
+# name, Cin, H (= W), Cout, kernel, stride, padding, groups (ANCHORS.md section 1)
+LAYERS = [
+    ("conv1", 3, 227, 96, 11, 4, 0, 1),
+    ("conv2", 96, 27, 256, 5, 1, 2, 2),
+    ("conv3", 256, 13, 384, 3, 1, 1, 1),
+    ("conv4", 384, 13, 384, 3, 1, 1, 2),
+    ("conv5", 384, 13, 256, 3, 1, 1, 2),
+]
+
+# Largest accepted ||ours - eager|| / ||eager|| per dtype (both sides round differently).
+_TOL = {"fp32": 5e-3, "fp16": 5e-3, "bf16": 2e-2}
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _out_size(h, k, stride, padding):
+    return (h + 2 * padding - k) // stride + 1
+
+
+def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str) -> Case:
+    name, cin, h, cout, k, stride, padding, groups = layer
+    n, device = cfg.batch, cfg.device
+    dtype, layout = DTYPES[dtype_name], LAYOUTS[layout_name]
+    ho = _out_size(h, k, stride, padding)
+    backward = direction == "fwd+bwd"
+
+    def make_inputs():
+        x = torch.randn(n, cin, h, h, device=device, dtype=dtype).contiguous(memory_format=layout)
+        w = torch.randn(cout, cin // groups, k, k, device=device, dtype=dtype)
+        w = (w / (cin // groups * k * k) ** 0.5).contiguous(memory_format=layout)
+        b = torch.randn(cout, device=device, dtype=dtype) * 0.1
+        if not backward:
+            return (x, w, b)
+        grad = torch.randn(n, cout, ho, ho, device=device, dtype=dtype)
+        grad = grad.contiguous(memory_format=layout)
+        return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), grad)
+
+    def eager_fwd(x, w, b):
+        return F.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
+
+    def ours_fwd(x, w, b):
+        return conv2d_relu(x, w, b, stride, padding, 1, groups)
+
+    def run(fwd):
+        def fn(*inputs):
+            torch.backends.cudnn.benchmark = True  # eager's reference; also ours' backward
+            if not backward:
+                with torch.no_grad():
+                    return fwd(*inputs)
+            x, w, b, grad = inputs
+            out = fwd(x, w, b)
+            return (out, *torch.autograd.grad(out, (x, w, b), grad))
+        return fn
+
+    impls = {"ours": run(ours_fwd), "eager": run(eager_fwd)}
+    if cfg.compile:
+        impls["compile"] = run(torch.compile(eager_fwd))
+
+    tol = _TOL[dtype_name]
+
+    def check(ours_out, ref_out):
+        ours_t = ours_out if isinstance(ours_out, tuple) else (ours_out,)
+        ref_t = ref_out if isinstance(ref_out, tuple) else (ref_out,)
+        for label, a, b in zip(("out", "grad_input", "grad_weight", "grad_bias"), ours_t, ref_t):
+            if a.shape != b.shape:
+                raise AssertionError(f"{name} {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
+            err = _rel_err(a, b)
+            if not err < tol:  # also catches NaN
+                raise AssertionError(f"{name} {dtype_name} {layout_name} {label}: "
+                                     f"relative error {err:.2e} >= {tol:.0e}")
+
+    el = torch.empty((), dtype=dtype).element_size()
+    x_n, w_n, y_n = n * cin * h * h, cout * (cin // groups) * k * k, n * cout * ho * ho
+    fwd_flops = 2 * n * ho * ho * cout * (cin // groups) * k * k
+    fwd_bytes = (x_n + w_n + cout + y_n) * el  # read x, w, b; write y
+    # backward: read grad_out, y (ReLU mask), x, w; write grad_x, grad_w, grad_b
+    bwd_bytes = (y_n + y_n + x_n + w_n + x_n + w_n + cout) * el
+    return Case(
+        group="conv",
+        name=f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})",
+        dtype=dtype_name,
+        layout=layout_name,
+        direction=direction,
+        make_inputs=make_inputs,
+        impls=impls,
+        check=check,
+        bytes=fwd_bytes + (bwd_bytes if backward else 0),
+        flops=fwd_flops * (3 if backward else 1),
+        extra={"layer": name, "tf32": bool(torch.backends.cudnn.allow_tf32) if dtype_name == "fp32" else None},
+    )
+
+
+def cases(cfg: Config) -> List[Case]:
+    layers = LAYERS
+    if cfg.quick:
+        layers = LAYERS[2:] if cfg.device == "cuda" else LAYERS[4:]
+    out = []
+    for layer in layers:
+        for dtype_name in cfg.dtypes:
+            for layout_name in cfg.layouts:
+                for direction in ("fwd", "fwd+bwd"):
+                    out.append(_case(cfg, layer, dtype_name, layout_name, direction))
+    return out

@@ -1,0 +1,156 @@
+"""The Triton conv2d_relu kernel itself, run on CPU tensors by the Triton interpreter.
+
+TRITON_INTERPRET must be set before triton is imported, so this file is not collected
+by a plain ``pytest tests`` (its name does not start with ``test_``): the test
+``test_triton_kernel_under_interpreter`` in test_conv2d_relu.py runs it in a fresh
+``python -m pytest`` subprocess with TRITON_INTERPRET=1. Run it by hand with
+
+    TRITON_INTERPRET=1 pytest tests/_conv2d_relu_interpret_cases.py
+
+Shapes are tiny (the interpreter runs each program in numpy); the interpreter has no
+bf16, so fp32 and fp16 only. The interpreter's autotune list is one config with
+32x16x16 tiles, so these shapes still span several M, N and K tiles.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (by torch.library users)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import triton  # noqa: E402,F401
+
+from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
+
+if not kmod._INTERPRET:
+    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
+
+# (name, N, Cin, H, W, Cout, KH, KW, stride, padding, dilation, groups, bias)
+CASES = [
+    ("3x3_pad1", 2, 5, 9, 11, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    ("stride_pad_dil_rect", 2, 6, 13, 12, 18, 3, 2, (2, 1), (1, 2), (2, 1), 1, True),
+    ("groups2_nobias", 1, 8, 10, 9, 12, 3, 3, (1, 2), (0, 1), (1, 1), 2, False),
+    ("depthwise", 2, 6, 8, 8, 12, 3, 3, (1, 1), (1, 1), (1, 1), 6, True),
+    ("1x1", 2, 16, 5, 7, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    ("big_pad", 1, 3, 5, 5, 17, 3, 3, (1, 1), (3, 2), (1, 1), 1, True),
+    # Cin/groups = 16 = the interpreter's BLOCK_K: the NHWC one-tap-per-K-block path.
+    ("aligned_taps", 2, 32, 9, 8, 20, 3, 3, (2, 1), (1, 2), (2, 1), 2, True),
+    # AlexNet's layers, scaled down (same kernels, strides, paddings and groups).
+    ("alexnet_conv1", 2, 3, 15, 15, 16, 11, 11, (4, 4), (0, 0), (1, 1), 1, True),
+    ("alexnet_conv2", 2, 8, 7, 7, 16, 5, 5, (1, 1), (2, 2), (1, 1), 2, True),
+    ("alexnet_conv3", 2, 16, 5, 5, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    ("alexnet_conv4", 2, 16, 5, 5, 16, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
+    ("alexnet_conv5", 2, 16, 5, 5, 12, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
+]
+
+BY_NAME = {c[0]: c for c in CASES}
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+def _inputs(case, dtype, layout, seed=0):
+    _, n, cin, h, w, cout, kh, kw, _, _, _, groups, has_bias = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=g).to(dtype)
+    fan_in = cin // groups * kh * kw
+    weight = (torch.randn(cout, cin // groups, kh, kw, generator=g) / fan_in**0.5).to(dtype)
+    bias = (torch.randn(cout, generator=g) * 0.1).to(dtype) if has_bias else None
+    return x.contiguous(memory_format=layout), weight, bias
+
+
+def _reference(x, weight, bias, stride, padding, dilation, groups):
+    b64 = None if bias is None else bias.double()
+    return torch.relu(F.conv2d(x.double(), weight.double(), b64, stride, padding, dilation, groups))
+
+
+def _rel_err(out, ref):
+    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_kernel_matches_conv2d_relu(case, dtype, layout):
+    stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
+    x, weight, bias = _inputs(case, dtype, layout)
+    out = kmod._conv2d_relu_triton(x, weight, bias, list(stride), list(padding), list(dilation),
+                                   groups, allow_tf32=False)
+    ref = _reference(x, weight, bias, stride, padding, dilation, groups)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert out.is_contiguous(memory_format=layout)
+    assert not out.isnan().any()
+    err = _rel_err(out, ref)
+    assert err < TOL[dtype], f"relative error {err:.2e}"
+    assert (out >= 0).all()
+
+
+def test_tf32_flag_and_strided_views():
+    """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
+    batch and channels, a transposed weight) are read in place through their strides."""
+    case = BY_NAME["stride_pad_dil_rect"]
+    x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
+    big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
+    big[::2, 1:-2] = x
+    xv = big[::2, 1:-2]
+    wt = weight.transpose(2, 3).contiguous().transpose(2, 3)  # same values, odd strides
+    assert not xv.is_contiguous() and not wt.is_contiguous()
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    out = kmod._conv2d_relu_triton(xv, wt, bias, *args, allow_tf32=True)
+    ref = _reference(x, weight, bias, *args)
+    assert _rel_err(out, ref) < 1e-5
+
+
+def test_weight_channels_last_gives_channels_last_output():
+    case = BY_NAME["3x3_pad1"]
+    x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=2)
+    w_cl = weight.contiguous(memory_format=torch.channels_last)
+    out = kmod._conv2d_relu_triton(x, w_cl, bias, [1, 1], [1, 1], [1, 1], 1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _rel_err(out, _reference(x, weight, bias, 1, 1, 1, 1)) < 1e-5
+
+
+def test_nan_propagates_like_relu():
+    x = torch.randn(1, 4, 6, 6)
+    x[0, 1, 2, 3] = float("nan")
+    w = torch.randn(16, 4, 3, 3)
+    out = kmod._conv2d_relu_triton(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+    ref = torch.relu(F.conv2d(x, w, None, 1, 1))
+    assert torch.equal(out.isnan(), ref.isnan()) and ref.isnan().any()
+
+
+def test_nchw_input_policy_channels_last(monkeypatch):
+    """NCHW_INPUT_POLICY="channels_last" converts NCHW input to NHWC inside the launcher;
+    the output layout still follows the input (NCHW)."""
+    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "channels_last")
+    case = BY_NAME["alexnet_conv1"]  # generic NHWC path with a zero-padded weight
+    x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=4)
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    out = kmod._conv2d_relu_triton(x, weight, bias, *args)
+    assert out.is_contiguous()
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5
+
+
+@pytest.mark.parametrize("c_inner", [True, False], ids=["nhwc", "nchw"])
+def test_pack_weight(c_inner):
+    """Weights already in the kernel's K order (K a multiple of 16) are used in place;
+    others are copied into zero-padded rows."""
+    w = torch.randn(8, 16, 3, 3)
+    w_in_order = w.contiguous(memory_format=torch.channels_last) if c_inner else w
+    packed, k_b = kmod._pack_weight(w_in_order, c_inner)
+    assert packed is w_in_order and k_b == 144
+    w3 = torch.randn(8, 3, 11, 11)
+    packed, k_b = kmod._pack_weight(w3, c_inner)
+    assert k_b == 368 and packed.shape == (8, 368) and (packed[:, 363:] == 0).all()
+    order = (0, 2, 3, 1) if c_inner else (0, 1, 2, 3)
+    assert torch.equal(packed[:, :363], w3.permute(order).reshape(8, 363))
+
+
+def test_channels_last_weight_with_nhwc_input():
+    case = BY_NAME["3x3_pad1"]
+    x, weight, bias = _inputs(case, torch.float32, torch.channels_last, seed=5)
+    w_cl = weight.contiguous(memory_format=torch.channels_last)
+    out = kmod._conv2d_relu_triton(x, w_cl, bias, [1, 1], [1, 1], [1, 1], 1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _rel_err(out, _reference(x, weight, bias, 1, 1, 1, 1)) < 1e-5

@@ -1,0 +1,488 @@
+"""Tests for alexnet_cuda's fused conv2d + bias + ReLU (op, autograd, module, compile).
+
+CPU: the Triton kernel itself under TRITON_INTERPRET=1 (a subprocess, see
+_conv2d_relu_interpret_cases.py), the CPU path against F.conv2d + relu, gradients,
+gradcheck, opcheck, torch.compile, argument errors. CUDA (skipped with a reason when
+there is no GPU): AlexNet's five layers at batch 128 in every dtype and layout.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alexnet_cuda
+from alexnet_cuda.nn.conv import Conv2dReLU
+from alexnet_cuda.ops.conv2d_relu import conv2d_relu
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the Triton kernel path)")
+
+
+def ref_conv_relu(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+
+def rel_err(out, ref):
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def make_inputs(n, cin, h, w, cout, kh, kw, groups=1, bias=True, dtype=torch.float32,
+                device="cpu", layout=torch.contiguous_format, seed=0, requires_grad=False):
+    """Fresh random data (never zeros), weights scaled so outputs are O(1)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, cin, h, w) if n is not None else (cin, h, w)
+    x = torch.randn(shape, generator=g)
+    fan_in = cin // groups * kh * kw
+    wt = torch.randn(cout, cin // groups, kh, kw, generator=g) / fan_in**0.5
+    b = torch.randn(cout, generator=g) * 0.1 if bias else None
+    x = x.to(device=device, dtype=dtype)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=layout)
+    wt = wt.to(device=device, dtype=dtype)
+    b = b.to(device=device, dtype=dtype) if b is not None else None
+    if requires_grad:
+        for t in (x, wt, b):
+            if t is not None:
+                t.requires_grad_()
+    return x, wt, b
+
+
+# ---------------------------------------------------------------------------------------
+# The Triton kernel itself, on CPU, under the Triton interpreter (in a subprocess).
+# ---------------------------------------------------------------------------------------
+
+def test_triton_kernel_under_interpreter():
+    pytest.importorskip("triton")
+    env = dict(os.environ)
+    env["TRITON_INTERPRET"] = "1"
+    # Make the subprocess import the same alexnet_cuda as this process.
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(alexnet_cuda.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           os.path.join(HERE, "_conv2d_relu_interpret_cases.py")]
+    proc = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"interpreter tests failed:\n{proc.stdout}\n{proc.stderr}"
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# CPU path: every F.conv2d argument form.
+# ---------------------------------------------------------------------------------------
+
+# (n, cin, h, w, cout, kh, kw, kwargs)
+ARG_CASES = [
+    (2, 4, 9, 9, 6, 3, 3, dict()),
+    (2, 4, 9, 9, 6, 3, 3, dict(stride=2, padding=1)),
+    (2, 4, 9, 10, 6, 3, 2, dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    (2, 4, 9, 9, 6, 3, 3, dict(stride=(2,), padding=[1], dilation=(2,))),
+    (2, 4, 9, 9, 6, 3, 3, dict(padding="valid")),
+    (2, 4, 9, 9, 6, 3, 3, dict(padding="same")),
+    (2, 4, 9, 9, 6, 4, 2, dict(padding="same")),  # even kernel: asymmetric padding
+    (2, 4, 9, 9, 6, 2, 3, dict(padding="same", dilation=(3, 2))),
+    (2, 4, 9, 9, 6, 3, 3, dict(padding=2, groups=2)),
+    (2, 6, 9, 9, 6, 3, 3, dict(padding=1, groups=6)),  # depthwise
+    (None, 4, 9, 9, 6, 3, 3, dict(padding=1)),  # unbatched (C, H, W)
+    (None, 4, 9, 9, 6, 4, 4, dict(padding="same", groups=2)),
+    (2, 3, 31, 31, 8, 11, 11, dict(stride=4)),  # AlexNet conv1, scaled down
+    (2, 8, 7, 7, 12, 5, 5, dict(padding=2, groups=2)),  # conv2
+    (0, 4, 9, 9, 6, 3, 3, dict(padding=1)),  # empty batch
+]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", ARG_CASES, ids=[str(i) for i in range(len(ARG_CASES))])
+def test_cpu_matches_conv2d_relu(case, bias):
+    n, cin, h, w, cout, kh, kw, kwargs = case
+    x, wt, b = make_inputs(n, cin, h, w, cout, kh, kw, kwargs.get("groups", 1), bias)
+    out = conv2d_relu(x, wt, b, **kwargs)
+    ref = ref_conv_relu(x, wt, b, **kwargs)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_cpu_layout_and_dtypes(layout):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x, wt, b = make_inputs(2, 4, 8, 8, 6, 3, 3, dtype=dtype, layout=layout)
+        out = conv2d_relu(x, wt, b, padding=1)
+        ref = ref_conv_relu(x, wt, b, padding=1)
+        torch.testing.assert_close(out, ref)
+        assert out.is_contiguous(memory_format=layout) == ref.is_contiguous(memory_format=layout)
+
+
+def test_cpu_autocast_matches_conv2d():
+    x, wt, b = make_inputs(2, 4, 8, 8, 6, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv2d_relu(x, wt, b, padding=1)
+        ref = ref_conv_relu(x, wt, b, padding=1)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+
+
+# ---------------------------------------------------------------------------------------
+# Autograd.
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(0, 1), groups=2),
+                                    dict(padding="same", dilation=2)],
+                         ids=["pad1", "stride_groups", "same_dil"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_cpu_gradients_match_eager(kwargs, bias):
+    x, wt, b = make_inputs(2, 4, 9, 9, 6, 3, 3, kwargs.get("groups", 1), bias, requires_grad=True)
+    out = conv2d_relu(x, wt, b, **kwargs)
+    ref = ref_conv_relu(x, wt, b, **kwargs)
+    grad = torch.randn_like(ref)
+    params = [t for t in (x, wt, b) if t is not None]
+    got = torch.autograd.grad(out, params, grad)
+    want = torch.autograd.grad(ref, params, grad)
+    for gt, wa in zip(got, want):
+        torch.testing.assert_close(gt, wa, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_gradients_for_input_only_and_weight_only():
+    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3)
+    for needs in ((True, False), (False, True)):
+        xi, wi = x.clone().requires_grad_(needs[0]), wt.clone().requires_grad_(needs[1])
+        conv2d_relu(xi, wi, b, padding=1).sum().backward()
+        assert (xi.grad is not None) == needs[0] and (wi.grad is not None) == needs[1]
+
+
+def test_gradcheck_float64():
+    x, wt, b = make_inputs(2, 4, 6, 5, 4, 3, 2, groups=2, dtype=torch.float64, requires_grad=True)
+    # Random data: the chance that an output sits within eps of the ReLU kink is negligible.
+    fn = lambda x, w, b: conv2d_relu(x, w, b, stride=(1, 2), padding=1, groups=2)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, wt, b), eps=1e-6, atol=1e-5)
+    x1, w1, _ = make_inputs(None, 3, 5, 5, 2, 2, 2, bias=False, dtype=torch.float64,
+                            requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: conv2d_relu(x, w, padding="same"), (x1, w1))
+
+
+def test_saved_tensors_are_input_weight_output():
+    """Backward keeps input, weight and the output (the ReLU mask is recomputed)."""
+    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = conv2d_relu(x, wt, b, padding=1)
+    assert len(saved) == 3
+    assert saved[0] is x and saved[1] is wt
+    assert saved[2].shape == out.shape
+
+
+# ---------------------------------------------------------------------------------------
+# Registration: opcheck, fake tensors, torch.compile.
+# ---------------------------------------------------------------------------------------
+
+def _op_args(device, dtype=torch.float32, requires_grad=True, groups=2, bias=True):
+    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3, groups, bias, dtype=dtype, device=device,
+                           requires_grad=requires_grad)
+    return (x, wt, b, [2, 1], [1, 0], [1, 2], groups, False)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_opcheck_cpu(bias):
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
+                          _op_args("cpu", bias=bias))
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
+                          _op_args("cpu", requires_grad=False, bias=bias))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_cuda_path_traces_to_triton_kernel_with_fake_tensors(layout):
+    """The CUDA branch, traced with fake CUDA tensors (no GPU needed): AOTAutograd sees
+    the Triton kernel itself, and the output shape/layout follow the documented rule."""
+    from functorch.compile import aot_function, make_boxed_func
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    graphs = []
+
+    def compiler(gm, _):
+        graphs.append(gm.code)
+        return make_boxed_func(gm)
+
+    fn = aot_function(lambda x, w, b: conv2d_relu(x, w, b, 2, 1, 1, 2), fw_compiler=compiler)
+    try:
+        with FakeTensorMode():
+            x = torch.empty(2, 6, 11, 13, device="cuda").contiguous(memory_format=layout)
+            w = torch.empty(20, 3, 3, 3, device="cuda")
+            b = torch.empty(20, device="cuda")
+            out = fn(x, w, b)
+    except RuntimeError as exc:  # e.g. a torch build that cannot fake CUDA without a GPU
+        if CUDA:
+            raise
+        pytest.skip(f"fake CUDA tensors unavailable without a GPU here: {exc}")
+    assert tuple(out.shape) == (2, 20, 6, 7)
+    assert out.is_contiguous(memory_format=layout)
+    assert "triton_kernel_wrapper_functional" in graphs[0]
+
+
+class _TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = Conv2dReLU(3, 8, 5, stride=2, padding=2)
+        self.c2 = Conv2dReLU(8, 8, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        return self.c2(self.c1(x))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph_cpu(backend):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _TwoLayers()
+    x = torch.randn(2, 3, 12, 12, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    out = compiled(x)
+    ref = model(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, model.c1.weight, model.c2.bias], grad)
+    want = torch.autograd.grad(ref, [x, model.c1.weight, model.c2.bias], grad)
+    for gt, wa in zip(got, want):
+        torch.testing.assert_close(gt, wa, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# The module.
+# ---------------------------------------------------------------------------------------
+
+def test_module_matches_conv2d_and_shares_state_dict():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
+    fused = Conv2dReLU(4, 6, 3, stride=2, padding=1, groups=2)
+    assert list(fused.state_dict()) == list(conv.state_dict()) == ["weight", "bias"]
+    fused.load_state_dict(conv.state_dict())
+    conv.load_state_dict(fused.state_dict())
+    assert repr(fused) == repr(conv).replace("Conv2d", "Conv2dReLU")
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(fused(x), F.relu(conv(x)))
+
+
+def test_module_from_conv_shares_or_copies():
+    conv = nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=1, dilation=2, bias=False)
+    shared = Conv2dReLU.from_conv(conv)
+    assert shared.weight is conv.weight and shared.bias is None
+    copied = Conv2dReLU.from_conv(conv, share_weights=False)
+    assert copied.weight is not conv.weight and torch.equal(copied.weight, conv.weight)
+    assert copied.weight.device == conv.weight.device
+    x = torch.randn(2, 4, 11, 10)
+    for m in (shared, copied):
+        torch.testing.assert_close(m(x), F.relu(conv(x)))
+    with torch.no_grad():
+        conv.weight.add_(1.0)
+    torch.testing.assert_close(shared(x), F.relu(conv(x)))
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        Conv2dReLU.from_conv(nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "circular", "replicate"])
+def test_module_padding_modes(padding_mode):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=1, padding_mode=padding_mode)
+    fused = Conv2dReLU.from_conv(conv)
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(fused(x), F.relu(conv(x)))
+
+
+# ---------------------------------------------------------------------------------------
+# Bad arguments: clear errors, raised before any kernel runs.
+# ---------------------------------------------------------------------------------------
+
+def _ok():
+    return make_inputs(2, 4, 8, 8, 6, 3, 3)
+
+
+@pytest.mark.parametrize("mutate, exc, match", [
+    (lambda x, w, b: (x[:, :3], w, b, {}), ValueError, "channels"),
+    (lambda x, w, b: (x, w, b, {"groups": 4}), ValueError, "groups"),
+    (lambda x, w, b: (x, w[0], b, {}), ValueError, "weight must be 4-D"),
+    (lambda x, w, b: (x[0, 0], w, b, {}), ValueError, "input must be 4-D"),
+    (lambda x, w, b: (x, w.double(), b, {}), ValueError, "weight dtype"),
+    (lambda x, w, b: (x, w, b.double(), {}), ValueError, "bias dtype"),
+    (lambda x, w, b: (x, w, b[:5], {}), ValueError, "bias must have shape"),
+    (lambda x, w, b: (x.long(), w.long(), None, {}), ValueError, "floating-point"),
+    (lambda x, w, b: (x, w.to("meta"), b, {}), ValueError, "weight is on meta"),
+    (lambda x, w, b: (x, w, b.to("meta"), {}), ValueError, "bias is on meta"),
+    (lambda x, w, b: (x, w, b, {"stride": 0}), ValueError, "stride"),
+    (lambda x, w, b: (x, w, b, {"stride": (1, 2, 3)}), ValueError, "stride"),
+    (lambda x, w, b: (x, w, b, {"padding": -1}), ValueError, "padding"),
+    (lambda x, w, b: (x, w, b, {"padding": "full"}), ValueError, "padding"),
+    (lambda x, w, b: (x, w, b, {"padding": "same", "stride": 2}), ValueError, "same"),
+    (lambda x, w, b: (x, w, b, {"dilation": 0}), ValueError, "dilation"),
+    (lambda x, w, b: (x, w, b, {"groups": 0}), ValueError, "groups"),
+    (lambda x, w, b: (x[:, :, :2, :2], w, b, {}), ValueError, "output would be"),
+    (lambda x, w, b: (x.numpy(), w, b, {}), TypeError, "input must be a Tensor"),
+])
+def test_bad_arguments_raise_clear_errors(mutate, exc, match):
+    x, w, b, kwargs = mutate(*_ok())
+    with pytest.raises(exc, match=match):
+        conv2d_relu(x, w, b, **kwargs)
+
+
+@needs_cuda
+def test_mixed_cpu_cuda_devices_raise():
+    x, w, b = _ok()
+    with pytest.raises(ValueError, match="weight is on cuda"):
+        conv2d_relu(x, w.cuda(), b)
+    with pytest.raises(ValueError, match="bias is on cpu"):
+        conv2d_relu(x.cuda(), w.cuda(), b)
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA: the Triton kernel on AlexNet's five layers, and the rest on the GPU.
+# ---------------------------------------------------------------------------------------
+
+# name: (Cin, H, Cout, K, stride, padding, groups), batch 128
+ALEXNET_LAYERS = {
+    "conv1": (3, 227, 96, 11, 4, 0, 1),
+    "conv2": (96, 27, 256, 5, 1, 2, 2),
+    "conv3": (256, 13, 384, 3, 1, 1, 1),
+    "conv4": (384, 13, 384, 3, 1, 1, 2),
+    "conv5": (384, 13, 256, 3, 1, 1, 2),
+}
+# mode: (dtype, allow_tf32, max relative-norm error vs an IEEE fp32 reference)
+MODES = {
+    "fp32": (torch.float32, False, 1e-5),
+    "tf32": (torch.float32, True, 3e-3),
+    "fp16": (torch.float16, False, 3e-3),
+    "bf16": (torch.bfloat16, False, 1.5e-2),
+}
+
+
+@pytest.fixture
+def restore_tf32():
+    old = torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
+def _ieee_reference(x, w, b, **kwargs):
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        return ref_conv_relu(x.float(), w.float(), None if b is None else b.float(), **kwargs)
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("layer", list(ALEXNET_LAYERS))
+def test_cuda_alexnet_layers(layer, mode, layout, restore_tf32):
+    cin, h, cout, k, stride, padding, groups = ALEXNET_LAYERS[layer]
+    dtype, tf32, tol = MODES[mode]
+    x, w, b = make_inputs(128, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda",
+                          layout=layout, seed=hash(layer) % 1000)
+    torch.backends.cudnn.allow_tf32 = tf32
+    out = conv2d_relu(x, w, b, stride, padding, 1, groups)
+    ref = _ieee_reference(x, w, b, stride=stride, padding=padding, groups=groups)
+    assert out.shape == ref.shape and out.dtype == dtype
+    assert out.is_contiguous(memory_format=layout)
+    assert torch.isfinite(out).all()
+    err = rel_err(out, ref)
+    assert err < tol, f"{layer} {mode}: relative error {err:.2e} >= {tol:.0e}"
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_tf32_flag_is_followed(restore_tf32):
+    """TF32 on gives TF32-sized errors, off gives IEEE-sized ones: the flag reaches tl.dot."""
+    x, w, b = make_inputs(128, 256, 13, 13, 384, 3, 3, device="cuda", seed=3)
+    ref = _ieee_reference(x, w, b, padding=1)
+    torch.backends.cudnn.allow_tf32 = False
+    err_ieee = rel_err(conv2d_relu(x, w, b, padding=1), ref)
+    torch.backends.cudnn.allow_tf32 = True
+    err_tf32 = rel_err(conv2d_relu(x, w, b, padding=1), ref)
+    assert err_ieee < 1e-5 < err_tf32 < 3e-3, (err_ieee, err_tf32)
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", ARG_CASES, ids=[str(i) for i in range(len(ARG_CASES))])
+def test_cuda_argument_forms(case, layout, restore_tf32):
+    torch.backends.cudnn.allow_tf32 = False
+    n, cin, h, w, cout, kh, kw, kwargs = case
+    x, wt, b = make_inputs(n, cin, h, w, cout, kh, kw, kwargs.get("groups", 1), device="cuda",
+                           layout=layout)
+    out = conv2d_relu(x, wt, b, **kwargs)
+    ref = ref_conv_relu(x, wt, b, **kwargs)
+    assert out.shape == ref.shape
+    if ref.numel():
+        assert rel_err(out, ref) < 1e-5
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_gradients_match_eager(dtype, restore_tf32):
+    torch.backends.cudnn.allow_tf32 = False
+    x, w, b = make_inputs(8, 96, 27, 27, 256, 5, 5, 2, dtype=dtype, device="cuda",
+                          layout=torch.channels_last, requires_grad=True)
+    out = conv2d_relu(x, w, b, padding=2, groups=2)
+    ref = ref_conv_relu(x, w, b, padding=2, groups=2)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, [x, w, b], grad)
+    want = torch.autograd.grad(ref, [x, w, b], grad)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for name, gt, wa in zip("xwb", got, want):
+        assert rel_err(gt, wa) < tol, name
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_opcheck_and_float64_fallback():
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default, _op_args("cuda"))
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
+                          _op_args("cuda", dtype=torch.float16, requires_grad=False))
+    x, w, b = make_inputs(2, 4, 6, 5, 4, 3, 2, 2, dtype=torch.float64, device="cuda",
+                          requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv2d_relu(x, w, b, padding=1, groups=2),
+                                    (x, w, b))
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _TwoLayers().cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = compiled(x)
+        ref = model(x)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, ref) < 1e-2
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_int64_addressing():
+    """Input and output past 2^31 elements: the batch offsets must be 64-bit."""
+    n, c, h, cout = 16400, 8, 128, 16  # input 2.15e9 and output 4.3e9 elements (fp16)
+    need = (n * c * h * h + n * cout * h * h) * 2
+    if torch.cuda.get_device_properties(0).total_memory < need + (4 << 30):
+        pytest.skip("needs ~18 GB of GPU memory")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(n, c, h, h, device="cuda", dtype=torch.float16, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cout, c, 3, 3, device="cuda", dtype=torch.float16, generator=g) / 8.5
+    b = torch.randn(cout, device="cuda", dtype=torch.float16, generator=g) * 0.1
+    out = conv2d_relu(x, w, b, padding=1)
+    for sl in (slice(0, 2), slice(n - 2, n)):
+        ref = _ieee_reference(x[sl], w, b, padding=1)
+        assert rel_err(out[sl], ref) < 3e-3
