@@ -1,3 +1,4 @@
 """Modules, each a drop-in for its torch.nn counterpart."""
 
 from .lrn import LocalResponseNorm  # noqa: F401
+from .conv import Conv2dReLU  # noqa: F401

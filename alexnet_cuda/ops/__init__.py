@@ -1,3 +1,4 @@
 """Functional ops, each a drop-in for its torch.nn.functional counterpart."""
 
 from .lrn import local_response_norm  # noqa: F401
+from .conv2d_relu import conv2d_relu  # noqa: F401
