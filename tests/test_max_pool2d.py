@@ -348,6 +348,26 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(g, r)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_dynamic_shapes(device):
+    compiled = torch.compile(lambda x: max_pool2d(x, 3, 2, ceil_mode=True), dynamic=True, fullgraph=True)
+    for size in (13, 16):
+        x = layout(rand((2, 4, size, size + 1), device), "channels_last").requires_grad_()
+        out = compiled(x)
+        assert_identical(out, F.max_pool2d(x, 3, 2, ceil_mode=True))
+        (g,) = torch.autograd.grad(out.sum(), x)
+        (r,) = torch.autograd.grad(F.max_pool2d(x, 3, 2, ceil_mode=True).sum(), x)
+        assert torch.equal(g, r)
+
+
+def test_meta_tensors():
+    # Shapes, dtypes and strides without data (the fake kernels), as PyTorch's meta.
+    for kind in ("contiguous", "channels_last"):
+        x = layout(torch.empty(2, 3, 13, 12, device="meta"), kind)
+        for ours, ref in zip(max_pool2d(x, 3, 2, 1, 1, True, True), F.max_pool2d(x, 3, 2, 1, 1, True, True)):
+            assert (ours.shape, ours.stride(), ours.dtype) == (ref.shape, ref.stride(), ref.dtype)
+
+
 # ------------------------------------------------------------------------------ module
 
 

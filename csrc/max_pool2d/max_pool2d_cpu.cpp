@@ -123,7 +123,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
   const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
-  auto [out, argmax] = allocate_forward(x, g, return_indices);
+  at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
+  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
   if (out.numel() == 0) return {out, argmax};
 
   // Integer inputs are pooled too on CPU, like PyTorch's CPU kernel (CUDA: floating only).

@@ -25,6 +25,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace alexnet_cuda {
@@ -106,7 +107,13 @@ __global__ void __launch_bounds__(kThreads)
       grad_out + plane, argmax + plane, sh, sw, ah, aw, h, w));
 }
 
-int64_t num_blocks(int64_t total) { return (total + kThreads - 1) / kThreads; }
+// One thread per element: ceil(total / kThreads) blocks on the x axis (at most 2^31 - 1).
+unsigned int num_blocks(int64_t total) {
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
+              "alexnet_cuda::max_pool2d: tensor too large (", total, " elements) for one launch");
+  return static_cast<unsigned int>(blocks);
+}
 
 bool fits_int32(const at::Tensor& a, const at::Tensor& b) {
   return std::max(a.numel(), b.numel()) <= std::numeric_limits<int32_t>::max();
@@ -168,7 +175,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(
   const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
-  auto [out, argmax] = allocate_forward(x, g, return_indices);
+  at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
+  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
   if (out.numel() == 0) return {out, argmax};  // N == 0: nothing to launch
 
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
