@@ -6,6 +6,8 @@ once: our kernels (like PyTorch's CUDA kernel) sum in fp32, while PyTorch's CPU 
 sums in fp16/bf16 and rounds after every addition.
 """
 
+import zlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,9 @@ FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 @pytest.fixture(autouse=True)
 def _fresh_seed_max_pool2d(request):
-    # A different seed per test (fresh data everywhere), reproducible from the test id.
-    torch.manual_seed(hash(request.node.nodeid) % (2**31))
+    # A different seed per test (fresh data everywhere), reproducible from the test id
+    # (crc32, not hash(): str hashes change between processes).
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -336,16 +339,18 @@ def test_opcheck(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile_fullgraph(device):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), MaxPool2d(3, 2)).to(device)
-    ref_model = nn.Sequential(model[0], model[1], nn.MaxPool2d(3, 2))
-    compiled = torch.compile(model, fullgraph=True)
-    x = rand((2, 3, 15, 15), device).requires_grad_()
-    out = compiled(x)
-    ref = ref_model(x)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    (g,) = torch.autograd.grad(out.sum(), x)
-    (r,) = torch.autograd.grad(ref.sum(), x)
-    torch.testing.assert_close(g, r)
+    # Only exact ops around the pool, so compiled and eager results are bit-identical.
+    def body(pool):
+        return nn.Sequential(nn.ReLU(), pool, nn.Hardtanh(-1.5, 1.5))
+
+    compiled = torch.compile(body(MaxPool2d(3, 2)), fullgraph=True)
+    ref_model = body(nn.MaxPool2d(3, 2))
+    for kind in ("contiguous", "channels_last"):
+        x = layout(rand((2, 8, 15, 15), device), kind).requires_grad_()
+        out, ref = compiled(x), ref_model(x)
+        assert_identical(out, ref)
+        g = torch.randn_like(out)
+        assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
 
 
 @pytest.mark.parametrize("device", DEVICES)
