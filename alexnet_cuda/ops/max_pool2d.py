@@ -1,0 +1,249 @@
+"""Overlapping max-pooling (Krizhevsky et al. 2012, section 3.4): a drop-in for
+``torch.nn.functional.max_pool2d``.
+
+The kernels live in csrc/max_pool2d/ and are registered as two ops:
+
+* ``alexnet_cuda::max_pool2d_forward(input, kernel_size, stride, padding, dilation,
+  ceil_mode, return_indices) -> (out, argmax)`` on a 4-D input. ``argmax`` is int64
+  flat indices ``h * W + w`` (what ``return_indices=True`` returns) when indices are
+  asked for, or when ``kernel_h * kernel_w > 256``; otherwise it is a uint8
+  window-local index ``t_h * kernel_w + t_w``: one byte per output element instead of
+  eight, and all the backward needs.
+* ``alexnet_cuda::max_pool2d_backward(grad_output, argmax, input_size, kernel_size,
+  stride, padding, dilation, channels_last) -> grad_input``: a deterministic gather
+  (no atomics), reading either argmax encoding.
+
+Autograd saves only ``argmax`` (and the input's shape and memory format): nothing
+input-sized. This file adds PyTorch's argument checks (so errors name the argument
+and fire under the same conditions as PyTorch's), 3-D (unbatched) inputs, the fake
+(meta) implementations torch.compile traces with, and autograd (double backward too).
+
+Results are bit-identical to PyTorch's: values, int64 indices (first maximum in
+row-major order wins ties; NaN propagates and the window's last NaN is reported;
+padding never wins), output sizes (ceil_mode) and memory format (output and indices
+follow ``input.suggest_memory_format()``). Gradients are summed in fp32 (opmath) in
+PyTorch's order.
+"""
+
+import numbers
+
+import torch
+from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format() in Python
+
+from .._extension import check_device
+
+_OP = "max_pool2d"
+_LOCAL_ARGMAX_MAX_WINDOW = 256  # kernel_h * kernel_w whose window-local argmax fits a uint8
+
+
+def max_pool2d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    return_indices=False,
+):
+    """Drop-in for ``torch.nn.functional.max_pool2d`` on CPU and CUDA tensors.
+
+    Same arguments (ints or pairs; ``stride=None`` means ``kernel_size``), same results
+    and errors. Input (N, C, H, W) or (C, H, W); fp32/fp16/bf16/fp64 (and, on CPU,
+    integer dtypes, as PyTorch). Contiguous and channels_last inputs are read in place
+    and the output has the same memory format; other strides are copied first.
+    Returns ``out``, or ``(out, indices)`` with ``return_indices=True``.
+    """
+    k, s, p, d = _check(input, kernel_size, stride, padding, dilation, ceil_mode)
+    unbatched = input.dim() == 3
+    # PyTorch computes 3-D inputs in contiguous format: make them so, then add N = 1.
+    x = input.contiguous().unsqueeze(0) if unbatched else input
+    out, argmax = torch.ops.alexnet_cuda.max_pool2d_forward(
+        x, k, s, p, d, bool(ceil_mode), bool(return_indices)
+    )
+    if unbatched:
+        out, argmax = out.squeeze(0), argmax.squeeze(0)
+    return (out, argmax) if return_indices else out
+
+
+# --------------------------------------------------------------------------------------
+# Argument checking: PyTorch's conditions (aten/src/ATen/native/Pool.h,
+# DilatedMaxPool2d.cpp), raised before the op runs, with messages naming the argument.
+
+
+def _is_int(v):
+    return isinstance(v, (numbers.Integral, torch.SymInt)) and not isinstance(v, bool)
+
+
+def _pair(value, name, *, allow_empty=False):
+    """An int or a sequence of 1 or 2 ints -> (h, w), as PyTorch's IntArrayRef[2]."""
+    if _is_int(value):
+        return value, value
+    if isinstance(value, (tuple, list, torch.Size)):
+        if not all(_is_int(v) for v in value):
+            raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {value!r}")
+        if allow_empty and len(value) == 0:
+            return None
+        if len(value) in (1, 2):
+            return value[0], value[-1]
+        what = "be omitted, a single int, or" if allow_empty else "be a single int, or"
+        raise RuntimeError(f"{_OP}: {name} must either {what} a tuple of two ints, got {value!r}")
+    raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {type(value).__name__}")
+
+
+def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
+    """PyTorch's pooling_output_shape; works on ints and SymInts."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out = out - 1  # the last window would start past input + left padding
+    return out
+
+
+def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{_OP}: input must be a torch.Tensor, got {type(input).__name__}")
+    k = _pair(kernel_size, "kernel_size")
+    s = _pair(stride if stride is not None else (), "stride", allow_empty=True) or k
+    p = _pair(padding, "padding")
+    d = _pair(dilation, "dilation")
+
+    shape = tuple(input.shape)
+    if not (
+        (input.dim() == 3 and shape[0] != 0 and shape[1] != 0 and shape[2] != 0)
+        or (input.dim() == 4 and shape[1] != 0 and shape[2] != 0 and shape[3] != 0)
+    ):
+        raise RuntimeError(
+            f"{_OP}: input must be 3-D (C, H, W) or 4-D (N, C, H, W) with only N allowed to be "
+            f"0, got shape {shape}"
+        )
+    dtype = input.dtype
+    if dtype == torch.bool or dtype.is_complex or (input.device.type == "cuda" and not dtype.is_floating_point):
+        # PyTorch: CPU pools every real dtype but bool; CUDA floating point only.
+        where = "CUDA" if input.device.type == "cuda" else input.device.type
+        raise NotImplementedError(f"{_OP}: input dtype {dtype} is not supported on {where}")
+    check_device(input, "input", _OP)
+
+    if k[0] <= 0 or k[1] <= 0:
+        raise RuntimeError(f"{_OP}: kernel_size should be greater than zero, got kernel_size=({k[0]}, {k[1]})")
+    if s[0] == 0 or s[1] == 0:
+        raise RuntimeError(f"{_OP}: stride should not be zero, got stride=({s[0]}, {s[1]})")
+    if s[0] < 0 or s[1] < 0:
+        raise RuntimeError(f"{_OP}: stride should be greater than zero, got stride=({s[0]}, {s[1]})")
+    if d[0] <= 0 or d[1] <= 0:
+        raise RuntimeError(f"{_OP}: dilation should be greater than zero, got dilation=({d[0]}, {d[1]})")
+    if p[0] < 0 or p[1] < 0:
+        raise RuntimeError(f"{_OP}: padding must be non-negative, got padding=({p[0]}, {p[1]})")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise RuntimeError(
+            f"{_OP}: padding should be smaller than or equal to half of kernel_size, got "
+            f"padding=({p[0]}, {p[1]}) and kernel_size=({k[0]}, {k[1]})"
+        )
+    H, W = shape[-2], shape[-1]
+    Ho = _output_size(H, k[0], p[0], s[0], d[0], ceil_mode)
+    Wo = _output_size(W, k[1], p[1], s[1], d[1], ceil_mode)
+    if Ho < 1 or Wo < 1:
+        raise RuntimeError(
+            f"{_OP}: kernel_size=({k[0]}, {k[1]}) with dilation=({d[0]}, {d[1]}) does not fit the "
+            f"input of size {H}x{W} padded by padding=({p[0]}, {p[1]}): calculated output size "
+            f"{Ho}x{Wo} is too small"
+        )
+    return list(k), list(s), list(p), list(d)
+
+
+# --------------------------------------------------------------------------------------
+# Fake (meta) implementations: shapes, dtypes and memory formats of the C++ outputs.
+
+
+def _argmax_dtype(kernel_size, return_indices):
+    local = not return_indices and kernel_size[0] * kernel_size[1] <= _LOCAL_ARGMAX_MAX_WINDOW
+    return torch.uint8 if local else torch.int64
+
+
+@torch.library.register_fake("alexnet_cuda::max_pool2d_forward")
+def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    torch._check(input.dim() == 4, lambda: "alexnet_cuda::max_pool2d_forward: expected a 4-D input")
+    N, C, H, W = input.shape
+    shape = (
+        N,
+        C,
+        _output_size(H, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode),
+        _output_size(W, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode),
+    )
+    fmt = suggest_memory_format(input)
+    out = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
+    argmax = torch.empty(
+        shape, dtype=_argmax_dtype(kernel_size, return_indices), device=input.device, memory_format=fmt
+    )
+    return out, argmax
+
+
+@torch.library.register_fake("alexnet_cuda::max_pool2d_backward")
+def _backward_fake(grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt)
+
+
+# --------------------------------------------------------------------------------------
+# Autograd. Forward saves the argmax (uint8 unless indices were asked for) plus the
+# input's shape and memory format; backward is the alexnet_cuda::max_pool2d_backward op.
+
+
+def _setup_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices = inputs
+    _, argmax = output
+    ctx.save_for_backward(argmax)
+    ctx.input_size = list(input.shape)
+    ctx.params = (kernel_size, stride, padding, dilation)
+    ctx.channels_last = suggest_memory_format(input) == torch.channels_last
+
+
+def _backward(ctx, grad_out, _grad_argmax):
+    (argmax,) = ctx.saved_tensors
+    grad_input = torch.ops.alexnet_cuda.max_pool2d_backward(
+        grad_out, argmax, ctx.input_size, *ctx.params, ctx.channels_last
+    )
+    return grad_input, None, None, None, None, None, None
+
+
+torch.library.register_autograd("alexnet_cuda::max_pool2d_forward", _backward, setup_context=_setup_context)
+
+
+# Double backward: grad_input is linear in grad_output (each output's gradient goes to
+# its argmax), so the gradient w.r.t. grad_output is the incoming gradient read at each
+# window's argmax: a gather, written with stock ops.
+
+
+def _flat_argmax(argmax, input_size, kernel_size, stride, padding, dilation):
+    """argmax as flat int64 indices h * W + w, and a mask of those inside the input."""
+    H, W = input_size[-2], input_size[-1]
+    if argmax.dtype == torch.int64:
+        return argmax, (argmax >= 0) & (argmax < H * W)
+    a = argmax.long()
+    Ho, Wo = argmax.shape[-2], argmax.shape[-1]
+    oh = torch.arange(Ho, device=argmax.device).view(Ho, 1)
+    ow = torch.arange(Wo, device=argmax.device).view(1, Wo)
+    h = oh * stride[0] - padding[0] + torch.div(a, kernel_size[1], rounding_mode="floor") * dilation[0]
+    w = ow * stride[1] - padding[1] + torch.remainder(a, kernel_size[1]) * dilation[1]
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # always, but for empty windows
+    return h * W + w, inside
+
+
+def _setup_backward_context(ctx, inputs, output):
+    grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last = inputs
+    ctx.save_for_backward(argmax)
+    ctx.params = (input_size, kernel_size, stride, padding, dilation)
+
+
+def _double_backward(ctx, grad_grad_input):
+    (argmax,) = ctx.saved_tensors
+    flat, inside = _flat_argmax(argmax, *ctx.params)
+    N, C = argmax.shape[0], argmax.shape[1]
+    src = grad_grad_input.reshape(N, C, -1)
+    idx = torch.where(inside, flat, 0).reshape(N, C, -1)
+    ggo = torch.gather(src, 2, idx).view(argmax.shape)
+    ggo = torch.where(inside, ggo, 0)
+    return ggo, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "alexnet_cuda::max_pool2d_backward", _double_backward, setup_context=_setup_backward_context
+)

@@ -1,0 +1,138 @@
+"""Benchmark cases: AlexNet's overlapping max-pool (3x3 windows, stride 2).
+
+One Case per shape x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.batch:
+(N, 96, 55, 55) after conv1 and, unless cfg.quick, (N, 256, 27, 27) after conv2 and
+(N, 256, 13, 13) after conv5. Implementations: "ours" (alexnet_cuda's max_pool2d),
+"eager" (nn.MaxPool2d) and, with cfg.compile, "compile" (torch.compile of eager).
+
+`saved_memory_rows(cfg)` reports what autograd keeps for backward after one forward:
+ours a uint8 window-local argmax; stock PyTorch the input and int64 indices.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+try:
+    from bench.common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes
+except ImportError:  # run with bench/ itself on sys.path
+    from common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes  # type: ignore[no-redef]
+
+from alexnet_cuda.ops.max_pool2d import max_pool2d
+
+KERNEL, STRIDE = 3, 2
+SHAPES_CHW = [(96, 55, 55), (256, 27, 27), (256, 13, 13)]  # inputs of AlexNet's three pools
+
+
+def _shapes(cfg: Config):
+    chw = SHAPES_CHW[:1] if cfg.quick else SHAPES_CHW
+    return [(cfg.batch, *s) for s in chw]
+
+
+def _out_hw(h: int) -> int:
+    return (h - KERNEL) // STRIDE + 1
+
+
+def _ours(x):
+    return max_pool2d(x, KERNEL, STRIDE)
+
+
+def _exact_check(dtype_name: str, device: str):
+    """Outputs must be bit-identical. Gradients too, except fp16/bf16 on CPU: there
+    PyTorch sums in fp16/bf16 (rounding each addition) while ours sums in fp32 like
+    PyTorch's CUDA kernel, so they may differ by a rounding step."""
+    grads_exact = device == "cuda" or dtype_name == "fp32"
+
+    def check(ours, ref):
+        ours_t = ours if isinstance(ours, tuple) else (ours,)
+        ref_t = ref if isinstance(ref, tuple) else (ref,)
+        for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
+            if a.shape != b.shape or a.stride() != b.stride():
+                raise AssertionError(f"maxpool {label}: shape/strides {tuple(a.shape)}{a.stride()} "
+                                     f"!= {tuple(b.shape)}{b.stride()}")
+            if label == "out" or grads_exact:
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+            else:
+                torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+    return check
+
+
+def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str) -> Case:
+    n, c, h, w = shape
+    device, dtype, fmt = cfg.device, DTYPES[dtype_name], LAYOUTS[layout_name]
+    ho, wo = _out_hw(h), _out_hw(w)
+    backward = direction == "fwd+bwd"
+    eager = nn.MaxPool2d(KERNEL, STRIDE)
+
+    def make_inputs():
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        if not backward:
+            return (x,)
+        g = torch.randn(n, c, ho, wo, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        return (x.requires_grad_(), g)
+
+    def run(fwd):
+        def fn(*inputs):
+            if not backward:
+                with torch.no_grad():
+                    return fwd(*inputs)
+            x, g = inputs
+            out = fwd(x)
+            (gx,) = torch.autograd.grad(out, x, g)
+            return out, gx
+
+        return fn
+
+    impls = {"ours": run(_ours), "eager": run(eager)}
+    if cfg.compile:  # one compiled graph per case: static shapes, no recompiles
+        impls["compile"] = run(torch.compile(eager, dynamic=False))
+
+    el = torch.empty((), dtype=dtype).element_size()
+    x_n, y_n = n * c * h * w, n * c * ho * wo
+    fwd_bytes = (x_n + y_n) * el  # read x, write y
+    # With a 1-byte argmax: forward also writes it; backward reads grad_y and the
+    # argmax and writes grad_x.
+    fwd_bwd_bytes = fwd_bytes + y_n + (y_n * el + y_n + x_n * el)
+    return Case(
+        group="maxpool",
+        name=f"maxpool {KERNEL}/{STRIDE} {tuple(shape)}",
+        dtype=dtype_name,
+        layout=layout_name,
+        direction=direction,
+        make_inputs=make_inputs,
+        impls=impls,
+        check=_exact_check(dtype_name, device),
+        bytes=fwd_bwd_bytes if backward else fwd_bytes,
+        extra={"kernel": KERNEL, "stride": STRIDE},
+    )
+
+
+def cases(cfg: Config) -> List[Case]:
+    out = []
+    for shape in _shapes(cfg):
+        for dtype_name in cfg.dtypes:
+            for layout_name in cfg.layouts:
+                for direction in ("fwd", "fwd+bwd"):
+                    out.append(_case(cfg, shape, dtype_name, layout_name, direction))
+    return out
+
+
+def saved_memory_rows(cfg: Config) -> List[Dict[str, object]]:
+    """Bytes autograd keeps alive after one forward (saved_tensor_bytes: distinct
+    storages, inputs included). Ours saves only the uint8 argmax (1 byte per output);
+    stock max_pool2d saves its input and int64 indices (8 bytes per output)."""
+    rows = []
+    for shape in _shapes(cfg):
+        for dtype_name in cfg.dtypes:
+            x = torch.randn(shape, device=cfg.device, dtype=DTYPES[dtype_name]).requires_grad_()
+            rows.append({
+                "case": f"maxpool {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}",
+                "ours_bytes": saved_tensor_bytes(_ours, x),
+                "stock_bytes": saved_tensor_bytes(nn.MaxPool2d(KERNEL, STRIDE), x),
+            })
+            del x
+    return rows

@@ -1,0 +1,321 @@
+// Overlapping max-pooling: the math shared by the CPU and the CUDA kernels.
+//
+// Everything here is C10_HOST_DEVICE, so the CPU kernels (max_pool2d_cpu.cpp) run
+// exactly the arithmetic the CUDA kernels (max_pool2d_cuda.cu) run, and the CPU tests
+// exercise it without a GPU. The kernels themselves only map threads (or loop
+// iterations) to elements and call the two per-element functions below:
+// `pool_window` (forward, one output element) and `gather_grad` (backward, one input
+// element).
+//
+// The math, per spatial axis (H and W are handled independently, same formulas):
+//
+//   input extent  I, kernel k, stride s, padding p, dilation d
+//   window o starts at      start(o) = o*s - p         (negative: that part is padding)
+//   its taps are            start(o) + t*d,  t = 0 .. k-1
+//   output extent           O = floor((I + 2p - d(k-1) - 1 [+ s-1 if ceil_mode]) / s) + 1
+//                           and, in ceil_mode, O -= 1 if (O-1)*s >= I + p
+//                           (the last window must start inside the input or the left
+//                           padding). This is PyTorch's pooling_output_shape.
+//
+// Forward, output (o_h, o_w): the maximum over the taps that land inside the input,
+// 0 <= start + t*d < I, i.e. t in [tap_begin, tap_end) with
+//   tap_begin = start >= 0 ? 0 : ceil(-start / d)
+//   tap_end   = min(k, ceil((I - start) / d))
+// Padding is never a candidate (the window is clamped, not padded with -inf values).
+// Scan order is row-major (t_h outer, t_w inner) starting from -inf (the lowest value
+// for integer types), replacing the best when `v > best || isnan(v)`. So:
+//   * ties: the FIRST maximum in row-major order wins (`>` is strict);
+//   * NaN: a NaN always replaces, so the LAST NaN of the window wins; after it only
+//     another NaN can replace it, so NaN propagates;
+//   * a window of all -inf (or, in corner cases with dilation, with no tap inside
+//     the input) reports its first in-bounds tap (t_h, t_w) = (tap_begin_h, tap_begin_w).
+// This is exactly PyTorch's CPU and CUDA kernels (DilatedMaxPool2d.cu, MaxPoolKernel.cpp).
+//
+// The argmax is stored in one of two encodings:
+//   * uint8_t, window-local: t_h * k_w + t_w (fits when k_h * k_w <= 256); saved for
+//     backward when the caller did not ask for indices: 1 byte per output element.
+//   * int64_t, flat: (start_h + t_h*d_h) * W + (start_w + t_w*d_w), the index within
+//     the (n, c) plane that F.max_pool2d(..., return_indices=True) returns.
+//
+// Backward, input (h, w): gather over the windows that contain h (and w) in their span,
+//   o in [window_begin, window_end) with
+//   window_begin = h + p < d(k-1)+1 ? 0 : floor((h + p - d(k-1) - 1) / s) + 1
+//                  (first o with start(o) + d(k-1) >= h)
+//   window_end   = min(floor((h + p) / s) + 1, O)    (one past the last o with start(o) <= h)
+// and add grad_output[o_h, o_w] whenever that window's argmax is (h, w). Each thread
+// owns one input element and writes it once: no atomics, deterministic. The sum runs
+// o_h outer, o_w inner (the order PyTorch's CUDA gather and CPU scatter both use) in
+// opmath (fp32 for fp16/bf16), rounded once at the end.
+#pragma once
+
+#include <ATen/NumericUtils.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace alexnet_cuda {
+namespace max_pool2d {
+
+// Largest kernel area whose window-local argmax fits in a uint8_t.
+constexpr int64_t kMaxLocalArgmaxWindow = 256;
+
+// One spatial axis (H or W) of the pooling geometry. Plain ints: an image axis is far
+// below 2^31 (checked on the host); products that can exceed it use index_t / int64_t.
+struct Axis {
+  int size;      // input extent I
+  int out_size;  // output extent O
+  int kernel, stride, pad, dilation;
+};
+
+// PyTorch's pooling_output_shape (host only; arguments already validated).
+inline int64_t output_size(int64_t size, int64_t kernel, int64_t pad, int64_t stride,
+                           int64_t dilation, bool ceil_mode) {
+  const int64_t span = dilation * (kernel - 1) + 1;
+  const int64_t numer = size + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
+  // floor division (numer can be negative when the kernel is larger than the input)
+  int64_t out = (numer >= 0 ? numer / stride : -((-numer + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= size + pad) {
+    --out;  // the last window would start past input + left padding: drop it
+  }
+  return out;
+}
+
+C10_HOST_DEVICE inline int window_start(const Axis& a, int o) { return o * a.stride - a.pad; }
+
+// First tap t with start + t*d >= 0.
+C10_HOST_DEVICE inline int tap_begin(const Axis& a, int start) {
+  return start >= 0 ? 0 : (-start + a.dilation - 1) / a.dilation;
+}
+
+// One past the last tap t with start + t*d < I (and t < k).
+C10_HOST_DEVICE inline int tap_end(const Axis& a, int start) {
+  if (start + (a.kernel - 1) * a.dilation < a.size) return a.kernel;  // common: no division
+  const int room = a.size - start;
+  return room <= 0 ? 0 : (room + a.dilation - 1) / a.dilation;
+}
+
+// First output window whose span [start, start + d(k-1)] reaches input position i.
+C10_HOST_DEVICE inline int window_begin(const Axis& a, int i) {
+  const int span = (a.kernel - 1) * a.dilation + 1;
+  return i + a.pad < span ? 0 : (i + a.pad - span) / a.stride + 1;
+}
+
+// One past the last output window that starts at or before input position i.
+C10_HOST_DEVICE inline int window_end(const Axis& a, int i) {
+  const int end = (i + a.pad) / a.stride + 1;
+  return end < a.out_size ? end : a.out_size;
+}
+
+// The value every window starts from: -inf, or the lowest integer.
+template <typename T>
+C10_HOST_DEVICE inline T lowest_value() {
+  if constexpr (std::numeric_limits<T>::has_infinity) {
+    return -std::numeric_limits<T>::infinity();
+  } else {
+    return std::numeric_limits<T>::lowest();
+  }
+}
+
+// argmax encodings (see the top of the file).
+C10_HOST_DEVICE inline void encode_argmax(uint8_t* out, const Axis& ah, const Axis& aw,
+                                          int h0, int w0, int th, int tw) {
+  *out = static_cast<uint8_t>(th * aw.kernel + tw);
+}
+C10_HOST_DEVICE inline void encode_argmax(int64_t* out, const Axis& ah, const Axis& aw,
+                                          int h0, int w0, int th, int tw) {
+  *out = static_cast<int64_t>(h0 + th * ah.dilation) * aw.size + (w0 + tw * aw.dilation);
+}
+
+// Is the argmax `a` of window (oh, ow) the input position (h, w)?
+C10_HOST_DEVICE inline bool argmax_is(uint8_t a, const Axis& ah, const Axis& aw, int oh, int ow,
+                                      int h, int w) {
+  const int th = a / aw.kernel;
+  const int tw = a - th * aw.kernel;
+  return window_start(ah, oh) + th * ah.dilation == h &&
+         window_start(aw, ow) + tw * aw.dilation == w;
+}
+C10_HOST_DEVICE inline bool argmax_is(int64_t a, const Axis& ah, const Axis& aw, int oh, int ow,
+                                      int h, int w) {
+  return a == static_cast<int64_t>(h) * aw.size + w;
+}
+
+// Forward for one output element (oh, ow) of one (n, c) plane.
+//   in:   the plane's element (0, 0); element (h, w) is in[h*in_sh + w*in_sw]
+//   out, argmax: where this output element's value and argmax go
+template <typename scalar_t, typename argmax_t, typename index_t>
+C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw,
+                                        const Axis& ah, const Axis& aw, int oh, int ow,
+                                        scalar_t* out, argmax_t* argmax) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int h0 = window_start(ah, oh), w0 = window_start(aw, ow);
+  const int th_begin = tap_begin(ah, h0), th_end = tap_end(ah, h0);
+  const int tw_begin = tap_begin(aw, w0), tw_end = tap_end(aw, w0);
+
+  opmath_t best = lowest_value<opmath_t>();
+  int best_th = th_begin, best_tw = tw_begin;
+  for (int th = th_begin; th < th_end; ++th) {
+    const scalar_t* row = in + static_cast<index_t>(h0 + th * ah.dilation) * in_sh;
+    for (int tw = tw_begin; tw < tw_end; ++tw) {
+      const opmath_t v = static_cast<opmath_t>(row[static_cast<index_t>(w0 + tw * aw.dilation) * in_sw]);
+      if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
+        best = v;
+        best_th = th;
+        best_tw = tw;
+      }
+    }
+  }
+  *out = static_cast<scalar_t>(best);
+  encode_argmax(argmax, ah, aw, h0, w0, best_th, best_tw);
+}
+
+// Backward for one input element (h, w) of one (n, c) plane: the sum of the gradients
+// of the output windows whose argmax is (h, w).
+//   grad_out, argmax: the plane's output element (0, 0); both have the same layout,
+//   element (oh, ow) at [oh*out_sh + ow*out_sw]
+template <typename scalar_t, typename argmax_t, typename index_t>
+C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(
+    const scalar_t* grad_out, const argmax_t* argmax, index_t out_sh, index_t out_sw,
+    const Axis& ah, const Axis& aw, int h, int w) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int oh_begin = window_begin(ah, h), oh_end = window_end(ah, h);
+  const int ow_begin = window_begin(aw, w), ow_end = window_end(aw, w);
+  opmath_t sum = opmath_t(0);
+  for (int oh = oh_begin; oh < oh_end; ++oh) {
+    for (int ow = ow_begin; ow < ow_end; ++ow) {
+      const index_t off = static_cast<index_t>(oh) * out_sh + static_cast<index_t>(ow) * out_sw;
+      if (argmax_is(argmax[off], ah, aw, oh, ow, h, w)) {
+        sum += static_cast<opmath_t>(grad_out[off]);
+      }
+    }
+  }
+  return sum;
+}
+
+}  // namespace max_pool2d
+}  // namespace alexnet_cuda
+
+// ---------------------------------------------------------------------------------
+// Host side, shared by max_pool2d_cpu.cpp and max_pool2d_cuda.cu: defensive argument
+// checks (the user-facing checks, with PyTorch's conditions, are in
+// alexnet_cuda/ops/max_pool2d.py) and output allocation.
+namespace alexnet_cuda {
+namespace max_pool2d {
+
+struct Geometry {
+  int64_t N, C;
+  Axis h, w;
+};
+
+// Axis for one spatial dim. `out_size` < 0 means "compute it from ceil_mode".
+inline Axis make_axis(const char* dim, int64_t size, int64_t kernel, int64_t stride, int64_t pad,
+                      int64_t dilation, bool ceil_mode, int64_t out_size = -1) {
+  TORCH_CHECK(kernel > 0 && stride > 0 && dilation > 0,
+              "alexnet_cuda::max_pool2d: kernel_size, stride and dilation must be positive, got ",
+              kernel, ", ", stride, ", ", dilation, " along ", dim);
+  TORCH_CHECK(pad >= 0 && pad <= kernel / 2,
+              "alexnet_cuda::max_pool2d: padding must be in [0, kernel_size / 2], got ", pad,
+              " with kernel_size ", kernel, " along ", dim);
+  // Keep every per-axis quantity (positions, spans, window starts) inside an int.
+  constexpr int64_t kLimit = int64_t(1) << 30;
+  TORCH_CHECK(size < kLimit && stride < kLimit && dilation * (kernel - 1) + 1 < kLimit,
+              "alexnet_cuda::max_pool2d: sizes along ", dim, " must be below 2^30");
+  if (out_size < 0) out_size = output_size(size, kernel, pad, stride, dilation, ceil_mode);
+  TORCH_CHECK(out_size >= 1, "alexnet_cuda::max_pool2d: output ", dim, " would be ", out_size,
+              " (input ", size, ", kernel ", kernel, ", padding ", pad, ", dilation ", dilation,
+              "): output size is too small");
+  return Axis{static_cast<int>(size), static_cast<int>(out_size), static_cast<int>(kernel),
+              static_cast<int>(stride), static_cast<int>(pad), static_cast<int>(dilation)};
+}
+
+inline void check_pair(c10::IntArrayRef v, const char* name) {
+  TORCH_CHECK(v.size() == 2, "alexnet_cuda::max_pool2d: ", name, " must have 2 elements, got ",
+              v.size());
+}
+
+inline Geometry forward_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                 c10::IntArrayRef dilation, bool ceil_mode) {
+  TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D (N, C, H, W) ",
+              "input, got ", input.dim(), "-D (3-D inputs are unsqueezed in Python)");
+  TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
+              "alexnet_cuda::max_pool2d_forward: only the batch dimension may be empty, got ",
+              input.sizes());
+  check_pair(kernel_size, "kernel_size");
+  check_pair(stride, "stride");
+  check_pair(padding, "padding");
+  check_pair(dilation, "dilation");
+  return Geometry{input.size(0), input.size(1),
+                  make_axis("H", input.size(2), kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode),
+                  make_axis("W", input.size(3), kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)};
+}
+
+// Window-local uint8 argmax when indices are not returned and the window fits in a
+// byte; flat int64 indices (F.max_pool2d's return_indices) otherwise.
+inline at::ScalarType argmax_dtype(const Geometry& g, bool return_indices) {
+  const bool local = !return_indices &&
+                     int64_t(g.h.kernel) * g.w.kernel <= kMaxLocalArgmaxWindow;
+  return local ? at::kByte : at::kLong;
+}
+
+// Output and argmax, in the input's memory format (what PyTorch does).
+inline std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& input,
+                                                           const Geometry& g,
+                                                           bool return_indices) {
+  const auto format = input.suggest_memory_format();
+  const std::vector<int64_t> shape{g.N, g.C, g.h.out_size, g.w.out_size};
+  at::Tensor out = at::empty(shape, input.options().memory_format(format));
+  at::Tensor argmax = at::empty(
+      shape, input.options().dtype(argmax_dtype(g, return_indices)).memory_format(format));
+  return {out, argmax};
+}
+
+inline Geometry backward_geometry(const at::Tensor& grad_output, const at::Tensor& argmax,
+                                  c10::IntArrayRef input_size, c10::IntArrayRef kernel_size,
+                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                  c10::IntArrayRef dilation) {
+  TORCH_CHECK(input_size.size() == 4, "alexnet_cuda::max_pool2d_backward: input_size must have 4 ",
+              "elements (N, C, H, W), got ", input_size.size());
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.sizes() == argmax.sizes(),
+              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
+              " and argmax ", argmax.sizes(), " must be 4-D with the same shape");
+  TORCH_CHECK(grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
+              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
+              " does not match input_size ", input_size);
+  TORCH_CHECK(argmax.scalar_type() == at::kByte || argmax.scalar_type() == at::kLong,
+              "alexnet_cuda::max_pool2d_backward: argmax must be uint8 (window-local) or int64 ",
+              "(flat), got ", argmax.scalar_type());
+  TORCH_CHECK(grad_output.device() == argmax.device(),
+              "alexnet_cuda::max_pool2d_backward: grad_output and argmax are on different devices");
+  check_pair(kernel_size, "kernel_size");
+  check_pair(stride, "stride");
+  check_pair(padding, "padding");
+  check_pair(dilation, "dilation");
+  Geometry g{input_size[0], input_size[1],
+             make_axis("H", input_size[2], kernel_size[0], stride[0], padding[0], dilation[0],
+                       false, grad_output.size(2)),
+             make_axis("W", input_size[3], kernel_size[1], stride[1], padding[1], dilation[1],
+                       false, grad_output.size(3))};
+  // The output extent must be the floor- or the ceil-mode one for this input.
+  for (const Axis* a : {&g.h, &g.w}) {
+    const int64_t lo = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, false);
+    const int64_t hi = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, true);
+    TORCH_CHECK(a->out_size == lo || a->out_size == hi,
+                "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
+                " is not the pooled shape of input_size ", input_size);
+  }
+  TORCH_CHECK(argmax.scalar_type() == at::kLong ||
+                  int64_t(g.h.kernel) * g.w.kernel <= kMaxLocalArgmaxWindow,
+              "alexnet_cuda::max_pool2d_backward: a uint8 argmax needs kernel_h * kernel_w <= 256");
+  return g;
+}
+
+}  // namespace max_pool2d
+}  // namespace alexnet_cuda

@@ -1,0 +1,226 @@
+// Overlapping max-pooling: CUDA kernels (schemas and CPU kernels: max_pool2d_cpu.cpp).
+//
+// Both kernels are one thread per element, flattened in the tensor's own memory order,
+// so that consecutive threads touch consecutive addresses of the tensor they write:
+//
+//   forward   thread i = output element i  (NCHW: ow fastest; NHWC: c fastest)
+//             reads the k_h x k_w window of its (n, c) plane, writes out[i], argmax[i].
+//             NHWC: a warp reads 32 consecutive channels of the same input pixel per
+//             tap (fully coalesced). NCHW: a warp reads taps `stride` elements apart;
+//             neighbouring windows overlap, so the rows stay in L1/L2 between taps.
+//   backward  thread i = input element i   (NCHW: w fastest; NHWC: c fastest)
+//             gathers grad_output over the (at most ceil(k/s)^2) windows that contain
+//             it, keeping those whose argmax is this element; writes grad_input[i] once.
+//             No atomics, so the result is deterministic; sums in fp32 (opmath).
+//
+// One pass each; no layout copies (a channels_last tensor is read and written as
+// NHWC). The per-element math (pool_window, gather_grad) is max_pool2d.h, shared with
+// the CPU kernels. Index arithmetic is int32 when every tensor has < 2^31 elements
+// (64-bit integer division is several times slower on the GPU), int64 otherwise.
+#include "max_pool2d/max_pool2d.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace alexnet_cuda {
+namespace max_pool2d {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out,
+                   argmax_t* __restrict__ argmax, index_t total, index_t C, Axis ah, Axis aw) {
+  const int64_t linear = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (linear >= total) return;
+  const index_t i = static_cast<index_t>(linear);
+  const index_t H = ah.size, W = aw.size, Ho = ah.out_size, Wo = aw.out_size;
+
+  int oh, ow;
+  const scalar_t* plane;  // input element (0, 0) of this output's (n, c) plane
+  index_t sh, sw;         // input strides of h and w, in elements
+  if constexpr (kChannelsLast) {
+    // i = ((n * Ho + oh) * Wo + ow) * C + c
+    const index_t c = i % C;
+    index_t t = i / C;
+    ow = static_cast<int>(t % Wo);
+    t /= Wo;
+    oh = static_cast<int>(t % Ho);
+    const index_t n = t / Ho;
+    plane = in + n * H * W * C + c;
+    sh = W * C;
+    sw = C;
+  } else {
+    // i = (nc * Ho + oh) * Wo + ow
+    ow = static_cast<int>(i % Wo);
+    const index_t t = i / Wo;
+    oh = static_cast<int>(t % Ho);
+    const index_t nc = t / Ho;
+    plane = in + nc * H * W;
+    sh = W;
+    sw = 1;
+  }
+  pool_window<scalar_t, argmax_t, index_t>(plane, sh, sw, ah, aw, oh, ow, out + i, argmax + i);
+}
+
+template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const scalar_t* __restrict__ grad_out, const argmax_t* __restrict__ argmax,
+                    scalar_t* __restrict__ grad_in, index_t total, index_t C, Axis ah, Axis aw) {
+  const int64_t linear = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (linear >= total) return;
+  const index_t i = static_cast<index_t>(linear);
+  const index_t H = ah.size, W = aw.size, Ho = ah.out_size, Wo = aw.out_size;
+
+  int h, w;
+  index_t plane;   // offset of output element (0, 0) of this input's (n, c) plane
+  index_t sh, sw;  // output strides of oh and ow (grad_out and argmax share them)
+  if constexpr (kChannelsLast) {
+    // i = ((n * H + h) * W + w) * C + c
+    const index_t c = i % C;
+    index_t t = i / C;
+    w = static_cast<int>(t % W);
+    t /= W;
+    h = static_cast<int>(t % H);
+    const index_t n = t / H;
+    plane = n * Ho * Wo * C + c;
+    sh = Wo * C;
+    sw = C;
+  } else {
+    // i = (nc * H + h) * W + w
+    w = static_cast<int>(i % W);
+    const index_t t = i / W;
+    h = static_cast<int>(t % H);
+    const index_t nc = t / H;
+    plane = nc * Ho * Wo;
+    sh = Wo;
+    sw = 1;
+  }
+  grad_in[i] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, index_t>(
+      grad_out + plane, argmax + plane, sh, sw, ah, aw, h, w));
+}
+
+// One thread per element: ceil(total / kThreads) blocks on the x axis (at most 2^31 - 1).
+unsigned int num_blocks(int64_t total) {
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
+              "alexnet_cuda::max_pool2d: tensor too large (", total, " elements) for one launch");
+  return static_cast<unsigned int>(blocks);
+}
+
+bool fits_int32(const at::Tensor& a, const at::Tensor& b) {
+  return std::max(a.numel(), b.numel()) <= std::numeric_limits<int32_t>::max();
+}
+
+// Picks the int32/int64 and NCHW/NHWC instantiation. `total` elements, one per thread.
+template <typename scalar_t, typename argmax_t>
+void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, at::Tensor& out,
+                    at::Tensor& argmax) {
+  const int64_t total = out.numel();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const scalar_t* in_p = x.const_data_ptr<scalar_t>();
+  scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
+  argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
+  auto launch = [&](auto index_zero, auto channels_last_tag) {
+    using index_t = decltype(index_zero);
+    constexpr bool kCL = decltype(channels_last_tag)::value;
+    forward_kernel<scalar_t, argmax_t, index_t, kCL><<<num_blocks(total), kThreads, 0, stream>>>(
+        in_p, out_p, arg_p, static_cast<index_t>(total), static_cast<index_t>(g.C), g.h, g.w);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (fits_int32(x, out)) {
+    channels_last ? launch(int32_t{}, std::true_type{}) : launch(int32_t{}, std::false_type{});
+  } else {
+    channels_last ? launch(int64_t{}, std::true_type{}) : launch(int64_t{}, std::false_type{});
+  }
+}
+
+template <typename scalar_t, typename argmax_t>
+void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry& g,
+                     bool channels_last, at::Tensor& grad_input) {
+  const int64_t total = grad_input.numel();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const scalar_t* go_p = go.const_data_ptr<scalar_t>();
+  const argmax_t* am_p = am.const_data_ptr<argmax_t>();
+  scalar_t* gi_p = grad_input.mutable_data_ptr<scalar_t>();
+  auto launch = [&](auto index_zero, auto channels_last_tag) {
+    using index_t = decltype(index_zero);
+    constexpr bool kCL = decltype(channels_last_tag)::value;
+    backward_kernel<scalar_t, argmax_t, index_t, kCL><<<num_blocks(total), kThreads, 0, stream>>>(
+        go_p, am_p, gi_p, static_cast<index_t>(total), static_cast<index_t>(g.C), g.h, g.w);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (fits_int32(go, grad_input)) {
+    channels_last ? launch(int32_t{}, std::true_type{}) : launch(int32_t{}, std::false_type{});
+  } else {
+    channels_last ? launch(int64_t{}, std::true_type{}) : launch(int64_t{}, std::false_type{});
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(
+    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+  TORCH_CHECK(input.is_cuda(), "max_pool2d_forward_cuda: input must be a CUDA tensor");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()),
+              "max_pool2d_forward_cuda: input must be floating point (as in PyTorch's CUDA ",
+              "max-pool), got ", input.scalar_type());
+  const c10::cuda::CUDAGuard guard(input.device());
+  const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
+  const auto format = input.suggest_memory_format();
+  const at::Tensor x = input.contiguous(format);  // no copy when already in that format
+  at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
+  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
+  if (out.numel() == 0) return {out, argmax};  // N == 0: nothing to launch
+
+  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d_forward_cuda", [&] {
+    if (argmax.scalar_type() == at::kByte) {
+      launch_forward<scalar_t, uint8_t>(x, g, channels_last, out, argmax);
+    } else {
+      launch_forward<scalar_t, int64_t>(x, g, channels_last, out, argmax);
+    }
+  });
+  return {out, argmax};
+}
+
+at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax,
+                                    at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                    at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, bool channels_last) {
+  TORCH_CHECK(grad_output.is_cuda(), "max_pool2d_backward_cuda: grad_output must be a CUDA tensor");
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride,
+                                       padding, dilation);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  // grad_output may arrive with any strides (e.g. expanded from a sum): make it and
+  // argmax share one layout so one offset addresses both.
+  const at::Tensor go = grad_output.contiguous(format);
+  const at::Tensor am = argmax.contiguous(format);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format));
+  if (grad_input.numel() == 0) return grad_input;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "max_pool2d_backward_cuda", [&] {
+    if (am.scalar_type() == at::kByte) {
+      launch_backward<scalar_t, uint8_t>(go, am, g, channels_last, grad_input);
+    } else {
+      launch_backward<scalar_t, int64_t>(go, am, g, channels_last, grad_input);
+    }
+  });
+  return grad_input;
+}
+
+}  // namespace
+}  // namespace max_pool2d
+}  // namespace alexnet_cuda
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
+  m.impl("max_pool2d_forward", &alexnet_cuda::max_pool2d::max_pool2d_forward_cuda);
+  m.impl("max_pool2d_backward", &alexnet_cuda::max_pool2d::max_pool2d_backward_cuda);
+}

@@ -1,0 +1,388 @@
+"""alexnet_cuda.ops.max_pool2d / nn.MaxPool2d vs PyTorch's, bit for bit.
+
+Values, int64 indices, output strides and (fp32/fp64) gradients must be identical to
+F.max_pool2d's. fp16/bf16 gradients are compared with PyTorch's fp32 result rounded
+once: our kernels (like PyTorch's CUDA kernel) sum in fp32, while PyTorch's CPU kernel
+sums in fp16/bf16 and rounds after every addition.
+"""
+
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet_cuda.nn.pooling import MaxPool2d
+from alexnet_cuda.ops.max_pool2d import max_pool2d
+
+CUDA = torch.cuda.is_available()
+NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not run"
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON))]
+FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed_max_pool2d(request):
+    # A different seed per test (fresh data everywhere), reproducible from the test id
+    # (crc32, not hash(): str hashes change between processes).
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def rand(shape, device, dtype=torch.float32):
+    """Random normal values (never all zeros) in `dtype`."""
+    return torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def layout(x, kind):
+    if kind == "contiguous":
+        return x.contiguous()
+    if kind == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if kind == "strided":  # every other element along W: neither format, not dense
+        return torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
+    if kind == "channels_last_strided":  # NHWC-like strides, but not dense
+        return torch.repeat_interleave(x, 2, dim=-1).contiguous(memory_format=torch.channels_last)[..., ::2]
+    raise ValueError(kind)
+
+
+def poison(device, nbytes):
+    """Leave NaN bytes in the allocator's free memory, so that an output element a
+    kernel forgets to write shows up as NaN (or a huge index) instead of a lucky value."""
+    torch.full((nbytes // 4 + 1,), float("nan"), device=device)
+
+
+def assert_identical(ours, ref):
+    """Same dtype, shape, strides and bits (NaN == NaN)."""
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    assert ours.stride() == ref.stride(), f"strides {ours.stride()} != {ref.stride()}"
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+
+
+def run_both(x, grad_dtype=None, **kw):
+    """(ours, ref) for values, indices and input gradients of one configuration,
+    with and without return_indices (two different argmax encodings in backward).
+    The output gradient is random, rounded to grad_dtype (default: x's dtype)."""
+    results = {}
+    for name, fn in (("ours", max_pool2d), ("ref", F.max_pool2d)):
+        poison(x.device, 2 * x.numel() * 8)
+        out, idx = fn(x, return_indices=True, **kw)
+        out_only = fn(x, **kw)
+        grads = []
+        if x.is_floating_point():
+            g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+            g = g.to(grad_dtype or x.dtype).to(x.device, x.dtype)
+            for ri in (False, True):
+                xg = x.detach().clone().requires_grad_()
+                y = fn(xg, return_indices=ri, **kw)
+                (y[0] if ri else y).backward(g)
+                grads.append(xg.grad)
+        results[name] = (out, idx, out_only, grads)
+    return results["ours"], results["ref"]
+
+
+def assert_matches_pytorch(x, **kw):
+    (out, idx, out_only, grads), (r_out, r_idx, r_out_only, r_grads) = run_both(x, **kw)
+    assert_identical(out, r_out)
+    assert_identical(idx, r_idx)
+    assert_identical(out_only, r_out_only)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # PyTorch's fp32 gradient for the same values, rounded once (see the docstring).
+        r_grads = [g.to(x.dtype) for g in run_both(x.float(), grad_dtype=x.dtype, **kw)[1][3]]
+    for g, r in zip(grads, r_grads):
+        assert_identical(g, r)
+
+
+# ------------------------------------------------------------------------------ parity
+
+# (input shape, kwargs): AlexNet's 3/2 pools first, then every argument exercised.
+CONFIGS = [
+    ((2, 8, 55, 55), dict(kernel_size=3, stride=2)),
+    ((2, 8, 27, 27), dict(kernel_size=3, stride=2)),
+    ((2, 8, 13, 13), dict(kernel_size=3, stride=2)),
+    ((2, 3, 13, 13), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ((2, 3, 10, 9), dict(kernel_size=2)),  # stride defaults to kernel_size
+    ((2, 3, 10, 9), dict(kernel_size=3, stride=None, padding=1)),
+    ((2, 3, 9, 11), dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0))),
+    ((2, 3, 9, 11), dict(kernel_size=[3], stride=[2], padding=[1], dilation=[1])),  # 1-element lists
+    ((2, 3, 12, 12), dict(kernel_size=3, stride=1, padding=1)),  # stride 1: 9 windows per pixel
+    ((2, 3, 12, 12), dict(kernel_size=2, stride=3)),  # gaps between windows
+    ((2, 3, 12, 13), dict(kernel_size=3, stride=2, padding=1, dilation=2)),
+    ((2, 3, 12, 13), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(3, 2), ceil_mode=True)),
+    ((2, 3, 5, 5), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),  # ceil drops a window
+    ((2, 3, 6, 7), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),  # ceil keeps it
+    ((2, 3, 7, 7), dict(kernel_size=7)),  # one window = whole plane
+    ((2, 3, 4, 4), dict(kernel_size=1)),
+    ((3, 13, 13), dict(kernel_size=3, stride=2)),  # unbatched
+    ((1, 1, 20, 20), dict(kernel_size=(17, 16), stride=3, padding=2)),  # 272 taps: int64 argmax
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,kw", CONFIGS, ids=[f"{s}-{k}" for s, k in CONFIGS])
+def test_matches_pytorch(device, shape, kw):
+    assert_matches_pytorch(rand(shape, device), **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided", "channels_last_strided"])
+@pytest.mark.parametrize(
+    "kw", [dict(kernel_size=3, stride=2), dict(kernel_size=(3, 2), stride=(1, 2), padding=1, ceil_mode=True)],
+    ids=["3/2", "mixed"],
+)
+def test_dtypes_and_layouts(device, dtype, kind, kw):
+    x = layout(rand((2, 12, 13, 11), device, dtype), kind)
+    assert_matches_pytorch(x, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_window_without_any_tap_inside(device):
+    # Dilation can make a (legal) window miss the input entirely: its taps -1 and 2
+    # fall in the padding and past H = 2. PyTorch outputs -inf with the index of the
+    # first tap past the clamp (row 2, outside the plane). Its CPU backward then writes
+    # out of bounds, so only the forward is compared; our backward drops that window.
+    x = rand((1, 2, 2, 3), device)
+    kw = dict(kernel_size=2, padding=1, dilation=3, stride=1)
+    out, idx = max_pool2d(x, return_indices=True, **kw)
+    r_out, r_idx = F.max_pool2d(x, return_indices=True, **kw)
+    assert_identical(out, r_out)
+    assert_identical(idx, r_idx)
+    assert torch.all(out == float("-inf"))
+    for ri in (False, True):
+        xg = x.clone().requires_grad_()
+        y = max_pool2d(xg, return_indices=ri, **kw)
+        (y[0] if ri else y).sum().backward()
+        assert torch.equal(xg.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_integer_dtypes_on_cpu(dtype, kind):
+    # PyTorch's CPU kernel pools integers (forward only); its CUDA kernel refuses them.
+    lo = 0 if dtype == torch.uint8 else -1000
+    x = layout(torch.randint(lo, 1000, (2, 5, 11, 11)).to(dtype), kind)
+    assert_matches_pytorch(x, kernel_size=3, stride=2, padding=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_unbatched(device, kind):
+    x = layout(rand((1, 6, 11, 9), device), kind)[0]  # 3-D, maybe with NHWC-like strides
+    assert_matches_pytorch(x, kernel_size=3, stride=2, padding=1)
+
+
+# ------------------------------------------------------------------------------ special values
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_ties_first_max_wins(device, dtype, kind):
+    # Values in {-1, 0, 1}: most windows hold several copies of their maximum.
+    x = layout(torch.randint(-1, 2, (2, 4, 15, 15)).to(device, dtype), kind)
+    assert_matches_pytorch(x, kernel_size=3, stride=2, padding=1)
+    # All-equal windows everywhere: every index is the window's first in-bounds tap.
+    c = layout(torch.full((2, 4, 15, 15), torch.randn(()).item(), device=device, dtype=dtype), kind)
+    assert_matches_pytorch(c, kernel_size=3, stride=2, padding=1)
+    assert_matches_pytorch(c, kernel_size=(2, 3), stride=1, padding=1, dilation=2, ceil_mode=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_nan_and_inf(device, dtype, kind):
+    x = rand((2, 4, 15, 15), device, dtype)
+    flat = x.view(-1)
+    n = flat.numel()
+    flat[torch.randperm(n)[: n // 10]] = float("nan")  # windows with one or several NaNs
+    flat[torch.randperm(n)[: n // 10]] = float("inf")
+    flat[torch.randperm(n)[: n // 4]] = float("-inf")
+    x[1, 2] = float("-inf")  # whole planes of -inf: value -inf, index of the first tap
+    x[1, 3] = float("nan")  # whole planes of NaN: the last NaN of each window wins
+    x = layout(x, kind)
+    assert_matches_pytorch(x, kernel_size=3, stride=2, padding=1)
+    assert_matches_pytorch(x, kernel_size=3, stride=2, ceil_mode=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device):
+    x = rand((0, 3, 9, 9), device).requires_grad_()
+    out, idx = max_pool2d(x, 3, 2, return_indices=True)
+    assert out.shape == idx.shape == (0, 3, 4, 4)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert_matches_pytorch(layout(rand((0, 3, 9, 9), device), "channels_last"), kernel_size=3, stride=2)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+BAD = [
+    # (description, shape, kwargs, the argument the message must name)
+    ("stride 0", (1, 2, 8, 8), dict(kernel_size=3, stride=0), "stride"),
+    ("stride 0 in W", (1, 2, 8, 8), dict(kernel_size=3, stride=(2, 0)), "stride"),
+    ("negative stride", (1, 2, 8, 8), dict(kernel_size=3, stride=-1), "stride"),
+    ("kernel 0", (1, 2, 8, 8), dict(kernel_size=0), "kernel_size"),
+    ("dilation 0", (1, 2, 8, 8), dict(kernel_size=3, dilation=0), "dilation"),
+    ("padding > kernel/2", (1, 2, 8, 8), dict(kernel_size=3, padding=2), "padding"),
+    ("padding > kernel/2 in W", (1, 2, 8, 8), dict(kernel_size=(3, 2), padding=(1, 2)), "padding"),
+    ("negative padding", (1, 2, 8, 8), dict(kernel_size=3, padding=-1), "padding"),
+    ("kernel larger than padded input", (1, 2, 4, 8), dict(kernel_size=7, padding=1), "kernel_size"),
+    ("dilated kernel larger than input", (1, 2, 8, 8), dict(kernel_size=3, dilation=4), "kernel_size"),
+    ("3-element kernel_size", (1, 2, 8, 8), dict(kernel_size=(3, 3, 3)), "kernel_size"),
+    ("3-element stride", (1, 2, 8, 8), dict(kernel_size=3, stride=(1, 1, 1)), "stride"),
+    ("2-D input", (8, 8), dict(kernel_size=3), "input"),
+    ("5-D input", (1, 1, 2, 8, 8), dict(kernel_size=3), "input"),
+    ("empty channel dim", (2, 0, 8, 8), dict(kernel_size=3), "input"),
+    ("empty 3-D input", (0, 8, 8), dict(kernel_size=3), "input"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("what,shape,kw,arg", BAD, ids=[b[0] for b in BAD])
+def test_bad_arguments_raise_like_pytorch(device, what, shape, kw, arg):
+    x = rand(shape, device)
+    with pytest.raises(RuntimeError) as ref:
+        F.max_pool2d(x, **kw)
+    with pytest.raises(type(ref.value), match=arg):
+        max_pool2d(x, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_dtypes_raise_like_pytorch(device):
+    for dtype in [torch.bool, torch.complex64] + ([torch.int64, torch.int32] if device == "cuda" else []):
+        x = torch.ones(1, 2, 8, 8, device=device, dtype=dtype)
+        with pytest.raises(RuntimeError) as ref:  # NotImplementedError is a RuntimeError
+            F.max_pool2d(x, 3)
+        with pytest.raises(type(ref.value), match="input dtype"):
+            max_pool2d(x, 3)
+
+
+def test_padding_of_half_the_kernel_is_accepted():
+    x = rand((1, 2, 5, 5), "cpu")
+    assert_matches_pytorch(x, kernel_size=(4, 5), padding=(2, 2), stride=1)
+
+
+# ------------------------------------------------------------------------------ autograd
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("return_indices", [False, True])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=3, stride=2),
+        dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 1), dilation=(1, 2), ceil_mode=True),
+    ],
+    ids=["3/2", "mixed"],
+)
+def test_gradcheck_float64(device, return_indices, kw):
+    # Random inputs have no ties, so max-pool is differentiable there.
+    x = rand((2, 3, 9, 8), device, torch.float64).requires_grad_()
+
+    def f(x):
+        y = max_pool2d(x, return_indices=return_indices, **kw)
+        return y[0] if return_indices else y
+
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    assert torch.autograd.gradcheck(f, (x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(),))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_is_deterministic(device):
+    x = rand((4, 16, 27, 27), device).requires_grad_()
+    g = torch.randn(4, 16, 27, 27, device=device)  # stride 1: each pixel in up to 9 windows
+    grads = []
+    for _ in range(2):
+        x.grad = None
+        max_pool2d(x, 3, stride=1, padding=1).backward(g)
+        grads.append(x.grad.clone())
+    assert torch.equal(grads[0], grads[1])
+
+
+def saved_tensors(fn, x):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fn(x)
+    return saved
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_saves_only_a_compact_argmax(device):
+    x = rand((2, 8, 13, 13), device).requires_grad_()
+    (argmax,) = saved_tensors(lambda x: max_pool2d(x, 3, 2), x)
+    assert argmax.dtype == torch.uint8 and argmax.shape == (2, 8, 6, 6)  # 1 byte per output
+    (indices,) = saved_tensors(lambda x: max_pool2d(x, 3, 2, return_indices=True), x)
+    assert indices.dtype == torch.int64  # the indices the caller gets anyway
+    (big,) = saved_tensors(lambda x: max_pool2d(x, (17, 16)), rand((1, 1, 20, 20), device).requires_grad_())
+    assert big.dtype == torch.int64  # 272 taps do not fit in a byte
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    ops = torch.ops.alexnet_cuda
+    for kind in ("contiguous", "channels_last"):
+        x = layout(rand((2, 4, 9, 8), device), kind).requires_grad_()
+        for args in (([3, 3], [2, 2], [0, 0], [1, 1], False, False), ([3, 2], [1, 2], [1, 1], [2, 1], True, True)):
+            torch.library.opcheck(ops.max_pool2d_forward.default, (x, *args))
+            out, argmax = ops.max_pool2d_forward(x.detach(), *args)
+            g = torch.randn_like(out).requires_grad_()
+            torch.library.opcheck(
+                ops.max_pool2d_backward.default, (g, argmax, list(x.shape), *args[:4], kind == "channels_last")
+            )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    # Only exact ops around the pool, so compiled and eager results are bit-identical.
+    def body(pool):
+        return nn.Sequential(nn.ReLU(), pool, nn.Hardtanh(-1.5, 1.5))
+
+    compiled = torch.compile(body(MaxPool2d(3, 2)), fullgraph=True)
+    ref_model = body(nn.MaxPool2d(3, 2))
+    for kind in ("contiguous", "channels_last"):
+        x = layout(rand((2, 8, 15, 15), device), kind).requires_grad_()
+        out, ref = compiled(x), ref_model(x)
+        assert_identical(out, ref)
+        g = torch.randn_like(out)
+        assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_dynamic_shapes(device):
+    compiled = torch.compile(lambda x: max_pool2d(x, 3, 2, ceil_mode=True), dynamic=True, fullgraph=True)
+    for size in (13, 16):
+        x = layout(rand((2, 4, size, size + 1), device), "channels_last").requires_grad_()
+        out = compiled(x)
+        assert_identical(out, F.max_pool2d(x, 3, 2, ceil_mode=True))
+        (g,) = torch.autograd.grad(out.sum(), x)
+        (r,) = torch.autograd.grad(F.max_pool2d(x, 3, 2, ceil_mode=True).sum(), x)
+        assert torch.equal(g, r)
+
+
+def test_meta_tensors():
+    # Shapes, dtypes and strides without data (the fake kernels), as PyTorch's meta.
+    for kind in ("contiguous", "channels_last"):
+        x = layout(torch.empty(2, 3, 13, 12, device="meta"), kind)
+        for ours, ref in zip(max_pool2d(x, 3, 2, 1, 1, True, True), F.max_pool2d(x, 3, 2, 1, 1, True, True)):
+            assert (ours.shape, ours.stride(), ours.dtype) == (ref.shape, ref.stride(), ref.dtype)
+
+
+# ------------------------------------------------------------------------------ module
+
+
+def test_module_is_a_drop_in():
+    for args, kw in [((3, 2), {}), ((3,), dict(stride=2, padding=1, dilation=2, ceil_mode=True, return_indices=True))]:
+        ours, ref = MaxPool2d(*args, **kw), nn.MaxPool2d(*args, **kw)
+        assert isinstance(ours, nn.MaxPool2d)
+        assert repr(ours) == repr(ref)
+        assert ours.state_dict() == {} == ref.state_dict()
+        x = rand((2, 3, 13, 13), "cpu")
+        a, b = ours(x), ref(x)
+        for u, v in zip(a, b) if kw.get("return_indices") else [(a, b)]:
+            assert_identical(u, v)
