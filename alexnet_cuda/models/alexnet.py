@@ -43,7 +43,9 @@ conv3/fc6 is (tower 0's maps, tower 1's maps) in both placements. The two-device
 stores the halves as separate parameters (``features.conv2.towers.0.weight``...) but its
 ``state_dict()`` concatenates them (the result lives on ``devices[0]``) and
 ``load_state_dict()`` splits them, so ``a.load_state_dict(b.state_dict())`` works between
-any two placements. Optimizer state is per parameter tensor and does not transfer.
+any two placements (``state_dict(keep_vars=True)`` gives those concatenated copies, not
+Parameters). Optimizer state is per parameter tensor and does not transfer.
+torch.compile is meant for the single-device model; the two-device forward is eager code.
 """
 
 from __future__ import annotations
