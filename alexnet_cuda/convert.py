@@ -1,0 +1,131 @@
+"""``convert(module)``: swap stock layers for alexnet_cuda's fused ones, keeping the weights.
+
+Rewrites, in place, anywhere in the module tree:
+
+* inside an ``nn.Sequential``, ``Conv2d`` directly followed by ``ReLU`` ->
+  ``alexnet_cuda.nn.Conv2dReLU`` sharing the conv's ``weight``/``bias`` Parameters
+  (same state_dict keys, and an optimizer built before the conversion still updates them);
+  the ``ReLU`` becomes ``nn.Identity`` -- or, if it starts a run below, the fused stage;
+* inside an ``nn.Sequential``, ``ReLU -> LocalResponseNorm -> MaxPool2d`` (pool without
+  padding, dilation, ceil_mode or indices) -> one ``alexnet_cuda.nn.ReLULRNMaxPool2d``
+  in the ReLU's slot, the LRN and pool slots becoming ``nn.Identity``. After a
+  ``Conv2dReLU`` the stage's ReLU sees non-negative input and changes nothing;
+* any other ``nn.LocalResponseNorm`` -> ``alexnet_cuda.nn.LocalResponseNorm`` and any other
+  ``nn.MaxPool2d`` -> ``alexnet_cuda.nn.MaxPool2d``, same arguments.
+
+Replaced slots keep their names (indices of an ``nn.Sequential`` do not move), and every
+new module is parameter-free or shares the old Parameters, so ``state_dict()`` keys and
+values are unchanged. Only exact ``torch.nn`` classes are matched (subclasses, including
+alexnet_cuda's own modules, are left alone), so converting twice is harmless. A Conv2d and
+a ReLU that are not neighbours in one ``nn.Sequential`` (e.g. called from a custom
+``forward``) cannot be seen as a pair and are not fused.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+__all__ = ["convert"]
+
+_NEEDED = ("Conv2dReLU", "ReLULRNMaxPool2d", "LocalResponseNorm", "MaxPool2d")
+
+
+def _fused_layers():
+    from . import nn as fused_nn
+
+    missing = [name for name in _NEEDED if not hasattr(fused_nn, name)]
+    if missing:
+        raise ImportError(f"convert() needs alexnet_cuda.nn.{', '.join(missing)}, which this build "
+                          "of alexnet_cuda lacks")
+    return fused_nn
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """Replace stock layers in ``module`` with fused alexnet_cuda layers (in place).
+
+    Returns ``module`` itself, or its replacement when ``module`` is itself a bare
+    ``nn.LocalResponseNorm`` / ``nn.MaxPool2d``. See the module docstring for the rules.
+    """
+    return _convert(module, _fused_layers())
+
+
+def _convert(module: nn.Module, fnn) -> nn.Module:
+    single = _replace_single(module, fnn)
+    if single is not None:
+        return single
+    if isinstance(module, nn.Sequential):
+        _fuse_sequential(module, fnn)
+    for name, child in list(module.named_children()):
+        new = _convert(child, fnn)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _same_mode(new: nn.Module, old: nn.Module) -> nn.Module:
+    new.train(old.training)
+    return new
+
+
+def _replace_single(module: nn.Module, fnn) -> Optional[nn.Module]:
+    if type(module) is nn.LocalResponseNorm:
+        return _same_mode(fnn.LocalResponseNorm(module.size, module.alpha, module.beta, module.k),
+                          module)
+    if type(module) is nn.MaxPool2d:
+        return _same_mode(fnn.MaxPool2d(module.kernel_size, module.stride, module.padding,
+                                        module.dilation, module.return_indices,
+                                        module.ceil_mode), module)
+    return None
+
+
+def _square(value) -> Optional[int]:
+    """An int, or a pair of equal ints, as one int; else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == value[1]:
+        return int(value[0])
+    return None
+
+
+def _stage(relu, lrn, pool, fnn) -> Optional[nn.Module]:
+    """The fused module for ReLU -> LRN -> MaxPool2d, or None when they do not match."""
+    if not (type(relu) is nn.ReLU and type(lrn) is nn.LocalResponseNorm
+            and type(pool) is nn.MaxPool2d):
+        return None
+    kernel, stride = _square(pool.kernel_size), _square(pool.stride)
+    if (kernel is None or stride is None or _square(pool.padding) != 0
+            or _square(pool.dilation) != 1 or pool.ceil_mode or pool.return_indices):
+        return None
+    return _same_mode(fnn.ReLULRNMaxPool2d(lrn.size, lrn.alpha, lrn.beta, lrn.k, kernel, stride),
+                      relu)
+
+
+def _fuse_sequential(seq: nn.Sequential, fnn) -> None:
+    names = list(seq._modules.keys())
+    mods = list(seq._modules.values())
+
+    def stage_at(i):
+        return _stage(*mods[i:i + 3], fnn) if i + 3 <= len(mods) else None
+
+    def put(i, new):
+        setattr(seq, names[i], new)
+
+    i = 0
+    while i < len(mods):
+        if type(mods[i]) is nn.Conv2d and i + 1 < len(mods) and type(mods[i + 1]) is nn.ReLU:
+            put(i, _same_mode(fnn.Conv2dReLU.from_conv(mods[i]), mods[i]))
+            i += 1  # now at the ReLU: it either starts a stage or becomes Identity
+            if stage_at(i) is None:
+                put(i, nn.Identity())
+                i += 1
+                continue
+        stage = stage_at(i)
+        if stage is not None:
+            put(i, stage)
+            put(i + 1, nn.Identity())
+            put(i + 2, nn.Identity())
+            i += 3
+        else:
+            i += 1

@@ -1,0 +1,201 @@
+"""Whole-model cases: AlexNet training step and inference, ours vs the seed-style stock model.
+
+* ours: ``alexnet_cuda.models.AlexNet()`` -- one device, fused layers (Conv2dReLU,
+  ReLU->LRN->max-pool, max-pool), per-tower LRN as in the paper.
+* eager / compile: ``reference_alexnet()`` -- the seed-style stock model (one LRN over all
+  channels), eagerly and under ``torch.compile`` (when ``cfg.compile``).
+
+Both start from the same weights (ours loads the stock model's state_dict). The LRN
+windows differ only at the tower boundary (channel 47/48 and 127/128), which changes the
+logits by far less than the check's tolerance at these activation sizes.
+
+"fwd+bwd" here is one full training step: forward, cross-entropy, backward and an SGD step
+(momentum 0.9, weight decay 5e-4, as in the paper), under bf16 autocast for "bf16". Its
+correctness gate compares the first step's loss from identical weights; dropout masks
+differ between the two models, so that tolerance is loose (5%). "fwd" is inference
+(eval mode, no_grad); the gate compares logits. ``extra["images"]`` is the batch, so
+img/s = images / (ms / 1000).
+
+Models are built on first use. Each training case has its own pair (ours, stock: 0.75 GB
+each with gradients and momentum; "compile" trains the stock one), so every case's gate
+starts from identical weights; inference cases share one untrained pair per layout.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from alexnet_cuda.models import AlexNet, reference_alexnet
+from common import LAYOUTS, Case
+
+_MODELS = {}    # (kind, layout, device, purpose) -> (model, optimizer)
+_COMPILED = {}  # (layout, device, purpose) -> torch.compile(stock model)
+
+
+def _models(kind, layout, device, purpose):
+    """Model and SGD optimizer; 'ours' starts from the 'stock' model's weights."""
+    key = (kind, layout, device, purpose)
+    if key not in _MODELS:
+        fmt = LAYOUTS[layout]
+        if kind == "stock":
+            torch.manual_seed(0)
+            model = reference_alexnet()
+        else:
+            model = AlexNet()
+            stock = _models("stock", layout, device, purpose)[0]
+            model.load_reference_state_dict(stock.state_dict())
+        model = model.to(device=device, memory_format=fmt)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        _MODELS[key] = (model, opt)
+    return _MODELS[key]
+
+
+def _compiled(layout, device, purpose):
+    key = (layout, device, purpose)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(_models("stock", layout, device, purpose)[0], dynamic=False)
+    return _COMPILED[key]
+
+
+def _autocast(device, dt):
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dt == "bf16")
+
+
+def _train_step(get_model, get_opt, device, dt):
+    def step(x, y):
+        model, opt = get_model(), get_opt()
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with _autocast(device, dt):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def _inference(get_model, device, dt):
+    def run(x, y):
+        model = get_model()
+        model.eval()
+        with torch.no_grad(), _autocast(device, dt):
+            return model(x)
+
+    return run
+
+
+def _rel_close(rtol):
+    def check(ours, ref):
+        ours, ref = ours.float(), ref.float()
+        if not torch.isfinite(ours).all():
+            raise AssertionError("non-finite values in ours")
+        err = (ours - ref).abs().max().item()
+        scale = ref.abs().max().item()
+        if err > rtol * scale:
+            raise AssertionError(f"max abs error {err:.3g} > {rtol} x max |ref| {scale:.3g}")
+
+    return check
+
+
+def forward_flops_per_image(image_size=227):
+    """Multiply-adds x 2 of one forward pass (conv and FC layers), 1.449 GFLOP at 227."""
+    # (output maps, output size, MACs per output)
+    layers = [(96, 55, 3 * 11 * 11), (256, 27, 48 * 5 * 5), (384, 13, 256 * 3 * 3),
+              (384, 13, 192 * 3 * 3), (256, 13, 192 * 3 * 3)]
+    macs = sum(c * s * s * k for c, s, k in layers)
+    macs += 9216 * 4096 + 4096 * 4096 + 4096 * 1000
+    return 2 * macs
+
+
+def cases(cfg):
+    batch, device = cfg.batch, cfg.device
+    out = []
+    for dt in cfg.dtypes:
+        if dt not in ("fp32", "bf16"):  # fp16 training would need a GradScaler: not a case here
+            continue
+        for lay in cfg.layouts:
+            def make(lay=lay):
+                x = torch.randn(batch, 3, 227, 227, device=device).to(memory_format=LAYOUTS[lay])
+                y = torch.randint(0, 1000, (batch,), device=device)
+                return (x, y)
+
+            def getter(kind, index, purpose, lay=lay):
+                return lambda: _models(kind, lay, device, purpose)[index]
+
+            def compiled(purpose, lay=lay):
+                return lambda: _compiled(lay, device, purpose)
+
+            fit = f"train-{dt}"
+            extra = {"images": batch}
+            train = {"ours": _train_step(getter("ours", 0, fit), getter("ours", 1, fit), device, dt),
+                     "eager": _train_step(getter("stock", 0, fit), getter("stock", 1, fit), device, dt)}
+            infer = {"ours": _inference(getter("ours", 0, "infer"), device, dt),
+                     "eager": _inference(getter("stock", 0, "infer"), device, dt)}
+            if cfg.compile:
+                train["compile"] = _train_step(compiled(fit), getter("stock", 1, fit), device, dt)
+                infer["compile"] = _inference(compiled("infer"), device, dt)
+            flops = forward_flops_per_image() * batch
+            out.append(Case("model", f"AlexNet train step (SGD) b{batch}", dt, lay, "fwd+bwd",
+                            make, train, check=_rel_close(0.05), flops=3 * flops,
+                            extra=dict(extra, what="forward + backward + SGD momentum step")))
+            out.append(Case("model", f"AlexNet inference b{batch}", dt, lay, "fwd", make, infer,
+                            check=_rel_close(0.02 if dt == "fp32" else 0.08), flops=flops,
+                            extra=dict(extra, what="eval forward, no_grad")))
+    return out
+
+
+def peak_memory_rows(cfg):
+    """Peak CUDA memory of a training step: ours vs stock (eager, compile). [] off CUDA.
+
+    Each model is built fresh; the number is torch.cuda.max_memory_allocated() during the
+    third step minus what was allocated before the model existed, so it covers weights,
+    gradients, momentum, activations and workspaces.
+    """
+    if cfg.device != "cuda":
+        return []
+    _MODELS.clear()
+    _COMPILED.clear()
+    rows = []
+    impls = ["ours", "eager"] + (["compile"] if cfg.compile else [])
+    for dt in cfg.dtypes:
+        if dt not in ("fp32", "bf16"):
+            continue
+        for lay in cfg.layouts:
+            for impl in impls:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                base = torch.cuda.memory_allocated()
+                torch.manual_seed(0)
+                model = (AlexNet() if impl == "ours" else reference_alexnet())
+                model = model.to(device="cuda", memory_format=LAYOUTS[lay])
+                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+                run = torch.compile(model, dynamic=False) if impl == "compile" else model
+                step = _train_step(lambda: run, lambda: opt, "cuda", dt)
+                x = torch.randn(cfg.batch, 3, 227, 227, device="cuda").to(memory_format=LAYOUTS[lay])
+                y = torch.randint(0, 1000, (cfg.batch,), device="cuda")
+                for i in range(3):
+                    if i == 2:
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                    step(x, y)
+                torch.cuda.synchronize()
+                peak = torch.cuda.max_memory_allocated() - base
+                rows.append({"group": "model", "case": f"AlexNet train step b{cfg.batch} peak memory",
+                             "impl": impl, "dtype": dt, "layout": lay, "batch": cfg.batch,
+                             "peak_mib": round(peak / 2**20, 1)})
+                del model, opt, run, step, x, y
+    torch.cuda.empty_cache()
+    return rows
+
+
+def extra_rows(cfg):
+    """The peak-memory rows as report notes (bench/run.py appends what this returns)."""
+    notes = []
+    rows = peak_memory_rows(cfg)
+    for dt in cfg.dtypes:
+        for lay in cfg.layouts:
+            sel = [r for r in rows if r["dtype"] == dt and r["layout"] == lay]
+            if sel:
+                notes.append(f"peak training memory, {dt} {lay}, batch {cfg.batch}: "
+                             + ", ".join(f"{r['impl']} {r['peak_mib']:,.0f} MiB" for r in sel))
+    return notes
