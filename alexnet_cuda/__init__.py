@@ -3,10 +3,16 @@
     import alexnet_cuda
     y = alexnet_cuda.ops.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=2.0)
     layer = alexnet_cuda.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    y = alexnet_cuda.ops.max_pool2d(x, kernel_size=3, stride=2)
+    y = alexnet_cuda.ops.conv2d_relu(x, weight, bias, stride=4)
+    model = alexnet_cuda.models.AlexNet()          # the paper's two-tower network
+    model = alexnet_cuda.convert(stock_model)      # swap stock layers for fused ones
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import ops, nn  # noqa: F401
+from . import models  # noqa: F401
+from .convert import convert  # noqa: F401
 from ._extension import has_cuda_kernels  # noqa: F401
 
 __version__ = "0.1.0"

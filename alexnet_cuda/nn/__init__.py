@@ -2,3 +2,4 @@
 
 from .lrn import LocalResponseNorm  # noqa: F401
 from .conv import Conv2dReLU  # noqa: F401
+from .pooling import MaxPool2d  # noqa: F401

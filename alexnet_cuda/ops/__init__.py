@@ -2,3 +2,4 @@
 
 from .lrn import local_response_norm  # noqa: F401
 from .conv2d_relu import conv2d_relu  # noqa: F401
+from .max_pool2d import max_pool2d  # noqa: F401
