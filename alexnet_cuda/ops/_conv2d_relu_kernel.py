@@ -259,7 +259,10 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
 
     # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
     tf32 = bool(allow_tf32) or input.dtype != torch.float32
-    wrap_triton(_conv2d_relu_kernel)[grid](
+    # wrap_triton makes the launch traceable by torch.compile. The interpreter's kernels are
+    # plain Python functions that torch 2.11's wrap_triton rejects; they are never traced.
+    launch = _conv2d_relu_kernel if _INTERPRET else wrap_triton(_conv2d_relu_kernel)
+    launch[grid](
         input, weight, bias if bias is not None else weight, y,
         n, c, h, w, cout, ho, wo, kh, kw, groups, cg, coutg, m_total, k_total,
         sh, sw, ph, pw, dh, dw,
