@@ -26,12 +26,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 log = logging.getLogger("alexnet_cuda.train")
+
+# torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec but they work
+# (and decode_jpeg(device="cuda") is the nvJPEG path this module wants); keep logs readable.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -94,11 +100,23 @@ def preprocess(img: torch.Tensor, size: int = 256) -> torch.Tensor:
     return tvf.center_crop(img, [size, size])
 
 
+def _decode_pil(path: str) -> torch.Tensor:
+    """Fallback decoder (Pillow) for a torchvision without torchvision.io codecs."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
 def decode_file(path: str, size: int = 256) -> torch.Tensor:
     """Read, decode (any of JPEG/PNG/WebP, grey or CMYK -> RGB) and preprocess one image."""
     tvio, _ = _tv()
-    data = tvio.read_file(path)
-    img = tvio.decode_image(data, mode=tvio.ImageReadMode.RGB)
+    if hasattr(tvio, "decode_image"):
+        img = tvio.decode_image(tvio.read_file(path), mode=tvio.ImageReadMode.RGB)
+    else:  # pragma: no cover - future torchvision
+        img = _decode_pil(path)
     return preprocess(img, size)
 
 

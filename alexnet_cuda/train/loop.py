@@ -287,10 +287,10 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                 pending.append(ld)
                 correct = (logits.detach().argmax(1) == y).sum()
                 if dev_sums:
-                    dev_sums["loss"] += ld * n
+                    dev_sums["loss"] += ld.double() * n
                     dev_sums["correct"] += correct
                 else:
-                    dev_sums.update(loss=ld * n, correct=correct)
+                    dev_sums.update(loss=ld.double() * n, correct=correct)
                 acc["count"] += n
                 n_last += n
                 bar.update(1)
