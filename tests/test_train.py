@@ -121,7 +121,8 @@ def test_cli_small_arch(folder, tmp_path):
     rc = main(["--data", folder, "--arch", "small", "--width", "8", "--image-size", str(IMAGE), "--crop",
                str(CROP), "--epochs", "1", "--batch-size", "8", "--workers", "0", "--output", str(out),
                "--stats-file", str(tmp_path.parent / "stats.pt"), "--no-ten-crop", "--progress", "off",
-               "--no-tensorboard", "--no-plot", "--schedule", "milestones", "--lr-milestones", "0"])
+               "--no-tensorboard", "--no-plot", "--schedule", "milestones", "--lr-milestones", "0",
+               "--amp", "bf16", "--channels-last"])
     assert rc == 0
     ck = load_checkpoint(str(out / "last.pt"))
     assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)  # milestone at epoch 0

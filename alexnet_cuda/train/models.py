@@ -50,9 +50,10 @@ class SmallAlexNet(nn.Module):
         if s < 1:
             raise ValueError(f"crop {crop} is too small for three 3/2 poolings")
         self.classifier = nn.Sequential(
+            # dropout on the outputs of fc6 and fc7, where the paper puts it
             nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(w5 * s * s, fc), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(inplace=True),
+            nn.Linear(w5 * s * s, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(fc, num_classes),
         )
 
