@@ -160,6 +160,37 @@ def test_resume_equals_uninterrupted_bit_for_bit(folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ctrl_c_from_a_terminal_saves_and_exits_cleanly(folder, tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C does), DataLoader workers included."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ctrlc"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "alexnet_cuda.train", "--data", folder, "--arch", "small", "--width", "8",
+           "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "100000", "--batch-size", "4",
+           "--workers", "2", "--output", str(out), "--stats-file", str(tmp_path / "stats.pt"),
+           "--progress", "off", "--no-tensorboard", "--no-plot", "--log-every", "1"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "steps.csv").exists() or len((out / "steps.csv").read_text().splitlines()) < 10:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert "SIGINT received" in output and "Traceback" not in output, output
+    ck = load_checkpoint(str(out / "last.pt"))
+    assert ck["step"] >= 9
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "x.pt")
     Dt.atomic_torch_save({"v": 1}, path)

@@ -78,13 +78,20 @@ class _StopFlag:
         return False
 
 
+def _worker_init(_worker_id: int) -> None:
+    # A terminal's Ctrl-C reaches the whole process group. DataLoader workers would exit on it
+    # and the main process would then fail on its next fetch instead of checkpointing: the
+    # workers ignore SIGINT and the main process decides (it stops them when it is done).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(dataset, batch_size, sampler, workers, collate, pin):
     kwargs = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                   pin_memory=pin, drop_last=False,
                   # private generator: iterator creation must not touch the global RNG (dropout)
                   generator=torch.Generator().manual_seed(0))
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4)
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=_worker_init)
     return torch.utils.data.DataLoader(dataset, **kwargs)
 
 
@@ -226,7 +233,9 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
         if val_loader is None:
             return {}
         batches = val_loader if not cfg.gpu_decode else (decode_batch(b, device, cfg.image_size) for b in val_loader)
-        res = evaluate(net, batches, augment.normalize, cfg.crop, ten_crop=cfg.ten_crop, autocast_dtype=amp_dtype,
+        # The bare module, not the DDP wrapper: ranks may see different numbers of eval batches
+        # and nothing here must issue collectives (counts are all-reduced once at the end).
+        res = evaluate(model, batches, augment.normalize, cfg.crop, ten_crop=cfg.ten_crop, autocast_dtype=amp_dtype,
                        channels_last=cfg.channels_last, out_device=device if info.initialized and device.type == "cuda" else "cpu",
                        all_reduce=(lambda t: D.all_reduce_sum(info, t)) if info.initialized else None)
         return res.metrics(cfg.ten_crop)
@@ -303,10 +312,14 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                     t_last, n_last = now, 0
                     bar.set_postfix_str(f"loss {result['step_losses'][-1]:.4f} lr {lr:.2g} {ips:,.0f} img/s")
                     writer.step(step, {"epoch": epoch, "loss": result["step_losses"][-1], "lr": lr, "img_per_s": ips})
-                stop_now = stop.stop or (cfg.max_steps and step >= cfg.max_steps)
-                if info.initialized:  # every rank must stop at the same step
-                    flag = torch.tensor([1.0 if stop_now else 0.0], device=device if device.type == "cuda" else "cpu")
-                    stop_now = bool(D.all_reduce_sum(info, flag).item() > 0)
+                stop_now = bool(cfg.max_steps and step >= cfg.max_steps)  # the same step on every rank
+                if not info.initialized:
+                    stop_now = stop_now or stop.stop
+                elif step % cfg.log_every == 0:
+                    # Signals reach ranks at slightly different times: agree on stopping every
+                    # log_every steps (an all-reduce and a sync per step would stall the GPU queue).
+                    flag = torch.tensor([1.0 if stop.stop else 0.0], device=device if device.type == "cuda" else "cpu")
+                    stop_now = stop_now or bool(D.all_reduce_sum(info, flag).item() > 0)
                 if stop_now:
                     flush_losses()
                     fold_sums()
