@@ -158,6 +158,8 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
         progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main))
     log.info("training-set RGB PCA eigenvalues (0..1 units): %s", [round(v, 5) for v in stats.eigvals.tolist()])
 
+    if cfg.gpu_decode and device.type != "cuda":
+        log.warning("--gpu-decode without CUDA: decoding on the CPU in the main process (slower than workers)")
     if cfg.gpu_decode:
         train_ds, collate = ImageFolderBytes(train_samples), collate_bytes
         val_ds = ImageFolderBytes(val_samples)

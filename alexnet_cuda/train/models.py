@@ -3,8 +3,8 @@
 ``build_model`` imports ``alexnet_cuda.models.AlexNet`` only when it is asked for, so the
 training code works (and is tested) with any ``nn.Module``.
 
-:class:`SmallAlexNet` exists for the no-download demo (8x8 digits upscaled to 32x32, crops
-of 28): the real AlexNet's 11x11/4 first layer and its 6x6x256 classifier input assume
+:class:`SmallAlexNet` exists for the no-download demo (8x8 digits upscaled to 28x28, crops
+of 24): the real AlexNet's 11x11/4 first layer and its 6x6x256 classifier input assume
 227x227 images. It keeps AlexNet's structure and layer types, scaled down:
 
     conv1 5x5/1 pad 2, 3->w      ReLU, LRN(5, 1e-4, 0.75, k=2), max-pool 3/2 (overlapping)
@@ -13,10 +13,12 @@ of 28): the real AlexNet's 11x11/4 first layer and its 6x6x256 classifier input 
     conv4 3x3 pad 1, groups=2    ReLU
     conv5 3x3 pad 1, groups=2    ReLU, max-pool 3/2
     fc6, fc7 with ReLU and dropout 0.5, fc8 -> classes
+    (widths w, 2w, 3w, 3w, 2w and 8w; the demo's w = 16 gives 73k parameters)
 
-It is not AlexNet: it is a few hundred times smaller, is initialised with He init by default, and sees 28x28 inputs. It uses torch's LRN and
-max-pool (identical in function to the paper's; the project's fused kernels are for the
-real model).
+It is not AlexNet: about 800x fewer parameters than AlexNet's 61M, a 5x5 stride-1 first
+layer for 24x24 inputs, and He initialisation by default (the paper's N(0, 0.01) init,
+``init="paper"``, learns far more slowly at this size). It uses torch's LRN and max-pool
+(the same functions as the paper's; the project's fused kernels are for the real model).
 """
 
 from __future__ import annotations
