@@ -149,9 +149,12 @@ def test_resume_equals_uninterrupted_bit_for_bit(folder, tmp_path):
     cfg.resume, cfg.max_steps = cfg.output, 6
     part2 = train(cfg, model=_model())
     assert not part2["interrupted"]
+    cfg.max_steps = 8  # exactly the end of epoch 2, before its evaluation
+    part2b = train(cfg, model=_model())
     cfg.max_steps = 0
     part3 = train(cfg, model=_model())
-    assert part1["step_losses"] + part2["step_losses"] + part3["step_losses"] == losses  # bit for bit
+    resumed = part1["step_losses"] + part2["step_losses"] + part2b["step_losses"] + part3["step_losses"]
+    assert resumed == losses  # bit for bit
     # epoch means: same numbers, summed in a different grouping across the interruptions
     assert [h["train_loss"] for h in part3["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
                                                                         rel=1e-12)
@@ -225,6 +228,7 @@ def test_augment_matches_per_image_reference_and_bounds():
     out = aug(imgs, generator=torch.Generator().manual_seed(1))
     d = aug.last_draws
     assert out.shape == (n, 3, c, c) and out.dtype == torch.float32
+    assert aug(torch.empty(0, 3, 0, 0, dtype=torch.uint8)).shape == (0, 3, c, c)  # all-corrupt batch
     assert int(d.top.min()) >= 0 and int(d.top.max()) <= s - c
     assert int(d.left.min()) >= 0 and int(d.left.max()) <= s - c
     for i in range(n):

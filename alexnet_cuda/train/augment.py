@@ -111,6 +111,8 @@ class GPUAugment:
     def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
                  draws: Optional[AugmentDraws] = None) -> torch.Tensor:
         n, _, h, w = images.shape
+        if n == 0:  # every image of the batch was unreadable: an empty batch, still a step
+            return torch.zeros(0, 3, self.crop, self.crop, device=self.device)
         if h != w:
             raise ValueError(f"expected square images, got {h}x{w}")
         if draws is None:
