@@ -62,6 +62,9 @@ def prepare_digits_imagefolder(root: str = None, size: int = 28, val_every: int 
     marker = os.path.join(root, ".complete")
     if os.path.exists(marker):
         return root
+    # Several torchrun processes may get here at once: each writes a private folder and
+    # renames it into place (atomic); the losers discard theirs.
+    final, root = root, f"{root}.tmp-{os.getpid()}"
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8)
     seen = {}
@@ -73,9 +76,17 @@ def prepare_digits_imagefolder(root: str = None, size: int = 28, val_every: int 
         os.makedirs(folder, exist_ok=True)
         pil = Image.fromarray(img, mode="L").resize((size, size), Image.BILINEAR).convert("RGB")
         pil.save(os.path.join(folder, f"{i:04d}.png"))
-    with open(marker, "w") as f:
+    with open(os.path.join(root, ".complete"), "w") as f:
         f.write(f"sklearn digits, {len(images)} images, {size}x{size}\n")
-    return root
+    try:
+        os.rename(root, final)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        if not os.path.exists(marker):
+            raise
+    return final
 
 
 def apply_demo(cfg, given: set):

@@ -342,11 +342,16 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
             bar.close()
             acc["time"] += time.perf_counter() - t_epoch
 
+            tot = {k: acc[k] for k in ("loss_sum", "correct", "count", "skipped")}
+            if info.initialized:  # epoch training metrics over all ranks (one all-reduce per epoch)
+                t = torch.tensor([tot[k] for k in tot], dtype=torch.float64,
+                                 device=device if device.type == "cuda" else "cpu")
+                tot = dict(zip(tot, D.all_reduce_sum(info, t).tolist()))
             row = {"epoch": epoch, "step": step, "lr": lr,
-                   "train_loss": acc["loss_sum"] / max(acc["count"], 1),
-                   "train_top1_err": 1 - acc["correct"] / max(acc["count"], 1),
-                   "train_img_per_s": acc["count"] * info.world_size / max(acc["time"], 1e-9),
-                   "train_skipped": acc["skipped"]}
+                   "train_loss": tot["loss_sum"] / max(tot["count"], 1),
+                   "train_top1_err": 1 - tot["correct"] / max(tot["count"], 1),
+                   "train_img_per_s": tot["count"] / max(acc["time"], 1e-9),
+                   "train_skipped": int(tot["skipped"])}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 row.update(run_eval())
             dropped = scheduler.step(epoch, row.get("val_top1_err")) if scheduler is not None else False
