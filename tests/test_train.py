@@ -470,3 +470,24 @@ def test_fused_and_unfused_alexnet_losses_match():
             out.append(loss.item())
         losses[name] = out
     np.testing.assert_allclose(losses["fused"], losses["unfused"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# the demo's data
+# ----------------------------------------------------------------------------------------
+def test_demo_data_and_defaults(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from alexnet_cuda.train.config import config_from_args
+    from alexnet_cuda.train.demo import apply_demo
+
+    monkeypatch.setenv("ALEXNET_CUDA_CACHE", str(tmp_path))
+    cfg, demo, given = config_from_args(["--demo", "--epochs", "3"])
+    cfg = apply_demo(cfg, given)
+    assert demo and cfg.epochs == 3 and cfg.arch == "small" and cfg.crop == 24 and not cfg.flip
+    classes = Dt.find_classes(os.path.join(cfg.data, "train"))
+    assert classes == [str(i) for i in range(10)]
+    n_train = len(Dt.make_samples(os.path.join(cfg.data, "train"), classes))
+    n_val = len(Dt.make_samples(os.path.join(cfg.data, "val"), classes))
+    assert (n_train, n_val) == (1433, 364)
+    img = Dt.decode_file(Dt.make_samples(os.path.join(cfg.data, "val"), classes)[0][0], cfg.image_size)
+    assert img.shape == (3, 28, 28) and img.dtype == torch.uint8

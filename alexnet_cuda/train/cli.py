@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .config import config_from_args
+from .config import build_parser, config_from_args
 from .demo import apply_demo
 from .loop import train
 
@@ -16,6 +16,8 @@ def main(argv=None) -> int:
     cfg, demo, given = config_from_args(argv)
     if demo:
         cfg = apply_demo(cfg, given)
+    elif cfg.data is None:
+        build_parser().error("give --data ROOT (an ImageFolder tree with train/ and val/), or --demo")
     t0 = time.perf_counter()
     result = train(cfg)
     hist = result["history"]
