@@ -67,6 +67,14 @@ class TrainConfig:
         return [int(s) for s in self.lr_milestones.split(",") if s.strip()]
 
 
+_CHOICES = {
+    "mean": ["pixel", "channel", "none"],
+    "arch": ["alexnet", "small"],
+    "schedule": ["plateau", "milestones", "constant"],
+    "amp": ["none", "bf16"],
+    "progress": ["auto", "on", "off"],
+}
+
 _HELP = {
     "data": "dataset root holding train/ and val/, one folder per class (JPEG/PNG)",
     "image_size": "images are rescaled (shorter side) and centre-cropped to this square",
@@ -97,6 +105,18 @@ _HELP = {
     "resume": "checkpoint file or run folder to continue from (exactly)",
     "save_every": "also checkpoint every N steps",
     "max_steps": "stop after N optimiser steps in total (checkpointed; resume continues)",
+    "train_dir": "training subfolder of --data",
+    "val_dir": "validation subfolder of --data (same class folder names as train/)",
+    "dropout": "dropout probability on fc6 and fc7 outputs",
+    "lr": "initial learning rate (paper: 0.01)",
+    "momentum": "momentum of the paper's SGD update",
+    "weight_decay": "weight decay, inside the momentum term as in the paper",
+    "lr_threshold": "plateau: an improvement must exceed this (absolute, in error fraction)",
+    "seed": "seed for data order, augmentation and initialisation",
+    "eval_every": "evaluate every N epochs (and after the last)",
+    "eval_batch_size": "evaluation batch size (0 = --batch-size; 10-crop runs 10x this)",
+    "log_every": "write steps.csv / update the progress bar every N steps",
+    "epochs": "number of epochs (paper: ~90)",
     "progress": "progress bars: auto (if tqdm and a terminal), on, off",
     "tensorboard": "write TensorBoard logs (needs the tensorboard package)",
     "plot": "write curves.png at the end (needs matplotlib)",
@@ -113,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--demo", action="store_true",
-                   help="no-download demo: scikit-learn's bundled 8x8 digits upscaled to 32x32, a small "
-                        "AlexNet-style net, a few minutes on a CPU (NOT ImageNet)")
+                   help="no-download demo: scikit-learn's bundled 8x8 digits upscaled to 28x28, a small "
+                        "AlexNet-style net, about a minute on a CPU (NOT ImageNet); other options "
+                        "given explicitly override the demo's settings")
     for f in fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         default = f.default
@@ -123,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
             typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(name, dest=f.name, type=typ, default=default, help=help_)
+            p.add_argument(name, dest=f.name, type=typ, default=default, help=help_,
+                           choices=_CHOICES.get(f.name))
     return p
 
 
