@@ -21,6 +21,7 @@ class TrainConfig:
     input_scale: float = 1.0            # 1.0 = raw 0..255 units minus mean, as the paper
     stats_file: Optional[str] = None    # cache of the mean image + RGB PCA
     stats_max_images: int = 0           # 0 = the whole training set
+    stats_only: bool = False            # compute/cache the mean and PCA, then exit
     workers: int = 4
     gpu_decode: bool = False            # nvJPEG via torchvision.io.decode_jpeg(device='cuda')
     # model
@@ -85,6 +86,7 @@ _HELP = {
     "input_scale": "multiply the mean-subtracted 0..255 pixel values by this",
     "stats_file": "where the training-set mean/PCA are cached (default: ~/.cache/alexnet_cuda/)",
     "stats_max_images": "compute mean/PCA on the first N training images only (0 = all)",
+    "stats_only": "compute and cache the training-set mean/PCA (to --stats-file), then exit",
     "workers": "DataLoader worker processes (decoding runs there)",
     "gpu_decode": "decode JPEGs on the GPU with nvJPEG (workers only read bytes)",
     "arch": "alexnet (alexnet_cuda.models.AlexNet) or small (the demo's AlexNet-style net)",

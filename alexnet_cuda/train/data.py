@@ -345,14 +345,25 @@ def atomic_torch_save(obj, path: str) -> None:
 
 
 def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True,
-                          barrier: Callable = lambda: None, progress_factory=None) -> DatasetStats:
-    """Load the cached statistics or compute them (on the main rank only) and cache them."""
-    if not os.path.exists(path) and is_main:
-        log.info("computing the training-set mean and RGB PCA (cached to %s)", path)
-        prog = progress_factory() if progress_factory else None
-        stats = compute_stats(make_loader(), progress=prog.update if prog else None)
-        if prog:
-            prog.close()
-        atomic_torch_save(stats.state_dict(), path)
-    barrier()
+                          progress_factory=None, poll_s: float = 2.0) -> DatasetStats:
+    """Load the cached statistics, or compute them (``is_main``) and cache them.
+
+    Under torchrun, ``is_main`` is local rank 0 of each node and the other processes poll for
+    the file rather than wait in a collective: over ImageNet the pass takes far longer than a
+    process group's timeout. Each node computes its own copy unless the file already exists
+    (a shared folder, or a file made beforehand with ``--stats-only`` and copied).
+    """
+    if not os.path.exists(path):
+        if is_main:
+            log.info("computing the training-set mean and RGB PCA (cached to %s)", path)
+            prog = progress_factory() if progress_factory else None
+            stats = compute_stats(make_loader(), progress=prog.update if prog else None)
+            if prog:
+                prog.close()
+            atomic_torch_save(stats.state_dict(), path)
+        else:
+            import time
+
+            while not os.path.exists(path):  # written atomically by the node's local rank 0
+                time.sleep(poll_s)
     return DatasetStats.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))

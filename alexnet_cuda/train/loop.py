@@ -154,8 +154,12 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
         return _loader(ds, 64, None, cfg.workers, collate_uint8, False)
 
     stats = load_or_compute_stats(
-        stats_file, stats_loader, info.is_main, lambda: D.barrier(info),
+        stats_file, stats_loader, info.local_rank == 0,
         progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main))
+    if cfg.stats_only:
+        log.info("--stats-only: statistics are in %s", stats_file)
+        return {"history": [], "step_losses": [], "interrupted": False, "checkpoint": None, "skipped_train": 0,
+                "output": out_dir, "classes": classes, "stats_file": stats_file}
     log.info("training-set RGB PCA eigenvalues (0..1 units): %s", [round(v, 5) for v in stats.eigvals.tolist()])
 
     if cfg.gpu_decode and device.type != "cuda":
