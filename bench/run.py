@@ -10,7 +10,9 @@ via triton.testing.do_bench (L2 flushed between runs, inputs rotated over 3 buff
 CPU from perf_counter. The ceilings (copy bandwidth, matmul rate) are measured in the
 same run on the same device, so "% of copy" compares like with like.
 
-Results go to OUT/results.json and OUT/report.md (OUT defaults to bench/results/<device>).
+Results go to OUT/report.md, OUT/results.json and OUT/chart.png (matplotlib) with OUT
+defaulting to bench/results/<device>. `python bench/compare.py OLD.json NEW.json` flags
+regressions between two runs.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from chart import plot  # noqa: E402
 from common import Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_fn  # noqa: E402
 
 GROUPS = ["lrn", "maxpool", "stage", "conv", "model"]
@@ -205,11 +208,13 @@ def main(argv=None):
         report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(report))
+    results = {"environment": env, "batch": batch, "ceilings": ceilings, "rows": rows, "notes": notes}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"environment": env, "batch": batch, "ceilings": ceilings, "rows": rows, "notes": notes}, f, indent=1)
+        json.dump(results, f, indent=1)
+    chart = plot(results, os.path.join(out_dir, "chart.png"))
     print()
     print(table(rows))
-    print(f"\nwrote {out_dir}/report.md and results.json")
+    print(f"\nwrote {out_dir}/report.md, results.json" + (", chart.png" if chart else " (no chart: matplotlib missing)"))
     return 1 if any("error" in r for r in rows) else 0
 
 
