@@ -28,6 +28,10 @@ def _autotune_configs():
     warps on flattened (kh, kw, c) conv loops (pytorch#173068). 8 configs at most, so a
     new shape costs a few seconds of compilation, not minutes.
     """
+    if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
+        # One general-purpose config, no benchmarking: for test runs, where compiling all
+        # eight configs for every shape would take minutes. Results are identical.
+        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4)]
     if _INTERPRET:
         # The interpreter runs every program in numpy: one config, no benchmarking.
         # Small tiles so that the tiny test shapes still cover several M/N/K tiles.
