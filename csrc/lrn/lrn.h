@@ -100,6 +100,29 @@ inline View make_view(const at::Tensor& x) {
   return View{n, c, p, c * p, p, 1, false};
 }
 
+// Argument checks shared by the CPU and CUDA entry points (user-facing errors come from
+// alexnet_cuda/ops/lrn.py first; these keep direct torch.ops calls safe).
+inline void check_args(const at::Tensor& x, int64_t size, const char* op) {
+  TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
+              x.scalar_type());
+  TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
+}
+
+inline void check_backward_args(const at::Tensor& grad_output, const at::Tensor& input, int64_t size) {
+  check_args(input, size, "lrn_backward");
+  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
+              grad_output.sizes(), " but input has ", input.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
+              "lrn_backward: grad_output must match input's dtype and device");
+}
+
+// The tensor the kernels walk: `input` itself when contiguous or channels-last dense,
+// else a contiguous copy.
+inline at::Tensor kernel_layout(const at::Tensor& input) {
+  return is_channels_last_dense(input) ? input : input.contiguous();
+}
+
 // `t` with exactly `like`'s strides (a copy only when they differ), so one set of
 // strides walks both tensors in the backward kernels.
 inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {

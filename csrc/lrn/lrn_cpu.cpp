@@ -13,13 +13,6 @@ namespace alexnet_cuda {
 namespace lrn {
 namespace {
 
-void check_args(const at::Tensor& x, int64_t size, const char* op) {
-  TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
-              x.scalar_type());
-  TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
-}
-
 // The CPU kernels work on one block of pixels of one outer index at a time and keep,
 // per pixel, a column of the (zero-padded) squares in a scratch buffer so that every
 // inner loop runs over contiguous floats (auto-vectorized with -O3):
@@ -119,7 +112,7 @@ void for_each_block(const View& v, Fn fn) {
 
 at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, double beta, double k) {
   check_args(input, size, "lrn_forward");
-  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  const at::Tensor x = kernel_layout(input);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
   const View v = make_view(x);
@@ -138,14 +131,8 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, 
 
 at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
                             double scale, double beta, double k) {
-  check_args(input, size, "lrn_backward");
-  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
-              grad_output.sizes(), " but input has ", input.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
-              "lrn_backward: grad_output dtype ", grad_output.scalar_type(), " != input dtype ",
-              input.scalar_type());
-  const bool cl = is_channels_last_dense(input);
-  const at::Tensor x = cl ? input : input.contiguous();
+  check_backward_args(grad_output, input, size);
+  const at::Tensor x = kernel_layout(input);
   // The kernel walks both tensors with one set of strides: give dy x's layout.
   const at::Tensor dy = with_layout_of(grad_output, x);
   at::Tensor dx = at::empty_like(x);

@@ -286,18 +286,10 @@ struct Backward {
   static constexpr auto fn = lrn_backward_kernel<CL, RING, scalar_t, acc_t>;
 };
 
-void check_cuda_args(const at::Tensor& x, int64_t size, const char* op) {
-  TORCH_CHECK(x.is_cuda(), op, ": expected a CUDA tensor");
-  TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
-              x.scalar_type());
-  TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
-}
-
 at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale, double beta, double k) {
-  check_cuda_args(input, size, "lrn_forward");
+  check_args(input, size, "lrn_forward");
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  const at::Tensor x = kernel_layout(input);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
   const View v = make_view(x);
@@ -317,13 +309,9 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
 
 at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
                              double scale, double beta, double k) {
-  check_cuda_args(input, size, "lrn_backward");
-  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
-              grad_output.sizes(), " but input has ", input.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
-              "lrn_backward: grad_output must match input's dtype and device");
+  check_backward_args(grad_output, input, size);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = is_channels_last_dense(input) ? input : input.contiguous();
+  const at::Tensor x = kernel_layout(input);
   const at::Tensor dy = with_layout_of(grad_output, x);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
