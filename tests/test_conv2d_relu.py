@@ -67,7 +67,9 @@ def test_triton_kernel_under_interpreter():
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
            os.path.join(HERE, "_conv2d_relu_interpret_cases.py")]
-    proc = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True,
+    # cwd: not the repository root, whose source tree (no compiled _C) `python -m` would
+    # put first on sys.path, ahead of the installed package.
+    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, f"interpreter tests failed:\n{proc.stdout}\n{proc.stderr}"
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout

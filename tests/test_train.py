@@ -175,8 +175,10 @@ def test_ctrl_c_from_a_terminal_saves_and_exits_cleanly(folder, tmp_path):
            "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "100000", "--batch-size", "4",
            "--workers", "2", "--output", str(out), "--stats-file", str(tmp_path / "stats.pt"),
            "--progress", "off", "--no-tensorboard", "--no-plot", "--log-every", "1"]
+    # cwd: not the repository root, whose source tree (no compiled _C) `python -m` would
+    # put first on sys.path, ahead of the installed package.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
     try:
         deadline = time.time() + 120
         while not (out / "steps.csv").exists() or len((out / "steps.csv").read_text().splitlines()) < 10:
