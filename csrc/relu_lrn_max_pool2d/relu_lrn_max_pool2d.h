@@ -19,6 +19,7 @@
 //   s_c        = k + scale * sum_{j in W(c)} z_j^2
 //   t_j        = g_j * z_j * s_j^(-beta-1)
 //   dx_c       = [x_c > 0] * (g_c * s_c^(-beta) - 2 * scale * beta * z_c * sum_{j in M(c)} t_j)
+//                ([.] is torch's ReLU mask, threshold_backward: 0 where relu(x) <= 0, so NaN passes)
 // with W(c) = [c - pre, c + post] and the mirrored M(c) = [c - post, c + pre], both cut
 // to c's group (lrn.h).
 //

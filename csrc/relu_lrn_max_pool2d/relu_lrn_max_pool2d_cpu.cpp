@@ -132,7 +132,8 @@ void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::T
           acc_t tsum = acc_t(0);
           for (int jj = lo; jj <= hi; ++jj) tsum += t[(n * g.C + jj) * HW + q];
           const acc_t zc = relu(static_cast<acc_t>(xc[h * g.xs[2] + w * g.xs[3]]));
-          const acc_t v = zc > acc_t(0) ? gs[plane * HW + q] - coef * zc * tsum : acc_t(0);
+          // ReLU mask as torch's threshold_backward: zero where relu(x) <= 0 (a NaN passes).
+          const acc_t v = zc <= acc_t(0) ? acc_t(0) : gs[plane * HW + q] - coef * zc * tsum;
           dxc[h * g.xs[2] + w * g.xs[3]] = static_cast<scalar_t>(v);
         }
       }

@@ -22,7 +22,7 @@
 //      routed by the argmax, straight from dy/argmax in global memory: a few L1/L2 hits
 //      per pixel, no atomics, deterministic order), recomputes s from z, and stores
 //      t_j = g_j z_j s_j^(-beta-1) and, for its own channels, g_c s_c^(-beta);
-//   3. dx_c = [x_c > 0] * (g_c s_c^(-beta) - 2 scale beta z_c sum_{j in M(c)} t_j).
+//   3. dx_c = [x_c > 0 or NaN] * (g_c s_c^(-beta) - 2 scale beta z_c sum_{j in M(c)} t_j).
 // Saved for backward: x and the uint8 argmax; nothing else (no LRN output, no scale).
 //
 // Threads: 32 x 8 blocks. threadIdx.x runs along the contiguous dim of the tensors (w for
@@ -272,7 +272,8 @@ __global__ void __launch_bounds__(kThreads)
     acc_t tsum = acc_t(0);
     for (int d = 0; d <= span; ++d) tsum += ts[sidx<CL>(cc + d, q, trows, P)];
     const acc_t zc = zs[sidx<CL>(cc + span, q, zrows, P)];
-    const acc_t v = zc > acc_t(0) ? gs[sidx<CL>(cc, q, tl.tc, P)] - coef * zc * tsum : acc_t(0);
+    // ReLU mask as torch's threshold_backward: zero where relu(x) <= 0 (a NaN passes).
+    const acc_t v = zc <= acc_t(0) ? acc_t(0) : gs[sidx<CL>(cc, q, tl.tc, P)] - coef * zc * tsum;
     dxn[int64_t(tl.c0 + cc) * g.xs[1] + int64_t(h0 + ph) * g.xs[2] + int64_t(w0 + pw) * g.xs[3]] =
         static_cast<scalar_t>(v);
   });
