@@ -1,0 +1,175 @@
+"""Benchmark cases: AlexNet's fused ReLU -> LRN -> max-pool 3/2 stage (lrn_groups=2).
+
+One Case per shape x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.batch:
+(N, 96, 55, 55) after conv1 and, unless cfg.quick, (N, 256, 27, 27) after conv2.
+Implementations: "ours" (alexnet_cuda's relu_lrn_max_pool2d), "eager" (stock
+relu -> per-group nn.LocalResponseNorm -> nn.MaxPool2d) and, with cfg.compile,
+"compile" (torch.compile of eager, dynamic=False).
+
+`extra_rows(cfg)` reports what autograd keeps for backward after one forward.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+try:
+    from bench.common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes
+except ImportError:  # run with bench/ itself on sys.path
+    from common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes  # type: ignore[no-redef]
+
+from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
+
+PAPER = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # the paper's LRN (PyTorch's alpha convention)
+KERNEL, STRIDE, GROUPS = 3, 2, 2
+SHAPES_CHW = [(96, 55, 55), (256, 27, 27)]  # after conv1, after conv2
+
+
+class _Eager(nn.Module):
+    """The stock composition: ReLU -> LocalResponseNorm per channel group -> MaxPool2d."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.lrn = nn.LocalResponseNorm(**PAPER)
+        self.pool = nn.MaxPool2d(KERNEL, STRIDE)
+
+    def forward(self, x):
+        x = self.relu(x)
+        x = torch.cat([self.lrn(p) for p in x.chunk(GROUPS, dim=1)], dim=1)
+        return self.pool(x)
+
+
+def _ours(x):
+    return relu_lrn_max_pool2d(x, **PAPER, kernel_size=KERNEL, stride=STRIDE, lrn_groups=GROUPS)
+
+
+def _shapes(cfg: Config):
+    chw = SHAPES_CHW[:1] if cfg.quick else SHAPES_CHW
+    return [(cfg.batch, *s) for s in chw]
+
+
+def _out_hw(h: int) -> int:
+    return (h - KERNEL) // STRIDE + 1
+
+
+def _run(fwd, backward):
+    def fn(*inputs):
+        if not backward:
+            with torch.no_grad():
+                return fwd(*inputs)
+        x, g = inputs
+        out = fwd(x)
+        (gx,) = torch.autograd.grad(out, x, g)
+        return out, gx
+
+    return fn
+
+
+def _upcast(fn):
+    """fn on fp32 copies (PyTorch's CPU LRN has no bf16/fp16 kernel), cast back."""
+
+    def run(*args):
+        dtype = args[0].dtype
+        args = [a.detach().float().requires_grad_(a.requires_grad) for a in args]
+        res = fn(*args)
+        return tuple(r.to(dtype) for r in res) if isinstance(res, tuple) else res.to(dtype)
+
+    return run
+
+
+def _close(dtype_name: str):
+    tol = {"fp32": 1e-5, "bf16": 2e-2, "fp16": 4e-3}[dtype_name]
+
+    def check(ours, ref):
+        ours_t = ours if isinstance(ours, tuple) else (ours,)
+        ref_t = ref if isinstance(ref, tuple) else (ref,)
+        for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
+            if a.shape != b.shape:
+                raise AssertionError(f"stage {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
+            if label == "grad_input" and dtype_name != "fp32":
+                # bf16/fp16 inputs have many equal values: a pooling window whose two LRN
+                # values differ by less than the two computations' rounding can pick a
+                # different argmax, sending that window's gradient to another pixel. Allow
+                # such windows (<= 1e-4 of the elements); everything else must match.
+                bad = (a.float() - b.float()).abs() > tol + tol * b.float().abs()
+                if bad.sum().item() > max(4, 1e-4 * a.numel()):
+                    raise AssertionError(f"stage {label}: {bad.sum().item()} of {a.numel()} elements differ")
+                continue
+            torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
+
+    return check
+
+
+def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str) -> Case:
+    n, c, h, w = shape
+    device, dtype, fmt = cfg.device, DTYPES[dtype_name], LAYOUTS[layout_name]
+    ho, wo = _out_hw(h), _out_hw(w)
+    backward = direction == "fwd+bwd"
+    eager = _Eager()
+
+    def make_inputs():
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        if not backward:
+            return (x,)
+        g = torch.randn(n, c, ho, wo, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        return (x.requires_grad_(), g)
+
+    impls = {"ours": _run(_ours, backward), "eager": _run(eager, backward)}
+    if cfg.compile:  # one compiled graph per case: static shapes, no recompiles
+        impls["compile"] = _run(torch.compile(eager, dynamic=False), backward)
+    reference = _upcast(_run(eager, backward)) if dtype != torch.float32 else None
+
+    el = torch.empty((), dtype=dtype).element_size()
+    x_n, y_n = n * c * h * w, n * c * ho * wo
+    fwd_bytes = (x_n + y_n) * el + y_n  # read x; write y and the uint8 argmax
+    # backward: read x, the argmax and dy; write dx
+    fwd_bwd_bytes = fwd_bytes + x_n * el + y_n + y_n * el + x_n * el
+    return Case(
+        group="stage",
+        name=f"relu+LRN+pool g{GROUPS} {tuple(shape)}",
+        dtype=dtype_name,
+        layout=layout_name,
+        direction=direction,
+        make_inputs=make_inputs,
+        impls=impls,
+        check=_close(dtype_name),
+        reference=reference,
+        bytes=fwd_bwd_bytes if backward else fwd_bytes,
+        extra={"lrn": PAPER, "lrn_groups": GROUPS, "kernel": KERNEL, "stride": STRIDE},
+    )
+
+
+def cases(cfg: Config) -> List[Case]:
+    out = []
+    for shape in _shapes(cfg):
+        for dtype_name in cfg.dtypes:
+            for layout_name in cfg.layouts:
+                for direction in ("fwd", "fwd+bwd"):
+                    out.append(_case(cfg, shape, dtype_name, layout_name, direction))
+    return out
+
+
+def extra_rows(cfg: Config) -> List[str]:
+    """Saved-activation bytes after one forward (saved_tensor_bytes: distinct storages,
+    the input included): ours keeps the input and a uint8 argmax; stock eager keeps the
+    ReLU output, the LRN's intermediates and output, and int64 pooling indices."""
+    notes = []
+    for shape in _shapes(cfg):
+        for dtype_name in cfg.dtypes:
+            dtype = DTYPES[dtype_name]
+            if cfg.device == "cpu" and dtype != torch.float32:
+                continue  # stock CPU LRN has no bf16/fp16 kernel
+            x = torch.randn(shape, device=cfg.device, dtype=dtype).requires_grad_()
+            ours = saved_tensor_bytes(_ours, x)
+            stock = saved_tensor_bytes(_Eager(), x)
+            notes.append(
+                f"stage {tuple(shape)} {dtype_name} lrn_groups={GROUPS}: saved for backward after one "
+                f"forward: ours {ours / 2**20:.1f} MiB (input + 1 B/output), stock eager "
+                f"{stock / 2**20:.1f} MiB ({stock / max(ours, 1):.1f}x)"
+            )
+            del x
+    return notes

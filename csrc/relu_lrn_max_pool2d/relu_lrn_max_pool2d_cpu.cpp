@@ -1,0 +1,203 @@
+// Fused ReLU -> LRN -> max-pool: schemas and CPU kernels. See relu_lrn_max_pool2d.h
+// for the math.
+//
+// CPU is the reference implementation and is less fused than the CUDA one:
+//   forward   one task per (n, c) plane: the plane's LRN values go to a thread-local
+//             buffer (never to the output tensor), then the plane is pooled from it.
+//   backward  two passes over (n, c) planes through two opmath scratch tensors:
+//             pass 1 gathers g from dy/argmax and writes t_j and g_j * s_j^-beta;
+//             pass 2 sums t over the mirrored window and applies the ReLU mask.
+// Any strides are read through the tensors' own strides (no layout copies beyond
+// making the input dense in its suggested memory format).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
+
+namespace alexnet_cuda {
+namespace stage {
+namespace {
+
+// Sum of z_j^2 over j in [lo, hi] (ascending, the CUDA kernels' order) at one pixel.
+template <typename scalar_t, typename acc_t>
+inline acc_t sum_squares(const scalar_t* px, int64_t c_stride, int lo, int hi) {
+  acc_t s = acc_t(0);
+  for (int j = lo; j <= hi; ++j) {
+    const acc_t z = relu(static_cast<acc_t>(px[j * c_stride]));
+    s += z * z;
+  }
+  return s;
+}
+
+template <typename scalar_t>
+void forward_cpu_kernel(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g,
+                        double scale_d, double beta_d, double k_d) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
+  const int64_t HW = int64_t(g.H) * g.W;
+  at::parallel_for(0, int64_t(g.N) * g.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(HW, 1)),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> y(HW);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / g.C;
+      const int c = static_cast<int>(plane % g.C);
+      const int gbeg = c / g.Cg * g.Cg, gend = gbeg + g.Cg;
+      const int lo = std::max(c - g.win.pre, gbeg), hi = std::min(c + g.win.post, gend - 1);
+      const scalar_t* xn = xp + n * g.xs[0];
+      for (int h = 0; h < g.H; ++h) {
+        for (int w = 0; w < g.W; ++w) {
+          const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
+          const acc_t ss = sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
+          const acc_t zc = relu(static_cast<acc_t>(px[c * g.xs[1]]));
+          y[h * g.W + w] = lrn::forward_value<acc_t>(zc, ss, scale, beta, k);
+        }
+      }
+      const int64_t obase = n * g.os[0] + c * g.os[1];
+      for (int oh = 0; oh < g.Ho; ++oh) {
+        for (int ow = 0; ow < g.Wo; ++ow) {
+          acc_t best;
+          int arg;
+          pool_window<acc_t>(&y[int64_t(oh) * g.SH * g.W + int64_t(ow) * g.SW], g.W, 1, g.KH, g.KW, &best, &arg);
+          const int64_t off = obase + oh * g.os[2] + ow * g.os[3];
+          op[off] = static_cast<scalar_t>(best);
+          ap[off] = static_cast<uint8_t>(arg);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x,
+                         at::Tensor& dx, const Geo& g, double scale_d, double beta_d, double k_d) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
+  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+  const uint8_t* amp = am.const_data_ptr<uint8_t>();
+  scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+  const int64_t HW = int64_t(g.H) * g.W, planes = int64_t(g.N) * g.C;
+  // Scratch, NCHW-ordered: t_j and g_j * s_j^-beta.
+  std::vector<acc_t> t(planes * HW), gs(planes * HW);
+  const max_pool2d::Axis ah = axis_h(g), aw = axis_w(g);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(HW, 1));
+
+  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / g.C;
+      const int j = static_cast<int>(plane % g.C);
+      const int gbeg = j / g.Cg * g.Cg, gend = gbeg + g.Cg;
+      const int lo = std::max(j - g.win.pre, gbeg), hi = std::min(j + g.win.post, gend - 1);
+      const scalar_t* xn = xp + n * g.xs[0];
+      const int64_t obase = n * g.os[0] + j * g.os[1];
+      for (int h = 0; h < g.H; ++h) {
+        const int ohb = max_pool2d::window_begin(ah, h), ohe = max_pool2d::window_end(ah, h);
+        for (int w = 0; w < g.W; ++w) {
+          const int owb = max_pool2d::window_begin(aw, w), owe = max_pool2d::window_end(aw, w);
+          const acc_t gj = gather<scalar_t, acc_t>(dyp + obase, amp + obase, g.os[2], g.os[3], ohb,
+                                                   ohe, owb, owe, h, w, g.SH, g.SW, g.KW);
+          const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
+          const acc_t s = k + scale * sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
+          const acc_t p1 = lrn::inv_pow(s, beta1);
+          const acc_t zj = relu(static_cast<acc_t>(px[j * g.xs[1]]));
+          const int64_t i = plane * HW + h * g.W + w;
+          t[i] = gj * zj * p1;
+          gs[i] = gj * p1 * s;
+        }
+      }
+    }
+  });
+
+  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / g.C;
+      const int c = static_cast<int>(plane % g.C);
+      const int gbeg = c / g.Cg * g.Cg, gend = gbeg + g.Cg;
+      const int lo = std::max(c - g.win.post, gbeg), hi = std::min(c + g.win.pre, gend - 1);
+      const scalar_t* xc = xp + n * g.xs[0] + c * g.xs[1];
+      scalar_t* dxc = dxp + n * g.xs[0] + c * g.xs[1];
+      for (int h = 0; h < g.H; ++h) {
+        for (int w = 0; w < g.W; ++w) {
+          const int64_t q = h * g.W + w;
+          acc_t tsum = acc_t(0);
+          for (int jj = lo; jj <= hi; ++jj) tsum += t[(n * g.C + jj) * HW + q];
+          const acc_t zc = relu(static_cast<acc_t>(xc[h * g.xs[2] + w * g.xs[3]]));
+          // ReLU mask as torch's threshold_backward: zero where relu(x) <= 0 (a NaN passes).
+          const acc_t v = zc <= acc_t(0) ? acc_t(0) : gs[plane * HW + q] - coef * zc * tsum;
+          dxc[h * g.xs[2] + w * g.xs[3]] = static_cast<scalar_t>(v);
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t size, double scale,
+                                               double beta, double k, at::IntArrayRef kernel_size,
+                                               at::IntArrayRef stride, int64_t groups) {
+  const char* op = "relu_lrn_max_pool2d_forward";
+  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
+  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(format);
+  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
+  const auto shape = out_shape(g);
+  at::Tensor out = at::empty(shape, x.options().memory_format(format));
+  at::Tensor argmax = at::empty(shape, x.options().dtype(at::kByte).memory_format(format));
+  for (int d = 0; d < 4; ++d) g.os[d] = out.stride(d);
+  if (out.numel() == 0) return {out, argmax};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
+    forward_cpu_kernel<scalar_t>(x, out, argmax, g, scale, beta, k);
+  });
+  return {out, argmax};
+}
+
+at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
+                        int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
+                        at::IntArrayRef stride, int64_t groups) {
+  const char* op = "relu_lrn_max_pool2d_backward";
+  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
+  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(format);
+  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
+  check_backward(grad_output, argmax, x, g, op);
+  // dy and argmax in one layout (the pooled output's), so one set of strides reads both.
+  const at::Tensor am = argmax.contiguous(format);
+  const at::Tensor dy = same_strides(grad_output, am);
+  at::Tensor dx = at::empty_like(x);  // x's strides exactly (x is dense)
+  for (int d = 0; d < 4; ++d) g.os[d] = am.stride(d);
+  if (dx.numel() == 0) return dx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
+    backward_cpu_kernel<scalar_t>(dy, am, x, dx, g, scale, beta, k);
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
+  // (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `groups` equal
+  // channel groups; scale = alpha / size (PyTorch) or alpha (paper); argmax uint8
+  // window-local (t_h * kernel_w + t_w). No padding, no dilation, floor mode.
+  m.def("relu_lrn_max_pool2d_forward(Tensor input, int size, float scale, float beta, float k, "
+        "int[2] kernel_size, int[2] stride, int groups) -> (Tensor out, Tensor argmax)");
+  // Gradient w.r.t. input from the input and the argmax (the LRN is recomputed).
+  m.def("relu_lrn_max_pool2d_backward(Tensor grad_output, Tensor argmax, Tensor input, int size, "
+        "float scale, float beta, float k, int[2] kernel_size, int[2] stride, int groups) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
+  m.impl("relu_lrn_max_pool2d_forward", &forward_cpu);
+  m.impl("relu_lrn_max_pool2d_backward", &backward_cpu);
+}
+
+}  // namespace stage
+}  // namespace alexnet_cuda

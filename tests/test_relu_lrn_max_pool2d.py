@@ -1,0 +1,326 @@
+"""alexnet_cuda.ops.relu_lrn_max_pool2d / nn.ReLULRNMaxPool2d vs the stock composition
+F.relu -> F.local_response_norm (per LRN group, torch.cat of chunks) -> F.max_pool2d.
+
+Parity is checked in float64 (forward and input gradients), the argmax against
+F.max_pool2d's indices on the reference LRN output (tie and NaN rules), low precision
+against the float64 reference with tolerances.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_cuda  # noqa: F401  (loads the ops)
+from alexnet_cuda.nn.stage import ReLULRNMaxPool2d
+from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
+from conftest import DEVICES
+
+OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
+BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
+
+
+def reference(x, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, *, lrn_groups=1,
+              paper_alpha=False, return_indices=False):
+    a = alpha * size if paper_alpha else alpha
+    z = F.relu(x)
+    z = torch.cat([F.local_response_norm(p, size, a, beta, k) for p in z.chunk(lrn_groups, dim=1)], dim=1)
+    return F.max_pool2d(z, kernel_size, stride, return_indices=return_indices)
+
+
+def rand(shape, device, dtype=torch.float64):
+    return torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def poison(device, nbytes):
+    """NaN bytes in the allocator's free memory: unwritten outputs show up as NaN."""
+    torch.full((nbytes // 4 + 1,), float("nan"), device=device)
+
+
+def layout(x, kind):
+    if kind == "contiguous":
+        return x.contiguous()
+    if kind == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if kind == "strided":  # every other element along W: not dense
+        return torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
+    raise ValueError(kind)
+
+
+def flat_indices(argmax, H, W, kernel_size, stride):
+    """uint8 window-local argmax -> flat h * W + w (F.max_pool2d's indices)."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    a = argmax.long()
+    Ho, Wo = a.shape[-2:]
+    oh = torch.arange(Ho, device=a.device).view(Ho, 1)
+    ow = torch.arange(Wo, device=a.device).view(1, Wo)
+    return (oh * sh + a // kw) * W + (ow * sw + a % kw)
+
+
+def grads(fn, x, gy, **kw):
+    xg = x.detach().clone().requires_grad_()
+    y = fn(xg, **kw)
+    (gx,) = torch.autograd.grad(y, xg, gy)
+    return y, gx
+
+
+def check_parity(x, atol=1e-12, rtol=1e-10, **kw):
+    poison(x.device, 4 * x.numel() * 8)
+    y_ref = reference(x, **kw)
+    gy = torch.randn(y_ref.shape, dtype=torch.float64).to(x.device, x.dtype)
+    y_ref, gx_ref = grads(reference, x, gy, **kw)
+    y, gx = grads(relu_lrn_max_pool2d, x, gy, **kw)
+    assert y.shape == y_ref.shape and y.dtype == x.dtype
+    torch.testing.assert_close(y, y_ref, atol=atol, rtol=rtol, equal_nan=True)
+    torch.testing.assert_close(gx, gx_ref, atol=atol, rtol=rtol, equal_nan=True)
+    # argmax == the stock max-pool's indices on the stock LRN output
+    kernel_size, stride = kw.get("kernel_size", 3), kw.get("stride", 2)
+    _, idx = reference(x, **kw, return_indices=True)
+    _, argmax = OP(x, kw.get("size", 5), _scale(kw), kw.get("beta", 0.75), kw.get("k", 2.0),
+                   _pair(kernel_size), _pair(stride), kw.get("lrn_groups", 1))
+    assert argmax.dtype == torch.uint8
+    torch.testing.assert_close(flat_indices(argmax, x.shape[-2], x.shape[-1], kernel_size, stride), idx,
+                               rtol=0, atol=0)
+    return y, gx
+
+
+def _pair(v):
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _scale(kw):
+    size, alpha = kw.get("size", 5), kw.get("alpha", 1e-4)
+    return float(alpha) if kw.get("paper_alpha", False) else float(alpha) / size
+
+
+# ------------------------------------------------------------------------------ parity
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,groups", [((2, 96, 55, 55), 2), ((2, 256, 27, 27), 2), ((2, 96, 55, 55), 1)])
+@pytest.mark.parametrize("paper_alpha", [False, True])
+def test_alexnet_shapes_float64(device, shape, groups, paper_alpha):
+    x = rand(shape, device)
+    check_parity(x, lrn_groups=groups, paper_alpha=paper_alpha)
+
+
+ODD = [
+    # (shape, kwargs)
+    ((3, 10, 9, 13), dict(size=3, lrn_groups=2)),
+    ((1, 12, 8, 7), dict(size=4, lrn_groups=3, kernel_size=(3, 2), stride=(2, 1))),  # even size
+    ((2, 7, 5, 5), dict(size=9, alpha=1e-2, beta=0.5, k=1.0)),  # window larger than C
+    ((2, 6, 11, 6), dict(size=5, lrn_groups=6, kernel_size=2, stride=3)),  # gaps between windows
+    ((1, 33, 17, 70), dict(size=5, lrn_groups=3)),  # several spatial / channel tiles on CUDA
+    ((2, 4, 3, 3), dict(size=1, kernel_size=3, stride=1)),
+    ((1, 5, 16, 16), dict(size=5, alpha=0.5, beta=0.75, k=2.0, kernel_size=(1, 4), stride=(3, 4))),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,kw", ODD)
+@pytest.mark.parametrize("paper_alpha", [False, True])
+def test_odd_shapes_float64(device, shape, kw, paper_alpha):
+    x = rand(shape, device)
+    check_parity(x, paper_alpha=paper_alpha, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["channels_last", "strided"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_layouts(device, kind, groups):
+    x = layout(rand((2, 16, 15, 13), device), kind)
+    y, gx = check_parity(x, lrn_groups=groups)
+    if kind == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert gx.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert y.is_contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_low_precision(device, dtype, kind):
+    # Inputs rounded to dtype; the reference is float64 on those same values. Values
+    # are computed in fp32 and rounded once.
+    x = layout(rand((2, 24, 13, 13), device, dtype), kind)
+    gy = rand((2, 24, 6, 6), device, dtype)
+    kw = dict(lrn_groups=2, alpha=1e-2)
+    y, gx = grads(relu_lrn_max_pool2d, x, gy, **kw)
+    assert y.dtype == dtype and gx.dtype == dtype
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    torch.testing.assert_close(y.double(), reference(x.double(), **kw), atol=tol, rtol=tol)
+    # Low-precision inputs repeat values, so two LRN values of a window can be closer
+    # than fp32 vs fp64 rounding and the argmax may legitimately differ from the fp64
+    # reference's. So: our argmax must point at a (near-)maximum of the fp64 LRN values,
+    # and the gradient is compared with the fp64 LRN backward of dy routed by OUR argmax.
+    _, argmax = OP(x, 5, 1e-2 / 5, 0.75, 2.0, [3, 3], [2, 2], 2)
+    flat = flat_indices(argmax, 13, 13, 3, 2).reshape(2, 24, -1)
+    xd = x.double().detach().requires_grad_()
+    lrn = reference(xd, **kw, kernel_size=1, stride=1)  # relu -> grouped LRN, no pooling
+    picked = lrn.detach().reshape(2, 24, -1).gather(2, flat).view_as(y)
+    torch.testing.assert_close(picked, y.double(), atol=tol, rtol=tol)
+    routed = torch.zeros(2, 24, 13 * 13, dtype=torch.float64, device=device)
+    routed.scatter_add_(2, flat, gy.double().reshape(2, 24, -1))
+    (gx_ref,) = torch.autograd.grad(lrn, xd, routed.view(2, 24, 13, 13))
+    torch.testing.assert_close(gx.double(), gx_ref, atol=tol, rtol=tol)
+    if kind == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck(device):
+    x = rand((1, 6, 7, 9), device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: relu_lrn_max_pool2d(t, 3, 0.1, 0.75, 1.0, lrn_groups=2), (x,))
+    assert torch.autograd.gradcheck(
+        lambda t: relu_lrn_max_pool2d(t, 5, 0.5, 0.6, 2.0, (3, 2), (2, 1), paper_alpha=True), (x,)
+    )
+
+
+# ------------------------------------------------------------------------ ties and NaN
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_constant_planes(device):
+    # Every plane constant -> every LRN value in a window ties: the first tap wins.
+    x = (rand((2, 8, 1, 1), device).abs() + 0.1).expand(2, 8, 9, 11).contiguous()
+    y, gx = check_parity(x, lrn_groups=2)
+    _, argmax = OP(x, 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2)
+    assert (argmax == 0).all()
+    # negative planes: relu -> 0 everywhere; zero output, zero gradient
+    x = -x
+    y, gx = check_parity(x, lrn_groups=2)
+    assert (y == 0).all() and (gx == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nan(device, dtype):
+    x = rand((2, 8, 9, 9), device, dtype)
+    x[0, 1, 2, 3] = float("nan")  # spreads over channels 0..3 (window) of its pixel
+    x[0, 5, 4, 4] = float("nan")
+    x[0, 5, 4, 5] = float("nan")  # two NaNs in one window: the last one is reported
+    x[1, 2, 0, 0] = float("nan")
+    y = relu_lrn_max_pool2d(x, lrn_groups=2)
+    y_ref, idx = reference(x, lrn_groups=2, return_indices=True)
+    torch.testing.assert_close(y, y_ref, equal_nan=True)
+    assert y.isnan().any()
+    _, argmax = OP(x, 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2)
+    torch.testing.assert_close(flat_indices(argmax, 9, 9, 3, 2), idx, rtol=0, atol=0)
+    # gradients: NaN rows of dy follow the stock composition too
+    gy = torch.randn_like(y)
+    _, gx = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
+    _, gx_ref = grads(reference, x, gy, lrn_groups=2)
+    torch.testing.assert_close(gx, gx_ref, equal_nan=True)
+
+
+# ------------------------------------------------------------------------ edge cases
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device):
+    x = rand((0, 8, 9, 9), device).requires_grad_()
+    y = relu_lrn_max_pool2d(x, lrn_groups=2)
+    assert y.shape == (0, 8, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_unbatched(device):
+    x = rand((8, 9, 11), device)
+    y = relu_lrn_max_pool2d(x, lrn_groups=2)
+    torch.testing.assert_close(y, reference(x.unsqueeze(0), lrn_groups=2).squeeze(0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_module(device):
+    m = ReLULRNMaxPool2d(5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2, paper_alpha=True)
+    assert list(m.parameters()) == [] and m.state_dict() == {}
+    r = repr(m)
+    assert "ReLULRNMaxPool2d(" in r and "lrn_groups=2" in r and "paper_alpha=True" in r and "size=5" in r
+    x = rand((2, 8, 9, 9), device)
+    torch.testing.assert_close(m(x), reference(x, lrn_groups=2, paper_alpha=True))
+    from alexnet_cuda.models._stock_layers import StockReLULRNMaxPool2d
+
+    stock = StockReLULRNMaxPool2d(5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2, paper_alpha=True)
+    torch.testing.assert_close(m(x), stock(x))
+    assert "paper_alpha" not in repr(ReLULRNMaxPool2d())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_raises(device):
+    x = rand((1, 4, 5, 5), device).requires_grad_()
+    y = relu_lrn_max_pool2d(x)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        gx.sum().backward()
+
+
+# ------------------------------------------------------------------ opcheck / compile
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_opcheck(device, kind):
+    x = layout(rand((2, 8, 9, 7), device, torch.float32), kind).requires_grad_()
+    args = (x, 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2)
+    torch.library.opcheck(OP.default, args)
+    out, argmax = OP(*args)
+    g = torch.randn_like(out)
+    torch.library.opcheck(BWD.default, (g, argmax, x.detach(), 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    m = ReLULRNMaxPool2d(5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2)
+    compiled = torch.compile(m, fullgraph=True)
+    x = rand((2, 8, 9, 9), device, torch.float32).requires_grad_()
+    gy = torch.randn(2, 8, 4, 4, device=device)
+    y = compiled(x)
+    (gx,) = torch.autograd.grad(y, x, gy)
+    y_e, gx_e = grads(m, x, gy)
+    torch.testing.assert_close(y, y_e)
+    torch.testing.assert_close(gx, gx_e)
+
+
+# ------------------------------------------------------------------------ bad inputs
+
+
+BAD = [
+    (dict(shape=(2, 9, 9, 9), lrn_groups=2), ValueError, "lrn_groups"),
+    (dict(lrn_groups=0), ValueError, "lrn_groups"),
+    (dict(size=0), ValueError, "size"),
+    (dict(size=2.5), TypeError, "size"),
+    (dict(kernel_size=10), ValueError, "kernel_size"),
+    (dict(kernel_size=0), ValueError, "kernel_size"),
+    (dict(kernel_size=(17, 17), shape=(1, 2, 20, 20)), ValueError, "kernel_size"),
+    (dict(stride=0), ValueError, "stride"),
+    (dict(stride=-1), ValueError, "stride"),
+    (dict(stride=(1, 2, 3)), TypeError, "stride"),
+    (dict(shape=(2, 8, 9)), None, None),  # 3-D is fine (unbatched)
+    (dict(shape=(8, 9)), ValueError, "4-D"),
+    (dict(shape=(1, 2, 8, 9, 9)), ValueError, "4-D"),
+    (dict(shape=(1, 0, 8, 8)), ValueError, "empty"),
+    (dict(dtype=torch.int32), TypeError, "floating"),
+    (dict(alpha="x"), TypeError, "alpha"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,match", BAD)
+def test_bad_inputs(kw, exc, match):
+    kw = dict(kw)
+    shape = kw.pop("shape", (2, 8, 9, 9))
+    dtype = kw.pop("dtype", torch.float32)
+    x = torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.randint(0, 5, shape, dtype=dtype)
+    if exc is None:
+        relu_lrn_max_pool2d(x, **kw)
+        return
+    with pytest.raises(exc, match=match):
+        relu_lrn_max_pool2d(x, **kw)
+
+
+def test_not_a_tensor():
+    with pytest.raises(TypeError, match="input"):
+        relu_lrn_max_pool2d([1.0, 2.0])
