@@ -5,6 +5,7 @@
     layer = alexnet_cuda.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     y = alexnet_cuda.ops.max_pool2d(x, kernel_size=3, stride=2)
     y = alexnet_cuda.ops.conv2d_relu(x, weight, bias, stride=4)
+    y = alexnet_cuda.ops.relu_lrn_max_pool2d(x, 5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2)
     model = alexnet_cuda.models.AlexNet()          # the paper's two-tower network
     model = alexnet_cuda.convert(stock_model)      # swap stock layers for fused ones
 """
