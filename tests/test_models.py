@@ -269,12 +269,14 @@ def test_bf16_autocast():
 @needs_fused
 @pytest.mark.parametrize("devices", [None, TOWERS_CPU], ids=["single", "towers"])
 def test_fused_matches_unfused(devices):
+    # float64: in fp32 the two stages' LRN values differ by rounding, so near-tied pooling
+    # windows can route a gradient to a different (equally valid) position.
     torch.manual_seed(0)
-    stock = small(devices=devices, dropout=0.0)
-    fused = small(devices=devices, dropout=0.0, fused=True)
+    stock = small(devices=devices, dropout=0.0).double()
+    fused = small(devices=devices, dropout=0.0, fused=True).double()
     assert list(fused.state_dict()) == list(stock.state_dict())
     fused.load_state_dict(stock.state_dict())
-    x, y = images(2), torch.randint(0, 1000, (2,))
+    x, y = images(2).double(), torch.randint(0, 1000, (2,))
     opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
             for m in (stock, fused)]
     for step in range(3):
