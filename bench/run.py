@@ -149,6 +149,30 @@ def table(rows):
     return "\n".join(lines)
 
 
+def write_outputs(out_dir, env, batch, ceilings, rows, notes, final=False):
+    """report.md, results.json and chart.png; also called after every group, so an
+    interrupted run keeps what it measured."""
+    report = [f"# alexnet_cuda benchmark ({env['date']})", "",
+              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), "",
+              f"Batch {batch}. Ceilings measured in this run: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
+              "Median ms; speed-up = stock ms / ours ms; % copy BW = the case's fewest bytes over our time, "
+              "against the measured copy bandwidth; % matmul = our TFLOP/s against the measured matmul rate "
+              "(bf16 for bf16/fp16 cases, tf32 for fp32).", "", table(rows), ""]
+    if notes:
+        report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(report))
+    results = {"environment": env, "batch": batch, "ceilings": ceilings, "rows": rows, "notes": notes}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    chart = plot(results, os.path.join(out_dir, "chart.png")) if final else None
+    if final:
+        print()
+        print(table(rows))
+        print(f"\nwrote {out_dir}/report.md, results.json" + (", chart.png" if chart else " (no chart: matplotlib missing)"))
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -197,24 +221,9 @@ def main(argv=None):
                   flush=True)
         for extra in getattr(module, "extra_rows", lambda cfg: [])(cfg):
             notes.append(extra)
+        write_outputs(out_dir, env, batch, ceilings, rows, notes)
 
-    report = [f"# alexnet_cuda benchmark ({env['date']})", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), "",
-              f"Batch {batch}. Ceilings measured in this run: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
-              "Median ms; speed-up = stock ms / ours ms; % copy BW = the case's fewest bytes over our time, "
-              "against the measured copy bandwidth.", "", table(rows), ""]
-    if notes:
-        report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(report))
-    results = {"environment": env, "batch": batch, "ceilings": ceilings, "rows": rows, "notes": notes}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    chart = plot(results, os.path.join(out_dir, "chart.png"))
-    print()
-    print(table(rows))
-    print(f"\nwrote {out_dir}/report.md, results.json" + (", chart.png" if chart else " (no chart: matplotlib missing)"))
+    write_outputs(out_dir, env, batch, ceilings, rows, notes, final=True)
     return 1 if any("error" in r for r in rows) else 0
 
 
