@@ -119,6 +119,8 @@ def run_case(case, cfg, ceilings):
             row["ours_GBps"] = case.bytes / (ms * 1e-3) / 1e9
             row["pct_copy_bw"] = 100 * row["ours_GBps"] / ceilings["copy_GBps"]
             row["floor_ms"] = case.bytes / (ceilings["copy_GBps"] * 1e9) * 1e3
+        if case.extra.get("images"):
+            row["ours_img_per_s"] = case.extra["images"] / (ms * 1e-3)
         if case.flops:
             row["ours_TFLOPs"] = case.flops / (ms * 1e-3) / 1e12
             rate = ceilings.get("matmul_bf16_TFLOPs" if case.dtype in ("bf16", "fp16") else "matmul_tf32_TFLOPs")
@@ -133,19 +135,20 @@ def fmt(v, spec):
 
 def table(rows):
     head = ("| case | dtype | layout | dir | ours ms | eager ms | compile ms | vs eager | vs compile "
-            "| GB/s | % copy BW | TFLOP/s | % matmul |")
-    lines = [head, "|" + "---|" * 13]
+            "| GB/s | % copy BW | TFLOP/s | % matmul | img/s | compile s |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['case']} | {r['dtype']} | {r['layout']} | {r['direction']} | {r['error']} |"
-                         + " |" * 8)
+                         + " |" * 10)
             continue
         lines.append(
             f"| {r['case']} | {r['dtype']} | {r['layout']} | {r['direction']} | {fmt(r.get('ours_ms'), '.3f')} "
             f"| {fmt(r.get('eager_ms'), '.3f')} | {fmt(r.get('compile_ms'), '.3f')} "
             f"| {fmt(r.get('speedup_vs_eager'), '.2f')}x | {fmt(r.get('speedup_vs_compile'), '.2f')}x "
             f"| {fmt(r.get('ours_GBps'), '.0f')} | {fmt(r.get('pct_copy_bw'), '.0f')} "
-            f"| {fmt(r.get('ours_TFLOPs'), '.1f')} | {fmt(r.get('pct_matmul'), '.0f')} |")
+            f"| {fmt(r.get('ours_TFLOPs'), '.1f')} | {fmt(r.get('pct_matmul'), '.0f')} "
+            f"| {fmt(r.get('ours_img_per_s'), ',.0f')} | {fmt(r.get('compile_s'), '.1f')} |")
     return "\n".join(lines)
 
 
