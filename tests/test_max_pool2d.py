@@ -6,7 +6,6 @@ once: our kernels (like PyTorch's CUDA kernel) sum in fp32, while PyTorch's CPU 
 sums in fp16/bf16 and rounds after every addition.
 """
 
-import zlib
 
 import pytest
 import torch
@@ -16,17 +15,9 @@ from torch import nn
 from alexnet_cuda.nn.pooling import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-CUDA = torch.cuda.is_available()
-NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not run"
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON))]
+from conftest import CUDA, DEVICES, NO_CUDA_REASON  # noqa: F401
+
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_seed_max_pool2d(request):
-    # A different seed per test (fresh data everywhere), reproducible from the test id
-    # (crc32, not hash(): str hashes change between processes).
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 # ------------------------------------------------------------------------------ helpers
