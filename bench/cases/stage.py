@@ -90,16 +90,13 @@ def _close(dtype_name: str):
         for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
             if a.shape != b.shape:
                 raise AssertionError(f"stage {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
-            if label == "grad_input":
-                # A pooling window whose two largest LRN values differ by less than the two
-                # computations' rounding can pick a different argmax and send that window's
-                # gradient to another pixel: common in bf16/fp16 (many equal values), rare
-                # in fp32 (an fp32 channels-last mismatch at batch 128 on an H100 is put down
-                # to this, not yet confirmed). Allow such elements (<= 1e-4 of them in
-                # bf16/fp16, 1e-5 in fp32); everything else must match.
-                share = 1e-5 if dtype_name == "fp32" else 1e-4
+            if label == "grad_input" and dtype_name != "fp32":
+                # bf16/fp16 inputs have many equal values: a pooling window whose two LRN
+                # values differ by less than the two computations' rounding can pick a
+                # different argmax, sending that window's gradient to another pixel. Allow
+                # such windows (<= 1e-4 of the elements); everything else must match.
                 bad = (a.float() - b.float()).abs() > tol + tol * b.float().abs()
-                if bad.sum().item() > max(4, share * a.numel()):
+                if bad.sum().item() > max(4, 1e-4 * a.numel()):
                     raise AssertionError(f"stage {label}: {bad.sum().item()} of {a.numel()} elements differ")
                 continue
             torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
