@@ -27,20 +27,9 @@ from typing import Optional
 
 from torch import nn
 
+from . import nn as fused_nn
+
 __all__ = ["convert"]
-
-_NEEDED = ("Conv2dReLU", "ReLULRNMaxPool2d", "LocalResponseNorm", "MaxPool2d")
-
-
-def _fused_layers():
-    from . import nn as fused_nn
-
-    missing = [name for name in _NEEDED if not hasattr(fused_nn, name)]
-    if missing:
-        raise ImportError(f"convert() needs alexnet_cuda.nn.{', '.join(missing)}, which this build "
-                          "of alexnet_cuda lacks")
-    return fused_nn
-
 
 def convert(module: nn.Module) -> nn.Module:
     """Replace stock layers in ``module`` with fused alexnet_cuda layers (in place).
@@ -48,7 +37,7 @@ def convert(module: nn.Module) -> nn.Module:
     Returns ``module`` itself, or its replacement when ``module`` is itself a bare
     ``nn.LocalResponseNorm`` / ``nn.MaxPool2d``. See the module docstring for the rules.
     """
-    return _convert(module, _fused_layers())
+    return _convert(module, fused_nn)
 
 
 def _convert(module: nn.Module, fnn) -> nn.Module:

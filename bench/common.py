@@ -52,6 +52,22 @@ class Case:
     extra: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
+def forward_or_backward(fwd: Callable, backward: bool) -> Callable:
+    """The timed step of a case: fwd(x) under no_grad, or, for "fwd+bwd" cases whose
+    inputs are (x, grad_out), fwd(x) and its gradient w.r.t. x; returns (out, grad_x)."""
+
+    def step(*inputs):
+        if not backward:
+            with torch.no_grad():
+                return fwd(*inputs)
+        x, g = inputs
+        out = fwd(x)
+        (gx,) = torch.autograd.grad(out, x, g)
+        return out, gx
+
+    return step
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

@@ -18,10 +18,6 @@ import alexnet_cuda
 from alexnet_cuda.convert import convert
 from alexnet_cuda.models import AlexNet, LRNParams, TowerPair, reference_alexnet
 
-FUSED_NAMES = ("Conv2dReLU", "ReLULRNMaxPool2d", "MaxPool2d", "LocalResponseNorm")
-HAS_FUSED = all(hasattr(alexnet_cuda.nn, n) for n in FUSED_NAMES)
-needs_fused = pytest.mark.skipif(not HAS_FUSED, reason="fused layers (alexnet_cuda.nn."
-                                 "Conv2dReLU/ReLULRNMaxPool2d/...) not built in this branch")
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
@@ -266,7 +262,6 @@ def test_bf16_autocast():
 
 # --- fused == unfused ------------------------------------------------------------------
 
-@needs_fused
 @pytest.mark.parametrize("devices", [None, TOWERS_CPU], ids=["single", "towers"])
 def test_fused_matches_unfused(devices):
     # float64: in fp32 the two stages' LRN values differ by rounding, so near-tied pooling
@@ -295,7 +290,6 @@ def test_fused_matches_unfused(devices):
             opt.step()
 
 
-@needs_fused
 def test_fused_full_size_forward():
     torch.manual_seed(0)
     stock = AlexNet(fused=False).eval()
@@ -306,7 +300,6 @@ def test_fused_full_size_forward():
         assert_close_rel(fused(x), stock(x), 1e-4)
 
 
-@needs_fused
 def test_compile_fullgraph():
     torch.manual_seed(0)
     model = small(fused=True, lrn=LRNParams()).eval()
@@ -321,7 +314,6 @@ def test_compile_fullgraph():
 
 # --- convert() ---------------------------------------------------------------------------
 
-@needs_fused
 def test_convert_reference_alexnet():
     fnn = alexnet_cuda.nn
     torch.manual_seed(0)
@@ -345,7 +337,6 @@ def test_convert_reference_alexnet():
     assert convert(model) is model  # converting twice changes nothing
 
 
-@needs_fused
 def test_convert_torchvision_alexnet():
     torchvision = pytest.importorskip("torchvision")
     fnn = alexnet_cuda.nn
@@ -364,7 +355,6 @@ def test_convert_torchvision_alexnet():
         assert_close_rel(model(x), before, 1e-4)
 
 
-@needs_fused
 def test_convert_single_layers_and_non_matching_runs():
     fnn = alexnet_cuda.nn
     assert isinstance(convert(nn.MaxPool2d(3, 2)), fnn.MaxPool2d)
@@ -407,9 +397,6 @@ def test_bad_options():
         small(image_size=256)
     with pytest.raises(ValueError, match="lrn"):
         small(lrn={"size": 5})
-    if not HAS_FUSED:
-        with pytest.raises(ImportError, match="fused=False"):
-            AlexNet(width=SMALL)
 
 
 # --- CUDA ----------------------------------------------------------------------------------
@@ -441,7 +428,7 @@ def check_towers_on_cuda(devices, fused):
 
 @needs_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=needs_fused)])
+@pytest.mark.parametrize("fused", [False, True])
 def test_cuda_towers_on_one_gpu_two_streams(fused, no_tf32):
     check_towers_on_cuda(("cuda:0", "cuda:0"), fused)
 
@@ -453,7 +440,6 @@ def test_cuda_towers_on_two_gpus(no_tf32):
 
 
 @needs_cuda
-@needs_fused
 @pytest.mark.cuda
 def test_cuda_fused_matches_unfused_bf16_channels_last():
     torch.manual_seed(0)

@@ -59,6 +59,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .. import nn as fused_nn
 from ._stock_layers import StockReLULRNMaxPool2d
 from .reference import convert_reference_state_dict
 
@@ -85,18 +86,6 @@ class LRNParams:
 
 PAPER_LRN = LRNParams()
 
-_FUSED_NAMES = ("Conv2dReLU", "ReLULRNMaxPool2d", "MaxPool2d")
-
-
-def _fused_layers():
-    """alexnet_cuda.nn, checked for the fused layers (imported lazily)."""
-    from .. import nn as fused_nn
-
-    missing = [name for name in _FUSED_NAMES if not hasattr(fused_nn, name)]
-    if missing:
-        raise ImportError(f"fused=True needs alexnet_cuda.nn.{', '.join(missing)}, which this build of "
-                          "alexnet_cuda lacks; use fused=False for stock torch.nn layers")
-    return fused_nn
 
 
 def _parse_devices(devices) -> Optional[Tuple[torch.device, torch.device]]:
@@ -310,8 +299,6 @@ class AlexNet(nn.Module):
         self.lrn = lrn
         self.image_size = image_size
         self.num_classes = num_classes
-        if self.fused:
-            _fused_layers()  # fail early, with a clear message, if the fused layers are missing
 
         w = {name: max(2, 2 * round(c * width / 2)) for name, c in _PAPER_WIDTHS.items()}
         self.widths = w
@@ -355,7 +342,7 @@ class AlexNet(nn.Module):
             ("conv3", layers["conv3"]), ("relu3", self._relu()),
             ("conv4", layers["conv4"]), ("relu4", self._relu()),
             ("conv5", layers["conv5"]), ("relu5", self._relu()),
-            ("pool5", _fused_layers().MaxPool2d(3, 2) if self.fused else nn.MaxPool2d(3, 2)),
+            ("pool5", fused_nn.MaxPool2d(3, 2) if self.fused else nn.MaxPool2d(3, 2)),
         ])
         classifier = OrderedDict([
             ("fc6", layers["fc6"]), ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(dropout)),
@@ -369,7 +356,7 @@ class AlexNet(nn.Module):
     # -- building blocks -------------------------------------------------------------------
 
     def _conv(self, cin, cout, kernel, stride, padding, groups, bias, device):
-        cls = _fused_layers().Conv2dReLU if self.fused else nn.Conv2d
+        cls = fused_nn.Conv2dReLU if self.fused else nn.Conv2d
         conv = cls(cin, cout, kernel, stride=stride, padding=padding, groups=groups, device=device)
         nn.init.normal_(conv.weight, 0.0, 0.01)
         nn.init.constant_(conv.bias, bias)
@@ -394,10 +381,10 @@ class AlexNet(nn.Module):
         """
         if self.lrn is None:
             if self.fused:
-                return _fused_layers().MaxPool2d(3, 2)
+                return fused_nn.MaxPool2d(3, 2)
             return nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
         p = self.lrn
-        cls = _fused_layers().ReLULRNMaxPool2d if self.fused else StockReLULRNMaxPool2d
+        cls = fused_nn.ReLULRNMaxPool2d if self.fused else StockReLULRNMaxPool2d
         return cls(p.size, p.alpha, p.beta, p.k, 3, 2, lrn_groups=lrn_groups,
                    paper_alpha=p.paper_alpha)
 

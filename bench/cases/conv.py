@@ -15,10 +15,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-try:
-    from bench.common import DTYPES, LAYOUTS, Case, Config
-except ImportError:  # run with bench/ itself on sys.path
-    from common import DTYPES, LAYOUTS, Case, Config  # type: ignore[no-redef]
+from common import DTYPES, LAYOUTS, Case, Config
 
 from alexnet_cuda.ops.conv2d_relu import conv2d_relu
 

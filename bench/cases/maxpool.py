@@ -16,10 +16,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-try:
-    from bench.common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes
-except ImportError:  # run with bench/ itself on sys.path
-    from common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes  # type: ignore[no-redef]
+from common import DTYPES, LAYOUTS, Case, Config, forward_or_backward, saved_tensor_bytes
 
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
@@ -76,16 +73,7 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
         return (x.requires_grad_(), g)
 
     def run(fwd):
-        def fn(*inputs):
-            if not backward:
-                with torch.no_grad():
-                    return fwd(*inputs)
-            x, g = inputs
-            out = fwd(x)
-            (gx,) = torch.autograd.grad(out, x, g)
-            return out, gx
-
-        return fn
+        return forward_or_backward(fwd, backward)
 
     impls = {"ours": run(_ours), "eager": run(eager)}
     if cfg.compile:  # one compiled graph per case: static shapes, no recompiles

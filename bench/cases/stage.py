@@ -16,10 +16,7 @@ from typing import List
 import torch
 from torch import nn
 
-try:
-    from bench.common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes
-except ImportError:  # run with bench/ itself on sys.path
-    from common import DTYPES, LAYOUTS, Case, Config, saved_tensor_bytes  # type: ignore[no-redef]
+from common import DTYPES, LAYOUTS, Case, Config, forward_or_backward, saved_tensor_bytes
 
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
 
@@ -54,19 +51,6 @@ def _shapes(cfg: Config):
 
 def _out_hw(h: int) -> int:
     return (h - KERNEL) // STRIDE + 1
-
-
-def _run(fwd, backward):
-    def fn(*inputs):
-        if not backward:
-            with torch.no_grad():
-                return fwd(*inputs)
-        x, g = inputs
-        out = fwd(x)
-        (gx,) = torch.autograd.grad(out, x, g)
-        return out, gx
-
-    return fn
 
 
 def _upcast(fn):
@@ -118,10 +102,10 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
         g = torch.randn(n, c, ho, wo, device=device, dtype=dtype).contiguous(memory_format=fmt)
         return (x.requires_grad_(), g)
 
-    impls = {"ours": _run(_ours, backward), "eager": _run(eager, backward)}
+    impls = {"ours": forward_or_backward(_ours, backward), "eager": forward_or_backward(eager, backward)}
     if cfg.compile:  # one compiled graph per case: static shapes, no recompiles
-        impls["compile"] = _run(torch.compile(eager, dynamic=False), backward)
-    reference = _upcast(_run(eager, backward)) if dtype != torch.float32 else None
+        impls["compile"] = forward_or_backward(torch.compile(eager, dynamic=False), backward)
+    reference = _upcast(forward_or_backward(eager, backward)) if dtype != torch.float32 else None
 
     el = torch.empty((), dtype=dtype).element_size()
     x_n, y_n = n * c * h * w, n * c * ho * wo
