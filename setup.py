@@ -38,8 +38,14 @@ def _is_toolkit(path):
     )
 
 
-def find_cuda_home():
-    """Return the CUDA toolkit root, or None. Never trusts a wrapper's location."""
+STANDARD_DIRS = ("/usr/local/cuda",)
+
+
+def find_cuda_home(fallback_dirs=None):
+    """Return the CUDA toolkit root, or None. Never trusts a wrapper's location.
+
+    fallback_dirs: where to look last (default /usr/local/cuda, then /usr/local/cuda-*).
+    """
     for var in ("CUDA_HOME", "CUDA_PATH"):
         value = os.environ.get(var)
         if value:
@@ -65,7 +71,9 @@ def find_cuda_home():
         guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
         if _is_toolkit(guess):
             return guess
-    for guess in ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True):
+    if fallback_dirs is None:
+        fallback_dirs = list(STANDARD_DIRS) + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for guess in fallback_dirs:
         if _is_toolkit(guess):
             return os.path.realpath(guess)
     return None
@@ -154,4 +162,6 @@ def main():
     )
 
 
-main()
+# setuptools runs this file as __main__; tests import it to check find_cuda_home().
+if __name__ == "__main__":
+    main()

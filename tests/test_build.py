@@ -1,0 +1,70 @@
+"""setup.py's CUDA toolkit discovery (no GPU needed)."""
+
+import importlib.util
+import os
+import shutil
+import stat
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETUP = os.path.join(ROOT, "setup.py")
+
+
+def load_setup():
+    if not os.path.exists(SETUP):
+        pytest.skip("setup.py is not next to the tests (installed-package test run)")
+    spec = importlib.util.spec_from_file_location("alexnet_cuda_setup", SETUP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions only: main() runs under __main__
+    return module
+
+
+def real_toolkit(setup):
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if setup._is_toolkit(os.environ.get(var)):
+            return os.path.realpath(os.environ[var])
+    for guess in ["/usr/local/cuda"]:
+        if setup._is_toolkit(guess):
+            return os.path.realpath(guess)
+    pytest.skip("no CUDA toolkit on this machine")
+
+
+def test_cuda_home_is_honoured_first(tmp_path, monkeypatch):
+    setup = load_setup()
+    home = real_toolkit(setup)
+    monkeypatch.setenv("CUDA_HOME", home)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvcc on PATH at all
+    assert setup.find_cuda_home() == home
+
+
+def test_bad_cuda_home_is_a_clear_error(tmp_path, monkeypatch):
+    setup = load_setup()
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    with pytest.raises(SystemExit, match="CUDA_HOME=.* is not a CUDA toolkit"):
+        setup.find_cuda_home()
+
+
+def test_wrapper_nvcc_on_path_does_not_mislead(tmp_path, monkeypatch):
+    # A shell script named nvcc in <prefix>/bin that execs the real compiler: torch's own
+    # guess would be <prefix>, which has no CUDA headers. No fallback directories, so
+    # only asking the wrapper (nvcc --dryrun) can find the toolkit.
+    setup = load_setup()
+    home = real_toolkit(setup)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "nvcc"
+    wrapper.write_text(f'#!/bin/sh\nexec {home}/bin/nvcc "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.path.dirname(shutil.which('sh'))}")
+    assert setup.find_cuda_home(fallback_dirs=[]) == home
+
+
+def test_no_toolkit_anywhere_gives_none(tmp_path, monkeypatch):
+    setup = load_setup()
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert setup.find_cuda_home(fallback_dirs=[str(tmp_path)]) is None
