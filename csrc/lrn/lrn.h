@@ -123,10 +123,11 @@ inline at::Tensor kernel_layout(const at::Tensor& input) {
   return is_channels_last_dense(input) ? input : input.contiguous();
 }
 
-// `t` with exactly `like`'s strides (a copy only when they differ), so one set of
-// strides walks both tensors in the backward kernels.
+// `t` (its own dtype) with exactly `like`'s strides, a copy only when they differ, so one
+// set of strides walks both tensors in the backward kernels.
 inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
-  return t.strides() == like.strides() ? t : at::empty_like(like).copy_(t);
+  if (t.strides() == like.strides()) return t;
+  return at::empty_strided(like.sizes(), like.strides(), t.options()).copy_(t);
 }
 
 }  // namespace lrn

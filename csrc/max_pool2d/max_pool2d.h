@@ -317,5 +317,19 @@ inline Geometry backward_geometry(const at::Tensor& grad_output, const at::Tenso
   return g;
 }
 
+// Backward's tensors: grad_output and argmax in one layout (the forward input's), so one
+// offset addresses both (grad_output may arrive with any strides, e.g. expanded from a
+// sum), and the grad_input to fill, in that layout too.
+struct BackwardTensors {
+  at::Tensor go, am, grad_input;
+};
+
+inline BackwardTensors prepare_backward(const at::Tensor& grad_output, const at::Tensor& argmax,
+                                        c10::IntArrayRef input_size, bool channels_last) {
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return {grad_output.contiguous(format), argmax.contiguous(format),
+          at::empty(input_size, grad_output.options().memory_format(format))};
+}
+
 }  // namespace max_pool2d
 }  // namespace alexnet_cuda

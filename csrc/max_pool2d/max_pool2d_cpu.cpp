@@ -145,12 +145,10 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   TORCH_CHECK(grad_output.device().is_cpu(), "max_pool2d_backward_cpu: grad_output must be a CPU tensor");
   const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride,
                                        padding, dilation);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  // grad_output may arrive with any strides (e.g. expanded from a sum): make it and
-  // argmax share one layout so one offset addresses both.
-  const at::Tensor go = grad_output.contiguous(format);
-  const at::Tensor am = argmax.contiguous(format);
-  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format));
+  // (not a structured binding: C++17 lambdas cannot capture one)
+  BackwardTensors t = prepare_backward(grad_output, argmax, input_size, channels_last);
+  const at::Tensor &go = t.go, &am = t.am;
+  at::Tensor& grad_input = t.grad_input;
   if (grad_input.numel() == 0) return grad_input;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "max_pool2d_backward_cpu", [&] {

@@ -146,13 +146,6 @@ inline Geo make_geo(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_s
   return g;
 }
 
-// `t` (grad_output) with exactly `like`'s (argmax's) strides, copied only when they
-// differ, so that one set of strides addresses both.
-inline at::Tensor same_strides(const at::Tensor& t, const at::Tensor& like) {
-  if (t.strides() == like.strides()) return t;
-  return at::empty_strided(like.sizes(), like.strides(), t.options()).copy_(t);
-}
-
 inline max_pool2d::Axis axis_h(const Geo& g) { return max_pool2d::Axis{g.H, g.Ho, g.KH, g.SH, 0, 1}; }
 inline max_pool2d::Axis axis_w(const Geo& g) { return max_pool2d::Axis{g.W, g.Wo, g.KW, g.SW, 0, 1}; }
 
@@ -172,6 +165,51 @@ inline void check_backward(const at::Tensor& grad_output, const at::Tensor& argm
               grad_output.scalar_type(), " != input dtype ", x.scalar_type());
   TORCH_CHECK(grad_output.device() == x.device() && argmax.device() == x.device(), op,
               ": grad_output, argmax and input must be on the same device");
+}
+
+// What both devices' entry points do before launching. The layout is the input's
+// suggested memory format (contiguous or channels_last); outputs come back in it.
+inline at::MemoryFormat kernel_format(const at::Tensor& input) {
+  return input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+}
+
+struct ForwardTensors {
+  at::Tensor x, out, argmax;
+  Geo g;  // with the output strides filled in
+};
+
+inline ForwardTensors prepare_forward(const at::Tensor& input, int64_t size, c10::IntArrayRef kernel_size,
+                                      c10::IntArrayRef stride, int64_t groups, const char* op) {
+  const auto format = kernel_format(input);
+  ForwardTensors t;
+  t.x = input.contiguous(format);
+  t.g = make_geo(t.x, size, kernel_size, stride, groups, op);
+  const auto shape = out_shape(t.g);
+  t.out = at::empty(shape, t.x.options().memory_format(format));
+  t.argmax = at::empty(shape, t.x.options().dtype(at::kByte).memory_format(format));
+  for (int d = 0; d < 4; ++d) t.g.os[d] = t.out.stride(d);
+  return t;
+}
+
+struct BackwardTensors {
+  at::Tensor x, dy, am, dx;
+  Geo g;  // with the pooled tensors' strides filled in
+};
+
+inline BackwardTensors prepare_backward(const at::Tensor& grad_output, const at::Tensor& argmax,
+                                        const at::Tensor& input, int64_t size, c10::IntArrayRef kernel_size,
+                                        c10::IntArrayRef stride, int64_t groups, const char* op) {
+  const auto format = kernel_format(input);
+  BackwardTensors t;
+  t.x = input.contiguous(format);
+  t.g = make_geo(t.x, size, kernel_size, stride, groups, op);
+  check_backward(grad_output, argmax, t.x, t.g, op);
+  // dy and argmax in one layout (the pooled output's), so one set of strides reads both.
+  t.am = argmax.contiguous(format);
+  t.dy = lrn::with_layout_of(grad_output, t.am);
+  t.dx = at::empty_like(t.x);  // x's strides exactly (x is dense)
+  for (int d = 0; d < 4; ++d) t.g.os[d] = t.am.stride(d);
+  return t;
 }
 
 }  // namespace stage

@@ -146,18 +146,12 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t 
                                                at::IntArrayRef stride, int64_t groups) {
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
-  const auto shape = out_shape(g);
-  at::Tensor out = at::empty(shape, x.options().memory_format(format));
-  at::Tensor argmax = at::empty(shape, x.options().dtype(at::kByte).memory_format(format));
-  for (int d = 0; d < 4; ++d) g.os[d] = out.stride(d);
-  if (out.numel() == 0) return {out, argmax};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    forward_cpu_kernel<scalar_t>(x, out, argmax, g, scale, beta, k);
+  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
+  if (t.out.numel() == 0) return {t.out, t.argmax};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
+    forward_cpu_kernel<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
-  return {out, argmax};
+  return {t.out, t.argmax};
 }
 
 at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
@@ -165,20 +159,12 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
                         at::IntArrayRef stride, int64_t groups) {
   const char* op = "relu_lrn_max_pool2d_backward";
   TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
-  check_backward(grad_output, argmax, x, g, op);
-  // dy and argmax in one layout (the pooled output's), so one set of strides reads both.
-  const at::Tensor am = argmax.contiguous(format);
-  const at::Tensor dy = same_strides(grad_output, am);
-  at::Tensor dx = at::empty_like(x);  // x's strides exactly (x is dense)
-  for (int d = 0; d < 4; ++d) g.os[d] = am.stride(d);
-  if (dx.numel() == 0) return dx;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    backward_cpu_kernel<scalar_t>(dy, am, x, dx, g, scale, beta, k);
+  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
+  if (t.dx.numel() == 0) return t.dx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
+    backward_cpu_kernel<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
-  return dx;
+  return t.dx;
 }
 
 }  // namespace

@@ -356,15 +356,11 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
-  const auto shape = out_shape(g);
-  at::Tensor out = at::empty(shape, x.options().memory_format(format));
-  at::Tensor argmax = at::empty(shape, x.options().dtype(at::kByte).memory_format(format));
-  for (int d = 0; d < 4; ++d) g.os[d] = out.stride(d);
+  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
+  const at::Tensor &x = t.x, &out = t.out, &argmax = t.argmax;
+  const Geo& g = t.g;
   if (out.numel() == 0) return {out, argmax};
-  const bool cl = format == at::MemoryFormat::ChannelsLast;
+  const bool cl = kernel_format(input) == at::MemoryFormat::ChannelsLast;
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -384,17 +380,11 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
   const char* op = "relu_lrn_max_pool2d_backward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto format = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  Geo g = make_geo(x, size, kernel_size, stride, groups, op);
-  check_backward(grad_output, argmax, x, g, op);
-  // dy and argmax in one layout (the pooled output's), so one set of strides reads both.
-  const at::Tensor am = argmax.contiguous(format);
-  const at::Tensor dy = same_strides(grad_output, am);
-  at::Tensor dx = at::empty_like(x);  // x's strides exactly (x is dense)
-  for (int d = 0; d < 4; ++d) g.os[d] = am.stride(d);
+  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
+  const at::Tensor &x = t.x, &dy = t.dy, &am = t.am, &dx = t.dx;
+  const Geo& g = t.g;
   if (dx.numel() == 0) return dx;
-  const bool cl = format == at::MemoryFormat::ChannelsLast;
+  const bool cl = kernel_format(input) == at::MemoryFormat::ChannelsLast;
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
