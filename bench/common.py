@@ -52,6 +52,16 @@ class Case:
     extra: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
+def batched_shapes(cfg: Config, shapes_chw) -> List[tuple]:
+    """(batch, C, H, W) for each (C, H, W); only the first with --quick."""
+    return [(cfg.batch, *chw) for chw in (shapes_chw[:1] if cfg.quick else shapes_chw)]
+
+
+def pooled_size(size: int, kernel: int, stride: int) -> int:
+    """Output size of an unpadded, floor-mode pooling window."""
+    return (size - kernel) // stride + 1
+
+
 def forward_or_backward(fwd: Callable, backward: bool) -> Callable:
     """The timed step of a case: fwd(x) under no_grad, or, for "fwd+bwd" cases whose
     inputs are (x, grad_out), fwd(x) and its gradient w.r.t. x; returns (out, grad_x)."""

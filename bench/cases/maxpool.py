@@ -16,21 +16,13 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from common import DTYPES, LAYOUTS, Case, Config, forward_or_backward, saved_tensor_bytes
+from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, forward_or_backward, pooled_size,
+                    saved_tensor_bytes)
 
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
 KERNEL, STRIDE = 3, 2
 SHAPES_CHW = [(96, 55, 55), (256, 27, 27), (256, 13, 13)]  # inputs of AlexNet's three pools
-
-
-def _shapes(cfg: Config):
-    chw = SHAPES_CHW[:1] if cfg.quick else SHAPES_CHW
-    return [(cfg.batch, *s) for s in chw]
-
-
-def _out_hw(h: int) -> int:
-    return (h - KERNEL) // STRIDE + 1
 
 
 def _ours(x):
@@ -61,7 +53,7 @@ def _exact_check(dtype_name: str, device: str):
 def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str) -> Case:
     n, c, h, w = shape
     device, dtype, fmt = cfg.device, DTYPES[dtype_name], LAYOUTS[layout_name]
-    ho, wo = _out_hw(h), _out_hw(w)
+    ho, wo = pooled_size(h, KERNEL, STRIDE), pooled_size(w, KERNEL, STRIDE)
     backward = direction == "fwd+bwd"
     eager = nn.MaxPool2d(KERNEL, STRIDE)
 
@@ -101,7 +93,7 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
 
 def cases(cfg: Config) -> List[Case]:
     out = []
-    for shape in _shapes(cfg):
+    for shape in batched_shapes(cfg, SHAPES_CHW):
         for dtype_name in cfg.dtypes:
             for layout_name in cfg.layouts:
                 for direction in ("fwd", "fwd+bwd"):
@@ -114,7 +106,7 @@ def saved_memory_rows(cfg: Config) -> List[Dict[str, object]]:
     storages, inputs included). Ours saves only the uint8 argmax (1 byte per output);
     stock max_pool2d saves its input and int64 indices (8 bytes per output)."""
     rows = []
-    for shape in _shapes(cfg):
+    for shape in batched_shapes(cfg, SHAPES_CHW):
         for dtype_name in cfg.dtypes:
             x = torch.randn(shape, device=cfg.device, dtype=DTYPES[dtype_name]).requires_grad_()
             rows.append({

@@ -16,7 +16,8 @@ from typing import List
 import torch
 from torch import nn
 
-from common import DTYPES, LAYOUTS, Case, Config, forward_or_backward, saved_tensor_bytes
+from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, forward_or_backward, pooled_size,
+                    saved_tensor_bytes)
 
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
 
@@ -42,15 +43,6 @@ class _Eager(nn.Module):
 
 def _ours(x):
     return relu_lrn_max_pool2d(x, **PAPER, kernel_size=KERNEL, stride=STRIDE, lrn_groups=GROUPS)
-
-
-def _shapes(cfg: Config):
-    chw = SHAPES_CHW[:1] if cfg.quick else SHAPES_CHW
-    return [(cfg.batch, *s) for s in chw]
-
-
-def _out_hw(h: int) -> int:
-    return (h - KERNEL) // STRIDE + 1
 
 
 def _upcast(fn):
@@ -91,7 +83,7 @@ def _close(dtype_name: str):
 def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str) -> Case:
     n, c, h, w = shape
     device, dtype, fmt = cfg.device, DTYPES[dtype_name], LAYOUTS[layout_name]
-    ho, wo = _out_hw(h), _out_hw(w)
+    ho, wo = pooled_size(h, KERNEL, STRIDE), pooled_size(w, KERNEL, STRIDE)
     backward = direction == "fwd+bwd"
     eager = _Eager()
 
@@ -129,7 +121,7 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
 
 def cases(cfg: Config) -> List[Case]:
     out = []
-    for shape in _shapes(cfg):
+    for shape in batched_shapes(cfg, SHAPES_CHW):
         for dtype_name in cfg.dtypes:
             for layout_name in cfg.layouts:
                 for direction in ("fwd", "fwd+bwd"):
@@ -142,7 +134,7 @@ def extra_rows(cfg: Config) -> List[str]:
     the input included): ours keeps the input and a uint8 argmax; stock eager keeps the
     ReLU output, the LRN's intermediates and output, and int64 pooling indices."""
     notes = []
-    for shape in _shapes(cfg):
+    for shape in batched_shapes(cfg, SHAPES_CHW):
         for dtype_name in cfg.dtypes:
             dtype = DTYPES[dtype_name]
             if cfg.device == "cpu" and dtype != torch.float32:
