@@ -148,6 +148,41 @@ def test_gradcheck(device):
         assert torch.autograd.gradcheck(paper, (x,))
 
 
+def _offset_view(x, offset):
+    """x's values in a tensor of the same layout whose data starts `offset` elements into
+    its storage (offset 1: not 16-byte aligned, which turns vector loads off)."""
+    flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
+    out = flat[offset:].as_strided(x.shape, x.stride())
+    return out.copy_(x)
+
+
+# Windows of size <= 7 (fp32/fp16/bf16 on CUDA, every dtype on CPU) take the register
+# kernels of csrc/lrn/lrn_sweep.h, which the CPU runs item for item like the GPU threads.
+# Cover every compiled window width, both layouts, with and without 16-byte vectors, and
+# a channel count (40) that splits NCHW columns into two runs (32 + 8).
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("aligned", [True, False], ids=["vector", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_register_kernel_paths(device, size, kind, aligned, dtype):
+    x = layout(rand((2, 40, 4, 8), device, dtype), kind)  # 32 pixels, 40 channels
+    if not aligned:
+        x = _offset_view(x, 1)
+    assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    g = rand(x.shape, device, dtype, scale=1.0)
+    out = torch.full_like(x, float("nan"))  # poisoned: every element must be written
+    out.copy_(local_response_norm(x, size, alpha=0.3, beta=0.75, k=1.5))
+    (gx,) = torch.autograd.grad(local_response_norm(x, size, 0.3, 0.75, 1.5), x, g)
+    xr = x.detach().double().requires_grad_()
+    ref = F.local_response_norm(xr, size, 0.3, 0.75, 1.5)
+    (gr,) = torch.autograd.grad(ref, xr, g.double())
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
+    torch.testing.assert_close(gx.double(), gr, atol=atol * 4, rtol=rtol * 2)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_empty_batch(device):
     for shape in [(0, 96, 5, 5), (2, 0, 5, 5), (2, 4, 0, 5)]:

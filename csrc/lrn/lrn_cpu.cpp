@@ -8,12 +8,46 @@
 #include <vector>
 
 #include "lrn/lrn.h"
+#include "lrn/lrn_sweep.h"
 
 namespace alexnet_cuda {
 namespace lrn {
 namespace {
 
-// The CPU kernels work on one block of pixels of one outer index at a time and keep,
+// Windows of size <= 7 run lrn_sweep.h's register kernels: the same per-item code as
+// the CUDA kernels, one parallel_for index per GPU thread (so CPU tests check the GPU
+// kernels' arithmetic and indexing). Items are cheap, so they go to threads in chunks.
+constexpr int64_t kSweepGrain = 64;
+
+template <typename scalar_t>
+void forward_sweep(const scalar_t* x, scalar_t* y, const View& v, Window w, at::opmath_type<scalar_t> scale,
+                   at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
+  const int vec = sweep::vector_width(v, sizeof(scalar_t), {x, y});
+  const sweep::Items it = sweep::make_items(v, vec);
+  sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
+    at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(x, y, v, it, i, scale,
+                                                                                           beta, k);
+    });
+  });
+}
+
+template <typename scalar_t>
+void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const View& v, Window w,
+                    at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
+  const int vec = sweep::vector_width(v, sizeof(scalar_t), {dy, x, dx});
+  const sweep::Items it = sweep::make_items(v, vec);
+  sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
+    at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(dy, x, dx, v, it, i,
+                                                                                            scale, beta, k);
+    });
+  });
+}
+
+// Wider windows: the CPU kernels work on one block of pixels of one outer index at a time and keep,
 // per pixel, a column of the (zero-padded) squares in a scratch buffer so that every
 // inner loop runs over contiguous floats (auto-vectorized with -O3):
 //   sq[(j + pre) * B + b] = x_j(pixel b)^2  for j in [-pre, C + post)
@@ -121,6 +155,7 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, 
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    if (sweep::covers(w)) return forward_sweep(xp, yp, v, w, acc_t(scale), acc_t(beta), acc_t(k));
     for_each_block(v, [&](int64_t o, int64_t p0, int64_t nb) {
       thread_local std::vector<acc_t> scratch;
       forward_block<scalar_t>(xp, yp, v, o, p0, nb, w, acc_t(scale), acc_t(beta), acc_t(k), scratch);
@@ -144,6 +179,7 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+    if (sweep::covers(w)) return backward_sweep(dyp, xp, dxp, v, w, acc_t(scale), acc_t(beta), acc_t(k));
     for_each_block(v, [&](int64_t o, int64_t p0, int64_t nb) {
       thread_local std::vector<acc_t> scratch;
       backward_block<scalar_t>(dyp, xp, dxp, v, o, p0, nb, w, acc_t(scale), acc_t(beta), acc_t(k), scratch);

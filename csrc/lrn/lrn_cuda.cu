@@ -1,6 +1,11 @@
 // LRN: CUDA kernels. See lrn.h for the math.
 //
-// One block computes a tile of TC channels x TP pixels. It first copies the tile plus
+// Windows of size <= 7 (AlexNet's 5) in fp32/fp16/bf16 run the register kernels of
+// lrn_sweep.h: one thread per work item, no shared memory, window sums in registers,
+// 16-byte vector loads and stores where the alignment allows. The kernels below them in
+// this file are the general path (any size, float64): shared-memory tiles.
+//
+// General path: one block computes a tile of TC channels x TP pixels. It first copies the tile plus
 // its channel halo (the zero-padded window neighbours) from global memory into shared
 // memory as fp32, with consecutive threads on consecutive addresses of whichever dim
 // is contiguous (pixels for NCHW, channels for channels-last): one coalesced read of the
@@ -17,6 +22,7 @@
 #include <torch/library.h>
 
 #include "lrn/lrn.h"
+#include "lrn/lrn_sweep.h"
 
 namespace alexnet_cuda {
 namespace lrn {
@@ -166,6 +172,39 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
   });
 }
 
+// Register kernels: one work item per thread (lrn_sweep.h).
+constexpr int kSweepThreads = 256;
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kSweepThreads)
+    lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
+                             acc_t scale, acc_t beta, acc_t k) {
+  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, y, v, it, i, scale, beta, k);
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kSweepThreads)
+    lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
+                              scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, acc_t beta,
+                              acc_t k) {
+  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, beta, k);
+}
+
+unsigned sweep_blocks(const sweep::Items& it) {
+  const int64_t blocks = (it.count + kSweepThreads - 1) / kSweepThreads;
+  TORCH_CHECK(blocks < (int64_t(1) << 31), "local_response_norm (CUDA): input too large");
+  return static_cast<unsigned>(blocks);
+}
+
+// The register kernels take fp32/fp16/bf16 (float64 keeps the general path: its vectors
+// hold only two elements and its registers are twice as wide).
+template <typename scalar_t>
+constexpr bool sweep_dtype() {
+  return !std::is_same<scalar_t, double>::value;
+}
+
 // Tile shape: up to 128 channels per tile (all of AlexNet's 96; more channels are split
 // into tiles with a halo). Channels-first tiles are 32 pixels wide (one 128-byte line per
 // channel row), wider when there are few channels; channels-last tiles take ~2K outputs.
@@ -215,10 +254,23 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    if constexpr (sweep_dtype<scalar_t>()) {
+      if (sweep::covers(w)) {
+        const int vec = sweep::vector_width(v, sizeof(scalar_t), {xp, yp});
+        const sweep::Items it = sweep::make_items(v, vec);
+        sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
+          lrn_forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
+              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(xp, yp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     const LaunchShape s = pick_shape(v, w, /*backward=*/false, sizeof(acc_t));
     auto kernel = v.channels_last ? lrn_forward_kernel<true, scalar_t> : lrn_forward_kernel<false, scalar_t>;
-    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(x.const_data_ptr<scalar_t>(),
-                                                         y.mutable_data_ptr<scalar_t>(), v, w, s.tc, s.tp,
+    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(xp, yp, v, w, s.tc, s.tp,
                                                          acc_t(scale), acc_t(beta), acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -238,11 +290,26 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+    if constexpr (sweep_dtype<scalar_t>()) {
+      if (sweep::covers(w)) {
+        const int vec = sweep::vector_width(v, sizeof(scalar_t), {dyp, xp, dxp});
+        const sweep::Items it = sweep::make_items(v, vec);
+        sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
+          lrn_backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
+              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(dyp, xp, dxp, v, it, acc_t(scale), acc_t(beta),
+                                                               acc_t(k));
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     const LaunchShape s = pick_shape(v, w, /*backward=*/true, sizeof(acc_t));
     auto kernel = v.channels_last ? lrn_backward_kernel<true, scalar_t> : lrn_backward_kernel<false, scalar_t>;
     kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(
-        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), v, w,
-        s.tc, s.tp, acc_t(scale), acc_t(beta), acc_t(k));
+        dyp, xp, dxp, v, w, s.tc, s.tp, acc_t(scale), acc_t(beta), acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return dx;

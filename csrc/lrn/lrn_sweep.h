@@ -1,0 +1,381 @@
+// LRN register kernels: the per-thread bodies, shared verbatim by the CUDA kernels (one
+// call per GPU thread) and the CPU kernels (one call per work item of a parallel_for), so
+// CPU-only CI runs exactly the arithmetic and indexing the GPU runs. Math: see lrn.h.
+//
+// Every window sum is taken from registers. The window width is a compile-time SPAN
+// (= size - 1, clamped to C - 1; PRE = (SPAN + 1) / 2 channels behind, POST = SPAN / 2
+// ahead, which is make_window's placement), so every array index below is a constant
+// after unrolling and the arrays live in registers.
+//
+// Two shapes of work item, one per layout, each reading whole 16-byte vectors where the
+// alignment allows (V elements; V = 1 otherwise):
+//
+//  * channels-first (NCHW: pixels contiguous): a column of V adjacent pixels sweeps a run
+//    of channels [cb, ce). A shift register holds x for the SPAN + 1 channels of the
+//    current window, so each step loads ONE new channel vector, sums SPAN + 1 squares
+//    from registers, and stores one output vector. Adjacent GPU threads own adjacent
+//    columns: every load and store of a warp is one contiguous span.
+//
+//  * channels-last (NHWC: channels contiguous): one pixel's V adjacent channels
+//    [c, c + V). The item loads its own vector and H = ceil(halo / V) neighbour vectors
+//    on each side (the neighbours' own vectors: L1 hits on the GPU), then computes V
+//    outputs. Adjacent GPU threads own adjacent vectors: coalesced again.
+//
+// Channels outside [0, C) read as zero, exactly the zero padding of the definition.
+#pragma once
+
+#include <c10/macros/Macros.h>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+#include "lrn/lrn.h"
+
+// Full unrolling makes every register-array index a constant (nvcc and gcc alike).
+#if defined(__CUDACC__)
+#define LRN_UNROLL _Pragma("unroll")
+#else
+#define LRN_UNROLL _Pragma("GCC unroll 32")
+#endif
+
+namespace alexnet_cuda {
+namespace lrn {
+namespace sweep {
+
+// Window sizes with register kernels: SPAN <= kMaxSpan (size <= 7). Wider windows use
+// the general kernels (shared-memory tiles on CUDA, lrn_cpu.cpp's blocks on CPU).
+constexpr int kMaxSpan = 6;
+
+// V elements of 16 bytes total, aligned so the compiler emits one 128-bit access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+
+// out[i] = p[i] for i < V, one vector access (p is V-aligned whenever V > 1).
+template <int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load(const scalar_t* p, acc_t* out) {
+  const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t>(a.v[i]);
+}
+
+// load(), or zeros when `inside` is false (a channel in the zero padding).
+template <int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load_or_zero(const scalar_t* p, bool inside, acc_t* out) {
+  if (inside) {
+    load<V>(p, out);
+  } else {
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) out[i] = acc_t(0);
+  }
+}
+
+template <int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void store(scalar_t* p, const acc_t* in) {
+  Vec<scalar_t, V> a;
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) a.v[i] = static_cast<scalar_t>(in[i]);
+  *reinterpret_cast<Vec<scalar_t, V>*>(p) = a;
+}
+
+// Shift a register array down by `by` slots (the oldest drop out); unrolled to moves.
+template <int N, int by, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void shift(acc_t* r) {
+LRN_UNROLL
+  for (int i = 0; i + by < N; ++i) r[i] = r[i + by];
+}
+
+// ---------------------------------------------------------------- channels-first
+// x, y / dy, dx point at channel 0 of the column's first pixel; channel c is at c * cs.
+// Outputs channels [cb, ce) of C. Register layout: r[i * V + p] = pixel p of channel i.
+
+// Forward: window of channel c = channels [c - PRE, c + POST] = ring slots 0 .. SPAN,
+// x_c in slot PRE. Before the step for channel c the ring holds channels
+// c - PRE - 1 .. c + POST - 1; the step shifts one slot and loads channel c + POST.
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C,
+                                                              int cb, int ce, acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V;
+  acc_t ring[N];
+LRN_UNROLL
+  for (int i = 0; i < SPAN; ++i) {
+    const int c = cb - PRE + i;
+    load_or_zero<V>(x + c * cs, c >= 0 && c < C, ring + (i + 1) * V);
+  }
+  for (int c = cb; c < ce; ++c) {
+    shift<N, V>(ring);
+    const int cn = c + POST;
+    load_or_zero<V>(x + cn * cs, cn < C, ring + SPAN * V);
+    acc_t out[V];
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) {
+      acc_t sumsq = acc_t(0);
+LRN_UNROLL
+      for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * V + p] * ring[i * V + p];
+      out[p] = forward_value(ring[PRE * V + p], sumsq, scale, beta, k);
+    }
+    store<V>(y + c * cs, out);
+  }
+}
+
+// Backward, one step per channel j from cb - POST to ce - 1 + PRE:
+//   xr: x for channels j - PRE .. j + POST (the window of j; slot 0 is x_c, c = j - PRE)
+//   s_j, p1 = s_j^(-beta-1);  t_j = dy_j x_j p1 (0 outside [0, C));  g_j = dy_j p1 s_j
+//   tr: t for channels j - SPAN .. j = c - POST .. c + PRE (the mirrored window of c)
+//   gr: g for channels j - PRE .. j (slot 0 is g_c = dy_c s_c^-beta)
+// and once c = j - PRE >= cb:  dx_c = g_c - 2 scale beta x_c sum(tr).
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
+                                                               scalar_t* dx, int64_t cs, int C, int cb, int ce,
+                                                               acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
+  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  acc_t xr[N], tr[N], gr[NG];
+LRN_UNROLL
+  for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
+LRN_UNROLL
+  for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
+  const int j0 = cb - POST;
+LRN_UNROLL
+  for (int i = 0; i < SPAN; ++i) {
+    const int c = j0 - PRE + i;
+    load_or_zero<V>(x + c * cs, c >= 0 && c < C, xr + (i + 1) * V);
+  }
+  for (int j = j0; j < ce + PRE; ++j) {
+    shift<N, V>(xr);
+    const int jn = j + POST;
+    load_or_zero<V>(x + jn * cs, jn >= 0 && jn < C, xr + SPAN * V);
+    const bool inside = j >= 0 && j < C;
+    acc_t dyj[V];
+    load_or_zero<V>(dy + j * cs, inside, dyj);
+    shift<N, V>(tr);
+    shift<NG, V>(gr);
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) {
+      acc_t sumsq = acc_t(0);
+LRN_UNROLL
+      for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
+      const acc_t s = k + scale * sumsq;
+      const acc_t p1 = inv_pow(s, beta1);
+      // Outside [0, C) s may be 0 (k = 0): select, never multiply, the zero.
+      tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
+      gr[PRE * V + p] = dyj[p] * p1 * s;
+    }
+    const int c = j - PRE;
+    if (c >= cb) {
+      acc_t out[V];
+LRN_UNROLL
+      for (int p = 0; p < V; ++p) {
+        acc_t tsum = acc_t(0);
+LRN_UNROLL
+        for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
+        out[p] = gr[p] - coef * xr[p] * tsum;
+      }
+      store<V>(dx + c * cs, out);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- channels-last
+// x, y / dy, dx point at channel 0 of one pixel; the item owns channels [c, c + V) of C
+// (c a multiple of V, and C a multiple of V when V > 1: vectors are never partial).
+// A register array covering channels [c - H V, c + V + H V) has channel c + i in slot
+// H V + i.
+
+// Load the 2H + 1 vectors around c into r.
+template <int H, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load_neighbourhood(const scalar_t* p, int c, int C, acc_t* r) {
+LRN_UNROLL
+  for (int b = -H; b <= H; ++b) {
+    const int cv = c + b * V;
+    load_or_zero<V>(p + cv, cv >= 0 && cv < C, r + (b + H) * V);
+  }
+}
+
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* y, int C, int c,
+                                                             acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
+  acc_t r[(2 * H + 1) * V];
+  load_neighbourhood<H, V>(x, c, C, r);
+  acc_t out[V];
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) {
+    acc_t sumsq = acc_t(0);
+LRN_UNROLL
+    for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
+    out[i] = forward_value(r[H * V + i], sumsq, scale, beta, k);
+  }
+  store<V>(y + c, out);
+}
+
+// dx_{c+i} needs t_j for j in [c + i - POST, c + i + PRE], so t over [c - POST, c + V + PRE)
+// (slot m is channel c - POST + m), each needing x over its own window: x over
+// [c - SPAN, c + V + SPAN) (HX vectors each side), dy over [c - POST, c + V + PRE) (HD).
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
+                                                              int C, int c, acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
+  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  acc_t xr[(2 * HX + 1) * V], dr[(2 * HD + 1) * V];
+  load_neighbourhood<HX, V>(x, c, C, xr);
+  load_neighbourhood<HD, V>(dy, c, C, dr);
+  acc_t t[NT], g[V] = {};
+LRN_UNROLL
+  for (int m = 0; m < NT; ++m) {
+    const int d = m - POST;  // channel c + d
+    acc_t sumsq = acc_t(0);
+LRN_UNROLL
+    for (int e = -PRE; e <= POST; ++e) sumsq += xr[HX * V + d + e] * xr[HX * V + d + e];
+    const acc_t s = k + scale * sumsq;
+    const acc_t p1 = inv_pow(s, beta1);
+    const acc_t dyj = dr[HD * V + d];
+    const int j = c + d;
+    t[m] = j >= 0 && j < C ? dyj * xr[HX * V + d] * p1 : acc_t(0);
+    if (d >= 0 && d < V) g[d] = dyj * p1 * s;
+  }
+  acc_t out[V];
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) {
+    acc_t tsum = acc_t(0);
+LRN_UNROLL
+    for (int m = i; m <= i + SPAN; ++m) tsum += t[m];  // channels c + i - POST .. c + i + PRE
+    out[i] = g[i] - coef * xr[HX * V + i] * tsum;
+  }
+  store<V>(dx + c, out);
+}
+
+// ---------------------------------------------------------------- work items
+// Item i of a launch (GPU thread or CPU loop index), adjacent items on adjacent memory:
+//   channels-first: i = (o * runs + run) * cols + col   (col: a column of V pixels)
+//   channels-last:  i = pixel * cols + vec              (vec: channels [vec V, vec V + V))
+struct Items {
+  int64_t count;
+  int64_t cols;  // columns per (outer, run), or vectors per pixel
+  int runs;      // channels-first: channel runs per column (1 for channels-last)
+  int run;       // channels-first: channels per run
+  int vec;       // V
+};
+
+// Channels per channels-first run: long enough that the SPAN-channel priming of each run
+// is cheap, short enough that a batch has many columns x runs in flight.
+constexpr int kChannelRun = 32;
+
+inline Items make_items(const View& v, int vec) {
+  Items it;
+  it.vec = vec;
+  if (v.channels_last) {
+    it.cols = v.channels / vec;
+    it.runs = 1;
+    it.run = static_cast<int>(v.channels);
+    it.count = v.pixels * it.cols;
+  } else {
+    it.cols = v.pixels / vec;
+    it.run = static_cast<int>(v.channels < kChannelRun ? v.channels : kChannelRun);
+    it.runs = static_cast<int>((v.channels + it.run - 1) / it.run);
+    it.count = v.outer * it.runs * it.cols;
+  }
+  return it;
+}
+
+// q = a / b, r = a % b; 32-bit when both fit (a GPU's 64-bit division is a long routine).
+C10_HOST_DEVICE C10_ALWAYS_INLINE void divmod(int64_t a, int64_t b, int64_t& q, int64_t& r) {
+  if (((a | b) >> 31) == 0) {
+    const uint32_t a32 = static_cast<uint32_t>(a), b32 = static_cast<uint32_t>(b);
+    q = a32 / b32;
+    r = a32 - static_cast<uint32_t>(q) * b32;
+  } else {
+    q = a / b;
+    r = a - q * b;
+  }
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const View& v,
+                                                    const Items& it, int64_t i, acc_t scale, acc_t beta,
+                                                    acc_t k) {
+  const int C = static_cast<int>(v.channels);
+  int64_t q, r;
+  divmod(i, it.cols, q, r);
+  if constexpr (CL) {
+    const int64_t off = q * v.pixel_stride;
+    forward_channels_last<SPAN, V>(x + off, y + off, C, static_cast<int>(r) * V, scale, beta, k);
+  } else {
+    int64_t o, run;
+    divmod(q, it.runs, o, run);
+    const int cb = static_cast<int>(run) * it.run, ce = cb + it.run < C ? cb + it.run : C;
+    const int64_t off = o * v.outer_stride + r * V;
+    forward_channels_first<SPAN, V>(x + off, y + off, v.channel_stride, C, cb, ce, scale, beta, k);
+  }
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
+                                                     const View& v, const Items& it, int64_t i, acc_t scale,
+                                                     acc_t beta, acc_t k) {
+  const int C = static_cast<int>(v.channels);
+  int64_t q, r;
+  divmod(i, it.cols, q, r);
+  if constexpr (CL) {
+    const int64_t off = q * v.pixel_stride;
+    backward_channels_last<SPAN, V>(dy + off, x + off, dx + off, C, static_cast<int>(r) * V, scale, beta, k);
+  } else {
+    int64_t o, run;
+    divmod(q, it.runs, o, run);
+    const int cb = static_cast<int>(run) * it.run, ce = cb + it.run < C ? cb + it.run : C;
+    const int64_t off = o * v.outer_stride + r * V;
+    backward_channels_first<SPAN, V>(dy + off, x + off, dx + off, v.channel_stride, C, cb, ce, scale, beta, k);
+  }
+}
+
+// ---------------------------------------------------------------- host-side dispatch
+
+// The register kernels cover this window (make_window's placement: pre = (span + 1) / 2).
+inline bool covers(Window w) {
+  return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2;
+}
+
+// Elements per vector: 16 bytes' worth when the contiguous dim is a multiple of it and
+// every tensor's data is 16-byte aligned (then every vector is); 1 otherwise.
+inline int vector_width(const View& v, size_t elem, std::initializer_list<const void*> ptrs) {
+  const int vec = static_cast<int>(16 / elem);
+  const int64_t contiguous = v.channels_last ? v.channels : v.pixels;
+  if (vec <= 1 || contiguous % vec != 0) return 1;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
+  return vec;
+}
+
+// fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>) with V in
+// {1, 16 / sizeof(scalar_t)}. Only call when covers(w).
+template <typename scalar_t, typename Fn>
+void dispatch(Window w, int vec, bool channels_last, Fn&& fn) {
+  constexpr int kVec = 16 / sizeof(scalar_t) > 1 ? 16 / sizeof(scalar_t) : 1;
+  auto with_span = [&](auto span) {
+    auto with_vec = [&](auto v) {
+      if (channels_last)
+        fn(span, v, std::true_type{});
+      else
+        fn(span, v, std::false_type{});
+    };
+    if (vec == kVec)
+      with_vec(std::integral_constant<int, kVec>{});
+    else
+      with_vec(std::integral_constant<int, 1>{});
+  };
+  switch (w.span()) {
+    case 0: return with_span(std::integral_constant<int, 0>{});
+    case 1: return with_span(std::integral_constant<int, 1>{});
+    case 2: return with_span(std::integral_constant<int, 2>{});
+    case 3: return with_span(std::integral_constant<int, 3>{});
+    case 4: return with_span(std::integral_constant<int, 4>{});
+    case 5: return with_span(std::integral_constant<int, 5>{});
+    default: return with_span(std::integral_constant<int, 6>{});
+  }
+}
+
+}  // namespace sweep
+}  // namespace lrn
+}  // namespace alexnet_cuda
