@@ -124,6 +124,8 @@ def run_case(case, cfg, ceilings):
         if case.flops:
             row["ours_TFLOPs"] = case.flops / (ms * 1e-3) / 1e12
             rate = ceilings.get("matmul_bf16_TFLOPs" if case.dtype in ("bf16", "fp16") else "matmul_tf32_TFLOPs")
+            if case.dtype == "fp32" and case.extra.get("tf32") is False:
+                rate = None  # IEEE fp32: no measured ceiling to compare with (tf32's would flatter)
             if rate:
                 row["pct_matmul"] = 100 * row["ours_TFLOPs"] / rate
     return row

@@ -88,16 +88,17 @@ def test_kernel_matches_conv2d_relu(case, dtype, layout):
 
 def test_tf32_flag_and_strided_views():
     """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
-    batch and channels, a transposed weight) are read in place through their strides."""
+    batch and channels, a transposed weight, a strided bias) give the same result."""
     case = BY_NAME["stride_pad_dil_rect"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
     big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
     big[::2, 1:-2] = x
     xv = big[::2, 1:-2]
     wt = weight.transpose(2, 3).contiguous().transpose(2, 3)  # same values, odd strides
-    assert not xv.is_contiguous() and not wt.is_contiguous()
+    bv = torch.zeros(bias.numel() * 2, dtype=bias.dtype)[::2].copy_(bias)  # a strided bias
+    assert not xv.is_contiguous() and not wt.is_contiguous() and not bv.is_contiguous()
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
-    out = kmod._conv2d_relu_triton(xv, wt, bias, *args, allow_tf32=True)
+    out = kmod._conv2d_relu_triton(xv, wt, bv, *args, allow_tf32=True)
     ref = _reference(x, weight, bias, *args)
     assert _rel_err(out, ref) < 1e-5
 

@@ -473,7 +473,7 @@ def test_cuda_torch_compile_fullgraph():
 
 @needs_cuda
 @pytest.mark.cuda
-def test_cuda_int64_addressing():
+def test_cuda_addressing_past_2_31_elements():
     """Input and output past 2^31 elements: the batch offsets must be 64-bit."""
     n, c, h, cout = 16400, 8, 128, 16  # input 2.15e9 and output 4.3e9 elements (fp16)
     need = (n * c * h * h + n * cout * h * h) * 2

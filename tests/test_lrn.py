@@ -277,13 +277,15 @@ def test_device_without_kernels_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
-def test_cuda_indexing_past_2_31_elements():
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_cuda_indexing_past_2_31_elements(kind):
     free, _ = torch.cuda.mem_get_info()
-    if free < 12 * 2**30:
-        pytest.skip("needs 12 GiB of free GPU memory")
-    # 8 channels of 2^28 + 5 pixels: channel offsets c * P pass 2^31 from c = 8.
+    if free < 20 * 2**30:
+        pytest.skip("needs 20 GiB of free GPU memory")
+    # 8 channels of 2^28 + 5 pixels, 2^31 + 40 elements: NCHW channel offsets c * P and
+    # channels-last pixel offsets p * 8 both pass 2^31.
     P = 2**28 + 5
-    x = torch.randn(1, 8, P, device="cuda", dtype=torch.bfloat16)
+    x = layout(torch.randn(1, 8, P, device="cuda", dtype=torch.bfloat16), kind)
     out = local_response_norm(x, 5, 0.3, 0.75, 2.0)
     for lo in (0, P - 4096):  # check the first and the last pixels of every channel
         xs = x[:, :, lo : lo + 4096]

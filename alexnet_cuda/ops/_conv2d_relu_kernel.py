@@ -25,12 +25,12 @@ def _autotune_configs():
     conv3-5 (21.6k rows), where 64-row tiles keep enough programs in flight for 132 SMs.
     The per-group N = Cout/groups is 96, 128, 384, 192, 128: 64- and 128-wide tiles
     cover them with little masking. Only 4 warps: Inductor found miscompiles with 8
-    warps on flattened (kh, kw, c) conv loops (pytorch#173068). 8 configs at most, so a
-    new shape costs a few seconds of compilation, not minutes.
+    warps on flattened (kh, kw, c) conv loops (pytorch#173068). 10 configs, so a new
+    shape costs seconds of compilation, not minutes.
     """
     if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
         # One general-purpose config, no benchmarking: for test runs, where compiling all
-        # eight configs for every shape would take minutes. Only speed and the order of
+        # ten configs for every shape would take minutes. Only speed and the order of
         # the fp32 accumulation differ between configs.
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4)]
     if _INTERPRET:
@@ -47,6 +47,9 @@ def _autotune_configs():
         c({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
         c({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        # BLOCK_K = 16 divides Cin/groups = 48 (conv2): its NHWC fast path (see the kernel).
+        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=4, num_stages=4),
     ]
 
 
@@ -75,7 +78,8 @@ def _autotune_configs():
 @triton.autotune(
     configs=_autotune_configs(),
     key=["N", "C", "H", "W", "COUT", "HO", "WO", "KH", "KW", "STRIDE_H", "STRIDE_W",
-         "PAD_H", "PAD_W", "DIL_H", "DIL_W", "GROUPS", "sxn", "sxc", "sxh", "sxw"],
+         "PAD_H", "PAD_W", "DIL_H", "DIL_W", "GROUPS", "sxn", "sxc", "sxh", "sxw",
+         "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32"],
 )
 @triton.jit
 def _conv2d_relu_kernel(
@@ -245,6 +249,8 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
         input = input.contiguous(memory_format=torch.channels_last)
         c_inner = True
     weight, k_b = _pack_weight(weight, c_inner)
+    if bias is not None:
+        bias = bias.contiguous()  # the kernel reads bias[co] at unit stride (a no-op copy-wise for Cout floats)
     coutg = cout // groups
     m_total = n * ho * wo
     k_total = cg * kh * kw
