@@ -204,6 +204,23 @@ def test_k_zero_with_zero_windows_like_pytorch(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_overflowing_sum_of_squares_like_pytorch(device, size, kind):
+    # x^2 overflows fp32: s = +inf, s^-beta = 0. The gradient must stay finite (0 * inf
+    # would make it NaN), exactly as PyTorch's fp32 composite's.
+    x = rand((2, 12, 3, 4), device)
+    x[:, 2, 1, 1] = 1e20
+    x[0, 7, 0, 0] = -3e19
+    x = layout(x, kind).requires_grad_()
+    g = torch.randn_like(x)
+    (gx,) = torch.autograd.grad(local_response_norm(x, size, 1e-4, 0.75, 2.0), x, g)
+    (gr,) = torch.autograd.grad(F.local_response_norm(x, size, 1e-4, 0.75, 2.0), x, g)
+    assert gr.isfinite().all() and gx.isfinite().all()
+    torch.testing.assert_close(gx, gr, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x = rand((2, 6, 5, 4), device)
     for t in [x, layout(x, "channels_last")]:

@@ -324,3 +324,30 @@ def test_bad_inputs(kw, exc, match):
 def test_not_a_tensor():
     with pytest.raises(TypeError, match="input"):
         relu_lrn_max_pool2d([1.0, 2.0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_overflowing_sum_of_squares_like_pytorch(device, kind):
+    # x^2 overflows fp32: s = +inf, s^-beta = 0. The gradient must stay finite (0 * inf
+    # would make it NaN), exactly as the stock fp32 composition's.
+    x = rand((2, 8, 7, 7), device, torch.float32) * 3
+    x[:, 2, 3, 3] = 1e20
+    x[0, 5, 0, 0] = 3e19
+    x = layout(x, kind)
+    y = relu_lrn_max_pool2d(x, lrn_groups=2)
+    gy = torch.randn_like(y)
+    _, gx = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
+    _, gx_ref = grads(reference, x, gy, lrn_groups=2)
+    assert gx_ref.isfinite().all() and gx.isfinite().all()
+    torch.testing.assert_close(gx, gx_ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_backward_is_deterministic(device, kind):
+    x = layout(rand((4, 96, 27, 27), device, torch.float32), kind)
+    gy = torch.randn_like(relu_lrn_max_pool2d(x, lrn_groups=2))
+    _, g1 = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
+    _, g2 = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
+    assert torch.equal(g1, g2)

@@ -5,13 +5,13 @@ One Case per shape x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.ba
 (N, 256, 13, 13) after conv5. Implementations: "ours" (alexnet_cuda's max_pool2d),
 "eager" (nn.MaxPool2d) and, with cfg.compile, "compile" (torch.compile of eager).
 
-`saved_memory_rows(cfg)` reports what autograd keeps for backward after one forward:
+`extra_rows(cfg)` reports what autograd keeps for backward after one forward:
 ours a uint8 window-local argmax; stock PyTorch the input and int64 indices.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import torch
 from torch import nn
@@ -101,18 +101,22 @@ def cases(cfg: Config) -> List[Case]:
     return out
 
 
-def saved_memory_rows(cfg: Config) -> List[Dict[str, object]]:
+def extra_rows(cfg: Config) -> List[str]:
     """Bytes autograd keeps alive after one forward (saved_tensor_bytes: distinct
-    storages, inputs included). Ours saves only the uint8 argmax (1 byte per output);
-    stock max_pool2d saves its input and int64 indices (8 bytes per output)."""
-    rows = []
+    storages, the input included): ours keeps only the uint8 argmax (1 byte per output);
+    stock max_pool2d keeps its input and int64 indices (8 bytes per output)."""
+    notes = []
     for shape in batched_shapes(cfg, SHAPES_CHW):
         for dtype_name in cfg.dtypes:
             x = torch.randn(shape, device=cfg.device, dtype=DTYPES[dtype_name]).requires_grad_()
-            rows.append({
-                "case": f"maxpool {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}",
-                "ours_bytes": saved_tensor_bytes(_ours, x),
-                "stock_bytes": saved_tensor_bytes(nn.MaxPool2d(KERNEL, STRIDE), x),
-            })
+            ours = saved_tensor_bytes(_ours, x)
+            stock = saved_tensor_bytes(nn.MaxPool2d(KERNEL, STRIDE), x)
+            ho, wo = pooled_size(shape[2], KERNEL, STRIDE), pooled_size(shape[3], KERNEL, STRIDE)
+            n_out = shape[0] * shape[1] * ho * wo
+            notes.append(
+                f"maxpool {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}: saved for backward after one "
+                f"forward: ours {ours / 2**20:.1f} MiB (1 B/output argmax), stock "
+                f"{stock / 2**20:.1f} MiB (input + {8 * n_out / 2**20:.1f} MiB of int64 indices); "
+                f"indices {8 * n_out / max(ours, 1):.1f}x smaller")
             del x
-    return rows
+    return notes

@@ -54,6 +54,15 @@ C10_HOST_DEVICE inline double inv_pow(double s, double beta) {
   return ::pow(s, -beta);
 }
 
+// Backward's two powers from one: p0 = s^(-beta), p1 = s^(-beta-1) = p0 / s. In this
+// order (not p0 = p1 * s) an overflowed s = +inf gives p0 = p1 = 0, as PyTorch's
+// composite LRN does, instead of 0 * inf = NaN.
+template <typename acc_t>
+C10_HOST_DEVICE inline void inv_pows(acc_t s, acc_t beta, acc_t& p0, acc_t& p1) {
+  p0 = inv_pow(s, beta);
+  p1 = p0 / s;
+}
+
 // y_c from x_c and the window's sum of squares.
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t forward_value(acc_t x, acc_t sumsq, acc_t scale, acc_t beta, acc_t k) {

@@ -141,8 +141,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
   __syncthreads();
   // Phase 2: s_j for every j in the t range. Row tj of ts is channel j = c0 - post + tj,
   // whose window is rows tj .. tj + span of xs; x_j is xs row tj + pre.
-  // One power per element: p1 = s^(-beta-1), and s^(-beta) = p1 * s.
-  const acc_t beta1 = beta + acc_t(1);
+  // One power per element (inv_pows).
   for_tile<CL>(rows_t, t.tp, [&](int tj, int q) {
     acc_t sumsq = 0;
     for (int d = 0; d <= span; ++d) {
@@ -150,11 +149,12 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
       sumsq += xv * xv;
     }
     const acc_t s = k + scale * sumsq;
-    const acc_t p1 = inv_pow(s, beta1);
+    acc_t p0, p1;
+    inv_pows(s, beta, p0, p1);
     const int ti = smem_at<CL>(tj, q, rows_t, t.tp);
     const acc_t dyj = ts[ti];
     const int j = t.c0 - w.post + tj, cc = j - t.c0;
-    if (cc >= 0 && cc < t.tc) gs[smem_at<CL>(cc, q, t.tc, t.tp)] = dyj * p1 * s;
+    if (cc >= 0 && cc < t.tc) gs[smem_at<CL>(cc, q, t.tc, t.tp)] = dyj * p0;
     // Channels outside [0, C) contribute nothing (their dy is zero, but s may be 0 there).
     ts[ti] = (j >= 0 && j < v.channels) ? dyj * xs[smem_at<CL>(tj + w.pre, q, rows_x, t.tp)] * p1 : acc_t(0);
   });

@@ -121,7 +121,7 @@ LRN_UNROLL
 
 // Backward, one step per channel j from cb - POST to ce - 1 + PRE:
 //   xr: x for channels j - PRE .. j + POST (the window of j; slot 0 is x_c, c = j - PRE)
-//   s_j, p1 = s_j^(-beta-1);  t_j = dy_j x_j p1 (0 outside [0, C));  g_j = dy_j p1 s_j
+//   s_j, p1 = s_j^(-beta-1);  t_j = dy_j x_j p1 (0 outside [0, C));  g_j = dy_j s_j^-beta
 //   tr: t for channels j - SPAN .. j = c - POST .. c + PRE (the mirrored window of c)
 //   gr: g for channels j - PRE .. j (slot 0 is g_c = dy_c s_c^-beta)
 // and once c = j - PRE >= cb:  dx_c = g_c - 2 scale beta x_c sum(tr).
@@ -130,7 +130,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
                                                                scalar_t* dx, int64_t cs, int C, int cb, int ce,
                                                                acc_t scale, acc_t beta, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
-  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  const acc_t coef = acc_t(2) * scale * beta;
   acc_t xr[N], tr[N], gr[NG];
 LRN_UNROLL
   for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
@@ -157,10 +157,11 @@ LRN_UNROLL
 LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
       const acc_t s = k + scale * sumsq;
-      const acc_t p1 = inv_pow(s, beta1);
+      acc_t p0, p1;
+      inv_pows(s, beta, p0, p1);
       // Outside [0, C) s may be 0 (k = 0): select, never multiply, the zero.
       tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
-      gr[PRE * V + p] = dyj[p] * p1 * s;
+      gr[PRE * V + p] = dyj[p] * p0;
     }
     const int c = j - PRE;
     if (c >= cb) {
@@ -218,7 +219,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy
                                                               int C, int c, acc_t scale, acc_t beta, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
-  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  const acc_t coef = acc_t(2) * scale * beta;
   acc_t xr[(2 * HX + 1) * V], dr[(2 * HD + 1) * V];
   load_neighbourhood<HX, V>(x, c, C, xr);
   load_neighbourhood<HD, V>(dy, c, C, dr);
@@ -230,11 +231,12 @@ LRN_UNROLL
 LRN_UNROLL
     for (int e = -PRE; e <= POST; ++e) sumsq += xr[HX * V + d + e] * xr[HX * V + d + e];
     const acc_t s = k + scale * sumsq;
-    const acc_t p1 = inv_pow(s, beta1);
+    acc_t p0, p1;
+    inv_pows(s, beta, p0, p1);
     const acc_t dyj = dr[HD * V + d];
     const int j = c + d;
     t[m] = j >= 0 && j < C ? dyj * xr[HX * V + d] * p1 : acc_t(0);
-    if (d >= 0 && d < V) g[d] = dyj * p1 * s;
+    if (d >= 0 && d < V) g[d] = dyj * p0;
   }
   acc_t out[V];
 LRN_UNROLL

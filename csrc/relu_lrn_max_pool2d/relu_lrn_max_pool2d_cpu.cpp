@@ -81,7 +81,7 @@ void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::T
                          at::Tensor& dx, const Geo& g, double scale_d, double beta_d, double k_d) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
-  const acc_t beta1 = beta + acc_t(1), coef = acc_t(2) * scale * beta;
+  const acc_t coef = acc_t(2) * scale * beta;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
   const uint8_t* amp = am.const_data_ptr<uint8_t>();
@@ -108,11 +108,12 @@ void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::T
                                                    ohe, owb, owe, h, w, g.SH, g.SW, g.KW);
           const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
           const acc_t s = k + scale * sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
-          const acc_t p1 = lrn::inv_pow(s, beta1);
+          acc_t p0, p1;
+          lrn::inv_pows(s, beta, p0, p1);
           const acc_t zj = relu(static_cast<acc_t>(px[j * g.xs[1]]));
           const int64_t i = plane * HW + h * g.W + w;
           t[i] = gj * zj * p1;
-          gs[i] = gj * p1 * s;
+          gs[i] = gj * p0;
         }
       }
     }

@@ -235,8 +235,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   // 2. t row tr is channel j = c0 - post + tr: its LRN window is z rows tr .. tr + span,
-  //    z_j is z row tr + pre. One power per element: p1 = s^(-beta-1), s^(-beta) = p1 * s.
-  const acc_t beta1 = beta + acc_t(1);
+  //    z_j is z row tr + pre. One power per element (lrn::inv_pows).
   const int cj = tl.c0 - post;
   const scalar_t* dyn = dy + int64_t(tl.n) * g.os[0];
   const uint8_t* amn = am + int64_t(tl.n) * g.os[0];
@@ -255,10 +254,11 @@ __global__ void __launch_bounds__(kThreads)
         ss += v * v;
       }
       const acc_t s = k + scale * ss;
-      const acc_t p1 = lrn::inv_pow(s, beta1);
+      acc_t p0, p1;
+      lrn::inv_pows(s, beta, p0, p1);
       tv = gj * zs[sidx<CL>(tr + pre, q, zrows, P)] * p1;
       const int cc = tr - post;
-      if (cc >= 0 && cc < tl.tc) gs[sidx<CL>(cc, q, tl.tc, P)] = gj * p1 * s;
+      if (cc >= 0 && cc < tl.tc) gs[sidx<CL>(cc, q, tl.tc, P)] = gj * p0;
     }
     ts[sidx<CL>(tr, q, trows, P)] = tv;
   });
