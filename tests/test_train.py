@@ -174,7 +174,9 @@ def test_ctrl_c_from_a_terminal_saves_and_exits_cleanly(folder, tmp_path):
     cmd = [sys.executable, "-m", "alexnet_cuda.train", "--data", folder, "--arch", "small", "--width", "8",
            "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "100000", "--batch-size", "4",
            "--workers", "2", "--output", str(out), "--stats-file", str(tmp_path / "stats.pt"),
-           "--progress", "off", "--no-tensorboard", "--no-plot", "--log-every", "1"]
+           "--progress", "off", "--no-tensorboard", "--no-plot", "--log-every", "1",
+           # raw 0..255 inputs make this small net diverge within ~6 steps (the NaN guard stops it)
+           "--input-scale", "0.015625"]
     # cwd: not the repository root, whose source tree (no compiled _C) `python -m` would
     # put first on sys.path, ahead of the installed package.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
@@ -488,3 +490,75 @@ def test_demo_data_and_defaults(tmp_path, monkeypatch):
     assert (n_train, n_val) == (1433, 364)
     img = Dt.decode_file(Dt.make_samples(os.path.join(cfg.data, "val"), classes)[0][0], cfg.image_size)
     assert img.shape == (3, 28, 28) and img.dtype == torch.uint8
+
+
+# ----------------------------------------------------------------------------------------
+# synthetic in-memory data, and the NaN/inf guard
+# ----------------------------------------------------------------------------------------
+def _synthetic_cfg(tmp_path, **kw):
+    base = dict(synthetic=20, synthetic_classes=CLASSES, image_size=IMAGE, crop=CROP, epochs=1, batch_size=8,
+                workers=0, output=str(tmp_path / "run"), progress="off", tensorboard=False, plot=False,
+                log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_synthetic_data_trains_a_few_steps(tmp_path):
+    ds = Dt.SyntheticImages(5, size=IMAGE, num_classes=CLASSES, seed=1)
+    img, label = ds[3]
+    assert img.shape == (3, IMAGE, IMAGE) and img.dtype == torch.uint8 and 0 <= label < CLASSES
+    assert torch.equal(Dt.SyntheticImages(5, size=IMAGE, num_classes=CLASSES, seed=1).images, ds.images)
+
+    res = train(_synthetic_cfg(tmp_path, max_steps=2, workers=1), model=_model())
+    assert len(res["step_losses"]) == 2 and all(math.isfinite(v) for v in res["step_losses"])
+    assert res["skipped_train"] == 0 and res["classes"] == [f"synthetic{i}" for i in range(CLASSES)]
+    ck = load_checkpoint(res["checkpoint"])
+    assert ck["step"] == 2
+
+    # a whole epoch (20 images, batch 8: 3 steps) with no validation set, through the CLI
+    from alexnet_cuda.train.cli import main
+
+    rc = main(["--synthetic", "20", "--synthetic-classes", "10", "--arch", "small", "--width", "8",
+               "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "1", "--batch-size", "8",
+               "--workers", "0", "--output", str(tmp_path / "cli"), "--progress", "off", "--no-tensorboard",
+               "--no-plot"])
+    assert rc == 0
+    ck = load_checkpoint(str(tmp_path / "cli" / "last.pt"))
+    assert ck["step"] == 3 and "val_top1_err" not in ck["history"][0]
+
+
+class _NaNAt(nn.Module):
+    """The stand-in, except that its ``at``-th training forward returns NaN logits."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.inner = _model()
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                out = out * float("nan")
+        return out
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint_before_it(tmp_path):
+    from alexnet_cuda.train import NonFiniteLossError
+
+    # Losses are read back every 4 steps and before each checkpoint (every 2 steps): the NaN of
+    # step 3 is seen before step 4's checkpoint would be written.
+    cfg = _synthetic_cfg(tmp_path, synthetic=64, log_every=4, save_every=2, epochs=2)
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(loss nan\).*is from step 2") as err:
+        train(cfg, model=_NaNAt(3))
+    assert err.value.step == 3
+    assert load_checkpoint(os.path.join(cfg.output, "last.pt"))["step"] == 2
+
+    # Without checkpoints in between it is seen at the next log step (5) and still names step 3.
+    cfg = _synthetic_cfg(tmp_path / "b", synthetic=64, log_every=5, epochs=2)
+    with pytest.raises(NonFiniteLossError, match="at step 3 .*no checkpoint was written by this run"):
+        train(cfg, model=_NaNAt(3))
+    assert not os.path.exists(os.path.join(cfg.output, "last.pt"))
+    steps_csv = os.path.join(cfg.output, "steps.csv")  # written at log steps: none before the guard
+    assert not os.path.exists(steps_csv) or "nan" not in open(steps_csv).read().lower()

@@ -13,9 +13,9 @@ DDP), loop (the training loop), models (model factory, the demo's SmallAlexNet),
 """
 
 from .config import TrainConfig
-from .loop import train
+from .loop import NonFiniteLossError, train
 from .models import SmallAlexNet, build_model
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 
-__all__ = ["TrainConfig", "train", "build_model", "SmallAlexNet", "PaperSGD", "PlateauSchedule",
+__all__ = ["TrainConfig", "train", "NonFiniteLossError", "build_model", "SmallAlexNet", "PaperSGD", "PlateauSchedule",
            "MilestoneSchedule"]

@@ -7,7 +7,7 @@ import time
 
 from .config import build_parser, config_from_args
 from .demo import apply_demo
-from .loop import train
+from .loop import NonFiniteLossError, train
 
 log = logging.getLogger("alexnet_cuda.train")
 
@@ -16,10 +16,14 @@ def main(argv=None) -> int:
     cfg, demo, given = config_from_args(argv)
     if demo:
         cfg = apply_demo(cfg, given)
-    elif cfg.data is None:
-        build_parser().error("give --data ROOT (an ImageFolder tree with train/ and val/), or --demo")
+    elif cfg.data is None and not cfg.synthetic:
+        build_parser().error("give --data ROOT (an ImageFolder tree with train/ and val/), --synthetic N, or --demo")
     t0 = time.perf_counter()
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except NonFiniteLossError as exc:
+        log.error("%s", exc)
+        return 3
     hist = result["history"]
     if hist:
         last = hist[-1]

@@ -24,6 +24,8 @@ class TrainConfig:
     stats_only: bool = False            # compute/cache the mean and PCA, then exit
     workers: int = 4
     gpu_decode: bool = False            # nvJPEG via torchvision.io.decode_jpeg(device='cuda')
+    synthetic: int = 0                  # N random in-memory images instead of --data (benchmarking)
+    synthetic_classes: int = 1000
     # model
     arch: str = "alexnet"               # alexnet | small (demo)
     width: int = 32                     # SmallAlexNet width
@@ -89,6 +91,10 @@ _HELP = {
     "stats_only": "compute and cache the training-set mean/PCA (to --stats-file), then exit",
     "workers": "DataLoader worker processes (decoding runs there)",
     "gpu_decode": "decode JPEGs on the GPU with nvJPEG (workers only read bytes)",
+    "synthetic": "instead of --data: N random uint8 images of --image-size held in memory (no disk, no "
+                 "decoding, no validation set), for measuring the loader + augmentation + step pipeline; "
+                 "nothing is learnt from them",
+    "synthetic_classes": "number of (random) labels of --synthetic",
     "arch": "alexnet (alexnet_cuda.models.AlexNet) or small (the demo's AlexNet-style net)",
     "width": "channel width of --arch small",
     "fused": "use the project's fused kernels in AlexNet (--no-fused: stock torch layers)",

@@ -367,3 +367,37 @@ def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True
             while not os.path.exists(path):  # written atomically by the node's local rank 0
                 time.sleep(poll_s)
     return DatasetStats.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic in-memory images (no disk, no decoding): for measuring the rest of the pipeline
+# --------------------------------------------------------------------------------------
+class SyntheticImages(torch.utils.data.Dataset):
+    """``n`` random uint8 (3, size, size) images and labels, generated once and held in memory.
+
+    Items are (uint8 image, label) like :class:`ImageFolderUint8`'s, so the same DataLoader,
+    collate function, augmentation and step run on them; only reading and decoding files is
+    left out. ``n * 3 * size**2`` bytes (197 KB per 256x256 image). Not for learning
+    anything: the pixels are uniform noise and the labels random.
+    """
+
+    def __init__(self, n: int, size: int = 256, num_classes: int = 1000, seed: int = 0):
+        if n < 1:
+            raise ValueError(f"need at least one synthetic image, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        self.labels = torch.randint(0, num_classes, (n,), generator=g).tolist()
+        self.classes = [f"synthetic{i}" for i in range(num_classes)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+
+def synthetic_stats(dataset: SyntheticImages, max_images: int = 0) -> DatasetStats:
+    """Mean image and RGB PCA of (the first ``max_images`` of) a synthetic set, not cached."""
+    n = len(dataset) if not max_images else min(max_images, len(dataset))
+    images = dataset.images[:n]
+    return compute_stats(Batch(images[i:i + 64], torch.empty(0)) for i in range(0, n, 64))

@@ -14,6 +14,15 @@ Reproducibility and exact resume. Everything random is a function of (seed, epoc
 Hence a run stopped after step k (Ctrl-C, --max-steps, a crash after a checkpoint) and
 resumed with --resume computes the same losses for steps k+1, ... as an uninterrupted run,
 bit for bit on the CPU (tested), and up to the GPU kernels' own determinism on CUDA.
+
+NaN/inf guard. A non-finite loss stops training with :class:`NonFiniteLossError`, whose
+message names the first bad step and the last checkpoint (written before it). Losses stay
+on the device between reads (a check per step would sync the GPU every step), so the check
+runs where they are read back anyway: every ``--log-every`` steps, at the end of an epoch
+and before every checkpoint; up to ``log_every - 1`` further steps may run on the diverged
+weights, but no checkpoint is ever written after a non-finite loss. Stopping, rather than
+skipping the step: a NaN loss has already produced NaN gradients and, by the time it is
+seen, NaN weights and momentum, which no later step can repair.
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ from . import distributed as D
 from .augment import GPUAugment
 from .checkpoint import find_resume, load_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
-from .data import (ImageFolderBytes, ImageFolderUint8, collate_bytes, collate_uint8, decode_batch,
-                   default_stats_path, find_classes, load_or_compute_stats, make_samples)
+from .data import (ImageFolderBytes, ImageFolderUint8, SyntheticImages, collate_bytes, collate_uint8, decode_batch,
+                   default_stats_path, find_classes, load_or_compute_stats, make_samples, synthetic_stats)
 from .evaluate import evaluate
 from .logs import MetricsWriter, log, make_progress, plot_curves, setup_logging
 from .models import build_model
@@ -44,6 +53,15 @@ from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 def _step_seed(seed: int, step: int, rank: int) -> int:
     # Distinct, well-spread 63-bit seeds per (seed, step, rank).
     return (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB) % (2 ** 63)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite; ``step`` is the (1-based) step where this process saw
+    it first (None when another DDP process saw it)."""
+
+    def __init__(self, message: str, step: Optional[int] = None):
+        super().__init__(message)
+        self.step = step
 
 
 class _StopFlag:
@@ -95,6 +113,95 @@ def _loader(dataset, batch_size, sampler, workers, collate, pin):
     return torch.utils.data.DataLoader(dataset, **kwargs)
 
 
+def make_augment(cfg: TrainConfig, stats, device) -> GPUAugment:
+    """The training augmentation (mean subtraction, crop, flip, PCA colour noise) for ``cfg``."""
+    return GPUAugment(stats.mean(cfg.mean), stats.eigvals, stats.eigvecs, crop=cfg.crop, pca_std=cfg.pca_std,
+                      flip=cfg.flip, input_scale=cfg.input_scale, device=device)
+
+
+def augment_batch(augment: GPUAugment, images: torch.Tensor, cfg: TrainConfig, step: int, rank: int = 0):
+    """Step ``step``'s augmented input: draws from a generator seeded by (seed, step, rank)."""
+    gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, rank))
+    x = augment(images, generator=gen)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_step(net, optimizer, x: torch.Tensor, labels: torch.Tensor, amp_dtype=None):
+    """One optimiser step on an augmented batch: forward (autocast to ``amp_dtype`` if given),
+    cross-entropy, backward, step. Returns (loss, logits, labels on the logits' device), all
+    still on the device (no sync)."""
+    with torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+        logits = net(x)
+    logits = logits.float()
+    y = labels.to(logits.device, non_blocking=True)
+    n = y.numel()
+    # sum / n (not mean): a batch emptied by unreadable images still runs (loss 0,
+    # zero gradients), so every DDP rank joins every all-reduce.
+    loss = F.cross_entropy(logits, y, reduction="sum") / max(n, 1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach(), y
+
+
+def _folder_data(cfg: TrainConfig, info: D.DistInfo, device, per_rank_bs: int) -> Dict:
+    """Datasets, collate function and mean/PCA statistics of an ImageFolder tree (cfg.data)."""
+    train_root = os.path.join(cfg.data, cfg.train_dir)
+    val_root = os.path.join(cfg.data, cfg.val_dir)
+    classes = find_classes(train_root)
+    train_samples = make_samples(train_root, classes)
+    val_samples = make_samples(val_root, classes) if os.path.isdir(val_root) else []
+    if not train_samples:
+        raise FileNotFoundError(f"no images under {train_root}")
+    if not val_samples:
+        log.warning("no validation images under %s: no evaluation, and the plateau schedule "
+                    "will keep lr constant", val_root)
+    log.info("%d classes, %d training images, %d validation images; %d process(es), batch %d per process",
+             len(classes), len(train_samples), len(val_samples), info.world_size, per_rank_bs)
+
+    stats_file = cfg.stats_file or default_stats_path(train_root, cfg.image_size, len(train_samples),
+                                                      cfg.stats_max_images)
+    stats_samples = train_samples[: cfg.stats_max_images] if cfg.stats_max_images else train_samples
+
+    def stats_loader():
+        ds = ImageFolderUint8(stats_samples, cfg.image_size)
+        return _loader(ds, 64, None, cfg.workers, collate_uint8, False)
+
+    stats = load_or_compute_stats(
+        stats_file, stats_loader, info.local_rank == 0,
+        progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main))
+    if cfg.stats_only:
+        log.info("--stats-only: statistics are in %s", stats_file)
+        return {"stats_only": True, "classes": classes, "stats_file": stats_file}
+    log.info("training-set RGB PCA eigenvalues (0..1 units): %s", [round(v, 5) for v in stats.eigvals.tolist()])
+
+    if cfg.gpu_decode and device.type != "cuda":
+        log.warning("--gpu-decode without CUDA: decoding on the CPU in the main process (slower than workers)")
+    if cfg.gpu_decode:
+        train_ds, collate = ImageFolderBytes(train_samples), collate_bytes
+        val_ds = ImageFolderBytes(val_samples)
+    else:
+        train_ds, collate = ImageFolderUint8(train_samples, cfg.image_size), collate_uint8
+        val_ds = ImageFolderUint8(val_samples, cfg.image_size)
+    return {"classes": classes, "stats": stats, "train_ds": train_ds, "val_ds": val_ds, "collate": collate}
+
+
+def _synthetic_data(cfg: TrainConfig, info: D.DistInfo, per_rank_bs: int) -> Dict:
+    """--synthetic N: N random uint8 images in memory (no files, no decoding, no validation set),
+    statistics computed from them (not cached). Every process generates the same images."""
+    if cfg.gpu_decode or cfg.stats_only:
+        raise ValueError("--synthetic has no files: --gpu-decode and --stats-only do not apply")
+    train_ds = SyntheticImages(cfg.synthetic, cfg.image_size, cfg.synthetic_classes, seed=cfg.seed)
+    stats = synthetic_stats(train_ds, cfg.stats_max_images)
+    log.info("synthetic data: %d random %dx%d uint8 images in memory (%.0f MiB), %d classes, no validation "
+             "set; %d process(es), batch %d per process", len(train_ds), cfg.image_size, cfg.image_size,
+             train_ds.images.numel() / 2 ** 20, cfg.synthetic_classes, info.world_size, per_rank_bs)
+    return {"classes": train_ds.classes, "stats": stats, "train_ds": train_ds, "val_ds": None,
+            "collate": collate_uint8}
+
+
 def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
           on_step: Optional[Callable[[int, float], None]] = None) -> Dict:
     """Train according to ``cfg``. ``model``: any nn.Module taking (N, 3, crop, crop) (default:
@@ -103,10 +210,11 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
 
     Returns a dict with ``history`` (per-epoch metrics), ``step_losses`` (loss of every step
     run in this call, in order), ``interrupted``, ``checkpoint`` (last written file),
-    ``skipped_train`` and ``output``.
+    ``skipped_train`` and ``output``. Raises :class:`NonFiniteLossError` when a loss is NaN or
+    infinite (see the module docstring).
     """
-    if cfg.data is None:
-        raise ValueError("no dataset: give --data ROOT (with train/ and val/) or use --demo")
+    if cfg.data is None and not cfg.synthetic:
+        raise ValueError("no dataset: give --data ROOT (with train/ and val/), --synthetic N or use --demo")
     dev_type = "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
     info = D.init_distributed(dev_type)
     setup_logging(info.is_main)
@@ -131,49 +239,19 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
     eval_bs = (cfg.eval_batch_size or cfg.batch_size) // info.world_size or 1
 
     # ---------------- data ----------------
-    train_root = os.path.join(cfg.data, cfg.train_dir)
-    val_root = os.path.join(cfg.data, cfg.val_dir)
-    classes = find_classes(train_root)
-    train_samples = make_samples(train_root, classes)
-    val_samples = make_samples(val_root, classes) if os.path.isdir(val_root) else []
-    if not train_samples:
-        raise FileNotFoundError(f"no images under {train_root}")
-    if not val_samples:
-        log.warning("no validation images under %s: no evaluation, and the plateau schedule "
-                    "will keep lr constant", val_root)
-    log.info("%d classes, %d training images, %d validation images; %d process(es), batch %d per process",
-             len(classes), len(train_samples), len(val_samples), info.world_size, per_rank_bs)
-
     pin = device.type == "cuda"
-    stats_file = cfg.stats_file or default_stats_path(train_root, cfg.image_size, len(train_samples),
-                                                      cfg.stats_max_images)
-    stats_samples = train_samples[: cfg.stats_max_images] if cfg.stats_max_images else train_samples
-
-    def stats_loader():
-        ds = ImageFolderUint8(stats_samples, cfg.image_size)
-        return _loader(ds, 64, None, cfg.workers, collate_uint8, False)
-
-    stats = load_or_compute_stats(
-        stats_file, stats_loader, info.local_rank == 0,
-        progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main))
-    if cfg.stats_only:
-        log.info("--stats-only: statistics are in %s", stats_file)
-        return {"history": [], "step_losses": [], "interrupted": False, "checkpoint": None, "skipped_train": 0,
-                "output": out_dir, "classes": classes, "stats_file": stats_file}
-    log.info("training-set RGB PCA eigenvalues (0..1 units): %s", [round(v, 5) for v in stats.eigvals.tolist()])
-
-    if cfg.gpu_decode and device.type != "cuda":
-        log.warning("--gpu-decode without CUDA: decoding on the CPU in the main process (slower than workers)")
-    if cfg.gpu_decode:
-        train_ds, collate = ImageFolderBytes(train_samples), collate_bytes
-        val_ds = ImageFolderBytes(val_samples)
+    if cfg.synthetic:
+        data = _synthetic_data(cfg, info, per_rank_bs)
     else:
-        train_ds, collate = ImageFolderUint8(train_samples, cfg.image_size), collate_uint8
-        val_ds = ImageFolderUint8(val_samples, cfg.image_size)
+        data = _folder_data(cfg, info, device, per_rank_bs)
+    if data.get("stats_only"):
+        return {"history": [], "step_losses": [], "interrupted": False, "checkpoint": None, "skipped_train": 0,
+                "output": out_dir, "classes": data["classes"], "stats_file": data["stats_file"]}
+    classes, stats, train_ds, val_ds, collate = (data[k] for k in ("classes", "stats", "train_ds", "val_ds", "collate"))
     sampler = D.ResumableDistributedSampler(len(train_ds), info.world_size, info.rank, shuffle=True, seed=cfg.seed)
     train_loader = _loader(train_ds, per_rank_bs, sampler, cfg.workers, collate, pin)
     val_loader = None
-    if val_samples:
+    if val_ds is not None and len(val_ds):
         val_loader = _loader(val_ds, eval_bs, D.shard_indices(len(val_ds), info), cfg.workers, collate, pin)
     steps_per_epoch = math.ceil(sampler.num_samples / per_rank_bs)
 
@@ -216,8 +294,7 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
     if cfg.compile:
         net = torch.compile(net)
 
-    augment = GPUAugment(stats.mean(cfg.mean), stats.eigvals, stats.eigvecs, crop=cfg.crop, pca_std=cfg.pca_std,
-                         flip=cfg.flip, input_scale=cfg.input_scale, device=device)
+    augment = make_augment(cfg, stats, device)
     amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
     if cfg.amp not in ("none", "bf16"):
         raise ValueError(f"unknown --amp {cfg.amp!r}")
@@ -234,6 +311,7 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                             extra={"epoch_acc": dict(acc), "classes": classes})
         D.barrier(info)
         result["checkpoint"] = last_ckpt
+        result["checkpoint_step"] = step
 
     def run_eval():
         if val_loader is None:
@@ -255,11 +333,41 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
             acc["loss_sum"] += float(dev_sums.pop("loss"))
             acc["correct"] += int(dev_sums.pop("correct"))
 
+    nonfinite: Dict[str, object] = {}  # the first step whose loss was NaN/inf (this process)
+
     def flush_losses() -> None:
         if pending:
+            first = step - len(pending) + 1  # 1-based number of the step of pending[0]
             vals = torch.stack(pending).float().cpu().tolist()
             result["step_losses"].extend(vals)
             pending.clear()
+            if not nonfinite:
+                bad = next((i for i, v in enumerate(vals) if not math.isfinite(v)), None)
+                if bad is not None:
+                    nonfinite.update(step=first + bad, value=vals[bad])
+
+    def guard_nonfinite(epoch: int, bar) -> None:
+        """The NaN/inf guard: stop with NonFiniteLossError if a loss read back so far was not
+        finite. Called right after flush_losses() at points that every DDP rank reaches at the
+        same step (log steps, epoch ends, before every checkpoint), where the ranks agree with
+        one all-reduce, so all of them stop together and no checkpoint holds diverged weights."""
+        seen = bool(nonfinite)
+        if info.initialized:
+            flag = torch.tensor([1.0 if seen else 0.0], device=device if device.type == "cuda" else "cpu")
+            if D.all_reduce_sum(info, flag).item() == 0:
+                return
+        elif not seen:
+            return
+        bar.close()
+        writer.close()
+        where = (f"at step {nonfinite['step']} (loss {nonfinite['value']})" if seen
+                 else f"on another process (noticed at step {step})")
+        last = (f"the last checkpoint, {result['checkpoint']}, is from step {result['checkpoint_step']}, before it"
+                if result["checkpoint"] else "no checkpoint was written by this run")
+        raise NonFiniteLossError(
+            f"non-finite training loss {where}, epoch {epoch + 1}: training stopped and no checkpoint was "
+            f"written after it; {last}. Lower --lr (or check the data and the model) and resume or restart.",
+            step=nonfinite.get("step"))
 
     with _StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
@@ -281,26 +389,13 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                     batch = decode_batch(batch, device, cfg.image_size)
                 acc["skipped"] += batch.skipped
                 result["skipped_train"] += batch.skipped
-                gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, info.rank))
-                x = augment(batch.images, generator=gen)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-                    logits = net(x)
-                logits = logits.float()
-                y = batch.labels.to(logits.device, non_blocking=True)
+                x = augment_batch(augment, batch.images, cfg, step, info.rank)
+                ld, logits, y = train_step(net, optimizer, x, batch.labels, amp_dtype)
                 n = y.numel()
-                # sum / n (not mean): a batch emptied by unreadable images still runs (loss 0,
-                # zero gradients), so every DDP rank joins every all-reduce.
-                loss = F.cross_entropy(logits, y, reduction="sum") / max(n, 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 step += 1
                 epoch_step += 1
-                ld = loss.detach()
                 pending.append(ld)
-                correct = (logits.detach().argmax(1) == y).sum()
+                correct = (logits.argmax(1) == y).sum()
                 if dev_sums:
                     dev_sums["loss"] += ld.double() * n
                     dev_sums["correct"] += correct
@@ -313,6 +408,7 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                     on_step(step, float(ld))
                 if step % cfg.log_every == 0 or epoch_step == steps_per_epoch:
                     flush_losses()
+                    guard_nonfinite(epoch, bar)
                     now = time.perf_counter()
                     ips = n_last * info.world_size / max(now - t_last, 1e-9)
                     t_last, n_last = now, 0
@@ -328,6 +424,7 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                     stop_now = stop_now or bool(D.all_reduce_sum(info, flag).item() > 0)
                 if stop_now:
                     flush_losses()
+                    guard_nonfinite(epoch, bar)
                     fold_sums()
                     bar.close()
                     acc["time"] += time.perf_counter() - t_epoch
@@ -339,9 +436,12 @@ def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
                     writer.close()
                     return result
                 if cfg.save_every and step % cfg.save_every == 0:
+                    flush_losses()
+                    guard_nonfinite(epoch, bar)
                     fold_sums()
                     save(epoch, epoch_step)
             flush_losses()
+            guard_nonfinite(epoch, bar)
             fold_sums()
             bar.close()
             acc["time"] += time.perf_counter() - t_epoch
