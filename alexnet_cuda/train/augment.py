@@ -95,13 +95,21 @@ class GPUAugment:
                  device=None):
         device = torch.device(device) if device is not None else mean.device
         self.mean = mean.to(device=device, dtype=torch.float32)
-        self.eigvals = eigvals.to(torch.float32)
-        self.eigvecs = eigvecs.to(torch.float32)
+        self.eigvals = eigvals.to(device=device, dtype=torch.float32)
+        self.eigvecs = eigvecs.to(device=device, dtype=torch.float32)
         self.crop = crop
         self.pca_std = pca_std
         self.flip = flip
         self.input_scale = input_scale
         self.device = device
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """The draws (made on the CPU) to the device without a sync: a copy from pageable memory
+        makes the host wait for the stream, so the next step's kernels could not be queued while
+        this one runs; from pinned memory it is asynchronous."""
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> float32, mean-subtracted and scaled (no augmentation)."""
@@ -119,8 +127,8 @@ class GPUAugment:
             draws = draw(n, h, self.crop, generator, self.pca_std, self.flip)
         self.last_draws = draws
         x = images.to(self.device, non_blocking=True)
-        rows, cols = crop_flip_indices(draws.top.to(self.device), draws.left.to(self.device),
-                                       draws.flip.to(self.device), self.crop)
+        top, left, flip, alpha = (self._to_device(t) for t in (draws.top, draws.left, draws.flip, draws.alpha))
+        rows, cols = crop_flip_indices(top, left, flip, self.crop)
         # Crop the uint8 image and the (broadcast) mean with the same indices, then one fused
         # elementwise expression: (img - mean + pca) * scale. Cropping the uint8 input first
         # keeps the gather at 1 byte/pixel.
@@ -129,8 +137,7 @@ class GPUAugment:
             mean = self.mean
         else:
             mean = gather_crops(self.mean.expand(n, -1, -1, -1), rows, cols)
-        offset = pca_offset(draws.alpha.to(self.device), self.eigvals.to(self.device),
-                            self.eigvecs.to(self.device))[:, :, None, None]
+        offset = pca_offset(alpha, self.eigvals, self.eigvecs)[:, :, None, None]
         out = crops - mean + offset
         return out * self.input_scale if self.input_scale != 1.0 else out
 
