@@ -2,7 +2,7 @@
 //
 // Windows of size <= 7 (AlexNet's 5) in fp32/fp16/bf16 run the register kernels of
 // lrn_sweep.h: one thread per work item, no shared memory, window sums in registers,
-// 16-byte vector loads and stores where the alignment allows. The kernels below them in
+// vector loads and stores where the alignment allows. The kernels below them in
 // this file are the general path (any size, float64): shared-memory tiles.
 //
 // General path: one block computes a tile of TC channels x TP pixels. It first copies the tile plus
@@ -258,7 +258,7 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     if constexpr (sweep_dtype<scalar_t>()) {
       if (sweep::covers(w)) {
-        const int vec = sweep::vector_width(v, sizeof(scalar_t), {xp, yp});
+        const int vec = sweep::vector_width<scalar_t>(v, {xp, yp});
         const sweep::Items it = sweep::make_items(v, vec);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
@@ -295,7 +295,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     if constexpr (sweep_dtype<scalar_t>()) {
       if (sweep::covers(w)) {
-        const int vec = sweep::vector_width(v, sizeof(scalar_t), {dyp, xp, dxp});
+        const int vec = sweep::vector_width<scalar_t>(v, {dyp, xp, dxp});
         const sweep::Items it = sweep::make_items(v, vec);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>

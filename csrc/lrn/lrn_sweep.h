@@ -7,8 +7,8 @@
 // ahead, which is make_window's placement), so every array index below is a constant
 // after unrolling and the arrays live in registers.
 //
-// Two shapes of work item, one per layout, each reading whole 16-byte vectors where the
-// alignment allows (V elements; V = 1 otherwise):
+// Two shapes of work item, one per layout, each reading whole vectors of V elements where
+// the alignment allows (vector_width; V = 1 otherwise):
 //
 //  * channels-first (NCHW: pixels contiguous): a column of V adjacent pixels sweeps a run
 //    of channels [cb, ce). A shift register holds x for the SPAN + 1 channels of the
@@ -339,10 +339,19 @@ inline bool covers(Window w) {
   return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2;
 }
 
-// Elements per vector: 16 bytes' worth when the contiguous dim is a multiple of it and
-// every tensor's data is 16-byte aligned (then every vector is); 1 otherwise.
-inline int vector_width(const View& v, size_t elem, std::initializer_list<const void*> ptrs) {
-  const int vec = static_cast<int>(16 / elem);
+// Elements per vector. Channels-last: 16 bytes' worth. Channels-first: at most 4 (16
+// bytes of fp32, 8 of fp16/bf16): the sweep keeps ~3 (SPAN + 1) V values in registers, and
+// V = 8 would take the bf16 backward to ~170 registers a thread (ptxas -v). Vectors need
+// the contiguous dim to be a multiple of V and every tensor's data 16-byte aligned
+// (then every vector is aligned); otherwise V = 1.
+template <typename scalar_t>
+constexpr int max_vector(bool channels_last) {
+  return channels_last ? int(16 / sizeof(scalar_t)) : (16 / sizeof(scalar_t) < 4 ? int(16 / sizeof(scalar_t)) : 4);
+}
+
+template <typename scalar_t>
+int vector_width(const View& v, std::initializer_list<const void*> ptrs) {
+  const int vec = max_vector<scalar_t>(v.channels_last);
   const int64_t contiguous = v.channels_last ? v.channels : v.pixels;
   if (vec <= 1 || contiguous % vec != 0) return 1;
   for (const void* p : ptrs)
@@ -350,22 +359,24 @@ inline int vector_width(const View& v, size_t elem, std::initializer_list<const 
   return vec;
 }
 
-// fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>) with V in
-// {1, 16 / sizeof(scalar_t)}. Only call when covers(w).
+// fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>) with V
+// either 1 or max_vector<scalar_t>(CL). Only call when covers(w).
 template <typename scalar_t, typename Fn>
 void dispatch(Window w, int vec, bool channels_last, Fn&& fn) {
-  constexpr int kVec = 16 / sizeof(scalar_t) > 1 ? 16 / sizeof(scalar_t) : 1;
   auto with_span = [&](auto span) {
-    auto with_vec = [&](auto v) {
-      if (channels_last)
-        fn(span, v, std::true_type{});
+    if (channels_last) {
+      constexpr int kVec = max_vector<scalar_t>(true);
+      if (vec == kVec)
+        fn(span, std::integral_constant<int, kVec>{}, std::true_type{});
       else
-        fn(span, v, std::false_type{});
-    };
-    if (vec == kVec)
-      with_vec(std::integral_constant<int, kVec>{});
-    else
-      with_vec(std::integral_constant<int, 1>{});
+        fn(span, std::integral_constant<int, 1>{}, std::true_type{});
+    } else {
+      constexpr int kVec = max_vector<scalar_t>(false);
+      if (vec == kVec)
+        fn(span, std::integral_constant<int, kVec>{}, std::false_type{});
+      else
+        fn(span, std::integral_constant<int, 1>{}, std::false_type{});
+    }
   };
   switch (w.span()) {
     case 0: return with_span(std::integral_constant<int, 0>{});
