@@ -23,6 +23,9 @@ class Config:
     layouts: List[str]     # subset of ["nchw", "nhwc"]
     quick: bool            # fewer repetitions, fewer shapes
     compile: bool          # also time torch.compile versions
+    # CPU runs are reduced (fewer layers, model cases and repetitions; see bench/run.py)
+    # so that a 2-core machine finishes in minutes; CUDA runs never are.
+    reduced: bool = False
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,12 +86,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_fn(fn: Callable, inputs_list: List[tuple], device: str, quick: bool) -> float:
-    """Median milliseconds of fn(*inputs), rotating inputs, after warm-up.
+def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
+               warmup: bool = True) -> Dict[str, float]:
+    """Median milliseconds of fn(*inputs), rotating inputs, with the spread of the runs.
 
-    CUDA: CUDA events around each call with the L2 flushed in between
-    (triton.testing.do_bench does exactly this, and we use it when present).
-    CPU: perf_counter around each call.
+    Returns {"ms": median, "q1_ms": 25th percentile, "q3_ms": 75th percentile, "n": runs}.
+
+    CUDA: triton.testing.do_bench's per-run CUDA-event timings (the L2 is flushed before
+    every run; its own warm-up of 10 / 25 ms, then 40 / 200 ms of runs with --quick /
+    without); the median is statistics.median of those timings, exactly what do_bench's
+    return_mode="median" computes, and the quartiles come from the same list at no cost.
+
+    CPU: perf_counter around each call. ``warmup`` adds one untimed call (callers that
+    already ran fn once, e.g. in the correctness gate, pass False). Then at least two
+    timed runs and more until a time budget is spent (0.2 s with --quick, 0.5 s without;
+    at most 10 / 20 runs): a 1 ms op gets the maximum, a 1 s training step two.
     """
     state = {"i": 0}
 
@@ -100,27 +112,43 @@ def time_fn(fn: Callable, inputs_list: List[tuple], device: str, quick: bool) ->
     if device == "cuda":
         import triton.testing
 
-        return float(
-            triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
-                                    return_mode="median")
-        )
-    for _ in range(1 if quick else 2):
-        step()
-    times = []
-    reps = 3 if quick else 7
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
+                                        return_mode="all")
+    else:
+        if warmup:
+            step()
+        budget_s, max_runs = (0.2, 10) if quick else (0.5, 20)
+        times = []
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < 2 or time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return summarize(times)
 
 
-def measure_copy_bandwidth(device: str) -> float:
-    """Device-to-device copy rate in GB/s, counting bytes read plus bytes written."""
+def summarize(times: List[float]) -> Dict[str, float]:
+    """{"ms": median, "q1_ms", "q3_ms" (quartiles, inclusive method), "n"} of timings in ms."""
+    times = [float(t) for t in times]
+    if len(times) >= 2:
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    else:
+        q1 = q3 = times[0]
+    return {"ms": statistics.median(times), "q1_ms": q1, "q3_ms": q3, "n": len(times)}
+
+
+def time_fn(fn: Callable, inputs_list: List[tuple], device: str, quick: bool) -> float:
+    """Median milliseconds of fn(*inputs) (see time_stats)."""
+    return time_stats(fn, inputs_list, device, quick)["ms"]
+
+
+def measure_copy_bandwidth(device: str, quick: bool = False) -> float:
+    """Device-to-device copy rate in GB/s, counting bytes read plus bytes written.
+    (``quick`` shortens only the CPU measurement; bench/run.py never passes it on CUDA.)"""
     n = (1 << 28) if device == "cuda" else (1 << 24)  # 1 GiB / 64 MiB of fp32
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
-    ms = time_fn(lambda: dst.copy_(src), [()], device, quick=False)
+    ms = time_fn(lambda: dst.copy_(src), [()], device, quick=quick)
     return 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9
 
 

@@ -1,18 +1,27 @@
-"""Benchmark alexnet_cuda's ops against stock PyTorch (eager and torch.compile) on one device.
+"""Benchmark alexnet_cuda's ops and model against stock PyTorch (eager and torch.compile).
 
     python bench/run.py                 # everything, on the GPU if there is one
     python bench/run.py --only lrn --dtype fp32 --layout nchw
-    python bench/run.py --quick         # a smoke run (seconds on a CPU)
+    python bench/run.py --only loop     # training loop: bare step vs data + augmentation + step
+    python bench/run.py --quick         # a smoke run (about 20 s on a 2-core CPU)
 
-Every case is checked for correctness (ours vs stock eager) before it is timed; a wrong
-result is reported as WRONG and not timed. Times are medians: on CUDA from CUDA events
-via triton.testing.do_bench (L2 flushed between runs, inputs rotated over 3 buffers), on
-CPU from perf_counter. The ceilings (copy bandwidth, matmul rate) are measured in the
-same run on the same device, so "% of copy" compares like with like.
+Every op/model case is checked for correctness (ours vs stock eager) before it is timed; a
+wrong result is reported as WRONG and not timed. Times are medians, with the interquartile
+range of the runs kept in results.json: on CUDA from CUDA events via triton.testing.do_bench
+(L2 flushed between runs, inputs rotated over 3 buffers), on CPU from perf_counter. The
+ceilings (copy bandwidth, matmul rate) are measured in the same run on the same device, so
+"% of copy" compares like with like. The loop group times alexnet_cuda.train's own
+DataLoader, augmentation and step on synthetic in-memory images (see cases/loop.py).
 
-Results go to OUT/report.md, OUT/results.json and OUT/chart.png (matplotlib) with OUT
-defaulting to bench/results/<device>. `python bench/compare.py OLD.json NEW.json` flags
-regressions between two runs.
+CPU runs are reduced so that a 2-core machine finishes the default run in under ~2 minutes
+and --quick in about 20 s: fp32 only, batch 4 (2), three of the five conv layers (one with
+--quick), fewer model cases, the demo's small net in the loop group, and each timing stops
+after a short time budget (at least 2 runs). The report says so at the top. CUDA runs are
+never reduced.
+
+Results go to OUT/report.md (one table per group), OUT/results.json and OUT/chart.png
+(matplotlib), with OUT defaulting to bench/results/<device>. `python bench/compare.py
+OLD.json NEW.json` flags regressions beyond noise, and missing cases, between two runs.
 """
 
 import argparse
@@ -29,9 +38,25 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_fn  # noqa: E402
+from common import Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_stats  # noqa: E402
 
-GROUPS = ["lrn", "maxpool", "stage", "conv", "model"]
+GROUPS = ["lrn", "maxpool", "stage", "conv", "model", "loop"]
+TITLES = {
+    "lrn": "Local response normalization (size 5, the paper's constants)",
+    "maxpool": "Overlapping max-pool 3/2",
+    "stage": "Fused ReLU -> LRN -> max-pool 3/2 (lrn_groups=2)",
+    "conv": "Fused conv2d + bias + ReLU (AlexNet's five conv layers)",
+    "model": "Whole model: training step and inference",
+    "loop": "Training loop: bare step vs data + augmentation + step (synthetic in-memory images)",
+}
+# What a CPU run leaves out, compared with a CUDA run (CPU runs are smoke tests and CPU-kernel
+# checks at a small batch; their times say nothing about a GPU).
+CPU_REDUCED = ("fp32 only unless --dtype says otherwise; batch 4 (2 with --quick); "
+               "conv: conv1, conv2 and conv5 (conv5 with --quick); model: fp32 only, one model pair "
+               "shared by the inference and training cases (inference first), nchw only with --quick; "
+               "loop: the demo's SmallAlexNet on 28x28 images instead of AlexNet; on CPU every timing "
+               "is 2 or more runs within a 0.2 s (--quick) / 0.5 s budget instead of CUDA's 40 / 200 ms of "
+               "do_bench runs")
 
 
 def parse_args(argv=None):
@@ -39,11 +64,14 @@ def parse_args(argv=None):
     p.add_argument("--only", default=",".join(GROUPS),
                    help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
                         "groups whose op is not in this build are skipped with a note)")
-    p.add_argument("--dtype", default=None, help="comma-separated: fp32,bf16,fp16 (default fp32,bf16)")
+    p.add_argument("--dtype", default=None,
+                   help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--layout", default="nchw,nhwc", help="comma-separated: nchw,nhwc (default both)")
     p.add_argument("--batch", type=int, default=None,
-                   help="batch size (default 128 on CUDA, 8 on CPU, 2 with --quick on CPU)")
-    p.add_argument("--quick", action="store_true", help="fewer shapes and repetitions: a smoke run")
+                   help="batch size (default 128 on CUDA, 4 on CPU, 2 with --quick on CPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="first shape of each op only, fewer conv layers and repetitions: a smoke run "
+                        "(about 20 s on a 2-core CPU)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--compile", action="store_true",
                    help="time torch.compile baselines on CPU too (on by default on CUDA only: "
@@ -100,14 +128,21 @@ def run_case(case, cfg, ceilings):
     except Exception as exc:  # noqa: BLE001 - report and move on
         row["error"] = f"WRONG: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         return row
+    del ours, ref
+    # On the CPU the gate's call was the warm-up of the impls it ran; on CUDA every impl gets
+    # its own warm-up call here (and do_bench warms up again).
+    gated = {"ours"} | (set() if case.reference else {"eager"})
     for name, fn in case.impls.items():
         try:
-            t0 = time.perf_counter()
-            fn(*inputs[0])  # warm-up (compilation for torch.compile)
-            sync(cfg.device)
-            if name == "compile":
-                row["compile_s"] = round(time.perf_counter() - t0, 2)
-            row[f"{name}_ms"] = time_fn(fn, inputs, cfg.device, cfg.quick)
+            if cfg.device == "cuda" or name not in gated:
+                t0 = time.perf_counter()
+                fn(*inputs[0])  # warm-up (compilation for torch.compile)
+                sync(cfg.device)
+                if name == "compile":
+                    row["compile_s"] = round(time.perf_counter() - t0, 2)
+            stats = time_stats(fn, inputs, cfg.device, cfg.quick, warmup=False)
+            row[f"{name}_ms"] = stats["ms"]
+            row[f"{name}_q1_ms"], row[f"{name}_q3_ms"], row[f"{name}_n"] = stats["q1_ms"], stats["q3_ms"], stats["n"]
         except Exception as exc:  # noqa: BLE001
             row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     ms = row.get("ours_ms")
@@ -135,100 +170,202 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-def table(rows):
-    head = ("| case | dtype | layout | dir | ours ms | eager ms | compile ms | vs eager | vs compile "
-            "| GB/s | % copy BW | TFLOP/s | % matmul | img/s | compile s |")
-    lines = [head, "|" + "---|" * 15]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['case']} | {r['dtype']} | {r['layout']} | {r['direction']} | {r['error']} |"
-                         + " |" * 10)
-            continue
-        lines.append(
-            f"| {r['case']} | {r['dtype']} | {r['layout']} | {r['direction']} | {fmt(r.get('ours_ms'), '.3f')} "
-            f"| {fmt(r.get('eager_ms'), '.3f')} | {fmt(r.get('compile_ms'), '.3f')} "
-            f"| {fmt(r.get('speedup_vs_eager'), '.2f')}x | {fmt(r.get('speedup_vs_compile'), '.2f')}x "
-            f"| {fmt(r.get('ours_GBps'), '.0f')} | {fmt(r.get('pct_copy_bw'), '.0f')} "
-            f"| {fmt(r.get('ours_TFLOPs'), '.1f')} | {fmt(r.get('pct_matmul'), '.0f')} "
-            f"| {fmt(r.get('ours_img_per_s'), ',.0f')} | {fmt(r.get('compile_s'), '.1f')} |")
+def _num(key, spec, suffix=""):
+    return lambda r, foot: None if r.get(key) is None else format(r[key], spec) + suffix
+
+
+def _impl_ms(impl):
+    """An implementation's median ms, or a footnoted error (WRONG rows: the gate's error on ours)."""
+
+    def cell(r, foot):
+        if impl == "ours" and "error" in r:
+            return foot(r["error"])
+        if r.get(f"{impl}_ms") is not None:
+            return format(r[f"{impl}_ms"], ".3f")
+        if r.get(f"{impl}_error"):
+            return foot(f"{impl}: {r[f'{impl}_error']}")
+        return None
+
+    return cell
+
+
+def _spread(impl):
+    """Interquartile range of the timed runs as a percentage of the median."""
+
+    def cell(r, foot):
+        ms, q1, q3 = r.get(f"{impl}_ms"), r.get(f"{impl}_q1_ms"), r.get(f"{impl}_q3_ms")
+        if not ms or q1 is None or q3 is None:
+            return None
+        return f"{100 * (q3 - q1) / ms:.0f}% (n={r.get(f'{impl}_n', '?')})"
+
+    return cell
+
+
+def _peak(r, foot):
+    vals = [r.get(f"{i}_peak_mib") for i in ("ours", "eager", "compile")]
+    if all(v is None for v in vals):
+        return None
+    return " / ".join("-" if v is None else f"{v:,.0f}" for v in vals)
+
+
+_ID = [("case", lambda r, f: r["case"]), ("dtype", lambda r, f: r["dtype"]),
+       ("layout", lambda r, f: r["layout"]), ("dir", lambda r, f: r.get("direction"))]
+OP_COLUMNS = _ID + [
+    ("ours ms", _impl_ms("ours")), ("eager ms", _impl_ms("eager")), ("compile ms", _impl_ms("compile")),
+    ("ours IQR", _spread("ours")),
+    ("vs eager", _num("speedup_vs_eager", ".2f", "x")), ("vs compile", _num("speedup_vs_compile", ".2f", "x")),
+    ("floor ms", _num("floor_ms", ".3f")), ("GB/s", _num("ours_GBps", ".0f")), ("% copy BW", _num("pct_copy_bw", ".0f")),
+    ("TFLOP/s", _num("ours_TFLOPs", ".1f")), ("% matmul", _num("pct_matmul", ".0f")),
+    ("img/s", _num("ours_img_per_s", ",.0f")), ("peak MiB ours / eager / compile", _peak),
+    ("compile s", _num("compile_s", ".1f")),
+]
+LOOP_COLUMNS = _ID[:3] + [
+    ("batch", _num("images", "d")), ("workers", _num("workers", "d")),
+    ("bare step ms", _impl_ms("bare")), ("full loop ms", _impl_ms("loop")), ("augment ms", _impl_ms("augment")),
+    ("full loop IQR", _spread("loop")),
+    ("bare img/s", _num("bare_img_per_s", ",.0f")), ("full loop img/s", _num("loop_img_per_s", ",.0f")),
+    ("full / bare", _num("loop_vs_bare_pct", ".0f", "%")), ("data only img/s", _num("data_img_per_s", ",.0f")),
+]
+ALWAYS = {"case", "dtype", "layout", "dir", "ours ms"}
+
+
+def table(rows, columns=OP_COLUMNS):
+    """A Markdown table of rows; columns that are empty in every row are left out; errors are
+    footnoted below the table ("[n]") rather than squeezed into cells."""
+    notes = []
+
+    def foot(text):
+        notes.append(text)
+        return f"error [{len(notes)}]"
+
+    cells = [[fn(r, foot) for _, fn in columns] for r in rows]
+    keep = [j for j, (head, _) in enumerate(columns)
+            if head in ALWAYS or any(c[j] is not None for c in cells)]
+    lines = ["| " + " | ".join(columns[j][0] for j in keep) + " |", "|" + "---|" * len(keep)]
+    for c in cells:
+        lines.append("| " + " | ".join("-" if c[j] is None else str(c[j]) for j in keep) + " |")
+    if notes:
+        lines += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines)
 
 
-def write_outputs(out_dir, env, batch, ceilings, rows, notes, final=False):
+def tables(rows, groups):
+    """One section per group, in the order run."""
+    out = []
+    for g in groups:
+        sel = [r for r in rows if r.get("group") == g]
+        if not sel:
+            continue
+        out += [f"## {g}: {TITLES.get(g, g)}", "", table(sel, LOOP_COLUMNS if g == "loop" else OP_COLUMNS), ""]
+    return "\n".join(out)
+
+
+def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False):
     """report.md, results.json and chart.png; also called after every group, so an
     interrupted run keeps what it measured."""
     report = [f"# alexnet_cuda benchmark ({env['date']})", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), "",
-              f"Batch {batch}. Ceilings measured in this run: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
-              "Median ms; speed-up = stock ms / ours ms; % copy BW = the case's fewest bytes over our time, "
-              "against the measured copy bandwidth; % matmul = our TFLOP/s against the measured matmul rate "
-              "(bf16 for bf16/fp16 cases, tf32 for fp32).", "", table(rows), ""]
+              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), ""]
+    if cfg.reduced:
+        report += [f"**Reduced CPU run**: {CPU_REDUCED}. CPU times measure this project's CPU kernels "
+                   "at a small batch and say nothing about a GPU.", ""]
+    report += [f"Batch {cfg.batch}{', --quick' if cfg.quick else ''}. Ceilings measured in this run: "
+               + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
+               "Median ms; IQR = interquartile range of the timed runs over the median (n runs); "
+               "speed-up = stock ms / ours ms; floor = the case's fewest bytes at the measured copy "
+               "bandwidth; % copy BW = floor / ours; % matmul = our TFLOP/s against the measured matmul "
+               "rate (bf16 for bf16/fp16 cases, tf32 for fp32). '-' = not run or not applicable "
+               "(e.g. compile off); errors are footnoted under each table.", "",
+               tables(rows, groups)]
     if notes:
-        report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+        report += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(report))
-    results = {"environment": env, "batch": batch, "ceilings": ceilings, "rows": rows, "notes": notes}
+    results = {"environment": env, "batch": cfg.batch, "quick": cfg.quick, "reduced": cfg.reduced,
+               "reduced_note": CPU_REDUCED if cfg.reduced else None, "groups": groups,
+               "ceilings": ceilings, "rows": rows, "notes": notes}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     chart = plot(results, os.path.join(out_dir, "chart.png")) if final else None
     if final:
         print()
-        print(table(rows))
+        print(tables(rows, groups))
         print(f"\nwrote {out_dir}/report.md, results.json" + (", chart.png" if chart else " (no chart: matplotlib missing)"))
+
+
+def _status(row):
+    if "error" in row:
+        return row["error"]
+    if row.get("group") == "loop":
+        return (f"bare {fmt(row.get('bare_img_per_s'), ',.0f')} img/s, full loop {fmt(row.get('loop_img_per_s'), ',.0f')}"
+                f" img/s ({fmt(row.get('loop_vs_bare_pct'), '.0f')}%), augment {fmt(row.get('augment_ms'), '.3f')} ms")
+    return ", ".join(f"{impl} " + (fmt(row.get(f"{impl}_ms"), ".3f") + " ms" if f"{impl}_error" not in row
+                                   else f"error ({row[f'{impl}_error'][:60]})")
+                     for impl in ("ours", "eager", "compile") if f"{impl}_ms" in row or f"{impl}_error" in row)
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    batch = args.batch or (128 if device == "cuda" else (2 if args.quick else 8))
+    batch = args.batch or (128 if device == "cuda" else (2 if args.quick else 4))
     cfg = Config(
         device=device,
         batch=batch,
-        dtypes=(args.dtype or "fp32,bf16").split(","),
+        dtypes=(args.dtype or ("fp32,bf16" if device == "cuda" else "fp32")).split(","),
         layouts=args.layout.split(","),
         quick=args.quick,
         compile=not args.no_compile and (device == "cuda" or args.compile),
+        reduced=device != "cuda",
     )
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", device)
     os.makedirs(out_dir, exist_ok=True)
     env = environment(device)
-    print(f"alexnet_cuda benchmark on {env.get('gpu', env.get('cpu'))} ({device}), batch {batch}"
-          + ("" if device == "cuda" else " -- CPU run: the CPU kernels at a small batch, not a GPU result"),
-          flush=True)
+    print(f"alexnet_cuda benchmark on {env.get('gpu', env.get('cpu'))} ({device}), batch {batch}", flush=True)
+    if cfg.reduced:
+        print(f"Reduced CPU run (the CPU kernels at a small batch, not a GPU result): {CPU_REDUCED}", flush=True)
     if not cfg.compile:
         print("torch.compile baselines: off" + ("" if args.no_compile else " on CPU (pass --compile to time them)"))
 
-    ceilings = {"copy_GBps": measure_copy_bandwidth(device)}
+    ceilings = {"copy_GBps": measure_copy_bandwidth(device, quick=cfg.quick and device != "cuda")}
     if device == "cuda":
         ceilings["matmul_bf16_TFLOPs"] = measure_matmul_rate(device, torch.bfloat16)
         ceilings["matmul_tf32_TFLOPs"] = measure_matmul_rate(device, torch.float32, tf32=True)
     print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
 
-    rows, notes = [], []
+    rows, notes, groups = [], [], []
     for group in args.only.split(","):
+        t_group = time.perf_counter()
         try:
             module = importlib.import_module(f"cases.{group}")
         except ImportError as exc:
             notes.append(f"{group}: not benchmarked ({exc})")
             print(f"[skip] {group}: {exc}", flush=True)
             continue
-        group_cases = module.cases(cfg)
-        for i, case in enumerate(group_cases, 1):
-            row = run_case(case, cfg, ceilings)
-            rows.append(row)
-            status = row.get("error") or (
-                f"ours {fmt(row.get('ours_ms'), '.3f')} ms, eager {fmt(row.get('eager_ms'), '.3f')}, "
-                f"compile {fmt(row.get('compile_ms'), '.3f')}")
-            print(f"[{group} {i}/{len(group_cases)}] {case.name} {case.dtype} {case.layout} {case.direction}: {status}",
-                  flush=True)
-        for extra in getattr(module, "extra_rows", lambda cfg: [])(cfg):
-            notes.append(extra)
-        write_outputs(out_dir, env, batch, ceilings, rows, notes)
+        groups.append(group)
 
-    write_outputs(out_dir, env, batch, ceilings, rows, notes, final=True)
+        def progress(i, n, row, group=group):
+            print(f"[{group} {i}/{n}] {row['case']} {row['dtype']} {row['layout']} {row.get('direction', '')}: "
+                  f"{_status(row)}", flush=True)
+
+        group_rows = []
+        if hasattr(module, "run_group"):  # groups that are not "ours vs stock" cases (loop)
+            group_rows, group_notes = module.run_group(cfg, progress)
+            notes += group_notes
+        else:
+            group_cases = module.cases(cfg)
+            for i, case in enumerate(group_cases, 1):
+                row = run_case(case, cfg, ceilings)
+                group_rows.append(row)
+                progress(i, len(group_cases), row)
+        rows += group_rows
+        # annotate(cfg, rows): per-group measurements that belong in the rows (peak memory)
+        notes += getattr(module, "annotate", lambda cfg, rows: [])(cfg, group_rows)
+        notes += getattr(module, "extra_rows", lambda cfg: [])(cfg)
+        write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups)
+        print(f"[{group}] {time.perf_counter() - t_group:.1f} s", flush=True)
+
+    write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=True)
     return 1 if any("error" in r for r in rows) else 0
 
 

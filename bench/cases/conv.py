@@ -118,6 +118,8 @@ def cases(cfg: Config) -> List[Case]:
     layers = LAYERS
     if cfg.quick:
         layers = LAYERS[2:] if cfg.device == "cuda" else LAYERS[4:]
+    elif cfg.reduced:  # CPU: the two large layers and one grouped 13x13 one
+        layers = [LAYERS[0], LAYERS[1], LAYERS[4]]
     out = []
     for layer in layers:
         for dtype_name in cfg.dtypes:

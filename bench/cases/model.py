@@ -16,9 +16,11 @@ differ between the two models, so that tolerance is loose (5%). "fwd" is inferen
 (eval mode, no_grad); the gate compares logits. ``extra["images"]`` is the batch, so
 img/s = images / (ms / 1000).
 
-Models are built on first use. Each training case has its own pair (ours, stock: 0.75 GB
-each with gradients and momentum; "compile" trains the stock one), so every case's gate
-starts from identical weights; inference cases share one untrained pair per layout.
+Models are built on first use. On CUDA each training case has its own pair (ours, stock:
+0.75 GB each with gradients and momentum; "compile" trains the stock one), so every case's
+gate starts from identical weights; inference cases share one untrained pair per layout.
+Reduced CPU runs share one pair between a layout's inference and training case (see cases).
+Peak CUDA memory of a training step goes into the training rows (``annotate``).
 """
 
 import torch
@@ -108,12 +110,21 @@ def forward_flops_per_image(image_size=227):
 
 
 def cases(cfg):
+    """Training-step and inference cases per dtype (fp32, bf16) and layout.
+
+    CUDA: training first, each dtype's training cases on their own pair of models, inference on
+    a shared untrained pair per layout. Reduced CPU runs: per dtype and layout one pair serves
+    both cases, inference first (it leaves the weights as they were, so the training gate still
+    starts from identical weights): two fewer 61M-parameter models to build per layout, and
+    --quick keeps the first layout only.
+    """
     batch, device = cfg.batch, cfg.device
+    layouts = cfg.layouts[:1] if cfg.reduced and cfg.quick else cfg.layouts
     out = []
     for dt in cfg.dtypes:
         if dt not in ("fp32", "bf16"):  # fp16 training would need a GradScaler: not a case here
             continue
-        for lay in cfg.layouts:
+        for lay in layouts:
             def make(lay=lay):
                 x = torch.randn(batch, 3, 227, 227, device=device).to(memory_format=LAYOUTS[lay])
                 y = torch.randint(0, 1000, (batch,), device=device)
@@ -126,21 +137,23 @@ def cases(cfg):
                 return lambda: _compiled(lay, device, purpose)
 
             fit = f"train-{dt}"
+            use = fit if cfg.reduced else "infer"
             extra = {"images": batch}
             train = {"ours": _train_step(getter("ours", 0, fit), getter("ours", 1, fit), device, dt),
                      "eager": _train_step(getter("stock", 0, fit), getter("stock", 1, fit), device, dt)}
-            infer = {"ours": _inference(getter("ours", 0, "infer"), device, dt),
-                     "eager": _inference(getter("stock", 0, "infer"), device, dt)}
+            infer = {"ours": _inference(getter("ours", 0, use), device, dt),
+                     "eager": _inference(getter("stock", 0, use), device, dt)}
             if cfg.compile:
                 train["compile"] = _train_step(compiled(fit), getter("stock", 1, fit), device, dt)
-                infer["compile"] = _inference(compiled("infer"), device, dt)
+                infer["compile"] = _inference(compiled(use), device, dt)
             flops = forward_flops_per_image() * batch
-            out.append(Case("model", f"AlexNet train step (SGD) b{batch}", dt, lay, "fwd+bwd",
-                            make, train, check=_rel_close(0.05), flops=3 * flops,
-                            extra=dict(extra, what="forward + backward + SGD momentum step")))
-            out.append(Case("model", f"AlexNet inference b{batch}", dt, lay, "fwd", make, infer,
-                            check=_rel_close(0.02 if dt == "fp32" else 0.08), flops=flops,
-                            extra=dict(extra, what="eval forward, no_grad")))
+            pair = [Case("model", f"AlexNet train step (SGD) b{batch}", dt, lay, "fwd+bwd",
+                         make, train, check=_rel_close(0.05), flops=3 * flops,
+                         extra=dict(extra, what="forward + backward + SGD momentum step")),
+                    Case("model", f"AlexNet inference b{batch}", dt, lay, "fwd", make, infer,
+                         check=_rel_close(0.02 if dt == "fp32" else 0.08), flops=flops,
+                         extra=dict(extra, what="eval forward, no_grad"))]
+            out += pair[::-1] if cfg.reduced else pair
     return out
 
 
@@ -188,14 +201,20 @@ def peak_memory_rows(cfg):
     return rows
 
 
-def extra_rows(cfg):
-    """The peak-memory rows as report notes (bench/run.py appends what this returns)."""
+def annotate(cfg, rows):
+    """Peak training memory (CUDA only) into the training-step rows, as ``<impl>_peak_mib``
+    (ours, eager, compile), and as report notes. bench/run.py calls this after the group."""
     notes = []
-    rows = peak_memory_rows(cfg)
+    peaks = peak_memory_rows(cfg)
+    for r in rows:
+        if r.get("direction") == "fwd+bwd":
+            for p in peaks:
+                if (p["dtype"], p["layout"]) == (r["dtype"], r["layout"]):
+                    r[f"{p['impl']}_peak_mib"] = p["peak_mib"]
     for dt in cfg.dtypes:
         for lay in cfg.layouts:
-            sel = [r for r in rows if r["dtype"] == dt and r["layout"] == lay]
+            sel = [p for p in peaks if p["dtype"] == dt and p["layout"] == lay]
             if sel:
                 notes.append(f"peak training memory, {dt} {lay}, batch {cfg.batch}: "
-                             + ", ".join(f"{r['impl']} {r['peak_mib']:,.0f} MiB" for r in sel))
+                             + ", ".join(f"{p['impl']} {p['peak_mib']:,.0f} MiB" for p in sel))
     return notes
