@@ -1,0 +1,139 @@
+"""bench/compare.py on two hand-written results files, and bench/run.py's report tables."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, BENCH)  # run.py imports its siblings (common, chart) by plain name
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(BENCH)
+    return module
+
+
+compare = _load("compare")
+
+
+def _row(case, ms, q1=None, q3=None, group="lrn", **kw):
+    r = {"group": group, "case": case, "dtype": "fp32", "layout": "nchw", "direction": "fwd", "ours_ms": ms}
+    if q1 is not None:
+        r.update(ours_q1_ms=q1, ours_q3_ms=q3, ours_n=20)
+    r.update(kw)
+    return r
+
+
+def _results(rows, device="NVIDIA H100"):
+    return {"environment": {"device": "cuda", "gpu": device, "date": "2026-01-01"}, "batch": 128,
+            "quick": False, "reduced": False, "rows": rows}
+
+
+OLD = _results([
+    _row("steady", 1.00, 0.99, 1.01),
+    _row("slower", 1.00, 0.99, 1.01),
+    _row("noisy", 1.00, 0.70, 1.30),           # 60% IQR: a 20% slow-down is within its noise
+    _row("noisy but much slower", 1.00, 0.90, 1.10),
+    _row("quicker", 1.00, 0.99, 1.01),
+    _row("breaks", 1.00),
+    _row("dropped", 1.00),
+    {"group": "loop", "case": "AlexNet loop b128", "dtype": "bf16", "layout": "nhwc", "direction": "fwd+bwd",
+     "bare_ms": 10.0, "bare_q1_ms": 9.9, "bare_q3_ms": 10.1, "loop_ms": 10.5, "loop_q1_ms": 10.4,
+     "loop_q3_ms": 10.6},
+])
+NEW = _results([
+    _row("steady", 1.05, 1.04, 1.06),
+    _row("slower", 1.20, 1.19, 1.21),
+    _row("noisy", 1.20, 0.90, 1.50),
+    _row("noisy but much slower", 1.50, 1.40, 1.60),
+    _row("quicker", 0.50, 0.49, 0.51),
+    {**_row("breaks", None), "error": "WRONG: AssertionError: max abs diff 0.5"},
+    _row("brand new", 2.00),
+    {"group": "loop", "case": "AlexNet loop b128", "dtype": "bf16", "layout": "nhwc", "direction": "fwd+bwd",
+     "bare_ms": 10.0, "bare_q1_ms": 9.9, "bare_q3_ms": 10.1, "loop_ms": 14.0, "loop_q1_ms": 13.9,
+     "loop_q3_ms": 14.1},
+])
+
+
+@pytest.fixture
+def files(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(OLD))
+    new.write_text(json.dumps(NEW))
+    return str(old), str(new)
+
+
+def _verdicts(out):
+    v = {}
+    for line in out.splitlines():
+        for case in ("steady", "slower", "noisy", "noisy but much slower", "quicker", "breaks", "dropped",
+                     "brand new", "AlexNet loop b128"):
+            if line.startswith(case + " "):
+                v.setdefault(case, []).append(line)
+    return v
+
+
+def test_compare_flags_regressions_beyond_noise_errors_missing_and_new(files, capsys):
+    rc = compare.main(list(files))
+    out = capsys.readouterr().out
+    v = _verdicts(out)
+    assert rc == 1
+    assert "REGRESSION" not in v["steady"][0]                        # +5% < 10%
+    assert "REGRESSION (> 10%)" in v["slower"][0]                    # +20%, noise 2%
+    assert "REGRESSION" not in v["noisy"][0] and "within noise" in v["noisy"][0]  # +20% < 50% IQR
+    assert "REGRESSION (> 20%)" in v["noisy but much slower"][0]     # +50% > 20% IQR
+    assert "faster" in v["quicker"][0]
+    assert "ERROR (passed before)" in v["breaks"][0]
+    assert "MISSING" in v["dropped"][0]
+    assert v["brand new"][0].rstrip().endswith("new")
+    loop = {line.split()[6]: line for line in v["AlexNet loop b128"]}  # "AlexNet loop b128 bf16 nhwc fwd+bwd <timing>"
+    assert "REGRESSION" in loop["loop"] and "REGRESSION" not in loop["bare"]
+    assert "3 regression(s)" in out and "1 error(s)" in out and "1 missing" in out and "1 new" in out
+    assert "warning" not in out
+
+
+def test_compare_exit_codes(files, tmp_path, capsys):
+    old, _ = files
+    assert compare.main([old, old]) == 0                              # a run against itself
+    # only missing cases: fails unless --allow-missing
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(_results([r for r in OLD["rows"] if r["case"] != "dropped"])))
+    assert compare.main([old, str(partial)]) == 1
+    assert compare.main([old, str(partial), "--allow-missing"]) == 0
+    # a looser threshold turns the +20% (noise 2%) into no regression, but not the +50%
+    out_lines, counts = compare.compare(OLD, NEW, threshold=0.3)
+    assert counts["regression"] == 2  # "noisy but much slower" (+50%) and the loop (+33%)
+    capsys.readouterr()
+
+
+def test_compare_warns_across_devices(capsys):
+    lines, _ = compare.compare(OLD, _results(NEW["rows"], device="NVIDIA A100"), 0.1)
+    assert any("different GPU" in line for line in lines)
+
+
+def test_report_groups_tables_and_footnotes_errors():
+    pytest.importorskip("torch")
+    run = _load("run")
+    rows = [
+        _row("LRN a", 1.0, 0.9, 1.1, eager_ms=2.0, speedup_vs_eager=2.0, compile_error="BackendCompilerFailed: boom"),
+        {**_row("pool b", None, group="maxpool"), "error": "WRONG: AssertionError: differs"},
+        _row("train", 10.0, group="model", direction="fwd+bwd", ours_peak_mib=1193.0, eager_peak_mib=2201.0),
+    ]
+    text = run.tables(rows, ["lrn", "maxpool", "model"])
+    assert text.index("## lrn") < text.index("## maxpool") < text.index("## model")
+    lrn = text[text.index("## lrn"):text.index("## maxpool")]
+    assert "error [1]" in lrn and "[1] compile: BackendCompilerFailed: boom" in lrn
+    assert "20% (n=20)" in lrn  # IQR / median
+    assert "peak MiB" not in lrn  # empty columns are left out
+    pool = text[text.index("## maxpool"):text.index("## model")]
+    assert "[1] WRONG: AssertionError: differs" in pool
+    model = text[text.index("## model"):]
+    assert "1,193 / 2,201 / -" in model
