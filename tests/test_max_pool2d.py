@@ -253,6 +253,18 @@ def test_bad_dtypes_raise_like_pytorch(device):
             max_pool2d(x, 3)
 
 
+def test_python_argument_types_like_pytorch():
+    x = rand((1, 2, 7, 7), "cpu")
+    # A 0-d integer tensor is an int to PyTorch's argument parser ...
+    assert_identical(max_pool2d(x, torch.tensor(3)), F.max_pool2d(x, torch.tensor(3)))
+    # ... but ceil_mode must be a real bool.
+    for bad in (None, 1, torch.tensor(True)):
+        with pytest.raises(TypeError):
+            F.max_pool2d(x, 3, ceil_mode=bad)
+        with pytest.raises(TypeError, match="ceil_mode"):
+            max_pool2d(x, 3, ceil_mode=bad)
+
+
 def test_padding_of_half_the_kernel_is_accepted():
     x = rand((1, 2, 5, 5), "cpu")
     assert_matches_pytorch(x, kernel_size=(4, 5), padding=(2, 2), stride=1)

@@ -76,6 +76,9 @@ def _is_int(v):
 
 def _pair(value, name, *, allow_empty=False):
     """An int or a sequence of 1 or 2 ints -> (h, w), as PyTorch's IntArrayRef[2]."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value)  # PyTorch takes a 0-d integer tensor as an int
     if _is_int(value):
         return value, value
     if isinstance(value, (tuple, list, torch.Size)):
@@ -101,6 +104,8 @@ def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
 def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{_OP}: input must be a torch.Tensor, got {type(input).__name__}")
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{_OP}: ceil_mode must be bool, not {type(ceil_mode).__name__}")
     k = _pair(kernel_size, "kernel_size")
     s = _pair(stride if stride is not None else (), "stride", allow_empty=True) or k
     p = _pair(padding, "padding")
