@@ -137,3 +137,24 @@ def test_report_groups_tables_and_footnotes_errors():
     assert "[1] WRONG: AssertionError: differs" in pool
     model = text[text.index("## model"):]
     assert "1,193 / 2,201 / -" in model
+
+
+def test_loop_group_runs_on_cpu(monkeypatch):
+    """bench/cases/loop.py end to end on the CPU (the demo's small net, batch 2, one worker)."""
+    pytest.importorskip("torchvision")
+    monkeypatch.syspath_prepend(BENCH)
+    from common import Config
+
+    loop = _load("cases/loop")
+    cfg = Config(device="cpu", batch=2, dtypes=["fp32"], layouts=["nchw", "nhwc"], quick=True, compile=False,
+                 reduced=True)
+    seen = []
+    rows, notes = loop.run_group(cfg, lambda i, n, row: seen.append((i, n)))
+    assert seen == [(1, 1)] and len(rows) == 1  # --quick on CPU: the first layout only
+    row = rows[0]
+    assert "error" not in row, row.get("error")
+    for impl in ("bare", "loop", "augment", "data"):
+        assert row[f"{impl}_ms"] > 0 and row[f"{impl}_q1_ms"] <= row[f"{impl}_ms"] <= row[f"{impl}_q3_ms"]
+    assert row["loop_vs_bare_pct"] == pytest.approx(100 * row["bare_ms"] / row["loop_ms"])
+    assert row["arch"] == "small" and row["workers"] == 1
+    assert len(notes) == 1 and "CPU smoke run" in notes[0]
