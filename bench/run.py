@@ -3,7 +3,7 @@
     python bench/run.py                 # everything, on the GPU if there is one
     python bench/run.py --only lrn --dtype fp32 --layout nchw
     python bench/run.py --only loop     # training loop: bare step vs data + augmentation + step
-    python bench/run.py --quick         # a smoke run (about 20 s on a 2-core CPU)
+    python bench/run.py --quick         # a smoke run (10-30 s on a 2-core CPU)
 
 Every op/model case is checked for correctness (ours vs stock eager) before it is timed; a
 wrong result is reported as WRONG and not timed. Times are medians, with the interquartile
@@ -14,7 +14,7 @@ ceilings (copy bandwidth, matmul rate) are measured in the same run on the same 
 DataLoader, augmentation and step on synthetic in-memory images (see cases/loop.py).
 
 CPU runs are reduced so that a 2-core machine finishes the default run in under ~2 minutes
-and --quick in about 20 s: fp32 only, batch 4 (2), three of the five conv layers (one with
+and --quick in 10-30 s: fp32 only, batch 4 (2), three of the five conv layers (one with
 --quick), fewer model cases, the demo's small net in the loop group, and each timing stops
 after a short time budget (at least 2 runs). The report says so at the top. CUDA runs are
 never reduced.
@@ -71,7 +71,7 @@ def parse_args(argv=None):
                    help="batch size (default 128 on CUDA, 4 on CPU, 2 with --quick on CPU)")
     p.add_argument("--quick", action="store_true",
                    help="first shape of each op only, fewer conv layers and repetitions: a smoke run "
-                        "(about 20 s on a 2-core CPU)")
+                        "(10-30 s on a 2-core CPU, depending on what else runs there)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--compile", action="store_true",
                    help="time torch.compile baselines on CPU too (on by default on CUDA only: "
