@@ -351,3 +351,45 @@ def test_backward_is_deterministic(device, kind):
     _, g1 = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
     _, g2 = grads(relu_lrn_max_pool2d, x, gy, lrn_groups=2)
     assert torch.equal(g1, g2)
+
+
+def _offset_view(x, offset):
+    """x's values and layout, data starting `offset` elements into its storage (offset 1:
+    not 16-byte aligned, so channels-last leaves the vector register kernels)."""
+    flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
+    return flat[offset:].as_strided(x.shape, x.stride()).copy_(x)
+
+
+# 3x3 pooling with LRN size <= 7 takes the register kernels of
+# csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too, item for item like the GPU threads;
+# float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
+# 32 + 8; 16-byte vectors of 4 fp32 / 8 bf16 / 2 fp64 in channels-last), strides 1-3, and
+# an unaligned channels-last tensor (general kernels).
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last", "channels_last_unaligned"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_register_kernel_paths(device, size, kind, dtype):
+    if device == "cuda" and dtype == torch.float64 and kind != "contiguous":
+        pytest.skip("float64 channels-last takes the tile kernels on CUDA (covered elsewhere)")
+    stride = {1: 1, 2: 2, 3: 3, 4: 2, 5: 2, 6: 1, 7: 3}[size]
+    groups = 2 if size % 2 else 1
+    x = rand((2, 40 * groups, 9, 11), device, dtype) * 3
+    x = layout(x, "contiguous" if kind == "contiguous" else "channels_last")
+    if kind == "channels_last_unaligned":
+        x = _offset_view(x, 1)
+    kw = dict(size=size, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
+    if dtype == torch.float64:
+        check_parity(x, **kw)
+        return
+    # fp32/bf16: against the float64 composition (no near-ties at these sizes in practice)
+    gy = torch.randn(reference(x.double(), **kw).shape, dtype=torch.float64).to(device, dtype)
+    y, gx = grads(relu_lrn_max_pool2d, x, gy, **kw)
+    y_ref, gx_ref = grads(reference, x.double(), gy.double(), **kw)
+    tol = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 2e-2)}[dtype]
+    torch.testing.assert_close(y.double(), y_ref, atol=tol[0], rtol=tol[1])
+    if dtype == torch.float32:
+        torch.testing.assert_close(gx.double(), gx_ref, atol=1e-4, rtol=1e-4)
+    else:  # bf16 rounding ties windows; allow a few moved gradients, as the bench gate does
+        bad = ((gx.double() - gx_ref).abs() > 4e-2 + 4e-2 * gx_ref.abs()).sum().item()
+        assert bad <= max(4, 1e-3 * gx.numel()), bad

@@ -121,14 +121,16 @@ LRN_UNROLL
 
 // Backward, one step per channel j from cb - POST to ce - 1 + PRE:
 //   xr: x for channels j - PRE .. j + POST (the window of j; slot 0 is x_c, c = j - PRE)
-//   s_j, p1 = s_j^(-beta-1);  t_j = dy_j x_j p1 (0 outside [0, C));  g_j = dy_j s_j^-beta
+//   s_j, p1 = s_j^(-beta-1);  t_j = dy_j x_j p1 (0 outside [lo, hi));  g_j = dy_j s_j^-beta
 //   tr: t for channels j - SPAN .. j = c - POST .. c + PRE (the mirrored window of c)
 //   gr: g for channels j - PRE .. j (slot 0 is g_c = dy_c s_c^-beta)
 // and once c = j - PRE >= cb:  dx_c = g_c - 2 scale beta x_c sum(tr).
-template <int SPAN, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
-                                                               scalar_t* dx, int64_t cs, int C, int cb, int ce,
-                                                               acc_t scale, acc_t beta, acc_t k) {
+// Generic over where the values come from (the fused ReLU -> LRN -> max-pool reuses it):
+// load_x(c, v) / load_dy(c, v) fill v[0..V) for channel c (zeros outside [lo, hi)), and
+// store(c, dx, x) receives channel c's V results and x values.
+template <int SPAN, int V, typename acc_t, typename LoadX, typename LoadDy, typename Store>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
+                                                      int hi, int cb, int ce, acc_t scale, acc_t beta, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   const acc_t coef = acc_t(2) * scale * beta;
   acc_t xr[N], tr[N], gr[NG];
@@ -138,17 +140,13 @@ LRN_UNROLL
   for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
   const int j0 = cb - POST;
 LRN_UNROLL
-  for (int i = 0; i < SPAN; ++i) {
-    const int c = j0 - PRE + i;
-    load_or_zero<V>(x + c * cs, c >= 0 && c < C, xr + (i + 1) * V);
-  }
+  for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V);
   for (int j = j0; j < ce + PRE; ++j) {
     shift<N, V>(xr);
-    const int jn = j + POST;
-    load_or_zero<V>(x + jn * cs, jn >= 0 && jn < C, xr + SPAN * V);
-    const bool inside = j >= 0 && j < C;
+    load_x(j + POST, xr + SPAN * V);
+    const bool inside = j >= lo && j < hi;
     acc_t dyj[V];
-    load_or_zero<V>(dy + j * cs, inside, dyj);
+    load_dy(j, dyj);
     shift<N, V>(tr);
     shift<NG, V>(gr);
 LRN_UNROLL
@@ -159,7 +157,7 @@ LRN_UNROLL
       const acc_t s = k + scale * sumsq;
       acc_t p0, p1;
       inv_pows(s, beta, p0, p1);
-      // Outside [0, C) s may be 0 (k = 0): select, never multiply, the zero.
+      // Outside [lo, hi) s may be 0 (k = 0): select, never multiply, the zero.
       tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
       gr[PRE * V + p] = dyj[p] * p0;
     }
@@ -173,9 +171,19 @@ LRN_UNROLL
         for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
         out[p] = gr[p] - coef * xr[p] * tsum;
       }
-      store<V>(dx + c * cs, out);
+      store_dx(c, out, xr);
     }
   }
+}
+
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
+                                                               scalar_t* dx, int64_t cs, int C, int cb, int ce,
+                                                               acc_t scale, acc_t beta, acc_t k) {
+  backward_sweep<SPAN, V>([&](int c, acc_t* v) { load_or_zero<V>(x + c * cs, c >= 0 && c < C, v); },
+                          [&](int c, acc_t* v) { load_or_zero<V>(dy + c * cs, c >= 0 && c < C, v); },
+                          [&](int c, const acc_t* v, const acc_t*) { store<V>(dx + c * cs, v); },
+                          0, C, cb, ce, scale, beta, k);
 }
 
 // ---------------------------------------------------------------- channels-last
@@ -214,15 +222,19 @@ LRN_UNROLL
 // dx_{c+i} needs t_j for j in [c + i - POST, c + i + PRE], so t over [c - POST, c + V + PRE)
 // (slot m is channel c - POST + m), each needing x over its own window: x over
 // [c - SPAN, c + V + SPAN) (HX vectors each side), dy over [c - POST, c + V + PRE) (HD).
-template <int SPAN, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
-                                                              int C, int c, acc_t scale, acc_t beta, acc_t k) {
+// Generic like backward_sweep: load_x(cv, v) / load_dy(cv, v) fill the vector of channels
+// [cv, cv + V) (zeros outside [lo, hi)); store(c, dx, x) gets the item's results.
+template <int SPAN, int V, typename acc_t, typename LoadX, typename LoadDy, typename Store>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
+                                                       int hi, int c, acc_t scale, acc_t beta, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
   const acc_t coef = acc_t(2) * scale * beta;
   acc_t xr[(2 * HX + 1) * V], dr[(2 * HD + 1) * V];
-  load_neighbourhood<HX, V>(x, c, C, xr);
-  load_neighbourhood<HD, V>(dy, c, C, dr);
+LRN_UNROLL
+  for (int b = -HX; b <= HX; ++b) load_x(c + b * V, xr + (b + HX) * V);
+LRN_UNROLL
+  for (int b = -HD; b <= HD; ++b) load_dy(c + b * V, dr + (b + HD) * V);
   acc_t t[NT], g[V] = {};
 LRN_UNROLL
   for (int m = 0; m < NT; ++m) {
@@ -235,7 +247,7 @@ LRN_UNROLL
     inv_pows(s, beta, p0, p1);
     const acc_t dyj = dr[HD * V + d];
     const int j = c + d;
-    t[m] = j >= 0 && j < C ? dyj * xr[HX * V + d] * p1 : acc_t(0);
+    t[m] = j >= lo && j < hi ? dyj * xr[HX * V + d] * p1 : acc_t(0);
     if (d >= 0 && d < V) g[d] = dyj * p0;
   }
   acc_t out[V];
@@ -246,7 +258,16 @@ LRN_UNROLL
     for (int m = i; m <= i + SPAN; ++m) tsum += t[m];  // channels c + i - POST .. c + i + PRE
     out[i] = g[i] - coef * xr[HX * V + i] * tsum;
   }
-  store<V>(dx + c, out);
+  store_dx(c, out, xr + HX * V);
+}
+
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
+                                                              int C, int c, acc_t scale, acc_t beta, acc_t k) {
+  backward_vector<SPAN, V>([&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
+                           [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); },
+                           [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); },
+                           0, C, c, scale, beta, k);
 }
 
 // ---------------------------------------------------------------- work items

@@ -1,7 +1,12 @@
 // Fused ReLU -> LRN -> max-pool: schemas and CPU kernels. See relu_lrn_max_pool2d.h
 // for the math.
 //
-// CPU is the reference implementation and is less fused than the CUDA one:
+// 3x3 pooling with LRN size <= 7 runs stage_sweep.h's register kernels: the same per-item
+// code as the CUDA kernels, one parallel_for index per GPU thread, so the CPU tests check
+// the GPU kernels' indexing and arithmetic (channels-last needs 16-byte vectors: each
+// group's channel count a multiple of 16 / element size, aligned data).
+//
+// Other shapes use the general CPU kernels, which are less fused than the CUDA ones:
 //   forward   one task per (n, c) plane: the plane's LRN values go to a thread-local
 //             buffer (never to the output tensor), then the plane is pooled from it.
 //   backward  two passes over (n, c) planes through two opmath scratch tensors:
@@ -19,10 +24,59 @@
 #include <vector>
 
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
+#include "relu_lrn_max_pool2d/stage_sweep.h"
 
 namespace alexnet_cuda {
 namespace stage {
 namespace {
+
+constexpr int64_t kSweepGrain = 16;
+
+// The register kernels, when they cover the problem: returns false otherwise.
+template <typename scalar_t>
+bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g, double scale,
+                   double beta, double k) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool cl = kernel_format(x) == at::MemoryFormat::ChannelsLast;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
+  if (!sweep::covers(g)) return false;
+  const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
+  if (vec == 0) return false;
+  const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
+  sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
+    at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
+            xp, op, ap, g, it, i, acc_t(scale), acc_t(beta), acc_t(k));
+    });
+  });
+  return true;
+}
+
+template <typename scalar_t>
+bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx, const Geo& g,
+                    double scale, double beta, double k) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool cl = kernel_format(x) == at::MemoryFormat::ChannelsLast;
+  const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+  const uint8_t* ap = am.const_data_ptr<uint8_t>();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+  if (!sweep::covers(g)) return false;
+  const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
+  if (vec == 0) return false;
+  const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+  sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
+    at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
+            dyp, ap, xp, dxp, g, it, i, acc_t(scale), acc_t(beta), acc_t(k));
+    });
+  });
+  return true;
+}
 
 // Sum of z_j^2 over j in [lo, hi] (ascending, the CUDA kernels' order) at one pixel.
 template <typename scalar_t, typename acc_t>
@@ -150,7 +204,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t 
   ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
   if (t.out.numel() == 0) return {t.out, t.argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    forward_cpu_kernel<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
+    if (!forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k))
+      forward_cpu_kernel<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
   return {t.out, t.argmax};
 }
@@ -163,7 +218,8 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
   BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
   if (t.dx.numel() == 0) return t.dx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    backward_cpu_kernel<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
+    if (!backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k))
+      backward_cpu_kernel<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
   return t.dx;
 }

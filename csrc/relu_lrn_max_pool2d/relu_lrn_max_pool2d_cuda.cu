@@ -1,5 +1,10 @@
 // Fused ReLU -> LRN -> max-pool: CUDA kernels. See relu_lrn_max_pool2d.h for the math.
 //
+// 3x3 pooling with LRN size <= 7 in fp32/fp16/bf16 (AlexNet's stages) runs the register
+// kernels of stage_sweep.h: one thread per work item, no shared memory (channels-last
+// needs 16-byte vectors; see stage_sweep::vector_width). Everything else runs the
+// shared-memory tile kernels below, one kernel per direction as well:
+//
 // Forward: ONE kernel. A block owns a tile of pooled outputs: tc channels (inside one LRN
 // group) x nr pooled rows x nq pooled cols. It
 //   1. loads the input patch those windows cover, (nr-1)*s_h + k_h rows x (nq-1)*s_w + k_w
@@ -40,8 +45,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
+#include "relu_lrn_max_pool2d/stage_sweep.h"
 
 namespace alexnet_cuda {
 namespace stage {
@@ -279,6 +286,32 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
+// Register kernels: one work item per thread (stage_sweep.h).
+constexpr int kSweepThreads = 256;
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kSweepThreads)
+    forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
+                         Geo g, sweep::Items it, acc_t scale, acc_t beta, acc_t k) {
+  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, beta, k);
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kSweepThreads)
+    backward_sweep_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
+                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
+                          acc_t scale, acc_t beta, acc_t k) {
+  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, am, x, dx, g, it, i, scale, beta, k);
+}
+
+unsigned sweep_blocks(const sweep::Items& it) {
+  const int64_t blocks = (it.count + kSweepThreads - 1) / kSweepThreads;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "relu_lrn_max_pool2d (CUDA): input too large");
+  return static_cast<unsigned>(blocks);
+}
+
 // ------------------------------------------------------------------------ host side
 
 size_t forward_smem(const Geo& g, int tc, int th, int tw, size_t elem) {
@@ -364,6 +397,22 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    if constexpr (!std::is_same<scalar_t, double>::value) {  // float64: tile kernels only
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
+      const int vec = sweep::covers(g) ? sweep::vector_width<scalar_t>(g, cl, {xp, op, ap}) : 0;
+      if (vec != 0) {
+        const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
+        sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
+          forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
+              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(xp, op, ap, g, it, acc_t(scale), acc_t(beta),
+                                                               acc_t(k));
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     const Launch L = pick_launch(g, cl, /*backward=*/false, sizeof(acc_t));
     auto kernel = cl ? forward_kernel<true, scalar_t> : forward_kernel<false, scalar_t>;
     kernel<<<L.blocks, kBlock, L.smem, stream>>>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
@@ -388,6 +437,23 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    if constexpr (!std::is_same<scalar_t, double>::value) {  // float64: tile kernels only
+      const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+      const uint8_t* ap = am.const_data_ptr<uint8_t>();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+      const int vec = sweep::covers(g) ? sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp}) : 0;
+      if (vec != 0) {
+        const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+        sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
+          backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
+              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), acc_t(beta),
+                                                               acc_t(k));
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     const Launch L = pick_launch(g, cl, /*backward=*/true, sizeof(acc_t));
     auto kernel = cl ? backward_kernel<true, scalar_t> : backward_kernel<false, scalar_t>;
     kernel<<<L.blocks, kBlock, L.smem, stream>>>(dy.const_data_ptr<scalar_t>(), am.const_data_ptr<uint8_t>(),

@@ -1,0 +1,362 @@
+// Fused ReLU -> LRN -> max-pool: register kernels (the per-thread bodies), shared verbatim
+// by the CUDA kernels (one call per GPU thread) and the CPU kernels (one call per work
+// item), like lrn/lrn_sweep.h, whose backward they reuse. Math: relu_lrn_max_pool2d.h.
+//
+// Used for 3x3 pooling windows (AlexNet's 3/2, any stride) and LRN sizes <= 7 (SPAN <= 6,
+// clamped to the group); other shapes take the shared-memory tile kernels. Channels
+// outside the item's LRN group [gb, ge) read as zero.
+//
+// Forward, one pooled output per item, PyTorch's tie/NaN rules (pool_window's order):
+//  * channels-first (NCHW): an item is one pooled pixel and a run of channels of one
+//    group. A shift register holds z = relu(x) at the window's 9 pixels for the SPAN + 1
+//    channels of the current LRN window; each step loads the 9 pixels of one new channel,
+//    computes the 9 LRN values, and writes one pooled value and its uint8 argmax.
+//    Adjacent GPU threads own adjacent pooled columns.
+//  * channels-last (NHWC): an item is one pooled pixel and one vector of V channels; for
+//    each of the 9 window pixels it loads that vector and its neighbours (the LRN halo,
+//    L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
+//    adjacent channel vectors: coalesced.
+// The LRN value of an input pixel is computed once per window that holds it (2.25 times
+// on average for 3/2), one power each; nothing but the pooled outputs and argmax is
+// written.
+//
+// Backward, one input pixel per item: lrn::sweep's backward with z = relu(x) loads, dy
+// replaced by the gathered pooled gradient (stage::gather: the windows whose argmax is
+// this pixel, row-major, no atomics) and torch's ReLU mask applied to the result. NCHW
+// sweeps a run of channels (V = 1: each pixel has its own windows); NHWC takes one
+// vector of V channels with the vector's argmax bytes and dy read together.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include "lrn/lrn_sweep.h"
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
+
+namespace alexnet_cuda {
+namespace stage {
+namespace sweep {
+
+using lrn::sweep::load_or_zero;
+using lrn::sweep::shift;
+using lrn::sweep::store;
+using lrn::sweep::Vec;
+
+constexpr int K = 3;          // pooling window (K x K) handled here
+constexpr int KK = K * K;
+constexpr int kChannelRun = lrn::sweep::kChannelRun;
+
+template <int V, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_all(acc_t* v) {
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) v[i] = relu(v[i]);
+}
+
+// ---------------------------------------------------------------- forward
+
+// x, out, am point at image n; the item is pooled pixel (oh, ow), channels [cb, ce) of
+// the group [gb, ge). ring[i * KK + p] = z of channel c - PRE + i (after the step's
+// shift) at window pixel p = th * K + tw.
+template <int SPAN, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                              const Geo& g, int gb, int ge, int cb, int ce, int oh,
+                                                              int ow, acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * KK;
+  const int64_t base = int64_t(oh) * g.SH * g.xs[2] + int64_t(ow) * g.SW * g.xs[3];
+  auto load_channel = [&](int c, acc_t* v) {
+    const bool inside = c >= gb && c < ge;
+    const scalar_t* p = x + int64_t(c) * g.xs[1] + base;
+LRN_UNROLL
+    for (int th = 0; th < K; ++th)
+LRN_UNROLL
+      for (int tw = 0; tw < K; ++tw)
+        v[th * K + tw] = inside ? relu(static_cast<acc_t>(p[th * g.xs[2] + tw * g.xs[3]])) : acc_t(0);
+  };
+  acc_t ring[N];
+LRN_UNROLL
+  for (int i = 0; i < SPAN; ++i) load_channel(cb - PRE + i, ring + (i + 1) * KK);
+  const int64_t obase = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3];
+  for (int c = cb; c < ce; ++c) {
+    shift<N, KK>(ring);
+    load_channel(c + POST, ring + SPAN * KK);
+    acc_t best = max_pool2d::lowest_value<acc_t>();
+    int arg = 0;
+LRN_UNROLL
+    for (int p = 0; p < KK; ++p) {
+      acc_t sumsq = acc_t(0);
+LRN_UNROLL
+      for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * KK + p] * ring[i * KK + p];
+      const acc_t v = lrn::forward_value(ring[PRE * KK + p], sumsq, scale, beta, k);
+      if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
+        best = v;
+        arg = p;
+      }
+    }
+    const int64_t o = int64_t(c) * g.os[1] + obase;
+    out[o] = static_cast<scalar_t>(best);
+    am[o] = static_cast<uint8_t>(arg);
+  }
+}
+
+// Channels-last (x, out, am channel-contiguous): pooled pixel (oh, ow), channels
+// [c, c + V) inside the group [gb, ge) (Cg a multiple of V).
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                             const Geo& g, int gb, int ge, int c, int oh, int ow,
+                                                             acc_t scale, acc_t beta, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
+  acc_t best[V];
+  int arg[V];
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) {
+    best[i] = max_pool2d::lowest_value<acc_t>();
+    arg[i] = 0;
+  }
+LRN_UNROLL
+  for (int th = 0; th < K; ++th) {
+LRN_UNROLL
+    for (int tw = 0; tw < K; ++tw) {
+      const scalar_t* px = x + int64_t(oh * g.SH + th) * g.xs[2] + int64_t(ow * g.SW + tw) * g.xs[3];
+      acc_t r[(2 * H + 1) * V];
+LRN_UNROLL
+      for (int b = -H; b <= H; ++b) {
+        const int cv = c + b * V;
+        load_or_zero<V>(px + cv, cv >= gb && cv < ge, r + (b + H) * V);
+      }
+      relu_all<(2 * H + 1) * V>(r);
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) {
+        acc_t sumsq = acc_t(0);
+LRN_UNROLL
+        for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
+        const acc_t v = lrn::forward_value(r[H * V + i], sumsq, scale, beta, k);
+        if (v > best[i] || at::_isnan(v)) {
+          best[i] = v;
+          arg[i] = th * K + tw;
+        }
+      }
+    }
+  }
+  const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + c;
+  store<V>(out + o, best);
+  Vec<uint8_t, V> a;
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) a.v[i] = static_cast<uint8_t>(arg[i]);
+  *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
+}
+
+// ---------------------------------------------------------------- backward
+
+// The pooling windows covering input pixel (h, w): [ohb, ohe) x [owb, owe).
+struct Cover {
+  int ohb, ohe, owb, owe;
+};
+
+C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
+  const max_pool2d::Axis ah{g.H, g.Ho, g.KH, g.SH, 0, 1}, aw{g.W, g.Wo, g.KW, g.SW, 0, 1};
+  return Cover{max_pool2d::window_begin(ah, h), max_pool2d::window_end(ah, h), max_pool2d::window_begin(aw, w),
+               max_pool2d::window_end(aw, w)};
+}
+
+// dy, am, x, dx point at image n; the item is input pixel (h, w), channels [cb, ce) of
+// the group [gb, ge).
+template <int SPAN, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
+                                                               const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
+                                                               int ge, int cb, int ce, int h, int w, acc_t scale,
+                                                               acc_t beta, acc_t k) {
+  const Cover cv = cover(g, h, w);
+  const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
+  lrn::sweep::backward_sweep<SPAN, 1>(
+      [&](int c, acc_t* v) {
+        v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(x[int64_t(c) * g.xs[1] + px])) : acc_t(0);
+      },
+      [&](int c, acc_t* v) {
+        v[0] = c >= gb && c < ge
+                   ? gather<scalar_t, acc_t>(dy + int64_t(c) * g.os[1], am + int64_t(c) * g.os[1], g.os[2], g.os[3],
+                                             cv.ohb, cv.ohe, cv.owb, cv.owe, h, w, g.SH, g.SW, g.KW)
+                   : acc_t(0);
+      },
+      [&](int c, const acc_t* v, const acc_t* z) {
+        // torch's ReLU mask (threshold_backward): 0 where relu(x) <= 0; NaN passes.
+        dx[int64_t(c) * g.xs[1] + px] = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
+      },
+      gb, ge, cb, ce, scale, beta, k);
+}
+
+// Channels-last: input pixel (h, w), channels [c, c + V) of the group [gb, ge).
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const uint8_t* am,
+                                                              const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
+                                                              int ge, int c, int h, int w, acc_t scale, acc_t beta,
+                                                              acc_t k) {
+  const Cover cv = cover(g, h, w);
+  const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
+  lrn::sweep::backward_vector<SPAN, V>(
+      [&](int cc, acc_t* v) {
+        load_or_zero<V>(x + px + cc, cc >= gb && cc < ge, v);
+        relu_all<V>(v);
+      },
+      [&](int cc, acc_t* v) {
+LRN_UNROLL
+        for (int i = 0; i < V; ++i) v[i] = acc_t(0);
+        if (cc < gb || cc >= ge) return;
+        for (int oh = cv.ohb; oh < cv.ohe; ++oh) {  // row-major, as stage::gather
+          const int dh = (h - oh * g.SH) * g.KW;
+          for (int ow = cv.owb; ow < cv.owe; ++ow) {
+            const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + cc;
+            const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
+            acc_t d[V];
+            load_or_zero<V>(dy + o, true, d);
+            const int here = dh + (w - ow * g.SW);
+LRN_UNROLL
+            for (int i = 0; i < V; ++i)
+              if (int(a.v[i]) == here) v[i] += d[i];
+          }
+        }
+      },
+      [&](int cc, const acc_t* v, const acc_t* z) {
+        acc_t out[V];
+LRN_UNROLL
+        for (int i = 0; i < V; ++i) out[i] = z[i] <= acc_t(0) ? acc_t(0) : v[i];
+        store<V>(dx + px + cc, out);
+      },
+      gb, ge, c, scale, beta, k);
+}
+
+// ---------------------------------------------------------------- work items
+// Forward items run over pooled pixels, backward items over input pixels:
+//   channels-first: i = ((n * runs + run) * rows + row) * cols + col
+//                   (runs: channel runs of kChannelRun inside each group, all groups)
+//   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
+struct Items {
+  int64_t count;
+  int rows, cols;  // pooled (forward) or input (backward) extent
+  int runs_per_group, runs, run;  // channels-first
+  int vecs;                       // channels-last: V-vectors per pixel (C / V)
+  int vec;                        // V
+};
+
+inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
+  Items it;
+  it.rows = backward ? g.H : g.Ho;
+  it.cols = backward ? g.W : g.Wo;
+  it.vec = vec;
+  it.run = g.Cg < kChannelRun ? g.Cg : kChannelRun;
+  it.runs_per_group = (g.Cg + it.run - 1) / it.run;
+  it.runs = it.runs_per_group * (g.C / g.Cg);
+  it.vecs = g.C / vec;
+  const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
+  it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
+  return it;
+}
+
+// Where item i is: image n, (row, col), and its channels: [cb, ce) (channels-first) or
+// [cb, cb + V) (channels-last), inside the group [gb, ge).
+struct Where {
+  int n, row, col, gb, ge, cb, ce;
+};
+
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
+  using lrn::sweep::divmod;
+  Where wh;
+  int64_t q, r;
+  if (channels_last) {
+    divmod(i, it.vecs, q, r);
+    wh.cb = static_cast<int>(r) * it.vec;
+    wh.ce = wh.cb + it.vec;
+    wh.gb = wh.cb / g.Cg * g.Cg;
+  } else {
+    divmod(i, it.cols, q, r);
+    wh.col = static_cast<int>(r);
+    divmod(q, it.rows, q, r);
+    wh.row = static_cast<int>(r);
+    int64_t run;
+    divmod(q, it.runs, q, run);
+    wh.n = static_cast<int>(q);
+    const int grp = static_cast<int>(run) / it.runs_per_group;
+    wh.gb = grp * g.Cg;
+    wh.cb = wh.gb + (static_cast<int>(run) - grp * it.runs_per_group) * it.run;
+    wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
+    wh.ge = wh.gb + g.Cg;
+    return wh;
+  }
+  divmod(q, it.cols, q, r);
+  wh.col = static_cast<int>(r);
+  divmod(q, it.rows, q, r);
+  wh.row = static_cast<int>(r);
+  wh.n = static_cast<int>(q);
+  wh.ge = wh.gb + g.Cg;
+  return wh;
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
+                                                    const Items& it, int64_t i, acc_t scale, acc_t beta, acc_t k) {
+  const Where wh = locate(g, it, i, CL);
+  const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
+  const int64_t on = int64_t(wh.n) * g.os[0];
+  if constexpr (CL) {
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale, beta, k);
+  } else {
+    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, beta,
+                                 k);
+  }
+}
+
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
+                                                     scalar_t* dx, const Geo& g, const Items& it, int64_t i,
+                                                     acc_t scale, acc_t beta, acc_t k) {
+  const Where wh = locate(g, it, i, CL);
+  const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
+  if constexpr (CL) {
+    backward_channels_last<SPAN, V>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale,
+                                    beta, k);
+  } else {
+    backward_channels_first<SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col,
+                                  scale, beta, k);
+  }
+}
+
+// ---------------------------------------------------------------- host-side dispatch
+
+// The register kernels take 3x3 pooling and LRN windows lrn::sweep covers.
+inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::covers(g.win); }
+
+// Channels-last items are vectors of 16 bytes (V = 16 / sizeof) when each group's
+// channel count is a multiple of V and every tensor is 16-byte aligned; channels-first
+// items are single pixels (V = 1). Returns 0 when channels-last cannot use vectors
+// (the tile kernels take over).
+template <typename scalar_t>
+int vector_width(const Geo& g, bool channels_last, std::initializer_list<const void*> ptrs) {
+  if (!channels_last) return 1;
+  constexpr int vec = 16 / sizeof(scalar_t);
+  if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
+  return vec;
+}
+
+// fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>).
+template <typename scalar_t, typename Fn>
+void dispatch(const Geo& g, bool channels_last, Fn&& fn) {
+  auto with_span = [&](auto span) {
+    if (channels_last)
+      fn(span, std::integral_constant<int, int(16 / sizeof(scalar_t))>{}, std::true_type{});
+    else
+      fn(span, std::integral_constant<int, 1>{}, std::false_type{});
+  };
+  switch (g.win.span()) {
+    case 0: return with_span(std::integral_constant<int, 0>{});
+    case 1: return with_span(std::integral_constant<int, 1>{});
+    case 2: return with_span(std::integral_constant<int, 2>{});
+    case 3: return with_span(std::integral_constant<int, 3>{});
+    case 4: return with_span(std::integral_constant<int, 4>{});
+    case 5: return with_span(std::integral_constant<int, 5>{});
+    default: return with_span(std::integral_constant<int, 6>{});
+  }
+}
+
+}  // namespace sweep
+}  // namespace stage
+}  // namespace alexnet_cuda
