@@ -380,6 +380,21 @@ int vector_width(const View& v, std::initializer_list<const void*> ptrs) {
   return vec;
 }
 
+// fn(integral_constant<int, SPAN>{}) for span in [0, kMaxSpan]: SPAN becomes a constant.
+template <typename Fn>
+void dispatch_span(int span, Fn&& fn) {
+  static_assert(kMaxSpan == 6, "extend the cases");
+  switch (span) {
+    case 0: return fn(std::integral_constant<int, 0>{});
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    default: return fn(std::integral_constant<int, 6>{});
+  }
+}
+
 // fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>) with V
 // either 1 or max_vector<scalar_t>(CL). Only call when covers(w).
 template <typename scalar_t, typename Fn>
@@ -399,15 +414,7 @@ void dispatch(Window w, int vec, bool channels_last, Fn&& fn) {
         fn(span, std::integral_constant<int, 1>{}, std::false_type{});
     }
   };
-  switch (w.span()) {
-    case 0: return with_span(std::integral_constant<int, 0>{});
-    case 1: return with_span(std::integral_constant<int, 1>{});
-    case 2: return with_span(std::integral_constant<int, 2>{});
-    case 3: return with_span(std::integral_constant<int, 3>{});
-    case 4: return with_span(std::integral_constant<int, 4>{});
-    case 5: return with_span(std::integral_constant<int, 5>{});
-    default: return with_span(std::integral_constant<int, 6>{});
-  }
+  dispatch_span(w.span(), with_span);
 }
 
 }  // namespace sweep

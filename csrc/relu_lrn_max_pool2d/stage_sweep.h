@@ -346,15 +346,7 @@ void dispatch(const Geo& g, bool channels_last, Fn&& fn) {
     else
       fn(span, std::integral_constant<int, 1>{}, std::false_type{});
   };
-  switch (g.win.span()) {
-    case 0: return with_span(std::integral_constant<int, 0>{});
-    case 1: return with_span(std::integral_constant<int, 1>{});
-    case 2: return with_span(std::integral_constant<int, 2>{});
-    case 3: return with_span(std::integral_constant<int, 3>{});
-    case 4: return with_span(std::integral_constant<int, 4>{});
-    case 5: return with_span(std::integral_constant<int, 5>{});
-    default: return with_span(std::integral_constant<int, 6>{});
-  }
+  lrn::sweep::dispatch_span(g.win.span(), with_span);
 }
 
 }  // namespace sweep
