@@ -163,11 +163,13 @@ def _offset_view(x, offset):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("aligned", [True, False], ids=["vector", "scalar"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("aligned", ["vector", "vector_offset", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
 def test_register_kernel_paths(device, size, kind, aligned, dtype):
     x = layout(rand((2, 40, 4, 8), device, dtype), kind)  # 32 pixels, 40 channels
-    if not aligned:
+    if aligned == "vector_offset":  # a storage offset of 16 bytes: still vectors
+        x = _offset_view(x, 16 // x.element_size())
+    elif aligned == "scalar":
         x = _offset_view(x, 1)
     assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
@@ -218,6 +220,25 @@ def test_overflowing_sum_of_squares_like_pytorch(device, size, kind):
     (gr,) = torch.autograd.grad(F.local_response_norm(x, size, 1e-4, 0.75, 2.0), x, g)
     assert gr.isfinite().all() and gx.isfinite().all()
     torch.testing.assert_close(gx, gr, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+def test_beta_zero_like_pytorch(device, size):
+    # s^-0 = 1 for every s, zero windows with k = 0 and overflowed sums included (the GPU's
+    # exp2(-beta * log2(s)) would give NaN there).
+    x = rand((2, 12, 3, 4), device)
+    x[:, :, 0] = 0  # zero windows: s = k = 0
+    x[0, 3, 1, 1] = 1e20  # s = inf in fp32
+    out = local_response_norm(x, size, alpha=1e-4, beta=0.0, k=0.0)
+    torch.testing.assert_close(out, F.local_response_norm(x, size, alpha=1e-4, beta=0.0, k=0.0))
+    assert torch.equal(out, x)
+
+
+def test_channel_limit_is_a_clear_error():
+    x = torch.empty(1, 2**30, 1, device="meta")
+    with pytest.raises(ValueError, match="channels"):
+        local_response_norm(x, 5)
 
 
 @pytest.mark.parametrize("device", DEVICES)

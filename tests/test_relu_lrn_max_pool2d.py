@@ -393,3 +393,41 @@ def test_register_kernel_paths(device, size, kind, dtype):
     else:  # bf16 rounding ties windows; allow a few moved gradients, as the bench gate does
         bad = ((gx.double() - gx_ref).abs() > 4e-2 + 4e-2 * gx_ref.abs()).sum().item()
         assert bad <= max(4, 1e-3 * gx.numel()), bad
+
+
+# Edges of the register kernels: strides that leave pixels in no window, a single pooled
+# pixel, 3 and 8 groups with channels-last vectors, fp16, and dy/argmax in the other layout.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "shape,groups,stride,kind,dtype",
+    [
+        ((2, 24, 9, 11), 3, 4, "channels_last", torch.float32),
+        ((2, 24, 9, 11), 3, 4, "contiguous", torch.float32),
+        ((3, 16, 3, 3), 1, 2, "channels_last", torch.float16),
+        ((2, 64, 7, 6), 8, 1, "channels_last", torch.bfloat16),
+        ((2, 64, 7, 6), 8, 3, "contiguous", torch.float16),
+    ],
+    ids=str,
+)
+def test_register_kernel_edges(device, shape, groups, stride, kind, dtype):
+    x = layout(rand(shape, device, torch.float32) * 3, kind).to(dtype)
+    kw = dict(size=5, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
+    y, argmax = OP(x, 5, 0.3 / 5, 0.75, 1.5, [3, 3], [stride, stride], groups)
+    y_ref, idx = reference(x.double(), **kw, return_indices=True)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(y.double(), y_ref, atol=tol, rtol=tol)
+    # dy and the argmax handed over in the other layout than x
+    other = "contiguous" if kind == "channels_last" else "channels_last"
+    gy = layout(torch.randn(y.shape, dtype=torch.float64), other).to(device, dtype)
+    am = layout(argmax, other)
+    gx = BWD(gy, am, x, 5, 0.3 / 5, 0.75, 1.5, [3, 3], [stride, stride], groups)
+    # reference gradient routed through OUR argmax (so low-precision near-ties agree)
+    xr = x.double().requires_grad_()
+    z = F.relu(xr)
+    z = torch.cat([F.local_response_norm(p, 5, 0.3, 0.75, 1.5) for p in z.chunk(groups, dim=1)], dim=1)
+    H, W = shape[-2:]
+    flat = flat_indices(argmax, H, W, 3, stride)
+    picked = z.flatten(2).gather(2, flat.flatten(2))
+    (gr,) = torch.autograd.grad(picked, xr, gy.double().flatten(2))
+    assert gx.shape == x.shape
+    torch.testing.assert_close(gx.double(), gr, atol=4 * tol, rtol=4 * tol)

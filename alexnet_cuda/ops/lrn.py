@@ -50,6 +50,8 @@ def _check(input, size):
         raise TypeError(f"{_OP}: size must be an int, got {type(size).__name__}")
     if size <= 0:
         raise ValueError(f"{_OP}: size must be positive, got {size}")
+    if input.shape[1] >= 2**30:  # the kernels index channels with 32-bit ints
+        raise ValueError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
     check_device(input, "input", _OP)
 
 

@@ -45,6 +45,9 @@ inline Window make_window(int64_t size, int64_t channels) {
 // gives NaN, exactly like pow(). double uses the exact library pow everywhere.
 C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
 #if defined(__CUDA_ARCH__)
+  // beta = 0: pow(s, -0) = 1 for every s (0, inf and NaN included), where the exp2/log2
+  // form would give exp2(0 * +-inf) = NaN.
+  if (beta == 0.f) return 1.f;
   return exp2f(-beta * __log2f(s));
 #else
   return std::pow(s, -beta);
@@ -116,6 +119,8 @@ inline void check_args(const at::Tensor& x, int64_t size, const char* op) {
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
               x.scalar_type());
   TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
+  // Channel indices are 32-bit in the kernels (offsets are 64-bit).
+  TORCH_CHECK(x.size(1) < (int64_t(1) << 30), op, ": the channel dim must be below 2^30, got ", x.size(1));
 }
 
 inline void check_backward_args(const at::Tensor& grad_output, const at::Tensor& input, int64_t size) {

@@ -112,7 +112,7 @@ void forward_cpu_kernel(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax
           const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
           const acc_t ss = sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
           const acc_t zc = relu(static_cast<acc_t>(px[c * g.xs[1]]));
-          y[h * g.W + w] = lrn::forward_value<acc_t>(zc, ss, scale, beta, k);
+          y[int64_t(h) * g.W + w] = lrn::forward_value<acc_t>(zc, ss, scale, beta, k);
         }
       }
       const int64_t obase = n * g.os[0] + c * g.os[1];
@@ -165,7 +165,7 @@ void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::T
           acc_t p0, p1;
           lrn::inv_pows(s, beta, p0, p1);
           const acc_t zj = relu(static_cast<acc_t>(px[j * g.xs[1]]));
-          const int64_t i = plane * HW + h * g.W + w;
+          const int64_t i = plane * HW + int64_t(h) * g.W + w;
           t[i] = gj * zj * p1;
           gs[i] = gj * p0;
         }
@@ -183,7 +183,7 @@ void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::T
       scalar_t* dxc = dxp + n * g.xs[0] + c * g.xs[1];
       for (int h = 0; h < g.H; ++h) {
         for (int w = 0; w < g.W; ++w) {
-          const int64_t q = h * g.W + w;
+          const int64_t q = int64_t(h) * g.W + w;
           acc_t tsum = acc_t(0);
           for (int jj = lo; jj <= hi; ++jj) tsum += t[(n * g.C + jj) * HW + q];
           const acc_t zc = relu(static_cast<acc_t>(xc[h * g.xs[2] + w * g.xs[3]]));
