@@ -25,6 +25,7 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -52,9 +53,20 @@ struct alignas(sizeof(T) * V) Vec {
   T v[V];
 };
 
+// On the CPU, which tolerates misaligned accesses, check the alignment a GPU would need:
+// the CPU tests run these very functions, so a misaligned vector fails there loudly.
+template <typename T, int V>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void check_aligned(const void* p) {
+#if !defined(__CUDA_ARCH__)
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(p) % alignof(Vec<T, V>) == 0,
+              "alexnet_cuda internal error: misaligned ", V, "-element vector access");
+#endif
+}
+
 // out[i] = p[i] for i < V, one vector access (p is V-aligned whenever V > 1).
 template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void load(const scalar_t* p, acc_t* out) {
+  check_aligned<scalar_t, V>(p);
   const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
 LRN_UNROLL
   for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t>(a.v[i]);
@@ -73,6 +85,7 @@ LRN_UNROLL
 
 template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void store(scalar_t* p, const acc_t* in) {
+  check_aligned<scalar_t, V>(p);
   Vec<scalar_t, V> a;
 LRN_UNROLL
   for (int i = 0; i < V; ++i) a.v[i] = static_cast<scalar_t>(in[i]);

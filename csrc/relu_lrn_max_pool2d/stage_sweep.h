@@ -141,6 +141,7 @@ LRN_UNROLL
   Vec<uint8_t, V> a;
 LRN_UNROLL
   for (int i = 0; i < V; ++i) a.v[i] = static_cast<uint8_t>(arg[i]);
+  lrn::sweep::check_aligned<uint8_t, V>(am + o);
   *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
 }
 
@@ -204,6 +205,7 @@ LRN_UNROLL
           const int dh = (h - oh * g.SH) * g.KW;
           for (int ow = cv.owb; ow < cv.owe; ++ow) {
             const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + cc;
+            lrn::sweep::check_aligned<uint8_t, V>(am + o);
             const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
             acc_t d[V];
             load_or_zero<V>(dy + o, true, d);
