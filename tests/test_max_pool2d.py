@@ -389,3 +389,22 @@ def test_module_is_a_drop_in():
         a, b = ours(x), ref(x)
         for u, v in zip(a, b) if kw.get("return_indices") else [(a, b)]:
             assert_identical(u, v)
+
+
+@pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_cuda_indexing_past_2_31_elements(kind):
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
+    x = layout(torch.randn(n, 96, 55, 55, device="cuda", dtype=torch.bfloat16), kind).requires_grad_()
+    y = max_pool2d(x, 3, 2)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    for sl in (slice(0, 2), slice(n - 2, n)):  # the first and the last images
+        xs = x.detach()[sl].clone().requires_grad_()
+        ys = F.max_pool2d(xs, 3, 2)
+        (gs,) = torch.autograd.grad(ys, xs, g[sl])
+        torch.testing.assert_close(y[sl].detach(), ys, rtol=0, atol=0)
+        torch.testing.assert_close(gx[sl], gs, rtol=0, atol=0)

@@ -431,3 +431,22 @@ def test_register_kernel_edges(device, shape, groups, stride, kind, dtype):
     (gr,) = torch.autograd.grad(picked, xr, gy.double().flatten(2))
     assert gx.shape == x.shape
     torch.testing.assert_close(gx.double(), gr, atol=4 * tol, rtol=4 * tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_cuda_indexing_past_2_31_elements(kind):
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
+    x = layout(torch.randn(n, 96, 55, 55, device="cuda", dtype=torch.bfloat16), kind).requires_grad_()
+    y = relu_lrn_max_pool2d(x, lrn_groups=2)
+    gy = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, gy)
+    for sl in (slice(0, 2), slice(n - 2, n)):  # the first and the last images, vs fp32 stock
+        xs = x.detach()[sl].float()
+        y_ref, gx_ref = grads(reference, xs, gy[sl].float(), lrn_groups=2)
+        torch.testing.assert_close(y[sl].float(), y_ref, atol=1e-2, rtol=2e-2)
+        bad = ((gx[sl].float() - gx_ref).abs() > 4e-2 + 4e-2 * gx_ref.abs()).sum().item()
+        assert bad <= max(4, 1e-4 * gx_ref.numel()), bad  # bf16 near-ties only
