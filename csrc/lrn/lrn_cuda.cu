@@ -173,36 +173,23 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 }
 
 // Register kernels: one work item per thread (lrn_sweep.h).
-constexpr int kSweepThreads = 256;
+using sweep::kThreads;
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads)
+__global__ void __launch_bounds__(kThreads)
     lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
                              acc_t scale, acc_t beta, acc_t k) {
-  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, y, v, it, i, scale, beta, k);
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads)
+__global__ void __launch_bounds__(kThreads)
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                               scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, acc_t beta,
                               acc_t k) {
-  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, beta, k);
-}
-
-unsigned sweep_blocks(const sweep::Items& it) {
-  const int64_t blocks = (it.count + kSweepThreads - 1) / kSweepThreads;
-  TORCH_CHECK(blocks < (int64_t(1) << 31), "local_response_norm (CUDA): input too large");
-  return static_cast<unsigned>(blocks);
-}
-
-// The register kernels take fp32/fp16/bf16 (float64 keeps the general path: its vectors
-// hold only two elements and its registers are twice as wide).
-template <typename scalar_t>
-constexpr bool sweep_dtype() {
-  return !std::is_same<scalar_t, double>::value;
 }
 
 // Tile shape: up to 128 channels per tile (all of AlexNet's 96; more channels are split
@@ -256,13 +243,14 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    if constexpr (sweep_dtype<scalar_t>()) {
+    if constexpr (sweep::has_cuda_register_kernels<scalar_t>()) {
       if (sweep::covers(w)) {
         const int vec = sweep::vector_width<scalar_t>(v, {xp, yp});
         const sweep::Items it = sweep::make_items(v, vec);
+        const unsigned blocks = sweep::blocks_for("local_response_norm", it.count);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
-              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(xp, yp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
+              <<<blocks, kThreads, 0, stream>>>(xp, yp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -293,14 +281,14 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    if constexpr (sweep_dtype<scalar_t>()) {
+    if constexpr (sweep::has_cuda_register_kernels<scalar_t>()) {
       if (sweep::covers(w)) {
         const int vec = sweep::vector_width<scalar_t>(v, {dyp, xp, dxp});
         const sweep::Items it = sweep::make_items(v, vec);
+        const unsigned blocks = sweep::blocks_for("local_response_norm", it.count);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
-              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(dyp, xp, dxp, v, it, acc_t(scale), acc_t(beta),
-                                                               acc_t(k));
+              <<<blocks, kThreads, 0, stream>>>(dyp, xp, dxp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

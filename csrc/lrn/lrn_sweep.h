@@ -368,6 +368,22 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const s
 
 // ---------------------------------------------------------------- host-side dispatch
 
+// CUDA launches of the register kernels (LRN and the fused stage): one work item per
+// thread, blocks of kThreads, and the dtypes that have them (float64 keeps the tile
+// kernels on CUDA: its vectors hold two elements and its registers are twice as wide).
+constexpr int kThreads = 256;
+
+inline unsigned blocks_for(const char* op, int64_t items) {
+  const int64_t blocks = (items + kThreads - 1) / kThreads;
+  TORCH_CHECK(blocks < (int64_t(1) << 31), op, " (CUDA): input too large for one launch");
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename scalar_t>
+constexpr bool has_cuda_register_kernels() {
+  return !std::is_same<scalar_t, double>::value;
+}
+
 // The register kernels cover this window (make_window's placement: pre = (span + 1) / 2).
 inline bool covers(Window w) {
   return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2;

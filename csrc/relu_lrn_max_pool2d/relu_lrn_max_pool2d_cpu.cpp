@@ -41,7 +41,6 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
-  if (!sweep::covers(g)) return false;
   const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
   if (vec == 0) return false;
   const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
@@ -64,7 +63,6 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   const uint8_t* ap = am.const_data_ptr<uint8_t>();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-  if (!sweep::covers(g)) return false;
   const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
   if (vec == 0) return false;
   const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);

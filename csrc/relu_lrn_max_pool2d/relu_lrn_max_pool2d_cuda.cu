@@ -45,7 +45,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <type_traits>
 
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 #include "relu_lrn_max_pool2d/stage_sweep.h"
@@ -287,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Register kernels: one work item per thread (stage_sweep.h).
-constexpr int kSweepThreads = 256;
+constexpr int kSweepThreads = lrn::sweep::kThreads;  // (kThreads is the tile kernels')
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads)
@@ -304,12 +303,6 @@ __global__ void __launch_bounds__(kSweepThreads)
                           acc_t scale, acc_t beta, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
   if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, am, x, dx, g, it, i, scale, beta, k);
-}
-
-unsigned sweep_blocks(const sweep::Items& it) {
-  const int64_t blocks = (it.count + kSweepThreads - 1) / kSweepThreads;
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "relu_lrn_max_pool2d (CUDA): input too large");
-  return static_cast<unsigned>(blocks);
 }
 
 // ------------------------------------------------------------------------ host side
@@ -397,17 +390,17 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if constexpr (!std::is_same<scalar_t, double>::value) {  // float64: tile kernels only
+    if constexpr (lrn::sweep::has_cuda_register_kernels<scalar_t>()) {
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
-      const int vec = sweep::covers(g) ? sweep::vector_width<scalar_t>(g, cl, {xp, op, ap}) : 0;
+      const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
       if (vec != 0) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
+        const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
-              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(xp, op, ap, g, it, acc_t(scale), acc_t(beta),
-                                                               acc_t(k));
+              <<<blocks, kSweepThreads, 0, stream>>>(xp, op, ap, g, it, acc_t(scale), acc_t(beta), acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -437,18 +430,18 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if constexpr (!std::is_same<scalar_t, double>::value) {  // float64: tile kernels only
+    if constexpr (lrn::sweep::has_cuda_register_kernels<scalar_t>()) {
       const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
       const uint8_t* ap = am.const_data_ptr<uint8_t>();
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-      const int vec = sweep::covers(g) ? sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp}) : 0;
+      const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
       if (vec != 0) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+        const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
-              <<<sweep_blocks(it), kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), acc_t(beta),
-                                                               acc_t(k));
+              <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), acc_t(beta), acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

@@ -325,12 +325,13 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 // The register kernels take 3x3 pooling and LRN windows lrn::sweep covers.
 inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::covers(g.win); }
 
-// Channels-last items are vectors of 16 bytes (V = 16 / sizeof) when each group's
-// channel count is a multiple of V and every tensor is 16-byte aligned; channels-first
-// items are single pixels (V = 1). Returns 0 when channels-last cannot use vectors
-// (the tile kernels take over).
+// The items' width V, or 0 when the register kernels do not apply (then the tile
+// kernels take over): they need covers(g); channels-first items are single pixels
+// (V = 1); channels-last items are vectors of 16 bytes (V = 16 / sizeof), so each
+// group's channel count must be a multiple of V and every tensor 16-byte aligned.
 template <typename scalar_t>
 int vector_width(const Geo& g, bool channels_last, std::initializer_list<const void*> ptrs) {
+  if (!covers(g)) return 0;
   if (!channels_last) return 1;
   constexpr int vec = 16 / sizeof(scalar_t);
   if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
