@@ -60,6 +60,16 @@ def batched_shapes(cfg: Config, shapes_chw) -> List[tuple]:
     return [(cfg.batch, *chw) for chw in (shapes_chw[:1] if cfg.quick else shapes_chw)]
 
 
+def case_grid(cfg: Config, items, make_case: Callable) -> List[Case]:
+    """make_case(cfg, item, dtype, layout, direction) for every item (a shape, a layer)
+    x cfg.dtypes x cfg.layouts x ("fwd", "fwd+bwd"), in that nesting order."""
+    return [make_case(cfg, item, dtype_name, layout_name, direction)
+            for item in items
+            for dtype_name in cfg.dtypes
+            for layout_name in cfg.layouts
+            for direction in ("fwd", "fwd+bwd")]
+
+
 def pooled_size(size: int, kernel: int, stride: int) -> int:
     """Output size of an unpadded, floor-mode pooling window."""
     return (size - kernel) // stride + 1

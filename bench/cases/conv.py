@@ -15,7 +15,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from common import DTYPES, LAYOUTS, Case, Config
+from common import DTYPES, LAYOUTS, Case, Config, case_grid
 
 from alexnet_cuda.ops.conv2d_relu import conv2d_relu
 
@@ -120,10 +120,4 @@ def cases(cfg: Config) -> List[Case]:
         layers = LAYERS[2:] if cfg.device == "cuda" else LAYERS[4:]
     elif cfg.reduced:  # CPU: the two large layers and one grouped 13x13 one
         layers = [LAYERS[0], LAYERS[1], LAYERS[4]]
-    out = []
-    for layer in layers:
-        for dtype_name in cfg.dtypes:
-            for layout_name in cfg.layouts:
-                for direction in ("fwd", "fwd+bwd"):
-                    out.append(_case(cfg, layer, dtype_name, layout_name, direction))
-    return out
+    return case_grid(cfg, layers, _case)

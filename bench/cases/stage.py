@@ -16,8 +16,8 @@ from typing import List
 import torch
 from torch import nn
 
-from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, forward_or_backward, pooled_size,
-                    saved_tensor_bytes)
+from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, case_grid, forward_or_backward,
+                    pooled_size, saved_tensor_bytes)
 
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
 
@@ -151,13 +151,7 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
 
 
 def cases(cfg: Config) -> List[Case]:
-    out = []
-    for shape in batched_shapes(cfg, SHAPES_CHW):
-        for dtype_name in cfg.dtypes:
-            for layout_name in cfg.layouts:
-                for direction in ("fwd", "fwd+bwd"):
-                    out.append(_case(cfg, shape, dtype_name, layout_name, direction))
-    return out
+    return case_grid(cfg, batched_shapes(cfg, SHAPES_CHW), _case)
 
 
 def extra_rows(cfg: Config) -> List[str]:
