@@ -10,6 +10,14 @@ NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON))]
 
 
+def skip_unless_free_gpu_memory(gib):
+    """Skip the calling (CUDA) test unless the GPU has `gib` GiB free: for the tests past
+    2^31 elements."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < gib * 2**30:
+        pytest.skip(f"needs {gib} GiB of free GPU memory")
+
+
 def pytest_report_header(config):
     return f"torch {torch.__version__}, CUDA available: {CUDA}"
 

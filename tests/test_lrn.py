@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, skip_unless_free_gpu_memory
 
 # (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
 TOL = {
@@ -317,9 +317,7 @@ def test_device_without_kernels_is_a_clear_error(monkeypatch):
 @pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_cuda_indexing_past_2_31_elements(kind):
-    free, _ = torch.cuda.mem_get_info()
-    if free < 20 * 2**30:
-        pytest.skip("needs 20 GiB of free GPU memory")
+    skip_unless_free_gpu_memory(20)
     # 8 channels of 2^28 + 5 pixels, 2^31 + 40 elements: NCHW channel offsets c * P and
     # channels-last pixel offsets p * 8 both pass 2^31.
     P = 2**28 + 5

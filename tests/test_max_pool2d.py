@@ -15,7 +15,7 @@ from torch import nn
 from alexnet_cuda.nn.pooling import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-from conftest import CUDA, DEVICES, NO_CUDA_REASON  # noqa: F401
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, skip_unless_free_gpu_memory  # noqa: F401
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -394,9 +394,7 @@ def test_module_is_a_drop_in():
 @pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_cuda_indexing_past_2_31_elements(kind):
-    free, _ = torch.cuda.mem_get_info()
-    if free < 24 * 2**30:
-        pytest.skip("needs 24 GiB of free GPU memory")
+    skip_unless_free_gpu_memory(24)
     n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
     x = layout(torch.randn(n, 96, 55, 55, device="cuda", dtype=torch.bfloat16), kind).requires_grad_()
     y = max_pool2d(x, 3, 2)
