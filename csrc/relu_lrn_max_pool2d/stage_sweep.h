@@ -260,32 +260,26 @@ struct Where {
 
 C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
   using lrn::sweep::divmod;
+  // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
   Where wh;
-  int64_t q, r;
+  int64_t q = i, r;
   if (channels_last) {
-    divmod(i, it.vecs, q, r);
+    divmod(q, it.vecs, q, r);
     wh.cb = static_cast<int>(r) * it.vec;
     wh.ce = wh.cb + it.vec;
     wh.gb = wh.cb / g.Cg * g.Cg;
-  } else {
-    divmod(i, it.cols, q, r);
-    wh.col = static_cast<int>(r);
-    divmod(q, it.rows, q, r);
-    wh.row = static_cast<int>(r);
-    int64_t run;
-    divmod(q, it.runs, q, run);
-    wh.n = static_cast<int>(q);
-    const int grp = static_cast<int>(run) / it.runs_per_group;
-    wh.gb = grp * g.Cg;
-    wh.cb = wh.gb + (static_cast<int>(run) - grp * it.runs_per_group) * it.run;
-    wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
-    wh.ge = wh.gb + g.Cg;
-    return wh;
   }
   divmod(q, it.cols, q, r);
   wh.col = static_cast<int>(r);
   divmod(q, it.rows, q, r);
   wh.row = static_cast<int>(r);
+  if (!channels_last) {
+    divmod(q, it.runs, q, r);
+    const int run = static_cast<int>(r), grp = run / it.runs_per_group;
+    wh.gb = grp * g.Cg;
+    wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
+    wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
+  }
   wh.n = static_cast<int>(q);
   wh.ge = wh.gb + g.Cg;
   return wh;
