@@ -130,6 +130,17 @@ def test_dtypes_and_layouts(device, dtype, kind, kw):
     assert_matches_pytorch(x, **kw)
 
 
+@pytest.mark.parametrize("shape,kw", CONFIGS[:3] + CONFIGS[10:14] + CONFIGS[-1:], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_cuda_gather_on_cpu(monkeypatch, shape, kw, kind):
+    # The CPU backward scatters; the CUDA kernels gather (max_pool2d.h's gather_grad).
+    # ALEXNET_CUDA_CPU_GATHER=1 makes the CPU run the gather, so CI checks its arithmetic
+    # without a GPU: AlexNet's pools, dilation, ceil mode and the int64 argmax.
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_GATHER", "1")
+    x = rand(shape, "cpu")
+    assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_window_without_any_tap_inside(device):
     # Dilation can make a (legal) window miss the input entirely: its taps -1 and 2

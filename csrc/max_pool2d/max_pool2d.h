@@ -134,23 +134,62 @@ C10_HOST_DEVICE inline void encode_argmax(int64_t* out, const Axis& ah, const Ax
   *out = static_cast<int64_t>(h0 + th * ah.dilation) * aw.size + (w0 + tw * aw.dilation);
 }
 
-// Is the argmax `a` of window (oh, ow) the input position (h, w)?
-C10_HOST_DEVICE inline bool argmax_is(uint8_t a, const Axis& ah, const Axis& aw, int oh, int ow,
-                                      int h, int w) {
-  const int th = a / aw.kernel;
-  const int tw = a - th * aw.kernel;
-  return window_start(ah, oh) + th * ah.dilation == h &&
-         window_start(aw, ow) + tw * aw.dilation == w;
+// The argmax value that window (oh, ow) stores when its maximum is the input position
+// (h, w), which lies in the window's span (start <= h <= start + d(k-1), same for w).
+// Returns false when no value can mean (h, w): with dilation, a position between two
+// taps is never a tap of this window. Comparing stored values with this one code is
+// what the backward does per element, instead of decoding every stored argmax.
+C10_HOST_DEVICE inline bool argmax_code(uint8_t* code, const Axis& ah, const Axis& aw, int oh,
+                                        int ow, int h, int w) {
+  int th = h - window_start(ah, oh), tw = w - window_start(aw, ow);  // offsets in the window
+  if (ah.dilation != 1) {  // (integer division is slow on both CPU and GPU: skip it at d = 1)
+    if (th % ah.dilation != 0) return false;
+    th /= ah.dilation;
+  }
+  if (aw.dilation != 1) {
+    if (tw % aw.dilation != 0) return false;
+    tw /= aw.dilation;
+  }
+  *code = static_cast<uint8_t>(th * aw.kernel + tw);
+  return true;
 }
-C10_HOST_DEVICE inline bool argmax_is(int64_t a, const Axis& ah, const Axis& aw, int oh, int ow,
-                                      int h, int w) {
-  return a == static_cast<int64_t>(h) * aw.size + w;
+C10_HOST_DEVICE inline bool argmax_code(int64_t* code, const Axis& ah, const Axis& aw, int oh,
+                                        int ow, int h, int w) {
+  *code = static_cast<int64_t>(h) * aw.size + w;  // flat: the same for every window
+  return true;
 }
 
-// Forward for one output element (oh, ow) of one (n, c) plane.
-//   in:   the plane's element (0, 0); element (h, w) is in[h*in_sh + w*in_sw]
-//   out, argmax: where this output element's value and argmax go
-template <typename scalar_t, typename argmax_t, typename index_t>
+// The inverse of argmax_code: the input position (h, w) that window (oh, ow)'s stored
+// argmax `a` names. False exactly when no input position has argmax_code == a: an
+// out-of-range value, or a tap outside the input (only a window with no tap inside the
+// input stores one). The CPU backward scatters with it (max_pool2d_cpu.cpp).
+C10_HOST_DEVICE inline bool argmax_position(uint8_t a, const Axis& ah, const Axis& aw, int oh,
+                                            int ow, int* h, int* w) {
+  const int th = a / aw.kernel, tw = a - th * aw.kernel;
+  if (th >= ah.kernel) return false;
+  *h = window_start(ah, oh) + th * ah.dilation;
+  *w = window_start(aw, ow) + tw * aw.dilation;
+  return *h >= 0 && *h < ah.size && *w >= 0 && *w < aw.size;
+}
+C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axis& aw, int oh,
+                                            int ow, int* h, int* w) {
+  if (a < 0 || a >= static_cast<int64_t>(ah.size) * aw.size) return false;
+  *h = static_cast<int>(a / aw.size);
+  *w = static_cast<int>(a - static_cast<int64_t>(*h) * aw.size);
+  // gather_grad visits only the windows whose span covers (h, w): the same condition.
+  const int h0 = window_start(ah, oh), w0 = window_start(aw, ow);
+  return *h >= h0 && *h <= h0 + (ah.kernel - 1) * ah.dilation && *w >= w0 &&
+         *w <= w0 + (aw.kernel - 1) * aw.dilation;
+}
+
+// Forward for output (oh, ow) of kLanes planes at once (kLanes = 1: one output element).
+//   in:   the first plane's element (0, 0); element (h, w) of lane j is
+//         in[h*in_sh + w*in_sw + j]: lanes are adjacent channels of an NHWC tensor
+//   out, argmax: where lane j's value and argmax go: out[j], argmax[j]
+// The CUDA kernels use one lane per thread; the CPU's NHWC loop uses 16, so that its
+// innermost loop runs over contiguous channels and the compiler vectorizes it. Every
+// lane scans its window exactly as a single element would.
+template <int kLanes, typename scalar_t, typename argmax_t, typename index_t>
 C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw,
                                         const Axis& ah, const Axis& aw, int oh, int ow,
                                         scalar_t* out, argmax_t* argmax) {
@@ -159,21 +198,30 @@ C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index
   const int th_begin = tap_begin(ah, h0), th_end = tap_end(ah, h0);
   const int tw_begin = tap_begin(aw, w0), tw_end = tap_end(aw, w0);
 
-  opmath_t best = lowest_value<opmath_t>();
-  int best_th = th_begin, best_tw = tw_begin;
+  opmath_t best[kLanes];
+  int best_th[kLanes], best_tw[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    best[j] = lowest_value<opmath_t>();
+    best_th[j] = th_begin;
+    best_tw[j] = tw_begin;
+  }
   for (int th = th_begin; th < th_end; ++th) {
     const scalar_t* row = in + static_cast<index_t>(h0 + th * ah.dilation) * in_sh;
     for (int tw = tw_begin; tw < tw_end; ++tw) {
-      const opmath_t v = static_cast<opmath_t>(row[static_cast<index_t>(w0 + tw * aw.dilation) * in_sw]);
-      if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
-        best = v;
-        best_th = th;
-        best_tw = tw;
+      const scalar_t* tap = row + static_cast<index_t>(w0 + tw * aw.dilation) * in_sw;
+      for (int j = 0; j < kLanes; ++j) {
+        const opmath_t v = static_cast<opmath_t>(tap[j]);
+        const bool take = v > best[j] || at::_isnan(v);  // strict >: first max wins; NaN always wins
+        best[j] = take ? v : best[j];
+        best_th[j] = take ? th : best_th[j];
+        best_tw[j] = take ? tw : best_tw[j];
       }
     }
   }
-  *out = static_cast<scalar_t>(best);
-  encode_argmax(argmax, ah, aw, h0, w0, best_th, best_tw);
+  for (int j = 0; j < kLanes; ++j) {
+    out[j] = static_cast<scalar_t>(best[j]);
+    encode_argmax(argmax + j, ah, aw, h0, w0, best_th[j], best_tw[j]);
+  }
 }
 
 // Backward for one input element (h, w) of one (n, c) plane: the sum of the gradients
@@ -190,10 +238,10 @@ C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(
   opmath_t sum = opmath_t(0);
   for (int oh = oh_begin; oh < oh_end; ++oh) {
     for (int ow = ow_begin; ow < ow_end; ++ow) {
+      argmax_t code;
+      if (!argmax_code(&code, ah, aw, oh, ow, h, w)) continue;
       const index_t off = static_cast<index_t>(oh) * out_sh + static_cast<index_t>(ow) * out_sw;
-      if (argmax_is(argmax[off], ah, aw, oh, ow, h, w)) {
-        sum += static_cast<opmath_t>(grad_out[off]);
-      }
+      if (argmax[off] == code) sum += static_cast<opmath_t>(grad_out[off]);
     }
   }
   return sum;

@@ -18,7 +18,10 @@
 //     input_size, in channels_last or contiguous format as asked (the forward input's
 //     format); nothing else of the input is needed.
 //
-// The per-element math lives in max_pool2d.h and is shared with the CUDA kernels.
+// The per-element math lives in max_pool2d.h and is shared with the CUDA kernels: the
+// forward runs the same pool_window (NHWC: 16 channels per call, vectorized); the
+// backward scatters (argmax_position) where CUDA gathers (gather_grad), with the same
+// result bits; ALEXNET_CUDA_CPU_GATHER=1 runs the gather here too, for the tests.
 #include "max_pool2d/max_pool2d.h"
 
 #include <ATen/Dispatch.h>
@@ -26,6 +29,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 namespace alexnet_cuda {
 namespace max_pool2d {
@@ -36,6 +43,19 @@ namespace {
 int64_t grain(int64_t elements_per_item) {
   constexpr int64_t kGrainElements = 32768;
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+}
+
+// The NHWC forward hands pool_window 16 adjacent channels at a time (a 64-byte fp32
+// vector: the compiler vectorizes its per-lane loops), then the remaining C % 16 one by
+// one. f(lanes, c) is called with lanes = std::integral_constant<int, 16 or 1>. The
+// backward's NHWC tasks take blocks of the same width.
+constexpr int kChannelLanes = 16;
+
+template <typename F>
+void for_lanes(int64_t C, const F& f) {
+  int64_t c = 0;
+  for (; c + kChannelLanes <= C; c += kChannelLanes) f(std::integral_constant<int, kChannelLanes>{}, c);
+  for (; c < C; ++c) f(std::integral_constant<int, 1>{}, c);
 }
 
 template <typename scalar_t, typename argmax_t>
@@ -54,66 +74,121 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
         for (int oh = 0; oh < Ho; ++oh) {
           for (int ow = 0; ow < Wo; ++ow) {
             const int64_t o = (plane * Ho + oh) * Wo + ow;
-            pool_window<scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                     out_p + o, arg_p + o);
+            pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
+                                                        out_p + o, arg_p + o);
           }
         }
       }
     });
   } else {
-    // NHWC: one task per output pixel (n, oh, ow), channels innermost (contiguous).
+    // NHWC: one task per output pixel (n, oh, ow); its channels go kChannelLanes at a time
+    // through pool_window, whose innermost loop then runs over contiguous channels.
     at::parallel_for(0, g.N * Ho * Wo, grain(C), [&](int64_t begin, int64_t end) {
       for (int64_t pixel = begin; pixel < end; ++pixel) {
         const int64_t n = pixel / (Ho * Wo);
         const int oh = static_cast<int>(pixel / Wo % Ho);
         const int ow = static_cast<int>(pixel % Wo);
         const scalar_t* in_image = in + n * H * W * C;
-        for (int64_t c = 0; c < C; ++c) {
+        for_lanes(C, [&](auto lanes, int64_t c) {
           const int64_t o = pixel * C + c;
-          pool_window<scalar_t, argmax_t, int64_t>(in_image + c, W * C, C, g.h, g.w, oh, ow,
-                                                   out_p + o, arg_p + o);
-        }
+          pool_window<decltype(lanes)::value, scalar_t, argmax_t, int64_t>(
+              in_image + c, W * C, C, g.h, g.w, oh, ow, out_p + o, arg_p + o);
+        });
       }
     });
   }
 }
 
+// Backward as the CUDA kernels do it: each input element gathers over the windows that
+// contain it (gather_grad). Slower on a CPU than the scatter below; it runs only when
+// ALEXNET_CUDA_CPU_GATHER=1, so that the CPU tests can check the CUDA backward's
+// arithmetic (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
 template <typename scalar_t, typename argmax_t>
-void backward_kernel(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
                      bool channels_last, at::Tensor& grad_input) {
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  // Element (h, w) of plane (n, c) is at gi[in0 + h*in_sh + w*in_sw], output (oh, ow) at
+  // [out0 + oh*out_sh + ow*out_sw], as in the CUDA kernel.
+  at::parallel_for(0, g.N * C, grain(H * W), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / C, c = plane % C;
+      const int64_t in0 = channels_last ? n * H * W * C + c : plane * H * W;
+      const int64_t out0 = channels_last ? n * Ho * Wo * C + c : plane * Ho * Wo;
+      const int64_t in_sw = channels_last ? C : 1, out_sw = channels_last ? C : 1;
+      for (int h = 0; h < H; ++h) {
+        for (int w = 0; w < W; ++w) {
+          gi[in0 + (h * W + w) * in_sw] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, int64_t>(
+              go + out0, am + out0, Wo * out_sw, out_sw, g.h, g.w, h, w));
+        }
+      }
+    }
+  });
+}
 
-  if (!channels_last) {
-    // NCHW: one task per (n, c) plane; each input element gathers from its windows.
-    at::parallel_for(0, g.N * C, grain(H * W), [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t out_plane = plane * Ho * Wo;
-        for (int h = 0; h < H; ++h) {
-          for (int w = 0; w < W; ++w) {
-            gi[(plane * H + h) * W + w] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, int64_t>(
-                go + out_plane, am + out_plane, Wo, 1, g.h, g.w, h, w));
+// Backward as a scatter, not the CUDA kernel's gather: each output element adds its
+// gradient to the one input position its argmax names (argmax_position), into an opmath
+// accumulator that is then rounded into grad_input. One task owns whole planes (NCHW:
+// one (n, c) plane; NHWC: up to kChannelLanes adjacent channels of one image), so no
+// two tasks touch the same element: deterministic, no atomics. Outputs are visited in
+// row-major order, the order in which gather_grad sums the windows of one input
+// element, so both give the same bits. A scatter does one step per output element
+// where the gather does ~2.25 window visits per input element (3x3, stride 2), each
+// with a division to find its windows.
+template <typename scalar_t, typename argmax_t>
+void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+                      bool channels_last, at::Tensor& grad_input) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+  const argmax_t* am = argmax.const_data_ptr<argmax_t>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  const int64_t lanes = channels_last ? kChannelLanes : 1;  // adjacent planes per task
+  const int64_t blocks = (C + lanes - 1) / lanes;           // tasks per image
+
+  at::parallel_for(0, g.N * blocks, grain(H * W * lanes), [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> acc(H * W * lanes);  // (h, w, lane), lane fastest
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, c0 = task % blocks * lanes;
+      const int64_t L = std::min(lanes, C - c0);
+      // Element (h, w) of lane j of this task in grad_input is gi[in0 + h*in_sh + w*in_sw + j],
+      // element (oh, ow) in grad_output and argmax [out0 + oh*out_sh + ow*out_sw + j].
+      int64_t in0, in_sh, in_sw, out0, out_sh, out_sw;
+      if (channels_last) {
+        in0 = n * H * W * C + c0, in_sh = W * C, in_sw = C;
+        out0 = n * Ho * Wo * C + c0, out_sh = Wo * C, out_sw = C;
+      } else {
+        in0 = (n * C + c0) * H * W, in_sh = W, in_sw = 1;
+        out0 = (n * C + c0) * Ho * Wo, out_sh = Wo, out_sw = 1;
+      }
+      std::fill(acc.begin(), acc.begin() + H * W * L, opmath_t(0));
+      for (int oh = 0; oh < Ho; ++oh) {
+        for (int ow = 0; ow < Wo; ++ow) {
+          const int64_t off = out0 + oh * out_sh + ow * out_sw;
+          for (int64_t j = 0; j < L; ++j) {
+            int h, w;
+            if (argmax_position(am[off + j], g.h, g.w, oh, ow, &h, &w)) {
+              acc[(h * W + w) * L + j] += static_cast<opmath_t>(go[off + j]);
+            }
           }
         }
       }
-    });
-  } else {
-    // NHWC: one task per input pixel (n, h, w), channels innermost.
-    at::parallel_for(0, g.N * H * W, grain(C), [&](int64_t begin, int64_t end) {
-      for (int64_t pixel = begin; pixel < end; ++pixel) {
-        const int64_t n = pixel / (H * W);
-        const int h = static_cast<int>(pixel / W % H);
-        const int w = static_cast<int>(pixel % W);
-        const int64_t out_image = n * Ho * Wo * C;
-        for (int64_t c = 0; c < C; ++c) {
-          gi[pixel * C + c] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, int64_t>(
-              go + out_image + c, am + out_image + c, Wo * C, C, g.h, g.w, h, w));
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t w = 0; w < W; ++w) {
+          for (int64_t j = 0; j < L; ++j) {
+            gi[in0 + h * in_sh + w * in_sw + j] = static_cast<scalar_t>(acc[(h * W + w) * L + j]);
+          }
         }
       }
-    });
-  }
+    }
+  });
+}
+
+bool use_cuda_gather() {
+  const char* v = std::getenv("ALEXNET_CUDA_CPU_GATHER");
+  return v != nullptr && std::string(v) == "1";
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
@@ -152,11 +227,15 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   if (grad_input.numel() == 0) return grad_input;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "max_pool2d_backward_cpu", [&] {
-    if (am.scalar_type() == at::kByte) {
-      backward_kernel<scalar_t, uint8_t>(go, am, g, channels_last, grad_input);
-    } else {
-      backward_kernel<scalar_t, int64_t>(go, am, g, channels_last, grad_input);
-    }
+    auto run = [&](auto argmax_zero) {
+      using argmax_t = decltype(argmax_zero);
+      if (use_cuda_gather()) {
+        backward_gather<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+      } else {
+        backward_scatter<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+      }
+    };
+    am.scalar_type() == at::kByte ? run(uint8_t{}) : run(int64_t{});
   });
   return grad_input;
 }

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
     sh = W;
     sw = 1;
   }
-  pool_window<scalar_t, argmax_t, index_t>(plane, sh, sw, ah, aw, oh, ow, out + i, argmax + i);
+  pool_window<1, scalar_t, argmax_t, index_t>(plane, sh, sw, ah, aw, oh, ow, out + i, argmax + i);
 }
 
 template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
