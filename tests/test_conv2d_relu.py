@@ -17,7 +17,9 @@ from torch import nn
 
 import alexnet_cuda
 from alexnet_cuda.nn.conv import Conv2dReLU
-from alexnet_cuda.ops.conv2d_relu import conv2d_relu
+from alexnet_cuda.ops.conv2d_relu import ConvArgumentError, conv2d_relu
+
+from conftest import DEVICES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CUDA = torch.cuda.is_available()
@@ -327,6 +329,33 @@ def test_bad_arguments_raise_clear_errors(mutate, exc, match):
     x, w, b, kwargs = mutate(*_ok())
     with pytest.raises(exc, match=match):
         conv2d_relu(x, w, b, **kwargs)
+
+
+def test_errors_are_runtime_errors_like_f_conv2d():
+    # Code written for F.conv2d catches RuntimeError; ours is both that and a ValueError.
+    x, w, b = _ok()
+    for fn in (F.conv2d, conv2d_relu):
+        with pytest.raises(RuntimeError):
+            fn(x[:, :3], w, b)
+
+
+@pytest.mark.parametrize("args, match", [
+    (lambda x, w, b: (x[:, :3], w, b, [1, 1], [0, 0], [1, 1], 1), "channels"),
+    (lambda x, w, b: (x[0], w, b, [1, 1], [0, 0], [1, 1], 1), "4-D"),
+    (lambda x, w, b: (x, w, b[:5], [1, 1], [0, 0], [1, 1], 1), "bias must have shape"),
+    (lambda x, w, b: (x, w, b, [1], [0, 0], [1, 1], 1), "stride"),
+    (lambda x, w, b: (x, w, b, [1, 1], [-1, 0], [1, 1], 1), "padding"),
+    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [0, 1], 1), "dilation"),
+    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [1, 1], 3), "groups"),
+    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [9, 9], 1), "output would be"),
+], ids=["channels", "rank", "bias", "stride", "padding", "dilation", "groups", "size"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_op_called_directly_checks_its_arguments(args, match, device):
+    # torch.ops.alexnet_cuda.conv2d_relu skips the Python wrapper: its own checks must stop
+    # a mismatched shape before the kernel (which would read out of bounds on CUDA).
+    x, w, b = (t.to(device) for t in _ok())
+    with pytest.raises(ConvArgumentError, match=match):
+        torch.ops.alexnet_cuda.conv2d_relu(*args(x, w, b), True)
 
 
 @needs_cuda

@@ -25,6 +25,10 @@ for K = Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). T
 is channels_last when input or weight is channels_last, else contiguous NCHW -- the same
 rule as cuDNN's ``F.conv2d``; the input itself is never converted by default.
 
+Errors: bad arguments raise :class:`ConvArgumentError`, both a ``RuntimeError`` (what
+``F.conv2d`` raises) and a ``ValueError``, naming the argument. The op checks its own
+arguments too, so calling ``torch.ops.alexnet_cuda.conv2d_relu`` directly is just as safe.
+
 Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
 (``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
 ``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients.
@@ -43,6 +47,11 @@ from torch.library import triton_op
 from ._conv2d_relu_kernel import _conv2d_relu_triton
 
 _OP = "conv2d_relu"
+
+
+class ConvArgumentError(ValueError, RuntimeError):
+    """A bad argument to conv2d_relu. A RuntimeError, as F.conv2d raises for the same
+    mistakes (so code written for F.conv2d catches it), and a ValueError, as it is one."""
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -63,6 +72,9 @@ def _conv2d_relu_op(
     groups: int,
     allow_tf32: bool,
 ) -> Tensor:
+    # The op validates its own arguments: called directly (torch.ops.alexnet_cuda.conv2d_relu),
+    # a mismatched shape must not reach the kernel, which would read out of bounds.
+    _check_op_args(input, weight, bias, stride, padding, dilation, groups)
     if input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
         return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
                                    allow_tf32)
@@ -101,16 +113,16 @@ IntOrPair = Union[int, Sequence[int]]
 
 def _pair(value, name: str, minimum: int) -> List[int]:
     if isinstance(value, bool):
-        raise ValueError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+        raise ConvArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         pair = [value, value]
     elif isinstance(value, Sequence) and len(value) in (1, 2) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         pair = [int(v) for v in value] * (2 // len(value))
     else:
-        raise ValueError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+        raise ConvArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
-        raise ValueError(f"{_OP}: {name} must be >= {minimum}, got {value!r}")
+        raise ConvArgumentError(f"{_OP}: {name} must be >= {minimum}, got {value!r}")
     return pair
 
 
@@ -123,40 +135,68 @@ def _check_types(input, weight, bias):
         raise TypeError(f"{_OP}: bias must be a Tensor or None, got {type(bias).__name__}")
 
 
-def _check_tensors(input, weight, bias, groups):
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{_OP}: groups must be a positive int, got {groups!r}")
+def _check_ranks(input, weight):
     if weight.dim() != 4:
-        raise ValueError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+        raise ConvArgumentError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
                          f"got shape {tuple(weight.shape)}")
     if input.dim() not in (3, 4):
-        raise ValueError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
+        raise ConvArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
                          f"got shape {tuple(input.shape)}")
+
+
+def _check_tensors(input, weight, bias, groups):
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ConvArgumentError(f"{_OP}: groups must be a positive int, got {groups!r}")
+    _check_ranks(input, weight)
     cout, cg = weight.shape[0], weight.shape[1]
     cin = input.shape[-3]
     if cout % groups != 0:
-        raise ValueError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
+        raise ConvArgumentError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
                          f"groups={groups}")
     if cin != cg * groups:
-        raise ValueError(f"{_OP}: input has {cin} channels but weight expects "
+        raise ConvArgumentError(f"{_OP}: input has {cin} channels but weight expects "
                          f"in_channels/groups * groups = {cg} * {groups} = {cg * groups}")
     if bias is not None and tuple(bias.shape) != (cout,):
-        raise ValueError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
+        raise ConvArgumentError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
                          f"got {tuple(bias.shape)}")
     if not input.is_floating_point():
-        raise ValueError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
+        raise ConvArgumentError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
     if weight.dtype != input.dtype:
-        raise ValueError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
+        raise ConvArgumentError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
                          f"{input.dtype}")
     if bias is not None and bias.dtype != input.dtype:
-        raise ValueError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
+        raise ConvArgumentError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
     if weight.device != input.device:
-        raise ValueError(f"{_OP}: weight is on {weight.device} but input is on {input.device}")
+        raise ConvArgumentError(f"{_OP}: weight is on {weight.device} but input is on {input.device}")
     if bias is not None and bias.device != input.device:
-        raise ValueError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
+        raise ConvArgumentError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
     if input.device.type not in ("cpu", "cuda", "meta"):
         raise NotImplementedError(f"{_OP}: input is on device '{input.device.type}'; "
                                   "there are kernels for cpu and cuda only")
+
+
+def _check_list(values, name: str, minimum: int) -> None:
+    if len(values) != 2 or min(values) < minimum:
+        raise ConvArgumentError(f"{_OP}: {name} must be 2 ints >= {minimum}, got {list(values)}")
+
+
+def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> None:
+    """Everything the kernel relies on, for the op's own (normalized) arguments."""
+    _check_tensors(input, weight, bias, groups)
+    if input.dim() != 4:
+        raise ConvArgumentError(f"{_OP}: the op takes a 4-D (N, C, H, W) input, got shape "
+                                f"{tuple(input.shape)} (conv2d_relu() unsqueezes 3-D inputs)")
+    _check_list(stride, "stride", 1)
+    _check_list(padding, "padding", 0)
+    _check_list(dilation, "dilation", 1)
+    h, w = input.shape[2], input.shape[3]
+    kh, kw = weight.shape[2], weight.shape[3]
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ConvArgumentError(
+            f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
+            f"{list(dilation)} is larger than the padded input {h}x{w} + 2*{list(padding)}")
 
 
 def _autocast(input, weight, bias):
@@ -189,7 +229,7 @@ def conv2d_relu(
     """
     _check_types(input, weight, bias)
     input, weight, bias = _autocast(input, weight, bias)
-    _check_tensors(input, weight, bias, groups)
+    _check_ranks(input, weight)  # the rest is checked by the op itself
     stride_ = _pair(stride, "stride", 1)
     dilation_ = _pair(dilation, "dilation", 1)
     kh, kw = weight.shape[2], weight.shape[3]
@@ -199,7 +239,7 @@ def conv2d_relu(
             padding_ = [0, 0]
         elif padding == "same":
             if stride_ != [1, 1]:
-                raise ValueError(f"{_OP}: padding='same' is not supported for strided "
+                raise ConvArgumentError(f"{_OP}: padding='same' is not supported for strided "
                                  f"convolutions (stride={stride!r})")
             # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
             # extra row/column on the bottom/right by padding the input (even kernels only).
@@ -209,7 +249,7 @@ def conv2d_relu(
             if any(extra):
                 input = F.pad(input, [0, extra[1], 0, extra[0]])
         else:
-            raise ValueError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
+            raise ConvArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
                              f"ints, got {padding!r}")
     else:
         padding_ = _pair(padding, "padding", 0)
@@ -217,13 +257,6 @@ def conv2d_relu(
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    h, w = input.shape[2], input.shape[3]
-    ho = (h + 2 * padding_[0] - dilation_[0] * (kh - 1) - 1) // stride_[0] + 1
-    wo = (w + 2 * padding_[1] - dilation_[1] * (kw - 1) - 1) // stride_[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
-                         f"{dilation_} is larger than the padded input {h}x{w} + 2*{padding_}")
-
     out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_, dilation_,
                                              groups, bool(torch.backends.cudnn.allow_tf32))
     return out.squeeze(0) if unbatched else out
