@@ -105,6 +105,7 @@ CONFIGS = [
     ((2, 3, 12, 13), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(3, 2), ceil_mode=True)),
     ((2, 3, 5, 5), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),  # ceil drops a window
     ((2, 3, 6, 7), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),  # ceil keeps it
+    ((1, 2, 9, 70), dict(kernel_size=(2, 3), stride=(1, 3), padding=1, dilation=(1, 2))),  # wide rows: CPU column lanes
     ((2, 3, 7, 7), dict(kernel_size=7)),  # one window = whole plane
     ((2, 3, 4, 4), dict(kernel_size=1)),
     ((3, 13, 13), dict(kernel_size=3, stride=2)),  # unbatched

@@ -182,17 +182,23 @@ C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axi
          *w <= w0 + (aw.kernel - 1) * aw.dilation;
 }
 
-// Forward for output (oh, ow) of kLanes planes at once (kLanes = 1: one output element).
-//   in:   the first plane's element (0, 0); element (h, w) of lane j is
-//         in[h*in_sh + w*in_sw + j]: lanes are adjacent channels of an NHWC tensor
+// Forward for kLanes output elements at once (kLanes = 1: output (oh, ow) of one plane).
+//   in:   the first lane's plane, element (0, 0); element (h, w) of lane j is
+//         in[h*in_sh + w*in_sw + j*lane_step]
 //   out, argmax: where lane j's value and argmax go: out[j], argmax[j]
-// The CUDA kernels use one lane per thread; the CPU's NHWC loop uses 16, so that its
-// innermost loop runs over contiguous channels and the compiler vectorizes it. Every
-// lane scans its window exactly as a single element would.
+//   lane_w: how many input columns lane j's window starts right of lane 0's, times j
+// Two kinds of lanes, both with the same tap ranges in every lane:
+//   * adjacent channels of an NHWC tensor: lane_step 1, lane_w 0 (the same window);
+//   * adjacent output columns of one NCHW row whose windows lie inside the input along
+//     W: lane_step = lane_w = stride_w.
+// The CUDA kernels use one lane per thread; the CPU loops use 16, so that the innermost
+// loop runs over 16 independent lanes (vectorized when they are contiguous channels).
+// Every lane scans its window exactly as a single element would.
 template <int kLanes, typename scalar_t, typename argmax_t, typename index_t>
 C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw,
                                         const Axis& ah, const Axis& aw, int oh, int ow,
-                                        scalar_t* out, argmax_t* argmax) {
+                                        scalar_t* out, argmax_t* argmax, index_t lane_step = 1,
+                                        int lane_w = 0) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int h0 = window_start(ah, oh), w0 = window_start(aw, ow);
   const int th_begin = tap_begin(ah, h0), th_end = tap_end(ah, h0);
@@ -210,7 +216,7 @@ C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index
     for (int tw = tw_begin; tw < tw_end; ++tw) {
       const scalar_t* tap = row + static_cast<index_t>(w0 + tw * aw.dilation) * in_sw;
       for (int j = 0; j < kLanes; ++j) {
-        const opmath_t v = static_cast<opmath_t>(tap[j]);
+        const opmath_t v = static_cast<opmath_t>(tap[j * lane_step]);
         const bool take = v > best[j] || at::_isnan(v);  // strict >: first max wins; NaN always wins
         best[j] = take ? v : best[j];
         best_th[j] = take ? th : best_th[j];
@@ -220,7 +226,7 @@ C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index
   }
   for (int j = 0; j < kLanes; ++j) {
     out[j] = static_cast<scalar_t>(best[j]);
-    encode_argmax(argmax + j, ah, aw, h0, w0, best_th[j], best_tw[j]);
+    encode_argmax(argmax + j, ah, aw, h0, w0 + j * lane_w, best_th[j], best_tw[j]);
   }
 }
 

@@ -19,7 +19,7 @@
 //     format); nothing else of the input is needed.
 //
 // The per-element math lives in max_pool2d.h and is shared with the CUDA kernels: the
-// forward runs the same pool_window (NHWC: 16 channels per call, vectorized); the
+// forward runs the same pool_window (16 channels or 16 columns per call); the
 // backward scatters (argmax_position) where CUDA gathers (gather_grad), with the same
 // result bits; ALEXNET_CUDA_CPU_GATHER=1 runs the gather here too, for the tests.
 #include "max_pool2d/max_pool2d.h"
@@ -45,10 +45,11 @@ int64_t grain(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
 }
 
-// The NHWC forward hands pool_window 16 adjacent channels at a time (a 64-byte fp32
-// vector: the compiler vectorizes its per-lane loops), then the remaining C % 16 one by
-// one. f(lanes, c) is called with lanes = std::integral_constant<int, 16 or 1>. The
-// backward's NHWC tasks take blocks of the same width.
+// The forward hands pool_window 16 lanes at a time: 16 adjacent channels (NHWC; a
+// 64-byte fp32 vector, the compiler vectorizes the per-lane loops) or 16 adjacent output
+// columns (NCHW; independent lanes, no branch per tap). for_lanes runs f(lanes, c) over
+// the channels, lanes = std::integral_constant<int, 16 or 1>. The backward's NHWC tasks
+// take blocks of the same width.
 constexpr int kChannelLanes = 16;
 
 template <typename F>
@@ -67,16 +68,34 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
 
   if (!channels_last) {
-    // NCHW: one task per (n, c) plane, output pixels in row-major order.
+    // NCHW: one task per (n, c) plane, output pixels in row-major order. Columns whose
+    // windows lie inside the input along W go 16 (then 4) at a time (lanes = columns,
+    // stride_w apart), the rest one by one.
+    const int s = g.w.stride;
+    const int first = (g.w.pad + s - 1) / s;  // first column with window start >= 0
+    const int last = (static_cast<int>(W) - 1 + g.w.pad - (g.w.kernel - 1) * g.w.dilation) / s;
+    const int inner_begin = std::min<int>(first, Wo), inner_end = std::max(inner_begin, std::min<int>(last + 1, Wo));
     at::parallel_for(0, g.N * C, grain(Ho * Wo), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* in_plane = in + plane * H * W;
         for (int oh = 0; oh < Ho; ++oh) {
-          for (int ow = 0; ow < Wo; ++ow) {
-            const int64_t o = (plane * Ho + oh) * Wo + ow;
+          const int64_t row = (plane * Ho + oh) * Wo;
+          auto one = [&](int ow) {
             pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                        out_p + o, arg_p + o);
-          }
+                                                        out_p + row + ow, arg_p + row + ow);
+          };
+          int ow = 0;
+          for (; ow < inner_begin; ++ow) one(ow);
+          auto lanes_of = [&](auto lanes) {  // as many blocks of `lanes` columns as fit
+            constexpr int L = decltype(lanes)::value;
+            for (; ow + L <= inner_end; ow += L) {
+              pool_window<L, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
+                                                          out_p + row + ow, arg_p + row + ow, s, s);
+            }
+          };
+          lanes_of(std::integral_constant<int, kChannelLanes>{});
+          lanes_of(std::integral_constant<int, 4>{});  // AlexNet's 13- and 6-wide outputs
+          for (; ow < Wo; ++ow) one(ow);
         }
       }
     });
