@@ -1,3 +1,4 @@
+import math
 import zlib
 
 import pytest
@@ -10,12 +11,30 @@ NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON))]
 
 
-def skip_unless_free_gpu_memory(gib):
-    """Skip the calling (CUDA) test unless the GPU has `gib` GiB free: for the tests past
-    2^31 elements."""
-    free, _ = torch.cuda.mem_get_info()
+def skip_unless_free_memory(device, gib):
+    """Skip the calling test unless `device` has `gib` GiB free: for the tests past 2^31
+    elements. CUDA: the GPU's free memory; CPU: Linux's MemAvailable."""
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            free = int(info["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            pytest.skip("cannot tell how much memory is free (no /proc/meminfo)")
     if free < gib * 2**30:
-        pytest.skip(f"needs {gib} GiB of free GPU memory")
+        pytest.skip(f"needs {gib} GiB of free {device} memory")
+
+
+def big_randn(shape, device, dtype, period=1_000_003):
+    """Normal random values for the tests past 2^31 elements, repeating with a prime
+    period: an offset wrapped by any power of two (the bug those tests hunt) reads a
+    different value, while filling 2^31 elements costs one copy instead of ~15 s of
+    randn on a 2-core CPU."""
+    numel = math.prod(shape)
+    base = torch.randn(min(period, numel), device=device, dtype=dtype)
+    return base.repeat(-(-numel // base.numel()))[:numel].view(shape)
 
 
 def pytest_report_header(config):

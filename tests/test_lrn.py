@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, skip_unless_free_gpu_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, skip_unless_free_memory
 
 # (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
 TOL = {
@@ -314,23 +314,27 @@ def test_device_without_kernels_is_a_clear_error(monkeypatch):
             local_response_norm(x, 3)
 
 
-@pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_cuda_indexing_past_2_31_elements(kind):
-    skip_unless_free_gpu_memory(20)
+def test_indexing_past_2_31_elements(device, kind):
+    # On CPU too: the CPU runs the CUDA kernels' per-item code (lrn_sweep.h), so this checks
+    # their 64-bit offsets without a GPU. The backward op is called directly: through
+    # autograd the saved output would be one more 4 GiB tensor.
+    skip_unless_free_memory(device, 14)
     # 8 channels of 2^28 + 5 pixels, 2^31 + 40 elements: NCHW channel offsets c * P and
     # channels-last pixel offsets p * 8 both pass 2^31.
     P = 2**28 + 5
-    x = layout(torch.randn(1, 8, P, device="cuda", dtype=torch.bfloat16), kind)
+    x = layout(big_randn((1, 8, P), device, torch.bfloat16), kind)
     out = local_response_norm(x, 5, 0.3, 0.75, 2.0)
     for lo in (0, P - 4096):  # check the first and the last pixels of every channel
         xs = x[:, :, lo : lo + 4096]
         torch.testing.assert_close(out[:, :, lo : lo + 4096].double(), reference(xs, 5, 0.3, 0.75, 2.0),
                                    atol=8e-3, rtol=1.6e-2)
     del out
-    x.requires_grad_()
-    g = torch.randn_like(x)
-    (gx,) = torch.autograd.grad(local_response_norm(x, 5, 0.3, 0.75, 2.0), x, g)
-    xs = x.detach()[:, :, P - 4096 :].double().requires_grad_()
-    (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs, g[:, :, P - 4096 :].double())
-    torch.testing.assert_close(gx[:, :, P - 4096 :].double(), gr, atol=3e-2, rtol=3e-2)
+    g = layout(big_randn((1, 8, P), device, torch.bfloat16, period=999_983), kind)
+    gx = torch.ops.alexnet_cuda.lrn_backward(g, x, 5, 0.3 / 5, 0.75, 2.0)
+    for lo in (0, P - 4096):
+        xs = x[:, :, lo : lo + 4096].double().requires_grad_()
+        (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs,
+                                    g[:, :, lo : lo + 4096].double())
+        torch.testing.assert_close(gx[:, :, lo : lo + 4096].double(), gr, atol=3e-2, rtol=3e-2)

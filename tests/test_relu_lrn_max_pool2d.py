@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.stage import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, skip_unless_free_gpu_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, skip_unless_free_memory
 
 OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
 BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
@@ -433,12 +433,14 @@ def test_register_kernel_edges(device, shape, groups, stride, kind, dtype):
     torch.testing.assert_close(gx.double(), gr, atol=4 * tol, rtol=4 * tol)
 
 
-@pytest.mark.skipif(not CUDA, reason=NO_CUDA_REASON)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_cuda_indexing_past_2_31_elements(kind):
-    skip_unless_free_gpu_memory(24)
+def test_indexing_past_2_31_elements(device, kind):
+    # On CPU too: the CPU runs the CUDA kernels' per-item code (stage_sweep.h), so this
+    # checks their 64-bit offsets without a GPU.
+    skip_unless_free_memory(device, 14)
     n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
-    x = layout(torch.randn(n, 96, 55, 55, device="cuda", dtype=torch.bfloat16), kind).requires_grad_()
+    x = layout(big_randn((n, 96, 55, 55), device, torch.bfloat16), kind).requires_grad_()
     y = relu_lrn_max_pool2d(x, lrn_groups=2)
     gy = torch.randn_like(y)
     (gx,) = torch.autograd.grad(y, x, gy)
