@@ -52,6 +52,8 @@ _OP = "conv2d_relu"
 class ConvArgumentError(ValueError, RuntimeError):
     """A bad argument to conv2d_relu. A RuntimeError, as F.conv2d raises for the same
     mistakes (so code written for F.conv2d catches it), and a ValueError, as it is one."""
+
+
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 

@@ -4,8 +4,8 @@
 // exactly the arithmetic the CUDA kernels (max_pool2d_cuda.cu) run, and the CPU tests
 // exercise it without a GPU. The kernels themselves only map threads (or loop
 // iterations) to elements and call the two per-element functions below:
-// `pool_window` (forward, one output element) and `gather_grad` (backward, one input
-// element).
+// `pool_window` (forward, one output element, or a few side by side on the CPU) and
+// `gather_grad` (backward, one input element).
 //
 // The math, per spatial axis (H and W are handled independently, same formulas):
 //

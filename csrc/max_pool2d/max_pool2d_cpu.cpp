@@ -73,8 +73,12 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
     // stride_w apart), the rest one by one.
     const int s = g.w.stride;
     const int first = (g.w.pad + s - 1) / s;  // first column with window start >= 0
-    const int last = (static_cast<int>(W) - 1 + g.w.pad - (g.w.kernel - 1) * g.w.dilation) / s;
-    const int inner_begin = std::min<int>(first, Wo), inner_end = std::max(inner_begin, std::min<int>(last + 1, Wo));
+    // One past the last column whose window ends inside the input: ow*s - pad + span - 1 < W
+    // (a floor, so a negative room means no such column; C++ division would round it up).
+    const int room = static_cast<int>(W) - 1 + g.w.pad - (g.w.kernel - 1) * g.w.dilation;
+    const int fit_end = room < 0 ? 0 : room / s + 1;
+    const int inner_begin = std::min<int>(first, Wo);
+    const int inner_end = std::max(inner_begin, std::min<int>(fit_end, Wo));
     at::parallel_for(0, g.N * C, grain(Ho * Wo), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* in_plane = in + plane * H * W;
