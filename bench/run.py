@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -261,8 +262,8 @@ def tables(rows, groups):
 
 
 def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False):
-    """report.md, results.json and chart.png; also called after every group, so an
-    interrupted run keeps what it measured."""
+    """report.md, results.json and (final=True) chart.png; also called after every case,
+    so an interrupted run keeps what it measured."""
     report = [f"# alexnet_cuda benchmark ({env['date']})", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), ""]
     if cfg.reduced:
@@ -334,39 +335,68 @@ def main(argv=None):
     print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
 
     rows, notes, groups = [], [], []
-    for group in args.only.split(","):
-        t_group = time.perf_counter()
-        try:
-            module = importlib.import_module(f"cases.{group}")
-        except ImportError as exc:
-            notes.append(f"{group}: not benchmarked ({exc})")
-            print(f"[skip] {group}: {exc}", flush=True)
-            continue
-        groups.append(group)
-
-        def progress(i, n, row, group=group):
-            print(f"[{group} {i}/{n}] {row['case']} {row['dtype']} {row['layout']} {row.get('direction', '')}: "
-                  f"{_status(row)}", flush=True)
-
-        group_rows = []
-        if hasattr(module, "run_group"):  # groups that are not "ours vs stock" cases (loop)
-            group_rows, group_notes = module.run_group(cfg, progress)
-            notes += group_notes
-        else:
-            group_cases = module.cases(cfg)
-            for i, case in enumerate(group_cases, 1):
-                row = run_case(case, cfg, ceilings)
-                group_rows.append(row)
-                progress(i, len(group_cases), row)
-        rows += group_rows
-        # annotate(cfg, rows): per-group measurements that belong in the rows (peak memory)
-        notes += getattr(module, "annotate", lambda cfg, rows: [])(cfg, group_rows)
-        notes += getattr(module, "extra_rows", lambda cfg: [])(cfg)
-        write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups)
-        print(f"[{group}] {time.perf_counter() - t_group:.1f} s", flush=True)
-
+    # A time-limited run (`timeout` sends SIGTERM; .ci/gpu uses it) stops cleanly: the
+    # outputs are rewritten after every case, and the final report (with the chart) says
+    # where the run stopped. Only the case in flight is lost.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        for group in args.only.split(","):
+            _run_group(group, cfg, ceilings, rows, notes, groups, lambda: write_outputs(
+                out_dir, env, cfg, ceilings, rows, notes, groups))
+    except (KeyboardInterrupt, _Stopped) as exc:
+        why = "SIGTERM (time limit)" if isinstance(exc, _Stopped) else "Ctrl-C"
+        notes.append(f"Interrupted by {why} after {len(rows)} cases: the groups and cases after "
+                     "that point were not run.")
+        print(f"\n[interrupted] {why}; writing what was measured", flush=True)
     write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=True)
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if any("error" in r for r in rows) or any(n.startswith("Interrupted") for n in notes) else 0
+
+
+class _Stopped(BaseException):
+    """Raised by the SIGTERM handler, so that the run writes its outputs and exits. A
+    BaseException, like KeyboardInterrupt, so that the cases' `except Exception` (which
+    records a failing implementation and moves on) does not swallow it."""
+
+
+def _stop_on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise _Stopped()
+
+
+def _run_group(group, cfg, ceilings, rows, notes, groups, save):
+    """Run one group's cases, appending to rows/notes/groups; save() after every case."""
+    t_group = time.perf_counter()
+    try:
+        module = importlib.import_module(f"cases.{group}")
+    except ImportError as exc:
+        notes.append(f"{group}: not benchmarked ({exc})")
+        print(f"[skip] {group}: {exc}", flush=True)
+        return
+    groups.append(group)
+
+    def progress(i, n, row):
+        print(f"[{group} {i}/{n}] {row['case']} {row['dtype']} {row['layout']} {row.get('direction', '')}: "
+              f"{_status(row)}", flush=True)
+
+    first = len(rows)
+    if hasattr(module, "run_group"):  # groups that are not "ours vs stock" cases (loop)
+        group_rows, group_notes = module.run_group(cfg, progress)
+        rows += group_rows
+        notes += group_notes
+    else:
+        group_cases = module.cases(cfg)
+        for i, case in enumerate(group_cases, 1):
+            rows.append(run_case(case, cfg, ceilings))
+            progress(i, len(group_cases), rows[-1])
+            save()
+    # annotate(cfg, rows): per-group measurements that belong in the rows (peak memory)
+    notes += getattr(module, "annotate", lambda cfg, rows: [])(cfg, rows[first:])
+    notes += getattr(module, "extra_rows", lambda cfg: [])(cfg)
+    secs = time.perf_counter() - t_group
+    notes.append(f"{group}: {len(rows) - first} rows in {secs:.0f} s of wall time (compilation, "
+                 "tuning and correctness checks included)")
+    save()
+    print(f"[{group}] {secs:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
