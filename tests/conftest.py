@@ -37,6 +37,14 @@ def big_randn(shape, device, dtype, period=1_000_003):
     return base.repeat(-(-numel // base.numel()))[:numel].view(shape)
 
 
+def poison(device, nbytes):
+    """Leave NaN bytes in the allocator's free memory (on CUDA, the caching allocator's
+    next blocks), so that an output element a kernel forgets to write shows up as NaN (or
+    a huge index) instead of a lucky value left there by an earlier result. Call it right
+    before the op allocates its output."""
+    torch.full((nbytes // 4 + 1,), float("nan"), device=device)
+
+
 def pytest_report_header(config):
     return f"torch {torch.__version__}, CUDA available: {CUDA}"
 

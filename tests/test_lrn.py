@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory
 
 # (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
 TOL = {
@@ -67,8 +67,8 @@ SHAPES = [
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 12])
 def test_forward_matches_pytorch(device, shape, size):
     x = rand(shape, device)
-    out = torch.full_like(x, float("nan"))
-    out.copy_(local_response_norm(x, size, alpha=0.2, beta=0.75, k=2.0))
+    poison(x.device, 2 * x.numel() * 8)  # an unwritten output element reads NaN
+    out = local_response_norm(x, size, alpha=0.2, beta=0.75, k=2.0)
     atol, rtol = TOL[torch.float32]
     torch.testing.assert_close(out.double(), reference(x, size, 0.2, 0.75, 2.0), atol=atol, rtol=rtol)
 
@@ -174,8 +174,10 @@ def test_register_kernel_paths(device, size, kind, aligned, dtype):
     assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     g = rand(x.shape, device, dtype, scale=1.0)
-    out = torch.full_like(x, float("nan"))  # poisoned: every element must be written
-    out.copy_(local_response_norm(x, size, alpha=0.3, beta=0.75, k=1.5))
+    nbytes = 4 * x.numel() * 8
+    poison(x.device, nbytes)  # an unwritten output (or gradient) element reads NaN
+    out = local_response_norm(x, size, alpha=0.3, beta=0.75, k=1.5)
+    poison(x.device, nbytes)
     (gx,) = torch.autograd.grad(local_response_norm(x, size, 0.3, 0.75, 1.5), x, g)
     xr = x.detach().double().requires_grad_()
     ref = F.local_response_norm(xr, size, 0.3, 0.75, 1.5)
@@ -233,6 +235,24 @@ def test_beta_zero_like_pytorch(device, size):
     out = local_response_norm(x, size, alpha=1e-4, beta=0.0, k=0.0)
     torch.testing.assert_close(out, F.local_response_norm(x, size, alpha=1e-4, beta=0.0, k=0.0))
     assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+@pytest.mark.parametrize("beta", [1.0, 2.0, 0.75])
+def test_negative_base_like_pytorch(device, size, beta):
+    # k < 0 makes s = k + alpha/n * sum(x^2) negative: pow(s, -beta) is finite for a
+    # whole-number beta and NaN otherwise, in PyTorch and here (the GPU's exp2/log2 form
+    # alone would give NaN for every negative s).
+    x = rand((2, 12, 3, 4), device, torch.float32).requires_grad_()
+    g = torch.randn_like(x)
+    out = local_response_norm(x, size, alpha=1e-4, beta=beta, k=-1.0)
+    ref = F.local_response_norm(x, size, alpha=1e-4, beta=beta, k=-1.0)
+    assert out.isfinite().all() == (beta != 0.75)
+    torch.testing.assert_close(out, ref, equal_nan=True, atol=1e-6, rtol=1e-5)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(gx, gr, equal_nan=True, atol=1e-6, rtol=1e-5)
 
 
 def test_channel_limit_is_a_clear_error():

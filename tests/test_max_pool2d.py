@@ -15,7 +15,7 @@ from torch import nn
 from alexnet_cuda.nn.pooling import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, skip_unless_free_memory  # noqa: F401
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory  # noqa: F401
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -38,12 +38,6 @@ def layout(x, kind):
     if kind == "channels_last_strided":  # NHWC-like strides, but not dense
         return torch.repeat_interleave(x, 2, dim=-1).contiguous(memory_format=torch.channels_last)[..., ::2]
     raise ValueError(kind)
-
-
-def poison(device, nbytes):
-    """Leave NaN bytes in the allocator's free memory, so that an output element a
-    kernel forgets to write shows up as NaN (or a huge index) instead of a lucky value."""
-    torch.full((nbytes // 4 + 1,), float("nan"), device=device)
 
 
 def assert_identical(ours, ref):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.stage import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory
 
 OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
 BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
@@ -29,11 +29,6 @@ def reference(x, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, 
 
 def rand(shape, device, dtype=torch.float64):
     return torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def poison(device, nbytes):
-    """NaN bytes in the allocator's free memory: unwritten outputs show up as NaN."""
-    torch.full((nbytes // 4 + 1,), float("nan"), device=device)
 
 
 def layout(x, kind):

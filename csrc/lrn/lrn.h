@@ -41,13 +41,17 @@ inline Window make_window(int64_t size, int64_t channels) {
 }
 
 // s^(-beta). On the GPU: exp2(-beta * log2(s)) with the hardware log2 (relative error
-// ~1e-7 for fp32, far below fp32 rounding of the result); s = 0 gives +inf and s < 0
-// gives NaN, exactly like pow(). double uses the exact library pow everywhere.
+// ~1e-7 for fp32, far below fp32 rounding of the result) for s >= 0, where s = 0 gives
+// +inf like pow(). double uses the exact library pow everywhere.
 C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
 #if defined(__CUDA_ARCH__)
   // beta = 0: pow(s, -0) = 1 for every s (0, inf and NaN included), where the exp2/log2
   // form would give exp2(0 * +-inf) = NaN.
   if (beta == 0.f) return 1.f;
+  // s < 0 (only with k < 0 or alpha < 0): pow() is finite for a whole-number beta
+  // (pow(-2, -1) = -0.5), NaN otherwise; log2 of a negative number would make it NaN
+  // always. Rare, so the exact library pow.
+  if (s < 0.f) return powf(s, -beta);
   return exp2f(-beta * __log2f(s));
 #else
   return std::pow(s, -beta);

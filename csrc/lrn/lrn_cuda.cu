@@ -224,8 +224,12 @@ LaunchShape pick_shape(const View& v, Window w, bool backward, size_t elem) {
 
 dim3 grid_for(const View& v, const LaunchShape& s) {
   const int64_t tiles = v.outer * ((v.pixels + s.tp - 1) / s.tp);
+  const int64_t channel_tiles = (v.channels + s.tc - 1) / s.tc;
   TORCH_CHECK(tiles < (int64_t(1) << 31), "local_response_norm (CUDA): input too large");
-  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>((v.channels + s.tc - 1) / s.tc));
+  // gridDim.y is limited to 65535: more than ~8.4M channels (possible: the limit is 2^30).
+  TORCH_CHECK(channel_tiles <= 65535, "local_response_norm (CUDA): ", v.channels,
+              " channels are too many for the tile kernel (at most ", 65535 * s.tc, ")");
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(channel_tiles));
 }
 
 const dim3 kBlock(kWarp, kRowsPerPass);
