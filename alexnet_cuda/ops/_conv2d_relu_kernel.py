@@ -8,6 +8,7 @@ kernel itself). Argument checking lives in ``conv2d_relu.py``.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -16,6 +17,9 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# triton.autotune(cache_results=...) exists from Triton 3.4 on; older ones tune every process.
+_CACHE_RESULTS = ({"cache_results": True}
+                  if "cache_results" in inspect.signature(triton.autotune).parameters else {})
 
 
 def _autotune_configs():
@@ -84,7 +88,7 @@ def _autotune_configs():
          "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32"],
     # Keep the timings on disk (Triton's cache dir, keyed by the kernel source, the configs
     # and the key above): a new process, e.g. training after bench/run.py, skips the tuning.
-    cache_results=True,
+    **_CACHE_RESULTS,
 )
 @triton.jit
 def _conv2d_relu_kernel(
