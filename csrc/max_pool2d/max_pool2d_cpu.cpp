@@ -19,10 +19,12 @@
 //     format); nothing else of the input is needed.
 //
 // The per-element math lives in max_pool2d.h and is shared with the CUDA kernels: the
-// forward runs the same pool_window (16 channels or 16 columns per call); the
+// forward runs the same pool_window (up to 32 channels or 16 columns per call); the
 // backward scatters (argmax_position) where CUDA gathers (gather_grad), with the same
 // result bits; ALEXNET_CUDA_CPU_GATHER=1 runs the gather here too, for the tests.
 #include "max_pool2d/max_pool2d.h"
+
+#include "cpu_clones.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -45,18 +47,74 @@ int64_t grain(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
 }
 
-// The forward hands pool_window 16 lanes at a time: 16 adjacent channels (NHWC; a
-// 64-byte fp32 vector, the compiler vectorizes the per-lane loops) or 16 adjacent output
-// columns (NCHW; independent lanes, no branch per tap). for_lanes runs f(lanes, c) over
-// the channels, lanes = std::integral_constant<int, 16 or 1>. The backward's NHWC tasks
-// take blocks of the same width.
-constexpr int kChannelLanes = 16;
+// The forward hands pool_window several lanes at a time: adjacent channels (NHWC: 32,
+// then 16, then 1; the compiler vectorizes the per-lane loops, and 32 lanes amortize each
+// call's window setup over two AVX-512 vectors) or adjacent output columns (NCHW: 16,
+// then 4; independent lanes, no branch per tap). for_lanes runs f(lanes, c) over the
+// channels, lanes = std::integral_constant<int, 32, 16 or 1>. The backward's NHWC tasks
+// take blocks of kChannelLanes channels.
+constexpr int kChannelLanes = 32;
+constexpr int kColumnLanes = 16;
 
 template <typename F>
 void for_lanes(int64_t C, const F& f) {
   int64_t c = 0;
   for (; c + kChannelLanes <= C; c += kChannelLanes) f(std::integral_constant<int, kChannelLanes>{}, c);
+  for (; c + 16 <= C; c += 16) f(std::integral_constant<int, 16>{}, c);
   for (; c < C; ++c) f(std::integral_constant<int, 1>{}, c);
+}
+
+// NCHW forward of planes [begin, end): output pixels in row-major order. Columns whose
+// windows lie inside the input along W (ow in [inner_begin, inner_end)) go 16 (then 4) at
+// a time (lanes = columns, stride_w apart), the rest one by one. Compiled per ISA.
+template <typename scalar_t, typename argmax_t>
+ALEXNET_CPU_CLONES void forward_nchw_planes(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p,
+                                            const Geometry& g, int inner_begin, int inner_end,
+                                            int64_t begin, int64_t end) {
+  const int64_t H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  const int s = g.w.stride;
+  for (int64_t plane = begin; plane < end; ++plane) {
+    const scalar_t* in_plane = in + plane * H * W;
+    for (int oh = 0; oh < Ho; ++oh) {
+      const int64_t row = (plane * Ho + oh) * Wo;
+      auto one = [&](int ow) {
+        pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
+                                                    out_p + row + ow, arg_p + row + ow);
+      };
+      int ow = 0;
+      for (; ow < inner_begin; ++ow) one(ow);
+      auto lanes_of = [&](auto lanes) {  // as many blocks of `lanes` columns as fit
+        constexpr int L = decltype(lanes)::value;
+        for (; ow + L <= inner_end; ow += L) {
+          pool_window<L, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
+                                                      out_p + row + ow, arg_p + row + ow, s, s);
+        }
+      };
+      lanes_of(std::integral_constant<int, kColumnLanes>{});
+      lanes_of(std::integral_constant<int, 4>{});  // AlexNet's 13- and 6-wide outputs
+      for (; ow < Wo; ++ow) one(ow);
+    }
+  }
+}
+
+// NHWC forward of output pixels [begin, end) (n, oh, ow): each pixel's channels go
+// 32 (then 16, then 1) at a time through pool_window, whose innermost loop then runs over
+// contiguous channels. Compiled per ISA.
+template <typename scalar_t, typename argmax_t>
+ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p,
+                                            const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  for (int64_t pixel = begin; pixel < end; ++pixel) {
+    const int64_t n = pixel / (Ho * Wo);
+    const int oh = static_cast<int>(pixel / Wo % Ho);
+    const int ow = static_cast<int>(pixel % Wo);
+    const scalar_t* in_image = in + n * H * W * C;
+    for_lanes(C, [&](auto lanes, int64_t c) {
+      const int64_t o = pixel * C + c;
+      pool_window<decltype(lanes)::value, scalar_t, argmax_t, int64_t>(
+          in_image + c, W * C, C, g.h, g.w, oh, ow, out_p + o, arg_p + o);
+    });
+  }
 }
 
 template <typename scalar_t, typename argmax_t>
@@ -65,59 +123,25 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
-  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  const int64_t C = g.C, Ho = g.h.out_size, Wo = g.w.out_size;
 
   if (!channels_last) {
-    // NCHW: one task per (n, c) plane, output pixels in row-major order. Columns whose
-    // windows lie inside the input along W go 16 (then 4) at a time (lanes = columns,
-    // stride_w apart), the rest one by one.
+    // One task per (n, c) plane.
     const int s = g.w.stride;
     const int first = (g.w.pad + s - 1) / s;  // first column with window start >= 0
     // One past the last column whose window ends inside the input: ow*s - pad + span - 1 < W
     // (a floor, so a negative room means no such column; C++ division would round it up).
-    const int room = static_cast<int>(W) - 1 + g.w.pad - (g.w.kernel - 1) * g.w.dilation;
+    const int room = static_cast<int>(g.w.size) - 1 + g.w.pad - (g.w.kernel - 1) * g.w.dilation;
     const int fit_end = room < 0 ? 0 : room / s + 1;
     const int inner_begin = std::min<int>(first, Wo);
     const int inner_end = std::max(inner_begin, std::min<int>(fit_end, Wo));
     at::parallel_for(0, g.N * C, grain(Ho * Wo), [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const scalar_t* in_plane = in + plane * H * W;
-        for (int oh = 0; oh < Ho; ++oh) {
-          const int64_t row = (plane * Ho + oh) * Wo;
-          auto one = [&](int ow) {
-            pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                        out_p + row + ow, arg_p + row + ow);
-          };
-          int ow = 0;
-          for (; ow < inner_begin; ++ow) one(ow);
-          auto lanes_of = [&](auto lanes) {  // as many blocks of `lanes` columns as fit
-            constexpr int L = decltype(lanes)::value;
-            for (; ow + L <= inner_end; ow += L) {
-              pool_window<L, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                          out_p + row + ow, arg_p + row + ow, s, s);
-            }
-          };
-          lanes_of(std::integral_constant<int, kChannelLanes>{});
-          lanes_of(std::integral_constant<int, 4>{});  // AlexNet's 13- and 6-wide outputs
-          for (; ow < Wo; ++ow) one(ow);
-        }
-      }
+      forward_nchw_planes<scalar_t, argmax_t>(in, out_p, arg_p, g, inner_begin, inner_end, begin, end);
     });
   } else {
-    // NHWC: one task per output pixel (n, oh, ow); its channels go kChannelLanes at a time
-    // through pool_window, whose innermost loop then runs over contiguous channels.
+    // One task per output pixel.
     at::parallel_for(0, g.N * Ho * Wo, grain(C), [&](int64_t begin, int64_t end) {
-      for (int64_t pixel = begin; pixel < end; ++pixel) {
-        const int64_t n = pixel / (Ho * Wo);
-        const int oh = static_cast<int>(pixel / Wo % Ho);
-        const int ow = static_cast<int>(pixel % Wo);
-        const scalar_t* in_image = in + n * H * W * C;
-        for_lanes(C, [&](auto lanes, int64_t c) {
-          const int64_t o = pixel * C + c;
-          pool_window<decltype(lanes)::value, scalar_t, argmax_t, int64_t>(
-              in_image + c, W * C, C, g.h, g.w, oh, ow, out_p + o, arg_p + o);
-        });
-      }
+      forward_nhwc_pixels<scalar_t, argmax_t>(in, out_p, arg_p, g, begin, end);
     });
   }
 }
@@ -152,7 +176,8 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
 }
 
 // Backward as a scatter, not the CUDA kernel's gather: each output element adds its
-// gradient to the one input position its argmax names (argmax_position), into an opmath
+// gradient to the one input position its argmax names (argmax_position; for one-byte
+// codes through TapOffsets), into an opmath
 // accumulator that is then rounded into grad_input. One task owns whole planes (NCHW:
 // one (n, c) plane; NHWC: up to kChannelLanes adjacent channels of one image), so no
 // two tasks touch the same element: deterministic, no atomics. Outputs are visited in
@@ -160,6 +185,31 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
 // element, so both give the same bits. A scatter does one step per output element
 // where the gather does ~2.25 window visits per input element (3x3, stride 2), each
 // with a division to find its windows.
+// argmax_position for one-byte codes without a division per element: the (row, column)
+// offset of every code's tap in its window, looked up. Gives argmax_position's answers:
+// a code with th >= kernel_h maps to an offset that no bounds check accepts.
+struct TapOffsets {
+  int dh[256], dw[256];
+  explicit TapOffsets(const Geometry& g) {
+    for (int a = 0; a < 256; ++a) {
+      const int th = a / g.w.kernel, tw = a - th * g.w.kernel;
+      const bool valid = th < g.h.kernel;
+      dh[a] = valid ? th * g.h.dilation : -(1 << 28);
+      dw[a] = tw * g.w.dilation;
+    }
+  }
+};
+
+// The input position (h, w) of window (oh, ow)'s argmax a, false when there is none.
+inline bool scatter_position(const TapOffsets& t, uint8_t a, const Geometry& g, int oh, int ow, int* h, int* w) {
+  *h = window_start(g.h, oh) + t.dh[a];
+  *w = window_start(g.w, ow) + t.dw[a];
+  return *h >= 0 && *h < g.h.size && *w >= 0 && *w < g.w.size;
+}
+inline bool scatter_position(const TapOffsets&, int64_t a, const Geometry& g, int oh, int ow, int* h, int* w) {
+  return argmax_position(a, g.h, g.w, oh, ow, h, w);
+}
+
 template <typename scalar_t, typename argmax_t>
 void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
                       bool channels_last, at::Tensor& grad_input) {
@@ -170,6 +220,7 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   const int64_t lanes = channels_last ? kChannelLanes : 1;  // adjacent planes per task
   const int64_t blocks = (C + lanes - 1) / lanes;           // tasks per image
+  const TapOffsets taps(g);
 
   at::parallel_for(0, g.N * blocks, grain(H * W * lanes), [&](int64_t begin, int64_t end) {
     std::vector<opmath_t> acc(H * W * lanes);  // (h, w, lane), lane fastest
@@ -192,7 +243,7 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
           const int64_t off = out0 + oh * out_sh + ow * out_sw;
           for (int64_t j = 0; j < L; ++j) {
             int h, w;
-            if (argmax_position(am[off + j], g.h, g.w, oh, ow, &h, &w)) {
+            if (scatter_position(taps, am[off + j], g, oh, ow, &h, &w)) {
               acc[(h * W + w) * L + j] += static_cast<opmath_t>(go[off + j]);
             }
           }
