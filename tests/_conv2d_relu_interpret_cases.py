@@ -35,6 +35,9 @@ CASES = [
     ("depthwise", 2, 6, 8, 8, 12, 3, 3, (1, 1), (1, 1), (1, 1), 6, True),
     ("1x1", 2, 16, 5, 7, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
     ("big_pad", 1, 3, 5, 5, 17, 3, 3, (1, 1), (3, 2), (1, 1), 1, True),
+    # No padding: the kernel compiles the bounds tests out (floor-mode sizes keep every tap
+    # inside); strides and dilations that leave input rows and columns unused at the end.
+    ("nopad_dil_floor", 2, 4, 12, 11, 8, 3, 2, (3, 2), (0, 0), (2, 3), 1, True),
     # Cin/groups = 16 = the interpreter's BLOCK_K: the NHWC one-tap-per-K-block path.
     ("aligned_taps", 2, 32, 9, 8, 20, 3, 3, (2, 1), (1, 2), (2, 1), 2, True),
     # AlexNet's layers, scaled down (same kernels, strides, paddings and groups).

@@ -99,7 +99,7 @@ def _conv2d_relu_kernel(
     swo, K_B,
     syn, syc, syh, syw,
     HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
-    ALLOW_TF32: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
@@ -140,7 +140,11 @@ def _conv2d_relu_kernel(
             kw = tap - kh * KW
             ih = ih0 + kh * DIL_H
             iw = iw0 + kw * DIL_W
-            row_ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            row_ok = m_mask
+            if CHECK_H:
+                row_ok = row_ok & (ih >= 0) & (ih < H)
+            if CHECK_W:
+                row_ok = row_ok & (iw >= 0) & (iw < W)
             x_tap = kh * DIL_H * sxh + kw * DIL_W * sxw + c0 * sxc
             a = tl.load(x_ptr + ((x_row + x_tap)[:, None] + tl.arange(0, BLOCK_K)[None, :] * sxc),
                         mask=row_ok[:, None], other=0.0)
@@ -162,8 +166,14 @@ def _conv2d_relu_kernel(
             dw = kw * DIL_W
             ih = ih0[:, None] + dh[None, :]
             iw = iw0[:, None] + dw[None, :]
-            a_mask = (m_mask[:, None] & k_mask[None, :]
-                      & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+            a_mask = m_mask[:, None] & k_mask[None, :]
+            # Without padding every tap of a valid (m, k) lies inside the image (conv's
+            # floor-mode output size guarantees it), so the bounds tests are compiled out:
+            # conv1, where they are a 2-D mask per K block, has no padding.
+            if CHECK_H:
+                a_mask = a_mask & (ih >= 0) & (ih < H)
+            if CHECK_W:
+                a_mask = a_mask & (iw >= 0) & (iw < W)
             x_col = dh * sxh + dw * sxw + c * sxc
             a = tl.load(x_ptr + (x_row[:, None] + x_col[None, :]), mask=a_mask, other=0.0)
             # The weight is packed in K order (see the launcher): B[k, co] = w[co*swo + k],
@@ -290,6 +300,6 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
         weight.stride(0), k_b,
         y.stride(0), y.stride(1), y.stride(2), y.stride(3),
         HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
-        ALLOW_TF32=tf32,
+        ALLOW_TF32=tf32, CHECK_H=ph > 0, CHECK_W=pw > 0,
     )
     return y
