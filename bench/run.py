@@ -261,6 +261,15 @@ def tables(rows, groups):
     return "\n".join(out)
 
 
+def _write_atomic(path, text):
+    """Write via a temporary file and a rename: a run killed mid-write leaves the previous
+    complete file, never a truncated one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False):
     """report.md, results.json and (final=True) chart.png; also called after every case,
     so an interrupted run keeps what it measured."""
@@ -279,13 +288,11 @@ def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False)
                tables(rows, groups)]
     if notes:
         report += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(report))
+    _write_atomic(os.path.join(out_dir, "report.md"), "\n".join(report))
     results = {"environment": env, "batch": cfg.batch, "quick": cfg.quick, "reduced": cfg.reduced,
                "reduced_note": CPU_REDUCED if cfg.reduced else None, "groups": groups,
                "ceilings": ceilings, "rows": rows, "notes": notes}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    _write_atomic(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
     chart = plot(results, os.path.join(out_dir, "chart.png")) if final else None
     if final:
         print()
@@ -332,18 +339,18 @@ def main(argv=None):
     if not cfg.compile:
         print("torch.compile baselines: off" + ("" if args.no_compile else " on CPU (pass --compile to time them)"))
 
-    ceilings = {"copy_GBps": measure_copy_bandwidth(device, quick=cfg.quick and device != "cuda")}
-    if device == "cuda":
-        ceilings["matmul_bf16_TFLOPs"] = measure_matmul_rate(device, torch.bfloat16)
-        ceilings["matmul_tf32_TFLOPs"] = measure_matmul_rate(device, torch.float32, tf32=True)
-    print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
-
-    rows, notes, groups = [], [], []
     # A time-limited run (`timeout` sends SIGTERM; .ci/gpu uses it) stops cleanly: the
     # outputs are rewritten after every case, and the final report (with the chart) says
     # where the run stopped. Only the case in flight is lost.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    ceilings, rows, notes, groups = {}, [], [], []
     try:
+        ceilings["copy_GBps"] = measure_copy_bandwidth(device, quick=cfg.quick and device != "cuda")
+        if device == "cuda":
+            ceilings["matmul_bf16_TFLOPs"] = measure_matmul_rate(device, torch.bfloat16)
+            ceilings["matmul_tf32_TFLOPs"] = measure_matmul_rate(device, torch.float32, tf32=True)
+        print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()),
+              flush=True)
         for group in args.only.split(","):
             _run_group(group, cfg, ceilings, rows, notes, groups, lambda: write_outputs(
                 out_dir, env, cfg, ceilings, rows, notes, groups))
@@ -352,6 +359,7 @@ def main(argv=None):
         notes.append(f"Interrupted by {why} after {len(rows)} cases: the groups and cases after "
                      "that point were not run.")
         print(f"\n[interrupted] {why}; writing what was measured", flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the final write is not interrupted
     write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=True)
     return 1 if any("error" in r for r in rows) or any(n.startswith("Interrupted") for n in notes) else 0
 
@@ -363,7 +371,9 @@ class _Stopped(BaseException):
 
 
 def _stop_on_sigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    # `timeout` sends SIGTERM twice (to the process, then to its group): the second must
+    # not cut the final write short. Its -k SIGKILL remains the backstop.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stopped()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
-
 from .config import build_parser, config_from_args
 from .demo import apply_demo
 from .loop import NonFiniteLossError, train
@@ -20,10 +18,6 @@ def main(argv=None) -> int:
         cfg = apply_demo(cfg, given)
     elif cfg.data is None and not cfg.synthetic:
         build_parser().error("give --data ROOT (an ImageFolder tree with train/ and val/), --synthetic N, or --demo")
-    # The paper's N(0, 0.01) init drives CPU gradients into denormals within a few steps,
-    # which x86 processes many times slower; flushing them to zero costs nothing in accuracy.
-    # Process-wide, which is fine here: this process belongs to the CLI. No effect on GPUs.
-    torch.set_flush_denormal(True)
     t0 = time.perf_counter()
     try:
         result = train(cfg)

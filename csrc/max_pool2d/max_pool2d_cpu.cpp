@@ -187,14 +187,15 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
 // with a division to find its windows.
 // argmax_position for one-byte codes without a division per element: the (row, column)
 // offset of every code's tap in its window, looked up. Gives argmax_position's answers:
-// a code with th >= kernel_h maps to an offset that no bounds check accepts.
+// a code past the window's last tap (th >= kernel_h) is not a tap.
 struct TapOffsets {
   int dh[256], dw[256];
+  bool tap[256];
   explicit TapOffsets(const Geometry& g) {
     for (int a = 0; a < 256; ++a) {
       const int th = a / g.w.kernel, tw = a - th * g.w.kernel;
-      const bool valid = th < g.h.kernel;
-      dh[a] = valid ? th * g.h.dilation : -(1 << 28);
+      tap[a] = th < g.h.kernel;
+      dh[a] = tap[a] ? th * g.h.dilation : 0;
       dw[a] = tw * g.w.dilation;
     }
   }
@@ -204,7 +205,7 @@ struct TapOffsets {
 inline bool scatter_position(const TapOffsets& t, uint8_t a, const Geometry& g, int oh, int ow, int* h, int* w) {
   *h = window_start(g.h, oh) + t.dh[a];
   *w = window_start(g.w, ow) + t.dw[a];
-  return *h >= 0 && *h < g.h.size && *w >= 0 && *w < g.w.size;
+  return t.tap[a] && *h >= 0 && *h < g.h.size && *w >= 0 && *w < g.w.size;
 }
 inline bool scatter_position(const TapOffsets&, int64_t a, const Geometry& g, int oh, int ow, int* h, int* w) {
   return argmax_position(a, g.h, g.w, oh, ow, h, w);
