@@ -356,15 +356,16 @@ def _offset_view(x, offset):
 
 
 # 3x3 pooling with LRN size <= 7 takes the register kernels of
-# csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too, item for item like the GPU threads;
-# float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
+# csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too with ALEXNET_CUDA_CPU_SWEEP=1, item
+# for item like the GPU threads; float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
 # 32 + 8; 16-byte vectors of 4 fp32 / 8 bf16 / 2 fp64 in channels-last), strides 1-3, and
 # an unaligned channels-last tensor (general kernels).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "channels_last_unaligned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
-def test_register_kernel_paths(device, size, kind, dtype):
+def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the GPU-shaped kernels
     if device == "cuda" and dtype == torch.float64 and kind != "contiguous":
         pytest.skip("float64 channels-last takes the tile kernels on CUDA (covered elsewhere)")
     stride = {1: 1, 2: 2, 3: 3, 4: 2, 5: 2, 6: 1, 7: 3}[size]
@@ -404,7 +405,8 @@ def test_register_kernel_paths(device, size, kind, dtype):
     ],
     ids=str,
 )
-def test_register_kernel_edges(device, shape, groups, stride, kind, dtype):
+def test_register_kernel_edges(device, shape, groups, stride, kind, dtype, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the GPU-shaped kernels
     x = layout(rand(shape, device, torch.float32) * 3, kind).to(dtype)
     kw = dict(size=5, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
     y, argmax = OP(x, 5, 0.3 / 5, 0.75, 1.5, [3, 3], [stride, stride], groups)
@@ -430,9 +432,10 @@ def test_register_kernel_edges(device, shape, groups, stride, kind, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_indexing_past_2_31_elements(device, kind):
-    # On CPU too: the CPU runs the CUDA kernels' per-item code (stage_sweep.h), so this
-    # checks their 64-bit offsets without a GPU.
+def test_indexing_past_2_31_elements(device, kind, monkeypatch):
+    # On CPU too: with ALEXNET_CUDA_CPU_SWEEP=1 the CPU runs the CUDA kernels' per-item
+    # code (stage_sweep.h), so this checks their 64-bit offsets without a GPU.
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")
     skip_unless_free_memory(device, 14)
     n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
     x = layout(big_randn((n, 96, 55, 55), device, torch.bfloat16), kind).requires_grad_()
@@ -445,3 +448,37 @@ def test_indexing_past_2_31_elements(device, kind):
         torch.testing.assert_close(y[sl].float(), y_ref, atol=1e-2, rtol=2e-2)
         bad = ((gx[sl].float() - gx_ref).abs() > 4e-2 + 4e-2 * gx_ref.abs()).sum().item()
         assert bad <= max(4, 1e-4 * gx_ref.numel()), bad  # bf16 near-ties only
+
+
+# The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
+# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the GPU-shaped ones instead (the
+# register kernels' per-item code, or the general kernels). Same formulas, same order of
+# every sum: the same bits, NaN included.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("size,groups,stride", [(5, 2, 2), (3, 1, 1), (7, 4, 3), (9, 2, 2)])
+def test_cpu_native_matches_gpu_shaped_kernels(dtype, kind, size, groups, stride, monkeypatch):
+    x = layout(rand((2, 32, 13, 15), "cpu", dtype) * 3, kind)
+    x[0, 3, 2, 2] = float("nan")
+    x[1, 7, 4, 5] = 0.0
+    gy = torch.randn(2, 32, (13 - 3) // stride + 1, (15 - 3) // stride + 1, dtype=torch.float64).to(dtype)
+
+    def run(mode):  # values, argmax and input gradient with ALEXNET_CUDA_CPU_SWEEP=mode
+        monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", mode)
+        xg = x.detach().clone().requires_grad_()
+        y = relu_lrn_max_pool2d(xg, size=size, stride=stride, lrn_groups=groups)
+        _, argmax = OP(x, size, 1e-4 / size, 0.75, 2.0, [3, 3], [stride, stride], groups)
+        return y, argmax, torch.autograd.grad(y, xg, gy)[0]
+
+    # One thread: the native kernels run when there are at least a third as many (image,
+    # group) tasks as threads, so with many cores this small batch would take the
+    # GPU-shaped kernels in both modes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        native, gpu_shaped = run("0"), run("1")
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(native, gpu_shaped):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert torch.equal(a.nan_to_num(), b.nan_to_num())
