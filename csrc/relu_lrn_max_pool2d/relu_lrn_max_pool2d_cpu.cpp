@@ -98,6 +98,22 @@ inline acc_t sum_squares(const scalar_t* px, int64_t c_stride, int lo, int hi) {
   return s;
 }
 
+// Pools one (H, W) plane of LRN values y (row-major, opmath) into the output and argmax
+// elements whose plane starts at offset obase (strides g.os).
+template <typename scalar_t, typename acc_t>
+void pool_plane(const acc_t* y, const Geo& g, int64_t obase, scalar_t* op, uint8_t* ap) {
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    for (int ow = 0; ow < g.Wo; ++ow) {
+      acc_t best;
+      int arg;
+      pool_window<acc_t>(&y[int64_t(oh) * g.SH * g.W + int64_t(ow) * g.SW], g.W, 1, g.KH, g.KW, &best, &arg);
+      const int64_t off = obase + oh * g.os[2] + ow * g.os[3];
+      op[off] = static_cast<scalar_t>(best);
+      ap[off] = static_cast<uint8_t>(arg);
+    }
+  }
+}
+
 template <typename scalar_t>
 void forward_cpu_kernel(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g,
                         double scale_d, double beta_d, double k_d) {
@@ -124,17 +140,7 @@ void forward_cpu_kernel(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax
           y[int64_t(h) * g.W + w] = lrn::forward_value<acc_t>(zc, ss, scale, beta, k);
         }
       }
-      const int64_t obase = n * g.os[0] + c * g.os[1];
-      for (int oh = 0; oh < g.Ho; ++oh) {
-        for (int ow = 0; ow < g.Wo; ++ow) {
-          acc_t best;
-          int arg;
-          pool_window<acc_t>(&y[int64_t(oh) * g.SH * g.W + int64_t(ow) * g.SW], g.W, 1, g.KH, g.KW, &best, &arg);
-          const int64_t off = obase + oh * g.os[2] + ow * g.os[3];
-          op[off] = static_cast<scalar_t>(best);
-          ap[off] = static_cast<uint8_t>(arg);
-        }
-      }
+      pool_plane(y.data(), g, n * g.os[0] + c * g.os[1], op, ap);
     }
   });
 }
@@ -253,17 +259,7 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
         window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.Cg - 1), ss.data());
         const acc_t* zc = &z[c * HW];
         for (int64_t p = 0; p < HW; ++p) y[p] = lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k);
-        const int64_t obase = n * g.os[0] + (c0 + c) * g.os[1];
-        for (int oh = 0; oh < g.Ho; ++oh) {
-          for (int ow = 0; ow < g.Wo; ++ow) {
-            acc_t best;
-            int arg;
-            pool_window<acc_t>(&y[int64_t(oh) * g.SH * g.W + int64_t(ow) * g.SW], g.W, 1, g.KH, g.KW, &best, &arg);
-            const int64_t off = obase + oh * g.os[2] + ow * g.os[3];
-            op[off] = static_cast<scalar_t>(best);
-            ap[off] = static_cast<uint8_t>(arg);
-          }
-        }
+        pool_plane(y.data(), g, n * g.os[0] + (c0 + c) * g.os[1], op, ap);
       }
     }
   });
