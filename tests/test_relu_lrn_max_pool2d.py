@@ -359,7 +359,7 @@ def _offset_view(x, offset):
 # csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too with ALEXNET_CUDA_CPU_SWEEP=1, item
 # for item like the GPU threads; float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
 # 32 + 8; 16-byte vectors of 4 fp32 / 8 bf16 / 2 fp64 in channels-last), strides 1-3, and
-# an unaligned channels-last tensor (general kernels).
+# an unaligned channels-last tensor (the native kernels, also in this mode).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "channels_last_unaligned"])
@@ -451,9 +451,9 @@ def test_indexing_past_2_31_elements(device, kind, monkeypatch):
 
 
 # The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
-# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the GPU-shaped ones instead (the
-# register kernels' per-item code, or the general kernels). Same formulas, same order of
-# every sum: the same bits, NaN included.
+# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the register kernels' per-item code
+# (the GPU's) where it applies. Same formulas, same order of every sum: the same bits, NaN
+# included. (Size 9 is beyond the register kernels: both modes run the native kernels.)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
 @pytest.mark.parametrize("size,groups,stride", [(5, 2, 2), (3, 1, 1), (7, 4, 3), (9, 2, 2)])

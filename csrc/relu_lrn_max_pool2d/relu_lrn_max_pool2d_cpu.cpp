@@ -4,25 +4,18 @@
 // Two sets of CPU kernels, with the same formulas and the same order of every sum, so the
 // same result bits (tests/test_relu_lrn_max_pool2d.py checks it):
 //
-// CPU-native (the default): one task per (image, LRN group), channel-major task-local
-// buffers, every LRN value computed once (forward_native, backward_native). 2-2.4x the
-// speed of PyTorch's three ops on 2 cores, where the GPU-shaped kernels reach 0.6-1.0x.
-// With fewer than a third as many tasks as threads (batch 1, say), the GPU-shaped
-// kernels, parallel over far more items, are used instead.
-//
-// GPU-shaped (ALEXNET_CUDA_CPU_SWEEP=1, for the tests): 3x3 pooling with LRN size <= 7 runs
-// stage_sweep.h's register kernels: the same per-item code as the CUDA kernels, one
-// parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing and
-// arithmetic (channels-last needs 16-byte vectors: each group's channel count a multiple
-// of 16 / element size, aligned data). Other shapes use the general CPU kernels, which
-// are less fused than the CUDA ones:
-//   forward   one task per (n, c) plane: the plane's LRN values go to a thread-local
-//             buffer (never to the output tensor), then the plane is pooled from it.
-//   backward  two passes over (n, c) planes through two opmath scratch tensors:
-//             pass 1 gathers g from dy/argmax and writes t_j and g_j * s_j^-beta;
-//             pass 2 sums t over the mirrored window and applies the ReLU mask.
-// Any strides are read through the tensors' own strides (no layout copies beyond
+// CPU-native (forward_native, backward_native; the default, and the fallback): one task
+// per (image, LRN group), channel-major task-local buffers, every LRN value computed once.
+// 2-2.4x the speed of PyTorch's three ops on 2 cores, where the GPU-shaped kernels reach
+// 0.6-1.0x. Any strides are read through the tensors' own strides (no layout copies beyond
 // making the input dense in its suggested memory format).
+//
+// GPU-shaped (ALEXNET_CUDA_CPU_SWEEP=1, for the tests, and when there are fewer than a
+// third as many (image, group) tasks as threads, e.g. batch 1): 3x3 pooling with LRN size
+// <= 7 runs stage_sweep.h's register kernels: the same per-item code as the CUDA kernels,
+// one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
+// and arithmetic (channels-last needs 16-byte vectors: each group's channel count a
+// multiple of 16 / element size, aligned data). Other shapes run the native kernels.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -87,17 +80,6 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   return true;
 }
 
-// Sum of z_j^2 over j in [lo, hi] (ascending, the CUDA kernels' order) at one pixel.
-template <typename scalar_t, typename acc_t>
-inline acc_t sum_squares(const scalar_t* px, int64_t c_stride, int lo, int hi) {
-  acc_t s = acc_t(0);
-  for (int j = lo; j <= hi; ++j) {
-    const acc_t z = relu(static_cast<acc_t>(px[j * c_stride]));
-    s += z * z;
-  }
-  return s;
-}
-
 // Pools one (H, W) plane of LRN values y (row-major, opmath) into the output and argmax
 // elements whose plane starts at offset obase (strides g.os).
 template <typename scalar_t, typename acc_t>
@@ -112,103 +94,6 @@ void pool_plane(const acc_t* y, const Geo& g, int64_t obase, scalar_t* op, uint8
       ap[off] = static_cast<uint8_t>(arg);
     }
   }
-}
-
-template <typename scalar_t>
-void forward_cpu_kernel(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g,
-                        double scale_d, double beta_d, double k_d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
-  const int64_t HW = int64_t(g.H) * g.W;
-  at::parallel_for(0, int64_t(g.N) * g.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(HW, 1)),
-                   [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> y(HW);
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / g.C;
-      const int c = static_cast<int>(plane % g.C);
-      const int gbeg = c / g.Cg * g.Cg, gend = gbeg + g.Cg;
-      const int lo = std::max(c - g.win.pre, gbeg), hi = std::min(c + g.win.post, gend - 1);
-      const scalar_t* xn = xp + n * g.xs[0];
-      for (int h = 0; h < g.H; ++h) {
-        for (int w = 0; w < g.W; ++w) {
-          const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
-          const acc_t ss = sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
-          const acc_t zc = relu(static_cast<acc_t>(px[c * g.xs[1]]));
-          y[int64_t(h) * g.W + w] = lrn::forward_value<acc_t>(zc, ss, scale, beta, k);
-        }
-      }
-      pool_plane(y.data(), g, n * g.os[0] + c * g.os[1], op, ap);
-    }
-  });
-}
-
-template <typename scalar_t>
-void backward_cpu_kernel(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x,
-                         at::Tensor& dx, const Geo& g, double scale_d, double beta_d, double k_d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
-  const acc_t coef = acc_t(2) * scale * beta;
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
-  const uint8_t* amp = am.const_data_ptr<uint8_t>();
-  scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-  const int64_t HW = int64_t(g.H) * g.W, planes = int64_t(g.N) * g.C;
-  // Scratch, NCHW-ordered: t_j and g_j * s_j^-beta.
-  std::vector<acc_t> t(planes * HW), gs(planes * HW);
-  const max_pool2d::Axis ah = axis_h(g), aw = axis_w(g);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(HW, 1));
-
-  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / g.C;
-      const int j = static_cast<int>(plane % g.C);
-      const int gbeg = j / g.Cg * g.Cg, gend = gbeg + g.Cg;
-      const int lo = std::max(j - g.win.pre, gbeg), hi = std::min(j + g.win.post, gend - 1);
-      const scalar_t* xn = xp + n * g.xs[0];
-      const int64_t obase = n * g.os[0] + j * g.os[1];
-      for (int h = 0; h < g.H; ++h) {
-        const int ohb = max_pool2d::window_begin(ah, h), ohe = max_pool2d::window_end(ah, h);
-        for (int w = 0; w < g.W; ++w) {
-          const int owb = max_pool2d::window_begin(aw, w), owe = max_pool2d::window_end(aw, w);
-          const acc_t gj = gather<scalar_t, acc_t>(dyp + obase, amp + obase, g.os[2], g.os[3], ohb,
-                                                   ohe, owb, owe, h, w, g.SH, g.SW, g.KW);
-          const scalar_t* px = xn + h * g.xs[2] + w * g.xs[3];
-          const acc_t s = k + scale * sum_squares<scalar_t, acc_t>(px, g.xs[1], lo, hi);
-          acc_t p0, p1;
-          lrn::inv_pows(s, beta, p0, p1);
-          const acc_t zj = relu(static_cast<acc_t>(px[j * g.xs[1]]));
-          const int64_t i = plane * HW + int64_t(h) * g.W + w;
-          t[i] = gj * zj * p1;
-          gs[i] = gj * p0;
-        }
-      }
-    }
-  });
-
-  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / g.C;
-      const int c = static_cast<int>(plane % g.C);
-      const int gbeg = c / g.Cg * g.Cg, gend = gbeg + g.Cg;
-      const int lo = std::max(c - g.win.post, gbeg), hi = std::min(c + g.win.pre, gend - 1);
-      const scalar_t* xc = xp + n * g.xs[0] + c * g.xs[1];
-      scalar_t* dxc = dxp + n * g.xs[0] + c * g.xs[1];
-      for (int h = 0; h < g.H; ++h) {
-        for (int w = 0; w < g.W; ++w) {
-          const int64_t q = int64_t(h) * g.W + w;
-          acc_t tsum = acc_t(0);
-          for (int jj = lo; jj <= hi; ++jj) tsum += t[(n * g.C + jj) * HW + q];
-          const acc_t zc = relu(static_cast<acc_t>(xc[h * g.xs[2] + w * g.xs[3]]));
-          // ReLU mask as torch's threshold_backward: zero where relu(x) <= 0 (a NaN passes).
-          const acc_t v = zc <= acc_t(0) ? acc_t(0) : gs[plane * HW + q] - coef * zc * tsum;
-          dxc[h * g.xs[2] + w * g.xs[3]] = static_cast<scalar_t>(v);
-        }
-      }
-    }
-  });
 }
 
 // Loads relu(x) of channels [c0, c0 + Cg) of image n into z[c][p], p = h * W + w.
@@ -265,8 +150,8 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
   });
 }
 
-// CPU-native backward, the default on CPU (see forward_native), one task per (image, LRN
-// group), the general kernel's formulas on channel-major task-local buffers:
+// CPU-native backward (see the top of the file), one task per (image, LRN group), on
+// channel-major task-local buffers:
 //   G[c][p]   the pooled gradient routed through the argmax: a scatter over the outputs
 //             in row-major order, the order in which the GPU's gather sums them
 //   T[c][p]   = G * z * s^(-beta-1),  GS[c][p] = G * s^(-beta)
@@ -334,8 +219,8 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   });
 }
 
-// Whether to run the GPU-shaped kernels (the register kernels' per-item code where it
-// applies, else the general kernels) instead of the native ones: always with
+// Whether to try the GPU-shaped kernels (the register kernels' per-item code, where it
+// applies) before the native ones: always with
 // ALEXNET_CUDA_CPU_SWEEP=1, and when the native kernels' (image, group) tasks are too few
 // to keep the threads busy (the GPU-shaped ones do ~3x the work per output but spread it
 // over far more items).
@@ -354,10 +239,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t 
   ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
   if (t.out.numel() == 0) return {t.out, t.argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    if (!use_gpu_shaped_kernels(t.g))
+    if (!(use_gpu_shaped_kernels(t.g) && forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k)))
       forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
-    else if (!forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k))
-      forward_cpu_kernel<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
   return {t.out, t.argmax};
 }
@@ -370,10 +253,8 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
   BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
   if (t.dx.numel() == 0) return t.dx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    if (!use_gpu_shaped_kernels(t.g))
+    if (!(use_gpu_shaped_kernels(t.g) && backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k)))
       backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
-    else if (!backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k))
-      backward_cpu_kernel<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
   return t.dx;
 }
