@@ -25,7 +25,7 @@ follow ``input.suggest_memory_format()``). Gradients are summed in fp32 (opmath)
 PyTorch's order.
 """
 
-import numbers
+import operator
 
 import torch
 from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format() in Python
@@ -70,27 +70,41 @@ def max_pool2d(
 # DilatedMaxPool2d.cpp), raised before the op runs, with messages naming the argument.
 
 
-def _is_int(v):
-    return isinstance(v, (numbers.Integral, torch.SymInt)) and not isinstance(v, bool)
+def _as_int(v):
+    """v as one int of PyTorch's int lists, or None if PyTorch's argument parser refuses it:
+    an int, SymInt or anything with ``__index__`` (NumPy integers, 0-d integer arrays) but
+    not a bool, or a one-element tensor of an integral dtype (bool included, as PyTorch)."""
+    if isinstance(v, torch.SymInt):
+        return v
+    if isinstance(v, torch.Tensor):
+        if v.numel() == 1 and not v.is_floating_point() and not v.is_complex():
+            return int(v.item())
+        return None
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)  # NumPy's bool_ has no __index__: refused too
+    except TypeError:
+        return None
 
 
 def _pair(value, name, *, allow_empty=False):
-    """An int or a sequence of 1 or 2 ints -> (h, w), as PyTorch's IntArrayRef[2]."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
-            and value.dtype != torch.bool:
-        value = int(value)  # PyTorch takes a 0-d integer tensor as an int
-    if _is_int(value):
-        return value, value
-    if isinstance(value, (tuple, list, torch.Size)):
-        if not all(_is_int(v) for v in value):
-            raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {value!r}")
-        if allow_empty and len(value) == 0:
-            return None
-        if len(value) in (1, 2):
-            return value[0], value[-1]
-        what = "be omitted, a single int, or" if allow_empty else "be a single int, or"
-        raise RuntimeError(f"{_OP}: {name} must either {what} a tuple of two ints, got {value!r}")
-    raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {type(value).__name__}")
+    """An int or a sequence of 1 or 2 ints -> (h, w) of Python ints (or SymInts), as
+    PyTorch's IntArrayRef[2]; each int as _as_int reads it."""
+    if not isinstance(value, (tuple, list, torch.Size)):
+        v = _as_int(value)
+        if v is None:
+            raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {type(value).__name__}")
+        return v, v
+    ints = [_as_int(v) for v in value]
+    if any(v is None for v in ints):
+        raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {value!r}")
+    if allow_empty and len(ints) == 0:
+        return None
+    if len(ints) in (1, 2):
+        return ints[0], ints[-1]
+    what = "be omitted, a single int, or" if allow_empty else "be a single int, or"
+    raise RuntimeError(f"{_OP}: {name} must either {what} a tuple of two ints, got {value!r}")
 
 
 def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
