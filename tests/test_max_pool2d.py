@@ -140,9 +140,11 @@ def test_cuda_gather_on_cpu(monkeypatch, shape, kw, kind):
 @pytest.mark.parametrize("device", DEVICES)
 def test_window_without_any_tap_inside(device):
     # Dilation can make a (legal) window miss the input entirely: its taps -1 and 2
-    # fall in the padding and past H = 2. PyTorch outputs -inf with the index of the
-    # first tap past the clamp (row 2, outside the plane). Its CPU backward then writes
-    # out of bounds, so only the forward is compared; our backward drops that window.
+    # fall in the padding and past H = 2. PyTorch outputs -inf with the flat index of the
+    # first tap at or past 0 (row 2: past the plane's end, indices 6 and 8). Its CPU
+    # backward then writes out of bounds, so only the forward is compared; our backward
+    # drops these windows in both modes (index past the plane; uint8 argmax naming a tap
+    # outside the input). test_empty_window_gradient_rule pins the general rule.
     x = rand((1, 2, 2, 3), device)
     kw = dict(kernel_size=2, padding=1, dilation=3, stride=1)
     out, idx = max_pool2d(x, return_indices=True, **kw)
@@ -155,6 +157,67 @@ def test_window_without_any_tap_inside(device):
         y = max_pool2d(xg, return_indices=ri, **kw)
         (y[0] if ri else y).sum().backward()
         assert torch.equal(xg.grad, torch.zeros_like(x))
+
+
+def _grads_and_double_backward(x, g, return_indices, **kw):
+    """x's gradient for the output gradient g, after checking that double backward is its
+    adjoint (<backward(g), v> == <g, double_backward(v)>): both drop the same windows."""
+    x = x.detach().double().requires_grad_()
+    g = g.double().requires_grad_()
+    y = max_pool2d(x, return_indices=return_indices, **kw)
+    (gx,) = torch.autograd.grad(y[0] if return_indices else y, x, g, create_graph=True)
+    v = torch.randn_like(gx)
+    (gg,) = torch.autograd.grad(gx, g, v)
+    torch.testing.assert_close((gx * v).sum(), (g * gg).sum())
+    return gx.detach()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_window_gradient_rule(device):
+    # Pins where the gradient of a window with no tap inside the input goes (max_pool2d's
+    # docstring), so that changing it is deliberate. Compact uint8 argmax: nowhere. int64
+    # argmax: to the flat index if that pixel is in the plane and the window's span.
+    #
+    # 1. W = 1, taps -1 and 1 along W: every window is empty. Indices 2 and 1: first taps
+    #    (1, 1) and (0, 1), wrapped onto the next row, pixels (2, 0) and (1, 0), inside the
+    #    spans. PyTorch routes both gradients there; so does the int64 mode.
+    x = rand((1, 1, 4, 1), device)
+    kw = dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 1), dilation=(2, 2), ceil_mode=True)
+    out, idx = max_pool2d(x, return_indices=True, **kw)
+    r_out, r_idx = F.max_pool2d(x, return_indices=True, **kw)
+    assert_identical(out, r_out)
+    assert_identical(idx, r_idx)
+    assert idx.flatten().tolist() == [2, 1] and torch.all(out == float("-inf"))
+    g = torch.tensor([1.0, 2.0], device=device).view(out.shape)
+    expected = torch.tensor([0.0, 2.0, 1.0, 0.0], device=device).view(x.shape)
+    for ri in (False, True):  # PyTorch's gradient is the same with and without indices
+        xr = x.clone().requires_grad_()
+        y = F.max_pool2d(xr, return_indices=ri, **kw)
+        (y[0] if ri else y).backward(g)
+        assert torch.equal(xr.grad, expected)
+    assert torch.equal(_grads_and_double_backward(x, g, True, **kw), expected.double())
+    assert torch.equal(_grads_and_double_backward(x, g, False, **kw), torch.zeros_like(x).double())
+    #
+    # 2. W = 2, taps -1 and 2 along W: every window is empty. Window 0 (rows -1, 0) stores
+    #    index 2, pixel (1, 0): in the plane but outside its span, so int64 mode drops it
+    #    (PyTorch's CUDA backward too; its CPU one adds it there). Window 4 stores 8 = H * W,
+    #    past the plane: dropped (PyTorch's CPU backward writes out of bounds, so it is only
+    #    run on CUDA here).
+    x = rand((1, 1, 4, 2), device)
+    kw = dict(kernel_size=2, stride=1, padding=1, dilation=(1, 3))
+    out, idx = max_pool2d(x, return_indices=True, **kw)
+    r_out, r_idx = F.max_pool2d(x, return_indices=True, **kw)
+    assert_identical(out, r_out)
+    assert_identical(idx, r_idx)
+    assert idx.flatten().tolist() == [2, 2, 4, 6, 8]
+    g = torch.arange(1.0, 6.0, device=device).view(out.shape)
+    expected = torch.tensor([0.0, 0, 2, 0, 3, 0, 4, 0], device=device).view(x.shape)
+    assert torch.equal(_grads_and_double_backward(x, g, True, **kw), expected.double())
+    assert torch.equal(_grads_and_double_backward(x, g, False, **kw), torch.zeros_like(x).double())
+    if device == "cuda":
+        xr = x.clone().requires_grad_()
+        F.max_pool2d(xr, return_indices=True, **kw)[0].backward(g)
+        assert torch.equal(xr.grad, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64], ids=str)

@@ -22,7 +22,8 @@ Results are bit-identical to PyTorch's: values, int64 indices (first maximum in
 row-major order wins ties; NaN propagates and the window's last NaN is reported;
 padding never wins), output sizes (ceil_mode) and memory format (output and indices
 follow ``input.suggest_memory_format()``). Gradients are summed in fp32 (opmath) in
-PyTorch's order.
+PyTorch's order, and are PyTorch's but for windows with no tap inside the input (see
+``max_pool2d``'s docstring).
 """
 
 import operator
@@ -52,6 +53,24 @@ def max_pool2d(
     integer dtypes, as PyTorch). Contiguous and channels_last inputs are read in place
     and the output has the same memory format; other strides are copied first.
     Returns ``out``, or ``(out, indices)`` with ``return_indices=True``.
+
+    Empty windows: with dilation, padding and ``ceil_mode`` a legal window can have no tap
+    inside the input. Its value is -inf (the dtype's lowest for integers) and its index,
+    as PyTorch's, is the flat ``h * W + w`` of its first tap at or past 0 along each axis:
+    outside the input along one axis at least, so past the plane's end or, if past W
+    only, wrapped onto the next row (a pixel that may lie outside the window's span).
+    Where its gradient goes:
+
+    * ``return_indices=True`` (int64 argmax): to that flat index if it is in the plane
+      (``0 <= index < H * W``) and the pixel lies inside the window's span (the taps'
+      bounding box), as in PyTorch's CUDA backward (a gather over the windows whose span
+      covers the pixel); otherwise nowhere. PyTorch's CPU backward adds it at the flat
+      index unconditionally (even past the plane's end).
+    * ``return_indices=False`` (compact uint8 argmax): nowhere, always; PyTorch routes
+      it as above.
+
+    For every window with a tap inside the input both modes give PyTorch's gradient;
+    the compact mode differs from PyTorch only for empty windows.
     """
     k, s, p, d = _check(input, kernel_size, stride, padding, dilation, ceil_mode)
     unbatched = input.dim() == 3
@@ -232,16 +251,24 @@ torch.library.register_autograd("alexnet_cuda::max_pool2d_forward", _backward, s
 
 
 def _flat_argmax(argmax, input_size, kernel_size, stride, padding, dilation):
-    """argmax as flat int64 indices h * W + w, and a mask of those inside the input."""
+    """argmax as flat int64 indices h * W + w, and a mask of the windows whose gradient the
+    backward routes there: all but some empty windows (see max_pool2d's docstring), the
+    rule of argmax_position in csrc/max_pool2d/max_pool2d.h."""
     H, W = input_size[-2], input_size[-1]
-    if argmax.dtype == torch.int64:
-        return argmax, (argmax >= 0) & (argmax < H * W)
-    a = argmax.long()
     Ho, Wo = argmax.shape[-2], argmax.shape[-1]
-    oh = torch.arange(Ho, device=argmax.device).view(Ho, 1)
-    ow = torch.arange(Wo, device=argmax.device).view(1, Wo)
-    h = oh * stride[0] - padding[0] + torch.div(a, kernel_size[1], rounding_mode="floor") * dilation[0]
-    w = ow * stride[1] - padding[1] + torch.remainder(a, kernel_size[1]) * dilation[1]
+    h0 = torch.arange(Ho, device=argmax.device).view(Ho, 1) * stride[0] - padding[0]  # window starts
+    w0 = torch.arange(Wo, device=argmax.device).view(1, Wo) * stride[1] - padding[1]
+    a = argmax.long()
+    if argmax.dtype == torch.int64:
+        # In the plane, and the pixel inside the window's span (an empty window's index
+        # can alias a pixel outside it).
+        h = torch.div(a, W, rounding_mode="floor")
+        w = a - h * W
+        span = (h >= h0) & (h <= h0 + (kernel_size[0] - 1) * dilation[0])
+        span &= (w >= w0) & (w <= w0 + (kernel_size[1] - 1) * dilation[1])
+        return a, (a >= 0) & (a < H * W) & span
+    h = h0 + torch.div(a, kernel_size[1], rounding_mode="floor") * dilation[0]
+    w = w0 + torch.remainder(a, kernel_size[1]) * dilation[1]
     inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # always, but for empty windows
     return h * W + w, inside
 
