@@ -76,14 +76,25 @@ def test_forward_matches_pytorch(device, shape, size):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
-def test_dtypes_and_layouts(device, dtype, kind):
-    x = layout(rand((2, 24, 9, 7), device, dtype), kind)
-    out = local_response_norm(x, 5, alpha=1e-2, beta=0.75, k=2.0)
+# On CUDA, size 5 takes the register kernels in fp32/fp16/bf16 and size 9 the shared-memory
+# tile kernels (csrc/lrn/lrn_cuda.cu), which fp64 takes at every size.
+@pytest.mark.parametrize("size", [5, 9])
+def test_dtypes_and_layouts(device, dtype, kind, size):
+    x = layout(rand((2, 24, 9, 7), device, dtype), kind).requires_grad_()
+    out = local_response_norm(x, size, alpha=1e-2, beta=0.75, k=2.0)
     assert out.dtype == dtype and out.shape == x.shape
     if kind == "channels_last":  # processed natively, layout preserved
         assert out.is_contiguous(memory_format=torch.channels_last)
+    xr = x.detach().double().requires_grad_()
+    ref = F.local_response_norm(xr, size, 1e-2, 0.75, 2.0)
     atol, rtol = TOL[dtype]
-    torch.testing.assert_close(out.double(), reference(x, 5, 1e-2, 0.75, 2.0), atol=atol, rtol=rtol)
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
+    g = rand(x.shape, device, dtype, scale=1.0)
+    poison(x.device, 4 * x.numel() * 8)  # an unwritten gradient element reads NaN
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, xr, g.double())
+    assert gx.dtype == dtype and gx.shape == x.shape
+    torch.testing.assert_close(gx.double(), gr, atol=atol * 4, rtol=rtol * 2)
 
 
 @pytest.mark.parametrize("device", DEVICES)
