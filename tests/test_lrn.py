@@ -129,6 +129,23 @@ def test_backward_matches_pytorch(device, size, kind):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("size", [2, 5, 12])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_backward_matches_pytorch_over_shapes(device, shape, size, kind):
+    # The forward test's shapes, 3-D (N, C, L) and 5-D (N, C, D, H, W) included.
+    x = layout(rand(shape, device, torch.float64), kind).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    g = rand(shape, device, torch.float64, scale=1.0)
+    out = local_response_norm(x, size, 0.3, 0.75, 1.5)
+    ref = F.local_response_norm(xr, size, 0.3, 0.75, 1.5)
+    poison(x.device, 4 * x.numel() * 8)  # an unwritten gradient element reads NaN
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, xr, g)
+    torch.testing.assert_close(gx, gr, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_backward_low_precision(device, dtype):
     x = rand((2, 32, 7, 7), device, dtype).requires_grad_()
@@ -157,6 +174,34 @@ def test_gradcheck(device):
         assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.5, 0.75, 1.0), (x,))
         paper = lambda t: local_response_norm(t, size, 0.5, 0.6, 1.0, paper_alpha=True)  # noqa: E731
         assert torch.autograd.gradcheck(paper, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_3d_and_5d(device):
+    for shape, size, kind in [((2, 5, 4), 3, "contiguous"), ((2, 5, 4), 4, "channels_last"),
+                              ((1, 4, 2, 3, 2), 3, "contiguous"), ((1, 4, 2, 3, 2), 6, "channels_last")]:
+        x = layout(rand(shape, device, torch.float64, scale=1.0), kind).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.5, 0.75, 1.0), (x,))
+
+
+def saved_tensors(fn, x):
+    """The tensors autograd saves while fn(x) runs."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fn(x)
+    return saved
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("size", [5, 9])
+def test_saves_only_the_input(device, kind, size):
+    # The module docstring's claim: backward keeps the input (alive anyway), neither the
+    # output nor the normalizing scale.
+    x = layout(rand((2, 12, 5, 4), device), kind).requires_grad_()
+    (t,) = saved_tensors(lambda x: local_response_norm(x, size, 1e-2, 0.75, 2.0), x)
+    assert t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    assert (t.shape, t.stride(), t.dtype) == (x.shape, x.stride(), x.dtype)
 
 
 def _offset_view(x, offset):
