@@ -29,7 +29,8 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     squares (the paper's text) instead of ``alpha / size`` (PyTorch's convention).
     Inputs of 3 or more dims (N, C, *) in fp32/fp16/bf16/fp64; contiguous and
     channels-last tensors are processed in place, others are made contiguous first.
-    fp16/bf16 are computed in fp32.
+    fp16/bf16 are computed in fp32. Integer inputs raise TypeError, deliberately: here
+    ``F.local_response_norm`` differs, taking int64 input and returning float32.
     """
     _check(input, size)
     scale = float(alpha) if paper_alpha else float(alpha) / size
