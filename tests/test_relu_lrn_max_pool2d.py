@@ -243,6 +243,34 @@ def test_module(device):
     assert "paper_alpha" not in repr(ReLULRNMaxPool2d())
 
 
+def saved_tensors(fn, x):
+    """The tensors autograd saves while fn(x) runs."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fn(x)
+    return saved
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(2, 8, 13, 11), (8, 13, 11)], ids=["4-D", "3-D"])
+def test_saves_only_the_input_and_a_byte_per_output(device, kind, shape):
+    # The op's promise: backward keeps the input (the convolution's output, alive anyway)
+    # and a uint8 argmax of the pooled output's shape; no ReLU/LRN output, no int64 indices.
+    x = rand(shape, device, torch.float32)
+    x = layout(x.unsqueeze(0), kind).squeeze(0) if x.dim() == 3 else layout(x, kind)
+    x.requires_grad_()
+    out = []
+    saved = saved_tensors(lambda x: out.append(relu_lrn_max_pool2d(x, lrn_groups=2)), x)
+    assert len(saved) == 2
+    same = [t for t in saved if t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()]
+    assert len(same) == 1 and same[0].dtype == x.dtype and same[0].numel() == x.numel()
+    (argmax,) = [t for t in saved if t is not same[0]]
+    assert argmax.dtype == torch.uint8
+    y = out[0].unsqueeze(0) if x.dim() == 3 else out[0]  # the op runs on 4-D tensors
+    assert argmax.shape == y.shape == (2 if x.dim() == 4 else 1, 8, 6, 5)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_double_backward_raises(device):
     x = rand((1, 4, 5, 5), device).requires_grad_()

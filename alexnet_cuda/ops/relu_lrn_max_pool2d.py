@@ -4,6 +4,9 @@
       == max_pool2d(local_response_norm(relu(x), 5, 1e-4, 0.75, 2.0), 3, 2)
          with the LRN applied to each of the 2 channel halves on its own
 
+for a 4-D x (N, C, H, W); a 3-D x is one image (C, H, W), for which the right side
+holds with x.unsqueeze(0) (and the result squeezed back).
+
 The kernels live in csrc/relu_lrn_max_pool2d/ and are registered as two ops:
 
 * ``alexnet_cuda::relu_lrn_max_pool2d_forward(input, size, scale, beta, k, kernel_size,
@@ -57,6 +60,11 @@ def relu_lrn_max_pool2d(
     ``alpha / size`` (PyTorch's convention). Input (N, C, H, W) or (C, H, W),
     fp32/fp16/bf16/fp64 (fp16/bf16 computed in fp32); the output has the input's memory
     format (contiguous or channels_last).
+
+    A 3-D input is one unbatched image (C, H, W), as ``F.max_pool2d`` reads it, whereas
+    ``F.local_response_norm`` reads a 3-D tensor as (N, C, L) and would normalize across
+    H instead of C: for 3-D input the equation above holds for ``input.unsqueeze(0)``,
+    i.e. ``op(x) == composition(x.unsqueeze(0)).squeeze(0)``, not for ``input`` itself.
     """
     kernel, strides = _check(input, size, alpha, beta, k, kernel_size, stride, lrn_groups)
     scale = float(alpha) if paper_alpha else float(alpha) / size
