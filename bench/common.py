@@ -7,6 +7,7 @@ Each file in bench/cases/ exposes ``cases(cfg) -> list[Case]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -47,6 +48,10 @@ class Case:
     impls: Dict[str, Callable]
     # compare(ours_out, ref_out) raises if wrong; the outputs are what impls return.
     check: Optional[Callable] = None
+    # gate(*inputs) replaces the ours-vs-reference comparison when what impls return cannot
+    # show a wrong result (a training step returns only its loss): it runs ours and its own
+    # reference, raises if ours is wrong, and may return a dict of facts for the row.
+    gate: Optional[Callable] = None
     # reference(*inputs) -> what "ours" should return, when stock eager cannot serve
     # (e.g. PyTorch's CPU LRN has no bf16 kernel); defaults to impls["eager"].
     reference: Optional[Callable] = None
@@ -150,6 +155,18 @@ def summarize(times: List[float]) -> Dict[str, float]:
 def time_fn(fn: Callable, inputs_list: List[tuple], device: str, quick: bool) -> float:
     """Median milliseconds of fn(*inputs) (see time_stats)."""
     return time_stats(fn, inputs_list, device, quick)["ms"]
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """Both TF32 switches (cuDNN convolutions, CUDA matmuls) set to ``enabled``, restored
+    after. They only matter for fp32 on CUDA."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def measure_copy_bandwidth(device: str, quick: bool = False) -> float:

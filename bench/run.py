@@ -5,8 +5,9 @@
     python bench/run.py --only loop     # training loop: bare step vs data + augmentation + step
     python bench/run.py --quick         # a smoke run (10-30 s on a 2-core CPU)
 
-Every op/model case is checked for correctness (ours vs stock eager) before it is timed; a
-wrong result is reported as WRONG and not timed. Times are medians, with the interquartile
+Every op/model case is checked for correctness (ours vs stock eager, or the case's own gate:
+the training step's compares gradients and updates) before it is timed; a wrong result is
+reported as WRONG and not timed. Times are medians, with the interquartile
 range of the runs kept in results.json: on CUDA from CUDA events via triton.testing.do_bench
 (L2 flushed between runs, inputs rotated over 3 buffers), on CPU from perf_counter. The
 ceilings (copy bandwidth, matmul rate) are measured in the same run on the same device, so
@@ -120,19 +121,23 @@ def run_case(case, cfg, ceilings):
     # at other shapes/dtypes would otherwise count towards dynamo's recompile limit).
     torch._dynamo.reset()
     inputs = [case.make_inputs() for _ in range(3)]
-    # Correctness gate: ours vs stock eager (or the case's reference) on the same inputs.
+    # Correctness gate: ours vs stock eager (or the case's reference) on the same inputs,
+    # or the case's own gate.
     try:
-        ours = case.impls["ours"](*inputs[0])
-        ref = (case.reference or case.impls["eager"])(*inputs[0])
-        if case.check:
-            case.check(ours, ref)
+        if case.gate:
+            row.update(case.gate(*inputs[0]) or {})
+        else:
+            ours = case.impls["ours"](*inputs[0])
+            ref = (case.reference or case.impls["eager"])(*inputs[0])
+            if case.check:
+                case.check(ours, ref)
+            del ours, ref
     except Exception as exc:  # noqa: BLE001 - report and move on
         row["error"] = f"WRONG: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         return row
-    del ours, ref
-    # On the CPU the gate's call was the warm-up of the impls it ran; on CUDA every impl gets
-    # its own warm-up call here (and do_bench warms up again).
-    gated = {"ours"} | (set() if case.reference else {"eager"})
+    # On the CPU the gate's call was the warm-up of the impls it ran (a case's own gate runs
+    # ours); on CUDA every impl gets its own warm-up call here (and do_bench warms up again).
+    gated = {"ours"} | (set() if case.reference or case.gate else {"eager"})
     for name, fn in case.impls.items():
         try:
             if cfg.device == "cuda" or name not in gated:

@@ -158,3 +158,59 @@ def test_loop_group_runs_on_cpu(monkeypatch):
     assert row["loop_vs_bare_pct"] == pytest.approx(100 * row["bare_ms"] / row["loop_ms"])
     assert row["arch"] == "small" and row["workers"] == 1
     assert len(notes) == 1 and "CPU smoke run" in notes[0]
+
+
+def test_run_case_gate_failure_is_wrong_and_not_timed():
+    """A case's own gate replaces the ours-vs-eager comparison: what it returns goes into
+    the row; when it raises, the row is WRONG and nothing is timed."""
+    pytest.importorskip("torch")
+    import torch
+
+    run = _load("run")
+    from common import Case, Config  # the module run.py imported
+
+    cfg = Config(device="cpu", batch=1, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False)
+    impls = {"ours": lambda x: x + 1, "eager": lambda x: x + 1}
+
+    def case(gate):
+        return Case("model", "fake", "fp32", "nchw", "fwd", lambda: (torch.ones(4),), impls, gate=gate)
+
+    row = run.run_case(case(lambda x: {"check_max_rel_err": 0.0}), cfg, {"copy_GBps": 1.0})
+    assert "error" not in row and row["check_max_rel_err"] == 0.0 and row["ours_ms"] > 0
+
+    def wrong(x):
+        raise AssertionError("features.conv1.weight gradient off")
+
+    row = run.run_case(case(wrong), cfg, {"copy_GBps": 1.0})
+    assert row["error"] == "WRONG: AssertionError: features.conv1.weight gradient off"
+    assert "ours_ms" not in row and "eager_ms" not in row
+
+
+def test_training_gate_catches_a_wrong_gradient(monkeypatch):
+    """The model case's training gate (bench/cases/model.py), at width 1/8 on the CPU: the
+    fused AlexNet passes against AlexNet(fused=False) with the same weights, dropout
+    included (the gate turns it off); one weight gradient 5% off fails it, named. In
+    float64: in fp32 a near-tied max-pool window can route a gradient differently in the
+    two models, and at this width that alone can cost a few percent (see TRAIN_RTOL)."""
+    pytest.importorskip("torch")
+    import torch
+
+    from alexnet_cuda.models import AlexNet
+
+    monkeypatch.syspath_prepend(BENCH)
+    model_case = _load("cases/model")
+    x = torch.randn(2, 3, 227, 227, dtype=torch.float64)
+    y = torch.randint(0, 1000, (2,))
+
+    def gate(perturb=None):
+        torch.manual_seed(0)
+        ours = AlexNet(width=0.125).double()
+        if perturb:
+            ours.features.conv3.weight.register_hook(perturb)
+        stock = AlexNet(fused=False, width=0.125).double()
+        return model_case.check_training_step(ours, model_case._sgd(ours), stock, x, y, "cpu", "fp32")
+
+    facts = gate()
+    assert facts["check_max_rel_err"] < 1e-5, facts
+    with pytest.raises(AssertionError, match="worst: features.conv3.weight gradient 0.05"):
+        gate(lambda grad: grad * 1.05)
