@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_stats  # noqa: E402
+from common import DTYPES, LAYOUTS, Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_stats  # noqa: E402
 
 GROUPS = ["lrn", "maxpool", "stage", "conv", "model", "loop"]
 TITLES = {
@@ -61,14 +61,31 @@ CPU_REDUCED = ("fp32 only unless --dtype says otherwise; batch 4 (2 with --quick
                "do_bench runs; denormals flushed to zero (torch.set_flush_denormal) for stock and ours alike")
 
 
+def comma_list(valid):
+    """argparse type: a comma-separated, non-empty selection from ``valid``, as a list; an
+    unknown name is an error listing the valid ones (a typo must not run nothing, or fail
+    after the ceilings were measured)."""
+
+    def parse(text):
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(unknown) if unknown else 'nothing'} given; choose from {','.join(valid)}")
+        return names
+
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(GROUPS),
+    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS),
                    help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
                         "groups whose op is not in this build are skipped with a note)")
-    p.add_argument("--dtype", default=None,
+    p.add_argument("--dtype", default=None, type=comma_list(list(DTYPES)),
                    help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--layout", default="nchw,nhwc", help="comma-separated: nchw,nhwc (default both)")
+    p.add_argument("--layout", default="nchw,nhwc", type=comma_list(list(LAYOUTS)),
+                   help="comma-separated: nchw,nhwc (default both)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size (default 128 on CUDA, 4 on CPU, 2 with --quick on CPU)")
     p.add_argument("--quick", action="store_true",
@@ -78,7 +95,7 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="time torch.compile baselines on CPU too (on by default on CUDA only: "
                         "compiling every case takes minutes on a small CPU)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", default=None, help="output folder (default bench/results/<device>)")
     return p.parse_args(argv)
 
@@ -114,13 +131,23 @@ def environment(device):
     return env
 
 
+def _describe(exc):
+    """'Type: first line of the message' (at most 200 characters) for a row's error."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
 def run_case(case, cfg, ceilings):
     row = {"group": case.group, "case": case.name, "dtype": case.dtype, "layout": case.layout,
            "direction": case.direction, "bytes": case.bytes, "flops": case.flops, **case.extra}
     # Every case compiles its own graphs: forget the previous cases' (same Python functions
     # at other shapes/dtypes would otherwise count towards dynamo's recompile limit).
     torch._dynamo.reset()
-    inputs = [case.make_inputs() for _ in range(3)]
+    try:
+        inputs = [case.make_inputs() for _ in range(3)]
+    except Exception as exc:  # noqa: BLE001 - the case's error, not the run's
+        row["error"] = f"inputs: {_describe(exc)}"
+        return row
     # Correctness gate: ours vs stock eager (or the case's reference) on the same inputs,
     # or the case's own gate.
     try:
@@ -133,7 +160,7 @@ def run_case(case, cfg, ceilings):
                 case.check(ours, ref)
             del ours, ref
     except Exception as exc:  # noqa: BLE001 - report and move on
-        row["error"] = f"WRONG: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        row["error"] = f"WRONG: {_describe(exc)}"
         return row
     # On the CPU the gate's call was the warm-up of the impls it ran (a case's own gate runs
     # ours); on CUDA every impl gets its own warm-up call here (and do_bench warms up again).
@@ -150,7 +177,7 @@ def run_case(case, cfg, ceilings):
             row[f"{name}_ms"] = stats["ms"]
             row[f"{name}_q1_ms"], row[f"{name}_q3_ms"], row[f"{name}_n"] = stats["q1_ms"], stats["q3_ms"], stats["n"]
         except Exception as exc:  # noqa: BLE001
-            row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            row[f"{name}_error"] = _describe(exc)
     ms = row.get("ours_ms")
     if ms:
         for base in ("eager", "compile"):
@@ -323,8 +350,8 @@ def main(argv=None):
     cfg = Config(
         device=device,
         batch=batch,
-        dtypes=(args.dtype or ("fp32,bf16" if device == "cuda" else "fp32")).split(","),
-        layouts=args.layout.split(","),
+        dtypes=args.dtype or (["fp32", "bf16"] if device == "cuda" else ["fp32"]),
+        layouts=args.layout,
         quick=args.quick,
         compile=not args.no_compile and (device == "cuda" or args.compile),
         reduced=device != "cuda",
@@ -356,7 +383,7 @@ def main(argv=None):
             ceilings["matmul_tf32_TFLOPs"] = measure_matmul_rate(device, torch.float32, tf32=True)
         print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()),
               flush=True)
-        for group in args.only.split(","):
+        for group in args.only:
             _run_group(group, cfg, ceilings, rows, notes, groups, lambda: write_outputs(
                 out_dir, env, cfg, ceilings, rows, notes, groups))
     except (KeyboardInterrupt, _Stopped) as exc:

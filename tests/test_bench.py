@@ -214,3 +214,34 @@ def test_training_gate_catches_a_wrong_gradient(monkeypatch):
     assert facts["check_max_rel_err"] < 1e-5, facts
     with pytest.raises(AssertionError, match="worst: features.conv3.weight gradient 0.05"):
         gate(lambda grad: grad * 1.05)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "modle"], "argument --only: modle given; choose from lrn,maxpool,stage,conv,model,loop"),
+    (["--dtype", "fp32,fp64"], "argument --dtype: fp64 given; choose from fp32,bf16,fp16"),
+    (["--layout", "channels_last"], "argument --layout: channels_last given; choose from nchw,nhwc"),
+    (["--layout", ","], "argument --layout: nothing given; choose from nchw,nhwc"),
+])
+def test_run_rejects_unknown_groups_dtypes_and_layouts(argv, message, capsys):
+    pytest.importorskip("torch")
+    run = _load("run")
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    args = run.parse_args(["--only", "model,lrn", "--dtype", "bf16", "--layout", "nhwc"])
+    assert (args.only, args.dtype, args.layout) == (["model", "lrn"], ["bf16"], ["nhwc"])
+    assert run.parse_args([]).only == run.GROUPS
+
+
+def test_run_case_reports_failing_inputs_as_the_case_error():
+    pytest.importorskip("torch")
+    run = _load("run")
+    from common import Case, Config
+
+    def make_inputs():
+        raise KeyError("channels_last")
+
+    cfg = Config(device="cpu", batch=1, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False)
+    case = Case("model", "fake", "fp32", "nchw", "fwd", make_inputs, {"ours": lambda: None})
+    assert run.run_case(case, cfg, {"copy_GBps": 1.0})["error"] == "inputs: KeyError: 'channels_last'"
