@@ -20,6 +20,10 @@ and --quick in 10-30 s: fp32 only, batch 4 (2), three of the five conv layers (o
 after a short time budget (at least 2 runs). The report says so at the top. CUDA runs are
 never reduced.
 
+Exit status 1 when one of ours is WRONG or fails to run (a row with "error" or "ours_error"),
+or the run was interrupted; 0 otherwise. A stock baseline that fails (eager, torch.compile)
+is footnoted in the report but does not fail the run: it says nothing about our kernels.
+
 Results go to OUT/report.md (one table per group), OUT/results.json and OUT/chart.png
 (matplotlib), with OUT defaulting to bench/results/<device>. `python bench/compare.py
 OLD.json NEW.json` flags regressions beyond noise, and missing cases, between two runs.
@@ -393,7 +397,14 @@ def main(argv=None):
         print(f"\n[interrupted] {why}; writing what was measured", flush=True)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the final write is not interrupted
     write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=True)
-    return 1 if any("error" in r for r in rows) or any(n.startswith("Interrupted") for n in notes) else 0
+    return exit_status(rows, notes)
+
+
+def exit_status(rows, notes):
+    """1 when one of ours failed (the gate, or a timing of ours) or the run was interrupted.
+    Stock baselines' errors (eager_error, compile_error) do not count (see the docstring)."""
+    failed = any(r.get("error") or r.get("ours_error") for r in rows)
+    return 1 if failed or any(n.startswith("Interrupted") for n in notes) else 0
 
 
 class _Stopped(BaseException):

@@ -245,3 +245,13 @@ def test_run_case_reports_failing_inputs_as_the_case_error():
     cfg = Config(device="cpu", batch=1, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False)
     case = Case("model", "fake", "fp32", "nchw", "fwd", make_inputs, {"ours": lambda: None})
     assert run.run_case(case, cfg, {"copy_GBps": 1.0})["error"] == "inputs: KeyError: 'channels_last'"
+
+
+def test_run_exit_status_counts_our_failures_not_stock_ones():
+    pytest.importorskip("torch")
+    run = _load("run")
+    assert run.exit_status([_row("ok", 1.0)], []) == 0
+    assert run.exit_status([_row("stock fails", 1.0, eager_error="E", compile_error="C")], []) == 0
+    assert run.exit_status([_row("ours fails", None, ours_error="RuntimeError: boom")], []) == 1
+    assert run.exit_status([{**_row("wrong", None), "error": "WRONG: ..."}], []) == 1
+    assert run.exit_status([_row("ok", 1.0)], ["Interrupted by Ctrl-C after 1 cases: ..."]) == 1
