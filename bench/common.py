@@ -55,6 +55,9 @@ class Case:
     # reference(*inputs) -> what "ours" should return, when stock eager cannot serve
     # (e.g. PyTorch's CPU LRN has no bf16 kernel); defaults to impls["eager"].
     reference: Optional[Callable] = None
+    # fp32 cases on CUDA: run (gate and timings) with both TF32 switches (cuDNN, CUDA matmul)
+    # set to this, restored after, and recorded as the row's "tf32"; None leaves them as set.
+    tf32: Optional[bool] = None
     bytes: int = 0                               # fewest bytes the case must move
     flops: int = 0                               # useful floating-point operations
     extra: Dict[str, object] = dataclasses.field(default_factory=dict)

@@ -44,7 +44,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import DTYPES, LAYOUTS, Config, measure_copy_bandwidth, measure_matmul_rate, sync, time_stats  # noqa: E402
+from common import (DTYPES, LAYOUTS, Config, measure_copy_bandwidth, measure_matmul_rate, sync,  # noqa: E402
+                    tf32, time_stats)
 
 GROUPS = ["lrn", "maxpool", "stage", "conv", "model", "loop"]
 TITLES = {
@@ -119,6 +120,10 @@ def environment(device):
     except ImportError:
         env["triton"] = None
     if device == "cuda":
+        on = {True: "on", False: "off"}
+        env["tf32"] = (f"cudnn {on[bool(torch.backends.cudnn.allow_tf32)]}, matmul "
+                       f"{on[bool(torch.backends.cuda.matmul.allow_tf32)]} unless a row's tf32 says "
+                       "otherwise (fp32 model rows: both on)")
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
         try:
@@ -142,8 +147,17 @@ def _describe(exc):
 
 
 def run_case(case, cfg, ceilings):
+    if case.tf32 is None:
+        return _run_case(case, cfg, ceilings)
+    with tf32(case.tf32):
+        return _run_case(case, cfg, ceilings)
+
+
+def _run_case(case, cfg, ceilings):
     row = {"group": case.group, "case": case.name, "dtype": case.dtype, "layout": case.layout,
            "direction": case.direction, "bytes": case.bytes, "flops": case.flops, **case.extra}
+    if case.tf32 is not None:
+        row["tf32"] = case.tf32
     # Every case compiles its own graphs: forget the previous cases' (same Python functions
     # at other shapes/dtypes would otherwise count towards dynamo's recompile limit).
     torch._dynamo.reset()
@@ -196,7 +210,7 @@ def run_case(case, cfg, ceilings):
         if case.flops:
             row["ours_TFLOPs"] = case.flops / (ms * 1e-3) / 1e12
             rate = ceilings.get("matmul_bf16_TFLOPs" if case.dtype in ("bf16", "fp16") else "matmul_tf32_TFLOPs")
-            if case.dtype == "fp32" and case.extra.get("tf32") is False:
+            if case.dtype == "fp32" and row.get("tf32") is False:
                 rate = None  # IEEE fp32: no measured ceiling to compare with (tf32's would flatter)
             if rate:
                 row["pct_matmul"] = 100 * row["ours_TFLOPs"] / rate

@@ -255,3 +255,32 @@ def test_run_exit_status_counts_our_failures_not_stock_ones():
     assert run.exit_status([_row("ours fails", None, ours_error="RuntimeError: boom")], []) == 1
     assert run.exit_status([{**_row("wrong", None), "error": "WRONG: ..."}], []) == 1
     assert run.exit_status([_row("ok", 1.0)], ["Interrupted by Ctrl-C after 1 cases: ..."]) == 1
+
+
+def test_run_case_sets_records_and_restores_tf32():
+    """A case's tf32 sets both TF32 switches while it runs (gate and timings), goes into the
+    row (which then gets the TF32 matmul ceiling), and the old values come back after."""
+    pytest.importorskip("torch")
+    import torch
+
+    run = _load("run")
+    from common import Case, Config
+
+    seen = []
+
+    def ours(x):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return x
+
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
+    try:
+        cfg = Config(device="cpu", batch=1, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False)
+        case = Case("model", "fake", "fp32", "nchw", "fwd", lambda: (torch.ones(4),),
+                    {"ours": ours, "eager": lambda x: x}, tf32=True, flops=10**6)
+        row = run.run_case(case, cfg, {"copy_GBps": 1.0, "matmul_tf32_TFLOPs": 1.0})
+        assert seen and set(seen) == {(True, True)}
+        assert row["tf32"] is True and row["pct_matmul"] > 0
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -20,6 +20,11 @@ update (tolerances and why: ``TRAIN_RTOL``; the row keeps the worst error). "fwd
 inference (eval mode, no_grad); its gate compares logits with the seed-style model's.
 ``extra["images"]`` is the batch, so img/s = images / (ms / 1000).
 
+fp32 rows on CUDA run with TF32 on for convolutions and matmuls alike (``Case.tf32``:
+bench/run.py sets both switches for the case, records them in the row and restores them
+after), as stock PyTorch users and the published fp32 baselines run AlexNet; without it the
+FC layers ran in IEEE fp32 while the row was rated against the TF32 matmul ceiling.
+
 Models are built on first use. On CUDA each training case has its own pair (ours, stock:
 0.75 GB each with gradients and momentum; "compile" trains the stock one), so every case's
 gate starts from fresh models; inference cases share one untrained pair per layout.
@@ -240,11 +245,12 @@ def cases(cfg):
                 train["compile"] = _train_step(compiled(fit), getter("stock", 1, fit), device, dt)
                 infer["compile"] = _inference(compiled(use), device, dt)
             flops = forward_flops_per_image() * batch
+            tf32_on = True if dt == "fp32" and device == "cuda" else None
             pair = [Case("model", f"AlexNet train step (SGD) b{batch}", dt, lay, "fwd+bwd",
-                         make, train, gate=gate, flops=3 * flops,
+                         make, train, gate=gate, tf32=tf32_on, flops=3 * flops,
                          extra=dict(extra, what="forward + backward + SGD momentum step")),
                     Case("model", f"AlexNet inference b{batch}", dt, lay, "fwd", make, infer,
-                         check=_rel_close(0.02 if dt == "fp32" else 0.08), flops=flops,
+                         check=_rel_close(0.02 if dt == "fp32" else 0.08), tf32=tf32_on, flops=flops,
                          extra=dict(extra, what="eval forward, no_grad"))]
             out += pair[::-1] if cfg.reduced else pair
     return out
