@@ -234,9 +234,10 @@ def test_paper_alpha_and_no_lrn():
         assert plain(x).shape == (1, 1000)
 
 
-def test_channels_last_matches():
+@pytest.mark.parametrize("fused", [False, True], ids=["stock", "fused"])
+def test_channels_last_matches(fused):
     torch.manual_seed(0)
-    model = small().eval()
+    model = small(fused=fused).eval()
     x = images(2)
     with torch.no_grad():
         ref = model(x)
@@ -245,9 +246,10 @@ def test_channels_last_matches():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast():
+@pytest.mark.parametrize("fused", [False, True], ids=["stock", "fused"])
+def test_bf16_autocast(fused):
     torch.manual_seed(0)
-    model = small(lrn=LRNParams()).eval()
+    model = small(fused=fused, lrn=LRNParams()).eval()
     x = images(2)
     with torch.no_grad():
         ref = model(x)
