@@ -14,7 +14,8 @@ only the threshold applies). A speed-up beyond the same limit is reported as "fa
 
 Also flagged: cases of the old file that are missing from the new one (MISSING: a group
 that stopped importing, a case that was dropped), cases whose correctness gate or timing
-failed in the new run (ERROR), and, for information, cases that are new.
+failed in the new run (ERROR), and, for information, cases that are new and cases that
+failed in the old run and pass in the new one (fixed).
 
 Only runs on the same device are comparable; different devices, batch sizes or a reduced
 (CPU) run against a full one give a warning. Exit code 1 when there is a regression, an
@@ -55,7 +56,8 @@ def errors(row):
 
 def compare(old, new, threshold):
     """(lines to print, counts) for two loaded results files."""
-    lines, counts = [], {"regression": 0, "faster": 0, "error": 0, "missing": 0, "new": 0, "same": 0}
+    lines, counts = [], {"regression": 0, "faster": 0, "error": 0, "missing": 0, "new": 0, "fixed": 0,
+                         "same": 0}
     for field, name in (("device", "device"), ("gpu", "GPU"), ("cpu", "CPU")):
         a, b = old["environment"].get(field), new["environment"].get(field)
         if a != b:
@@ -82,6 +84,10 @@ def compare(old, new, threshold):
             lines.append(f"{label(k):66s} {'':8s} {'-':>9s} {'-' if ms is None else format(ms, '9.3f'):>9s} "
                          f"{'':>8s} {'':>6s}  new")
             continue
+        if errors(before):  # no old timing to compare with: say that it passes now
+            counts["fixed"] += 1
+            lines.append(f"{label(k):66s} {'':8s} {'':>9s} {'':>9s} {'':>8s} {'':>6s}  "
+                         f"fixed (was ERROR: {errors(before)[0][:60]})")
         for impl in TIMED:
             a, b = before.get(f"{impl}_ms"), row.get(f"{impl}_ms")
             if not a or not b:
@@ -106,7 +112,7 @@ def compare(old, new, threshold):
     lines.append("")
     lines.append(f"{counts['regression']} regression(s) beyond max({100 * threshold:.0f}%, noise), "
                  f"{counts['error']} error(s), {counts['missing']} missing case(s), {counts['new']} new, "
-                 f"{counts['faster']} faster")
+                 f"{counts['fixed']} fixed, {counts['faster']} faster")
     return lines, counts
 
 

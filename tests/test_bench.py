@@ -284,3 +284,14 @@ def test_run_case_sets_records_and_restores_tf32():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_compare_reports_fixed_cases():
+    """A case that was WRONG in the old run and passes in the new one is listed as fixed
+    (it has no old timing to compare with), and does not fail the comparison."""
+    old = _results([{**_row("mended", None), "error": "WRONG: AssertionError: differs"}, _row("steady", 1.0)])
+    new = _results([_row("mended", 1.0), _row("steady", 1.0)])
+    lines, counts = compare.compare(old, new, 0.1)
+    mended = [line for line in lines if line.startswith("mended ")]
+    assert len(mended) == 1 and "fixed (was ERROR: WRONG: AssertionError: differs)" in mended[0]
+    assert counts["fixed"] == 1 and counts["error"] == 0 and "1 fixed" in lines[-1]
