@@ -10,7 +10,8 @@ renaming keys (:data:`REFERENCE_KEY_MAP`); after loading, outputs differ only th
 the LRN windows that straddle channel 47/48 (conv1) and 127/128 (conv2).
 
 To run the reference function itself with fused kernels, use
-``alexnet_cuda.convert.convert(reference_alexnet())`` instead.
+``alexnet_cuda.convert(reference_alexnet())`` instead (the package's ``convert`` is the
+function, which hides the module of the same name).
 """
 
 from __future__ import annotations
