@@ -1,0 +1,224 @@
+"""What the Triton compiler makes of the conv2d_relu kernel for a GPU, without a GPU.
+
+For each AlexNet conv layer (batch 128) and each tuning config, this compiles the very
+launch the op would make (same arguments, same specialization: ints equal to 1 become
+constants, 16-divisible ints and tensor pointers get divisibility hints) for a chosen
+architecture, ahead of time, and reports per config:
+
+  regs      registers per thread (255 is the cap: more would spill)
+  spill     bytes of local-memory stack per thread (0 is what we want)
+  smem      dynamic shared memory per program (the pipeline's stages)
+  mma       tensor-core instructions in the PTX: wgmma (Hopper) or mma.sync
+  cp.async  asynchronous global->shared copies (pipelined loads)
+  ld        plain global loads (gathers, bias, ...)
+  path      the kernel's K loop: "tap" (NHWC, BLOCK_K divides Cin/groups: contiguous
+            vector loads) or "general" (k decoded per element)
+
+It needs no GPU and no CUDA driver: Triton's own ptxas and cuobjdump do the work. A GPU
+run still has the last word on speed; this shows register pressure, spills and whether
+the pipelined tensor-core path was taken, in seconds, on any machine.
+
+    python bench/codegen.py                          # sm_90, bf16, NHWC, all configs
+    python bench/codegen.py --layout nchw --nchw-policy direct --dtype fp32
+    python bench/codegen.py --arch 80 --layers conv1,conv2 --out codegen.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # alexnet_cuda from this checkout when not installed
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
+
+from cases.conv import LAYERS  # noqa: E402
+from common import DTYPES, LAYOUTS  # noqa: E402
+
+# Largest dynamic shared memory per block (bytes) by compute capability.
+SMEM_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass
+class Codegen:
+    layer: str
+    config: str
+    path: str
+    regs: int
+    spill: int
+    smem: int
+    wgmma: int
+    mma_sync: int
+    cp_async: int
+    ld_global: int
+
+    @property
+    def mma(self) -> str:
+        return f"wgmma {self.wgmma}" if self.wgmma else (f"mma.sync {self.mma_sync}" if self.mma_sync else "none")
+
+
+def config_label(cfg) -> str:
+    k = cfg.kwargs
+    return f"{k['BLOCK_M']}x{k['BLOCK_N']}x{k['BLOCK_K']} w{cfg.num_warps} s{cfg.num_stages}"
+
+
+def layer_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch: int = 128):
+    """Meta tensors shaped like bench/cases/conv.py's inputs (weight in the input's layout)."""
+    _, cin, h, cout, k, stride, padding, groups = layer
+    x = torch.empty(batch, cin, h, h, device="meta", dtype=dtype).contiguous(memory_format=layout)
+    w = torch.empty(cout, cin // groups, k, k, device="meta", dtype=dtype).contiguous(memory_format=layout)
+    b = torch.empty(cout, device="meta", dtype=dtype)
+    return x, w, b, [stride] * 2, [padding] * 2, [1, 1], groups
+
+
+def _signature(args, constexprs, backend):
+    """Triton's JIT specialization of `args`, spelled out for triton.compile."""
+    jit = kmod._conv2d_relu_kernel.fn
+    names = jit.arg_names
+    signature: Dict[str, str] = {}
+    constants: Dict[str, object] = {}
+    attrs = {}
+    divisible = backend.parse_attr("D") if hasattr(backend, "parse_attr") else [["tt.divisibility", 16]]
+    for i, (name, value) in enumerate(zip(names, args)):
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TRITON_TYPES[value.dtype]
+            if value.data_ptr() % 16 == 0:  # meta tensors: 0; CUDA allocations are 512-aligned
+                attrs[(i,)] = divisible
+        elif isinstance(value, bool):
+            signature[name] = "i1"
+        elif value == 1:  # the JIT makes an int equal to 1 a constant
+            signature[name] = "constexpr"
+            constants[name] = 1
+        else:
+            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(i,)] = divisible
+    for name in names[len(args):]:
+        signature[name] = "constexpr"
+    constants.update(constexprs)
+    return signature, constants, attrs
+
+
+def _resource_usage(cubin: bytes):
+    """(registers, spill stack bytes) of the kernel, from cuobjdump --dump-resource-usage."""
+    tool = _cuobjdump()
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    if not m:
+        raise RuntimeError(f"cannot parse cuobjdump's resource usage:\n{out}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _cuobjdump() -> str:
+    try:
+        from triton import knobs
+        return knobs.nvidia.cuobjdump.path
+    except (ImportError, AttributeError):
+        return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
+                  nchw_policy: Optional[str] = None) -> List[Codegen]:
+    """Compile the op's launch for `layer` once per config for sm_<arch>; one Codegen each."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+
+    x, w, b, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
+    policy = kmod.NCHW_INPUT_POLICY
+    if nchw_policy is not None:
+        kmod.NCHW_INPUT_POLICY = nchw_policy
+    try:
+        _, args, constexprs, _ = kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
+                                                        allow_tf32=True)
+    finally:
+        kmod.NCHW_INPUT_POLICY = policy
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    jit = kmod._conv2d_relu_kernel.fn
+    rows = []
+    for cfg in configs:
+        signature, constants, attrs = _signature(args, {**constexprs, **cfg.kwargs}, backend)
+        options = backend.parse_options({"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        kernel = triton.compile(ASTSource(jit, signature, constants, attrs), target=target,
+                                options=options.__dict__)
+        ptx = kernel.asm["ptx"]
+        regs, spill = _resource_usage(kernel.asm["cubin"])
+        tap = constexprs["C_INNER"] and constexprs["CG_POW2"] % cfg.kwargs["BLOCK_K"] == 0
+        rows.append(Codegen(
+            layer=layer[0], config=config_label(cfg), path="tap" if tap else "general",
+            regs=regs, spill=spill, smem=kernel.metadata.shared,
+            wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"),
+            cp_async=len(re.findall(r"cp\.async\.c[ag]\.shared", ptx)),
+            ld_global=len(re.findall(r"\bld\.global", ptx)),
+        ))
+    return rows
+
+
+def report(rows: List[Codegen], arch: int) -> str:
+    limit = SMEM_LIMIT.get(arch)
+    lines = ["| layer | config | path | regs | spill B | smem KiB | MMA | cp.async | ld.global |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        smem = f"{r.smem / 1024:.0f}" + (" (over the limit)" if limit and r.smem > limit else "")
+        lines.append(f"| {r.layer} | {r.config} | {r.path} | {r.regs} | {r.spill} | {smem} | {r.mma} | "
+                     f"{r.cp_async} | {r.ld_global} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Counts are static instruction counts in the PTX (per "
+                                       "kernel, not per iteration).")
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100, 80 = A100)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), default="nhwc")
+    p.add_argument("--nchw-policy", choices=["channels_last", "direct"], default=None,
+                   help="NCHW input handling (default: the kernel module's NCHW_INPUT_POLICY)")
+    p.add_argument("--layers", default=",".join(layer[0] for layer in LAYERS),
+                   help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS))
+    p.add_argument("--configs", choices=["tuning", "test"], default="tuning",
+                   help="the autotuner's configs, or the single one of test runs")
+    p.add_argument("--out", help="also write the table to this Markdown file")
+    a = p.parse_args(argv)
+    by_name = {layer[0]: layer for layer in LAYERS}
+    names = [n for n in a.layers.split(",") if n]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        p.error(f"--layers: unknown {unknown}; choose from {sorted(by_name)}")
+    configs = kmod.gpu_tuning_configs() if a.configs == "tuning" else [kmod.TEST_CONFIG]
+    rows = []
+    for name in names:
+        rows += compile_layer(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch,
+                              a.nchw_policy)
+        print(f"compiled {name}", file=sys.stderr, flush=True)
+    policy = a.nchw_policy or kmod.NCHW_INPUT_POLICY
+    title = (f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"
+             + (f" (NCHW input policy: {policy})" if a.layout == "nchw" else "")
+             + f", batch 128, triton {triton.__version__}")
+    text = f"{title}\n\n{report(rows, a.arch)}\n"
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(f"# {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
