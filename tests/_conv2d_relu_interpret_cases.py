@@ -71,11 +71,23 @@ def _rel_err(out, ref):
     return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
-                         ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+# (dtype, layout, NCHW input policy): NCHW input both ways, read in place (the kernel's
+# NCHW addressing) and copied to NHWC (the default: the NHWC kernel writing NCHW output;
+# fp32 only, since it is the NHWC kernel that the fp16 nhwc runs cover).
+VARIANTS = [
+    pytest.param(torch.float32, torch.contiguous_format, "direct", id="fp32-nchw_direct"),
+    pytest.param(torch.float32, torch.contiguous_format, "channels_last", id="fp32-nchw_copied"),
+    pytest.param(torch.float32, torch.channels_last, None, id="fp32-nhwc"),
+    pytest.param(torch.float16, torch.contiguous_format, "direct", id="fp16-nchw_direct"),
+    pytest.param(torch.float16, torch.channels_last, None, id="fp16-nhwc"),
+]
+
+
+@pytest.mark.parametrize("dtype,layout,policy", VARIANTS)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_conv2d_relu(case, dtype, layout):
+def test_kernel_matches_conv2d_relu(case, dtype, layout, policy, monkeypatch):
+    if policy is not None:
+        monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", policy)
     stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
     x, weight, bias = _inputs(case, dtype, layout)
     out = kmod._conv2d_relu_triton(x, weight, bias, list(stride), list(padding), list(dilation),
@@ -89,9 +101,12 @@ def test_kernel_matches_conv2d_relu(case, dtype, layout):
     assert (out >= 0).all()
 
 
-def test_tf32_flag_and_strided_views():
+@pytest.mark.parametrize("policy", ["direct", "channels_last"])
+def test_tf32_flag_and_strided_views(policy, monkeypatch):
     """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
-    batch and channels, a transposed weight, a strided bias) give the same result."""
+    batch and channels, a transposed weight, a strided bias) give the same result,
+    read in place through their strides or copied."""
+    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", policy)
     case = BY_NAME["stride_pad_dil_rect"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
     big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
@@ -158,3 +173,18 @@ def test_channels_last_weight_with_nhwc_input():
     out = kmod._conv2d_relu_triton(x, w_cl, bias, [1, 1], [1, 1], [1, 1], 1)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert _rel_err(out, _reference(x, weight, bias, 1, 1, 1, 1)) < 1e-5
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["3x3_pad1", "aligned_taps", "alexnet_conv1"])
+def test_int64_offsets(name, layout, monkeypatch):
+    """The int64 addressing that tensors past 2^31 elements get, forced on small ones."""
+    monkeypatch.setattr(kmod, "_OFFSET32_LIMIT", 16)
+    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "direct")
+    case = BY_NAME[name]
+    x, weight, bias = _inputs(case, torch.float32, layout, seed=7)
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    _, _, constexprs, _ = kmod._kernel_arguments(x, weight, bias, *args)
+    assert constexprs["X_INT64"] and constexprs["Y_INT64"]
+    out = kmod._conv2d_relu_triton(x, weight, bias, *args, allow_tf32=False)
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5

@@ -22,7 +22,7 @@ _CACHE_RESULTS = ({"cache_results": True}
                   if "cache_results" in inspect.signature(triton.autotune).parameters else {})
 
 
-def _autotune_configs():
+def gpu_tuning_configs():
     """Tile shapes for AlexNet's five conv layers (see ANCHORS.md section 3).
 
     M = N*Ho*Wo is large for conv1/conv2 (387k / 93k rows at batch 128) and small for
@@ -30,19 +30,9 @@ def _autotune_configs():
     The per-group N = Cout/groups is 96, 128, 384, 192, 128: 64- and 128-wide tiles
     cover them with little masking. Only 4 warps: Inductor found miscompiles with 8
     warps on flattened (kh, kw, c) conv loops (pytorch#173068). 10 configs, so a new
-    shape costs seconds of compilation, not minutes.
+    shape costs seconds of compilation, not minutes. `python bench/codegen.py` shows
+    what each compiles to (registers, spills, shared memory, MMA and async-copy use).
     """
-    if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
-        # One config, no benchmarking: for test runs, where compiling all ten configs for
-        # every shape would take minutes. Only speed and the order of the fp32
-        # accumulation differ between configs. BLOCK_K = 16 divides Cin/groups of conv2-5,
-        # so this one config still runs both code paths of the kernel (the NHWC per-tap
-        # fast path there; the general path for conv1 and NCHW input).
-        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=4)]
-    if _INTERPRET:
-        # The interpreter runs every program in numpy: one config, no benchmarking.
-        # Small tiles so that the tiny test shapes still cover several M/N/K tiles.
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
     c = triton.Config
     return [
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
@@ -57,6 +47,25 @@ def _autotune_configs():
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=4, num_stages=4),
     ]
+
+
+# The one config of test runs (ALEXNET_CUDA_CONV_AUTOTUNE=0): no benchmarking, since
+# compiling all ten configs for every shape would take minutes. Only speed and the order
+# of the fp32 accumulation differ between configs. BLOCK_K = 16 divides Cin/groups of
+# conv2-5, so this one config still runs both code paths of the kernel (the NHWC per-tap
+# fast path there; the general path for conv1 and NCHW input read in place).
+TEST_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=4)
+
+
+def _autotune_configs():
+    if _INTERPRET:
+        # The interpreter runs every program in numpy: one config, no benchmarking.
+        # Small tiles so that the tiny test shapes still cover several M/N/K tiles
+        # (checked first: .ci/gpu's ALEXNET_CUDA_CONV_AUTOTUNE=0 reaches interpreter runs too).
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
+    if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
+        return [TEST_CONFIG]
+    return gpu_tuning_configs()
 
 
 # Implicit GEMM, one GEMM per group g (grid axis 1):
@@ -100,6 +109,7 @@ def _conv2d_relu_kernel(
     syn, syc, syh, syw,
     HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
     ALLOW_TF32: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
+    X_INT64: tl.constexpr, Y_INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
@@ -118,8 +128,11 @@ def _conv2d_relu_kernel(
     n = t // HO
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
-    x_row = (n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
-             + (g * CG).to(tl.int64) * sxc)
+    if X_INT64:
+        x_row = (n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
+                 + (g * CG).to(tl.int64) * sxc)
+    else:  # the whole input spans < 2^31 elements: int32 offsets, half the registers
+        x_row = n * sxn + ih0 * sxh + iw0 * sxw + (g * CG) * sxc
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < COUTG
@@ -191,13 +204,58 @@ def _conv2d_relu_kernel(
     # relu that keeps NaN (NaN < 0 is false), like torch.relu.
     acc = tl.where(acc < 0.0, 0.0, acc)
 
-    y_row = n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw
-    y_col = co.to(tl.int64) * syc
+    if Y_INT64:
+        y_row = n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw
+        y_col = co.to(tl.int64) * syc
+    else:
+        # int32 offsets when the whole output has fewer than 2^31 elements: a 2-D tile of
+        # offsets is half the registers, which keeps the NCHW epilogue (per-element
+        # addresses: contiguity along M is not provable) from spilling.
+        y_row = n * syn + oh * syh + ow * syw
+        y_col = co * syc
     tl.store(y_ptr + (y_row[:, None] + y_col[None, :]),
              acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 _INT32_MAX = 2**31 - 1
+# Largest element offset the kernel computes in int32 (a tensor past it gets int64
+# offsets; the interpreter tests lower it to run that code on small tensors).
+_OFFSET32_LIMIT = _INT32_MAX
+# Largest BLOCK_M of any config: row indices of the last M tile reach M_TOTAL + BLOCK_M - 1.
+_MAX_BLOCK_M = max(cfg.kwargs["BLOCK_M"] for cfg in gpu_tuning_configs() + [TEST_CONFIG])
+
+
+def _image_span(t: torch.Tensor) -> int:
+    """Elements between the first and last element of one image (N excluded)."""
+    return sum((size - 1) * stride for size, stride in zip(t.shape[1:], t.stride()[1:]))
+
+
+def _beyond_kernel_limits(image_span: int, weight_numel: int, m_total: int, groups: int) -> str:
+    """Why the kernel cannot take this launch, or "". Row indices m and the column offsets
+    inside one image are int32 (the batch offset is int64); groups is grid axis 1."""
+    if image_span > _INT32_MAX:
+        return f"one input image spans {image_span} elements (the kernel's limit is 2^31 - 1)"
+    if weight_numel > _INT32_MAX:
+        return f"the weight has {weight_numel} elements (the kernel's limit is 2^31 - 1)"
+    if m_total > _INT32_MAX - _MAX_BLOCK_M:
+        return f"N*Ho*Wo = {m_total} output pixels (the kernel's limit is 2^31 - {_MAX_BLOCK_M + 1})"
+    if groups > 65535:
+        return f"groups = {groups} (the kernel's limit is 65535)"
+    return ""
+
+
+def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> bool:
+    """Whether the Triton kernel can run this convolution (the op uses ATen otherwise)."""
+    n, c, h, w = input.shape
+    cout, cg, kh, kw = weight.shape
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    # What the kernel reads: by default a dense NHWC copy of NCHW input, and the weight
+    # packed with K padded to a multiple of 16 (or in place, never larger).
+    copied = input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last"
+    span = c * h * w - 1 if copied else _image_span(input)
+    k_b = -(-(cg * kh * kw) // 16) * 16
+    return not _beyond_kernel_limits(span, cout * k_b, n * ho * wo, groups)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -212,11 +270,19 @@ def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.mem
     return torch.contiguous_format
 
 
-# What to do with NCHW input on CUDA: "direct" reads it in place through its strides
-# (gathered loads along K); "channels_last" copies it to NHWC first (one read and one
-# write of the input) to use the vectorized NHWC path. The output layout is the same
-# either way (see output_memory_format).
-NCHW_INPUT_POLICY = "direct"
+# What to do with NCHW input on CUDA:
+# * "channels_last" (default) copies it to NHWC first: one read and one write of the
+#   input (estimated at 3 TB/s, batch 128 bf16: 26 us for conv1's input, 7-12 us for
+#   conv2-5's), then the NHWC kernel (for conv2-5: contiguous K blocks loaded
+#   asynchronously with cp.async, the "tap" path).
+# * "direct" reads it in place through its strides: no copy, but element-wise gathered
+#   loads along K with 2-D bounds masks on every layer, and more registers.
+# Compiled for sm_90 (`python bench/codegen.py --layout nchw --nchw-policy ...`, bf16):
+# with "direct" 6 of the 10 tuning configs spill registers on conv2-5 and none takes the
+# tap path; with the copy, 3-4 spill (the 128x128 tiles: NCHW output has per-element
+# store addresses, its contiguity along M not being provable) and conv3-5 take the tap
+# path in all 10. The output layout is the same either way (see output_memory_format).
+NCHW_INPUT_POLICY = "channels_last"
 
 
 def _pack_weight(weight: torch.Tensor, c_inner: bool):
@@ -244,13 +310,14 @@ def _pack_weight(weight: torch.Tensor, c_inner: bool):
     return packed.contiguous(), k_b
 
 
-def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
-    """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
+def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
+    """Everything one launch needs, computed as the launcher does: (y, args, constexprs, grid).
 
-    stride/padding/dilation are (h, w) int pairs (symmetric padding). The input is read
-    in place with its own strides (unless NCHW_INPUT_POLICY says otherwise); the weight
-    is repacked only if it is not in the kernel's K order; the output is allocated in
-    ``output_memory_format(input, weight)``.
+    ``y`` is the allocated output; ``args`` are the kernel's positional arguments, in its
+    parameter order; ``constexprs`` its compile-time flags (the tuned BLOCK_* excluded);
+    ``grid(meta)`` the launch grid. ``args`` is None when ``y`` is empty (nothing to
+    launch). bench/codegen.py calls this with meta tensors to compile the very launches
+    the op makes for a GPU architecture, without a GPU.
     """
     n, c, h, w = input.shape
     cout, cg, kh, kw = weight.shape
@@ -262,7 +329,7 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     y = torch.empty((n, cout, ho, wo), device=input.device, dtype=input.dtype,
                     memory_format=output_memory_format(input, weight))
     if y.numel() == 0:
-        return y
+        return y, None, None, None
     c_inner = input.stride(1) <= input.stride(3)
     if not c_inner and NCHW_INPUT_POLICY == "channels_last":
         input = input.contiguous(memory_format=torch.channels_last)
@@ -273,33 +340,48 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     coutg = cout // groups
     m_total = n * ho * wo
     k_total = cg * kh * kw
-    # One image's worth of input offsets (and the whole weight) must fit in int32; the
-    # batch dimension is addressed in int64 inside the kernel.
-    image_span = (c - 1) * input.stride(1) + (h - 1) * input.stride(2) + (w - 1) * input.stride(3)
-    if image_span > _INT32_MAX or weight.numel() > _INT32_MAX or m_total > _INT32_MAX:
-        raise ValueError(
-            "conv2d_relu: one input image, the weight and N*Ho*Wo must each span fewer than "
-            f"2^31 elements (got image span {image_span}, weight {weight.numel()}, "
-            f"N*Ho*Wo {m_total})")
-    if groups > 65535:
-        raise ValueError(f"conv2d_relu: groups must be <= 65535 for the Triton kernel, got {groups}")
+    problem = _beyond_kernel_limits(_image_span(input), weight.numel(), m_total, groups)
+    if problem:
+        raise ValueError(f"conv2d_relu: {problem}")
 
     def grid(meta):
         return (triton.cdiv(m_total, meta["BLOCK_M"]) * triton.cdiv(coutg, meta["BLOCK_N"]), groups)
 
     # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
     tf32 = bool(allow_tf32) or input.dtype != torch.float32
-    # wrap_triton makes the launch traceable by torch.compile. The interpreter's kernels are
-    # plain Python functions that torch 2.11's wrap_triton rejects; they are never traced.
-    launch = _conv2d_relu_kernel if _INTERPRET else wrap_triton(_conv2d_relu_kernel)
-    launch[grid](
+    args = (
         input, weight, bias if bias is not None else weight, y,
         n, c, h, w, cout, ho, wo, kh, kw, groups, cg, coutg, m_total, k_total,
         sh, sw, ph, pw, dh, dw,
         input.stride(0), input.stride(1), input.stride(2), input.stride(3),
         weight.stride(0), k_b,
         y.stride(0), y.stride(1), y.stride(2), y.stride(3),
+    )
+    constexprs = dict(
         HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
         ALLOW_TF32=tf32, CHECK_H=ph > 0, CHECK_W=pw > 0,
+        # 64-bit offsets only when a tensor spans 2^31 elements or more (padding taps can
+        # reach below the first element: bounded by the image span, hence the margin).
+        X_INT64=2 * _image_span(input) + (n - 1) * abs(input.stride(0)) > _OFFSET32_LIMIT,
+        Y_INT64=_image_span(y) + (n - 1) * y.stride(0) > _OFFSET32_LIMIT,
     )
+    return y, args, constexprs, grid
+
+
+def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
+    """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
+
+    stride/padding/dilation are (h, w) int pairs (symmetric padding). NCHW input is
+    copied to NHWC first unless NCHW_INPUT_POLICY says otherwise; the weight is repacked
+    only if it is not in the kernel's K order; the output is allocated in
+    ``output_memory_format(input, weight)``.
+    """
+    y, args, constexprs, grid = _kernel_arguments(input, weight, bias, stride, padding, dilation,
+                                                  groups, allow_tf32)
+    if args is None:
+        return y
+    # wrap_triton makes the launch traceable by torch.compile. The interpreter's kernels are
+    # plain Python functions that torch 2.11's wrap_triton rejects; they are never traced.
+    launch = _conv2d_relu_kernel if _INTERPRET else wrap_triton(_conv2d_relu_kernel)
+    launch[grid](*args, **constexprs)
     return y
