@@ -17,7 +17,7 @@ from torch import nn
 
 import alexnet_cuda
 from alexnet_cuda.nn.conv import Conv2dReLU
-from alexnet_cuda.ops.conv2d_relu import ConvArgumentError, conv2d_relu
+from alexnet_cuda.ops.conv2d_relu import ConvArgumentError, conv2d_relu, conv_allows_tf32
 
 from conftest import DEVICES
 
@@ -120,6 +120,32 @@ def test_cpu_layout_and_dtypes(layout):
         ref = ref_conv_relu(x, wt, b, padding=1)
         torch.testing.assert_close(out, ref)
         assert out.is_contiguous(memory_format=layout) == ref.is_contiguous(memory_format=layout)
+
+
+@pytest.fixture
+def restore_fp32_precision():
+    scopes = [torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    saved = [scope.fp32_precision for scope in scopes]
+    yield
+    for scope, precision in zip(scopes, saved):
+        scope.fp32_precision = precision
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cudnn, "conv"), reason="torch without fp32_precision")
+def test_newer_fp32_precision_settings_are_followed(restore_fp32_precision):
+    """After torch.backends.cudnn.conv.fp32_precision is set, the legacy allow_tf32 flag
+    raises when read; the op must keep working and follow the conv setting."""
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    with pytest.raises(RuntimeError):
+        torch.backends.cudnn.allow_tf32  # noqa: B018 (the state this test is about)
+    assert conv_allows_tf32() is False
+    torch.testing.assert_close(conv2d_relu(x, w), torch.relu(F.conv2d(x, w)))
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    assert conv_allows_tf32() is True
+    torch.backends.cudnn.conv.fp32_precision = "none"  # defers to cuDNN-wide, then global
+    torch.backends.cudnn.fp32_precision = "ieee"
+    assert conv_allows_tf32() is False
 
 
 def test_cpu_autocast_matches_conv2d():
@@ -517,3 +543,31 @@ def test_cuda_addressing_past_2_31_elements():
     for sl in (slice(0, 2), slice(n - 2, n)):
         ref = _ieee_reference(x[sl], w, b, padding=1)
         assert rel_err(out[sl], ref) < 3e-3
+
+
+def test_shapes_past_the_kernel_limits_go_to_aten():
+    """F.conv2d accepts them, so the op must too: the CUDA path hands them to ATen."""
+    from alexnet_cuda.ops._conv2d_relu_kernel import triton_kernel_takes
+
+    def takes(n, c, h, w, cout, k, groups=1, memory_format=torch.channels_last):
+        x = torch.empty(n, c, h, w, device="meta").contiguous(memory_format=memory_format)
+        wt = torch.empty(cout, c // groups, k, k, device="meta")
+        return triton_kernel_takes(x, wt, [1, 1], [0, 0], [1, 1], groups)
+
+    assert takes(128, 256, 13, 13, 384, 3)                        # AlexNet's conv3
+    assert takes(128, 3, 227, 227, 96, 11, memory_format=torch.contiguous_format)
+    assert not takes(1, 70000, 3, 3, 70000, 1, groups=70000)     # grid axis 1 > 65535
+    assert not takes(2**15, 1, 256, 256, 1, 1)                    # N*Ho*Wo = 2^31
+    assert takes(2**15 - 1, 1, 256, 256, 1, 1)                    # 2^31 - 65536: fine
+    assert takes(1, 2**16, 2**8, 2**7, 1, 1)                      # an image of 2^31 elements: offsets fit
+    assert not takes(1, 2**16, 2**8 + 1, 2**7, 1, 1)              # one more row: they do not
+
+
+def test_integer_like_arguments_like_f_conv2d():
+    """numpy integers and 0-d integer tensors work wherever F.conv2d takes an int."""
+    import numpy as np
+
+    x, w = torch.randn(1, 4, 9, 9), torch.randn(6, 4, 3, 3)
+    for stride in (np.int64(2), (np.int32(2), 1), torch.tensor(2), [torch.tensor(1), 2]):
+        torch.testing.assert_close(conv2d_relu(x, w, stride=stride, padding=np.int64(1)),
+                                   torch.relu(F.conv2d(x, w, stride=stride, padding=1)))

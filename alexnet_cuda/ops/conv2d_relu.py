@@ -11,19 +11,24 @@ explicit int lists:
 Devices:
 * CUDA, fp16/bf16/fp32: the Triton implicit-GEMM kernel (``_conv2d_relu_kernel.py``),
   fp32 accumulation, bias + ReLU in registers, one store. fp32 uses TF32 exactly when
-  ``torch.backends.cudnn.allow_tf32`` is on (read by the wrapper and passed as
-  ``allow_tf32``, so torch.compile guards on it). Other CUDA dtypes (float64) use ATen.
+  cuDNN's convolutions would (:func:`conv_allows_tf32`: ``torch.backends.cudnn.allow_tf32``
+  or the newer ``fp32_precision`` settings; read by the wrapper and passed as
+  ``allow_tf32``, so torch.compile guards on it). ATen runs the rest: other CUDA dtypes
+  (float64) and shapes past the kernel's index ranges (N*Ho*Wo within 129 of 2^31, an
+  image of 2^31 elements, groups > 65535).
 * CPU (and meta): ``relu(aten.convolution(...))``.
 
 Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized loads
-along the reduction. NCHW input is read in place through its strides (gathered loads,
-no copy of the input); setting ``_conv2d_relu_kernel.NCHW_INPUT_POLICY =
-"channels_last"`` makes the launcher copy it to NHWC first instead. The weight is used
-in place when it is stored in the kernel's reduction order (channels_last weight for
-NHWC input, contiguous for NCHW), otherwise a small packed copy is made per call (also
-for K = Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output
-is channels_last when input or weight is channels_last, else contiguous NCHW -- the same
-rule as cuDNN's ``F.conv2d``; the input itself is never converted by default.
+along the reduction. NCHW input is copied to NHWC first (one read and one write of the
+input: cheap next to the convolution), because reading it in place through its strides
+means element-wise gathered loads and more register spills
+(``python bench/codegen.py --layout nchw --nchw-policy direct``); setting
+``_conv2d_relu_kernel.NCHW_INPUT_POLICY = "direct"`` reads it in place instead. The
+weight is used in place when it is stored in the kernel's reduction order
+(channels_last), otherwise a small packed copy is made per call (also for K =
+Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output is
+channels_last when input or weight is channels_last, else contiguous NCHW -- the same
+rule as cuDNN's ``F.conv2d``; the caller's input tensor is never modified.
 
 Errors: bad arguments raise :class:`ConvArgumentError`, both a ``RuntimeError`` (what
 ``F.conv2d`` raises) and a ``ValueError``, naming the argument. The op checks its own
@@ -37,6 +42,7 @@ Everything is an aten op, so torch.compile traces forward and backward.
 
 from __future__ import annotations
 
+import operator
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -44,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op
 
-from ._conv2d_relu_kernel import _conv2d_relu_triton
+from ._conv2d_relu_kernel import _conv2d_relu_triton, triton_kernel_takes
 
 _OP = "conv2d_relu"
 
@@ -77,7 +83,8 @@ def _conv2d_relu_op(
     # The op validates its own arguments: called directly (torch.ops.alexnet_cuda.conv2d_relu),
     # a mismatched shape must not reach the kernel, which would read out of bounds.
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
-    if input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
+    if (input.device.type == "cuda" and input.dtype in _TRITON_DTYPES
+            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)):
         return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
                                    allow_tf32)
     if input.device.type in ("cpu", "cuda", "meta"):
@@ -113,14 +120,24 @@ torch.library.register_autograd("alexnet_cuda::conv2d_relu", _backward,
 IntOrPair = Union[int, Sequence[int]]
 
 
+def _as_int(value):
+    """value as a Python int if it is an integer (int, numpy integer, 0-d integer tensor:
+    anything with __index__, as F.conv2d's parser takes), else None. bool is refused."""
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _pair(value, name: str, minimum: int) -> List[int]:
-    if isinstance(value, bool):
-        raise ConvArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        pair = [value, value]
+    single = _as_int(value)
+    if single is not None:
+        pair = [single, single]
     elif isinstance(value, Sequence) and len(value) in (1, 2) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        pair = [int(v) for v in value] * (2 // len(value))
+            _as_int(v) is not None for v in value):
+        pair = [_as_int(v) for v in value] * (2 // len(value))
     else:
         raise ConvArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
@@ -201,6 +218,28 @@ def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> No
             f"{list(dilation)} is larger than the padded input {h}x{w} + 2*{list(padding)}")
 
 
+def conv_allows_tf32() -> bool:
+    """Whether cuDNN's convolutions would use TF32 for fp32 inputs (the kernel follows suit).
+
+    The legacy flag ``torch.backends.cudnn.allow_tf32`` answers unless the newer
+    ``fp32_precision`` settings (torch >= 2.9) were used and disagree between cuDNN's
+    ops; then it raises, and the conv setting decides, "none" deferring to the cuDNN-wide
+    and then the global setting, as PyTorch resolves it. Under torch.compile only the
+    legacy flag is read (Dynamo guards on it, so toggling it recompiles; it cannot trace
+    the newer settings), so a compiled call in that mixed state raises PyTorch's error.
+    """
+    if torch.compiler.is_compiling():
+        return bool(torch.backends.cudnn.allow_tf32)
+    try:
+        return bool(torch.backends.cudnn.allow_tf32)
+    except RuntimeError:
+        for scope in (torch.backends.cudnn.conv, torch.backends.cudnn, torch.backends):
+            precision = getattr(scope, "fp32_precision", "none")
+            if precision != "none":
+                return precision == "tf32"
+        return True
+
+
 def _autocast(input, weight, bias):
     """Cast like F.conv2d does under autocast (conv is a lower-precision op)."""
     device_type = input.device.type
@@ -260,5 +299,5 @@ def conv2d_relu(
     if unbatched:
         input = input.unsqueeze(0)
     out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_, dilation_,
-                                             groups, bool(torch.backends.cudnn.allow_tf32))
+                                             groups, conv_allows_tf32())
     return out.squeeze(0) if unbatched else out
