@@ -107,14 +107,14 @@ def _fuse_sequential(seq: nn.Sequential, fnn) -> None:
             put(i, _same_mode(fnn.Conv2dReLU.from_conv(mods[i]), mods[i]))
             i += 1  # now at the ReLU: it either starts a stage or becomes Identity
             if stage_at(i) is None:
-                put(i, nn.Identity())
+                put(i, _same_mode(nn.Identity(), mods[i]))
                 i += 1
                 continue
         stage = stage_at(i)
         if stage is not None:
             put(i, stage)
-            put(i + 1, nn.Identity())
-            put(i + 2, nn.Identity())
+            put(i + 1, _same_mode(nn.Identity(), mods[i + 1]))
+            put(i + 2, _same_mode(nn.Identity(), mods[i + 2]))
             i += 3
         else:
             i += 1

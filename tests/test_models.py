@@ -330,6 +330,8 @@ def test_convert_reference_alexnet():
     assert isinstance(f[0], fnn.Conv2dReLU) and f[0].weight is conv1_weight
     assert isinstance(f[1], fnn.ReLULRNMaxPool2d)
     assert isinstance(f[2], nn.Identity) and isinstance(f[3], nn.Identity)
+    # every new module, the Identity placeholders included, keeps the eval mode
+    assert not any(m.training for m in model.modules())
     assert isinstance(f[8], fnn.Conv2dReLU) and isinstance(f[9], nn.Identity)
     assert isinstance(f[14], fnn.MaxPool2d)
     assert isinstance(model.classifier[1], nn.Linear)
