@@ -216,3 +216,9 @@ def saved_tensor_bytes(fn: Callable, *args) -> int:
         out = fn(*args)
     del out
     return sum(seen.values())
+
+
+def describe_error(exc: BaseException) -> str:
+    """'Type: first line of the message' (at most 200 characters) for a row's error."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

@@ -44,8 +44,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import (DTYPES, LAYOUTS, Config, measure_copy_bandwidth, measure_matmul_rate, sync,  # noqa: E402
-                    tf32, time_stats)
+from common import (DTYPES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
+                    measure_matmul_rate, sync, tf32, time_stats)
 
 GROUPS = ["lrn", "maxpool", "stage", "conv", "model", "loop"]
 TITLES = {
@@ -140,12 +140,6 @@ def environment(device):
     return env
 
 
-def _describe(exc):
-    """'Type: first line of the message' (at most 200 characters) for a row's error."""
-    lines = str(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
-
-
 def run_case(case, cfg, ceilings):
     if case.tf32 is None:
         return _run_case(case, cfg, ceilings)
@@ -164,7 +158,7 @@ def _run_case(case, cfg, ceilings):
     try:
         inputs = [case.make_inputs() for _ in range(3)]
     except Exception as exc:  # noqa: BLE001 - the case's error, not the run's
-        row["error"] = f"inputs: {_describe(exc)}"
+        row["error"] = f"inputs: {describe_error(exc)}"
         return row
     # Correctness gate: ours vs stock eager (or the case's reference) on the same inputs,
     # or the case's own gate.
@@ -178,7 +172,7 @@ def _run_case(case, cfg, ceilings):
                 case.check(ours, ref)
             del ours, ref
     except Exception as exc:  # noqa: BLE001 - report and move on
-        row["error"] = f"WRONG: {_describe(exc)}"
+        row["error"] = f"WRONG: {describe_error(exc)}"
         return row
     # On the CPU the gate's call was the warm-up of the impls it ran (a case's own gate runs
     # ours); on CUDA every impl gets its own warm-up call here (and do_bench warms up again).
@@ -195,7 +189,7 @@ def _run_case(case, cfg, ceilings):
             row[f"{name}_ms"] = stats["ms"]
             row[f"{name}_q1_ms"], row[f"{name}_q3_ms"], row[f"{name}_n"] = stats["q1_ms"], stats["q3_ms"], stats["n"]
         except Exception as exc:  # noqa: BLE001
-            row[f"{name}_error"] = _describe(exc)
+            row[f"{name}_error"] = describe_error(exc)
     ms = row.get("ours_ms")
     if ms:
         for base in ("eager", "compile"):

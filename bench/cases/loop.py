@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from common import Config, summarize, sync, time_stats
+from common import Config, describe_error, summarize, sync, time_stats
 
 from alexnet_cuda.train.config import TrainConfig
 from alexnet_cuda.train.data import SyntheticImages, collate_uint8, synthetic_stats
@@ -164,7 +164,7 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
             row["augment_pct_of_step"] = 100 * row["augment_ms"] / row["bare_ms"]
             del model, opt, x, images, labels, first
         except Exception as exc:  # noqa: BLE001 - report and move on
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            row["error"] = describe_error(exc)
         if cfg.device == "cuda":
             torch.cuda.empty_cache()
         rows.append(row)
