@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402,F401
 
 from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
+from alexnet_cuda.ops import _space_to_depth as s2d  # noqa: E402
 
 if not kmod._INTERPRET:
     pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
@@ -40,7 +41,10 @@ CASES = [
     ("nopad_dil_floor", 2, 4, 12, 11, 8, 3, 2, (3, 2), (0, 0), (2, 3), 1, True),
     # Cin/groups = 16 = the interpreter's BLOCK_K: the NHWC one-tap-per-K-block path.
     ("aligned_taps", 2, 32, 9, 8, 20, 3, 3, (2, 1), (1, 2), (2, 1), 2, True),
-    # AlexNet's layers, scaled down (same kernels, strides, paddings and groups).
+    # Stride 2, 4 channels, padding: space-to-depth to 16 channels, padding folded in.
+    ("s2d_pad", 2, 4, 13, 12, 8, 7, 7, (2, 2), (3, 3), (1, 1), 1, True),
+    # AlexNet's layers, scaled down (same kernels, strides, paddings and groups); conv1
+    # runs as space-to-depth (48 channels, 3x3) unless that is switched off.
     ("alexnet_conv1", 2, 3, 15, 15, 16, 11, 11, (4, 4), (0, 0), (1, 1), 1, True),
     ("alexnet_conv2", 2, 8, 7, 7, 16, 5, 5, (1, 1), (2, 2), (1, 1), 2, True),
     ("alexnet_conv3", 2, 16, 5, 5, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
@@ -188,3 +192,48 @@ def test_int64_offsets(name, layout, monkeypatch):
     assert constexprs["X_INT64"] and constexprs["Y_INT64"]
     out = kmod._conv2d_relu_triton(x, weight, bias, *args, allow_tf32=False)
     assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", ["alexnet_conv1", "s2d_pad"])
+def test_space_to_depth_off(name, dtype, layout, monkeypatch):
+    """With space-to-depth switched off, conv1-like layers run the kernel's general path
+    (K decoded per element: 3 channels); both ways match F.conv2d."""
+    monkeypatch.setattr(s2d, "ENABLED", False)
+    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "direct")
+    case = BY_NAME[name]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, dtype, layout, seed=8)
+    assert s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], args[0], args[2], args[3]) == 0
+    out = kmod._conv2d_relu_triton(x, weight, bias, *args, allow_tf32=False)
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_space_to_depth_tensors(layout):
+    """The rewritten input and weight, against a plain PyTorch construction: pad, then
+    pixel_unshuffle-like reshapes (channel (dy*s + dx)*C + c)."""
+    s, pad = 4, (1, 2)
+    x = torch.randn(2, 3, 13, 14).contiguous(memory_format=layout)
+    w = torch.randn(5, 3, 11, 11)
+    hs, ws = 5, 5  # rows/cols of the rewritten input the conv needs (here: some cropped)
+    xs = s2d.input_to_depth(x, s, pad, hs, ws)
+    padded = torch.nn.functional.pad(x, (pad[1], ws * s, pad[0], hs * s))[:, :, :hs * s, :ws * s]
+    ref = padded.reshape(2, 3, hs, s, ws, s).permute(0, 3, 5, 1, 2, 4).reshape(2, s * s * 3, hs, ws)
+    assert torch.equal(xs, ref) and xs.is_contiguous(memory_format=torch.channels_last)
+    wsd = s2d.weight_to_depth(w, s)
+    wpad = torch.nn.functional.pad(w, (0, 1, 0, 1))
+    wref = wpad.reshape(5, 3, 3, s, 3, s).permute(0, 3, 5, 1, 2, 4).reshape(5, s * s * 3, 3, 3)
+    assert torch.equal(wsd, wref) and wsd.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_space_to_depth_factor():
+    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1) == 4     # AlexNet's conv1: 48 channels, 3x3
+    assert s2d.factor(4, 7, 7, [2, 2], [1, 1], 1) == 2       # 16 channels, 4x4 (64 taps for 49)
+    assert s2d.factor(3, 11, 11, [4, 2], [1, 1], 1) == 0     # unequal strides
+    assert s2d.factor(3, 11, 11, [4, 4], [2, 1], 1) == 0     # dilation
+    assert s2d.factor(6, 11, 11, [4, 4], [1, 1], 2) == 0     # groups
+    assert s2d.factor(96, 5, 5, [2, 2], [1, 1], 1) == 0      # many channels already
+    assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1) == 0       # 64 taps for 25: too many zeros
+    assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1) == 0       # 20 channels: not 16-divisible

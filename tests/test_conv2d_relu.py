@@ -238,12 +238,16 @@ def test_cuda_path_traces_to_triton_kernel_with_fake_tensors(layout):
         return make_boxed_func(gm)
 
     fn = aot_function(lambda x, w, b: conv2d_relu(x, w, b, 2, 1, 1, 2), fw_compiler=compiler)
+    conv1 = aot_function(lambda x, w, b: conv2d_relu(x, w, b, 4), fw_compiler=compiler)
     try:
         with FakeTensorMode():
             x = torch.empty(2, 6, 11, 13, device="cuda").contiguous(memory_format=layout)
             w = torch.empty(20, 3, 3, 3, device="cuda")
             b = torch.empty(20, device="cuda")
             out = fn(x, w, b)
+            # conv1-like: the space-to-depth kernel, then the conv kernel
+            x1 = torch.empty(2, 3, 31, 31, device="cuda").contiguous(memory_format=layout)
+            out1 = conv1(x1, torch.empty(8, 3, 11, 11, device="cuda"), torch.empty(8, device="cuda"))
     except RuntimeError as exc:  # e.g. a torch build that cannot fake CUDA without a GPU
         if CUDA:
             raise
@@ -251,6 +255,8 @@ def test_cuda_path_traces_to_triton_kernel_with_fake_tensors(layout):
     assert tuple(out.shape) == (2, 20, 6, 7)
     assert out.is_contiguous(memory_format=layout)
     assert "triton_kernel_wrapper_functional" in graphs[0]
+    assert tuple(out1.shape) == (2, 8, 6, 6) and out1.is_contiguous(memory_format=layout)
+    assert graphs[1].count("higher_order.triton_kernel_wrapper_functional(") == 2, graphs[1]
 
 
 class _TwoLayers(nn.Module):

@@ -16,6 +16,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from . import _space_to_depth as _s2d
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # triton.autotune(cache_results=...) exists from Triton 3.4 on; older ones tune every process.
 _CACHE_RESULTS = ({"cache_results": True}
@@ -252,8 +254,15 @@ def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> boo
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     # What the kernel reads: by default a dense NHWC copy of NCHW input, and the weight
     # packed with K padded to a multiple of 16 (or in place, never larger).
-    copied = input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last"
-    span = c * h * w - 1 if copied else _image_span(input)
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups)
+    if s:  # the kernel reads the dense space-to-depth tensor and weight
+        kh, kw = -(-kh // s), -(-kw // s)
+        cg = s * s * cg
+        span = cg * (ho + kh - 1) * (wo + kw - 1) - 1
+    elif input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last":
+        span = c * h * w - 1
+    else:
+        span = _image_span(input)
     k_b = -(-(cg * kh * kw) // 16) * 16
     return not _beyond_kernel_limits(span, cout * k_b, n * ho * wo, groups)
 
@@ -330,6 +339,17 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
                     memory_format=output_memory_format(input, weight))
     if y.numel() == 0:
         return y, None, None, None
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups)
+    if s:
+        # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
+        # this launch is then an unpadded stride-1 conv of the rewritten tensors.
+        kh, kw = -(-kh // s), -(-kw // s)
+        input = _s2d.input_to_depth(input, s, padding, ho + kh - 1, wo + kw - 1)
+        weight = _s2d.weight_to_depth(weight, s)
+        n, c, h, w = input.shape
+        cg = c
+        sh = sw = 1
+        ph = pw = 0
     c_inner = input.stride(1) <= input.stride(3)
     if not c_inner and NCHW_INPUT_POLICY == "channels_last":
         input = input.contiguous(memory_format=torch.channels_last)

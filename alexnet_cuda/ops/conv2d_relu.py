@@ -18,6 +18,9 @@ Devices:
   image of 2^31 elements, groups > 65535).
 * CPU (and meta): ``relu(aten.convolution(...))``.
 
+Strided convolutions with few channels (conv1: 3 channels, stride 4) are rewritten by
+space-to-depth into stride-1 ones with s*s*C channels first (``_space_to_depth.py``).
+
 Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized loads
 along the reduction. NCHW input is copied to NHWC first (one read and one write of the
 input: cheap next to the convolution), because reading it in place through its strides
