@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from common import DTYPES, LAYOUTS, Case, Config, case_grid
 
+from alexnet_cuda.ops import _space_to_depth as _s2d
 from alexnet_cuda.ops.conv2d_relu import conv2d_relu
 
 # name, Cin, H (= W), Cout, kernel, stride, padding, groups (ANCHORS.md section 1)
@@ -41,7 +42,8 @@ def _out_size(h, k, stride, padding):
     return (h + 2 * padding - k) // stride + 1
 
 
-def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str) -> Case:
+def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) -> Case:
+    layer, direct = item
     name, cin, h, cout, k, stride, padding, groups = layer
     n, device = cfg.batch, cfg.device
     dtype, layout = DTYPES[dtype_name], LAYOUTS[layout_name]
@@ -63,7 +65,13 @@ def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str)
         return F.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
 
     def ours_fwd(x, w, b):
-        return conv2d_relu(x, w, b, stride, padding, 1, groups)
+        if not direct:
+            return conv2d_relu(x, w, b, stride, padding, 1, groups)
+        enabled, _s2d.ENABLED = _s2d.ENABLED, False
+        try:  # the direct kernel, for comparison with the space-to-depth default
+            return conv2d_relu(x, w, b, stride, padding, 1, groups)
+        finally:
+            _s2d.ENABLED = enabled
 
     def run(fwd):
         def fn(*inputs):
@@ -93,6 +101,7 @@ def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str)
                 raise AssertionError(f"{name} {dtype_name} {layout_name} {label}: "
                                      f"relative error {err:.2e} >= {tol:.0e}")
 
+    ours_uses_s2d = device == "cuda" and bool(_s2d.factor(cin // groups, k, k, [stride, stride], [1, 1], groups))
     el = torch.empty((), dtype=dtype).element_size()
     x_n, w_n, y_n = n * cin * h * h, cout * (cin // groups) * k * k, n * cout * ho * ho
     fwd_flops = 2 * n * ho * ho * cout * (cin // groups) * k * k
@@ -101,7 +110,8 @@ def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str)
     bwd_bytes = (y_n + y_n + x_n + w_n + x_n + w_n + cout) * el
     return Case(
         group="conv",
-        name=f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})",
+        name=(f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})"
+              + (" direct (no space-to-depth)" if direct else "")),
         dtype=dtype_name,
         layout=layout_name,
         direction=direction,
@@ -110,14 +120,19 @@ def _case(cfg: Config, layer, dtype_name: str, layout_name: str, direction: str)
         check=check,
         bytes=fwd_bytes + (bwd_bytes if backward else 0),
         flops=fwd_flops * (3 if backward else 1),
-        extra={"layer": name, "tf32": bool(torch.backends.cudnn.allow_tf32) if dtype_name == "fp32" else None},
+        extra={"layer": name, "space_to_depth": ours_uses_s2d and not direct,
+               "tf32": bool(torch.backends.cudnn.allow_tf32) if dtype_name == "fp32" else None},
     )
 
 
 def cases(cfg: Config) -> List[Case]:
     layers = LAYERS
-    if cfg.quick:
-        layers = LAYERS[2:] if cfg.device == "cuda" else LAYERS[4:]
+    if cfg.quick:  # CUDA: conv1 (the 4x target) and the 13x13 layers
+        layers = [LAYERS[0]] + LAYERS[2:] if cfg.device == "cuda" else LAYERS[4:]
     elif cfg.reduced:  # CPU: the two large layers and one grouped 13x13 one
         layers = [LAYERS[0], LAYERS[1], LAYERS[4]]
-    return case_grid(cfg, layers, _case)
+    items = [(layer, False) for layer in layers]
+    if cfg.device == "cuda" and LAYERS[0] in layers:
+        # conv1 runs space-to-depth by default; time the direct kernel next to it.
+        items.insert(1, (LAYERS[0], True))
+    return case_grid(cfg, items, _case)
