@@ -577,3 +577,31 @@ def test_integer_like_arguments_like_f_conv2d():
     for stride in (np.int64(2), (np.int32(2), 1), torch.tensor(2), [torch.tensor(1), 2]):
         torch.testing.assert_close(conv2d_relu(x, w, stride=stride, padding=np.int64(1)),
                                    torch.relu(F.conv2d(x, w, stride=stride, padding=1)))
+
+
+def test_output_layout_rule_is_cudnns():
+    """output_memory_format agrees with F.conv2d on CUDA (cuDNN's rule: the inputs'
+    suggested memory format) for dense, sliced and size-1 layouts; fake CUDA tensors, so
+    no GPU is needed."""
+    import itertools
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from alexnet_cuda.ops._conv2d_relu_kernel import output_memory_format
+
+    layouts = [torch.contiguous_format, torch.channels_last]
+    try:
+        with FakeTensorMode():
+            for (n, c, h, w), (lx, lw), sliced in itertools.product(
+                    [(2, 4, 5, 5), (2, 1, 5, 5), (2, 4, 1, 1), (1, 4, 1, 5)],
+                    itertools.product(layouts, layouts), [False, True]):
+                x = torch.empty(n, 2 * c if sliced else c, h, w, device="cuda").contiguous(memory_format=lx)
+                x = x[:, :c]  # a channel slice of a bigger tensor: not dense
+                wt = torch.empty(6, c, 1, 1, device="cuda").contiguous(memory_format=lw)
+                ref = F.conv2d(x, wt)
+                ours = torch.empty(ref.shape, device="cuda", memory_format=output_memory_format(x, wt))
+                assert ours.stride() == ref.stride(), (x.shape, x.stride(), wt.stride())
+    except RuntimeError as exc:
+        if CUDA:
+            raise
+        pytest.skip(f"fake CUDA tensors unavailable without a GPU here: {exc}")

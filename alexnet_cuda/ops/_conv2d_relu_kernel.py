@@ -12,6 +12,7 @@ import inspect
 import os
 
 import torch
+import torch._prims_common as _prims
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
@@ -268,12 +269,14 @@ def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> boo
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
-    """Strictly channels_last: NHWC strides and not also plain contiguous (C=1 etc.)."""
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    """Tensor.suggest_memory_format() == channels_last: the strides' order, size-1 dims
+    and ambiguous cases resolved as ATen does (what cuDNN's F.conv2d decides from)."""
+    return _prims.suggest_memory_format(t) == torch.channels_last
 
 
 def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
-    """channels_last when input or weight is channels_last, like cuDNN's F.conv2d."""
+    """channels_last when input or weight suggests it, else NCHW: cuDNN's rule
+    (cudnn_conv_suggest_memory_format), so F.conv2d and this op agree on every layout."""
     if _is_channels_last(input) or _is_channels_last(weight):
         return torch.channels_last
     return torch.contiguous_format
