@@ -45,6 +45,14 @@ def poison(device, nbytes):
     torch.full((nbytes // 4 + 1,), float("nan"), device=device)
 
 
+def saved_tensors(fn, x):
+    """The tensors autograd saves while fn(x) runs."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fn(x)
+    return saved
+
+
 def pytest_report_header(config):
     return f"torch {torch.__version__}, CUDA available: {CUDA}"
 

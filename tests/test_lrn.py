@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory
 
 # (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
 TOL = {
@@ -182,14 +182,6 @@ def test_gradcheck_3d_and_5d(device):
                               ((1, 4, 2, 3, 2), 3, "contiguous"), ((1, 4, 2, 3, 2), 6, "channels_last")]:
         x = layout(rand(shape, device, torch.float64, scale=1.0), kind).requires_grad_()
         assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.5, 0.75, 1.0), (x,))
-
-
-def saved_tensors(fn, x):
-    """The tensors autograd saves while fn(x) runs."""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fn(x)
-    return saved
 
 
 @pytest.mark.parametrize("device", DEVICES)

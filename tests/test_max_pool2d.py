@@ -16,7 +16,7 @@ from torch import nn
 from alexnet_cuda.nn.pooling import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory  # noqa: F401
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory  # noqa: F401
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -403,13 +403,6 @@ def test_backward_is_deterministic(device):
         max_pool2d(x, 3, stride=1, padding=1).backward(g)
         grads.append(x.grad.clone())
     assert torch.equal(grads[0], grads[1])
-
-
-def saved_tensors(fn, x):
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fn(x)
-    return saved
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.stage import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory
 
 OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
 BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
@@ -241,14 +241,6 @@ def test_module(device):
     stock = StockReLULRNMaxPool2d(5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2, paper_alpha=True)
     torch.testing.assert_close(m(x), stock(x))
     assert "paper_alpha" not in repr(ReLULRNMaxPool2d())
-
-
-def saved_tensors(fn, x):
-    """The tensors autograd saves while fn(x) runs."""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fn(x)
-    return saved
 
 
 @pytest.mark.parametrize("device", DEVICES)
