@@ -205,7 +205,7 @@ def test_space_to_depth_off(name, dtype, layout, monkeypatch):
     case = BY_NAME[name]
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
     x, weight, bias = _inputs(case, dtype, layout, seed=8)
-    assert s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], args[0], args[2], args[3]) == 0
+    assert s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], args[0], args[2], args[3], 4) == 0
     out = kmod._conv2d_relu_triton(x, weight, bias, *args, allow_tf32=False)
     assert _rel_err(out, _reference(x, weight, bias, *args)) < TOL[dtype]
 
@@ -229,11 +229,12 @@ def test_space_to_depth_tensors(layout):
 
 
 def test_space_to_depth_factor():
-    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1) == 4     # AlexNet's conv1: 48 channels, 3x3
-    assert s2d.factor(4, 7, 7, [2, 2], [1, 1], 1) == 2       # 16 channels, 4x4 (64 taps for 49)
-    assert s2d.factor(3, 11, 11, [4, 2], [1, 1], 1) == 0     # unequal strides
-    assert s2d.factor(3, 11, 11, [4, 4], [2, 1], 1) == 0     # dilation
-    assert s2d.factor(6, 11, 11, [4, 4], [1, 1], 2) == 0     # groups
-    assert s2d.factor(96, 5, 5, [2, 2], [1, 1], 1) == 0      # many channels already
-    assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1) == 0       # 64 taps for 25: too many zeros
-    assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1) == 0       # 20 channels: not 16-divisible
+    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 55) == 4     # AlexNet's conv1: 48 channels, 3x3
+    assert s2d.factor(4, 7, 7, [2, 2], [1, 1], 1, 55) == 2       # 16 channels, 4x4 (64 taps for 49)
+    assert s2d.factor(3, 11, 11, [4, 2], [1, 1], 1, 55) == 0     # unequal strides
+    assert s2d.factor(3, 11, 11, [4, 4], [2, 1], 1, 55) == 0     # dilation
+    assert s2d.factor(6, 11, 11, [4, 4], [1, 1], 2, 55) == 0     # groups
+    assert s2d.factor(96, 5, 5, [2, 2], [1, 1], 1, 55) == 0      # many channels already
+    assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1, 55) == 0       # 64 taps for 25: too many zeros
+    assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1, 55) == 0       # 20 channels: not 16-divisible
+    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 2**21) == 0  # rows too long for the grid

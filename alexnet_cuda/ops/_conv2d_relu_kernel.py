@@ -255,7 +255,7 @@ def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> boo
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     # What the kernel reads: by default a dense NHWC copy of NCHW input, and the weight
     # packed with K padded to a multiple of 16 (or in place, never larger).
-    s = _s2d.factor(cg, kh, kw, stride, dilation, groups)
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
     if s:  # the kernel reads the dense space-to-depth tensor and weight
         kh, kw = -(-kh // s), -(-kw // s)
         cg = s * s * cg
@@ -342,7 +342,7 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
                     memory_format=output_memory_format(input, weight))
     if y.numel() == 0:
         return y, None, None, None
-    s = _s2d.factor(cg, kh, kw, stride, dilation, groups)
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
     if s:
         # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
         # this launch is then an unpadded stride-1 conv of the rewritten tensors.

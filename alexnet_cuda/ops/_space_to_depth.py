@@ -33,12 +33,16 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 ENABLED = os.environ.get("ALEXNET_CUDA_CONV_S2D", "1") != "0"
 
 
-def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int) -> int:
+_BLOCK = 1024  # values of one rewritten row per program (grid axis 1: at most 65535 blocks)
+
+
+def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int, out_width: int) -> int:
     """The stride s to fold into channels, or 0 when space-to-depth does not pay.
 
     It needs one stride s >= 2 for both axes, no dilation and one group; s*s*C a
     multiple of 16 and at most 64 (so 16-channel K blocks tile it: the tap path), and at
-    most 50% of the new K in zero taps (ceil(KH/s)*s vs KH)."""
+    most 50% of the new K in zero taps (ceil(KH/s)*s vs KH). `out_width` (Wo) bounds
+    the rewritten rows, whose blocks are grid axis 1."""
     s = stride[0]
     if not ENABLED or groups != 1 or list(dilation) != [1, 1] or s < 2 or stride[1] != s:
         return 0
@@ -47,6 +51,8 @@ def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int) -> int:
         return 0
     khs, kws = -(-kh // s), -(-kw // s)
     if khs * kws * s * s * 2 > kh * kw * 3:
+        return 0
+    if triton.cdiv((out_width + kws - 1) * cs, _BLOCK) > 65535:
         return 0
     return s
 
@@ -88,7 +94,7 @@ def input_to_depth(x: torch.Tensor, s: int, padding, hs: int, ws: int) -> torch.
     n, c, h, w = x.shape
     y = torch.empty((n, hs, ws, s * s * c), device=x.device, dtype=x.dtype)
     if y.numel() and x.device.type != "meta":
-        block = 1024
+        block = _BLOCK
         grid = (n * hs, triton.cdiv(ws * s * s * c, block))
         launch = _space_to_depth_kernel if _INTERPRET else wrap_triton(_space_to_depth_kernel)
         launch[grid](x, y, hs, ws, h, w, padding[0], padding[1],

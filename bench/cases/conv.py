@@ -101,7 +101,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
                 raise AssertionError(f"{name} {dtype_name} {layout_name} {label}: "
                                      f"relative error {err:.2e} >= {tol:.0e}")
 
-    ours_uses_s2d = device == "cuda" and bool(_s2d.factor(cin // groups, k, k, [stride, stride], [1, 1], groups))
+    ours_uses_s2d = device == "cuda" and bool(_s2d.factor(cin // groups, k, k, [stride] * 2, [1, 1], groups, ho))
     el = torch.empty((), dtype=dtype).element_size()
     x_n, w_n, y_n = n * cin * h * h, cout * (cin // groups) * k * k, n * cout * ho * ho
     fwd_flops = 2 * n * ho * ho * cout * (cin // groups) * k * k
