@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # alexnet_cuda from this checkout when not installed
-sys.path.insert(0, HERE)
+sys.path.insert(0, HERE)  # its siblings (cases/, common); alexnet_cuda is the installed one, as for run.py
 
 import torch  # noqa: E402
 import triton  # noqa: E402
@@ -83,9 +82,9 @@ def layer_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch:
     return x, w, b, [stride] * 2, [padding] * 2, [1, 1], groups
 
 
-def _signature(args, constexprs, backend):
-    """Triton's JIT specialization of `args`, spelled out for triton.compile."""
-    jit = kmod._conv2d_relu_kernel.fn
+def _signature(jit, args, constexprs, backend):
+    """Triton's JIT specialization of `args` (positional, then `constexprs` by name) for
+    the kernel `jit`, spelled out for triton.compile."""
     names = jit.arg_names
     signature: Dict[str, str] = {}
     constants: Dict[str, object] = {}
@@ -133,41 +132,68 @@ def _cuobjdump() -> str:
         return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
-def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
-                  nchw_policy: Optional[str] = None) -> List[Codegen]:
-    """Compile the op's launch for `layer` once per config for sm_<arch>; one Codegen each."""
+def compile_kernel(jit, args, constexprs, num_warps: int, num_stages: int, arch: int):
+    """triton.compile of `jit` for sm_<arch>, specialized on `args` as the JIT would."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    signature, constants, attrs = _signature(jit, args, constexprs, backend)
+    options = backend.parse_options({"num_warps": num_warps, "num_stages": num_stages})
+    return triton.compile(ASTSource(jit, signature, constants, attrs), target=target, options=options.__dict__)
+
+
+def _codegen(kernel, layer: str, config: str, path: str) -> Codegen:
+    ptx = kernel.asm["ptx"]
+    regs, spill = _resource_usage(kernel.asm["cubin"])
+    return Codegen(
+        layer=layer, config=config, path=path, regs=regs, spill=spill, smem=kernel.metadata.shared,
+        wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"),
+        cp_async=len(re.findall(r"cp\.async\.c[ag]\.shared", ptx)),
+        ld_global=len(re.findall(r"\bld\.global", ptx)),
+    )
+
+
+def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
+                  nchw_policy: Optional[str] = None, allow_tf32: bool = True) -> List[Codegen]:
+    """Compile the op's conv launch for `layer` once per config for sm_<arch>; one Codegen each."""
     x, w, b, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
     policy = kmod.NCHW_INPUT_POLICY
     if nchw_policy is not None:
         kmod.NCHW_INPUT_POLICY = nchw_policy
     try:
         _, args, constexprs, _ = kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
-                                                        allow_tf32=True)
+                                                        allow_tf32=allow_tf32)
     finally:
         kmod.NCHW_INPUT_POLICY = policy
-    target = GPUTarget("cuda", arch, 32)
-    backend = make_backend(target)
-    jit = kmod._conv2d_relu_kernel.fn
     rows = []
     for cfg in configs:
-        signature, constants, attrs = _signature(args, {**constexprs, **cfg.kwargs}, backend)
-        options = backend.parse_options({"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-        kernel = triton.compile(ASTSource(jit, signature, constants, attrs), target=target,
-                                options=options.__dict__)
-        ptx = kernel.asm["ptx"]
-        regs, spill = _resource_usage(kernel.asm["cubin"])
+        kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, args, {**constexprs, **cfg.kwargs},
+                                cfg.num_warps, cfg.num_stages, arch)
         tap = constexprs["C_INNER"] and constexprs["CG_POW2"] % cfg.kwargs["BLOCK_K"] == 0
-        rows.append(Codegen(
-            layer=layer[0], config=config_label(cfg), path="tap" if tap else "general",
-            regs=regs, spill=spill, smem=kernel.metadata.shared,
-            wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"),
-            cp_async=len(re.findall(r"cp\.async\.c[ag]\.shared", ptx)),
-            ld_global=len(re.findall(r"\bld\.global", ptx)),
-        ))
+        rows.append(_codegen(kernel, layer[0], config_label(cfg), "tap" if tap else "general"))
     return rows
+
+
+def compile_space_to_depth(layer, dtype: torch.dtype, layout: torch.memory_format, arch: int = 90) -> Codegen:
+    """Compile the space-to-depth pass that `layer` runs first (conv1), as its launcher
+    would call it (Triton's default 4 warps, 3 stages)."""
+    from alexnet_cuda.ops import _space_to_depth as s2d
+
+    x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - kw) // stride[1] + 1
+    s = s2d.factor(c, kh, kw, stride, dilation, groups, wo)
+    if not s:
+        raise ValueError(f"{layer[0]} does not use space-to-depth")
+    hs, ws = ho + -(-kh // s) - 1, wo + -(-kw // s) - 1
+    y = torch.empty((n, hs, ws, s * s * c), device="meta", dtype=dtype)
+    args = (x, y, hs, ws, h, wd, padding[0], padding[1], *x.stride())
+    kernel = compile_kernel(s2d._space_to_depth_kernel, args, {"S": s, "C": c, "BLOCK": s2d._BLOCK}, 4, 3, arch)
+    return _codegen(kernel, layer[0] + " space-to-depth", f"BLOCK {s2d._BLOCK} w4", "-")
 
 
 def report(rows: List[Codegen], arch: int) -> str:
@@ -207,6 +233,10 @@ def main(argv=None) -> int:
     for name in names:
         rows += compile_layer(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch,
                               a.nchw_policy)
+        try:  # conv1's space-to-depth pass, when the layer has one
+            rows.append(compile_space_to_depth(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], a.arch))
+        except ValueError:
+            pass
         print(f"compiled {name}", file=sys.stderr, flush=True)
     policy = a.nchw_policy or kmod.NCHW_INPUT_POLICY
     title = (f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"

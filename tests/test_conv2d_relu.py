@@ -146,6 +146,9 @@ def test_newer_fp32_precision_settings_are_followed(restore_fp32_precision):
     torch.backends.cudnn.conv.fp32_precision = "none"  # defers to cuDNN-wide, then global
     torch.backends.cudnn.fp32_precision = "ieee"
     assert conv_allows_tf32() is False
+    torch.backends.cudnn.fp32_precision = "none"  # none anywhere: IEEE, as cuDNN runs it
+    torch.backends.cudnn.rnn.fp32_precision = "tf32"
+    assert conv_allows_tf32() is False
 
 
 def test_cpu_autocast_matches_conv2d():
@@ -555,10 +558,10 @@ def test_shapes_past_the_kernel_limits_go_to_aten():
     """F.conv2d accepts them, so the op must too: the CUDA path hands them to ATen."""
     from alexnet_cuda.ops._conv2d_relu_kernel import triton_kernel_takes
 
-    def takes(n, c, h, w, cout, k, groups=1, memory_format=torch.channels_last):
+    def takes(n, c, h, w, cout, k, groups=1, memory_format=torch.channels_last, padding=0):
         x = torch.empty(n, c, h, w, device="meta").contiguous(memory_format=memory_format)
         wt = torch.empty(cout, c // groups, k, k, device="meta")
-        return triton_kernel_takes(x, wt, [1, 1], [0, 0], [1, 1], groups)
+        return triton_kernel_takes(x, wt, [1, 1], [padding] * 2, [1, 1], groups)
 
     assert takes(128, 256, 13, 13, 384, 3)                        # AlexNet's conv3
     assert takes(128, 3, 227, 227, 96, 11, memory_format=torch.contiguous_format)
@@ -567,6 +570,9 @@ def test_shapes_past_the_kernel_limits_go_to_aten():
     assert takes(2**15 - 1, 1, 256, 256, 1, 1)                    # 2^31 - 65536: fine
     assert takes(1, 2**16, 2**8, 2**7, 1, 1)                      # an image of 2^31 elements: offsets fit
     assert not takes(1, 2**16, 2**8 + 1, 2**7, 1, 1)              # one more row: they do not
+    # Padding: a tap starting above the image reaches PH rows past its end.
+    assert not takes(1, 2**16, 2**8, 2**7, 1, 3, padding=1)
+    assert not takes(1, 2**16, 2**8, 2**7, 1, 3, padding=1, memory_format=torch.contiguous_format)
 
 
 def test_integer_like_arguments_like_f_conv2d():

@@ -79,18 +79,24 @@ def test_test_config_compiles(codegen, arch, dtype):
         assert (r.wgmma if arch == 90 else r.mma_sync) > 0, r
 
 
-def test_ieee_fp32_and_nchw_direct_compile(codegen, monkeypatch):
-    """The paths no default run takes: fp32 without TF32, NCHW read in place."""
-    layer = _layer(codegen, "conv2")
-    monkeypatch.setattr(codegen.kmod.torch.backends.cudnn, "allow_tf32", False)
-    x, w, b, stride, padding, dilation, groups = codegen.layer_tensors(layer, torch.float32,
-                                                                       torch.contiguous_format)
-    _, args, constexprs, _ = codegen.kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
-                                                            allow_tf32=False)
-    assert constexprs["ALLOW_TF32"] is False and constexprs["C_INNER"] is True  # copied to NHWC
-    (direct,) = codegen.compile_layer(layer, torch.bfloat16, torch.contiguous_format,
+def test_ieee_fp32_and_nchw_direct_compile(codegen):
+    """The paths no default run takes: fp32 without TF32 (FMA, no tensor cores: close to
+    the register cap), NCHW read in place."""
+    for name in ("conv1", "conv2", "conv3"):
+        (ieee,) = codegen.compile_layer(_layer(codegen, name), torch.float32, torch.channels_last,
+                                        [codegen.kmod.TEST_CONFIG], allow_tf32=False)
+        assert ieee.spill == 0 and ieee.wgmma == 0, ieee
+    (direct,) = codegen.compile_layer(_layer(codegen, "conv2"), torch.bfloat16, torch.contiguous_format,
                                       [codegen.kmod.TEST_CONFIG], nchw_policy="direct")
     assert direct.path == "general" and direct.wgmma > 0
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_space_to_depth_pass_compiles(codegen, dtype, layout):
+    """conv1's space-to-depth pass (a plain copy kernel: no shared memory, no spills)."""
+    r = codegen.compile_space_to_depth(_layer(codegen, "conv1"), dtype, layout, arch=90)
+    assert r.spill == 0 and r.smem == 0 and r.ld_global > 0, r
 
 
 def test_nchw_input_is_copied_to_the_tap_path_by_default(codegen):

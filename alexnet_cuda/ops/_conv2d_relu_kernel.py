@@ -233,11 +233,18 @@ def _image_span(t: torch.Tensor) -> int:
     return sum((size - 1) * stride for size, stride in zip(t.shape[1:], t.stride()[1:]))
 
 
-def _beyond_kernel_limits(image_span: int, weight_numel: int, m_total: int, groups: int) -> str:
+def _column_reach(image_span: int, padding, sxh: int, sxw: int) -> int:
+    """Largest per-image (column) offset of an input element the kernel reads: a tap
+    offset kh*DH reaches H - 1 + PH when the window starts PH rows above the image."""
+    return image_span + padding[0] * abs(sxh) + padding[1] * abs(sxw)
+
+
+def _beyond_kernel_limits(column_reach: int, weight_numel: int, m_total: int, groups: int) -> str:
     """Why the kernel cannot take this launch, or "". Row indices m and the column offsets
     inside one image are int32 (the batch offset is int64); groups is grid axis 1."""
-    if image_span > _INT32_MAX:
-        return f"one input image spans {image_span} elements (the kernel's limit is 2^31 - 1)"
+    if column_reach > _INT32_MAX:
+        return (f"one input image with its padding spans {column_reach} elements (the kernel's "
+                "limit is 2^31 - 1)")
     if weight_numel > _INT32_MAX:
         return f"the weight has {weight_numel} elements (the kernel's limit is 2^31 - 1)"
     if m_total > _INT32_MAX - _MAX_BLOCK_M:
@@ -256,16 +263,16 @@ def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> boo
     # What the kernel reads: by default a dense NHWC copy of NCHW input, and the weight
     # packed with K padded to a multiple of 16 (or in place, never larger).
     s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
-    if s:  # the kernel reads the dense space-to-depth tensor and weight
+    if s:  # the kernel reads the dense space-to-depth tensor (padding folded in) and weight
         kh, kw = -(-kh // s), -(-kw // s)
         cg = s * s * cg
-        span = cg * (ho + kh - 1) * (wo + kw - 1) - 1
+        reach = cg * (ho + kh - 1) * (wo + kw - 1) - 1
     elif input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last":
-        span = c * h * w - 1
+        reach = _column_reach(c * h * w - 1, padding, w * c, c)  # the dense NHWC copy
     else:
-        span = _image_span(input)
+        reach = _column_reach(_image_span(input), padding, input.stride(2), input.stride(3))
     k_b = -(-(cg * kh * kw) // 16) * 16
-    return not _beyond_kernel_limits(span, cout * k_b, n * ho * wo, groups)
+    return not _beyond_kernel_limits(reach, cout * k_b, n * ho * wo, groups)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -363,7 +370,8 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
     coutg = cout // groups
     m_total = n * ho * wo
     k_total = cg * kh * kw
-    problem = _beyond_kernel_limits(_image_span(input), weight.numel(), m_total, groups)
+    reach = _column_reach(_image_span(input), (ph, pw), input.stride(2), input.stride(3))
+    problem = _beyond_kernel_limits(reach, weight.numel(), m_total, groups)
     if problem:
         raise ValueError(f"conv2d_relu: {problem}")
 

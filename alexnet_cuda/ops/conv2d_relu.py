@@ -240,7 +240,7 @@ def conv_allows_tf32() -> bool:
             precision = getattr(scope, "fp32_precision", "none")
             if precision != "none":
                 return precision == "tf32"
-        return True
+        return False  # "none" all the way up: ATen's precision is NONE, which is not TF32
 
 
 def _autocast(input, weight, bias):

@@ -4,7 +4,7 @@ One Case per layer x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.ba
 Implementations: "ours" (alexnet_cuda's conv2d_relu: the Triton kernel forward,
 cuDNN via aten.convolution_backward backward), "eager" (F.relu(F.conv2d(...)) with
 cudnn.benchmark on) and, with cfg.compile, "compile" (torch.compile of the eager fn).
-fp32 runs with whatever torch.backends.cudnn.allow_tf32 is set to (recorded in extra;
+fp32 runs with whatever cuDNN's TF32 setting is (conv_allows_tf32, recorded in extra;
 PyTorch's default is on, and both ours and cuDNN follow it).
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from common import DTYPES, LAYOUTS, Case, Config, case_grid
 
 from alexnet_cuda.ops import _space_to_depth as _s2d
-from alexnet_cuda.ops.conv2d_relu import conv2d_relu
+from alexnet_cuda.ops.conv2d_relu import conv2d_relu, conv_allows_tf32
 
 # name, Cin, H (= W), Cout, kernel, stride, padding, groups (ANCHORS.md section 1)
 LAYERS = [
@@ -121,7 +121,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
         bytes=fwd_bytes + (bwd_bytes if backward else 0),
         flops=fwd_flops * (3 if backward else 1),
         extra={"layer": name, "space_to_depth": ours_uses_s2d and not direct,
-               "tf32": bool(torch.backends.cudnn.allow_tf32) if dtype_name == "fp32" else None},
+               "tf32": conv_allows_tf32() if dtype_name == "fp32" else None},
     )
 
 
