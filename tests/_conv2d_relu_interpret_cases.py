@@ -238,3 +238,24 @@ def test_space_to_depth_factor():
     assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1, 55) == 0       # 64 taps for 25: too many zeros
     assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1, 55) == 0       # 20 channels: not 16-divisible
     assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 2**21) == 0  # rows too long for the grid
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["alexnet_conv1", "s2d_pad"])
+def test_space_to_depth_weight_grad(name, layout):
+    """The backward's weight (and bias) gradient through the rewrite, against F.conv2d's."""
+    case = BY_NAME[name]
+    stride, padding = list(case[8]), list(case[9])
+    x, weight, bias = _inputs(case, torch.float64, layout, seed=9)
+    w = weight.clone().requires_grad_()
+    b = bias.clone().requires_grad_()
+    out = F.conv2d(x, w, b, stride, padding)
+    grad = torch.randn_like(out)
+    ref_w, ref_b = torch.autograd.grad(out, (w, b), grad)
+    s = s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, [1, 1], 1, out.shape[3])
+    assert s
+    gw, gb = s2d.weight_grad(grad, x, weight, s, padding, need_bias=True)
+    torch.testing.assert_close(gw, ref_w)
+    torch.testing.assert_close(gb, ref_b)
+    gw, gb = s2d.weight_grad(grad, x, weight, s, padding, need_bias=False)
+    assert gb is None and gw.shape == weight.shape

@@ -493,16 +493,23 @@ def test_cuda_argument_forms(case, layout, restore_tf32):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_gradients_match_eager(dtype, restore_tf32):
     torch.backends.cudnn.allow_tf32 = False
-    x, w, b = make_inputs(8, 96, 27, 27, 256, 5, 5, 2, dtype=dtype, device="cuda",
-                          layout=torch.channels_last, requires_grad=True)
-    out = conv2d_relu(x, w, b, padding=2, groups=2)
-    ref = ref_conv_relu(x, w, b, padding=2, groups=2)
-    grad = torch.randn_like(ref)
-    got = torch.autograd.grad(out, [x, w, b], grad)
-    want = torch.autograd.grad(ref, [x, w, b], grad)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
-    for name, gt, wa in zip("xwb", got, want):
-        assert rel_err(gt, wa) < tol, name
+    # conv2's shape, then conv1's (its weight gradient goes through space-to-depth), with
+    # the input's gradient asked for and not (as in a model, where conv1's input is data).
+    for shape, kwargs, input_grad in [((8, 96, 27, 27, 256, 5, 5, 2), dict(padding=2, groups=2), True),
+                                      ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), True),
+                                      ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), False)]:
+        x, w, b = make_inputs(*shape, dtype=dtype, device="cuda", layout=torch.channels_last,
+                              requires_grad=True)
+        x.requires_grad_(input_grad)
+        out = conv2d_relu(x, w, b, **kwargs)
+        ref = ref_conv_relu(x, w, b, **kwargs)
+        grad = torch.randn_like(ref)
+        wrt = [x, w, b] if input_grad else [w, b]
+        got = torch.autograd.grad(out, wrt, grad)
+        want = torch.autograd.grad(ref, wrt, grad)
+        for name, gt, wa in zip("xwb" if input_grad else "wb", got, want):
+            assert rel_err(gt, wa) < tol, (shape, name)
 
 
 @needs_cuda

@@ -15,6 +15,10 @@ zeros), and 48 channels are what the conv kernel's NHWC "tap" path wants (contig
 16-channel K blocks, 16-byte async copies) instead of decoding (kh, kw, c) for every k
 and gathering 2-byte elements. The cost is one pass over the input (read x once, write
 xs once; this file's kernel), plus a tiny weight transform.
+
+Backward uses the same identity for the weight gradient (weight_grad): cuDNN's weight
+gradient of the rewritten convolution, mapped back by weight_from_depth (the padded taps'
+gradients are dropped). The input gradient, when asked for, stays ATen's on the original.
 """
 
 from __future__ import annotations
@@ -111,3 +115,30 @@ def weight_to_depth(weight: torch.Tensor, s: int) -> torch.Tensor:
     padded = F.pad(weight, (0, kws * s - kw, 0, khs * s - kh))
     taps = padded.reshape(cout, c, khs, s, kws, s).permute(0, 2, 4, 3, 5, 1)  # co, i, j, dy, dx, c
     return taps.reshape(cout, khs, kws, s * s * c).permute(0, 3, 1, 2)
+
+
+def weight_from_depth(grad_ws: torch.Tensor, s: int, kh: int, kw: int) -> torch.Tensor:
+    """The inverse of weight_to_depth, taps past (KH, KW) dropped: maps the rewritten
+    convolution's weight gradient back to the original weight's."""
+    cout, cs, khs, kws = grad_ws.shape
+    c = cs // (s * s)
+    taps = grad_ws.permute(0, 2, 3, 1).reshape(cout, khs, kws, s, s, c)  # co, i, j, dy, dx, c
+    full = taps.permute(0, 5, 1, 3, 2, 4).reshape(cout, c, khs * s, kws * s)  # co, c, (i, dy), (j, dx)
+    return full[:, :, :kh, :kw]
+
+
+def weight_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, s: int, padding,
+                need_bias: bool):
+    """(grad_weight, grad_bias or None) of relu-masked `grad` for a convolution factor()
+    accepts, computed as the rewritten stride-1 convolution's (ATen's/cuDNN's
+    convolution_backward on 48 channels and a 3x3 kernel for conv1, instead of 3 channels,
+    11x11, stride 4). The rewritten input is recomputed (one pass), not saved."""
+    cout, _, kh, kw = weight.shape
+    ho, wo = grad.shape[2], grad.shape[3]
+    khs, kws = -(-kh // s), -(-kw // s)
+    xs = input_to_depth(input, s, padding, ho + khs - 1, wo + kws - 1)
+    ws = weight_to_depth(weight, s)
+    _, grad_ws, grad_bias = torch.ops.aten.convolution_backward(
+        grad, xs, ws, [cout] if need_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+        [False, True, need_bias])
+    return weight_from_depth(grad_ws, s, kh, kw), grad_bias

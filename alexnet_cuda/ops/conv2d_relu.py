@@ -39,8 +39,11 @@ arguments too, so calling ``torch.ops.alexnet_cuda.conv2d_relu`` directly is jus
 
 Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
 (``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
-``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients.
-Everything is an aten op, so torch.compile traces forward and backward.
+``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients. On
+CUDA, the weight gradient of a space-to-depth layer (conv1) is that of the rewritten
+stride-1 convolution, mapped back (``_space_to_depth.weight_grad``: the rewritten input
+is recomputed, not saved). Everything is an aten op or a wrapped Triton kernel, so
+torch.compile traces forward and backward.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op
 
+from . import _space_to_depth as _s2d
 from ._conv2d_relu_kernel import _conv2d_relu_triton, triton_kernel_takes
 
 _OP = "conv2d_relu"
@@ -109,10 +113,24 @@ def _backward(ctx, grad_out):
     # relu's backward from its output: grad where out > 0, else 0 (no stored mask).
     grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad, input, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
-        [need_input, need_weight, need_bias and ctx.bias_sizes is not None],
-    )
+    need_bias = need_bias and ctx.bias_sizes is not None
+    grad_input = grad_weight = grad_bias = None
+    if need_weight and input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
+        # conv1-like layers: the weight gradient of the space-to-depth rewrite (cuDNN's
+        # 3-channel, stride-4 weight gradient is the slow shape, as its forward is).
+        s = _s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups,
+                        grad.shape[3])
+        if s:
+            grad_weight, grad_bias = _s2d.weight_grad(grad, input, weight, s, padding, need_bias)
+            need_weight = need_bias = False
+    if need_input or need_weight or need_bias:
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            grad, input, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+            [need_input, need_weight, need_bias],
+        )
+        grad_input = gi if need_input else None
+        grad_weight = gw if need_weight else grad_weight
+        grad_bias = gb if need_bias else grad_bias
     return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 

@@ -65,13 +65,16 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
         return F.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
 
     def ours_fwd(x, w, b):
-        if not direct:
-            return conv2d_relu(x, w, b, stride, padding, 1, groups)
-        enabled, _s2d.ENABLED = _s2d.ENABLED, False
-        try:  # the direct kernel, for comparison with the space-to-depth default
-            return conv2d_relu(x, w, b, stride, padding, 1, groups)
-        finally:
-            _s2d.ENABLED = enabled
+        return conv2d_relu(x, w, b, stride, padding, 1, groups)
+
+    def without_s2d(fn):
+        def wrapped(*inputs):  # the direct kernel and cuDNN's own weight gradient, for comparison
+            enabled, _s2d.ENABLED = _s2d.ENABLED, False
+            try:
+                return fn(*inputs)
+            finally:
+                _s2d.ENABLED = enabled
+        return wrapped
 
     def run(fwd):
         def fn(*inputs):
@@ -84,7 +87,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
             return (out, *torch.autograd.grad(out, (x, w, b), grad))
         return fn
 
-    impls = {"ours": run(ours_fwd), "eager": run(eager_fwd)}
+    impls = {"ours": without_s2d(run(ours_fwd)) if direct else run(ours_fwd), "eager": run(eager_fwd)}
     if cfg.compile:
         impls["compile"] = run(torch.compile(eager_fwd))
 
