@@ -48,13 +48,13 @@ class Case:
     impls: Dict[str, Callable]
     # compare(ours_out, ref_out) raises if wrong; the outputs are what impls return.
     check: Optional[Callable] = None
+    # reference(*inputs) -> what "ours" should return, when stock eager cannot serve
+    # (e.g. PyTorch's CPU LRN has no bf16 kernel); defaults to impls["eager"].
+    reference: Optional[Callable] = None
     # gate(*inputs) replaces the ours-vs-reference comparison when what impls return cannot
     # show a wrong result (a training step returns only its loss): it runs ours and its own
     # reference, raises if ours is wrong, and may return a dict of facts for the row.
     gate: Optional[Callable] = None
-    # reference(*inputs) -> what "ours" should return, when stock eager cannot serve
-    # (e.g. PyTorch's CPU LRN has no bf16 kernel); defaults to impls["eager"].
-    reference: Optional[Callable] = None
     # fp32 cases on CUDA: run (gate and timings) with both TF32 switches (cuDNN, CUDA matmul)
     # set to this, restored after, and recorded as the row's "tf32"; None leaves them as set.
     tf32: Optional[bool] = None

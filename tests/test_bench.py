@@ -295,3 +295,12 @@ def test_compare_reports_fixed_cases():
     mended = [line for line in lines if line.startswith("mended ")]
     assert len(mended) == 1 and "fixed (was ERROR: WRONG: AssertionError: differs)" in mended[0]
     assert counts["fixed"] == 1 and counts["error"] == 0 and "1 fixed" in lines[-1]
+
+
+def test_quick_op_groups_pass_their_gates_on_cpu(tmp_path, capsys):
+    """Every op group's CPU cases pass their correctness gate (a case whose check is
+    miswired, e.g. a reference passed where the gate goes, fails the whole run)."""
+    run = _load("run")
+    assert run.main(["--quick", "--only", "lrn,maxpool,stage", "--no-compile", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and not [r for r in rows if "error" in r or "ours_error" in r]
