@@ -372,6 +372,16 @@ def test_bad_inputs(make, size, error, match):
         local_response_norm(make(), size)
 
 
+@pytest.mark.parametrize("make, size", [(lambda: torch.randn(2, 4, 3), 0), (lambda: torch.randn(2, 4, 3), -2),
+                                        (lambda: torch.randint(0, 5, (2, 4, 3), dtype=torch.int32), 3)])
+def test_bad_inputs_raise_what_pytorch_raises(make, size):
+    """Code catching F.local_response_norm's exception type catches ours too."""
+    with pytest.raises(Exception) as theirs:
+        F.local_response_norm(make(), size)
+    with pytest.raises(type(theirs.value)):
+        local_response_norm(make(), size)
+
+
 def test_device_without_kernels_is_a_clear_error(monkeypatch):
     from torch._subclasses.fake_tensor import FakeTensorMode
 

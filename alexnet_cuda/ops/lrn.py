@@ -30,11 +30,23 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     Inputs of 3 or more dims (N, C, *) in fp32/fp16/bf16/fp64; contiguous and
     channels-last tensors are processed in place, others are made contiguous first.
     fp16/bf16 are computed in fp32. Integer inputs raise TypeError, deliberately: here
-    ``F.local_response_norm`` differs, taking int64 input and returning float32.
+    ``F.local_response_norm`` differs, taking int64 input and returning float32. Errors are
+    also the classes PyTorch raises for the same mistakes (``LRNArgumentError`` is a
+    RuntimeError, ``LRNDtypeError`` a NotImplementedError), so either ``except`` works.
     """
     _check(input, size)
     scale = float(alpha) if paper_alpha else float(alpha) / size
     return torch.ops.alexnet_cuda.lrn_forward(input, size, scale, float(beta), float(k))
+
+
+class LRNArgumentError(ValueError, RuntimeError):
+    """A bad value (size, channel count): a ValueError, and a RuntimeError as
+    F.local_response_norm raises for size <= 0, so code written for it catches ours."""
+
+
+class LRNDtypeError(TypeError, NotImplementedError):
+    """An integer input: a TypeError, and a NotImplementedError (a RuntimeError) as
+    F.local_response_norm raises for the integer dtypes it refuses."""
 
 
 def _check(input, size):
@@ -46,13 +58,13 @@ def _check(input, size):
             f"{tuple(input.shape)} ({input.dim()} dimensions)"
         )
     if not input.is_floating_point():
-        raise TypeError(f"{_OP}: input must be a floating-point tensor, got dtype {input.dtype}")
+        raise LRNDtypeError(f"{_OP}: input must be a floating-point tensor, got dtype {input.dtype}")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise TypeError(f"{_OP}: size must be an int, got {type(size).__name__}")
     if size <= 0:
-        raise ValueError(f"{_OP}: size must be positive, got {size}")
+        raise LRNArgumentError(f"{_OP}: size must be positive, got {size}")
     if input.shape[1] >= 2**30:  # the kernels index channels with 32-bit ints
-        raise ValueError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
+        raise LRNArgumentError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
     check_device(input, "input", _OP)
 
 
