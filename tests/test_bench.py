@@ -216,6 +216,28 @@ def test_training_gate_catches_a_wrong_gradient(monkeypatch):
         gate(lambda grad: grad * 1.05)
 
 
+def test_inference_gate_catches_a_wrong_layer(monkeypatch):
+    """The inference gate notices a 5% error in conv1's output (with the paper's biases
+    kept, it would move the logits by ~5e-5 relative: the gate zeroes them)."""
+    import torch
+
+    from alexnet_cuda.models import AlexNet
+
+    monkeypatch.syspath_prepend(BENCH)
+    model_case = _load("cases/model")
+    x = torch.randn(2, 3, 227, 227, dtype=torch.float64)
+    torch.manual_seed(0)
+    ours = AlexNet(width=0.125).double()
+    twin = AlexNet(fused=False, width=0.125).double()
+    facts = model_case.check_inference(ours, twin, x, "cpu", "fp32")
+    assert facts["check_max_rel_err"] < 1e-6, facts
+    wrong = AlexNet(width=0.125).double()
+    wrong.load_state_dict(ours.state_dict())
+    wrong.features.conv1.register_forward_hook(lambda module, inputs, out: out * 1.05)
+    with pytest.raises(AssertionError, match=r"off by 0\.0[3-9]"):
+        model_case.check_inference(wrong, twin, x, "cpu", "fp32")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--only", "modle"], "argument --only: modle given; choose from lrn,maxpool,stage,conv,model,loop"),
     (["--dtype", "fp32,fp64"], "argument --dtype: fp64 given; choose from fp32,bf16,fp16"),
