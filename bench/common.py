@@ -115,6 +115,9 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
     without); the median is statistics.median of those timings, exactly what do_bench's
     return_mode="median" computes, and the quartiles come from the same list at no cost.
 
+    CUDA also returns "host_ms": the host's time per call (Python, dispatch, launches) over
+    10 calls not waiting for the GPU; when it reaches "ms" the case is host-bound.
+
     CPU: perf_counter around each call. ``warmup`` adds one untimed call (callers that
     already ran fn once, e.g. in the correctness gate, pass False). Then at least two
     timed runs and more until a time budget is spent (0.2 s with --quick, 0.5 s without;
@@ -132,6 +135,17 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
 
         times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
                                         return_mode="all")
+        # Host time per call: a few calls launched back to back without waiting (they fit in
+        # CUDA's launch queue), so this is Python + dispatch + launch time. A row whose host
+        # time reaches its GPU time is bound by the host, not by its kernels.
+        torch.cuda.synchronize()
+        calls = 10
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            step()
+        host_ms = (time.perf_counter() - t0) * 1e3 / calls
+        torch.cuda.synchronize()
+        return {**summarize(times), "host_ms": host_ms}
     else:
         if warmup:
             step()

@@ -9,7 +9,9 @@ Every op/model case is checked for correctness (ours vs stock eager, or the case
 the training step's compares gradients and updates) before it is timed; a wrong result is
 reported as WRONG and not timed. Times are medians, with the interquartile
 range of the runs kept in results.json: on CUDA from CUDA events via triton.testing.do_bench
-(L2 flushed between runs, inputs rotated over 3 buffers), on CPU from perf_counter. The
+(L2 flushed between runs, inputs rotated over 3 buffers), on CPU from perf_counter. On CUDA
+each row also has the host's time per call (10 calls launched without waiting): a row whose
+host time reaches its GPU time measures Python and dispatch, not kernels. The
 ceilings (copy bandwidth, matmul rate) are measured in the same run on the same device, so
 "% of copy" compares like with like. The loop group times alexnet_cuda.train's own
 DataLoader, augmentation and step on synthetic in-memory images (see cases/loop.py).
@@ -188,6 +190,8 @@ def _run_case(case, cfg, ceilings):
             stats = time_stats(fn, inputs, cfg.device, cfg.quick, warmup=False)
             row[f"{name}_ms"] = stats["ms"]
             row[f"{name}_q1_ms"], row[f"{name}_q3_ms"], row[f"{name}_n"] = stats["q1_ms"], stats["q3_ms"], stats["n"]
+            if "host_ms" in stats:
+                row[f"{name}_host_ms"] = stats["host_ms"]
         except Exception as exc:  # noqa: BLE001
             row[f"{name}_error"] = describe_error(exc)
     ms = row.get("ours_ms")
@@ -257,7 +261,7 @@ _ID = [("case", lambda r, f: r["case"]), ("dtype", lambda r, f: r["dtype"]),
        ("layout", lambda r, f: r["layout"]), ("dir", lambda r, f: r.get("direction"))]
 OP_COLUMNS = _ID + [
     ("ours ms", _impl_ms("ours")), ("eager ms", _impl_ms("eager")), ("compile ms", _impl_ms("compile")),
-    ("ours IQR", _spread("ours")),
+    ("ours IQR", _spread("ours")), ("ours host ms", _num("ours_host_ms", ".3f")),
     ("vs eager", _num("speedup_vs_eager", ".2f", "x")), ("vs compile", _num("speedup_vs_compile", ".2f", "x")),
     ("floor ms", _num("floor_ms", ".3f")), ("GB/s", _num("ours_GBps", ".0f")), ("% copy BW", _num("pct_copy_bw", ".0f")),
     ("TFLOP/s", _num("ours_TFLOPs", ".1f")), ("% matmul", _num("pct_matmul", ".0f")),
@@ -325,6 +329,8 @@ def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False)
     report += [f"Batch {cfg.batch}{', --quick' if cfg.quick else ''}. Ceilings measured in this run: "
                + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
                "Median ms; IQR = interquartile range of the timed runs over the median (n runs); "
+               "host ms (CUDA) = the host's time per call of ours (Python, dispatch, launches), "
+               "which bounds its ms from below; "
                "speed-up = stock ms / ours ms; floor = the case's fewest bytes at the measured copy "
                "bandwidth; % copy BW = floor / ours; % matmul = our TFLOP/s against the measured matmul "
                "rate (bf16 for bf16/fp16 cases, tf32 for fp32). '-' = not run or not applicable "

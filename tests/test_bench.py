@@ -123,7 +123,8 @@ def test_report_groups_tables_and_footnotes_errors():
     pytest.importorskip("torch")
     run = _load("run")
     rows = [
-        _row("LRN a", 1.0, 0.9, 1.1, eager_ms=2.0, speedup_vs_eager=2.0, compile_error="BackendCompilerFailed: boom"),
+        _row("LRN a", 1.0, 0.9, 1.1, eager_ms=2.0, speedup_vs_eager=2.0, compile_error="BackendCompilerFailed: boom",
+             ours_host_ms=0.25),
         {**_row("pool b", None, group="maxpool"), "error": "WRONG: AssertionError: differs"},
         _row("train", 10.0, group="model", direction="fwd+bwd", ours_peak_mib=1193.0, eager_peak_mib=2201.0),
     ]
@@ -133,6 +134,7 @@ def test_report_groups_tables_and_footnotes_errors():
     assert "error [1]" in lrn and "[1] compile: BackendCompilerFailed: boom" in lrn
     assert "20% (n=20)" in lrn  # IQR / median
     assert "peak MiB" not in lrn  # empty columns are left out
+    assert "| ours host ms |" in lrn and "| 0.250 |" in lrn
     pool = text[text.index("## maxpool"):text.index("## model")]
     assert "[1] WRONG: AssertionError: differs" in pool
     model = text[text.index("## model"):]
