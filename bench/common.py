@@ -116,7 +116,7 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
     return_mode="median" computes, and the quartiles come from the same list at no cost.
 
     CUDA also returns "host_ms": the host's time per call (Python, dispatch, launches) over
-    10 calls not waiting for the GPU; when it reaches "ms" the case is host-bound.
+    3 calls not waiting for the GPU; when it reaches "ms" the case is host-bound.
 
     CPU: perf_counter around each call. ``warmup`` adds one untimed call (callers that
     already ran fn once, e.g. in the correctness gate, pass False). Then at least two
@@ -135,11 +135,12 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
 
         times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
                                         return_mode="all")
-        # Host time per call: a few calls launched back to back without waiting (they fit in
-        # CUDA's launch queue), so this is Python + dispatch + launch time. A row whose host
-        # time reaches its GPU time is bound by the host, not by its kernels.
+        # Host time per call: a few calls launched back to back without waiting (3, so that
+        # even a training step's few hundred kernels fit in CUDA's launch queue of ~1024 and
+        # nothing blocks), so this is Python + dispatch + launch time. A row whose host time
+        # reaches its GPU time is bound by the host, not by its kernels.
         torch.cuda.synchronize()
-        calls = 10
+        calls = 3
         t0 = time.perf_counter()
         for _ in range(calls):
             step()

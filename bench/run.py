@@ -10,7 +10,7 @@ the training step's compares gradients and updates) before it is timed; a wrong 
 reported as WRONG and not timed. Times are medians, with the interquartile
 range of the runs kept in results.json: on CUDA from CUDA events via triton.testing.do_bench
 (L2 flushed between runs, inputs rotated over 3 buffers), on CPU from perf_counter. On CUDA
-each row also has the host's time per call (10 calls launched without waiting): a row whose
+each row also has the host's time per call (3 calls launched without waiting): a row whose
 host time reaches its GPU time measures Python and dispatch, not kernels. The
 ceilings (copy bandwidth, matmul rate) are measured in the same run on the same device, so
 "% of copy" compares like with like. The loop group times alexnet_cuda.train's own
