@@ -6,8 +6,8 @@
   channels), eagerly and under ``torch.compile`` (when ``cfg.compile``).
 
 Both start from the same weights (ours loads the stock model's state_dict). The LRN
-windows differ only at the tower boundary (channel 47/48 and 127/128), which changes the
-logits by far less than the inference check's tolerance at these activation sizes.
+windows differ only at the tower boundary (channel 47/48 and 127/128): the same work, but
+not the same function, so the gates below compare ours with ``AlexNet(fused=False)``.
 
 "fwd+bwd" here is one full training step: forward, cross-entropy, backward and an SGD step
 (momentum 0.9, weight decay 5e-4, as in the paper), under bf16 autocast for "bf16". Its
