@@ -184,12 +184,11 @@ def compile_space_to_depth(layer, dtype: torch.dtype, layout: torch.memory_forma
     x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
-    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
-    wo = (wd + 2 * padding[1] - kw) // stride[1] + 1
+    ho, wo = kmod.conv_output_size(h, wd, kh, kw, stride, padding, dilation)
     s = s2d.factor(c, kh, kw, stride, dilation, groups, wo)
     if not s:
         raise ValueError(f"{layer[0]} does not use space-to-depth")
-    hs, ws = ho + -(-kh // s) - 1, wo + -(-kw // s) - 1
+    _, _, hs, ws = s2d.rewritten_sizes(kh, kw, ho, wo, s)
     y = torch.empty((n, hs, ws, s * s * c), device="meta", dtype=dtype)
     args = (x, y, hs, ws, h, wd, padding[0], padding[1], *x.stride())
     kernel = compile_kernel(s2d._space_to_depth_kernel, args, {"S": s, "C": c, "BLOCK": s2d._BLOCK}, 4, 3, arch)

@@ -228,6 +228,17 @@ _OFFSET32_LIMIT = _INT32_MAX
 _MAX_BLOCK_M = max(cfg.kwargs["BLOCK_M"] for cfg in gpu_tuning_configs() + [TEST_CONFIG])
 
 
+def conv_output_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation):
+    """(Ho, Wo) of a convolution, F.conv2d's floor rule."""
+    return ((h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
+            (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+
+
+def _padded_k(k: int) -> int:
+    """K rounded up to a multiple of 16: the packed weight's row length (aligned vectors)."""
+    return -(-k // 16) * 16
+
+
 def _image_span(t: torch.Tensor) -> int:
     """Elements between the first and last element of one image (N excluded)."""
     return sum((size - 1) * stride for size, stride in zip(t.shape[1:], t.stride()[1:]))
@@ -254,25 +265,29 @@ def _beyond_kernel_limits(column_reach: int, weight_numel: int, m_total: int, gr
     return ""
 
 
-def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> bool:
-    """Whether the Triton kernel can run this convolution (the op uses ATen otherwise)."""
+def _limit_problem(input, weight, padding, groups, ho, wo, s) -> str:
+    """Why the kernel cannot run this convolution, or "": judged on what the launcher will
+    hand it (the space-to-depth tensor when s > 0, by default a dense NHWC copy of NCHW
+    input, the weight packed with K padded to a multiple of 16) via _beyond_kernel_limits."""
     n, c, h, w = input.shape
     cout, cg, kh, kw = weight.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    # What the kernel reads: by default a dense NHWC copy of NCHW input, and the weight
-    # packed with K padded to a multiple of 16 (or in place, never larger).
-    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
-    if s:  # the kernel reads the dense space-to-depth tensor (padding folded in) and weight
-        kh, kw = -(-kh // s), -(-kw // s)
+    if s:  # the dense space-to-depth tensor (padding folded in) and weight
+        kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
         cg = s * s * cg
-        reach = cg * (ho + kh - 1) * (wo + kw - 1) - 1
+        reach = cg * hs * ws - 1
     elif input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last":
         reach = _column_reach(c * h * w - 1, padding, w * c, c)  # the dense NHWC copy
     else:
         reach = _column_reach(_image_span(input), padding, input.stride(2), input.stride(3))
-    k_b = -(-(cg * kh * kw) // 16) * 16
-    return not _beyond_kernel_limits(reach, cout * k_b, n * ho * wo, groups)
+    return _beyond_kernel_limits(reach, cout * _padded_k(cg * kh * kw), n * ho * wo, groups)
+
+
+def triton_kernel_takes(input, weight, stride, padding, dilation, groups) -> bool:
+    """Whether the Triton kernel can run this convolution (the op uses ATen otherwise)."""
+    cg, kh, kw = weight.shape[1:]
+    ho, wo = conv_output_size(input.shape[2], input.shape[3], kh, kw, stride, padding, dilation)
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
+    return not _limit_problem(input, weight, padding, groups, ho, wo, s)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -324,7 +339,7 @@ def _pack_weight(weight: torch.Tensor, c_inner: bool):
                    if size > 1)
     if in_order and (k % 16 == 0 or cout == 1):
         return weight, k
-    k_b = -(-k // 16) * 16
+    k_b = _padded_k(k)
     packed = torch.nn.functional.pad(weight.permute(order).reshape(cout, k), (0, k_b - k))
     return packed.contiguous(), k_b
 
@@ -343,18 +358,20 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
     y = torch.empty((n, cout, ho, wo), device=input.device, dtype=input.dtype,
                     memory_format=output_memory_format(input, weight))
     if y.numel() == 0:
         return y, None, None, None
     s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
+    problem = _limit_problem(input, weight, padding, groups, ho, wo, s)
+    if problem:
+        raise ValueError(f"conv2d_relu: {problem}")
     if s:
         # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
         # this launch is then an unpadded stride-1 conv of the rewritten tensors.
-        kh, kw = -(-kh // s), -(-kw // s)
-        input = _s2d.input_to_depth(input, s, padding, ho + kh - 1, wo + kw - 1)
+        kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
+        input = _s2d.input_to_depth(input, s, padding, hs, ws)
         weight = _s2d.weight_to_depth(weight, s)
         n, c, h, w = input.shape
         cg = c
@@ -370,10 +387,6 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
     coutg = cout // groups
     m_total = n * ho * wo
     k_total = cg * kh * kw
-    reach = _column_reach(_image_span(input), (ph, pw), input.stride(2), input.stride(3))
-    problem = _beyond_kernel_limits(reach, weight.numel(), m_total, groups)
-    if problem:
-        raise ValueError(f"conv2d_relu: {problem}")
 
     def grid(meta):
         return (triton.cdiv(m_total, meta["BLOCK_M"]) * triton.cdiv(coutg, meta["BLOCK_N"]), groups)

@@ -40,6 +40,13 @@ ENABLED = os.environ.get("ALEXNET_CUDA_CONV_S2D", "1") != "0"
 _BLOCK = 1024  # values of one rewritten row per program (grid axis 1: at most 65535 blocks)
 
 
+def rewritten_sizes(kh: int, kw: int, ho: int, wo: int, s: int):
+    """(KHs, KWs, Hs, Ws) of the rewrite: its ceil(K/s) kernel, and the rows and columns
+    of rewritten input that an unpadded stride-1 convolution with it needs for (Ho, Wo)."""
+    khs, kws = -(-kh // s), -(-kw // s)
+    return khs, kws, ho + khs - 1, wo + kws - 1
+
+
 def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int, out_width: int) -> int:
     """The stride s to fold into channels, or 0 when space-to-depth does not pay.
 
@@ -53,10 +60,10 @@ def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int, out_width: 
     cs = s * s * cg
     if cs % 16 != 0 or cs > 64:
         return 0
-    khs, kws = -(-kh // s), -(-kw // s)
+    khs, kws, _, ws = rewritten_sizes(kh, kw, 0, out_width, s)
     if khs * kws * s * s * 2 > kh * kw * 3:
         return 0
-    if triton.cdiv((out_width + kws - 1) * cs, _BLOCK) > 65535:
+    if triton.cdiv(ws * cs, _BLOCK) > 65535:
         return 0
     return s
 
@@ -111,7 +118,7 @@ def weight_to_depth(weight: torch.Tensor, s: int) -> torch.Tensor:
     """weight (Cout, C, KH, KW) -> (Cout, s*s*C, ceil(KH/s), ceil(KW/s)), channels_last,
     channel (dy*s + dx)*C + c of tap (i, j) = weight[:, c, s*i + dy, s*j + dx] (0 past KH, KW)."""
     cout, c, kh, kw = weight.shape
-    khs, kws = -(-kh // s), -(-kw // s)
+    khs, kws, _, _ = rewritten_sizes(kh, kw, 0, 0, s)
     padded = F.pad(weight, (0, kws * s - kw, 0, khs * s - kh))
     taps = padded.reshape(cout, c, khs, s, kws, s).permute(0, 2, 4, 3, 5, 1)  # co, i, j, dy, dx, c
     return taps.reshape(cout, khs, kws, s * s * c).permute(0, 3, 1, 2)
@@ -134,9 +141,8 @@ def weight_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, s
     convolution_backward on 48 channels and a 3x3 kernel for conv1, instead of 3 channels,
     11x11, stride 4). The rewritten input is recomputed (one pass), not saved."""
     cout, _, kh, kw = weight.shape
-    ho, wo = grad.shape[2], grad.shape[3]
-    khs, kws = -(-kh // s), -(-kw // s)
-    xs = input_to_depth(input, s, padding, ho + khs - 1, wo + kws - 1)
+    _, _, hs, ws = rewritten_sizes(kh, kw, grad.shape[2], grad.shape[3], s)
+    xs = input_to_depth(input, s, padding, hs, ws)
     ws = weight_to_depth(weight, s)
     _, grad_ws, grad_bias = torch.ops.aten.convolution_backward(
         grad, xs, ws, [cout] if need_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,

@@ -57,7 +57,7 @@ from torch import Tensor
 from torch.library import triton_op
 
 from . import _space_to_depth as _s2d
-from ._conv2d_relu_kernel import _conv2d_relu_triton, triton_kernel_takes
+from ._conv2d_relu_kernel import _conv2d_relu_triton, conv_output_size, triton_kernel_takes
 
 _OP = "conv2d_relu"
 
@@ -231,8 +231,7 @@ def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> No
     _check_list(dilation, "dilation", 1)
     h, w = input.shape[2], input.shape[3]
     kh, kw = weight.shape[2], weight.shape[3]
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
     if ho < 1 or wo < 1:
         raise ConvArgumentError(
             f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
