@@ -1,4 +1,7 @@
+import importlib.util
 import math
+import os
+import sys
 import zlib
 
 import pytest
@@ -51,6 +54,23 @@ def saved_tensors(fn, x):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         fn(x)
     return saved
+
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def load_bench_module(name):
+    """bench/<name>.py as a module (bench/ holds scripts, not a package), with bench/ on
+    sys.path while it loads: its files import their siblings (common, chart) by plain name."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.path.insert(0, BENCH)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(BENCH)
+    return module
 
 
 def pytest_report_header(config):

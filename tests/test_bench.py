@@ -1,24 +1,11 @@
 """bench/compare.py on two hand-written results files, and bench/run.py's report tables."""
 
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, BENCH)  # run.py imports its siblings (common, chart) by plain name
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH)
-    return module
+from conftest import BENCH
+from conftest import load_bench_module as _load
 
 
 compare = _load("compare")

@@ -7,14 +7,12 @@ compile for a GPU, overflows shared memory, spills where it did not, or loses th
 tensor-core / async-copy path fails in CPU-only CI instead of on a rented GPU.
 """
 
-import importlib.util
 import os
-import sys
 
 import pytest
 import torch
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+from conftest import load_bench_module
 
 
 def _load_codegen():
@@ -23,14 +21,7 @@ def _load_codegen():
         from triton.compiler import ASTSource, make_backend  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
-    spec = importlib.util.spec_from_file_location("bench_codegen", os.path.join(BENCH, "codegen.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    sys.path.insert(0, BENCH)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH)
+    module = load_bench_module("codegen")
     if not os.path.exists(module._cuobjdump()):
         pytest.skip("Triton's NVIDIA backend tools (cuobjdump) are not installed")
     return module
