@@ -27,6 +27,10 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
+# Compiler flags, shared with bench/sass.py (which compiles the .cu files the same way).
+CXX_FLAGS = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch >= 2.12)
+NVCC_FLAGS = ["-O3", "-lineinfo"]
+
 
 def _log(msg):
     print(f"[alexnet_cuda build] {msg}", file=sys.stderr, flush=True)
@@ -136,7 +140,6 @@ def main():
 
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    cxx_flags = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch >= 2.12)
     common = dict(
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_link_args=["-fopenmp"],
@@ -148,13 +151,13 @@ def main():
             sources + cuda_sources,
             define_macros=[("ALEXNET_CUDA_WITH_CUDA", "1")],
             extra_compile_args={
-                "cxx": cxx_flags,
-                "nvcc": ["-O3", "-lineinfo"],
+                "cxx": CXX_FLAGS,
+                "nvcc": NVCC_FLAGS,
             },
             **common,
         )
     else:
-        ext = CppExtension("alexnet_cuda._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)
+        ext = CppExtension("alexnet_cuda._C", sources, extra_compile_args={"cxx": CXX_FLAGS}, **common)
 
     setup(
         ext_modules=[ext],
