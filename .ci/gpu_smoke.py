@@ -5,7 +5,7 @@ at once whether a kernel crashes, faults or is grossly wrong on a GPU, one proce
 (`python .ci/gpu_smoke.py lrn`) so that a sticky CUDA error in one op does not hide the
 others. The test suite does the real checking.
 
-    python .ci/gpu_smoke.py lrn maxpool stage conv
+    python .ci/gpu_smoke.py lrn max_pool2d relu_lrn_max_pool2d conv2d_relu
     python .ci/gpu_smoke.py --device cpu       # the script itself, on a machine without a GPU
 """
 
@@ -40,9 +40,9 @@ def _ours_conv(x, w, b):
 OPS = {
     "lrn": (lambda x: local_response_norm(x, 5, 1e-4, 0.75, 2.0),
             lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), [(2, 96, 55, 55)]),
-    "maxpool": (lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [(2, 96, 55, 55)]),
-    "stage": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=2), _stock_stage, [(2, 96, 55, 55)]),
-    "conv": (_ours_conv, _stock_conv, [(2, 384, 13, 13), (256, 192, 3, 3), (256,)]),
+    "max_pool2d": (lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [(2, 96, 55, 55)]),
+    "relu_lrn_max_pool2d": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=2), _stock_stage, [(2, 96, 55, 55)]),
+    "conv2d_relu": (_ours_conv, _stock_conv, [(2, 384, 13, 13), (256, 192, 3, 3), (256,)]),
 }
 
 
@@ -63,7 +63,7 @@ def check(name, dtype, fmt, device):
         torch.cuda.synchronize()
     tol = TOL[dtype]
     pairs = [("forward", out, ref), ("gradient", gx, gr)]
-    if name == "stage" and dtype != torch.float32:
+    if name == "relu_lrn_max_pool2d" and dtype != torch.float32:
         # The pooled LRN values of fp16/bf16 inputs have near-ties that fp32 math and the
         # float64 reference break differently, moving whole gradient entries: the test
         # suite checks those cases exactly; here only the forward.

@@ -42,7 +42,7 @@ import triton  # noqa: E402
 
 from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
 
-from cases.conv import LAYERS  # noqa: E402
+from cases.conv2d_relu import LAYERS  # noqa: E402
 from common import DTYPES, LAYOUTS  # noqa: E402
 
 # Largest dynamic shared memory per block (bytes) by compute capability.
@@ -74,7 +74,7 @@ def config_label(cfg) -> str:
 
 
 def layer_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch: int = 128):
-    """Meta tensors shaped like bench/cases/conv.py's inputs (weight in the input's layout)."""
+    """Meta tensors shaped like bench/cases/conv2d_relu.py's inputs (weight in the input's layout)."""
     _, cin, h, cout, k, stride, padding, groups = layer
     x = torch.empty(batch, cin, h, h, device="meta", dtype=dtype).contiguous(memory_format=layout)
     w = torch.empty(cout, cin // groups, k, k, device="meta", dtype=dtype).contiguous(memory_format=layout)

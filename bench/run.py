@@ -46,15 +46,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import (DTYPES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
+from common import (DTYPES, GROUP_ALIASES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
                     measure_matmul_rate, sync, tf32, time_stats)
 
-GROUPS = ["lrn", "maxpool", "stage", "conv", "model", "loop"]
+# One group per op, named as the op (bench/cases/<op>.py), plus the whole-model groups.
+GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop"]
 TITLES = {
     "lrn": "Local response normalization (size 5, the paper's constants)",
-    "maxpool": "Overlapping max-pool 3/2",
-    "stage": "Fused ReLU -> LRN -> max-pool 3/2 (lrn_groups=2)",
-    "conv": "Fused conv2d + bias + ReLU (AlexNet's five conv layers)",
+    "max_pool2d": "Overlapping max-pool 3/2",
+    "relu_lrn_max_pool2d": "Fused ReLU -> LRN -> max-pool 3/2 (lrn_groups=2)",
+    "conv2d_relu": "Fused conv2d + bias + ReLU (AlexNet's five conv layers)",
     "model": "Whole model: training step and inference",
     "loop": "Training loop: bare step vs data + augmentation + step (synthetic in-memory images)",
 }
@@ -68,13 +69,14 @@ CPU_REDUCED = ("fp32 only unless --dtype says otherwise; batch 4 (2 with --quick
                "do_bench runs; denormals flushed to zero (torch.set_flush_denormal) for stock and ours alike")
 
 
-def comma_list(valid):
+def comma_list(valid, aliases=None):
     """argparse type: a comma-separated, non-empty selection from ``valid``, as a list; an
     unknown name is an error listing the valid ones (a typo must not run nothing, or fail
-    after the ceilings were measured)."""
+    after the ceilings were measured). ``aliases`` maps older short names to valid ones."""
+    aliases = aliases or {}
 
     def parse(text):
-        names = [name.strip() for name in text.split(",") if name.strip()]
+        names = [aliases.get(name.strip(), name.strip()) for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in valid]
         if unknown or not names:
             raise argparse.ArgumentTypeError(
@@ -86,8 +88,9 @@ def comma_list(valid):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS),
+    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS, GROUP_ALIASES),
                    help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
+                        "the short names maxpool, stage and conv still work; "
                         "groups whose op is not in this build are skipped with a note)")
     p.add_argument("--dtype", default=None, type=comma_list(list(DTYPES)),
                    help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)")

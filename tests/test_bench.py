@@ -112,17 +112,17 @@ def test_report_groups_tables_and_footnotes_errors():
     rows = [
         _row("LRN a", 1.0, 0.9, 1.1, eager_ms=2.0, speedup_vs_eager=2.0, compile_error="BackendCompilerFailed: boom",
              ours_host_ms=0.25),
-        {**_row("pool b", None, group="maxpool"), "error": "WRONG: AssertionError: differs"},
+        {**_row("pool b", None, group="max_pool2d"), "error": "WRONG: AssertionError: differs"},
         _row("train", 10.0, group="model", direction="fwd+bwd", ours_peak_mib=1193.0, eager_peak_mib=2201.0),
     ]
-    text = run.tables(rows, ["lrn", "maxpool", "model"])
-    assert text.index("## lrn") < text.index("## maxpool") < text.index("## model")
-    lrn = text[text.index("## lrn"):text.index("## maxpool")]
+    text = run.tables(rows, ["lrn", "max_pool2d", "model"])
+    assert text.index("## lrn") < text.index("## max_pool2d") < text.index("## model")
+    lrn = text[text.index("## lrn"):text.index("## max_pool2d")]
     assert "error [1]" in lrn and "[1] compile: BackendCompilerFailed: boom" in lrn
     assert "20% (n=20)" in lrn  # IQR / median
     assert "peak MiB" not in lrn  # empty columns are left out
     assert "| ours host ms |" in lrn and "| 0.250 |" in lrn
-    pool = text[text.index("## maxpool"):text.index("## model")]
+    pool = text[text.index("## max_pool2d"):text.index("## model")]
     assert "[1] WRONG: AssertionError: differs" in pool
     model = text[text.index("## model"):]
     assert "1,193 / 2,201 / -" in model
@@ -228,7 +228,7 @@ def test_inference_gate_catches_a_wrong_layer(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--only", "modle"], "argument --only: modle given; choose from lrn,maxpool,stage,conv,model,loop"),
+    (["--only", "modle"], "argument --only: modle given; choose from lrn,max_pool2d,relu_lrn_max_pool2d,conv2d_relu,model,loop"),
     (["--dtype", "fp32,fp64"], "argument --dtype: fp64 given; choose from fp32,bf16,fp16"),
     (["--layout", "channels_last"], "argument --layout: channels_last given; choose from nchw,nhwc"),
     (["--layout", ","], "argument --layout: nothing given; choose from nchw,nhwc"),
@@ -312,6 +312,6 @@ def test_quick_op_groups_pass_their_gates_on_cpu(tmp_path, capsys):
     """Every op group's CPU cases pass their correctness gate (a case whose check is
     miswired, e.g. a reference passed where the gate goes, fails the whole run)."""
     run = _load("run")
-    assert run.main(["--quick", "--only", "lrn,maxpool,stage", "--no-compile", "--out", str(tmp_path)]) == 0
+    assert run.main(["--quick", "--only", "lrn,max_pool2d,relu_lrn_max_pool2d", "--no-compile", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert rows and not [r for r in rows if "error" in r or "ours_error" in r]

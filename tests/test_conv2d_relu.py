@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import alexnet_cuda
-from alexnet_cuda.nn.conv import Conv2dReLU
+from alexnet_cuda.nn.conv2d_relu import Conv2dReLU
 from alexnet_cuda.ops.conv2d_relu import ConvArgumentError, conv2d_relu, conv_allows_tf32
 
 from conftest import DEVICES

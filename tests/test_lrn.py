@@ -76,7 +76,7 @@ def test_forward_matches_pytorch(device, shape, size):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
-# On CUDA, size 5 takes the register kernels in fp32/fp16/bf16 and size 9 the shared-memory
+# On CUDA, size 5 takes the sweep kernels in fp32/fp16/bf16 and size 9 the shared-memory
 # tile kernels (csrc/lrn/lrn_cuda.cu), which fp64 takes at every size.
 @pytest.mark.parametrize("size", [5, 9])
 def test_dtypes_and_layouts(device, dtype, kind, size):
@@ -256,7 +256,7 @@ def test_k_zero_with_zero_windows_like_pytorch(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+@pytest.mark.parametrize("size", [5, 9])  # sweep kernels and the general path
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_overflowing_sum_of_squares_like_pytorch(device, size, kind):
     # x^2 overflows fp32: s = +inf, s^-beta = 0. The gradient must stay finite (0 * inf
@@ -273,7 +273,7 @@ def test_overflowing_sum_of_squares_like_pytorch(device, size, kind):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+@pytest.mark.parametrize("size", [5, 9])  # sweep kernels and the general path
 def test_beta_zero_like_pytorch(device, size):
     # s^-0 = 1 for every s, zero windows with k = 0 and overflowed sums included (the GPU's
     # exp2(-beta * log2(s)) would give NaN there).
@@ -286,7 +286,7 @@ def test_beta_zero_like_pytorch(device, size):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", [5, 9])  # register kernels and the general path
+@pytest.mark.parametrize("size", [5, 9])  # sweep kernels and the general path
 @pytest.mark.parametrize("beta", [1.0, 2.0, 0.75])
 def test_negative_base_like_pytorch(device, size, beta):
     # k < 0 makes s = k + alpha/n * sum(x^2) negative: pow(s, -beta) is finite for a

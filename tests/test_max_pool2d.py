@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cuda.nn.pooling import MaxPool2d
+from alexnet_cuda.nn.max_pool2d import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
 from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory  # noqa: F401

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import alexnet_cuda  # noqa: F401  (loads the ops)
-from alexnet_cuda.nn.stage import ReLULRNMaxPool2d
+from alexnet_cuda.nn.relu_lrn_max_pool2d import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
 from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory
 
@@ -370,12 +370,12 @@ def test_backward_is_deterministic(device, kind):
 
 def _offset_view(x, offset):
     """x's values and layout, data starting `offset` elements into its storage (offset 1:
-    not 16-byte aligned, so channels-last leaves the vector register kernels)."""
+    not 16-byte aligned, so channels-last leaves the vector sweep kernels)."""
     flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
     return flat[offset:].as_strided(x.shape, x.stride()).copy_(x)
 
 
-# 3x3 pooling with LRN size <= 7 takes the register kernels of
+# 3x3 pooling with LRN size <= 7 takes the sweep kernels of
 # csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too with ALEXNET_CUDA_CPU_SWEEP=1, item
 # for item like the GPU threads; float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
 # 32 + 8; 16-byte vectors of 4 fp32 / 8 bf16 / 2 fp64 in channels-last), strides 1-3, and
@@ -385,7 +385,7 @@ def _offset_view(x, offset):
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "channels_last_unaligned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the GPU-shaped kernels
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the sweep kernels
     if device == "cuda" and dtype == torch.float64 and kind != "contiguous":
         pytest.skip("float64 channels-last takes the tile kernels on CUDA (covered elsewhere)")
     stride = {1: 1, 2: 2, 3: 3, 4: 2, 5: 2, 6: 1, 7: 3}[size]
@@ -411,7 +411,7 @@ def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
         assert bad <= max(4, 1e-3 * gx.numel()), bad
 
 
-# Edges of the register kernels: strides that leave pixels in no window, a single pooled
+# Edges of the sweep kernels: strides that leave pixels in no window, a single pooled
 # pixel, 3 and 8 groups with channels-last vectors, fp16, and dy/argmax in the other layout.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
@@ -426,7 +426,7 @@ def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
     ids=str,
 )
 def test_register_kernel_edges(device, shape, groups, stride, kind, dtype, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the GPU-shaped kernels
+    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the sweep kernels
     x = layout(rand(shape, device, torch.float32) * 3, kind).to(dtype)
     kw = dict(size=5, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
     y, argmax = OP(x, 5, 0.3 / 5, 0.75, 1.5, [3, 3], [stride, stride], groups)
@@ -471,9 +471,9 @@ def test_indexing_past_2_31_elements(device, kind, monkeypatch):
 
 
 # The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
-# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the register kernels' per-item code
+# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the sweep kernels' per-item code
 # (the GPU's) where it applies. Same formulas, same order of every sum: the same bits, NaN
-# included. (Size 9 is beyond the register kernels: both modes run the native kernels.)
+# included. (Size 9 is beyond the sweep kernels: both modes run the native kernels.)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
 @pytest.mark.parametrize("size,groups,stride", [(5, 2, 2), (3, 1, 1), (7, 4, 3), (9, 2, 2)])
@@ -492,7 +492,7 @@ def test_cpu_native_matches_gpu_shaped_kernels(dtype, kind, size, groups, stride
 
     # One thread: the native kernels run when there are at least a third as many (image,
     # group) tasks as threads, so with many cores this small batch would take the
-    # GPU-shaped kernels in both modes.
+    # sweep kernels in both modes.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

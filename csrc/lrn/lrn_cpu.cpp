@@ -14,7 +14,7 @@ namespace alexnet_cuda {
 namespace lrn {
 namespace {
 
-// Windows of size <= 7 run lrn_sweep.h's register kernels: the same per-item code as
+// Windows of size <= 7 run lrn_sweep.h's sweep kernels: the same per-item code as
 // the CUDA kernels, one parallel_for index per GPU thread (so CPU tests check the GPU
 // kernels' arithmetic and indexing). Items are cheap, so they go to threads in chunks.
 constexpr int64_t kSweepGrain = 64;

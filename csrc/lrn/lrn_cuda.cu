@@ -1,6 +1,6 @@
 // LRN: CUDA kernels. See lrn.h for the math.
 //
-// Windows of size <= 7 (AlexNet's 5) in fp32/fp16/bf16 run the register kernels of
+// Windows of size <= 7 (AlexNet's 5) in fp32/fp16/bf16 run the sweep kernels of
 // lrn_sweep.h: one thread per work item, no shared memory, window sums in registers,
 // vector loads and stores where the alignment allows. The kernels below them in
 // this file are the general path (any size, float64): shared-memory tiles.
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
   });
 }
 
-// Register kernels: one work item per thread (lrn_sweep.h).
+// Sweep kernels: one work item per thread (lrn_sweep.h).
 using sweep::kThreads;
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>

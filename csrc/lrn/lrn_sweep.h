@@ -1,4 +1,4 @@
-// LRN register kernels: the per-thread bodies, shared verbatim by the CUDA kernels (one
+// LRN sweep kernels: the per-thread bodies, shared verbatim by the CUDA kernels (one
 // call per GPU thread) and the CPU kernels (one call per work item of a parallel_for), so
 // CPU-only CI runs exactly the arithmetic and indexing the GPU runs. Math: see lrn.h.
 //
@@ -43,7 +43,7 @@ namespace alexnet_cuda {
 namespace lrn {
 namespace sweep {
 
-// Window sizes with register kernels: SPAN <= kMaxSpan (size <= 7). Wider windows use
+// Window sizes with sweep kernels: SPAN <= kMaxSpan (size <= 7). Wider windows use
 // the general kernels (shared-memory tiles on CUDA, lrn_cpu.cpp's blocks on CPU).
 constexpr int kMaxSpan = 6;
 
@@ -368,7 +368,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const s
 
 // ---------------------------------------------------------------- host-side dispatch
 
-// CUDA launches of the register kernels (LRN and the fused stage): one work item per
+// CUDA launches of the sweep kernels (LRN and the fused stage): one work item per
 // thread, blocks of kThreads, and the dtypes that have them (float64 keeps the tile
 // kernels on CUDA: its vectors hold two elements and its registers are twice as wide).
 constexpr int kThreads = 256;
@@ -384,7 +384,7 @@ constexpr bool has_cuda_register_kernels() {
   return !std::is_same<scalar_t, double>::value;
 }
 
-// The register kernels cover this window (make_window's placement: pre = (span + 1) / 2).
+// The sweep kernels cover this window (make_window's placement: pre = (span + 1) / 2).
 inline bool covers(Window w) {
   return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2;
 }

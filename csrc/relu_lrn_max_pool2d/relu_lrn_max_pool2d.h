@@ -37,7 +37,7 @@
 #include "max_pool2d/max_pool2d.h"
 
 namespace alexnet_cuda {
-namespace stage {
+namespace relu_lrn_max_pool2d {
 
 // torch.relu: negative -> 0, NaN stays NaN (NaN < 0 is false).
 template <typename acc_t>
@@ -98,7 +98,7 @@ C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64
   return sum;
 }
 
-}  // namespace stage
+}  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda
 
 // ---------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64
 #include <vector>
 
 namespace alexnet_cuda {
-namespace stage {
+namespace relu_lrn_max_pool2d {
 
 inline Geo make_geo(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_size,
                     c10::IntArrayRef stride, int64_t groups, const char* op) {
@@ -212,6 +212,6 @@ inline BackwardTensors prepare_backward(const at::Tensor& grad_output, const at:
   return t;
 }
 
-}  // namespace stage
+}  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda
 #endif

@@ -6,13 +6,13 @@
 //
 // CPU-native (forward_native, backward_native; the default, and the fallback): one task
 // per (image, LRN group), channel-major task-local buffers, every LRN value computed once.
-// 2-2.4x the speed of PyTorch's three ops on 2 cores, where the GPU-shaped kernels reach
+// 2-2.4x the speed of PyTorch's three ops on 2 cores, where the sweep kernels reach
 // 0.6-1.0x. Any strides are read through the tensors' own strides (no layout copies beyond
 // making the input dense in its suggested memory format).
 //
-// GPU-shaped (ALEXNET_CUDA_CPU_SWEEP=1, for the tests, and when there are fewer than a
+// sweep (ALEXNET_CUDA_CPU_SWEEP=1, for the tests, and when there are fewer than a
 // third as many (image, group) tasks as threads, e.g. batch 1): 3x3 pooling with LRN size
-// <= 7 runs stage_sweep.h's register kernels: the same per-item code as the CUDA kernels,
+// <= 7 runs relu_lrn_max_pool2d_sweep.h's sweep kernels: the same per-item code as the CUDA kernels,
 // one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
 // and arithmetic (channels-last needs 16-byte vectors: each group's channel count a
 // multiple of 16 / element size, aligned data). Other shapes run the native kernels.
@@ -28,15 +28,15 @@
 #include <vector>
 
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
-#include "relu_lrn_max_pool2d/stage_sweep.h"
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d_sweep.h"
 
 namespace alexnet_cuda {
-namespace stage {
+namespace relu_lrn_max_pool2d {
 namespace {
 
 constexpr int64_t kSweepGrain = 16;
 
-// The register kernels, when they cover the problem: returns false otherwise.
+// The sweep kernels, when they cover the problem: returns false otherwise.
 template <typename scalar_t>
 bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g, double scale,
                    double beta, double k) {
@@ -122,7 +122,7 @@ void window_squares(const acc_t* z, int64_t HW, int lo, int hi, acc_t* ss) {
 // group's relu(x) goes to a task-local channel-major buffer z[c][p] (p = h * W + w), so
 // that the loops below run over contiguous pixels; then, channel by channel, the window's
 // sum of squares (ascending channels, as everywhere else), the LRN plane y[p] and its
-// pooling. Each LRN value is computed once, where the GPU-shaped kernels recompute it at
+// pooling. Each LRN value is computed once, where the sweep kernels recompute it at
 // every window that holds it; the arithmetic per value is the same.
 template <typename scalar_t>
 void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g, double scale_d,
@@ -219,10 +219,10 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   });
 }
 
-// Whether to try the GPU-shaped kernels (the register kernels' per-item code, where it
+// Whether to try the sweep kernels (the sweep kernels' per-item code, where it
 // applies) before the native ones: always with
 // ALEXNET_CUDA_CPU_SWEEP=1, and when the native kernels' (image, group) tasks are too few
-// to keep the threads busy (the GPU-shaped ones do ~3x the work per output but spread it
+// to keep the threads busy (the sweep ones do ~3x the work per output but spread it
 // over far more items).
 bool use_gpu_shaped_kernels(const Geo& g) {
   const char* v = std::getenv("ALEXNET_CUDA_CPU_SWEEP");
@@ -277,5 +277,5 @@ TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
   m.impl("relu_lrn_max_pool2d_backward", &backward_cpu);
 }
 
-}  // namespace stage
+}  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda

@@ -1,8 +1,8 @@
 // Fused ReLU -> LRN -> max-pool: CUDA kernels. See relu_lrn_max_pool2d.h for the math.
 //
 // 3x3 pooling with LRN size <= 7 in fp32/fp16/bf16 (AlexNet's stages) runs the register
-// kernels of stage_sweep.h: one thread per work item, no shared memory (channels-last
-// needs 16-byte vectors; see stage_sweep::vector_width). Everything else runs the
+// kernels of relu_lrn_max_pool2d_sweep.h: one thread per work item, no shared memory (channels-last
+// needs 16-byte vectors; see sweep::vector_width). Everything else runs the
 // shared-memory tile kernels below, one kernel per direction as well:
 //
 // Forward: ONE kernel. A block owns a tile of pooled outputs: tc channels (inside one LRN
@@ -47,10 +47,10 @@
 #include <limits>
 
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
-#include "relu_lrn_max_pool2d/stage_sweep.h"
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d_sweep.h"
 
 namespace alexnet_cuda {
-namespace stage {
+namespace relu_lrn_max_pool2d {
 namespace {
 
 constexpr int kWarp = 32, kRows = 8, kThreads = kWarp * kRows;
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-// Register kernels: one work item per thread (stage_sweep.h).
+// Sweep kernels: one work item per thread (relu_lrn_max_pool2d_sweep.h).
 constexpr int kSweepThreads = lrn::sweep::kThreads;  // (kThreads is the tile kernels')
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
@@ -464,5 +464,5 @@ TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
   m.impl("relu_lrn_max_pool2d_backward", &backward_cuda);
 }
 
-}  // namespace stage
+}  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda

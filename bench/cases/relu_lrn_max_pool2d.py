@@ -136,7 +136,7 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
     # backward: read x, the argmax and dy; write dx
     fwd_bwd_bytes = fwd_bytes + x_n * el + y_n + y_n * el + x_n * el
     return Case(
-        group="stage",
+        group="relu_lrn_max_pool2d",
         name=f"relu+LRN+pool g{GROUPS} {tuple(shape)}",
         dtype=dtype_name,
         layout=layout_name,

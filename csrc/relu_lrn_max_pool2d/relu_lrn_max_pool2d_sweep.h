@@ -1,4 +1,4 @@
-// Fused ReLU -> LRN -> max-pool: register kernels (the per-thread bodies), shared verbatim
+// Fused ReLU -> LRN -> max-pool: sweep kernels (the per-thread bodies), shared verbatim
 // by the CUDA kernels (one call per GPU thread) and the CPU kernels (one call per work
 // item), like lrn/lrn_sweep.h, whose backward they reuse. Math: relu_lrn_max_pool2d.h.
 //
@@ -21,7 +21,7 @@
 // written.
 //
 // Backward, one input pixel per item: lrn::sweep's backward with z = relu(x) loads, dy
-// replaced by the gathered pooled gradient (stage::gather: the windows whose argmax is
+// replaced by the gathered pooled gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is
 // this pixel, row-major, no atomics) and torch's ReLU mask applied to the result. NCHW
 // sweeps a run of channels (V = 1: each pixel has its own windows); NHWC takes one
 // vector of V channels with the vector's argmax bytes and dy read together.
@@ -33,7 +33,7 @@
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 
 namespace alexnet_cuda {
-namespace stage {
+namespace relu_lrn_max_pool2d {
 namespace sweep {
 
 using lrn::sweep::load_or_zero;
@@ -201,7 +201,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy
 LRN_UNROLL
         for (int i = 0; i < V; ++i) v[i] = acc_t(0);
         if (cc < gb || cc >= ge) return;
-        for (int oh = cv.ohb; oh < cv.ohe; ++oh) {  // row-major, as stage::gather
+        for (int oh = cv.ohb; oh < cv.ohe; ++oh) {  // row-major, as relu_lrn_max_pool2d::gather
           const int dh = (h - oh * g.SH) * g.KW;
           for (int ow = cv.owb; ow < cv.owe; ++ow) {
             const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + cc;
@@ -316,10 +316,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 
 // ---------------------------------------------------------------- host-side dispatch
 
-// The register kernels take 3x3 pooling and LRN windows lrn::sweep covers.
+// The sweep kernels take 3x3 pooling and LRN windows lrn::sweep covers.
 inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::covers(g.win); }
 
-// The items' width V, or 0 when the register kernels do not apply (then the tile
+// The items' width V, or 0 when the sweep kernels do not apply (then the tile
 // kernels take over): they need covers(g); channels-first items are single pixels
 // (V = 1); channels-last items are vectors of 16 bytes (V = 16 / sizeof), so each
 // group's channel count must be a multiple of V and every tensor 16-byte aligned.
@@ -347,5 +347,5 @@ void dispatch(const Geo& g, bool channels_last, Fn&& fn) {
 }
 
 }  // namespace sweep
-}  // namespace stage
+}  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda

@@ -112,7 +112,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
     # backward: read grad_out, y (ReLU mask), x, w; write grad_x, grad_w, grad_b
     bwd_bytes = (y_n + y_n + x_n + w_n + x_n + w_n + cout) * el
     return Case(
-        group="conv",
+        group="conv2d_relu",
         name=(f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})"
               + (" direct (no space-to-depth)" if direct else "")),
         dtype=dtype_name,

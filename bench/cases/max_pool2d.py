@@ -40,7 +40,7 @@ def _exact_check(dtype_name: str, device: str):
         ref_t = ref if isinstance(ref, tuple) else (ref,)
         for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
             if a.shape != b.shape or a.stride() != b.stride():
-                raise AssertionError(f"maxpool {label}: shape/strides {tuple(a.shape)}{a.stride()} "
+                raise AssertionError(f"max_pool2d {label}: shape/strides {tuple(a.shape)}{a.stride()} "
                                      f"!= {tuple(b.shape)}{b.stride()}")
             if label == "out" or grads_exact:
                 torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
@@ -78,8 +78,8 @@ def _case(cfg: Config, shape, dtype_name: str, layout_name: str, direction: str)
     # argmax and writes grad_x.
     fwd_bwd_bytes = fwd_bytes + y_n + (y_n * el + y_n + x_n * el)
     return Case(
-        group="maxpool",
-        name=f"maxpool {KERNEL}/{STRIDE} {tuple(shape)}",
+        group="max_pool2d",
+        name=f"max_pool2d {KERNEL}/{STRIDE} {tuple(shape)}",
         dtype=dtype_name,
         layout=layout_name,
         direction=direction,
@@ -108,7 +108,7 @@ def extra_rows(cfg: Config) -> List[str]:
             ho, wo = pooled_size(shape[2], KERNEL, STRIDE), pooled_size(shape[3], KERNEL, STRIDE)
             n_out = shape[0] * shape[1] * ho * wo
             notes.append(
-                f"maxpool {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}: saved for backward after one "
+                f"max_pool2d {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}: saved for backward after one "
                 f"forward: ours {ours / 2**20:.1f} MiB (1 B/output argmax), stock "
                 f"{stock / 2**20:.1f} MiB (input + {8 * n_out / 2**20:.1f} MiB of int64 indices); "
                 f"indices {8 * n_out / max(ours, 1):.1f}x smaller")
