@@ -17,44 +17,33 @@ grouped convolutions (``groups=2``) and the LRN is grouped (``lrn_groups=2``: wi
 cross the tower boundary), so each layer is one launch. ``features`` and ``classifier``
 are ``nn.Sequential``.
 
-``devices=(d0, d1)``: model parallelism as in the paper. Each layer is a pair of modules,
-``<layer>.towers[g]`` holding tower g's output rows on ``devices[g]``. Activations cross
-between devices only where the paper's GPUs communicated: into conv3 and into fc6, fc7
-and fc8; the logits are gathered on ``devices[0]``. Both devices may be the same (two
-streams on one GPU) or CPUs (sequential, for testing). On CUDA each tower runs on its own
-stream (one per (device, tower), created on first use); the towers first wait for the
-caller's current stream, cross-device copies run with both towers' streams current (so
-PyTorch's copy orders them against both), hand-overs between two streams of one device use
-``wait_stream`` + ``record_stream``, and the caller's stream waits for both towers before
-the output (recorded on the caller's stream) is returned. Backward follows the same
-streams (autograd runs each backward op on its forward op's stream). Do not ``.to(device)``
-a two-device model (that would put both towers on one device; ``.double()`` etc. are fine).
-The tower devices are read from the parameters at every call.
+``devices=(d0, d1)``: model parallelism as in the paper. Each layer is a
+:class:`~alexnet_cuda.models.towers.TowerPair`, ``<layer>.towers[g]`` holding tower g's
+output rows on ``devices[g]``, and ``features``/``classifier`` are ``nn.ModuleDict``.
+Activations cross between devices only where the paper's GPUs communicated: into conv3
+and into fc6, fc7 and fc8; the logits are gathered on ``devices[0]``. Both devices may be
+the same (two CUDA streams on one GPU) or CPUs (sequential, for testing); the streams and
+copies are in :mod:`alexnet_cuda.models.towers`. Do not ``.to(device)`` a two-device
+model (that would put both towers on one device; ``.double()`` etc. are fine): the tower
+devices are read from the parameters at every call. torch.compile is meant for the
+single-device model; the two-device forward is eager code.
 
 state_dict (identical for both placements, and for ``fused`` True/False)
 -----------------------------------------------------------------------
-The canonical layout is the single-device one: ``features.conv{1..5}.{weight,bias}`` and
-``classifier.fc{6,7,8}.{weight,bias}``, e.g. ``features.conv2.weight`` is (256, 48, 5, 5)
-(grouped), ``features.conv3.weight`` (384, 256, 3, 3), ``classifier.fc6.weight``
-(4096, 9216). Tower g owns a contiguous block of output rows of every layer (rows
-``[0, n/2)`` for tower 0; for an odd ``num_classes`` tower 0 gets one more row of fc8),
-which is exactly group g of a ``groups=2`` convolution, and the input-channel order of
-conv3/fc6 is (tower 0's maps, tower 1's maps) in both placements. The two-device model
-stores the halves as separate parameters (``features.conv2.towers.0.weight``...) but its
-``state_dict()`` concatenates them (the result lives on ``devices[0]``) and
-``load_state_dict()`` splits them, so ``a.load_state_dict(b.state_dict())`` works between
-any two placements (``state_dict(keep_vars=True)`` gives those concatenated copies, not
-Parameters). Optimizer state is per parameter tensor and does not transfer.
-torch.compile is meant for the single-device model; the two-device forward is eager code.
+``features.conv{1..5}.{weight,bias}`` and ``classifier.fc{6,7,8}.{weight,bias}`` in the
+single-device layout, e.g. ``features.conv2.weight`` is (256, 48, 5, 5) (grouped),
+``features.conv3.weight`` (384, 256, 3, 3), ``classifier.fc6.weight`` (4096, 9216); the
+input-channel order of conv3/fc6 is (tower 0's maps, tower 1's maps) in both placements.
+The two-device model shows and loads the same tensors (halves concatenated; see
+:mod:`alexnet_cuda.models.towers`), so ``a.load_state_dict(b.state_dict())`` works between
+any two placements.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import OrderedDict
-from contextlib import nullcontext
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -62,10 +51,9 @@ from torch import nn
 from .. import nn as fused_nn
 from ._stock_layers import StockReLULRNMaxPool2d
 from .reference import convert_reference_state_dict
+from .towers import DeviceLike, TowerPair, TowerRunner, parse_devices
 
 __all__ = ["AlexNet", "LRNParams", "PAPER_LRN"]
-
-DeviceLike = Union[str, int, torch.device]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,177 +74,26 @@ class LRNParams:
 
 PAPER_LRN = LRNParams()
 
-
-
-def _parse_devices(devices) -> Optional[Tuple[torch.device, torch.device]]:
-    if devices is None:
-        return None
-    if isinstance(devices, (str, int, torch.device)) or not isinstance(devices, Sequence) \
-            or len(devices) != 2:
-        raise ValueError("devices must be None (one device) or a pair of devices such as "
-                         f"('cuda:0', 'cuda:1'); got {devices!r}")
-    parsed = []
-    for i, spec in enumerate(devices):
-        try:
-            dev = torch.device(spec)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"devices[{i}] = {spec!r} is not a device: {exc}") from None
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"devices[{i}] = {spec!r}: the two-tower AlexNet supports cpu and cuda "
-                             f"devices, not {dev.type}")
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"devices[{i}] = {spec!r} but CUDA is not available")
-            if dev.index is None:
-                dev = torch.device("cuda", torch.cuda.current_device())
-            if dev.index >= torch.cuda.device_count():
-                raise ValueError(f"devices[{i}] = {spec!r} but only {torch.cuda.device_count()} "
-                                 "CUDA device(s) are visible")
-        parsed.append(dev)
-    return parsed[0], parsed[1]
-
-
-# --------------------------------------------------------------------------------------
-# Two-tower plumbing
-# --------------------------------------------------------------------------------------
-
-_TOWER_KEY = re.compile(r"(^|\.)towers\.[01]\.")
-
-
-def _combine_halves(module, state_dict, prefix, local_metadata):
-    """state_dict post-hook: towers.0.<p> + towers.1.<p> -> <p> (on tower 0's device)."""
-    for name, _ in module.towers[0].named_parameters(recurse=False):
-        first = state_dict.pop(f"{prefix}towers.0.{name}")
-        second = state_dict.pop(f"{prefix}towers.1.{name}")
-        state_dict[prefix + name] = torch.cat([first.detach(), second.detach().to(first.device)])
-    metadata = getattr(state_dict, "_metadata", None)
-    if metadata is not None:
-        for key in [k for k in metadata if k.startswith(prefix + "towers")]:
-            del metadata[key]
-
-
-def _split_halves(module, state_dict, prefix, local_metadata, strict, missing_keys,
-                  unexpected_keys, error_msgs):
-    """load_state_dict pre-hook: <p> -> towers.0.<p> + towers.1.<p>, each on its device."""
-    for name, _ in module.towers[0].named_parameters(recurse=False):
-        key = prefix + name
-        if key not in state_dict:
-            continue  # the towers report it missing (renamed back by _rename_missing)
-        full = state_dict.pop(key)
-        halves = [getattr(tower, name) for tower in module.towers]
-        rows = [h.shape[0] for h in halves]
-        expected = (sum(rows), *halves[0].shape[1:])
-        if tuple(full.shape) != expected:
-            error_msgs.append(f"size mismatch for {key}: copying a param with shape "
-                              f"{tuple(full.shape)} from checkpoint, the shape in current model "
-                              f"is {expected}.")
-            parts = [h.detach() for h in halves]  # placeholders; the load raises anyway
-        else:
-            parts = [p.to(h.device) for p, h in zip(full.split(rows), halves)]
-        for g, part in enumerate(parts):
-            state_dict[f"{prefix}towers.{g}.{name}"] = part
-
-
-def _rename_missing(module, incompatible_keys):
-    """load_state_dict post-hook: report missing keys by their canonical names."""
-    renamed: List[str] = []
-    for key in incompatible_keys.missing_keys:
-        key = _TOWER_KEY.sub(r"\1", key)
-        if key not in renamed:
-            renamed.append(key)
-    incompatible_keys.missing_keys[:] = renamed
-
-
-class TowerPair(nn.Module):
-    """One layer of the two-device model: ``towers[g]`` computes tower g's output rows.
-
-    The state_dict shows the canonical single-device tensors (halves concatenated on
-    dim 0); see the module docstring.
-    """
-
-    def __init__(self, tower0: nn.Module, tower1: nn.Module):
-        super().__init__()
-        self.towers = nn.ModuleList([tower0, tower1])
-        self.register_state_dict_post_hook(_combine_halves)
-        self.register_load_state_dict_pre_hook(_split_halves)
-        self.register_load_state_dict_post_hook(_rename_missing)
-
-
-_TOWER_STREAMS = {}
-
-
-def _tower_stream(device: torch.device, tower: int) -> "torch.cuda.Stream":
-    key = (device.index, tower)
-    if key not in _TOWER_STREAMS:
-        _TOWER_STREAMS[key] = torch.cuda.Stream(device=device)
-    return _TOWER_STREAMS[key]
-
-
-class _TowerRunner:
-    """Runs each tower's work on its own CUDA stream; plain sequential code on CPU."""
-
-    def __init__(self, devices: Tuple[torch.device, torch.device]):
-        self.devices = devices
-        self.streams = [_tower_stream(d, g) if d.type == "cuda" else None
-                        for g, d in enumerate(devices)]
-        self.callers = [torch.cuda.current_stream(d) if s is not None else None
-                        for d, s in zip(devices, self.streams)]
-        for stream, caller in zip(self.streams, self.callers):
-            if stream is not None:  # start after the caller's queued work (input, optimizer step)
-                stream.wait_stream(caller)
-
-    def on(self, g: int):
-        stream = self.streams[g]
-        return torch.cuda.stream(stream) if stream is not None else nullcontext()
-
-    def to_tower(self, x: torch.Tensor, g: int) -> torch.Tensor:
-        device, stream = self.devices[g], self.streams[g]
-        if x.device == device:
-            if stream is not None:
-                x.record_stream(stream)
-            return x
-        with self.on(g):  # a copy from another CUDA device runs on that device's caller stream
-            return x.to(device, non_blocking=device.type == "cuda")
-
-    def move(self, t: torch.Tensor, src: int, dst: int) -> torch.Tensor:
-        """Tower src's tensor t, made usable by tower dst."""
-        if src == dst:
-            return t
-        src_stream, dst_stream = self.streams[src], self.streams[dst]
-        if t.device == self.devices[dst]:  # same device: hand over between streams
-            if dst_stream is not None and dst_stream != src_stream:
-                dst_stream.wait_stream(src_stream)
-                t.record_stream(dst_stream)
-            return t
-        # With both towers' streams current, PyTorch's cross-device copy runs on the source
-        # stream, waits for the destination stream and makes it wait for the copy.
-        with self.on(src), self.on(dst):
-            return t.to(self.devices[dst], non_blocking=self.devices[dst].type == "cuda")
-
-    def exchange(self, h: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Each tower gets cat(tower 0's maps, tower 1's maps) along dim 1."""
-        out = []
-        for g in range(2):
-            with self.on(g):
-                out.append(torch.cat([self.move(h[0], 0, g), self.move(h[1], 1, g)], dim=1))
-        return out
-
-    def gather(self, h: List[torch.Tensor]) -> torch.Tensor:
-        with self.on(0):
-            out = torch.cat([h[0], self.move(h[1], 1, 0)], dim=1)
-        for stream, caller in zip(self.streams, self.callers):
-            if stream is not None:
-                caller.wait_stream(stream)
-        if self.streams[0] is not None:
-            out.record_stream(self.callers[0])
-        return out
-
-
-# --------------------------------------------------------------------------------------
-# The model
-# --------------------------------------------------------------------------------------
-
 _PAPER_WIDTHS = {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256, "fc": 4096}
+
+
+def _check_options(num_classes: int, image_size: int, lrn, width: float) -> None:
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if image_size not in (224, 227):
+        raise ValueError(f"image_size must be 227 (conv1 without padding) or 224 (conv1 "
+                         f"padding 2); got {image_size}")
+    if lrn is not None and not isinstance(lrn, LRNParams):
+        raise ValueError(f"lrn must be an LRNParams or None, got {lrn!r}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}")
+
+
+def _paper_init(layer: nn.Module, bias: float) -> nn.Module:
+    """Weights from N(0, 0.01), biases constant (Section 5 of the paper)."""
+    nn.init.normal_(layer.weight, 0.0, 0.01)
+    nn.init.constant_(layer.bias, bias)
+    return layer
 
 
 class AlexNet(nn.Module):
@@ -285,99 +122,81 @@ class AlexNet(nn.Module):
                  fused: bool = True, dropout: float = 0.5, lrn: Optional[LRNParams] = PAPER_LRN,
                  bias_init: float = 1.0, image_size: int = 227, width: float = 1.0):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if image_size not in (224, 227):
-            raise ValueError(f"image_size must be 227 (conv1 without padding) or 224 (conv1 "
-                             f"padding 2); got {image_size}")
-        if lrn is not None and not isinstance(lrn, LRNParams):
-            raise ValueError(f"lrn must be an LRNParams or None, got {lrn!r}")
-        if not width > 0:
-            raise ValueError(f"width must be positive, got {width}")
-        self.devices = _parse_devices(devices)
+        _check_options(num_classes, image_size, lrn, width)
+        self.devices = parse_devices(devices)
         self.fused = bool(fused)
         self.lrn = lrn
         self.image_size = image_size
         self.num_classes = num_classes
-
-        w = {name: max(2, 2 * round(c * width / 2)) for name, c in _PAPER_WIDTHS.items()}
-        self.widths = w
-        pad1 = 2 if image_size == 224 else 0
-        # name: (in, out, kernel, stride, padding, own tower only (groups=2), bias)
-        convs = {
-            "conv1": (3, w["conv1"], 11, 4, pad1, False, 0.0),
-            "conv2": (w["conv1"], w["conv2"], 5, 1, 2, True, bias_init),
-            "conv3": (w["conv2"], w["conv3"], 3, 1, 1, False, 0.0),
-            "conv4": (w["conv3"], w["conv4"], 3, 1, 1, True, bias_init),
-            "conv5": (w["conv4"], w["conv5"], 3, 1, 1, True, bias_init),
-        }
-        # name: (in, out, bias)
-        fcs = {
-            "fc6": (w["conv5"] * 6 * 6, w["fc"], bias_init),
-            "fc7": (w["fc"], w["fc"], bias_init),
-            "fc8": (w["fc"], num_classes, 0.0),
-        }
-
-        layers = {}
-        if self.devices is None:
-            for name, (cin, cout, k, s, p, own, bias) in convs.items():
-                layers[name] = self._conv(cin, cout, k, s, p, 2 if own else 1, bias, None)
-            for name, (fin, fout, bias) in fcs.items():
-                layers[name] = self._linear(fin, fout, bias, None)
-            lrn_groups = 2
-        else:
-            for name, (cin, cout, k, s, p, own, bias) in convs.items():
-                layers[name] = TowerPair(*[
-                    self._conv(cin // 2 if own else cin, cout // 2, k, s, p, 1, bias, d)
-                    for d in self.devices])
-            for name, (fin, fout, bias) in fcs.items():
-                rows = (fout - fout // 2, fout // 2)
-                layers[name] = TowerPair(*[self._linear(fin, r, bias, d)
-                                           for r, d in zip(rows, self.devices)])
-            lrn_groups = 1  # each tower normalizes its own maps
-
-        features = OrderedDict([
-            ("conv1", layers["conv1"]), ("pool1", self._stage(lrn_groups)),
-            ("conv2", layers["conv2"]), ("pool2", self._stage(lrn_groups)),
-            ("conv3", layers["conv3"]), ("relu3", self._relu()),
-            ("conv4", layers["conv4"]), ("relu4", self._relu()),
-            ("conv5", layers["conv5"]), ("relu5", self._relu()),
+        self.widths = w = {name: max(2, 2 * round(c * width / 2))
+                           for name, c in _PAPER_WIDTHS.items()}
+        conv, fc, relu = self._conv, self._fc, self._relu
+        # conv2, conv4 and conv5 read only the maps of their own tower (GPU); conv3 and the
+        # fully-connected layers read both. The paper's bias of 1 in conv2, conv4, conv5,
+        # fc6 and fc7 gives their ReLUs positive inputs early in training.
+        self.features = self._container([
+            ("conv1", conv(3, w["conv1"], 11, stride=4, padding=2 if image_size == 224 else 0)),
+            ("pool1", self._stage()),
+            ("conv2", conv(w["conv1"], w["conv2"], 5, padding=2, own_tower=True, bias=bias_init)),
+            ("pool2", self._stage()),
+            ("conv3", conv(w["conv2"], w["conv3"], 3, padding=1)),
+            ("relu3", relu()),
+            ("conv4", conv(w["conv3"], w["conv4"], 3, padding=1, own_tower=True, bias=bias_init)),
+            ("relu4", relu()),
+            ("conv5", conv(w["conv4"], w["conv5"], 3, padding=1, own_tower=True, bias=bias_init)),
+            ("relu5", relu()),
             ("pool5", fused_nn.MaxPool2d(3, 2) if self.fused else nn.MaxPool2d(3, 2)),
         ])
-        classifier = OrderedDict([
-            ("fc6", layers["fc6"]), ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(dropout)),
-            ("fc7", layers["fc7"]), ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
-            ("fc8", layers["fc8"]),
+        self.classifier = self._container([
+            ("fc6", fc(w["conv5"] * 6 * 6, w["fc"], bias=bias_init)),
+            ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(dropout)),
+            ("fc7", fc(w["fc"], w["fc"], bias=bias_init)),
+            ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
+            ("fc8", fc(w["fc"], num_classes)),
         ])
-        container = nn.Sequential if self.devices is None else nn.ModuleDict
-        self.features = container(features)
-        self.classifier = container(classifier)
 
-    # -- building blocks -------------------------------------------------------------------
+    # -- building blocks: one module on one device, a TowerPair on two ----------------------
 
-    def _conv(self, cin, cout, kernel, stride, padding, groups, bias, device):
+    def _container(self, layers) -> nn.Module:
+        # one device: run in order; two devices: _forward_towers picks the layers by name
+        return (nn.Sequential if self.devices is None else nn.ModuleDict)(OrderedDict(layers))
+
+    def _conv(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, *,
+              own_tower: bool = False, bias: float = 0.0) -> nn.Module:
+        """A convolution (with its ReLU when fused). ``own_tower``: each tower's kernels
+        see only that tower's half of the input maps (``groups=2`` on one device)."""
         cls = fused_nn.Conv2dReLU if self.fused else nn.Conv2d
-        conv = cls(cin, cout, kernel, stride=stride, padding=padding, groups=groups, device=device)
-        nn.init.normal_(conv.weight, 0.0, 0.01)
-        nn.init.constant_(conv.bias, bias)
-        return conv
 
-    @staticmethod
-    def _linear(fin, fout, bias, device):
-        fc = nn.Linear(fin, fout, device=device)
-        nn.init.normal_(fc.weight, 0.0, 0.01)
-        nn.init.constant_(fc.bias, bias)
-        return fc
+        def make(cin: int, cout: int, groups: int, device) -> nn.Module:
+            return _paper_init(cls(cin, cout, kernel, stride=stride, padding=padding,
+                                   groups=groups, device=device), bias)
+
+        if self.devices is None:
+            return make(cin, cout, 2 if own_tower else 1, None)
+        tower_cin = cin // 2 if own_tower else cin
+        return TowerPair.split(lambda rows, device: make(tower_cin, rows, 1, device),
+                               cout, self.devices)
+
+    def _fc(self, fin: int, fout: int, *, bias: float = 0.0) -> nn.Module:
+        """A fully-connected layer (it reads both towers)."""
+        def make(rows: int, device) -> nn.Module:
+            return _paper_init(nn.Linear(fin, rows, device=device), bias)
+
+        if self.devices is None:
+            return make(fout, None)
+        return TowerPair.split(make, fout, self.devices)
 
     def _relu(self) -> nn.Module:
         # fused convolutions (Conv2dReLU) already apply the ReLU
         return nn.Identity() if self.fused else nn.ReLU(inplace=True)
 
-    def _stage(self, lrn_groups: int) -> nn.Module:
+    def _stage(self) -> nn.Module:
         """ReLU -> LRN -> max-pool 3/2 after conv1 and conv2.
 
-        With fused=True the convolution before it is a Conv2dReLU, and the stage's own ReLU
-        (a no-op on non-negative input) is part of the fused kernel anyway.
+        The LRN's windows never cross the tower boundary: on one device it is grouped
+        (``lrn_groups=2``), on two each tower normalizes only its own maps. With fused=True
+        the convolution before it is a Conv2dReLU, and the stage's own ReLU (a no-op on
+        non-negative input) is part of the fused kernel anyway.
         """
         if self.lrn is None:
             if self.fused:
@@ -385,6 +204,7 @@ class AlexNet(nn.Module):
             return nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
         p = self.lrn
         cls = fused_nn.ReLULRNMaxPool2d if self.fused else StockReLULRNMaxPool2d
+        lrn_groups = 2 if self.devices is None else 1
         return cls(p.size, p.alpha, p.beta, p.k, 3, 2, lrn_groups=lrn_groups,
                    paper_alpha=p.paper_alpha)
 
@@ -416,8 +236,9 @@ class AlexNet(nn.Module):
         return pair[0].weight.device, pair[1].weight.device
 
     def _forward_towers(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` one tower at a time; the towers trade maps where the paper's GPUs did."""
         f, c = self.features, self.classifier
-        run = _TowerRunner(self.tower_devices())
+        run = TowerRunner(self.tower_devices())
         h = [run.to_tower(x, g) for g in range(2)]
         for g in range(2):  # conv1, conv2: each tower on its own maps
             with run.on(g):
