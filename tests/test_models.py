@@ -1,8 +1,9 @@
 """AlexNet model, convert() and reference-weight loading.
 
 Expensive equivalence checks run a width-1/8 model (same structure, every layer 8x
-narrower) in float64 on CPU; one full-size check each covers the real shapes. Tests that
-need alexnet_cuda's fused layers skip (with the reason) when this build lacks them.
+narrower) in float64 on CPU; one full-size check each covers the real shapes. The CUDA
+tests skip (with the reason) without a GPU. test_towers.py tests the two-device plumbing
+(TowerPair's state_dict hooks, TowerRunner) on its own.
 """
 
 import copy

@@ -1,9 +1,10 @@
 """Stock ``torch.nn`` equivalents of alexnet_cuda's fused layers, used by ``fused=False``.
 
-Nothing here imports ``alexnet_cuda.nn``: a model built with ``fused=False`` runs on any
-PyTorch install with only these modules. They compute the same functions as the fused
-layers (up to floating-point rounding) and have no parameters, so swapping one for the
-other never changes a ``state_dict``.
+Only stock modules here: a model built with ``fused=False`` calls none of alexnet_cuda's
+ops, so it runs on any device PyTorch supports and is the reference the fused model is
+tested against. These compute the same functions as the fused layers (up to
+floating-point rounding) and have no parameters, so swapping one for the other never
+changes a ``state_dict``.
 """
 
 from __future__ import annotations

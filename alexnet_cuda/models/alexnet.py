@@ -114,7 +114,8 @@ class AlexNet(nn.Module):
         image_size: 227 (default; no padding in conv1, 55x55 after conv1) or 224 (the size
             the paper prints; conv1 gets padding 2, which gives the same 55x55 maps and
             leaves every parameter shape unchanged). Inputs must match it.
-        width: multiplies every layer's width (1.0 = the paper). Only for tests and small
+        width: multiplies the width of every layer but fc8 (1.0 = the paper), rounded to
+            an even number of at least 2 (one half per tower). Only for tests and small
             experiments; state_dicts load only between models of equal width.
     """
 
