@@ -9,8 +9,25 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu_test_paths.h"
+
+namespace alexnet_cuda {
+
+CpuTestPaths& cpu_test_paths() {
+  static CpuTestPaths paths;
+  return paths;
+}
+
+}  // namespace alexnet_cuda
+
 TORCH_LIBRARY(alexnet_cuda, m) {
-  // Schemas are defined next to their kernels, with TORCH_LIBRARY_FRAGMENT.
+  // Schemas are defined next to their kernels, with TORCH_LIBRARY_FRAGMENT. This one is
+  // private, for the tests (cpu_test_paths.h); it takes no tensor, so it has one kernel
+  // for every dispatch key.
+  m.def("_set_cpu_test_paths(bool sweep, bool gather) -> ()", [](bool sweep, bool gather) {
+    alexnet_cuda::cpu_test_paths().sweep.store(sweep, std::memory_order_relaxed);
+    alexnet_cuda::cpu_test_paths().gather.store(gather, std::memory_order_relaxed);
+  });
 }
 
 // `import alexnet_cuda._C` loads this shared library, which runs the static

@@ -1,3 +1,4 @@
+import glob
 import importlib.util
 import math
 import os
@@ -6,6 +7,21 @@ import zlib
 
 import pytest
 import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import_the_built_package():
+    """`python -m pytest` puts the current directory first on sys.path. From a checkout
+    whose extension was installed by pip rather than built in place, `import alexnet_cuda`
+    would then find the unbuilt sources: leave the checkout off sys.path in that case, so
+    `pytest tests` and `python -m pytest tests` test the same installed package."""
+    if glob.glob(os.path.join(ROOT, "alexnet_cuda", "_C*.so")):
+        return  # built in place: the checkout is the package
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != ROOT]
+
+
+_import_the_built_package()
 
 CUDA = torch.cuda.is_available()
 NO_CUDA_REASON = "no CUDA GPU on this machine: CUDA kernels are compiled but not run"
@@ -40,6 +56,36 @@ def big_randn(shape, device, dtype, period=1_000_003):
     return base.repeat(-(-numel // base.numel()))[:numel].view(shape)
 
 
+def rand(shape, device, dtype=torch.float32, scale=1.0):
+    """Normal random values (never all zeros) times ``scale``, drawn in float64 and then
+    cast, so every dtype sees the same values."""
+    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+
+
+def layout(x, kind):
+    """x in a memory layout: "contiguous", "channels_last" (channels innermost, any rank),
+    "strided" (every other element along the last dim: neither format, not dense) or
+    "channels_last_strided" (NHWC-like strides, not dense)."""
+    if kind == "contiguous":
+        return x.contiguous()
+    if kind == "channels_last":
+        perm = (0, *range(2, x.dim()), 1)
+        inv = [perm.index(i) for i in range(x.dim())]
+        return x.permute(perm).contiguous().permute(inv)
+    if kind == "strided":
+        return torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
+    if kind == "channels_last_strided":
+        return layout(torch.repeat_interleave(x, 2, dim=-1), "channels_last")[..., ::2]
+    raise ValueError(kind)
+
+
+def offset_view(x, offset):
+    """x's values in a tensor of the same layout whose data starts `offset` elements into
+    its storage (offset 1: not 16-byte aligned, which turns vector loads off)."""
+    flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
+    return flat[offset:].as_strided(x.shape, x.stride()).copy_(x)
+
+
 def poison(device, nbytes):
     """Leave NaN bytes in the allocator's free memory (on CUDA, the caching allocator's
     next blocks), so that an output element a kernel forgets to write shows up as NaN (or
@@ -56,7 +102,7 @@ def saved_tensors(fn, x):
     return saved
 
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+BENCH = os.path.join(ROOT, "bench")
 
 
 def load_bench_module(name):
@@ -82,3 +128,27 @@ def _fresh_seed(request):
     # A different seed per test (fresh data everywhere), reproducible from the test id
     # (crc32, not hash(): str hashes change between processes).
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _cpu_test_paths(sweep=False, gather=False):
+    import alexnet_cuda  # noqa: F401  (loads the extension that defines the private op)
+
+    torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, gather)
+
+
+@pytest.fixture
+def cpu_sweep():
+    """On CPU, run the CUDA kernels' per-item (sweep) code instead of the CPU-native
+    kernels wherever it applies (csrc/cpu_test_paths.h), so CI checks its arithmetic and
+    indexing without a GPU."""
+    _cpu_test_paths(sweep=True)
+    yield
+    _cpu_test_paths()
+
+
+@pytest.fixture
+def cpu_gather():
+    """On CPU, run max-pool's CUDA gather backward instead of the CPU scatter."""
+    _cpu_test_paths(gather=True)
+    yield
+    _cpu_test_paths()

@@ -6,7 +6,14 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import rand as _rand
+
+
+def rand(shape, device, dtype=torch.float32, scale=3.0):
+    # Values of order 1-10 by default, so that k and the sum of squares both matter.
+    return _rand(shape, device, dtype, scale)
+
 
 # (atol, rtol) for the kernel's output vs a float64 reference on the same input values.
 TOL = {
@@ -32,24 +39,6 @@ def paper_reference(x, size, alpha, beta, k):
         s = k + alpha * (x[:, lo:hi] ** 2).sum(dim=1)
         out[:, c] = x[:, c] / s**beta
     return out
-
-
-def rand(shape, device, dtype=torch.float32, scale=3.0):
-    # Values of order 1-10 so that k and the sum of squares both matter.
-    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
-
-
-def layout(x, kind):
-    if kind == "contiguous":
-        return x.contiguous()
-    if kind == "channels_last":
-        perm = (0, *range(2, x.dim()), 1)
-        inv = [perm.index(i) for i in range(x.dim())]
-        return x.permute(perm).contiguous().permute(inv)
-    if kind == "strided":  # every other element along the last dim: not dense
-        big = torch.repeat_interleave(x, 2, dim=-1)
-        return big[..., ::2]
-    raise ValueError(kind)
 
 
 SHAPES = [
@@ -196,14 +185,6 @@ def test_saves_only_the_input(device, kind, size):
     assert (t.shape, t.stride(), t.dtype) == (x.shape, x.stride(), x.dtype)
 
 
-def _offset_view(x, offset):
-    """x's values in a tensor of the same layout whose data starts `offset` elements into
-    its storage (offset 1: not 16-byte aligned, which turns vector loads off)."""
-    flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
-    out = flat[offset:].as_strided(x.shape, x.stride())
-    return out.copy_(x)
-
-
 # Windows of size <= 7 (fp32/fp16/bf16 on CUDA, every dtype on CPU) take the register
 # kernels of csrc/lrn/lrn_sweep.h, which the CPU runs item for item like the GPU threads.
 # Cover every compiled window width, both layouts, with and without 16-byte vectors, and
@@ -213,12 +194,12 @@ def _offset_view(x, offset):
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("aligned", ["vector", "vector_offset", "scalar"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
-def test_register_kernel_paths(device, size, kind, aligned, dtype):
+def test_sweep_kernel_paths(device, size, kind, aligned, dtype):
     x = layout(rand((2, 40, 4, 8), device, dtype), kind)  # 32 pixels, 40 channels
     if aligned == "vector_offset":  # a storage offset of 16 bytes: still vectors
-        x = _offset_view(x, 16 // x.element_size())
+        x = offset_view(x, 16 // x.element_size())
     elif aligned == "scalar":
-        x = _offset_view(x, 1)
+        x = offset_view(x, 1)
     assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     g = rand(x.shape, device, dtype, scale=1.0)

@@ -16,29 +16,12 @@ from torch import nn
 from alexnet_cuda.nn.max_pool2d import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory  # noqa: F401
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, poison, rand, saved_tensors, skip_unless_free_memory  # noqa: F401
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def rand(shape, device, dtype=torch.float32):
-    """Random normal values (never all zeros) in `dtype`."""
-    return torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def layout(x, kind):
-    if kind == "contiguous":
-        return x.contiguous()
-    if kind == "channels_last":
-        return x.contiguous(memory_format=torch.channels_last)
-    if kind == "strided":  # every other element along W: neither format, not dense
-        return torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
-    if kind == "channels_last_strided":  # NHWC-like strides, but not dense
-        return torch.repeat_interleave(x, 2, dim=-1).contiguous(memory_format=torch.channels_last)[..., ::2]
-    raise ValueError(kind)
 
 
 def assert_identical(ours, ref):
@@ -128,11 +111,10 @@ def test_dtypes_and_layouts(device, dtype, kind, kw):
 
 @pytest.mark.parametrize("shape,kw", CONFIGS[:3] + CONFIGS[10:14] + CONFIGS[-1:], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_cuda_gather_on_cpu(monkeypatch, shape, kw, kind):
+def test_cuda_gather_on_cpu(cpu_gather, shape, kw, kind):
     # The CPU backward scatters; the CUDA kernels gather (max_pool2d.h's gather_grad).
-    # ALEXNET_CUDA_CPU_GATHER=1 makes the CPU run the gather, so CI checks its arithmetic
+    # The cpu_gather fixture makes the CPU run the gather, so CI checks its arithmetic
     # without a GPU: AlexNet's pools, dilation, ceil mode and the int64 argmax.
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_GATHER", "1")
     x = rand(shape, "cpu")
     assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
 

@@ -13,7 +13,13 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.relu_lrn_max_pool2d import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, poison, saved_tensors, skip_unless_free_memory
+from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import rand as _rand
+
+
+def rand(shape, device, dtype=torch.float64):
+    return _rand(shape, device, dtype)
+
 
 OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
 BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
@@ -25,20 +31,6 @@ def reference(x, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, 
     z = F.relu(x)
     z = torch.cat([F.local_response_norm(p, size, a, beta, k) for p in z.chunk(lrn_groups, dim=1)], dim=1)
     return F.max_pool2d(z, kernel_size, stride, return_indices=return_indices)
-
-
-def rand(shape, device, dtype=torch.float64):
-    return torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def layout(x, kind):
-    if kind == "contiguous":
-        return x.contiguous()
-    if kind == "channels_last":
-        return x.contiguous(memory_format=torch.channels_last)
-    if kind == "strided":  # every other element along W: not dense
-        return torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
-    raise ValueError(kind)
 
 
 def flat_indices(argmax, H, W, kernel_size, stride):
@@ -313,7 +305,7 @@ BAD = [
     (dict(kernel_size=(17, 17), shape=(1, 2, 20, 20)), ValueError, "kernel_size"),
     (dict(stride=0), ValueError, "stride"),
     (dict(stride=-1), ValueError, "stride"),
-    (dict(stride=(1, 2, 3)), TypeError, "stride"),
+    (dict(stride=(1, 2, 3)), ValueError, "stride"),  # a RuntimeError too, as PyTorch's
     (dict(shape=(2, 8, 9)), None, None),  # 3-D is fine (unbatched)
     (dict(shape=(8, 9)), ValueError, "4-D"),
     (dict(shape=(1, 2, 8, 9, 9)), ValueError, "4-D"),
@@ -368,24 +360,17 @@ def test_backward_is_deterministic(device, kind):
     assert torch.equal(g1, g2)
 
 
-def _offset_view(x, offset):
-    """x's values and layout, data starting `offset` elements into its storage (offset 1:
-    not 16-byte aligned, so channels-last leaves the vector sweep kernels)."""
-    flat = torch.empty(x.numel() + offset, dtype=x.dtype, device=x.device)
-    return flat[offset:].as_strided(x.shape, x.stride()).copy_(x)
-
-
 # 3x3 pooling with LRN size <= 7 takes the sweep kernels of
-# csrc/relu_lrn_max_pool2d/stage_sweep.h (on CPU too with ALEXNET_CUDA_CPU_SWEEP=1, item
-# for item like the GPU threads; float64 on CPU only). Cover every compiled LRN width, groups of 40 channels (NCHW runs of
+# csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d_sweep.h (on CPU too with the cpu_sweep
+# fixture, item for item like the GPU threads; float64 on CPU only). Cover every compiled
+# LRN width, groups of 40 channels (NCHW runs of
 # 32 + 8; 16-byte vectors of 4 fp32 / 8 bf16 / 2 fp64 in channels-last), strides 1-3, and
 # an unaligned channels-last tensor (the native kernels, also in this mode).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "channels_last_unaligned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
-def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the sweep kernels
+def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
     if device == "cuda" and dtype == torch.float64 and kind != "contiguous":
         pytest.skip("float64 channels-last takes the tile kernels on CUDA (covered elsewhere)")
     stride = {1: 1, 2: 2, 3: 3, 4: 2, 5: 2, 6: 1, 7: 3}[size]
@@ -393,7 +378,7 @@ def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
     x = rand((2, 40 * groups, 9, 11), device, dtype) * 3
     x = layout(x, "contiguous" if kind == "contiguous" else "channels_last")
     if kind == "channels_last_unaligned":
-        x = _offset_view(x, 1)
+        x = offset_view(x, 1)
     kw = dict(size=size, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
     if dtype == torch.float64:
         check_parity(x, **kw)
@@ -425,8 +410,7 @@ def test_register_kernel_paths(device, size, kind, dtype, monkeypatch):
     ],
     ids=str,
 )
-def test_register_kernel_edges(device, shape, groups, stride, kind, dtype, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")  # CPU: the sweep kernels
+def test_sweep_kernel_edges(device, shape, groups, stride, kind, dtype, cpu_sweep):
     x = layout(rand(shape, device, torch.float32) * 3, kind).to(dtype)
     kw = dict(size=5, alpha=0.3, beta=0.75, k=1.5, stride=stride, lrn_groups=groups)
     y, argmax = OP(x, 5, 0.3 / 5, 0.75, 1.5, [3, 3], [stride, stride], groups)
@@ -452,10 +436,9 @@ def test_register_kernel_edges(device, shape, groups, stride, kind, dtype, monke
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_indexing_past_2_31_elements(device, kind, monkeypatch):
-    # On CPU too: with ALEXNET_CUDA_CPU_SWEEP=1 the CPU runs the CUDA kernels' per-item
-    # code (stage_sweep.h), so this checks their 64-bit offsets without a GPU.
-    monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", "1")
+def test_indexing_past_2_31_elements(device, kind, cpu_sweep):
+    # On CPU too: with the cpu_sweep fixture the CPU runs the CUDA kernels' per-item code
+    # (relu_lrn_max_pool2d_sweep.h), so this checks their 64-bit offsets without a GPU.
     skip_unless_free_memory(device, 14)
     n = 2**31 // (96 * 55 * 55) + 2  # input past 2^31 elements: the last images' offsets too
     x = layout(big_randn((n, 96, 55, 55), device, torch.bfloat16), kind).requires_grad_()
@@ -471,20 +454,20 @@ def test_indexing_past_2_31_elements(device, kind, monkeypatch):
 
 
 # The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
-# value computed once); ALEXNET_CUDA_CPU_SWEEP=1 runs the sweep kernels' per-item code
+# value computed once); the sweep test path runs the CUDA kernels' per-item code
 # (the GPU's) where it applies. Same formulas, same order of every sum: the same bits, NaN
 # included. (Size 9 is beyond the sweep kernels: both modes run the native kernels.)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
 @pytest.mark.parametrize("size,groups,stride", [(5, 2, 2), (3, 1, 1), (7, 4, 3), (9, 2, 2)])
-def test_cpu_native_matches_gpu_shaped_kernels(dtype, kind, size, groups, stride, monkeypatch):
+def test_cpu_native_matches_sweep_kernels(dtype, kind, size, groups, stride):
     x = layout(rand((2, 32, 13, 15), "cpu", dtype) * 3, kind)
     x[0, 3, 2, 2] = float("nan")
     x[1, 7, 4, 5] = 0.0
     gy = torch.randn(2, 32, (13 - 3) // stride + 1, (15 - 3) // stride + 1, dtype=torch.float64).to(dtype)
 
-    def run(mode):  # values, argmax and input gradient with ALEXNET_CUDA_CPU_SWEEP=mode
-        monkeypatch.setenv("ALEXNET_CUDA_CPU_SWEEP", mode)
+    def run(sweep):  # values, argmax and input gradient, with the sweep test path or not
+        torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, False)
         xg = x.detach().clone().requires_grad_()
         y = relu_lrn_max_pool2d(xg, size=size, stride=stride, lrn_groups=groups)
         _, argmax = OP(x, size, 1e-4 / size, 0.75, 2.0, [3, 3], [stride, stride], groups)
@@ -496,9 +479,10 @@ def test_cpu_native_matches_gpu_shaped_kernels(dtype, kind, size, groups, stride
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        native, gpu_shaped = run("0"), run("1")
+        native, sweep = run(False), run(True)
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(native, gpu_shaped):
+        torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
+    for a, b in zip(native, sweep):
         assert torch.equal(a.isnan(), b.isnan())
         assert torch.equal(a.nan_to_num(), b.nan_to_num())

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from ..ops.relu_lrn_max_pool2d import _pair, relu_lrn_max_pool2d
+from ..ops.relu_lrn_max_pool2d import check_args, relu_lrn_max_pool2d
 
 
 class ReLULRNMaxPool2d(nn.Module):
@@ -20,6 +20,9 @@ class ReLULRNMaxPool2d(nn.Module):
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, *,
                  lrn_groups=1, paper_alpha=False):
         super().__init__()
+        # Every argument but the input is checked now, with the op's own rules and errors,
+        # so a bad layer fails where it is built, not at its first forward.
+        check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups)
         self.size = size
         self.alpha = alpha
         self.beta = beta
@@ -28,12 +31,6 @@ class ReLULRNMaxPool2d(nn.Module):
         self.stride = stride if stride is not None else kernel_size
         self.lrn_groups = lrn_groups
         self.paper_alpha = paper_alpha
-        _pair(kernel_size, "kernel_size")
-        _pair(self.stride, "stride")
-        if isinstance(lrn_groups, bool) or not isinstance(lrn_groups, int) or lrn_groups < 1:
-            raise ValueError(f"ReLULRNMaxPool2d: lrn_groups must be an int >= 1, got {lrn_groups!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"ReLULRNMaxPool2d: size must be an int >= 1, got {size!r}")
 
     def forward(self, input):
         return relu_lrn_max_pool2d(input, self.size, self.alpha, self.beta, self.k, self.kernel_size,

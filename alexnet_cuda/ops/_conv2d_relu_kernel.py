@@ -26,7 +26,7 @@ _CACHE_RESULTS = ({"cache_results": True}
 
 
 def gpu_tuning_configs():
-    """Tile shapes for AlexNet's five conv layers (see ANCHORS.md section 3).
+    """Tile shapes for AlexNet's five conv layers (bench/cases/conv2d_relu.py lists them).
 
     M = N*Ho*Wo is large for conv1/conv2 (387k / 93k rows at batch 128) and small for
     conv3-5 (21.6k rows), where 64-row tiles keep enough programs in flight for 132 SMs.

@@ -33,8 +33,10 @@ Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The outpu
 channels_last when input or weight is channels_last, else contiguous NCHW -- the same
 rule as cuDNN's ``F.conv2d``; the caller's input tensor is never modified.
 
-Errors: bad arguments raise :class:`ConvArgumentError`, both a ``RuntimeError`` (what
-``F.conv2d`` raises) and a ``ValueError``, naming the argument. The op checks its own
+Errors (``_args.py``, as for every op): a bad value raises ``ArgumentError``, both the
+``RuntimeError`` ``F.conv2d`` raises and a ``ValueError``; a bad dtype ``DtypeError`` (a
+``TypeError`` and a ``NotImplementedError``); a wrong Python type ``TypeError``; each names
+the argument. The op checks its own
 arguments too, so calling ``torch.ops.alexnet_cuda.conv2d_relu`` directly is just as safe.
 
 Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
@@ -48,7 +50,6 @@ torch.compile traces forward and backward.
 
 from __future__ import annotations
 
-import operator
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -57,14 +58,13 @@ from torch import Tensor
 from torch.library import triton_op
 
 from . import _space_to_depth as _s2d
+from ._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
 from ._conv2d_relu_kernel import _conv2d_relu_triton, conv_output_size, triton_kernel_takes
 
 _OP = "conv2d_relu"
 
-
-class ConvArgumentError(ValueError, RuntimeError):
-    """A bad argument to conv2d_relu. A RuntimeError, as F.conv2d raises for the same
-    mistakes (so code written for F.conv2d catches it), and a ValueError, as it is one."""
+# The name this error had before every op shared it (kept for code that catches it).
+ConvArgumentError = ArgumentError
 
 
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -141,75 +141,55 @@ torch.library.register_autograd("alexnet_cuda::conv2d_relu", _backward,
 IntOrPair = Union[int, Sequence[int]]
 
 
-def _as_int(value):
-    """value as a Python int if it is an integer (int, numpy integer, 0-d integer tensor:
-    anything with __index__, as F.conv2d's parser takes), else None. bool is refused."""
-    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
 def _pair(value, name: str, minimum: int) -> List[int]:
-    single = _as_int(value)
-    if single is not None:
-        pair = [single, single]
-    elif isinstance(value, Sequence) and len(value) in (1, 2) and all(
-            _as_int(v) is not None for v in value):
-        pair = [_as_int(v) for v in value] * (2 // len(value))
-    else:
-        raise ConvArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+    pair = pair_arg(value, _OP, name)
     if min(pair) < minimum:
-        raise ConvArgumentError(f"{_OP}: {name} must be >= {minimum}, got {value!r}")
+        raise ArgumentError(f"{_OP}: {name} must be >= {minimum}, got {value!r}")
     return pair
 
 
 def _check_types(input, weight, bias):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{_OP}: input must be a Tensor, got {type(input).__name__}")
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"{_OP}: weight must be a Tensor, got {type(weight).__name__}")
-    if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"{_OP}: bias must be a Tensor or None, got {type(bias).__name__}")
+    tensor_arg(input, _OP, "input")
+    tensor_arg(weight, _OP, "weight")
+    if bias is not None:
+        tensor_arg(bias, _OP, "bias")
 
 
 def _check_ranks(input, weight):
     if weight.dim() != 4:
-        raise ConvArgumentError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+        raise ArgumentError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
                          f"got shape {tuple(weight.shape)}")
     if input.dim() not in (3, 4):
-        raise ConvArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
+        raise ArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
                          f"got shape {tuple(input.shape)}")
 
 
 def _check_tensors(input, weight, bias, groups):
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ConvArgumentError(f"{_OP}: groups must be a positive int, got {groups!r}")
+    if int_arg(groups, _OP, "groups") < 1:
+        raise ArgumentError(f"{_OP}: groups must be a positive int, got {groups!r}")
     _check_ranks(input, weight)
     cout, cg = weight.shape[0], weight.shape[1]
     cin = input.shape[-3]
     if cout % groups != 0:
-        raise ConvArgumentError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
+        raise ArgumentError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
                          f"groups={groups}")
     if cin != cg * groups:
-        raise ConvArgumentError(f"{_OP}: input has {cin} channels but weight expects "
+        raise ArgumentError(f"{_OP}: input has {cin} channels but weight expects "
                          f"in_channels/groups * groups = {cg} * {groups} = {cg * groups}")
     if bias is not None and tuple(bias.shape) != (cout,):
-        raise ConvArgumentError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
+        raise ArgumentError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
                          f"got {tuple(bias.shape)}")
     if not input.is_floating_point():
-        raise ConvArgumentError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
+        raise DtypeError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
     if weight.dtype != input.dtype:
-        raise ConvArgumentError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
+        raise DtypeError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
                          f"{input.dtype}")
     if bias is not None and bias.dtype != input.dtype:
-        raise ConvArgumentError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
+        raise DtypeError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
     if weight.device != input.device:
-        raise ConvArgumentError(f"{_OP}: weight is on {weight.device} but input is on {input.device}")
+        raise ArgumentError(f"{_OP}: weight is on {weight.device} but input is on {input.device}")
     if bias is not None and bias.device != input.device:
-        raise ConvArgumentError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
+        raise ArgumentError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
     if input.device.type not in ("cpu", "cuda", "meta"):
         raise NotImplementedError(f"{_OP}: input is on device '{input.device.type}'; "
                                   "there are kernels for cpu and cuda only")
@@ -217,14 +197,14 @@ def _check_tensors(input, weight, bias, groups):
 
 def _check_list(values, name: str, minimum: int) -> None:
     if len(values) != 2 or min(values) < minimum:
-        raise ConvArgumentError(f"{_OP}: {name} must be 2 ints >= {minimum}, got {list(values)}")
+        raise ArgumentError(f"{_OP}: {name} must be 2 ints >= {minimum}, got {list(values)}")
 
 
 def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> None:
     """Everything the kernel relies on, for the op's own (normalized) arguments."""
     _check_tensors(input, weight, bias, groups)
     if input.dim() != 4:
-        raise ConvArgumentError(f"{_OP}: the op takes a 4-D (N, C, H, W) input, got shape "
+        raise ArgumentError(f"{_OP}: the op takes a 4-D (N, C, H, W) input, got shape "
                                 f"{tuple(input.shape)} (conv2d_relu() unsqueezes 3-D inputs)")
     _check_list(stride, "stride", 1)
     _check_list(padding, "padding", 0)
@@ -233,7 +213,7 @@ def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> No
     kh, kw = weight.shape[2], weight.shape[3]
     ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
     if ho < 1 or wo < 1:
-        raise ConvArgumentError(
+        raise ArgumentError(
             f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
             f"{list(dilation)} is larger than the padded input {h}x{w} + 2*{list(padding)}")
 
@@ -285,12 +265,14 @@ def conv2d_relu(
 
     Same arguments and result as ``F.relu(F.conv2d(...))``: int or pair stride /
     padding / dilation, padding "valid" or "same", groups, unbatched (C, H, W) input.
-    Output layout: channels_last if input or weight is channels_last, else NCHW; the
-    input is never converted (see the module docstring).
+    Output layout: channels_last if input or weight is channels_last, else NCHW (cuDNN's
+    rule). On CUDA an NCHW input is read through an NHWC copy made for the kernel; the
+    caller's tensor is never modified (see the module docstring).
     """
     _check_types(input, weight, bias)
     input, weight, bias = _autocast(input, weight, bias)
     _check_ranks(input, weight)  # the rest is checked by the op itself
+    groups = int_arg(groups, _OP, "groups")
     stride_ = _pair(stride, "stride", 1)
     dilation_ = _pair(dilation, "dilation", 1)
     kh, kw = weight.shape[2], weight.shape[3]
@@ -300,7 +282,7 @@ def conv2d_relu(
             padding_ = [0, 0]
         elif padding == "same":
             if stride_ != [1, 1]:
-                raise ConvArgumentError(f"{_OP}: padding='same' is not supported for strided "
+                raise ArgumentError(f"{_OP}: padding='same' is not supported for strided "
                                  f"convolutions (stride={stride!r})")
             # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
             # extra row/column on the bottom/right by padding the input (even kernels only).
@@ -310,7 +292,7 @@ def conv2d_relu(
             if any(extra):
                 input = F.pad(input, [0, extra[1], 0, extra[0]])
         else:
-            raise ConvArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
+            raise ArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
                              f"ints, got {padding!r}")
     else:
         padding_ = _pair(padding, "padding", 0)

@@ -12,14 +12,17 @@ implementations that torch.compile traces with, and autograd. Backward saves onl
 input: the normalizing scale is recomputed, never stored, and the output is not kept.
 """
 
-import numbers
-
 import torch
 
 from .._extension import check_device
+from ._args import ArgumentError, DtypeError, floating_input, int_arg, no_double_backward, real_arg
 from ._layout import empty_like_kernel_output
 
 _OP = "local_response_norm"
+
+# The names these errors had before every op shared them (kept for code that catches them).
+LRNArgumentError = ArgumentError
+LRNDtypeError = DtypeError
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alpha=False):
@@ -29,43 +32,32 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     squares (the paper's text) instead of ``alpha / size`` (PyTorch's convention).
     Inputs of 3 or more dims (N, C, *) in fp32/fp16/bf16/fp64; contiguous and
     channels-last tensors are processed in place, others are made contiguous first.
-    fp16/bf16 are computed in fp32. Integer inputs raise TypeError, deliberately: here
-    ``F.local_response_norm`` differs, taking int64 input and returning float32. Errors are
-    also the classes PyTorch raises for the same mistakes (``LRNArgumentError`` is a
-    RuntimeError, ``LRNDtypeError`` a NotImplementedError), so either ``except`` works.
+    fp16/bf16 are computed in fp32. Integer inputs raise ``DtypeError``, deliberately: here
+    ``F.local_response_norm`` differs, taking int64 input and returning float32. Errors
+    follow ``alexnet_cuda.ops._args``: a bad value raises ``ArgumentError`` (a ValueError
+    and a RuntimeError, as PyTorch raises), a dtype ``DtypeError`` (a TypeError and a
+    NotImplementedError), so either ``except`` works.
     """
-    _check(input, size)
-    scale = float(alpha) if paper_alpha else float(alpha) / size
-    return torch.ops.alexnet_cuda.lrn_forward(input, size, scale, float(beta), float(k))
-
-
-class LRNArgumentError(ValueError, RuntimeError):
-    """A bad value (size, channel count): a ValueError, and a RuntimeError as
-    F.local_response_norm raises for size <= 0, so code written for it catches ours."""
-
-
-class LRNDtypeError(TypeError, NotImplementedError):
-    """An integer input: a TypeError, and a NotImplementedError (a RuntimeError) as
-    F.local_response_norm raises for the integer dtypes it refuses."""
+    size = _check(input, size)
+    alpha, beta, k = (real_arg(v, _OP, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
+    scale = alpha if paper_alpha else alpha / size
+    return torch.ops.alexnet_cuda.lrn_forward(input, size, scale, beta, k)
 
 
 def _check(input, size):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{_OP}: input must be a torch.Tensor, got {type(input).__name__}")
+    floating_input(input, _OP)
     if input.dim() < 3:
-        raise ValueError(
+        raise ArgumentError(
             f"{_OP}: Expected 3D or higher dimensionality input (N, C, *), got input of shape "
             f"{tuple(input.shape)} ({input.dim()} dimensions)"
         )
-    if not input.is_floating_point():
-        raise LRNDtypeError(f"{_OP}: input must be a floating-point tensor, got dtype {input.dtype}")
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-        raise TypeError(f"{_OP}: size must be an int, got {type(size).__name__}")
+    size = int_arg(size, _OP, "size")
     if size <= 0:
-        raise LRNArgumentError(f"{_OP}: size must be positive, got {size}")
+        raise ArgumentError(f"{_OP}: size must be positive, got {size}")
     if input.shape[1] >= 2**30:  # the kernels index channels with 32-bit ints
-        raise LRNArgumentError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
+        raise ArgumentError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
     check_device(input, "input", _OP)
+    return size
 
 
 @torch.library.register_fake("alexnet_cuda::lrn_forward")
@@ -90,17 +82,7 @@ def _backward(ctx, grad_output):
     return grad_input, None, None, None, None
 
 
-def _double_backward(ctx, grad):
-    raise NotImplementedError(
-        f"{_OP}: double backward (gradients of gradients) is not implemented by alexnet_cuda; "
-        "use torch.nn.functional.local_response_norm for higher-order derivatives"
-    )
-
-
-def _setup_backward_context(ctx, inputs, output):
-    pass
-
-
+_double_backward, _setup_backward_context = no_double_backward(_OP, "torch.nn.functional.local_response_norm")
 torch.library.register_autograd("alexnet_cuda::lrn_forward", _backward, setup_context=_setup_context)
 torch.library.register_autograd(
     "alexnet_cuda::lrn_backward", _double_backward, setup_context=_setup_backward_context

@@ -26,15 +26,13 @@ PyTorch's order, and are PyTorch's but for windows with no tap inside the input 
 ``max_pool2d``'s docstring).
 """
 
-import operator
-
 import torch
 from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format() in Python
 
 from .._extension import check_device
+from ._args import MAX_WINDOW_TAPS, ArgumentError, DtypeError, bool_arg, pair_arg, tensor_arg
 
 _OP = "max_pool2d"
-_LOCAL_ARGMAX_MAX_WINDOW = 256  # kernel_h * kernel_w whose window-local argmax fits a uint8
 
 
 def max_pool2d(
@@ -89,43 +87,6 @@ def max_pool2d(
 # DilatedMaxPool2d.cpp), raised before the op runs, with messages naming the argument.
 
 
-def _as_int(v):
-    """v as one int of PyTorch's int lists, or None if PyTorch's argument parser refuses it:
-    an int, SymInt or anything with ``__index__`` (NumPy integers, 0-d integer arrays) but
-    not a bool, or a one-element tensor of an integral dtype (bool included, as PyTorch)."""
-    if isinstance(v, torch.SymInt):
-        return v
-    if isinstance(v, torch.Tensor):
-        if v.numel() == 1 and not v.is_floating_point() and not v.is_complex():
-            return int(v.item())
-        return None
-    if isinstance(v, bool):
-        return None
-    try:
-        return operator.index(v)  # NumPy's bool_ has no __index__: refused too
-    except TypeError:
-        return None
-
-
-def _pair(value, name, *, allow_empty=False):
-    """An int or a sequence of 1 or 2 ints -> (h, w) of Python ints (or SymInts), as
-    PyTorch's IntArrayRef[2]; each int as _as_int reads it."""
-    if not isinstance(value, (tuple, list, torch.Size)):
-        v = _as_int(value)
-        if v is None:
-            raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {type(value).__name__}")
-        return v, v
-    ints = [_as_int(v) for v in value]
-    if any(v is None for v in ints):
-        raise TypeError(f"{_OP}: {name} must be an int or a tuple of ints, got {value!r}")
-    if allow_empty and len(ints) == 0:
-        return None
-    if len(ints) in (1, 2):
-        return ints[0], ints[-1]
-    what = "be omitted, a single int, or" if allow_empty else "be a single int, or"
-    raise RuntimeError(f"{_OP}: {name} must either {what} a tuple of two ints, got {value!r}")
-
-
 def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
     """PyTorch's pooling_output_shape; works on ints and SymInts."""
     out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
@@ -135,21 +96,19 @@ def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
 
 
 def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{_OP}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{_OP}: ceil_mode must be bool, not {type(ceil_mode).__name__}")
-    k = _pair(kernel_size, "kernel_size")
-    s = _pair(stride if stride is not None else (), "stride", allow_empty=True) or k
-    p = _pair(padding, "padding")
-    d = _pair(dilation, "dilation")
+    tensor_arg(input, _OP, "input")
+    bool_arg(ceil_mode, _OP, "ceil_mode")
+    k = pair_arg(kernel_size, _OP, "kernel_size")
+    s = pair_arg(stride if stride is not None else (), _OP, "stride", allow_empty=True) or k
+    p = pair_arg(padding, _OP, "padding")
+    d = pair_arg(dilation, _OP, "dilation")
 
     shape = tuple(input.shape)
     if not (
         (input.dim() == 3 and shape[0] != 0 and shape[1] != 0 and shape[2] != 0)
         or (input.dim() == 4 and shape[1] != 0 and shape[2] != 0 and shape[3] != 0)
     ):
-        raise RuntimeError(
+        raise ArgumentError(
             f"{_OP}: input must be 3-D (C, H, W) or 4-D (N, C, H, W) with only N allowed to be "
             f"0, got shape {shape}"
         )
@@ -157,21 +116,21 @@ def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
     if dtype == torch.bool or dtype.is_complex or (input.device.type == "cuda" and not dtype.is_floating_point):
         # PyTorch: CPU pools every real dtype but bool; CUDA floating point only.
         where = "CUDA" if input.device.type == "cuda" else input.device.type
-        raise NotImplementedError(f"{_OP}: input dtype {dtype} is not supported on {where}")
+        raise DtypeError(f"{_OP}: input dtype {dtype} is not supported on {where}")
     check_device(input, "input", _OP)
 
     if k[0] <= 0 or k[1] <= 0:
-        raise RuntimeError(f"{_OP}: kernel_size should be greater than zero, got kernel_size=({k[0]}, {k[1]})")
+        raise ArgumentError(f"{_OP}: kernel_size should be greater than zero, got kernel_size=({k[0]}, {k[1]})")
     if s[0] == 0 or s[1] == 0:
-        raise RuntimeError(f"{_OP}: stride should not be zero, got stride=({s[0]}, {s[1]})")
+        raise ArgumentError(f"{_OP}: stride should not be zero, got stride=({s[0]}, {s[1]})")
     if s[0] < 0 or s[1] < 0:
-        raise RuntimeError(f"{_OP}: stride should be greater than zero, got stride=({s[0]}, {s[1]})")
+        raise ArgumentError(f"{_OP}: stride should be greater than zero, got stride=({s[0]}, {s[1]})")
     if d[0] <= 0 or d[1] <= 0:
-        raise RuntimeError(f"{_OP}: dilation should be greater than zero, got dilation=({d[0]}, {d[1]})")
+        raise ArgumentError(f"{_OP}: dilation should be greater than zero, got dilation=({d[0]}, {d[1]})")
     if p[0] < 0 or p[1] < 0:
-        raise RuntimeError(f"{_OP}: padding must be non-negative, got padding=({p[0]}, {p[1]})")
+        raise ArgumentError(f"{_OP}: padding must be non-negative, got padding=({p[0]}, {p[1]})")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise RuntimeError(
+        raise ArgumentError(
             f"{_OP}: padding should be smaller than or equal to half of kernel_size, got "
             f"padding=({p[0]}, {p[1]}) and kernel_size=({k[0]}, {k[1]})"
         )
@@ -179,7 +138,7 @@ def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
     Ho = _output_size(H, k[0], p[0], s[0], d[0], ceil_mode)
     Wo = _output_size(W, k[1], p[1], s[1], d[1], ceil_mode)
     if Ho < 1 or Wo < 1:
-        raise RuntimeError(
+        raise ArgumentError(
             f"{_OP}: kernel_size=({k[0]}, {k[1]}) with dilation=({d[0]}, {d[1]}) does not fit the "
             f"input of size {H}x{W} padded by padding=({p[0]}, {p[1]}): calculated output size "
             f"{Ho}x{Wo} is too small"
@@ -192,7 +151,7 @@ def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def _argmax_dtype(kernel_size, return_indices):
-    local = not return_indices and kernel_size[0] * kernel_size[1] <= _LOCAL_ARGMAX_MAX_WINDOW
+    local = not return_indices and kernel_size[0] * kernel_size[1] <= MAX_WINDOW_TAPS
     return torch.uint8 if local else torch.int64
 
 

@@ -27,15 +27,14 @@ This file adds argument checking (errors name the argument), 3-D (unbatched) inp
 the fake (meta) implementations torch.compile traces with, and autograd.
 """
 
-import numbers
-
 import torch
 from torch._prims_common import suggest_memory_format
 
 from .._extension import check_device
+from ._args import (MAX_INT32, MAX_WINDOW_TAPS, ArgumentError, floating_input, int_arg,
+                    no_double_backward, pair_arg, real_arg)
 
 _OP = "relu_lrn_max_pool2d"
-_MAX_WINDOW = 256  # kernel_h * kernel_w whose window-local argmax fits a uint8
 
 
 def relu_lrn_max_pool2d(
@@ -66,8 +65,10 @@ def relu_lrn_max_pool2d(
     H instead of C: for 3-D input the equation above holds for ``input.unsqueeze(0)``,
     i.e. ``op(x) == composition(x.unsqueeze(0)).squeeze(0)``, not for ``input`` itself.
     """
-    kernel, strides = _check(input, size, alpha, beta, k, kernel_size, stride, lrn_groups)
-    scale = float(alpha) if paper_alpha else float(alpha) / size
+    size, alpha, beta, k, kernel, strides, lrn_groups = check_args(
+        size, alpha, beta, k, kernel_size, stride, lrn_groups)
+    _check_input(input, kernel, lrn_groups)
+    scale = alpha if paper_alpha else alpha / size
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     out, _ = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward(
@@ -80,60 +81,49 @@ def relu_lrn_max_pool2d(
 # Argument checking.
 
 
-def _is_int(v):
-    return isinstance(v, (numbers.Integral, torch.SymInt)) and not isinstance(v, bool)
+def check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
+    """The arguments but the input, read and checked (ReLULRNMaxPool2d checks them at
+    construction): (size, alpha, beta, k, kernel [h, w], stride [h, w], lrn_groups)."""
+    size = int_arg(size, _OP, "size")
+    if size <= 0:
+        raise ArgumentError(f"{_OP}: size must be positive, got {size}")
+    alpha, beta, k = (real_arg(v, _OP, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
+    lrn_groups = int_arg(lrn_groups, _OP, "lrn_groups")
+    if lrn_groups < 1:
+        raise ArgumentError(f"{_OP}: lrn_groups must be >= 1, got {lrn_groups}")
+    kernel = pair_arg(kernel_size, _OP, "kernel_size")
+    strides = kernel if stride is None else pair_arg(stride, _OP, "stride")
+    for name, pair in (("kernel_size", kernel), ("stride", strides)):
+        if min(pair) <= 0:
+            raise ArgumentError(f"{_OP}: {name} must be positive, got {name}={tuple(pair)}")
+        if max(pair) > MAX_INT32:
+            raise ArgumentError(f"{_OP}: {name}={tuple(pair)} is too large: the kernels take "
+                                f"at most {MAX_INT32}")
+    if kernel[0] * kernel[1] > MAX_WINDOW_TAPS:
+        raise ArgumentError(
+            f"{_OP}: kernel_size={tuple(kernel)} has more than {MAX_WINDOW_TAPS} taps; the "
+            "window-local argmax is a uint8 (use torch.nn.functional.max_pool2d for larger windows)"
+        )
+    return size, alpha, beta, k, kernel, strides, lrn_groups
 
 
-def _pair(value, name):
-    if _is_int(value):
-        return [value, value]
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) in (1, 2) and all(_is_int(v) for v in value):
-        return [value[0], value[-1]]
-    raise TypeError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
-
-
-def _check(input, size, alpha, beta, k, kernel_size, stride, lrn_groups):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{_OP}: input must be a torch.Tensor, got {type(input).__name__}")
+def _check_input(input, kernel, lrn_groups):
+    floating_input(input, _OP)
     shape = tuple(input.shape)
     if input.dim() not in (3, 4):
-        raise ValueError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {shape}")
+        raise ArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {shape}")
     if any(s == 0 for s in shape[-3:]):
-        raise ValueError(f"{_OP}: only the batch dimension of input may be empty, got shape {shape}")
-    if not input.is_floating_point():
-        raise TypeError(f"{_OP}: input must be a floating-point tensor, got dtype {input.dtype}")
-    if not _is_int(size):
-        raise TypeError(f"{_OP}: size must be an int, got {type(size).__name__}")
-    if size <= 0:
-        raise ValueError(f"{_OP}: size must be positive, got {size}")
-    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{_OP}: {name} must be a real number, got {type(v).__name__}")
-    if not _is_int(lrn_groups):
-        raise TypeError(f"{_OP}: lrn_groups must be an int, got {type(lrn_groups).__name__}")
-    if lrn_groups < 1:
-        raise ValueError(f"{_OP}: lrn_groups must be >= 1, got {lrn_groups}")
+        raise ArgumentError(f"{_OP}: only the batch dimension of input may be empty, got shape {shape}")
     C, H, W = shape[-3:]
     if C % lrn_groups != 0:
-        raise ValueError(f"{_OP}: input has {C} channels, which do not split into lrn_groups={lrn_groups} equal groups")
-    kernel = _pair(kernel_size, "kernel_size")
-    strides = kernel if stride is None else _pair(stride, "stride")
-    if kernel[0] <= 0 or kernel[1] <= 0:
-        raise ValueError(f"{_OP}: kernel_size must be positive, got kernel_size={tuple(kernel)}")
-    if strides[0] <= 0 or strides[1] <= 0:
-        raise ValueError(f"{_OP}: stride must be positive, got stride={tuple(strides)}")
-    if kernel[0] * kernel[1] > _MAX_WINDOW:
-        raise ValueError(
-            f"{_OP}: kernel_size={tuple(kernel)} has more than {_MAX_WINDOW} taps; the window-local "
-            "argmax is a uint8 (use torch.nn.functional.max_pool2d for larger windows)"
-        )
+        raise ArgumentError(
+            f"{_OP}: input has {C} channels, which do not split into lrn_groups={lrn_groups} equal groups")
     if kernel[0] > H or kernel[1] > W:
-        raise ValueError(
+        raise ArgumentError(
             f"{_OP}: kernel_size={tuple(kernel)} is larger than the input's spatial size {H}x{W} "
             "(no padding)"
         )
     check_device(input, "input", _OP)
-    return kernel, strides
 
 
 # --------------------------------------------------------------------------------------
@@ -176,16 +166,8 @@ def _backward(ctx, grad_out, _grad_argmax):
     return grad_input, None, None, None, None, None, None, None
 
 
-def _double_backward(ctx, grad):
-    raise NotImplementedError(
-        f"{_OP}: double backward (gradients of gradients) is not implemented by alexnet_cuda; "
-        "use the stock composition (F.relu, F.local_response_norm, F.max_pool2d) for "
-        "higher-order derivatives"
-    )
-
-
-def _setup_backward_context(ctx, inputs, output):
-    pass
+_double_backward, _setup_backward_context = no_double_backward(
+    _OP, "the stock composition (F.relu, F.local_response_norm, F.max_pool2d)")
 
 
 torch.library.register_autograd(

@@ -20,7 +20,8 @@ from common import DTYPES, LAYOUTS, Case, Config, case_grid
 from alexnet_cuda.ops import _space_to_depth as _s2d
 from alexnet_cuda.ops.conv2d_relu import conv2d_relu, conv_allows_tf32
 
-# name, Cin, H (= W), Cout, kernel, stride, padding, groups (ANCHORS.md section 1)
+# name, Cin, H (= W), Cout, kernel, stride, padding, groups: the paper's five conv layers
+# (section 3.5 and figure 2; H = 227 for conv1, as the 11x11/4 arithmetic requires)
 LAYERS = [
     ("conv1", 3, 227, 96, 11, 4, 0, 1),
     ("conv2", 96, 27, 256, 5, 1, 2, 2),

@@ -247,7 +247,7 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    if constexpr (sweep::has_cuda_register_kernels<scalar_t>()) {
+    if constexpr (sweep::has_cuda_sweep_kernels<scalar_t>()) {
       if (sweep::covers(w)) {
         const int vec = sweep::vector_width<scalar_t>(v, {xp, yp});
         const sweep::Items it = sweep::make_items(v, vec);
@@ -285,7 +285,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    if constexpr (sweep::has_cuda_register_kernels<scalar_t>()) {
+    if constexpr (sweep::has_cuda_sweep_kernels<scalar_t>()) {
       if (sweep::covers(w)) {
         const int vec = sweep::vector_width<scalar_t>(v, {dyp, xp, dxp});
         const sweep::Items it = sweep::make_items(v, vec);

@@ -380,7 +380,7 @@ inline unsigned blocks_for(const char* op, int64_t items) {
 }
 
 template <typename scalar_t>
-constexpr bool has_cuda_register_kernels() {
+constexpr bool has_cuda_sweep_kernels() {
   return !std::is_same<scalar_t, double>::value;
 }
 

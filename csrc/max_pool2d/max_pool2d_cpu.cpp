@@ -21,18 +21,17 @@
 // The per-element math lives in max_pool2d.h and is shared with the CUDA kernels: the
 // forward runs the same pool_window (up to 32 channels or 16 columns per call); the
 // backward scatters (argmax_position) where CUDA gathers (gather_grad), with the same
-// result bits; ALEXNET_CUDA_CPU_GATHER=1 runs the gather here too, for the tests.
+// result bits; the tests run the gather here too (cpu_test_paths.h).
 #include "max_pool2d/max_pool2d.h"
 
 #include "cpu_clones.h"
+#include "cpu_test_paths.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -148,7 +147,7 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
 
 // Backward as the CUDA kernels do it: each input element gathers over the windows that
 // contain it (gather_grad). Slower on a CPU than the scatter below; it runs only when
-// ALEXNET_CUDA_CPU_GATHER=1, so that the CPU tests can check the CUDA backward's
+// the cpu_test_paths() gather flag, so that the CPU tests can check the CUDA backward's
 // arithmetic (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
 template <typename scalar_t, typename argmax_t>
 void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
@@ -261,10 +260,7 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
   });
 }
 
-bool use_cuda_gather() {
-  const char* v = std::getenv("ALEXNET_CUDA_CPU_GATHER");
-  return v != nullptr && std::string(v) == "1";
-}
+bool use_cuda_gather() { return cpu_test_paths().gather.load(std::memory_order_relaxed); }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,

@@ -10,10 +10,10 @@
 // 0.6-1.0x. Any strides are read through the tensors' own strides (no layout copies beyond
 // making the input dense in its suggested memory format).
 //
-// sweep (ALEXNET_CUDA_CPU_SWEEP=1, for the tests, and when there are fewer than a
+// Sweep (when the tests ask for it, cpu_test_paths.h, and when there are fewer than a
 // third as many (image, group) tasks as threads, e.g. batch 1): 3x3 pooling with LRN size
-// <= 7 runs relu_lrn_max_pool2d_sweep.h's sweep kernels: the same per-item code as the CUDA kernels,
-// one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
+// <= 7 runs relu_lrn_max_pool2d_sweep.h's kernels: the same per-item code as the CUDA
+// kernels, one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
 // and arithmetic (channels-last needs 16-byte vectors: each group's channel count a
 // multiple of 16 / element size, aligned data). Other shapes run the native kernels.
 #include <ATen/ATen.h>
@@ -23,10 +23,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <vector>
 
+#include "cpu_test_paths.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d_sweep.h"
 
@@ -219,14 +218,12 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   });
 }
 
-// Whether to try the sweep kernels (the sweep kernels' per-item code, where it
-// applies) before the native ones: always with
-// ALEXNET_CUDA_CPU_SWEEP=1, and when the native kernels' (image, group) tasks are too few
-// to keep the threads busy (the sweep ones do ~3x the work per output but spread it
-// over far more items).
-bool use_gpu_shaped_kernels(const Geo& g) {
-  const char* v = std::getenv("ALEXNET_CUDA_CPU_SWEEP");
-  if (v != nullptr && std::string(v) == "1") return true;
+// Whether to try the sweep kernels (the CUDA kernels' per-item code, where it applies)
+// before the native ones: always when the tests ask for them (cpu_test_paths.h), and when
+// the native kernels' (image, group) tasks are too few to keep the threads busy (the
+// sweep ones do ~3x the work per output but spread it over far more items).
+bool use_sweep_kernels(const Geo& g) {
+  if (cpu_test_paths().sweep.load(std::memory_order_relaxed)) return true;
   const int64_t tasks = int64_t(g.N) * (g.C / g.Cg);
   return 3 * tasks < at::get_num_threads();
 }
@@ -239,7 +236,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t 
   ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
   if (t.out.numel() == 0) return {t.out, t.argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    if (!(use_gpu_shaped_kernels(t.g) && forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k)))
+    if (!(use_sweep_kernels(t.g) && forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k)))
       forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
   return {t.out, t.argmax};
@@ -253,7 +250,7 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
   BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
   if (t.dx.numel() == 0) return t.dx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    if (!(use_gpu_shaped_kernels(t.g) && backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k)))
+    if (!(use_sweep_kernels(t.g) && backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k)))
       backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
   return t.dx;

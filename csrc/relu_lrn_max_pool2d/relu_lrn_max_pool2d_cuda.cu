@@ -390,7 +390,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if constexpr (lrn::sweep::has_cuda_register_kernels<scalar_t>()) {
+    if constexpr (lrn::sweep::has_cuda_sweep_kernels<scalar_t>()) {
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
@@ -430,7 +430,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if constexpr (lrn::sweep::has_cuda_register_kernels<scalar_t>()) {
+    if constexpr (lrn::sweep::has_cuda_sweep_kernels<scalar_t>()) {
       const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
       const uint8_t* ap = am.const_data_ptr<uint8_t>();
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
