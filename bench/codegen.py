@@ -159,14 +159,14 @@ def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, config
                   nchw_policy: Optional[str] = None, allow_tf32: bool = True) -> List[Codegen]:
     """Compile the op's conv launch for `layer` once per config for sm_<arch>; one Codegen each."""
     x, w, b, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
-    policy = kmod.NCHW_INPUT_POLICY
+    policy = kmod._NCHW_INPUT_POLICY
     if nchw_policy is not None:
-        kmod.NCHW_INPUT_POLICY = nchw_policy
+        kmod._NCHW_INPUT_POLICY = nchw_policy
     try:
         _, args, constexprs, _ = kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
                                                         allow_tf32=allow_tf32)
     finally:
-        kmod.NCHW_INPUT_POLICY = policy
+        kmod._NCHW_INPUT_POLICY = policy
     rows = []
     for cfg in configs:
         kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, args, {**constexprs, **cfg.kwargs},
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="nhwc")
     p.add_argument("--nchw-policy", choices=["channels_last", "direct"], default=None,
-                   help="NCHW input handling (default: the kernel module's NCHW_INPUT_POLICY)")
+                   help="NCHW input handling (default: the kernel module's _NCHW_INPUT_POLICY)")
     p.add_argument("--layers", default=",".join(layer[0] for layer in LAYERS),
                    help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS))
     p.add_argument("--configs", choices=["tuning", "test"], default="tuning",
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         except ValueError:
             pass
         print(f"compiled {name}", file=sys.stderr, flush=True)
-    policy = a.nchw_policy or kmod.NCHW_INPUT_POLICY
+    policy = a.nchw_policy or kmod._NCHW_INPUT_POLICY
     title = (f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"
              + (f" (NCHW input policy: {policy})" if a.layout == "nchw" else "")
              + f", batch 128, triton {triton.__version__}")

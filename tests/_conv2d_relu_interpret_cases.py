@@ -91,7 +91,7 @@ VARIANTS = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_kernel_matches_conv2d_relu(case, dtype, layout, policy, monkeypatch):
     if policy is not None:
-        monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", policy)
+        monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
     stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
     x, weight, bias = _inputs(case, dtype, layout)
     out = kmod._conv2d_relu_triton(x, weight, bias, list(stride), list(padding), list(dilation),
@@ -110,7 +110,7 @@ def test_tf32_flag_and_strided_views(policy, monkeypatch):
     """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
     batch and channels, a transposed weight, a strided bias) give the same result,
     read in place through their strides or copied."""
-    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", policy)
+    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
     case = BY_NAME["stride_pad_dil_rect"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
     big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
@@ -144,9 +144,9 @@ def test_nan_propagates_like_relu():
 
 
 def test_nchw_input_policy_channels_last(monkeypatch):
-    """NCHW_INPUT_POLICY="channels_last" converts NCHW input to NHWC inside the launcher;
+    """_NCHW_INPUT_POLICY="channels_last" converts NCHW input to NHWC inside the launcher;
     the output layout still follows the input (NCHW)."""
-    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "channels_last")
+    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "channels_last")
     case = BY_NAME["alexnet_conv1"]  # generic NHWC path with a zero-padded weight
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=4)
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
@@ -184,7 +184,7 @@ def test_channels_last_weight_with_nhwc_input():
 def test_int64_offsets(name, layout, monkeypatch):
     """The int64 addressing that tensors past 2^31 elements get, forced on small ones."""
     monkeypatch.setattr(kmod, "_OFFSET32_LIMIT", 16)
-    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "direct")
+    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "direct")
     case = BY_NAME[name]
     x, weight, bias = _inputs(case, torch.float32, layout, seed=7)
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
@@ -201,7 +201,7 @@ def test_space_to_depth_off(name, dtype, layout, monkeypatch):
     """With space-to-depth switched off, conv1-like layers run the kernel's general path
     (K decoded per element: 3 channels); both ways match F.conv2d."""
     monkeypatch.setattr(s2d, "ENABLED", False)
-    monkeypatch.setattr(kmod, "NCHW_INPUT_POLICY", "direct")
+    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "direct")
     case = BY_NAME[name]
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
     x, weight, bias = _inputs(case, dtype, layout, seed=8)

@@ -275,7 +275,7 @@ def _limit_problem(input, weight, padding, groups, ho, wo, s) -> str:
         kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
         cg = s * s * cg
         reach = cg * hs * ws - 1
-    elif input.stride(1) > input.stride(3) and NCHW_INPUT_POLICY == "channels_last":
+    elif input.stride(1) > input.stride(3) and _NCHW_INPUT_POLICY == "channels_last":
         reach = _column_reach(c * h * w - 1, padding, w * c, c)  # the dense NHWC copy
     else:
         reach = _column_reach(_image_span(input), padding, input.stride(2), input.stride(3))
@@ -316,7 +316,9 @@ def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.mem
 # tap path; with the copy, 3-4 spill (the 128x128 tiles: NCHW output has per-element
 # store addresses, its contiguity along M not being provable) and conv3-5 take the tap
 # path in all 10. The output layout is the same either way (see output_memory_format).
-NCHW_INPUT_POLICY = "channels_last"
+# Private: "direct" exists so the interpreter tests and bench/codegen.py can still reach
+# the in-place path (they set it with monkeypatch); users get the copy.
+_NCHW_INPUT_POLICY = "channels_last"
 
 
 def _pack_weight(weight: torch.Tensor, c_inner: bool):
@@ -378,7 +380,7 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
         sh = sw = 1
         ph = pw = 0
     c_inner = input.stride(1) <= input.stride(3)
-    if not c_inner and NCHW_INPUT_POLICY == "channels_last":
+    if not c_inner and _NCHW_INPUT_POLICY == "channels_last":
         input = input.contiguous(memory_format=torch.channels_last)
         c_inner = True
     weight, k_b = _pack_weight(weight, c_inner)
@@ -416,7 +418,7 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
 
     stride/padding/dilation are (h, w) int pairs (symmetric padding). NCHW input is
-    copied to NHWC first unless NCHW_INPUT_POLICY says otherwise; the weight is repacked
+    copied to NHWC first unless _NCHW_INPUT_POLICY says otherwise; the weight is repacked
     only if it is not in the kernel's K order; the output is allocated in
     ``output_memory_format(input, weight)``.
     """

@@ -25,8 +25,8 @@ Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized lo
 along the reduction. NCHW input is copied to NHWC first (one read and one write of the
 input: cheap next to the convolution), because reading it in place through its strides
 means element-wise gathered loads and more register spills
-(``python bench/codegen.py --layout nchw --nchw-policy direct``); setting
-``_conv2d_relu_kernel.NCHW_INPUT_POLICY = "direct"`` reads it in place instead. The
+(``python bench/codegen.py --layout nchw --nchw-policy direct``); the private setting
+``_conv2d_relu_kernel._NCHW_INPUT_POLICY = "direct"`` (for tests) reads it in place. The
 weight is used in place when it is stored in the kernel's reduction order
 (channels_last), otherwise a small packed copy is made per call (also for K =
 Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output is
