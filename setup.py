@@ -103,17 +103,30 @@ def cuda_library_includes(cuda_home):
     return dirs
 
 
+BUILD_INFO = os.path.join(ROOT, "alexnet_cuda", "_build_info.py")
+
+
+def write_build_info(torch_version, path=BUILD_INFO):
+    """Record the torch the extension is compiled against: `import alexnet_cuda` compares
+    it with the torch it runs with before loading the binary (alexnet_cuda/_extension.py),
+    so a mismatch is a clear error instead of an undefined-symbol traceback."""
+    with open(path, "w") as f:
+        f.write('"""Written by setup.py at build time; not in git."""\n\n')
+        f.write(f"TORCH_VERSION = {torch_version!r}\n")
+
+
 def main():
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         raise SystemExit(
             "[alexnet_cuda build] torch is not importable in this build environment.\n"
-            "alexnet_cuda must be compiled against the torch you run with, so build without\n"
-            "isolation after installing torch:\n"
-            "    pip install torch ninja setuptools\n"
+            "`pip install .` installs it into the build environment itself (pyproject.toml);\n"
+            "to build against the torch you already have, install torch first and run\n"
             "    pip install --no-build-isolation .\n"
         )
+    write_build_info(torch.__version__)
+    _log(f"compiling against torch {torch.__version__}")
 
     cuda_home = None
     if os.environ.get("ALEXNET_CUDA_FORCE_CPU", "0") == "1":

@@ -3,12 +3,34 @@
 import torch
 
 try:
+    from . import _build_info
+except ImportError:  # pragma: no cover - a source tree that was never built
+    raise ImportError(
+        "alexnet_cuda's compiled extension is missing: this is a source tree that was never "
+        "built. Install it (`pip install .`, or `pip install --no-build-isolation .` to build "
+        "against the installed torch), or build it in place (`python setup.py build_ext --inplace`)."
+    ) from None
+
+
+def check_torch_version(built: str, running: str) -> None:
+    """Refuse to load a binary compiled against another torch: its C++ ABI differs, so
+    loading it fails with an undefined symbol, or worse, loads and misbehaves."""
+    if built != running:
+        raise ImportError(
+            f"alexnet_cuda was compiled against torch {built}, but torch {running} is installed. "
+            "Rebuild it against this torch: pip install --no-build-isolation --force-reinstall "
+            "--no-deps .  (from the alexnet_cuda checkout)"
+        )
+
+
+check_torch_version(_build_info.TORCH_VERSION, torch.__version__)
+
+try:
     from . import _C  # noqa: F401  (registers the alexnet_cuda::* C++ ops)
 except ImportError as exc:  # pragma: no cover - only hit on a broken install
     raise ImportError(
         "alexnet_cuda's compiled extension (alexnet_cuda._C) could not be loaded: "
-        f"{exc}.\nBuild it against the installed torch with "
-        "`pip install --no-build-isolation .` (see README)."
+        f"{exc}.\nReinstall it: pip install --no-build-isolation --force-reinstall --no-deps ."
     ) from exc
 
 

@@ -68,3 +68,42 @@ def test_no_toolkit_anywhere_gives_none(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert setup.find_cuda_home(fallback_dirs=[str(tmp_path)]) is None
+
+
+def test_build_info_records_the_torch_version(tmp_path):
+    setup = load_setup()
+    path = tmp_path / "_build_info.py"
+    setup.write_build_info("2.99.0+cu999", path=str(path))
+    namespace = {}
+    exec(path.read_text(), namespace)
+    assert namespace["TORCH_VERSION"] == "2.99.0+cu999"
+
+
+def test_mismatched_torch_is_a_clear_import_error():
+    # An extension built against another torch: `import alexnet_cuda` must name both
+    # versions and the command that fixes it, before loading the binary (which would fail
+    # with an undefined symbol, or load and misbehave).
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, types
+        fake = types.ModuleType("alexnet_cuda._build_info")
+        fake.TORCH_VERSION = "2.0.0+built"
+        sys.modules["alexnet_cuda._build_info"] = fake
+        import torch
+        try:
+            import alexnet_cuda
+        except ImportError as e:
+            print("IMPORT ERROR:", e)
+            print("RUNNING:", torch.__version__)
+        else:
+            print("imported")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120).stdout
+    running = out.split("RUNNING:")[-1].strip()
+    assert "IMPORT ERROR: alexnet_cuda was compiled against torch 2.0.0+built" in out, out
+    assert f"but torch {running} is installed" in out
+    assert "pip install --no-build-isolation --force-reinstall --no-deps ." in out
