@@ -42,7 +42,8 @@ class TrainConfig:
     lr_patience: int = 5
     lr_max_drops: int = 3
     lr_threshold: float = 1e-3
-    lr_milestones: str = "25,51,79"     # drops in the released AlexNet logs
+    lr_milestones: str = "25,51,79"     # an example spread over 90 epochs (see optim.MilestoneSchedule)
+    bias_decay: bool = True             # weight decay on biases too (the paper's text); see README
     # execution
     device: str = "auto"
     amp: str = "none"                   # none | bf16
@@ -56,6 +57,7 @@ class TrainConfig:
     # output
     output: str = "runs/alexnet"
     resume: Optional[str] = None
+    resume_allow_changes: bool = False  # resume even if batch size, seed, crop, classes... changed
     save_every: int = 0                 # also checkpoint every N steps (0: at epoch ends only)
     max_steps: int = 0                  # stop (and checkpoint) after this many steps in total
     log_every: int = 20
@@ -103,14 +105,20 @@ _HELP = {
     "schedule": "plateau: lr/10 when val error stops improving; milestones: fixed epochs; constant",
     "lr_patience": "plateau: epochs without improvement before dividing lr by 10",
     "lr_max_drops": "plateau: at most this many drops",
-    "lr_milestones": "milestones: comma-separated 0-based epochs at which lr is divided by 10",
+    "lr_milestones": "milestones: comma-separated 0-based epochs at which lr is divided by 10 (the "
+                     "default is an example spread over 90 epochs, not taken from a published log)",
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "bf16: autocast the forward pass to bfloat16",
     "channels_last": "NHWC memory format for the model and its inputs",
     "compile": "torch.compile the model",
     "ten_crop": "also evaluate the paper's 10-crop average",
     "output": "run folder: checkpoints, metrics.csv, steps.csv, TensorBoard logs, curves.png",
-    "resume": "checkpoint file or run folder to continue from (exactly)",
+    "resume": "checkpoint file or run folder to continue from (exactly); --lr, --momentum, "
+              "--weight-decay, --epochs, cadences and workers may change, and apply",
+    "resume_allow_changes": "with --resume: accept changes that alter the data order, labels or model "
+                            "(batch size, seed, crop, classes, ...); the epoch then restarts from its start",
+    "bias_decay": "apply weight decay to biases too (the paper's text is silent; cuda-convnet and Caffe's "
+                  "bvlc_alexnet exclude biases, --no-bias-decay)",
     "save_every": "also checkpoint every N steps",
     "max_steps": "stop after N optimiser steps in total (checkpointed; resume continues)",
     "train_dir": "training subfolder of --data",
@@ -131,7 +139,90 @@ _HELP = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Accepted ranges of the numeric options: (low, high, low included, high included); None = unbounded.
+# Checked when the command line is parsed, before any data is read, and again by check_config
+# for configs built in Python.
+_RANGES = {
+    "image_size": (1, None, True, None), "crop": (1, None, True, None), "pca_std": (0, None, True, None),
+    "input_scale": (0, None, False, None), "stats_max_images": (0, None, True, None),
+    "workers": (0, None, True, None), "synthetic": (0, None, True, None), "synthetic_classes": (1, None, True, None),
+    "width": (2, None, True, None), "dropout": (0, 1, True, False), "epochs": (1, None, True, None),
+    "batch_size": (1, None, True, None), "lr": (0, None, False, None), "momentum": (0, 1, True, False),
+    "weight_decay": (0, None, True, None), "lr_patience": (0, None, True, None),
+    "lr_max_drops": (0, None, True, None), "lr_threshold": (0, None, True, None), "seed": (0, None, True, None),
+    "eval_every": (1, None, True, None), "eval_batch_size": (0, None, True, None),
+    "save_every": (0, None, True, None), "max_steps": (0, None, True, None), "log_every": (1, None, True, None),
+}
+
+
+def _range_text(name: str) -> str:
+    lo, hi, lo_in, hi_in = _RANGES[name]
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>=' if lo_in else '>'} {lo}")
+    if hi is not None:
+        parts.append(f"{'<=' if hi_in else '<'} {hi}")
+    return " and ".join(parts)
+
+
+def _in_range(name: str, value) -> bool:
+    lo, hi, lo_in, hi_in = _RANGES[name]
+    if isinstance(value, float) and value != value:  # NaN is in no range
+        return False
+    if lo is not None and (value < lo or (value == lo and not lo_in)):
+        return False
+    return hi is None or value < hi or (value == hi and hi_in)
+
+
+def _ranged(name: str, typ):
+    """argparse type: ``typ`` within _RANGES[name], else an error naming the accepted range."""
+    def parse(text: str):
+        try:
+            value = typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if typ is int else 'a number'}")
+        if not _in_range(name, value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_range_text(name)}")
+        return value
+    parse.__name__ = typ.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def _milestones_problem(text: str) -> Optional[str]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        return f"--lr-milestones {text!r}: expected comma-separated epoch numbers, e.g. 25,51,79"
+    if any(v < 0 for v in values):
+        return f"--lr-milestones {text!r}: epochs must be >= 0"
+    return None
+
+
+def check_config(cfg: TrainConfig, own_model: bool = False) -> List[str]:
+    """Every problem with ``cfg``'s values, as messages naming the option (empty: all good).
+    The ranges of single options, and what depends on several: the crop must fit in the
+    image, AlexNet takes 227 or 224 crops, SmallAlexNet's grouped convs need an even width
+    (not checked with ``own_model``: train() was given a model, --arch does not apply)."""
+    problems = [f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be {_range_text(name)}"
+                for name in _RANGES if not _in_range(name, getattr(cfg, name))]
+    if problems:
+        return problems
+    if cfg.crop > cfg.image_size:
+        problems.append(f"--crop {cfg.crop} is larger than the images (--image-size {cfg.image_size}): "
+                        f"the crop must be <= --image-size")
+    if own_model:
+        pass
+    elif cfg.arch == "alexnet" and cfg.crop not in (224, 227):
+        problems.append(f"--crop {cfg.crop}: --arch alexnet takes 227 (no conv1 padding) or 224 (padding 2)")
+    if cfg.arch == "small" and cfg.width % 2:
+        problems.append(f"--width {cfg.width}: must be even (--arch small has two-group convolutions)")
+    milestones = _milestones_problem(cfg.lr_milestones)
+    return problems + ([milestones] if milestones else [])
+
+
+def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
+    """The CLI. ``typed_only``: every default is argparse.SUPPRESS, so a parse returns just the
+    options that were typed (how --demo tells a typed value from a default)."""
     p = argparse.ArgumentParser(
         prog="python -m alexnet_cuda.train",
         description="Train AlexNet the way Krizhevsky et al. (2012) did: 256x256 images minus the "
@@ -142,30 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo", action="store_true",
                    help="no-download demo: scikit-learn's bundled 8x8 digits upscaled to 28x28, a small "
-                        "AlexNet-style net, about a minute on a CPU (NOT ImageNet); other options "
-                        "given explicitly override the demo's settings")
+                        "AlexNet-style net, about a minute on a CPU (NOT ImageNet); options typed on the "
+                        "command line override the demo's settings")
     for f in fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
-        default = f.default
+        default = argparse.SUPPRESS if typed_only else f.default
         help_ = _HELP.get(f.name, f.name.replace("_", " "))
         if f.type in ("bool", bool):
             p.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        else:
-            typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(name, dest=f.name, type=typ, default=default, help=help_,
-                           choices=_CHOICES.get(f.name))
+            continue
+        typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        if f.name in _RANGES:
+            help_ += f" ({_range_text(f.name)})"
+            typ = _ranged(f.name, typ)
+        p.add_argument(name, dest=f.name, type=typ, default=default, help=help_, choices=_CHOICES.get(f.name))
     return p
 
 
 def config_from_args(argv=None):
-    """(TrainConfig, demo flag, set of option names given explicitly on the command line)."""
-    p = build_parser()
-    ns = p.parse_args(argv)
-    # Which options the user typed, so --demo's defaults never override them.
-    given = set()
-    for f in fields(TrainConfig):
-        if getattr(ns, f.name) != p.get_default(f.name):
-            given.add(f.name)
-    demo = ns.demo
+    """(TrainConfig, demo flag, set of option names typed on the command line)."""
+    ns = build_parser().parse_args(argv)
+    # A second parse with SUPPRESS defaults holds only what was typed, so --demo never
+    # replaces a typed value, even one equal to the general default (--demo --flip).
+    given = set(vars(build_parser(typed_only=True).parse_args(argv))) - {"demo"}
     kwargs = {f.name: getattr(ns, f.name) for f in fields(TrainConfig)}
-    return TrainConfig(**kwargs), demo, given
+    return TrainConfig(**kwargs), ns.demo, given

@@ -89,11 +89,17 @@ def prepare_digits_imagefolder(root: str = None, size: int = 28, val_every: int 
     return final
 
 
-def apply_demo(cfg, given: set):
-    """Fill in the demo's defaults for every option the user did not set explicitly."""
+def apply_demo_defaults(cfg, given: set):
+    """Set the demo's value of every option the user did not type (``given``: the typed ones)."""
     for k, v in DEMO_DEFAULTS.items():
         if k not in given:
             setattr(cfg, k, v)
+    return cfg
+
+
+def apply_demo(cfg, given: set):
+    """The demo's defaults for every option not typed, and the digits as --data unless typed."""
+    apply_demo_defaults(cfg, given)
     if "data" not in given or cfg.data is None:
         cfg.data = prepare_digits_imagefolder(size=cfg.image_size)
     return cfg

@@ -84,8 +84,8 @@ def build_model(arch: str, num_classes: int, *, crop: int = 227, fused: bool = T
                 devices: Optional[Sequence[str]] = None, width: int = 32) -> nn.Module:
     """The network named by ``--arch``.
 
-    ``alexnet``: alexnet_cuda.models.AlexNet (the paper's two-tower net; ``devices`` places
-    the towers on two GPUs). ``small``: :class:`SmallAlexNet` (the demo's).
+    ``alexnet``: alexnet_cuda.models.AlexNet for ``crop`` x ``crop`` inputs (227 or 224; the
+    paper's two-tower net; ``devices`` places the towers on two GPUs). ``small``: :class:`SmallAlexNet` (the demo's).
     """
     if arch == "alexnet":
         try:
@@ -94,7 +94,7 @@ def build_model(arch: str, num_classes: int, *, crop: int = 227, fused: bool = T
             raise ImportError(
                 "--arch alexnet needs alexnet_cuda.models.AlexNet, which could not be imported "
                 f"({exc}); use --arch small for the demo network") from exc
-        kwargs = dict(fused=fused, dropout=dropout)
+        kwargs = dict(fused=fused, dropout=dropout, image_size=crop)  # 227, or 224 (conv1 padding 2)
         if devices is not None:
             kwargs["devices"] = tuple(devices)
         return AlexNet(num_classes, **kwargs)
