@@ -16,9 +16,14 @@ the GPU with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``): then the wo
 read the files' bytes (:class:`ImageFolderBytes`) and :func:`decode_batch` decodes a whole
 batch at once on the device.
 
-Unreadable or corrupt images never stop training: the dataset returns ``None`` for them,
-logs a warning once per file and the collate function drops them; the loop counts them.
-The batch then has fewer images, which is the price of not stopping.
+Unreadable or corrupt images never stop training: the dataset returns :class:`Unreadable`
+(the path) for them, logs a warning once per file and the collate function drops them;
+the loop counts the distinct files. The batch then has fewer images, which is the price of
+not stopping.
+
+Class folders follow torchvision's ImageFolder: a training class folder without images is
+an error (it would be a class no image has), and a class folder found only in val/ is
+reported (its images cannot be scored).
 """
 
 from __future__ import annotations
@@ -64,6 +69,25 @@ def find_classes(root: str) -> List[str]:
     if not classes:
         raise FileNotFoundError(f"no class folders found under {root!r} (expected root/<class>/<image>)")
     return classes
+
+
+def check_class_folders(train_root: str, val_root: str, classes: Sequence[str],
+                        train_samples: Sequence[Tuple[str, int]]) -> None:
+    """torchvision's rules: raise on a training class folder without images; warn about class
+    folders that only val/ has (ignored)."""
+    have = {label for _, label in train_samples}
+    empty = [c for i, c in enumerate(classes) if i not in have]
+    if empty:
+        raise FileNotFoundError(
+            f"class folders without images under {train_root}: {', '.join(empty[:10])}"
+            f"{' ...' if len(empty) > 10 else ''} (image extensions: {', '.join(IMG_EXTENSIONS)}); add images "
+            f"or remove the folders (torchvision's ImageFolder refuses them too)")
+    if os.path.isdir(val_root):
+        extra = sorted(set(e.name for e in os.scandir(val_root) if e.is_dir() and not e.name.startswith("."))
+                       - set(classes))
+        if extra:
+            log.warning("class folders only in %s, not in training: %s: their images are ignored", val_root,
+                        ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
 
 
 def make_samples(root: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
@@ -120,8 +144,15 @@ def decode_file(path: str, size: int = 256) -> torch.Tensor:
     return preprocess(img, size)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A dataset item that could not be read or decoded (the collate functions drop it)."""
+
+    path: str
+
+
 class ImageFolderUint8(torch.utils.data.Dataset):
-    """Decoded, preprocessed images: item = (uint8 (3, size, size), label) or None if unreadable.
+    """Decoded, preprocessed images: item = (uint8 (3, size, size), label), or Unreadable.
 
     Decoding happens here, so with ``num_workers > 0`` it runs in the DataLoader's worker
     processes, in parallel with the training step.
@@ -143,11 +174,12 @@ class ImageFolderUint8(torch.utils.data.Dataset):
             if path not in self._warned:  # once per file per worker
                 self._warned.add(path)
                 log.warning("skipping unreadable image %s: %s", path, str(exc).splitlines()[0][:200])
-            return None
+            return Unreadable(path)
 
 
 class ImageFolderBytes(torch.utils.data.Dataset):
-    """Undecoded files for GPU decoding: item = (uint8 1-D tensor of the file, label, is_jpeg)."""
+    """Undecoded files for GPU decoding: item = (uint8 1-D tensor of the file, label, is_jpeg, path),
+    or Unreadable."""
 
     def __init__(self, samples: Sequence[Tuple[str, int]]):
         self.samples = list(samples)
@@ -162,18 +194,21 @@ class ImageFolderBytes(torch.utils.data.Dataset):
             data = tvio.read_file(path)
         except Exception as exc:
             log.warning("skipping unreadable file %s: %s", path, exc)
-            return None
-        return data, label, path.lower().endswith(_JPEG_EXTENSIONS)
+            return Unreadable(path)
+        return data, label, path.lower().endswith(_JPEG_EXTENSIONS), path
 
 
 @dataclass
 class Batch:
     """A collated batch: images uint8 (N, 3, S, S) (or raw bytes before decoding), labels, and
-    how many items of the requested batch were dropped because they could not be read."""
+    how many items of the requested batch were dropped because they could not be read, and
+    their paths (where known). ``paths``: the files of undecoded bytes (for decode_batch)."""
 
     images: object
     labels: torch.Tensor
     skipped: int = 0
+    skipped_paths: tuple = ()
+    paths: tuple = ()
 
     def pin_memory(self):  # DataLoader(pin_memory=True) calls this on custom batch types
         if isinstance(self.images, torch.Tensor):
@@ -182,20 +217,27 @@ class Batch:
         return self
 
 
+def _split(items):
+    """(readable items, paths of the unreadable ones, how many were dropped)."""
+    good = [it for it in items if it is not None and not isinstance(it, Unreadable)]
+    bad = tuple(it.path for it in items if isinstance(it, Unreadable))
+    return good, bad, len(items) - len(good)
+
+
 def collate_uint8(items) -> Batch:
-    good = [it for it in items if it is not None]
-    skipped = len(items) - len(good)
+    good, bad, skipped = _split(items)
     if not good:
-        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped)
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped, bad)
     images = torch.stack([g[0] for g in good])
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
-    return Batch(images, labels, skipped)
+    return Batch(images, labels, skipped, bad)
 
 
 def collate_bytes(items) -> Batch:
-    good = [it for it in items if it is not None]
+    good, bad, skipped = _split(items)
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
-    return Batch([(g[0], g[2]) for g in good], labels, len(items) - len(good))
+    paths = tuple(g[3] if len(g) > 3 else "" for g in good)
+    return Batch([(g[0], g[2]) for g in good], labels, skipped, bad, paths)
 
 
 def decode_batch(batch: Batch, device: torch.device, size: int = 256) -> Batch:
@@ -232,11 +274,13 @@ def decode_batch(batch: Batch, device: torch.device, size: int = 256) -> Batch:
                 log.warning("skipping undecodable image in batch (item %d): %s", i, str(exc)[:200])
     keep = [i for i, d in enumerate(decoded) if d is not None]
     skipped = batch.skipped + len(items) - len(keep)
+    bad = batch.skipped_paths + tuple(batch.paths[i] for i, d in enumerate(decoded)
+                                      if d is None and i < len(batch.paths) and batch.paths[i])
     if not keep:
         return Batch(torch.empty(0, 3, size, size, dtype=torch.uint8, device=device),
-                     batch.labels[:0], skipped)
+                     batch.labels[:0], skipped, bad)
     images = torch.stack([preprocess(decoded[i].to(device), size) for i in keep])
-    return Batch(images, batch.labels[keep], skipped)
+    return Batch(images, batch.labels[keep], skipped, bad)
 
 
 # --------------------------------------------------------------------------------------

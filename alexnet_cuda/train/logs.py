@@ -88,6 +88,23 @@ class MetricsWriter:
             except ImportError:
                 log.info("tensorboard is not installed: skipping TensorBoard logs (metrics.csv has everything)")
 
+    def drop_rows_after(self, step: int, epoch: int) -> None:
+        """On resume: drop steps.csv rows after ``step`` and metrics.csv rows of epochs from
+        ``epoch`` on, which a run killed after its last checkpoint wrote; they are written again."""
+        if not self.enabled:
+            return
+        for path, key, keep in ((self.step_path, "step", lambda v: int(v) <= step),
+                                (self.epoch_path, "epoch", lambda v: int(v) < epoch)):
+            if not os.path.exists(path):
+                continue
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                fields, rows = reader.fieldnames, [r for r in reader if keep(r[key])]
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+
     def _append(self, path: str, row: Dict) -> None:
         new = not os.path.exists(path)
         with open(path, "a", newline="") as f:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from . import distributed as D
 from .augment import GPUAugment
 from .checkpoint import save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_config
 from .data import decode_batch
 from .evaluate import evaluate
 from .logs import log, make_progress, plot_curves, setup_logging
@@ -137,6 +137,9 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
     """
     if cfg.data is None and not cfg.synthetic:
         raise ValueError("no dataset: give --data ROOT (with train/ and val/), --synthetic N or use --demo")
+    problems = check_config(cfg, own_model=model is not None)
+    if problems:
+        raise ValueError("; ".join(problems))
     dev_type = "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
     info = D.init_distributed(dev_type)
     setup_logging(info.is_main)
@@ -199,6 +202,7 @@ def train_batch(run: Run, batch) -> int:
         batch = decode_batch(batch, run.device, cfg.image_size)
     run.acc["skipped"] += batch.skipped
     run.skipped_train += batch.skipped
+    run.skipped_files.update(batch.skipped_paths)
     x = augment_batch(run.augment, batch.images, cfg, run.step, run.info.rank)
     loss, logits, y = run.step_fn(run.net, run.optimizer, x, batch.labels, run.amp_dtype)
     run.step += 1
@@ -312,7 +316,8 @@ def save(run: Run, epoch: int, epoch_step: int) -> None:
     if run.info.is_main:
         save_checkpoint(run.last_ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                         epoch=epoch, step=run.step, epoch_step=epoch_step, history=run.history,
-                        config=run.cfg.to_dict(), extra={"epoch_acc": dict(run.acc), "classes": run.classes})
+                        config=run.cfg.to_dict(),
+                        extra={"epoch_acc": dict(run.acc), "skipped_files": sorted(run.skipped_files), **run.facts()})
     D.barrier(run.info)
     run.checkpoint, run.checkpoint_step = run.last_ckpt, run.step
 

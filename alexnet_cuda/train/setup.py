@@ -20,14 +20,15 @@ import torch
 
 from . import distributed as D
 from .augment import GPUAugment
-from .checkpoint import find_resume, load_checkpoint, restore
+from .checkpoint import find_resume, load_checkpoint, remove_stale_temps, restore
 from .config import TrainConfig
 from .data import (ImageFolderBytes, ImageFolderUint8, SyntheticImages, collate_bytes, collate_uint8,
-                   default_stats_path, find_classes, load_or_compute_stats, make_samples, synthetic_stats)
+                   check_class_folders, default_stats_path, find_classes, load_or_compute_stats, make_samples, synthetic_stats)
 from .logs import MetricsWriter, log, make_progress
 from .models import build_model
 from .monitor import LossMonitor
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
+from .resume import apply_safe_changes, compare, refusal
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -66,6 +67,7 @@ def folder_data(cfg: TrainConfig, info: D.DistInfo, device, per_rank_bs: int) ->
     val_samples = make_samples(val_root, classes) if os.path.isdir(val_root) else []
     if not train_samples:
         raise FileNotFoundError(f"no images under {train_root}")
+    check_class_folders(train_root, val_root, classes, train_samples)
     if not val_samples:
         log.warning("no validation images under %s: no evaluation, and the plateau schedule "
                     "will keep lr constant", val_root)
@@ -155,6 +157,8 @@ class Run:
     epoch_step: int = 0
     history: List[Dict] = field(default_factory=list)
     acc: Dict = field(default_factory=_zero_acc)
+    train_size: int = 0                    # training images (a resume compares it)
+    skipped_files: set = field(default_factory=set)  # unreadable training files seen (distinct)
     checkpoint: Optional[str] = None       # the last file this run wrote
     checkpoint_step: Optional[int] = None  # and its step
     skipped_train: int = 0
@@ -165,19 +169,36 @@ class Run:
     def last_ckpt(self) -> str:
         return os.path.join(self.cfg.output, "last.pt")
 
+    def facts(self) -> Dict:
+        """What a checkpoint records about the data, for the next resume to compare."""
+        return {"classes": list(self.classes), "train_size": self.train_size, "world_size": self.info.world_size}
+
     def result(self) -> Dict:
         """What :func:`loop.train` returns (see there)."""
         out = {"history": self.history, "step_losses": self.monitor.losses, "interrupted": self.interrupted,
-               "checkpoint": self.checkpoint, "skipped_train": self.skipped_train, "output": self.cfg.output,
+               "checkpoint": self.checkpoint, "skipped_train": len(self.skipped_files) or self.skipped_train,
+               "output": self.cfg.output,
                "classes": self.classes}
         if self.checkpoint is not None:
             out["checkpoint_step"] = self.checkpoint_step
         return out
 
 
+def param_groups(model: torch.nn.Module, bias_decay: bool):
+    """All parameters in one group, or (``bias_decay`` False) biases in a second group without
+    weight decay, as cuda-convnet's layer files and Caffe's bvlc_alexnet do."""
+    if bias_decay:
+        return list(model.parameters())
+    named = list(model.named_parameters())
+    biases = [p for n, p in named if n.endswith("bias")]
+    others = [p for n, p in named if not n.endswith("bias")]
+    return [{"params": others}, {"params": biases, "weight_decay": 0.0, "no_decay": True}]
+
+
 def build_optimisation(cfg: TrainConfig, model: torch.nn.Module):
     """The paper's SGD on ``model``'s parameters and the lr schedule ``cfg.schedule`` names."""
-    optimizer = PaperSGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = PaperSGD(param_groups(model, cfg.bias_decay), lr=cfg.lr, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay)
     if cfg.schedule == "plateau":
         scheduler = PlateauSchedule(optimizer, 0.1, cfg.lr_patience, cfg.lr_max_drops, cfg.lr_threshold)
     elif cfg.schedule == "milestones":
@@ -204,18 +225,44 @@ def _seeded_model(cfg: TrainConfig, model, info: D.DistInfo, device, tower_devic
     return model
 
 
+def _check_changes(run: Run, ckpt: Dict, path: str) -> bool:
+    """Compare the checkpoint's run with this one; log the safe changes, refuse the others
+    (unless --resume-allow-changes). Returns True when the epoch must restart."""
+    saved, extra = ckpt.get("config", {}), ckpt.get("extra", {})
+    safe, restarting = compare(saved, run.cfg, run.facts(), extra)
+    for line in safe:
+        log.info("resume: %s", line)
+    if restarting and not run.cfg.resume_allow_changes:
+        raise refusal(path, restarting)
+    for line in restarting:
+        log.warning("resume (--resume-allow-changes): %s", line)
+    return bool(restarting)
+
+
 def resume_into(run: Run) -> None:
     """Load ``run.cfg.resume``'s checkpoint into the run: weights, optimiser, schedule, RNG,
-    position (epoch, step, step inside the epoch), history and the epoch's running metrics."""
+    position (epoch, step, step inside the epoch), history and the epoch's running metrics;
+    then apply the options that changed (see resume.py)."""
     cfg, info = run.cfg, run.info
     path = find_resume(cfg.resume)
     ckpt = load_checkpoint(path)
-    restore(ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler)
+    restart_epoch = _check_changes(run, ckpt, path)
+    restore(ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, path=path)
+    applied = apply_safe_changes(cfg, ckpt.get("config", {}), run.optimizer, run.scheduler)
+    if applied:
+        log.info("resume: %s from the command line now apply to the optimiser and schedule", ", ".join(applied))
     if info.rank != 0:  # only rank 0's RNG state is in the file: reseed the others' dropout
         torch.manual_seed(cfg.seed + info.rank + 1_000_003 * ckpt["step"])
     run.start_epoch, run.step, run.epoch_step = ckpt["epoch"], ckpt["step"], ckpt["epoch_step"]
     run.history = list(ckpt.get("history", []))
-    run.acc.update(ckpt.get("extra", {}).get("epoch_acc", {}))
+    extra = ckpt.get("extra", {})
+    run.acc.update(extra.get("epoch_acc", {}))
+    run.skipped_files.update(extra.get("skipped_files", []))
+    if restart_epoch and run.epoch_step:
+        log.warning("resume: epoch %d restarts from its beginning (it was %d steps in)", run.start_epoch + 1,
+                    run.epoch_step)
+        run.epoch_step = 0
+        run.acc.update(_zero_acc())
     log.info("resumed from %s: epoch %d, step %d (%d into the epoch)", path, run.start_epoch + 1, run.step,
              run.epoch_step)
 
@@ -227,6 +274,7 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
     device, tower_devices = D.pick_devices(cfg.device, info, cfg.model_parallel)
     if info.is_main:
         os.makedirs(cfg.output, exist_ok=True)
+        remove_stale_temps(os.path.join(cfg.output, "last.pt"))  # of saves killed midway
     if cfg.batch_size % info.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {info.world_size} processes")
     per_rank_bs = cfg.batch_size // info.world_size
@@ -252,7 +300,8 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
               train_loader=train_loader, val_loader=val_loader, per_rank_bs=per_rank_bs,
               steps_per_epoch=math.ceil(sampler.num_samples / per_rank_bs), model=model, net=model,
               optimizer=optimizer, scheduler=scheduler, augment=None, amp_dtype=None, writer=None,
-              monitor=LossMonitor(info, device), step_fn=step_fn, on_step=on_step)
+              monitor=LossMonitor(info, device), step_fn=step_fn, on_step=on_step,
+              train_size=len(data["train_ds"]))
     if cfg.resume:
         resume_into(run)
     run.net = D.wrap_ddp(model, info, device, cfg.model_parallel)
@@ -261,4 +310,6 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
     run.augment = make_augment(cfg, data["stats"], device)
     run.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
     run.writer = MetricsWriter(cfg.output, info.is_main, cfg.tensorboard, resume=bool(cfg.resume))
+    if cfg.resume:  # rows a killed run wrote after its checkpoint are written again from here
+        run.writer.drop_rows_after(run.step, run.start_epoch)
     return run

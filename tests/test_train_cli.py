@@ -1,0 +1,250 @@
+"""Issue 19: the trainer's CLI honours what the user typed, validates every resume and refuses bad
+values up front. Each test runs the command the way a user would (``main([...])`` in-process,
+on tiny synthetic or generated data) and asserts the exit code and the message.
+"""
+
+import csv
+import logging
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+from PIL import Image  # noqa: E402
+
+from alexnet_cuda.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from alexnet_cuda.train.cli import main  # noqa: E402
+from alexnet_cuda.train.config import config_from_args  # noqa: E402
+from alexnet_cuda.train.demo import apply_demo_defaults  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+
+def _synthetic_args(out, *extra):
+    return ["--synthetic", "32", "--synthetic-classes", "4", "--arch", "small", "--width", "8", "--image-size", "32",
+            "--crop", "24", "--batch-size", "8", "--workers", "0", "--output", str(out), "--progress", "off",
+            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop", *extra]
+
+
+def _messages(caplog):
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. --resume applies a new --lr / --momentum / --weight-decay
+# ---------------------------------------------------------------------------------------------
+def test_resume_applies_new_lr_momentum_and_weight_decay(tmp_path, caplog):
+    out = tmp_path / "r"
+    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2", "--lr", "0.02")) == 0
+    caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
+    rc = main(_synthetic_args(out, "--epochs", "2", "--max-steps", "3", "--lr", "0.001", "--momentum", "0.5",
+                              "--weight-decay", "0.001", "--resume", str(out)))
+    assert rc == 0
+    group = load_checkpoint(str(out / "last.pt"))["optimizer"]["param_groups"][0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.001, 0.5, 0.001)
+    assert "--lr: 0.02 in the checkpoint, 0.001 now" in _messages(caplog)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. resume compares config, classes and world size
+# ---------------------------------------------------------------------------------------------
+def test_resume_refuses_a_new_batch_size_unless_allowed(tmp_path, caplog):
+    out = tmp_path / "bs"
+    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
+    rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16"))
+    assert rc == 2
+    msg = _messages(caplog)
+    assert "--batch-size: 8 in the checkpoint, 16 now" in msg and "--resume-allow-changes" in msg
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
+    rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16",
+                              "--resume-allow-changes", "--max-steps", "3"))
+    assert rc == 0
+    assert "restarts from its beginning" in _messages(caplog)
+    ck = load_checkpoint(str(out / "last.pt"))
+    assert (ck["step"], ck["epoch_step"]) == (3, 1)  # epoch 1 restarted at batch 16: one step in
+
+
+def _image_folder(root, classes, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def _folder_args(data, out, *extra):
+    return ["--data", str(data), "--arch", "small", "--width", "8", "--image-size", "28", "--crop", "24",
+            "--batch-size", "4", "--workers", "0", "--output", str(out), "--progress", "off", "--no-tensorboard",
+            "--no-plot", "--stats-file", str(out) + "-stats.pt", "--no-ten-crop", "--epochs", "1", "--input-scale",
+            "0.015625", *extra]
+
+
+def test_resume_refuses_a_renamed_class_folder(tmp_path, caplog):
+    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    out = tmp_path / "run"
+    assert main(_folder_args(data, out, "--max-steps", "1")) == 0
+    os.rename(data / "train" / "dog", data / "train" / "bird")
+    rc = main(_folder_args(data, out, "--resume", str(out)))
+    assert rc == 2
+    assert "class list" in _messages(caplog) and "labels would change meaning" in _messages(caplog)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. --demo keeps every option the user typed
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("typed, name, value", [
+    (["--flip"], "flip", True), (["--batch-size", "128"], "batch_size", 128), (["--workers", "4"], "workers", 4),
+    (["--epochs", "90"], "epochs", 90), (["--output", "runs/alexnet"], "output", "runs/alexnet"),
+])
+def test_demo_keeps_typed_values_equal_to_the_general_defaults(typed, name, value):
+    cfg, demo, given = config_from_args(["--demo", *typed])
+    cfg = apply_demo_defaults(cfg, given)
+    assert demo and getattr(cfg, name) == value
+    assert cfg.arch == "small" and cfg.crop == 24  # the demo's settings for what was not typed
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. --crop reaches the model: --crop 224 --arch alexnet trains
+# ---------------------------------------------------------------------------------------------
+def test_crop_224_alexnet_end_to_end(tmp_path):
+    out = tmp_path / "a224"
+    rc = main(["--synthetic", "2", "--synthetic-classes", "4", "--image-size", "224", "--crop", "224",
+               "--arch", "alexnet", "--batch-size", "2", "--max-steps", "1", "--workers", "0", "--output", str(out),
+               "--progress", "off", "--no-tensorboard", "--no-plot"])
+    assert rc == 0
+    assert load_checkpoint(str(out / "last.pt"))["config"]["crop"] == 224
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. bad values are refused at parse time, naming the option and the range
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["--eval-every", "0"], "--eval-every: 0 is out of range: must be >= 1"),
+    (["--log-every", "0"], "--log-every: 0 is out of range: must be >= 1"),
+    (["--epochs", "0"], "--epochs: 0 is out of range: must be >= 1"),
+    (["--epochs", "-1"], "--epochs: -1 is out of range: must be >= 1"),
+    (["--max-steps", "-1"], "--max-steps: -1 is out of range: must be >= 0"),
+    (["--batch-size", "0"], "--batch-size: 0 is out of range: must be >= 1"),
+    (["--momentum", "1.5"], "--momentum: 1.5 is out of range: must be >= 0 and < 1"),
+    (["--crop", "40"], "--crop 40 is larger than the images (--image-size 32)"),
+    (["--arch", "alexnet", "--image-size", "256"], "--crop 24: --arch alexnet takes 227"),
+])
+def test_bad_values_fail_at_parse_time(tmp_path, capsys, args, expected):
+    with pytest.raises(SystemExit) as exc:
+        main(_synthetic_args(tmp_path / "bad") + args)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing ran
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. checkpoints: clear load errors, a checksum, temp files and steps.csv after a crash
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, expected", [
+    ("empty", "the file is empty (0 bytes)"),
+    ("random", "not a readable PyTorch file"),
+    ("foreign", "not a checkpoint of alexnet_cuda.train"),
+])
+def test_bad_checkpoint_files_give_one_clear_message(tmp_path, caplog, kind, expected):
+    bad = tmp_path / "bad.pt"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "random":
+        bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    else:
+        torch.save(torch.nn.Linear(3, 2).state_dict(), bad)
+    rc = main(_synthetic_args(tmp_path / "run", "--epochs", "1", "--resume", str(bad)))
+    assert rc == 2
+    assert f"checkpoint {bad}: {expected}" in _messages(caplog)
+
+
+def _flip_a_bit_in_tensor_data(path, name_part):
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if f"/data/{name_part}" in i.filename)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(f.read(4), dtype="<u2")
+        pos = info.header_offset + 30 + int(name_len) + int(extra_len) + info.file_size // 2
+        f.seek(pos)
+        byte = f.read(1)[0]
+        f.seek(pos)
+        f.write(bytes([byte ^ 0x10]))
+
+
+def test_checksum_catches_a_bit_flip_in_tensor_data(tmp_path):
+    out = tmp_path / "flip"
+    assert main(_synthetic_args(out, "--epochs", "1", "--max-steps", "1")) == 0
+    path = str(out / "last.pt")
+    load_checkpoint(path)  # intact
+    with zipfile.ZipFile(path) as z:  # the largest tensor: a weight
+        largest = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    _flip_a_bit_in_tensor_data(path, largest.filename.rsplit("/data/", 1)[1])
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(path)
+
+
+def test_crashed_save_temp_files_are_removed_and_steps_csv_has_no_duplicates(tmp_path):
+    out = tmp_path / "crash"
+    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
+    # what a run killed (kill -9) after its checkpoint leaves: a temp file of a dead process
+    # and steps.csv rows past the checkpoint
+    orphan = out / ".last.pt.tmp.999999999"
+    orphan.write_bytes(b"partial")
+    with open(out / "steps.csv", "a") as f:
+        f.write("3,0,9.9,0.01,1.0\n4,0,9.9,0.01,1.0\n")
+    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "5", "--resume", str(out))) == 0
+    assert not orphan.exists()
+    with open(out / "steps.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. data folders follow torchvision's rules; skip counts are distinct files
+# ---------------------------------------------------------------------------------------------
+def test_empty_class_folder_is_refused_and_val_only_class_warned(tmp_path, caplog):
+    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    (data / "train" / "empty").mkdir()
+    rc = main(_folder_args(data, tmp_path / "run"))
+    assert rc == 2 and "class folders without images" in _messages(caplog) and "empty" in _messages(caplog)
+    (data / "train" / "empty").rmdir()
+    (data / "val" / "zebra").mkdir()
+    caplog.clear()
+    assert main(_folder_args(data, tmp_path / "run2", "--max-steps", "1")) == 0
+    assert "class folders only in" in _messages(caplog) and "zebra" in _messages(caplog)
+
+
+def test_skip_count_reports_distinct_files(tmp_path, caplog):
+    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    (data / "train" / "cat" / "bad.png").write_bytes(b"not a png")
+    rc = main(_folder_args(data, tmp_path / "run", "--epochs", "3"))
+    assert rc == 0
+    assert "1 unreadable training images were skipped" in _messages(caplog)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. biases without weight decay, as the original code (an option)
+# ---------------------------------------------------------------------------------------------
+def test_no_bias_decay_puts_biases_in_a_group_without_decay():
+    from alexnet_cuda.train.config import TrainConfig
+    from alexnet_cuda.train.setup import build_optimisation
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    opt, _ = build_optimisation(TrainConfig(bias_decay=False, schedule="constant"), model)
+    decayed, free = opt.param_groups
+    assert [p.dim() for p in free["params"]] == [1, 1] and free["weight_decay"] == 0
+    assert decayed["weight_decay"] == 5e-4 and all(p.dim() == 2 for p in decayed["params"])
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # zero gradients: only decay moves a parameter
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert moved == [True, False, True, False]  # weights decayed, biases not
