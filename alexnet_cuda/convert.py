@@ -13,6 +13,13 @@ Rewrites, in place, anywhere in the module tree:
 * any other ``nn.LocalResponseNorm`` -> ``alexnet_cuda.nn.LocalResponseNorm`` and any other
   ``nn.MaxPool2d`` -> ``alexnet_cuda.nn.MaxPool2d``, same arguments.
 
+A layer is only swapped where the fused one computes the same function on every input the
+stock layers accept. The fused stage reads a 3-D input as one unbatched (C, H, W) image,
+while stock LRN reads it as (N, C, L): the stage convert() puts in runs the stock layers on
+any input that is not 4-D. A stage whose pooling window has more than
+``alexnet_cuda.ops._args.MAX_WINDOW_TAPS`` taps (the fused backward's one-byte argmax)
+is left stock, and convert() says so in one warning listing every module it skipped.
+
 Replaced slots keep their names (indices of an ``nn.Sequential`` do not move), and every
 new module is parameter-free or shares the old Parameters, so ``state_dict()`` keys and
 values are unchanged. Only exact ``torch.nn`` classes are matched (subclasses, including
@@ -23,11 +30,13 @@ a ReLU that are not neighbours in one ``nn.Sequential`` (e.g. called from a cust
 
 from __future__ import annotations
 
-from typing import Optional
+import warnings
+from typing import List, Optional
 
 from torch import nn
 
 from . import nn as fused_nn
+from .ops._args import MAX_WINDOW_TAPS
 
 __all__ = ["convert"]
 
@@ -37,20 +46,42 @@ def convert(module: nn.Module) -> nn.Module:
     Returns ``module`` itself, or its replacement when ``module`` is itself a bare
     ``nn.LocalResponseNorm`` / ``nn.MaxPool2d``. See the module docstring for the rules.
     """
-    return _convert(module, fused_nn)
+    skipped: List[str] = []
+    out = _convert(module, fused_nn, "", skipped, set())
+    if skipped:
+        warnings.warn("alexnet_cuda.convert left these stock layers in place, where a fused layer would not "
+                      "compute the same function on every input: " + "; ".join(skipped), stacklevel=2)
+    return out
 
 
-def _convert(module: nn.Module, fnn) -> nn.Module:
+def _convert(module: nn.Module, fnn, prefix: str, skipped: List[str], keep: set) -> nn.Module:
+    if id(module) in keep:
+        return module
     single = _replace_single(module, fnn)
     if single is not None:
         return single
     if isinstance(module, nn.Sequential):
-        _fuse_sequential(module, fnn)
+        _fuse_sequential(module, fnn, prefix, skipped, keep)
     for name, child in list(module.named_children()):
-        new = _convert(child, fnn)
+        new = _convert(child, fnn, f"{prefix}{name}.", skipped, keep)
         if new is not child:
             setattr(module, name, new)
     return module
+
+
+class ConvertedReLULRNMaxPool2d(fused_nn.ReLULRNMaxPool2d):
+    """The fused stage on 4-D input; on any other input the stock ReLU -> LRN -> MaxPool2d it
+    replaced (stock LRN reads 3-D input as (N, C, L), the fused stage as (C, H, W))."""
+
+    def __init__(self, relu, lrn, pool, kernel, stride):
+        super().__init__(lrn.size, lrn.alpha, lrn.beta, lrn.k, kernel, stride)
+        self._stock = (relu, lrn, pool)  # a tuple: not submodules, so no new state_dict keys
+
+    def forward(self, input):
+        if input.dim() == 4:
+            return super().forward(input)
+        relu, lrn, pool = self._stock
+        return pool(lrn(relu(input)))
 
 
 def _same_mode(new: nn.Module, old: nn.Module) -> nn.Module:
@@ -78,6 +109,15 @@ def _square(value) -> Optional[int]:
     return None
 
 
+def _too_many_taps(pool) -> Optional[str]:
+    """Why the fused stage cannot take this pooling window, or None."""
+    kernel = _square(pool.kernel_size)
+    if kernel is not None and kernel * kernel > MAX_WINDOW_TAPS:
+        return (f"MaxPool2d(kernel_size={kernel}) after LRN: {kernel * kernel} taps, the fused stage takes "
+                f"at most {MAX_WINDOW_TAPS}")
+    return None
+
+
 def _stage(relu, lrn, pool, fnn) -> Optional[nn.Module]:
     """The fused module for ReLU -> LRN -> MaxPool2d, or None when they do not match."""
     if not (type(relu) is nn.ReLU and type(lrn) is nn.LocalResponseNorm
@@ -85,15 +125,31 @@ def _stage(relu, lrn, pool, fnn) -> Optional[nn.Module]:
         return None
     kernel, stride = _square(pool.kernel_size), _square(pool.stride)
     if (kernel is None or stride is None or _square(pool.padding) != 0
-            or _square(pool.dilation) != 1 or pool.ceil_mode or pool.return_indices):
+            or _square(pool.dilation) != 1 or pool.ceil_mode or pool.return_indices
+            or _too_many_taps(pool)):
         return None
-    return _same_mode(fnn.ReLULRNMaxPool2d(lrn.size, lrn.alpha, lrn.beta, lrn.k, kernel, stride),
-                      relu)
+    return _same_mode(ConvertedReLULRNMaxPool2d(relu, lrn, pool, kernel, stride), relu)
 
 
-def _fuse_sequential(seq: nn.Sequential, fnn) -> None:
+def _skip_stage(mods, names, i, prefix, skipped, keep) -> bool:
+    """Record (and keep stock) a ReLU -> LRN -> MaxPool2d run at i that the fused stage cannot take."""
+    run = mods[i:i + 3]
+    if len(run) < 3 or not (type(run[0]) is nn.ReLU and type(run[1]) is nn.LocalResponseNorm
+                            and type(run[2]) is nn.MaxPool2d):
+        return False
+    why = _too_many_taps(run[2])
+    if why is None:
+        return False
+    skipped.append(f"{prefix}{names[i]}..{prefix}{names[i + 2]} ({why})")
+    keep.update(id(m) for m in run)
+    return True
+
+
+def _fuse_sequential(seq: nn.Sequential, fnn, prefix: str = "", skipped=None, keep=None) -> None:
     names = list(seq._modules.keys())
     mods = list(seq._modules.values())
+    skipped = [] if skipped is None else skipped
+    keep = set() if keep is None else keep
 
     def stage_at(i):
         return _stage(*mods[i:i + 3], fnn) if i + 3 <= len(mods) else None
@@ -103,18 +159,23 @@ def _fuse_sequential(seq: nn.Sequential, fnn) -> None:
 
     i = 0
     while i < len(mods):
+        conv_before = False
         if type(mods[i]) is nn.Conv2d and i + 1 < len(mods) and type(mods[i + 1]) is nn.ReLU:
             put(i, _same_mode(fnn.Conv2dReLU.from_conv(mods[i]), mods[i]))
             i += 1  # now at the ReLU: it either starts a stage or becomes Identity
-            if stage_at(i) is None:
-                put(i, _same_mode(nn.Identity(), mods[i]))
-                i += 1
-                continue
+            conv_before = True
         stage = stage_at(i)
         if stage is not None:
             put(i, stage)
             put(i + 1, _same_mode(nn.Identity(), mods[i + 1]))
             put(i + 2, _same_mode(nn.Identity(), mods[i + 2]))
             i += 3
+        elif _skip_stage(mods, names, i, prefix, skipped, keep):
+            if conv_before:  # the conv applied this ReLU already
+                put(i, _same_mode(nn.Identity(), mods[i]))
+            i += 3
+        elif conv_before:
+            put(i, _same_mode(nn.Identity(), mods[i]))
+            i += 1
         else:
             i += 1
