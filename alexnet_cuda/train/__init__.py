@@ -5,11 +5,11 @@ Importable API::
     from alexnet_cuda.train import TrainConfig, train
     result = train(TrainConfig(data="/data/imagenet", epochs=90))   # or train(cfg, model=my_module)
 
-See README.md here for the recipe, resuming and the demo. Modules: data (ImageFolder decoding, 256x256 preprocessing, mean/PCA cache), augment (GPU
-crops/flips/PCA noise, 10-crop views), optim (the paper's SGD, lr schedules), evaluate
+See README.md here for the recipe, resuming and the demo. Modules: data (ImageFolder
+decoding, 256x256 preprocessing, mean/PCA cache), augment (GPU crops/flips/PCA noise, 10-crop views), optim (the paper's SGD, lr schedules), evaluate
 (centre and 10-crop top-1/top-5), checkpoint (atomic, exact resume), distributed (torchrun,
 DDP), setup (data, model, optimiser, resume), loop (epochs, evaluation, checkpoint and
-stop), monitor (the NaN/inf guard), models (model factory, the demo's SmallAlexNet), demo
+stop), monitor (the NaN/inf guard), resume (what a resume may change), models (model factory, the demo's SmallAlexNet), demo
 (scikit-learn digits as an ImageFolder), logs (progress, CSV, TensorBoard, curves).
 """
 

@@ -139,7 +139,9 @@ class PlateauSchedule:
 class MilestoneSchedule:
     """Fixed schedule: lr = base * factor^(number of milestones <= epoch).
 
-    ``--lr-milestones 25,51,79`` reproduces the drops in the released AlexNet logs.
+    ``--lr-milestones 25,51,79`` (the default) is an example spread over ~90 epochs: the paper
+    only says lr was divided by 10 three times, when validation error stopped improving
+    (:class:`PlateauSchedule`); we know of no published log with these epochs.
     ``epoch`` is the 0-based index of the epoch about to start.
     """
 
