@@ -188,3 +188,57 @@ def test_cuda_graph_step_returns_fresh_tensors_and_graphed_inference_matches():
     ref = make_inference(model)(x)
     for out in outs:
         torch.testing.assert_close(out, ref)
+
+
+# ---- the trainer's flags: --cuda-graphs and --compile go through make_step ----
+
+def _synthetic_cfg(tmp_path, **kw):
+    from alexnet_cuda.train import TrainConfig
+
+    base = dict(synthetic=16, synthetic_classes=10, arch="small", width=8, image_size=28, crop=24, epochs=1,
+                batch_size=8, workers=0, device="cpu", output=str(tmp_path / "run"), progress="off",
+                tensorboard=False, plot=False, log_every=1, input_scale=1 / 64, schedule="constant", dropout=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cli_parses_cuda_graphs_and_refuses_it_with_model_parallel():
+    from alexnet_cuda.train.config import check_config, config_from_args
+
+    cfg, _, given = config_from_args(["--synthetic", "8", "--cuda-graphs", "--compile"])
+    assert cfg.cuda_graphs and cfg.compile and {"cuda_graphs", "compile"} <= given
+    assert not config_from_args(["--synthetic", "8"])[0].cuda_graphs
+    cfg, _, _ = config_from_args(["--synthetic", "8", "--cuda-graphs", "--model-parallel"])
+    assert any("--cuda-graphs with --model-parallel" in p for p in check_config(cfg))
+
+
+@pytest.mark.skipif(CUDA, reason="the fallback is for machines without CUDA")
+def test_train_with_cuda_graphs_on_cpu_says_so_and_trains_as_without(tmp_path, caplog):
+    from alexnet_cuda.train import train
+
+    plain = train(_synthetic_cfg(tmp_path / "plain"))["step_losses"]
+    with caplog.at_level(logging.WARNING, logger="alexnet_cuda.train"):
+        graphed = train(_synthetic_cfg(tmp_path / "graphed", cuda_graphs=True))["step_losses"]
+    assert "CUDA graphs not used: no CUDA device" in caplog.text
+    assert graphed == plain and len(plain) == 2
+
+
+def test_train_with_compile_runs_the_compiled_step(tmp_path, monkeypatch):
+    """--compile trains through make_step's torch.compile (here with the aot_eager backend:
+    see the module docstring) and matches the eager run."""
+    from alexnet_cuda.train import train
+
+    compiled = []
+    real_compile = torch.compile
+
+    def aot_eager_compile(model, **kw):
+        compiled.append(type(model).__name__)
+        return real_compile(model, backend="aot_eager", dynamic=False)
+
+    plain = train(_synthetic_cfg(tmp_path / "plain"))["step_losses"]
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", aot_eager_compile)
+    losses = train(_synthetic_cfg(tmp_path / "compiled", compile=True))["step_losses"]
+    torch._dynamo.reset()
+    assert compiled == ["SmallAlexNet"]
+    torch.testing.assert_close(losses, plain, rtol=1e-4, atol=1e-5)

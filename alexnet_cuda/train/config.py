@@ -49,6 +49,7 @@ class TrainConfig:
     amp: str = "none"                   # none | bf16
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False           # the whole step replayed from one CUDA graph (train/step.py)
     seed: int = 0
     # evaluation
     eval_every: int = 1
@@ -110,7 +111,11 @@ _HELP = {
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "bf16: autocast the forward pass to bfloat16",
     "channels_last": "NHWC memory format for the model and its inputs",
-    "compile": "torch.compile the model",
+    "compile": "torch.compile the model (train/step.py)",
+    "cuda_graphs": "capture the whole training step (forward, loss, backward, SGD update) in one CUDA graph "
+                   "after 3 warm-up steps and replay it: no per-kernel launches on the host; without CUDA "
+                   "(or if the capture fails) it says so and runs the ordinary step; not with "
+                   "--model-parallel or several processes (train/step.py)",
     "ten_crop": "also evaluate the paper's 10-crop average",
     "output": "run folder: checkpoints, metrics.csv, steps.csv, TensorBoard logs, curves.png",
     "resume": "checkpoint file or run folder to continue from (exactly); --lr, --momentum, "
@@ -216,6 +221,9 @@ def check_config(cfg: TrainConfig, own_model: bool = False) -> List[str]:
         problems.append(f"--crop {cfg.crop}: --arch alexnet takes 227 (no conv1 padding) or 224 (padding 2)")
     if cfg.arch == "small" and cfg.width % 2:
         problems.append(f"--width {cfg.width}: must be even (--arch small has two-group convolutions)")
+    if cfg.cuda_graphs and cfg.model_parallel:
+        problems.append("--cuda-graphs with --model-parallel: one CUDA graph captures one device's work; "
+                        "drop one of them")
     milestones = _milestones_problem(cfg.lr_milestones)
     return problems + ([milestones] if milestones else [])
 

@@ -29,6 +29,7 @@ from .models import build_model
 from .monitor import LossMonitor
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 from .resume import apply_safe_changes, compare, refusal
+from .step import make_step
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -305,10 +306,11 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
     if cfg.resume:
         resume_into(run)
     run.net = D.wrap_ddp(model, info, device, cfg.model_parallel)
-    if cfg.compile:
-        run.net = torch.compile(run.net)
     run.augment = make_augment(cfg, data["stats"], device)
     run.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
+    if cfg.compile or cfg.cuda_graphs:  # otherwise step_fn as given (loop.train_step)
+        run.step_fn = make_step(run.net, optimizer, amp_dtype=run.amp_dtype, compile=cfg.compile,
+                                cuda_graph=cfg.cuda_graphs).as_step_fn()
     run.writer = MetricsWriter(cfg.output, info.is_main, cfg.tensorboard, resume=bool(cfg.resume))
     if cfg.resume:  # rows a killed run wrote after its checkpoint are written again from here
         run.writer.drop_rows_after(run.step, run.start_epoch)

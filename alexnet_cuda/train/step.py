@@ -74,6 +74,11 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         return eager_step(self.net, self.optimizer, x, labels, self.amp_dtype)
 
+    def as_step_fn(self) -> Callable:
+        """This step in the loop's ``step_fn(net, optimizer, x, labels, amp_dtype)`` form
+        (setup.Run.step_fn); it ignores those three arguments: it was made with its own."""
+        return lambda net, optimizer, x, labels, amp_dtype=None: self(x, labels)
+
 
 def make_step(net, optimizer, *, amp_dtype=None, compile: bool = False, cuda_graph: bool = False,
               compile_backend: str = "inductor", compile_mode: Optional[str] = None, warmup: int = 3) -> TrainStep:
