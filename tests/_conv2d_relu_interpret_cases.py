@@ -24,6 +24,10 @@ import triton  # noqa: E402,F401
 
 from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
 from alexnet_cuda.ops import _space_to_depth as s2d  # noqa: E402
+import importlib  # noqa: E402
+
+# the module (alexnet_cuda.ops exports its function under the same name)
+cr = importlib.import_module("alexnet_cuda.ops.conv2d_relu")
 
 if not kmod._INTERPRET:
     pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
@@ -259,3 +263,47 @@ def test_space_to_depth_weight_grad(name, layout):
     torch.testing.assert_close(gb, ref_b)
     gw, gb = s2d.weight_grad(grad, x, weight, s, padding, need_bias=False)
     assert gb is None and gw.shape == weight.shape
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["alexnet_conv1", "alexnet_conv2"])
+def test_eager_function_forward_and_backward(name, layout):
+    """The eager CUDA path (_TritonConv2dReLU: the Triton forward without the op's
+    dispatch, the op's backward), on CPU tensors, against float64 F.conv2d + relu."""
+    case = BY_NAME[name]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, torch.float32, layout, seed=10)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    out = cr._TritonConv2dReLU.apply(*leaves, *args, False)
+    ref_leaves = [t.double().requires_grad_() for t in (x, weight, bias)]
+    ref = _reference(*ref_leaves, *args)
+    assert _rel_err(out, ref) < 1e-5 and out.is_contiguous(memory_format=layout)
+    grad = torch.randn(ref.shape, dtype=torch.float64)
+    got = torch.autograd.grad(out, leaves, grad.float())
+    want = torch.autograd.grad(ref, ref_leaves, grad)
+    for g, r in zip(got, want):
+        assert _rel_err(g, r) < 1e-5
+
+
+def test_launch_plan_is_cached_per_shape(monkeypatch):
+    """Eager launches reuse one plan per shape and arguments; a view at an offset that
+    is not 16-byte aligned, and the same shape with other strides, still give F.conv2d's
+    result (the plan's key and the alignment-keyed kernel handles)."""
+    monkeypatch.setattr(kmod, "_PLANS", {})
+    case = BY_NAME["aligned_taps"]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, torch.float32, torch.channels_last, seed=11)
+    for _ in range(2):
+        out = kmod._conv2d_relu_triton(x, weight, bias, *args, allow_tf32=False)
+        assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5
+    assert len(kmod._PLANS) == 1
+    flat = torch.randn(x.numel() + 1)
+    shifted = flat[1:].view(x.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2).copy_(x)
+    assert shifted.data_ptr() % 16 != 0 and shifted.stride() == x.stride()
+    out = kmod._conv2d_relu_triton(shifted, weight, bias, *args, allow_tf32=False)
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5
+    assert len(kmod._PLANS) == 1
+    nchw = x.contiguous()
+    out = kmod._conv2d_relu_triton(nchw, weight, bias, *args, allow_tf32=False)
+    assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5 and out.is_contiguous()
+    assert len(kmod._PLANS) == 2

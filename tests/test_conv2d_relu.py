@@ -209,6 +209,44 @@ def test_saved_tensors_are_input_weight_output():
     assert saved[2].shape == out.shape
 
 
+def test_cpu_eager_call_is_stock_relu_conv2d():
+    """Eager CPU calls skip the op's dispatch: the autograd graph is ATen's own (so the
+    backward is stock's), saving input, weight and the output as the op does."""
+    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3, requires_grad=True)
+    out = conv2d_relu(x, wt, b, padding=1)
+    assert type(out.grad_fn).__name__ == "ReluBackward0"
+    assert type(out.grad_fn.next_functions[0][0]).__name__ == "ConvolutionBackward0"
+
+
+def test_cpu_eager_refuses_what_aten_accepts():
+    """ATen's CPU conv2d takes integer and complex tensors and a weight on meta; the op
+    refuses them, eager or not, with its own errors; padding="same" with an even kernel
+    pads without ATen's warning, as the op always has."""
+    import warnings
+
+    x, wt, b = _ok()
+    for dtype in (torch.int64, torch.complex64):
+        with pytest.raises(TypeError, match="floating-point"):
+            conv2d_relu(x.to(dtype), wt.to(dtype))
+    with pytest.raises(ValueError, match="weight is on meta"):
+        conv2d_relu(x, wt.to("meta"))
+    w_even = torch.randn(6, 4, 4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = conv2d_relu(x, w_even, padding="same")
+    torch.testing.assert_close(out, torch.relu(F.conv2d(x, w_even, padding="same")))
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["nonstrict", "strict"])
+def test_export_keeps_the_op(strict):
+    """Traced calls still go through alexnet_cuda::conv2d_relu (the eager shortcut is not
+    taken while tracing)."""
+    model = Conv2dReLU(3, 4, 3, padding=1)
+    ep = torch.export.export(model, (torch.randn(2, 3, 8, 8),), strict=strict)
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets == ["alexnet_cuda.conv2d_relu.default"], targets
+
+
 # ---------------------------------------------------------------------------------------
 # Registration: opcheck, fake tensors, torch.compile.
 # ---------------------------------------------------------------------------------------

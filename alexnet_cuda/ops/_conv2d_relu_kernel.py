@@ -16,6 +16,7 @@ import torch._prims_common as _prims
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
+from torch.utils import _python_dispatch
 
 from . import _space_to_depth as _s2d
 
@@ -346,6 +347,104 @@ def _pack_weight(weight: torch.Tensor, c_inner: bool):
     return packed.contiguous(), k_b
 
 
+class _LaunchPlan:
+    """Everything about one launch that depends only on shapes, strides, dtypes and
+    arguments, computed once per such key (``_plan``): the output's shape and layout, the
+    tensor rewrites the launch needs (space-to-depth, an NHWC copy, a packed weight), the
+    kernel's scalar arguments (everything after its four pointers) and constexprs, and,
+    once a CUDA launch has run, the compiled kernel itself (``handles``, keyed by which
+    pointers are 16-byte aligned: Triton specializes the compiled code on that)."""
+
+    __slots__ = ("out_shape", "out_format", "s2d", "to_nhwc", "c_inner", "scalars",
+                 "constexprs", "m_total", "coutg", "groups", "handles")
+
+    def grid(self, meta):
+        return (triton.cdiv(self.m_total, meta["BLOCK_M"]) * triton.cdiv(self.coutg, meta["BLOCK_N"]),
+                self.groups)
+
+
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> _LaunchPlan:
+    """The _LaunchPlan of a launch, from the tensors' metadata only (works on meta tensors)."""
+    n, c, h, w = input.shape
+    cout, cg, kh, kw = weight.shape
+    sh, sw = stride
+    ph, pw = padding
+    ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
+    plan = _LaunchPlan()
+    plan.out_shape = (n, cout, ho, wo)
+    plan.out_format = output_memory_format(input, weight)
+    plan.handles = {}
+    plan.s2d = None
+    plan.to_nhwc = False
+    if n * cout * ho * wo == 0:
+        plan.scalars = None
+        return plan
+    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
+    problem = _limit_problem(input, weight, padding, groups, ho, wo, s)
+    if problem:
+        raise ValueError(f"conv2d_relu: {problem}")
+    x, wt = _meta_like(input), _meta_like(weight)
+    if s:
+        # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
+        # this launch is then an unpadded stride-1 conv of the rewritten tensors.
+        kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
+        plan.s2d = (s, list(padding), hs, ws)
+        x = _s2d.input_to_depth(x, s, padding, hs, ws)
+        wt = _s2d.weight_to_depth(wt, s)
+        n, c, h, w = x.shape
+        cg = c
+        sh = sw = 1
+        ph = pw = 0
+    c_inner = x.stride(1) <= x.stride(3)
+    if not c_inner and _NCHW_INPUT_POLICY == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        plan.to_nhwc = c_inner = True
+    plan.c_inner = c_inner
+    wt, k_b = _pack_weight(wt, c_inner)
+    y = torch.empty(plan.out_shape, device="meta", memory_format=plan.out_format)
+    plan.coutg = cout // groups
+    plan.m_total = n * ho * wo
+    plan.groups = groups
+    plan.scalars = (
+        n, c, h, w, cout, ho, wo, kh, kw, groups, cg, plan.coutg, plan.m_total, cg * kh * kw,
+        sh, sw, ph, pw, dilation[0], dilation[1],
+        *x.stride(), wt.stride(0), k_b, *y.stride(),
+    )
+    plan.constexprs = dict(
+        HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
+        # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
+        ALLOW_TF32=bool(allow_tf32) or input.dtype != torch.float32, CHECK_H=ph > 0, CHECK_W=pw > 0,
+        # 64-bit offsets only when a tensor spans 2^31 elements or more (padding taps can
+        # reach below the first element: bounded by the image span, hence the margin).
+        X_INT64=2 * _image_span(x) + (n - 1) * abs(x.stride(0)) > _OFFSET32_LIMIT,
+        Y_INT64=_image_span(y) + (n - 1) * y.stride(0) > _OFFSET32_LIMIT,
+    )
+    return plan
+
+
+def _bind(plan: _LaunchPlan, input, weight, bias):
+    """(y, pointer arguments) of one launch of `plan`: the output allocated, and the
+    tensors rewritten as the plan says (the data-dependent part of a launch)."""
+    y = torch.empty(plan.out_shape, device=input.device, dtype=input.dtype,
+                    memory_format=plan.out_format)
+    if plan.scalars is None:
+        return y, None
+    if plan.s2d is not None:
+        s, padding, hs, ws = plan.s2d
+        input = _s2d.input_to_depth(input, s, padding, hs, ws)
+        weight = _s2d.weight_to_depth(weight, s)
+    elif plan.to_nhwc:
+        input = input.contiguous(memory_format=torch.channels_last)
+    weight, _ = _pack_weight(weight, plan.c_inner)
+    # the kernel reads bias[co] at unit stride (a copy of Cout values when it is strided)
+    bias = weight if bias is None else bias.contiguous()
+    return y, (input, weight, bias, y)
+
+
 def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
     """Everything one launch needs, computed as the launcher does: (y, args, constexprs, grid).
 
@@ -355,63 +454,61 @@ def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, al
     launch). bench/codegen.py calls this with meta tensors to compile the very launches
     the op makes for a GPU architecture, without a GPU.
     """
-    n, c, h, w = input.shape
-    cout, cg, kh, kw = weight.shape
-    sh, sw = stride
-    ph, pw = padding
-    dh, dw = dilation
-    ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
-    y = torch.empty((n, cout, ho, wo), device=input.device, dtype=input.dtype,
-                    memory_format=output_memory_format(input, weight))
-    if y.numel() == 0:
+    plan = _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
+    y, pointers = _bind(plan, input, weight, bias)
+    if pointers is None:
         return y, None, None, None
-    s = _s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
-    problem = _limit_problem(input, weight, padding, groups, ho, wo, s)
-    if problem:
-        raise ValueError(f"conv2d_relu: {problem}")
-    if s:
-        # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
-        # this launch is then an unpadded stride-1 conv of the rewritten tensors.
-        kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
-        input = _s2d.input_to_depth(input, s, padding, hs, ws)
-        weight = _s2d.weight_to_depth(weight, s)
-        n, c, h, w = input.shape
-        cg = c
-        sh = sw = 1
-        ph = pw = 0
-    c_inner = input.stride(1) <= input.stride(3)
-    if not c_inner and _NCHW_INPUT_POLICY == "channels_last":
-        input = input.contiguous(memory_format=torch.channels_last)
-        c_inner = True
-    weight, k_b = _pack_weight(weight, c_inner)
-    if bias is not None:
-        bias = bias.contiguous()  # the kernel reads bias[co] at unit stride (a no-op copy-wise for Cout floats)
-    coutg = cout // groups
-    m_total = n * ho * wo
-    k_total = cg * kh * kw
+    return y, pointers + plan.scalars, dict(plan.constexprs), plan.grid
 
-    def grid(meta):
-        return (triton.cdiv(m_total, meta["BLOCK_M"]) * triton.cdiv(coutg, meta["BLOCK_N"]), groups)
 
-    # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
-    tf32 = bool(allow_tf32) or input.dtype != torch.float32
-    args = (
-        input, weight, bias if bias is not None else weight, y,
-        n, c, h, w, cout, ho, wo, kh, kw, groups, cg, coutg, m_total, k_total,
-        sh, sw, ph, pw, dh, dw,
-        input.stride(0), input.stride(1), input.stride(2), input.stride(3),
-        weight.stride(0), k_b,
-        y.stride(0), y.stride(1), y.stride(2), y.stride(3),
-    )
-    constexprs = dict(
-        HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
-        ALLOW_TF32=tf32, CHECK_H=ph > 0, CHECK_W=pw > 0,
-        # 64-bit offsets only when a tensor spans 2^31 elements or more (padding taps can
-        # reach below the first element: bounded by the image span, hence the margin).
-        X_INT64=2 * _image_span(input) + (n - 1) * abs(input.stride(0)) > _OFFSET32_LIMIT,
-        Y_INT64=_image_span(y) + (n - 1) * y.stride(0) > _OFFSET32_LIMIT,
-    )
-    return y, args, constexprs, grid
+# Launch plans of eager calls, by everything _plan reads (the private test settings
+# included, so that a test changing them gets a new plan). Bounded: a new shape is a new
+# autotuning too, so a program sees few; the cache is cleared if it ever grows large.
+_PLANS: dict = {}
+_MAX_PLANS = 1024
+
+
+def _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> _LaunchPlan:
+    key = (input.shape, input.stride(), weight.shape, weight.stride(), input.dtype, input.device,
+           bias is None, tuple(stride), tuple(padding), tuple(dilation), groups, bool(allow_tf32),
+           _NCHW_INPUT_POLICY, _s2d.ENABLED, _OFFSET32_LIMIT)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = _plan(input, weight, bias, stride, padding, dilation, groups,
+                                   allow_tf32)
+    return plan
+
+
+def _aligned(pointers) -> tuple:
+    """Which pointers are 16-byte aligned: what Triton specializes a compiled kernel on
+    besides the scalar arguments (which the plan key fixes)."""
+    return tuple(t.data_ptr() % 16 == 0 for t in pointers)
+
+
+def _launch(jit_kernel, plan: _LaunchPlan, pointers) -> None:
+    """Launch `jit_kernel` (an autotuned Triton kernel) for `plan`.
+
+    The first CUDA launch of a plan (per pointer alignment) goes through the autotuner,
+    which picks and compiles the config; the compiled kernel it returns is kept with
+    the plan, and later launches call it directly with the same arguments: no autotuner
+    key, no argument binding, no specialization per call. Anything else (the
+    interpreter, a Triton whose launch returns no compiled kernel) always takes the
+    autotuner's path, which is correct everywhere.
+    """
+    args = pointers + plan.scalars
+    aligned = _aligned(pointers) if pointers[0].is_cuda else None
+    handle = plan.handles.get(aligned) if aligned is not None else None
+    if handle is not None:
+        kernel, grid, constexpr_values = handle
+        kernel[grid](*args, *constexpr_values)
+        return
+    kernel = jit_kernel[plan.grid](*args, **plan.constexprs)
+    if aligned is not None and hasattr(kernel, "__getitem__") and hasattr(kernel, "run"):
+        meta = {**plan.constexprs, **jit_kernel.best_config.kwargs}
+        names = jit_kernel.fn.arg_names[len(args):]
+        plan.handles[aligned] = (kernel, plan.grid(meta), tuple(meta[name] for name in names))
 
 
 def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
@@ -421,13 +518,33 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     copied to NHWC first unless _NCHW_INPUT_POLICY says otherwise; the weight is repacked
     only if it is not in the kernel's K order; the output is allocated in
     ``output_memory_format(input, weight)``.
+
+    Traced (torch.compile, fake tensors) it builds the launch afresh and goes through
+    wrap_triton; eager, the launch plan is cached per shape (``_cached_plan``) and the
+    compiled kernel is called directly after the first launch (``_launch``).
     """
-    y, args, constexprs, grid = _kernel_arguments(input, weight, bias, stride, padding, dilation,
-                                                  groups, allow_tf32)
-    if args is None:
+    if is_traced(input):
+        y, args, constexprs, grid = _kernel_arguments(input, weight, bias, stride, padding,
+                                                      dilation, groups, allow_tf32)
+        if args is not None:
+            # wrap_triton makes the launch traceable by torch.compile. The interpreter's
+            # kernels are plain Python functions that wrap_triton rejects; never traced.
+            launch = _conv2d_relu_kernel if _INTERPRET else wrap_triton(_conv2d_relu_kernel)
+            launch[grid](*args, **constexprs)
         return y
-    # wrap_triton makes the launch traceable by torch.compile. The interpreter's kernels are
-    # plain Python functions that torch 2.11's wrap_triton rejects; they are never traced.
-    launch = _conv2d_relu_kernel if _INTERPRET else wrap_triton(_conv2d_relu_kernel)
-    launch[grid](*args, **constexprs)
+    plan = _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
+    y, pointers = _bind(plan, input, weight, bias)
+    if pointers is not None:
+        _launch(_conv2d_relu_kernel, plan, pointers)
     return y
+
+
+def is_traced(t: torch.Tensor) -> bool:
+    """Whether this call is being traced rather than run: torch.compile, a tensor subclass
+    (FakeTensor, FunctionalTensor: AOTAutograd) or a dispatch mode (make_fx). Traced
+    launches must go through wrap_triton and must not be cached."""
+    return (torch.compiler.is_compiling() or type(t) not in _PLAIN_TENSOR_TYPES
+            or _python_dispatch._get_current_dispatch_mode() is not None)
+
+
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)

@@ -39,6 +39,15 @@ Errors (``_args.py``, as for every op): a bad value raises ``ArgumentError``, bo
 the argument. The op checks its own
 arguments too, so calling ``torch.ops.alexnet_cuda.conv2d_relu`` directly is just as safe.
 
+Eager calls (not traced: no torch.compile, export, fake tensors or dispatch mode) skip
+the registered op, whose torch.library Python path (argument defaults, schema handling,
+the autograd wrapper's redispatch) costs several times a small convolution: on CPU the
+call is stock ``relu(conv2d(...))`` itself, ATen's forward, autograd and autocast, the
+op's checks running only when ATen raises (to raise the op's errors); on CUDA it is an
+``autograd.Function`` with the op's forward and backward, and the launcher caches its
+per-shape launch plan and the compiled kernel (``_conv2d_relu_kernel._launch``). Traced
+calls go through the op, so graphs show ``alexnet_cuda::conv2d_relu``.
+
 Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
 (``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
 ``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients. On
@@ -59,7 +68,8 @@ from torch.library import triton_op
 
 from . import _space_to_depth as _s2d
 from ._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
-from ._conv2d_relu_kernel import _conv2d_relu_triton, conv_output_size, triton_kernel_takes
+from ._conv2d_relu_kernel import (_conv2d_relu_triton, conv_output_size, is_traced,
+                                  triton_kernel_takes)
 
 _OP = "conv2d_relu"
 
@@ -252,6 +262,107 @@ def _autocast(input, weight, bias):
     return input, weight, bias
 
 
+def _normalize(input, weight, bias, stride, padding, dilation, groups):
+    """The op's arguments from conv2d_relu's (checked, autocast applied, "same"/"valid"
+    padding resolved): (input, weight, bias, stride, padding, dilation, groups, unbatched)."""
+    _check_types(input, weight, bias)
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_ranks(input, weight)  # the rest is checked by the op itself
+    groups = int_arg(groups, _OP, "groups")
+    stride_ = _pair(stride, "stride", 1)
+    dilation_ = _pair(dilation, "dilation", 1)
+    if isinstance(padding, str):
+        padding_, input = _string_padding(padding, input, weight, stride, stride_, dilation_)
+    else:
+        padding_ = _pair(padding, "padding", 0)
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    return input, weight, bias, stride_, padding_, dilation_, groups, unbatched
+
+
+def _string_padding(padding, input, weight, stride, stride_, dilation_):
+    """(padding pair, input) for padding="valid" or "same" (the input padded when "same"
+    needs more on the bottom/right than on the top/left)."""
+    if padding == "valid":
+        return [0, 0], input
+    if padding != "same":
+        raise ArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
+                            f"ints, got {padding!r}")
+    if stride_ != [1, 1]:
+        raise ArgumentError(f"{_OP}: padding='same' is not supported for strided "
+                            f"convolutions (stride={stride!r})")
+    # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
+    # extra row/column on the bottom/right by padding the input (even kernels only).
+    totals = [dilation_[0] * (weight.shape[2] - 1), dilation_[1] * (weight.shape[3] - 1)]
+    extra = [t - 2 * (t // 2) for t in totals]
+    if any(extra):
+        input = F.pad(input, [0, extra[1], 0, extra[0]])
+    return [t // 2 for t in totals], input
+
+
+class _TritonConv2dReLU(torch.autograd.Function):
+    """The op's Triton forward and its backward, for eager calls: what the registered op
+    does, without torch.library's per-call Python (argument defaults and schema handling,
+    redispatch). Same saved tensors (input, weight, output) and the same ``_backward``."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, allow_tf32):
+        out = _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
+                                  allow_tf32)
+        _setup_context(ctx, (input, weight, bias, stride, padding, dilation, groups, allow_tf32),
+                       out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _backward(ctx, grad_out)
+
+
+def _cpu_eager(input, weight, bias, stride, padding, dilation, groups):
+    """An eager CPU call: stock ``relu(conv2d(...))`` (ATen's forward, autograd and
+    autocast: the op's CPU path computes exactly this), our errors for bad arguments.
+
+    ATen accepts a few things the op refuses (integer and complex dtypes, a weight or
+    bias on the meta device) and warns for padding="same" with an even kernel where the
+    op pads silently; those calls take the op's path. When ATen raises, the op's checks
+    run to raise the op's error instead (ATen's is re-raised if they find nothing)."""
+    if (input.is_floating_point() and isinstance(weight, Tensor) and weight.is_cpu
+            and (bias is None or isinstance(bias, Tensor) and bias.is_cpu)
+            and not isinstance(padding, str)):
+        try:
+            return torch.relu(torch.conv2d(input, weight, bias, stride, padding, dilation, groups))
+        except (RuntimeError, TypeError, ValueError):
+            args = _normalize(input, weight, bias, stride, padding, dilation, groups)
+            _check_op_args(*args[:7])
+            raise
+    return _op_call(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _cuda_eager(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
+    """An eager CUDA call: the op's own routing, without the op's dispatch (see
+    _TritonConv2dReLU); ATen's shapes go to stock relu(convolution), which is what the
+    op computes for them, forward and backward."""
+    _check_op_args(input, weight, bias, stride, padding, dilation, groups)
+    if input.dtype in _TRITON_DTYPES and triton_kernel_takes(input, weight, stride, padding,
+                                                             dilation, groups):
+        return _TritonConv2dReLU.apply(input, weight, bias, stride, padding, dilation, groups,
+                                       allow_tf32)
+    return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _op_call(input, weight, bias, stride, padding, dilation, groups):
+    input, weight, bias, stride_, padding_, dilation_, groups, unbatched = _normalize(
+        input, weight, bias, stride, padding, dilation, groups)
+    if input.is_cuda and not is_traced(input):
+        out = _cuda_eager(input, weight, bias, stride_, padding_, dilation_, groups,
+                          conv_allows_tf32())
+    else:
+        out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_,
+                                                 dilation_, groups, conv_allows_tf32())
+    return out.squeeze(0) if unbatched else out
+
+
 def conv2d_relu(
     input: Tensor,
     weight: Tensor,
@@ -268,38 +379,12 @@ def conv2d_relu(
     Output layout: channels_last if input or weight is channels_last, else NCHW (cuDNN's
     rule). On CUDA an NCHW input is read through an NHWC copy made for the kernel; the
     caller's tensor is never modified (see the module docstring).
+
+    Eager calls skip the registered op's dispatch (its Python costs several times a
+    small convolution): on CPU they are stock relu(conv2d), on CUDA the Triton kernel
+    through an autograd.Function with the op's backward. Traced calls (torch.compile,
+    export) go through the op, so that graphs show ``alexnet_cuda::conv2d_relu``.
     """
-    _check_types(input, weight, bias)
-    input, weight, bias = _autocast(input, weight, bias)
-    _check_ranks(input, weight)  # the rest is checked by the op itself
-    groups = int_arg(groups, _OP, "groups")
-    stride_ = _pair(stride, "stride", 1)
-    dilation_ = _pair(dilation, "dilation", 1)
-    kh, kw = weight.shape[2], weight.shape[3]
-
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding_ = [0, 0]
-        elif padding == "same":
-            if stride_ != [1, 1]:
-                raise ArgumentError(f"{_OP}: padding='same' is not supported for strided "
-                                 f"convolutions (stride={stride!r})")
-            # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
-            # extra row/column on the bottom/right by padding the input (even kernels only).
-            totals = [dilation_[0] * (kh - 1), dilation_[1] * (kw - 1)]
-            padding_ = [t // 2 for t in totals]
-            extra = [t - 2 * (t // 2) for t in totals]
-            if any(extra):
-                input = F.pad(input, [0, extra[1], 0, extra[0]])
-        else:
-            raise ArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
-                             f"ints, got {padding!r}")
-    else:
-        padding_ = _pair(padding, "padding", 0)
-
-    unbatched = input.dim() == 3
-    if unbatched:
-        input = input.unsqueeze(0)
-    out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_, dilation_,
-                                             groups, conv_allows_tf32())
-    return out.squeeze(0) if unbatched else out
+    if isinstance(input, Tensor) and input.is_cpu and not is_traced(input):
+        return _cpu_eager(input, weight, bias, stride, padding, dilation, groups)
+    return _op_call(input, weight, bias, stride, padding, dilation, groups)
