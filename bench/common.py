@@ -27,6 +27,8 @@ class Config:
     # CPU runs are reduced (fewer layers, model cases and repetitions; see bench/run.py)
     # so that a 2-core machine finishes in minutes; CUDA runs never are.
     reduced: bool = False
+    # The model group's torch.compile rows in mode "max-autotune" (bench/run.py --max-autotune).
+    max_autotune: bool = False
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -138,18 +140,8 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
 
         times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
                                         return_mode="all")
-        # Host time per call: a few calls launched back to back without waiting (3, so that
-        # even a training step's few hundred kernels fit in CUDA's launch queue of ~1024 and
-        # nothing blocks), so this is Python + dispatch + launch time. A row whose host time
-        # reaches its GPU time is bound by the host, not by its kernels.
-        torch.cuda.synchronize()
-        calls = 3
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            step()
-        host_ms = (time.perf_counter() - t0) * 1e3 / calls
-        torch.cuda.synchronize()
-        return {**summarize(times), "host_ms": host_ms}
+        # A row whose host time reaches its GPU time is bound by the host, not its kernels.
+        return {**summarize(times), "host_ms": host_ms_per_call(step, device)}
     else:
         if warmup:
             step()
@@ -161,6 +153,24 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
             step()
             times.append((time.perf_counter() - t0) * 1e3)
     return summarize(times)
+
+
+def host_ms_per_call(fn: Callable[[], object], device: str, calls: int = 3) -> float:
+    """The host's milliseconds per call of fn() over ``calls`` calls back to back.
+
+    On CUDA the calls are launched without waiting for the GPU (synchronized only before and
+    after), so this is Python + dispatch + launch time, not kernel time. The default of 3
+    calls keeps even a training step's few hundred kernels within CUDA's launch queue
+    (~1024 entries): a fuller queue would make the host wait for the GPU. On the CPU the
+    ops run on the host, so this is simply their time per call.
+    """
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    ms = (time.perf_counter() - t0) * 1e3 / calls
+    sync(device)
+    return ms
 
 
 def summarize(times: List[float]) -> Dict[str, float]:

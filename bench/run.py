@@ -50,7 +50,7 @@ from common import (DTYPES, GROUP_ALIASES, LAYOUTS, Config, describe_error, meas
                     measure_matmul_rate, sync, tf32, time_stats)
 
 # One group per op, named as the op (bench/cases/<op>.py), plus the whole-model groups.
-GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop"]
+GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop", "host"]
 TITLES = {
     "lrn": "Local response normalization (size 5, the paper's constants)",
     "max_pool2d": "Overlapping max-pool 3/2",
@@ -58,6 +58,7 @@ TITLES = {
     "conv2d_relu": "Fused conv2d + bias + ReLU (AlexNet's five conv layers)",
     "model": "Whole model: training step and inference",
     "loop": "Training loop: bare step vs data + augmentation + step (synthetic in-memory images)",
+    "host": "Host time per call at a tiny shape, one thread: ours vs the stock composition (cases/host.py)",
 }
 # What a CPU run leaves out, compared with a CUDA run (CPU runs are smoke tests and CPU-kernel
 # checks at a small batch; their times say nothing about a GPU).
@@ -105,6 +106,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="time torch.compile baselines on CPU too (on by default on CUDA only: "
                         "compiling every case takes minutes on a small CPU)")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="the model group's torch.compile rows (stock and ours) in mode 'max-autotune' "
+                        "(default mode otherwise)")
     p.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", default=None, help="output folder (default bench/results/<device>)")
     return p.parse_args(argv)
@@ -278,7 +282,24 @@ LOOP_COLUMNS = _ID[:3] + [
     ("bare img/s", _num("bare_img_per_s", ",.0f")), ("full loop img/s", _num("loop_img_per_s", ",.0f")),
     ("full / bare", _num("loop_vs_bare_pct", ".0f", "%")), ("data only img/s", _num("data_img_per_s", ",.0f")),
 ]
-ALWAYS = {"case", "dtype", "layout", "dir", "ours ms"}
+def _us(impl):
+    """An implementation's median in microseconds (the host group's scale), or ours' error."""
+
+    def cell(r, foot):
+        if impl == "ours" and "error" in r:
+            return foot(r["error"])
+        return None if r.get(f"{impl}_ms") is None else f"{1e3 * r[f'{impl}_ms']:.1f}"
+
+    return cell
+
+
+HOST_COLUMNS = _ID + [
+    ("ours us", _us("ours")), ("stock us", _us("eager")),
+    ("ours / stock", _num("ours_over_stock", ".2f")), ("ours IQR", _spread("ours")), ("stock IQR", _spread("eager")),
+    ("stock", lambda r, f: r.get("stock")),
+]
+COLUMNS = {"loop": LOOP_COLUMNS, "host": HOST_COLUMNS}  # other groups: OP_COLUMNS
+ALWAYS = {"case", "dtype", "layout", "dir", "ours ms", "ours us"}
 
 
 def table(rows, columns=OP_COLUMNS):
@@ -308,7 +329,7 @@ def tables(rows, groups):
         sel = [r for r in rows if r.get("group") == g]
         if not sel:
             continue
-        out += [f"## {g}: {TITLES.get(g, g)}", "", table(sel, LOOP_COLUMNS if g == "loop" else OP_COLUMNS), ""]
+        out += [f"## {g}: {TITLES.get(g, g)}", "", table(sel, COLUMNS.get(g, OP_COLUMNS)), ""]
     return "\n".join(out)
 
 
@@ -376,6 +397,7 @@ def main(argv=None):
         quick=args.quick,
         compile=not args.no_compile and (device == "cuda" or args.compile),
         reduced=device != "cuda",
+        max_autotune=args.max_autotune,
     )
     if device == "cuda":
         torch.backends.cudnn.benchmark = True

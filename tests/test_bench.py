@@ -315,3 +315,68 @@ def test_quick_op_groups_pass_their_gates_on_cpu(tmp_path, capsys):
     assert run.main(["--quick", "--only", "lrn,max_pool2d,relu_lrn_max_pool2d", "--no-compile", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert rows and not [r for r in rows if "error" in r or "ours_error" in r]
+
+
+def test_host_group_runs_on_cpu(monkeypatch):
+    """bench/cases/host.py end to end on the CPU (--quick): every op row and the training
+    step pass their gates and get ours/stock host times; the thread count comes back."""
+    import torch
+
+    monkeypatch.syspath_prepend(BENCH)
+    from common import Config
+
+    host = _load("cases/host")
+    cfg = Config(device="cpu", batch=2, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False, reduced=True)
+    threads = torch.get_num_threads()
+    seen = []
+    rows, notes = host.run_group(cfg, lambda i, n, row: seen.append((i, n)))
+    assert torch.get_num_threads() == threads
+    assert len(rows) == 2 * len(host.OPS) + 1 and seen[-1] == (len(rows), len(rows))
+    for row in rows:
+        assert "error" not in row, row
+        assert row["group"] == "host" and row["ours_ms"] > 0 and row["eager_ms"] > 0
+        assert row["ours_over_stock"] == pytest.approx(row["ours_ms"] / row["eager_ms"])
+        assert row["ours_q1_ms"] <= row["ours_ms"] <= row["ours_q3_ms"]
+    assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert "train step" in rows[-1]["case"] and rows[-1]["check_max_rel_err"] < 0.02
+    assert len(notes) == 1 and "one thread" in notes[0]
+    table = _load("run").tables(rows, ["host"])
+    assert "| ours us | stock us | ours / stock |" in table
+
+
+def test_model_variant_gates_run_the_variant(monkeypatch):
+    """The 'ours + ...' rows' gates check the variant itself: the compiled step (aot_eager:
+    Dynamo and AOTAutograd without Inductor's minute of code generation) and a compiled
+    forward pass pass against AlexNet(fused=False); a forward 5% off fails. On CPU without
+    --compile no variant row is made, and the notes say why."""
+    import torch
+
+    from alexnet_cuda.models import AlexNet
+    from alexnet_cuda.train.step import make_inference, make_step
+
+    monkeypatch.syspath_prepend(BENCH)
+    from common import Config
+
+    model_case = _load("cases/model")
+    x = torch.randn(2, 3, 227, 227, dtype=torch.float64)
+    y = torch.randint(0, 1000, (2,))
+    torch.manual_seed(0)
+    ours = AlexNet(width=0.125).double()
+    twin = AlexNet(fused=False, width=0.125).double()
+    torch._dynamo.reset()
+    facts = model_case.check_training_step(
+        ours, None, twin, x, y, "cpu", "fp32",
+        make_ours_step=lambda m, o: make_step(m, o, compile=True, compile_backend="aot_eager"))
+    assert facts["check_max_rel_err"] < 1e-5, facts
+    ours.eval()
+    forward = make_inference(ours, compile=True, compile_backend="aot_eager")
+    facts = model_case.check_inference(ours, twin, x, "cpu", "fp32", run=forward)
+    assert facts["check_max_rel_err"] < 1e-6 and facts["check_worst"] == "logits", facts
+    assert ours.features.conv2.bias.abs().sum() > 0  # the biases zeroed for the check are back
+    with pytest.raises(AssertionError, match=r"logits off by 0\.0[3-9]"):
+        model_case.check_inference(ours, twin, x, "cpu", "fp32", run=lambda x: forward(x) * 1.05)
+    torch._dynamo.reset()
+    cfg = Config(device="cpu", batch=2, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False, reduced=True)
+    assert not [c for c in model_case.cases(cfg) if "variant" in c.extra]
+    notes = model_case._variant_stock_columns(cfg, [])
+    assert any("CUDA-only" in n for n in notes) and any("--compile on CPU" in n for n in notes)

@@ -28,6 +28,13 @@ bench/run.py sets both switches for the case, records them in the row and restor
 after), as stock PyTorch users and the published fp32 baselines run AlexNet; without it the
 FC layers ran in IEEE fp32 while the row was rated against the TF32 matmul ceiling.
 
+Rows of what a user can reach with ours: "ours + CUDA graph" (CUDA only) and "ours +
+torch.compile" (when ``cfg.compile``; ``--max-autotune``: mode "max-autotune", for the stock
+compile column too), each for the training step (``alexnet_cuda.train.step.make_step``, with
+this group's SGD) and inference (``make_inference``), on their own models. They pass the
+same gates, run through the variant (a graphed step is gated on a replay, after its warm-up
+and capture); their stock columns are copied from the eager row (``annotate``).
+
 Models are built on first use. On CUDA each training case has its own pair (ours, stock:
 0.75 GB each with gradients and momentum; "compile" trains the stock one), so every case's
 gate starts from fresh models; inference cases share one untrained pair per layout.
@@ -43,10 +50,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet_cuda.models import AlexNet, reference_alexnet
+from alexnet_cuda.train.step import make_inference, make_step
 from common import LAYOUTS, Case, tf32
 
 _MODELS = {}    # (kind, layout, device, purpose) -> (model, optimizer)
 _COMPILED = {}  # (layout, device, purpose) -> torch.compile(stock model)
+_VARIANTS = {}  # (variant, direction, dtype, layout, device) -> (model, step or forward)
+_PRIMED = set()  # ids of the _VARIANTS steps and forwards already primed (_primed)
+PRIME_CALLS = 4  # make_step's / make_inference's 3 warm-up calls, then the capture
+COMPILE_MODE = {False: None, True: "max-autotune"}  # by cfg.max_autotune
 
 
 def _models(kind, layout, device, purpose):
@@ -80,10 +92,10 @@ def _sgd(model):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-def _compiled(layout, device, purpose):
+def _compiled(layout, device, purpose, mode=None):
     key = (layout, device, purpose)
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(_models("stock", layout, device, purpose)[0], dynamic=False)
+        _COMPILED[key] = torch.compile(_models("stock", layout, device, purpose)[0], dynamic=False, mode=mode)
     return _COMPILED[key]
 
 
@@ -147,12 +159,17 @@ def _rel_l2(ours, ref):
     return (ours - ref).norm().item() / scale
 
 
-def check_training_step(ours, opt, stock, x, y, device, dt, rtol=None):
-    """The training case's gate: one SGD step of ``ours`` (with its optimizer ``opt``)
-    against ``stock``, an ``AlexNet(fused=False)`` of the same shape, which is given ours'
-    weights and optimizer state; the inputs are ``x * GATE_INPUT_SCALE`` and ``y``.
+def check_training_step(ours, opt, stock, x, y, device, dt, rtol=None, make_ours_step=None, warmup=0):
+    """The training case's gate: one SGD step of ``ours`` (with its optimizer ``opt``; None:
+    a fresh SGD) against ``stock``, an ``AlexNet(fused=False)`` of the same shape, which is
+    given ours' weights and optimizer state; the inputs are ``x * GATE_INPUT_SCALE`` and ``y``.
 
-    Dropout is off in both for this step (their masks would differ), and fp32 runs in
+    ``make_ours_step(ours, opt)``: the step to check for ours, an alexnet_cuda.train.step
+    step (compiled, CUDA-graphed), instead of the eager ``_sgd_step``. It first runs
+    ``warmup`` steps on the gate's input (a graphed step captures only after its warm-up),
+    and the comparison starts from where they left ours.
+
+    Dropout is off in both for these steps (their masks would differ), and fp32 runs in
     IEEE fp32 (TF32's rounding would flip pool windows, see TRAIN_RTOL; the TF32 conv
     kernels have their own tests). The step leaves ours one step further on. Compares the
     logits, every parameter's gradient and every parameter's update (the step itself) by
@@ -161,25 +178,41 @@ def check_training_step(ours, opt, stock, x, y, device, dt, rtol=None):
     """
     rtol = TRAIN_RTOL[dt] if rtol is None else rtol
     x = x * GATE_INPUT_SCALE
+    opt = opt if opt is not None else _sgd(ours)
+    ours_step = None
+    if make_ours_step is not None:
+        _dropout_off(ours)
+        with tf32(False):
+            ours_step = make_ours_step(ours, opt)
+            for _ in range(warmup):
+                ours_step(x, y)
     stock.load_state_dict(ours.state_dict())
     stock_opt = _sgd(stock)
     stock_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # the same momentum so far
     before = {name: p.detach().clone() for name, p in ours.named_parameters()}
     results = []
-    for model, optimizer in ((ours, opt), (stock, stock_opt)):
-        model.train()
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.eval()
+    for model, optimizer, step in ((ours, opt, ours_step), (stock, stock_opt, None)):
+        _dropout_off(model)
         with tf32(False):
-            logits, _ = _sgd_step(model, optimizer, x, y, device, dt)
+            logits = step(x, y)[1] if step else _sgd_step(model, optimizer, x, y, device, dt)[0]
         model.train()  # dropout back on for the timed steps
         tensors = {"logits": logits.detach()}
         for name, p in model.named_parameters():
             tensors[f"{name} gradient"] = p.grad
             tensors[f"{name} update"] = p.detach() - before[name]
         results.append(tensors)
-    ours_t, stock_t = results
+    return _compare_step(*results, rtol)
+
+
+def _dropout_off(model):
+    """Train mode with every Dropout in eval mode (the gate's steps)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+
+
+def _compare_step(ours_t, stock_t, rtol):
     if ours_t.keys() != stock_t.keys():
         raise AssertionError(f"ours and stock have different parameters: {sorted(ours_t.keys() ^ stock_t.keys())}")
     errors = {key: _rel_l2(ours_t[key], stock_t[key]) for key in stock_t}
@@ -198,7 +231,7 @@ def check_training_step(ours, opt, stock, x, y, device, dt, rtol=None):
 INFER_RTOL = {"fp32": 0.02, "bf16": 0.1}
 
 
-def check_inference(ours, twin, x, device, dt, rtol=None):
+def check_inference(ours, twin, x, device, dt, rtol=None, run=None):
     """The inference case's gate: a copy of ``ours`` against ``twin`` (an
     ``AlexNet(fused=False)``) holding the same weights, every bias set to 0 in both, in
     eval mode: the features (pool5's output) and the logits by relative L2. Raises
@@ -208,8 +241,15 @@ def check_inference(ours, twin, x, device, dt, rtol=None):
     Why zero biases: with the paper's (biases of 1 in conv2, conv4, conv5, fc6, fc7) the
     untrained network's outputs hardly depend on its input: a 5% error in conv1's weight
     moves pool5's output by 2e-6 relative and the logits by 5e-5, below bf16's rounding.
-    Without biases it moves both by about 5%."""
+    Without biases it moves both by about 5%.
+
+    ``run(x) -> logits``: the forward pass to check instead of ours' eager one (compiled, or
+    replayed from a CUDA graph, over ``ours``' own parameters): ours' biases are zeroed in
+    place for it and restored after, and only the logits are compared (the features are
+    inside the compiled or captured pass)."""
     rtol = INFER_RTOL[dt] if rtol is None else rtol
+    if run is not None:
+        return _check_inference_run(ours, twin, x, device, dt, rtol, run)
     probe = copy.deepcopy(ours)
     with torch.no_grad():
         for name, p in probe.named_parameters():
@@ -228,6 +268,29 @@ def check_inference(ours, twin, x, device, dt, rtol=None):
         raise AssertionError(f"{worst} off by {errors[worst]:.3g} > {rtol} (relative L2) vs AlexNet(fused=False)")
     return {"check": f"features and logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
             "check_max_rel_err": errors[worst], "check_worst": worst}
+
+
+def _check_inference_run(ours, twin, x, device, dt, rtol, run):
+    biases = {name: p for name, p in ours.named_parameters() if name.endswith("bias")}
+    saved = {name: p.detach().clone() for name, p in biases.items()}
+    try:
+        with torch.no_grad():
+            for p in biases.values():
+                p.zero_()
+        twin.load_state_dict(ours.state_dict())
+        twin.eval()
+        got = run(x)
+        with torch.no_grad(), _autocast(device, dt):
+            ref = twin(x)
+    finally:
+        with torch.no_grad():
+            for name, p in biases.items():
+                p.copy_(saved[name])
+    err = _rel_l2(got, ref)
+    if err > rtol:
+        raise AssertionError(f"logits off by {err:.3g} > {rtol} (relative L2) vs AlexNet(fused=False)")
+    return {"check": f"logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
+            "check_max_rel_err": err, "check_worst": "logits"}
 
 
 def forward_flops_per_image(image_size=227):
@@ -265,7 +328,7 @@ def cases(cfg):
                 return lambda: _models(kind, lay, device, purpose)[index]
 
             def compiled(purpose, lay=lay):
-                return lambda: _compiled(lay, device, purpose)
+                return lambda: _compiled(lay, device, purpose, COMPILE_MODE[cfg.max_autotune])
 
             def gate(x, y, lay=lay, dt=dt):
                 model, opt = _models("ours", lay, device, f"train-{dt}")
@@ -296,7 +359,107 @@ def cases(cfg):
                          gate=infer_gate, tf32=tf32_on, flops=flops,
                          extra=dict(extra, what="eval forward, no_grad"))]
             out += pair[::-1] if cfg.reduced else pair
+            out += _variant_cases(cfg, dt, lay, make, flops, tf32_on, [c.name for c in pair])
     return out
+
+
+# The rows of what a user can reach with ours: name -> make_step / make_inference options.
+# CUDA graphs need CUDA; compiling needs cfg.compile (on by default on CUDA only).
+VARIANTS = {"ours + CUDA graph": dict(cuda_graph=True), "ours + torch.compile": dict(compile=True)}
+
+
+def _primed(fn, *args):
+    """fn(*args), after PRIME_CALLS more calls the first time: a graphed step or forward
+    warms up and captures there, so no gate checks a warm-up and no timing holds a capture."""
+    if id(fn) not in _PRIMED:
+        _PRIMED.add(id(fn))
+        for _ in range(PRIME_CALLS):
+            fn(*args)
+    return fn(*args)
+
+
+def _variant(name, direction, dt, lay, device, mode):
+    """The variant's (model, step) for training or (model, forward) for inference, over its
+    own models, built on first use."""
+    key = (name, direction, dt, lay, device)
+    if key not in _VARIANTS:
+        opts = dict(VARIANTS[name], amp_dtype=torch.bfloat16 if dt == "bf16" else None)
+        if opts.get("compile"):
+            opts["compile_mode"] = mode
+        if direction == "fwd+bwd":
+            model, opt = _models("ours", lay, device, f"train-{dt}-{name}")
+            _VARIANTS[key] = (model, make_step(model, opt, **opts))
+        else:
+            model = _models("ours", lay, device, f"infer-{name}")[0].eval()
+            _VARIANTS[key] = (model, make_inference(model, **opts))
+    return _VARIANTS[key]
+
+
+def _variant_cases(cfg, dt, lay, make, flops, tf32_on, base_names):
+    """"ours + CUDA graph" (CUDA only) and "ours + torch.compile" (cfg.compile) rows for the
+    training step and inference, gated like the eager rows; their stock columns are the
+    eager rows' (annotate copies them), not timed again."""
+    device, batch, out = cfg.device, cfg.batch, []
+    mode = COMPILE_MODE[cfg.max_autotune]
+    for name, opts in VARIANTS.items():
+        if (opts.get("cuda_graph") and device != "cuda") or (opts.get("compile") and not cfg.compile):
+            continue
+        label = name + (" max-autotune" if opts.get("compile") and mode else "")
+
+        def train(x, y, name=name):
+            model, step = _variant(name, "fwd+bwd", dt, lay, device, mode)
+            model.train()
+            return _primed(step, x, y)[0]
+
+        def train_gate(x, y, name=name, opts=opts, train=train):
+            """The check runs a step of its own (dropout off, IEEE fp32): the timed step is
+            primed after it, as a bench/run.py gate warms up what it ran on the CPU."""
+            model, opt = _models("ours", lay, device, f"train-{dt}-{name}")
+            stock = AlexNet(fused=False).to(device=device, memory_format=LAYOUTS[lay])
+            amp = torch.bfloat16 if dt == "bf16" else None
+            facts = check_training_step(
+                model, opt, stock, x, y, device, dt, warmup=3 if opts.get("cuda_graph") else 0,
+                make_ours_step=lambda m, o: make_step(m, o, amp_dtype=amp, compile_mode=mode, **opts))
+            train(x, y)
+            return facts
+
+        def infer_gate(x, y, name=name):
+            model, forward = _variant(name, "fwd", dt, lay, device, mode)
+            return check_inference(model, _unfused_twin(lay, device), x, device, dt,
+                                   run=lambda x: _primed(forward, x))
+
+        def infer(x, y, name=name):
+            return _primed(_variant(name, "fwd", dt, lay, device, mode)[1], x)
+
+        extra = {"images": batch, "variant": label}
+        cases = [Case("model", f"{base_names[0]}, {label}", dt, lay, "fwd+bwd", make, {"ours": train},
+                      gate=train_gate, tf32=tf32_on, flops=3 * flops, extra=dict(extra, stock_from=base_names[0])),
+                 Case("model", f"{base_names[1]}, {label}", dt, lay, "fwd", make, {"ours": infer},
+                      gate=infer_gate, tf32=tf32_on, flops=flops, extra=dict(extra, stock_from=base_names[1]))]
+        out += cases[::-1] if cfg.reduced else cases
+    return out
+
+
+def _variant_stock_columns(cfg, rows):
+    """Copy the stock times (eager, compile) of each eager row into its variant rows, with
+    the speed-ups; notes on what was copied and which variants were skipped."""
+    for r in rows:
+        base = next((b for b in rows if b["case"] == r.get("stock_from") and
+                     (b["dtype"], b["layout"]) == (r["dtype"], r["layout"])), None)
+        for impl in ("eager", "compile"):
+            if base and base.get(f"{impl}_ms"):
+                r[f"{impl}_ms"] = base[f"{impl}_ms"]
+                if r.get("ours_ms"):
+                    r[f"speedup_vs_{impl}"] = base[f"{impl}_ms"] / r["ours_ms"]
+    notes = ["model: the stock columns (eager ms, compile ms) of the 'ours + ...' rows are their eager "
+             "row's, timed once; 'compile ms' is stock + torch.compile"
+             + (" (mode max-autotune)" if cfg.max_autotune else "")]
+    if cfg.device != "cuda":
+        notes.append("model: the 'ours + CUDA graph' rows are CUDA-only: not run on CPU")
+    if not cfg.compile:
+        notes.append("model: the 'ours + torch.compile' rows need torch.compile (on by default on CUDA, "
+                     "--compile on CPU): not run")
+    return notes
 
 
 def peak_memory_rows(cfg):
@@ -310,6 +473,8 @@ def peak_memory_rows(cfg):
         return []
     _MODELS.clear()
     _COMPILED.clear()
+    _VARIANTS.clear()
+    _PRIMED.clear()
     rows = []
     impls = ["ours", "eager"] + (["compile"] if cfg.compile else [])
     for dt in cfg.dtypes:
@@ -345,8 +510,9 @@ def peak_memory_rows(cfg):
 
 def annotate(cfg, rows):
     """Peak training memory (CUDA only) into the training-step rows, as ``<impl>_peak_mib``
-    (ours, eager, compile), and as report notes. bench/run.py calls this after the group."""
-    notes = []
+    (ours, eager, compile), and as report notes; the variant rows' stock columns from their
+    eager rows. bench/run.py calls this after the group."""
+    notes = _variant_stock_columns(cfg, rows)
     peaks = peak_memory_rows(cfg)
     for r in rows:
         if r.get("direction") == "fwd+bwd":
