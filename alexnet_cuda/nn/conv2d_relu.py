@@ -16,8 +16,8 @@ class Conv2dReLU(nn.Conv2d):
     as :class:`torch.nn.Conv2d`, so checkpoints load either way. Build one from an
     existing convolution with :meth:`from_conv`.
 
-    Layout: on CUDA the Triton kernel reads the input in whatever layout it has
-    (NCHW is not converted; channels_last is the fast path). The output is
+    Layout: on CUDA channels_last input is the fast path; NCHW input is copied to NHWC
+    for the kernel (the caller's tensor is not modified). The output is
     channels_last when the input or the weight is channels_last, otherwise NCHW,
     like ``nn.Conv2d`` on cuDNN. Non-"zeros" ``padding_mode`` pads the input first
     (as ``nn.Conv2d`` does) and then runs the fused op without padding.
