@@ -451,9 +451,11 @@ def _variant_stock_columns(cfg, rows):
                 r[f"{impl}_ms"] = base[f"{impl}_ms"]
                 if r.get("ours_ms"):
                     r[f"speedup_vs_{impl}"] = base[f"{impl}_ms"] / r["ours_ms"]
-    notes = ["model: the stock columns (eager ms, compile ms) of the 'ours + ...' rows are their eager "
-             "row's, timed once; 'compile ms' is stock + torch.compile"
-             + (" (mode max-autotune)" if cfg.max_autotune else "")]
+    notes = []
+    if any(r.get("stock_from") for r in rows):
+        notes.append("model: the stock columns (eager ms, compile ms) of the 'ours + ...' rows are their eager "
+                     "row's, timed once; 'compile ms' is stock + torch.compile"
+                     + (" (mode max-autotune)" if cfg.max_autotune else ""))
     if cfg.device != "cuda":
         notes.append("model: the 'ours + CUDA graph' rows are CUDA-only: not run on CPU")
     if not cfg.compile:
