@@ -307,3 +307,269 @@ def test_launch_plan_is_cached_per_shape(monkeypatch):
     out = kmod._conv2d_relu_triton(nchw, weight, bias, *args, allow_tf32=False)
     assert _rel_err(out, _reference(x, weight, bias, *args)) < 1e-5 and out.is_contiguous()
     assert len(kmod._PLANS) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# The Triton input gradient (dgrad, ReLU mask fused): _conv2d_relu_backward.py.
+# ---------------------------------------------------------------------------------------
+
+bwd = importlib.import_module("alexnet_cuda.ops._conv2d_relu_backward")
+select = importlib.import_module("alexnet_cuda.ops._conv2d_relu_select")
+
+# Stride-1 layers: AlexNet's conv2-5 scaled down, and the kernel's paths. Cout/groups is
+# the dgrad's K per tap: 8, 24, 8, 6 (K tails under the 16-wide K blocks: the general
+# path); "dgrad_taps" has 16 (NHWC: one tap per K block); "dgrad_dil_nopad" has padding
+# 0 (dgrad padding d*(k-1)) and dilation 2.
+DGRAD_CASES = ["alexnet_conv2", "alexnet_conv3", "alexnet_conv4", "alexnet_conv5",
+               "dgrad_taps", "dgrad_dil_nopad"]
+BY_NAME["dgrad_taps"] = ("dgrad_taps", 2, 8, 6, 7, 32, 3, 3, (1, 1), (1, 1), (1, 1), 2, False)
+BY_NAME["dgrad_dil_nopad"] = ("dgrad_dil_nopad", 2, 6, 9, 8, 10, 3, 2, (1, 1), (0, 1), (2, 2), 1, True)
+
+
+def _layer_with_mask(case, dtype, layout, seed):
+    """x, w, the layer's output y (from a float64 forward, so ours and the reference
+    read the same mask: tie-free) and dy, fresh random values."""
+    stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
+    x, weight, bias = _inputs(case, dtype, layout, seed=seed)
+    y = _reference(x, weight, bias, stride, padding, dilation, groups)
+    assert (y == 0).any() and (y > 0).any()  # both sides of the mask occur
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    return x, weight, y.to(dtype).contiguous(memory_format=layout), dy
+
+
+def _dgrad_reference(x, weight, y, dy, padding, dilation, groups):
+    masked = torch.where(y.double() > 0, dy, 0.0)
+    return torch.nn.grad.conv2d_input(x.shape, weight.double(), masked, 1, padding, dilation, groups)
+
+
+@pytest.mark.parametrize("dtype,layout,policy", VARIANTS)
+@pytest.mark.parametrize("name", DGRAD_CASES)
+def test_dgrad_matches_float64(name, dtype, layout, policy, monkeypatch):
+    if policy is not None:
+        monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
+    case = BY_NAME[name]
+    padding, dilation, groups = list(case[9]), list(case[10]), case[11]
+    x, weight, y, dy = _layer_with_mask(case, dtype, layout, seed=20)
+    assert bwd.dgrad_takes(y, weight, [1, 1], padding, dilation, groups)
+    fmt = kmod.output_memory_format(x, weight)
+    dx = bwd.dgrad_triton(dy.to(dtype).contiguous(memory_format=layout), y, weight, fmt, padding,
+                          dilation, groups, allow_tf32=False)
+    ref = _dgrad_reference(x, weight, y, dy, padding, dilation, groups)
+    assert dx.shape == x.shape and dx.dtype == dtype and dx.is_contiguous(memory_format=fmt)
+    assert not dx.isnan().any()
+    assert _rel_err(dx, ref) < TOL[dtype], f"relative error {_rel_err(dx, ref):.2e}"
+
+
+def test_dgrad_non_contiguous_dy_and_exact_zeros():
+    """dy a strided view (copied to the output's strides for the mask), and outputs that
+    are exactly 0: their gradient is dropped, as threshold_backward(dy, y, 0) does."""
+    case = BY_NAME["alexnet_conv4"]
+    padding, dilation, groups = list(case[9]), list(case[10]), case[11]
+    x, weight, y, dy = _layer_with_mask(case, torch.float32, torch.channels_last, seed=21)
+    big = torch.randn(dy.shape[0], dy.shape[1] * 2, dy.shape[2], dy.shape[3])
+    dy_view = big[:, ::2]
+    dy_view.copy_(dy)
+    assert not dy_view.is_contiguous() and not dy_view.is_contiguous(memory_format=torch.channels_last)
+    dx = bwd.dgrad_triton(dy_view, y, weight, torch.channels_last, padding, dilation, groups, False)
+    ref = torch.ops.aten.convolution_backward(
+        torch.ops.aten.threshold_backward(dy_view.double(), y.double(), 0), x.double(),
+        weight.double(), None, [1, 1], padding, dilation, False, [0, 0], groups,
+        [True, False, False])[0]
+    assert _rel_err(dx, ref) < 1e-5
+
+
+def test_dgrad_takes_stride_one_layers_only():
+    w = torch.empty(8, 4, 3, 3)
+    y = torch.empty(2, 8, 5, 5)
+    assert bwd.dgrad_takes(y, w, [1, 1], [1, 1], [1, 1], 1)
+    assert not bwd.dgrad_takes(y, w, [2, 2], [1, 1], [1, 1], 1)  # conv1-like: cuDNN's
+    assert not bwd.dgrad_takes(y, w, [1, 1], [3, 1], [1, 1], 1)  # padding > d*(k-1)
+
+
+class _FakeTimer:
+    """Times candidates by name (no GPU): the selection then picks by these numbers."""
+
+    def __init__(self, times):
+        self.times, self.calls = times, []
+
+    def __call__(self, fn):
+        name = fn.__name__
+        self.calls.append(name)
+        fn()  # every candidate still runs once, as the real timer runs it
+        return self.times[name]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name,winner", [("alexnet_conv2", "triton"), ("alexnet_conv5", "cudnn"),
+                                         ("alexnet_conv1", "triton"), ("groups2_nobias", "triton")])
+def test_backward_with_selection_matches_float64(name, winner, layout, monkeypatch):
+    """The whole eager backward (_TritonConv2dReLU) with the selection: dgrad and wgrad
+    each Triton or cuDNN as a fake timer says, against float64 F.conv2d + relu. Strided
+    layers keep cuDNN's input gradient (no dgrad candidates are timed); conv1's weight
+    gradient is the Triton wgrad on the space-to-depth form when Triton wins; bias None."""
+    monkeypatch.setattr(bwd, "triton_backward_allowed", lambda t: True)
+    timer = _FakeTimer({"triton": 1.0 if winner == "triton" else 3.0, "cudnn": 2.0})
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, path=None, tag="test"))
+    case = BY_NAME[name]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, torch.float32, layout, seed=22)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias) if t is not None]
+    out = cr._TritonConv2dReLU.apply(*leaves, *([None] if bias is None else []), *args, False)
+    ref_leaves = [t.double().requires_grad_() for t in leaves]
+    ref = _reference(*ref_leaves, *([None] if bias is None else []), *args)
+    grad = torch.randn(ref.shape, dtype=torch.float64)
+    got = torch.autograd.grad(out, leaves, grad.float())
+    want = torch.autograd.grad(ref, ref_leaves, grad)
+    for g, r in zip(got, want):
+        assert _rel_err(g, r) < 1e-5
+    directions = ["dgrad", "wgrad"] if case[8] == (1, 1) else ["wgrad"]
+    assert timer.calls == ["triton", "cudnn"] * len(directions)
+    chosen = {key.split("|")[1]: entry["choice"] for key, entry in select.SELECTOR.choices().items()}
+    assert chosen == {d: winner for d in directions}
+
+
+# ---------------------------------------------------------------------------------------
+# The Triton weight gradient (wgrad, ReLU mask and bias gradient fused, split-K):
+# _conv2d_relu_wgrad.py.
+# ---------------------------------------------------------------------------------------
+
+wgrad = importlib.import_module("alexnet_cuda.ops._conv2d_relu_wgrad")
+
+# Every stride, padding and dilation: conv1 (stride 4, no padding) directly, conv2-5,
+# rectangular strides/dilations, groups without bias.
+WGRAD_CASES = ["alexnet_conv1", "alexnet_conv2", "alexnet_conv3", "alexnet_conv4", "alexnet_conv5",
+               "stride_pad_dil_rect", "groups2_nobias", "dgrad_taps"]
+
+
+def _wgrad_reference(x, weight, y, dy, stride, padding, dilation, groups):
+    masked = torch.where(y.double() > 0, dy, 0.0)
+    gw = torch.nn.grad.conv2d_weight(x.double(), weight.shape, masked, stride, padding, dilation, groups)
+    return gw, masked.sum((0, 2, 3))
+
+
+@pytest.fixture
+def nan_workspace(monkeypatch):
+    """The workspace filled with NaN: an element the kernel fails to write shows."""
+    monkeypatch.setattr(wgrad, "_workspace",
+                        lambda shape, device: torch.full(shape, float("nan"), device=device))
+
+
+# The wgrad reads NCHW input in place (no copy policy): NCHW and NHWC, fp16 in NHWC.
+WGRAD_VARIANTS = [
+    pytest.param(torch.float32, torch.contiguous_format, id="fp32-nchw"),
+    pytest.param(torch.float32, torch.channels_last, id="fp32-nhwc"),
+    pytest.param(torch.float16, torch.channels_last, id="fp16-nhwc"),
+]
+
+
+@pytest.mark.parametrize("dtype,layout", WGRAD_VARIANTS)
+@pytest.mark.parametrize("name", WGRAD_CASES)
+def test_wgrad_matches_float64(name, dtype, layout, nan_workspace):
+    _check_wgrad(name, dtype, layout, splits=None)
+
+
+@pytest.mark.parametrize("name", ["s2d_pad", "groups2_nobias"])
+def test_wgrad_split_k(name, nan_workspace):
+    """Forced splits of the reduction (the default for these tiny shapes is one): stride,
+    padding, groups and no bias with three workspace slices."""
+    case = BY_NAME[name]
+    m_total = case[1] * kmod.conv_output_size(case[3], case[4], case[6], case[7], case[8], case[9],
+                                              case[10])[0] * kmod.conv_output_size(
+        case[3], case[4], case[6], case[7], case[8], case[9], case[10])[1]
+    assert wgrad.split_sizes(m_total, 3)[1] == 3
+    _check_wgrad(name, torch.float32, torch.channels_last, splits=3)
+
+
+def _check_wgrad(name, dtype, layout, splits):
+    case = BY_NAME[name]
+    stride, padding, dilation, groups = list(case[8]), list(case[9]), list(case[10]), case[11]
+    x, weight, y, dy = _layer_with_mask(case, dtype, layout, seed=30)
+    has_bias = case[12]
+    assert wgrad.wgrad_takes(x, y, weight.shape, groups)
+    fmt = kmod.output_memory_format(x, weight)
+    gw, gb = wgrad.wgrad_triton(dy.to(dtype).contiguous(memory_format=layout), x, y, weight.shape, fmt,
+                                stride, padding, dilation, groups, has_bias, allow_tf32=False,
+                                splits=splits)
+    ref_w, ref_b = _wgrad_reference(x, weight, y, dy, stride, padding, dilation, groups)
+    assert gw.shape == weight.shape and gw.dtype == dtype and gw.is_contiguous(memory_format=fmt)
+    assert _rel_err(gw, ref_w) < TOL[dtype], f"relative error {_rel_err(gw, ref_w):.2e}"
+    if has_bias:
+        assert gb.dtype == dtype and _rel_err(gb, ref_b) < TOL[dtype]
+    else:
+        assert gb is None
+
+
+def test_wgrad_is_deterministic_and_splits_agree(nan_workspace):
+    """Bit-identical run to run (no atomics: per-split slices summed in a fixed order);
+    other split counts agree to rounding; a non-contiguous dy gives the same result."""
+    case = BY_NAME["alexnet_conv2"]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11], True)
+    x, weight, y, dy = _layer_with_mask(case, torch.float32, torch.channels_last, seed=31)
+    dy = dy.float().contiguous(memory_format=torch.channels_last)
+    runs = [wgrad.wgrad_triton(dy, x, y, weight.shape, torch.contiguous_format, *args, splits=4)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    big = torch.randn(dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3] * 2)
+    dy_view = big[..., ::2].copy_(dy)
+    for splits in (1, 2, 7):
+        gw, gb = wgrad.wgrad_triton(dy_view, x, y, weight.shape, torch.contiguous_format, *args,
+                                    splits=splits)
+        assert _rel_err(gw, runs[0][0].double()) < 1e-6 and _rel_err(gb, runs[0][1].double()) < 1e-6
+
+
+def test_training_step_with_the_triton_backward_matches_stock(monkeypatch):
+    """A small conv1 -> conv2 -> linear net, one SGD step, every conv through the eager
+    Triton path with the Triton dgrad and wgrad chosen: logits, gradients and updated
+    weights match F.conv2d + relu in float64 (the model gate's check, scaled down)."""
+    monkeypatch.setattr(bwd, "triton_backward_allowed", lambda t: True)
+    timer = _FakeTimer({"triton": 1.0, "cudnn": 2.0})
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, path=None, tag="step"))
+    g = torch.Generator().manual_seed(40)
+    x = torch.randn(2, 3, 19, 19, generator=g).contiguous(memory_format=torch.channels_last)
+    params = [torch.randn(16, 3, 11, 11, generator=g) / 20, torch.randn(16, generator=g) * 0.1,
+              torch.randn(12, 8, 3, 3, generator=g) / 8, torch.randn(12, generator=g) * 0.1,
+              torch.randn(5, 12 * 3 * 3, generator=g) / 10]
+    target = torch.randint(0, 5, (2,), generator=g)
+
+    def step(conv, params):
+        params = [p.clone().requires_grad_() for p in params]
+        w1, b1, w2, b2, fc = params
+        h = conv(x.to(w1.dtype), w1, b1, [4, 4], [0, 0], [1, 1], 1)
+        h = conv(h, w2, b2, [1, 1], [1, 1], [1, 1], 2)
+        logits = h.flatten(1) @ fc.t()
+        torch.nn.functional.cross_entropy(logits, target).backward()
+        return logits, [p.grad for p in params], [p - 0.1 * p.grad for p in params]
+
+    def triton_conv(*args):
+        return cr._TritonConv2dReLU.apply(*args, False)
+
+    def stock_conv(x, w, b, stride, padding, dilation, groups):
+        return torch.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+    ours = step(triton_conv, params)
+    ref = step(stock_conv, [p.double() for p in params])
+    assert _rel_err(ours[0], ref[0]) < 1e-5
+    for got, want in zip(ours[1] + ours[2], ref[1] + ref[2]):
+        assert _rel_err(got, want) < 1e-5
+    chosen = sorted(key.split("|")[1] for key in select.SELECTOR.choices())
+    assert chosen == ["dgrad", "wgrad", "wgrad"]  # conv2's dgrad; both wgrads (conv1's on s2d)
+
+
+@pytest.mark.parametrize("winner", ["triton", "cudnn"])
+def test_forward_selection(winner, monkeypatch):
+    """The eager CUDA routing (_cuda_eager, run here on CPU tensors): the forward is the
+    Triton kernel or stock relu(convolution) as the timer says, chosen once per shape;
+    either way the result and gradients are F.conv2d + relu's."""
+    timer = _FakeTimer({"triton": 1.0 if winner == "triton" else 3.0, "cudnn": 2.0})
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, path=None, tag="fwd"))
+    case = BY_NAME["alexnet_conv4"]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, torch.float32, torch.channels_last, seed=41)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    for _ in range(2):
+        out = cr._cuda_eager(*leaves, *args, False)
+        backward_node = type(out.grad_fn).__name__
+        assert (backward_node == "ReluBackward0") == (winner == "cudnn"), backward_node
+        ref = _reference(*[t.double() for t in (x, weight, bias)], *args)
+        assert _rel_err(out, ref) < 1e-5
+    assert timer.calls == ["triton", "cudnn"]  # timed at the first call only

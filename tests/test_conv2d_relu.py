@@ -26,6 +26,23 @@ CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the Triton kernel path)")
 
 
+@pytest.fixture(autouse=True)
+def triton_chosen(monkeypatch):
+    """Eager CUDA calls choose between Triton and cuDNN per shape by timing them
+    (_conv2d_relu_select); these tests are about the Triton kernels, so a fake timer
+    always prefers Triton (each candidate still runs once), and the choices stay in
+    memory (no cache file is read or written)."""
+    from alexnet_cuda.ops import _conv2d_relu_select as select
+
+    def prefer_triton(fn):
+        fn()
+        return 1.0 if fn.__name__ == "triton" else 2.0
+
+    selector = select.Selector(timer=prefer_triton, path=None, tag="test")
+    monkeypatch.setattr(select, "SELECTOR", selector)
+    return selector
+
+
 def ref_conv_relu(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
 
@@ -548,6 +565,32 @@ def test_cuda_gradients_match_eager(dtype, restore_tf32):
         want = torch.autograd.grad(ref, wrt, grad)
         for name, gt, wa in zip("xwb" if input_grad else "wb", got, want):
             assert rel_err(gt, wa) < tol, (shape, name)
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("layer", list(ALEXNET_LAYERS))
+def test_cuda_triton_backward_alexnet_layers(layer, mode, layout, restore_tf32, triton_chosen):
+    """The Triton dgrad/wgrad (chosen for every shape) on AlexNet's layers at batch 8,
+    against an IEEE fp32 reference of F.conv2d + relu's gradients."""
+    dtype, allow_tf32, tol = MODES[mode]
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    cin, h, cout, k, stride, padding, groups = ALEXNET_LAYERS[layer]
+    x, w, b = make_inputs(8, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda", layout=layout,
+                          requires_grad=True)
+    out = conv2d_relu(x, w, b, stride, padding, 1, groups)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, w, b), grad)
+    torch.backends.cudnn.allow_tf32 = False
+    leaves = [t.detach().float().requires_grad_() for t in (x, w, b)]
+    ref = ref_conv_relu(*leaves, stride, padding, 1, groups)
+    want = torch.autograd.grad(ref, leaves, torch.where(out.float() > 0, grad.float(), 0.0))
+    for name, gt, wa in zip("xwb", got, want):
+        assert rel_err(gt, wa) < max(tol, 2e-3 if mode == "fp32" else tol), (layer, name)
+    directions = {key.split("|")[1] for key in triton_chosen.choices()}
+    assert directions == ({"forward", "wgrad"} if stride > 1 else {"forward", "dgrad", "wgrad"})
 
 
 @needs_cuda

@@ -94,18 +94,24 @@ def _autotune_configs():
 # When BLOCK_K divides CG in NHWC (CG_POW2 = largest power of two dividing CG, <= 64),
 # each K block lies inside one filter tap and loads are contiguous along K (fast path).
 # Bias and ReLU are applied to the fp32 accumulator; the output is stored once.
+#
+# The same kernel computes the input gradient (dgrad) of a stride-1 layer y = relu(conv(x)):
+#   dx = conv(dy * (y > 0), w~, padding = d*(k-1) - p, dilation d), no bias, no ReLU,
+#   w~[g*CG + c, co, kh, kw] = w[g*COUTG + co, c, KH-1-kh, KW-1-kw]  (per group: transposed, flipped)
+# with x := dy and m := y (same strides as dy): MASK_A zeroes A where m <= 0 as A is
+# loaded, so relu's backward (threshold_backward) is never a pass of its own. RELU=False.
 @triton.autotune(
     configs=_autotune_configs(),
     key=["N", "C", "H", "W", "COUT", "HO", "WO", "KH", "KW", "STRIDE_H", "STRIDE_W",
          "PAD_H", "PAD_W", "DIL_H", "DIL_W", "GROUPS", "sxn", "sxc", "sxh", "sxw",
-         "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32"],
+         "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32", "MASK_A", "RELU"],
     # Keep the timings on disk (Triton's cache dir, keyed by the kernel source, the configs
     # and the key above): a new process, e.g. training after bench/run.py, skips the tuning.
     **_CACHE_RESULTS,
 )
 @triton.jit
 def _conv2d_relu_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, m_ptr,
     N, C, H, W, COUT, HO, WO, KH, KW, GROUPS, CG, COUTG, M_TOTAL, K_TOTAL,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     sxn, sxc, sxh, sxw,
@@ -113,7 +119,7 @@ def _conv2d_relu_kernel(
     syn, syc, syh, syw,
     HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
     ALLOW_TF32: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
-    X_INT64: tl.constexpr, Y_INT64: tl.constexpr,
+    X_INT64: tl.constexpr, Y_INT64: tl.constexpr, MASK_A: tl.constexpr, RELU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
@@ -163,8 +169,11 @@ def _conv2d_relu_kernel(
             if CHECK_W:
                 row_ok = row_ok & (iw >= 0) & (iw < W)
             x_tap = kh * DIL_H * sxh + kw * DIL_W * sxw + c0 * sxc
-            a = tl.load(x_ptr + ((x_row + x_tap)[:, None] + tl.arange(0, BLOCK_K)[None, :] * sxc),
-                        mask=row_ok[:, None], other=0.0)
+            a_off = (x_row + x_tap)[:, None] + tl.arange(0, BLOCK_K)[None, :] * sxc
+            a = tl.load(x_ptr + a_off, mask=row_ok[:, None], other=0.0)
+            if MASK_A:  # dgrad: A is dy, zeroed where the layer's output m = y is <= 0
+                # (threshold_backward's test: a NaN output passes its gradient through)
+                a = tl.where(tl.load(m_ptr + a_off, mask=row_ok[:, None], other=0.0) <= 0, 0.0, a)
             b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]), mask=n_mask[None, :], other=0.0)
         else:
             # General flattened K (conv1's 3 channels, NCHW input): decode every k.
@@ -192,7 +201,10 @@ def _conv2d_relu_kernel(
             if CHECK_W:
                 a_mask = a_mask & (iw >= 0) & (iw < W)
             x_col = dh * sxh + dw * sxw + c * sxc
-            a = tl.load(x_ptr + (x_row[:, None] + x_col[None, :]), mask=a_mask, other=0.0)
+            a_off = x_row[:, None] + x_col[None, :]
+            a = tl.load(x_ptr + a_off, mask=a_mask, other=0.0)
+            if MASK_A:
+                a = tl.where(tl.load(m_ptr + a_off, mask=a_mask, other=0.0) <= 0, 0.0, a)
             # The weight is packed in K order (see the launcher): B[k, co] = w[co*swo + k],
             # zero for K_TOTAL <= k < K_B.
             b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]),
@@ -205,8 +217,8 @@ def _conv2d_relu_kernel(
     if HAS_BIAS:
         bias = tl.load(b_ptr + co, mask=n_mask, other=0.0)
         acc += bias.to(tl.float32)[None, :]
-    # relu that keeps NaN (NaN < 0 is false), like torch.relu.
-    acc = tl.where(acc < 0.0, 0.0, acc)
+    if RELU:  # relu that keeps NaN (NaN < 0 is false), like torch.relu.
+        acc = tl.where(acc < 0.0, 0.0, acc)
 
     if Y_INT64:
         y_row = n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw
@@ -355,7 +367,7 @@ class _LaunchPlan:
     once a CUDA launch has run, the compiled kernel itself (``handles``, keyed by which
     pointers are 16-byte aligned: Triton specializes the compiled code on that)."""
 
-    __slots__ = ("out_shape", "out_format", "s2d", "to_nhwc", "c_inner", "scalars",
+    __slots__ = ("out_shape", "out_format", "s2d", "to_nhwc", "masked", "c_inner", "scalars",
                  "constexprs", "m_total", "coutg", "groups", "handles")
 
     def grid(self, meta):
@@ -367,8 +379,12 @@ def _meta_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> _LaunchPlan:
-    """The _LaunchPlan of a launch, from the tensors' metadata only (works on meta tensors)."""
+def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True,
+          masked=False, out_format=None) -> _LaunchPlan:
+    """The _LaunchPlan of a launch, from the tensors' metadata only (works on meta tensors).
+
+    ``relu=False, masked=True`` is a dgrad launch (see the kernel's comment): the mask
+    tensor has the input's strides; ``out_format`` overrides the output layout rule."""
     n, c, h, w = input.shape
     cout, cg, kh, kw = weight.shape
     sh, sw = stride
@@ -376,7 +392,8 @@ def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) ->
     ho, wo = conv_output_size(h, w, kh, kw, stride, padding, dilation)
     plan = _LaunchPlan()
     plan.out_shape = (n, cout, ho, wo)
-    plan.out_format = output_memory_format(input, weight)
+    plan.out_format = out_format or output_memory_format(input, weight)
+    plan.masked = masked
     plan.handles = {}
     plan.s2d = None
     plan.to_nhwc = False
@@ -422,13 +439,15 @@ def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) ->
         # reach below the first element: bounded by the image span, hence the margin).
         X_INT64=2 * _image_span(x) + (n - 1) * abs(x.stride(0)) > _OFFSET32_LIMIT,
         Y_INT64=_image_span(y) + (n - 1) * y.stride(0) > _OFFSET32_LIMIT,
+        MASK_A=masked, RELU=relu,
     )
     return plan
 
 
-def _bind(plan: _LaunchPlan, input, weight, bias):
+def _bind(plan: _LaunchPlan, input, weight, bias, mask=None):
     """(y, pointer arguments) of one launch of `plan`: the output allocated, and the
-    tensors rewritten as the plan says (the data-dependent part of a launch)."""
+    tensors rewritten as the plan says (the data-dependent part of a launch). `mask`
+    (dgrad plans) has the input's strides and is rewritten as the input is."""
     y = torch.empty(plan.out_shape, device=input.device, dtype=input.dtype,
                     memory_format=plan.out_format)
     if plan.scalars is None:
@@ -439,10 +458,11 @@ def _bind(plan: _LaunchPlan, input, weight, bias):
         weight = _s2d.weight_to_depth(weight, s)
     elif plan.to_nhwc:
         input = input.contiguous(memory_format=torch.channels_last)
+        mask = None if mask is None else mask.contiguous(memory_format=torch.channels_last)
     weight, _ = _pack_weight(weight, plan.c_inner)
     # the kernel reads bias[co] at unit stride (a copy of Cout values when it is strided)
     bias = weight if bias is None else bias.contiguous()
-    return y, (input, weight, bias, y)
+    return y, (input, weight, bias, y, input if mask is None else mask)
 
 
 def _kernel_arguments(input, weight, bias, stride, padding, dilation, groups, allow_tf32=True):
@@ -468,16 +488,17 @@ _PLANS: dict = {}
 _MAX_PLANS = 1024
 
 
-def _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> _LaunchPlan:
+def _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True,
+                 masked=False, out_format=None) -> _LaunchPlan:
     key = (input.shape, input.stride(), weight.shape, weight.stride(), input.dtype, input.device,
            bias is None, tuple(stride), tuple(padding), tuple(dilation), groups, bool(allow_tf32),
-           _NCHW_INPUT_POLICY, _s2d.ENABLED, _OFFSET32_LIMIT)
+           relu, masked, out_format, _NCHW_INPUT_POLICY, _s2d.ENABLED, _OFFSET32_LIMIT)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         plan = _PLANS[key] = _plan(input, weight, bias, stride, padding, dilation, groups,
-                                   allow_tf32)
+                                   allow_tf32, relu, masked, out_format)
     return plan
 
 

@@ -48,13 +48,18 @@ op's checks running only when ATen raises (to raise the op's errors); on CUDA it
 per-shape launch plan and the compiled kernel (``_conv2d_relu_kernel._launch``). Traced
 calls go through the op, so graphs show ``alexnet_cuda::conv2d_relu``.
 
-Backward (``register_autograd``): the ReLU mask is recomputed from the saved output
-(``aten.threshold_backward(grad, out, 0)``, exactly relu's own backward), then
-``aten.convolution_backward`` (cuDNN on CUDA) gives the input/weight/bias gradients. On
-CUDA, the weight gradient of a space-to-depth layer (conv1) is that of the rewritten
-stride-1 convolution, mapped back (``_space_to_depth.weight_grad``: the rewritten input
-is recomputed, not saved). Everything is an aten op or a wrapped Triton kernel, so
-torch.compile traces forward and backward.
+Backward (``register_autograd``, and the eager Function): by default the ReLU mask is
+recomputed from the saved output (``aten.threshold_backward(grad, out, 0)``, exactly
+relu's own backward), then ``aten.convolution_backward`` (cuDNN on CUDA) gives the
+input/weight/bias gradients. On CUDA, the weight gradient of a space-to-depth layer
+(conv1) is that of the rewritten stride-1 convolution, mapped back
+(``_space_to_depth.weight_grad``: the rewritten input is recomputed, not saved). Eager
+CUDA calls may instead take the Triton backward (``_conv2d_relu_backward.py``: the input
+gradient of stride-1 layers, and ``_conv2d_relu_wgrad.py``: the weight and bias
+gradients, the ReLU mask fused into both), per shape and direction whichever of it and
+cuDNN was faster when the shape was first seen (``_conv2d_relu_select.py``, cached on
+disk). A traced backward is aten ops and wrapped Triton kernels only, so torch.compile
+traces forward and backward.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op
 
+from . import _conv2d_relu_backward as _bwd
+from . import _conv2d_relu_select as _select
 from . import _space_to_depth as _s2d
 from ._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
 from ._conv2d_relu_kernel import (_conv2d_relu_triton, conv_output_size, is_traced,
@@ -111,20 +118,35 @@ def _conv2d_relu_op(
 
 
 def _setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups, _ = inputs
+    input, weight, bias, stride, padding, dilation, groups, allow_tf32 = inputs
     ctx.save_for_backward(input, weight, output)
     ctx.bias_sizes = None if bias is None else list(bias.shape)
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+    ctx.allow_tf32 = allow_tf32
 
 
 def _backward(ctx, grad_out):
     input, weight, output = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.conv_args
-    # relu's backward from its output: grad where out > 0, else 0 (no stored mask).
-    grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.bias_sizes is not None
     grad_input = grad_weight = grad_bias = None
+    if need_input and _bwd.triton_backward_allowed(input):
+        # The Triton dgrad (ReLU mask fused) where it is chosen for this shape, else None.
+        grad_input = _bwd.select_dgrad(grad_out, input, weight, output, stride, padding,
+                                       dilation, groups, ctx.allow_tf32)
+        need_input = grad_input is None
+    if need_weight and _bwd.triton_backward_allowed(input):
+        # The Triton wgrad (mask and bias gradient fused) where chosen, else None.
+        weight_and_bias = _bwd.select_wgrad(grad_out, input, weight, output, stride, padding,
+                                            dilation, groups, need_bias, ctx.allow_tf32)
+        if weight_and_bias is not None:
+            grad_weight, grad_bias = weight_and_bias
+            need_weight = need_bias = False
+    if not (need_input or need_weight or need_bias):
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+    # relu's backward from its output: grad where out > 0, else 0 (no stored mask).
+    grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
     if need_weight and input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
         # conv1-like layers: the weight gradient of the space-to-depth rewrite (cuDNN's
         # 3-channel, stride-4 weight gradient is the slow shape, as its forward is).
@@ -138,7 +160,7 @@ def _backward(ctx, grad_out):
             grad, input, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
             [need_input, need_weight, need_bias],
         )
-        grad_input = gi if need_input else None
+        grad_input = gi if need_input else grad_input
         grad_weight = gw if need_weight else grad_weight
         grad_bias = gb if need_bias else grad_bias
     return grad_input, grad_weight, grad_bias, None, None, None, None, None
@@ -341,14 +363,39 @@ def _cpu_eager(input, weight, bias, stride, padding, dilation, groups):
 
 def _cuda_eager(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
     """An eager CUDA call: the op's own routing, without the op's dispatch (see
-    _TritonConv2dReLU); ATen's shapes go to stock relu(convolution), which is what the
-    op computes for them, forward and backward."""
+    _TritonConv2dReLU), and the Triton forward only where it was faster than cuDNN for
+    this shape (_forward_choice). Otherwise stock relu(convolution), which is what the op
+    computes for ATen's shapes, forward and backward."""
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
-    if input.dtype in _TRITON_DTYPES and triton_kernel_takes(input, weight, stride, padding,
-                                                             dilation, groups):
+    if (input.dtype in _TRITON_DTYPES
+            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)
+            and _forward_choice(input, weight, bias, stride, padding, dilation, groups,
+                                allow_tf32) == "triton"):
         return _TritonConv2dReLU.apply(input, weight, bias, stride, padding, dilation, groups,
                                        allow_tf32)
     return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _forward_choice(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> str:
+    """"triton" or "cudnn" for this shape's forward: timed at its first eager call
+    (_conv2d_relu_select; the Triton candidate autotunes its configs there), then cached."""
+    key = (tuple(input.shape), input.stride(), tuple(weight.shape), weight.stride(),
+           str(input.dtype), bias is None, tuple(stride), tuple(padding), tuple(dilation),
+           groups, bool(allow_tf32), _s2d.ENABLED)  # the rewrite makes another Triton candidate
+    selector = _select.SELECTOR
+    choice = selector.cached("forward", key)
+    if choice is not None:
+        return choice
+
+    def triton():
+        return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
+                                   allow_tf32)
+
+    def cudnn():
+        return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+
+    with torch.no_grad():  # timing runs only: no autograd graphs kept
+        return selector.choose("forward", key, {"triton": triton, "cudnn": cudnn})
 
 
 def _op_call(input, weight, bias, stride, padding, dilation, groups):
