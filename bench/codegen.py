@@ -21,6 +21,7 @@ the pipelined tensor-core path was taken, in seconds, on any machine.
     python bench/codegen.py                          # sm_90, bf16, NHWC, all configs
     python bench/codegen.py --layout nchw --nchw-policy direct --dtype fp32
     python bench/codegen.py --arch 80 --layers conv1,conv2 --out codegen.md
+    python bench/codegen.py --dgrad --wgrad          # also the backward's Triton kernels
 """
 
 from __future__ import annotations
@@ -176,6 +177,79 @@ def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, config
     return rows
 
 
+def dgrad_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch: int = 128):
+    """Meta tensors of `layer`'s dgrad launch, as _conv2d_relu_backward.dgrad_triton makes
+    it: dy and the mask y (the layer's output, same strides), the flipped weight, the
+    dgrad padding; or None when the layer's input gradient is not the Triton dgrad's."""
+    from alexnet_cuda.ops import _conv2d_relu_backward as bwd
+
+    x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout, batch)
+    ho, wo = kmod.conv_output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], stride, padding,
+                                   dilation)
+    y = torch.empty((batch, w.shape[0], ho, wo), device="meta", dtype=dtype,
+                    memory_format=kmod.output_memory_format(x, w))
+    if not bwd.dgrad_takes(y, w, stride, padding, dilation, groups):
+        return None
+    w_t = bwd.flipped_weight(w, groups, kmod.output_memory_format(y, w))
+    return y, w_t, bwd.dgrad_padding(w.shape, padding, dilation), dilation, groups, kmod.output_memory_format(x, w)
+
+
+def compile_dgrad(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
+                  allow_tf32: bool = True) -> List[Codegen]:
+    """Compile `layer`'s dgrad launch (the forward kernel with MASK_A, no ReLU, no bias)
+    once per config; [] for layers whose input gradient stays cuDNN's (conv1)."""
+    tensors = dgrad_tensors(layer, dtype, layout)
+    if tensors is None:
+        return []
+    y, w_t, pad, dilation, groups, out_format = tensors
+    plan = kmod._plan(y, w_t, None, [1, 1], pad, dilation, groups, allow_tf32, relu=False,
+                      masked=True, out_format=out_format)
+    _, pointers = kmod._bind(plan, y, w_t, None, mask=y)
+    rows = []
+    for cfg in configs:
+        kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, pointers + plan.scalars,
+                                {**plan.constexprs, **cfg.kwargs}, cfg.num_warps, cfg.num_stages, arch)
+        tap = plan.constexprs["C_INNER"] and plan.constexprs["CG_POW2"] % cfg.kwargs["BLOCK_K"] == 0
+        rows.append(_codegen(kernel, layer[0] + " dgrad", config_label(cfg), "tap" if tap else "general"))
+    return rows
+
+
+def compile_wgrad(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
+                  allow_tf32: bool = True) -> List[Codegen]:
+    """Compile `layer`'s Triton weight-gradient launch (bias gradient fused) once per config,
+    as _conv2d_relu_backward.wgrad_triton_layer makes it: conv1 on its space-to-depth form."""
+    from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
+    from alexnet_cuda.ops import _space_to_depth as s2d
+
+    x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
+    n, _, h, wd = x.shape
+    cout, cg, kh, kw = w.shape
+    ho, wo = kmod.conv_output_size(h, wd, kh, kw, stride, padding, dilation)
+    s = s2d.factor(cg, kh, kw, stride, dilation, groups, wo)
+    if s:
+        kh, kw, hs, ws_ = s2d.rewritten_sizes(kh, kw, ho, wo, s)
+        x = s2d.input_to_depth(x, s, padding, hs, ws_)
+        cg, h, wd = s * s * cg, hs, ws_
+        stride, padding = [1, 1], [0, 0]
+    y = torch.empty((n, cout, ho, wo), device="meta", dtype=dtype,
+                    memory_format=kmod.output_memory_format(x, w))
+    k_total, m_total = cg * kh * kw, n * ho * wo
+    m_split, splits = wg.split_sizes(m_total, wg.default_splits(m_total, cout // groups, k_total, groups))
+    ws = torch.empty((splits, cout, k_total), device="meta")
+    dbws = torch.empty((splits, cout), device="meta")
+    args, constexprs, _ = wg.wgrad_arguments(
+        x, y, y, ws, dbws, (n, h, wd, cout, ho, wo, kh, kw, cg, cout // groups), m_total, k_total,
+        m_split, splits, stride, padding, dilation, groups, True, x.stride(1) <= x.stride(3), allow_tf32)
+    rows = []
+    for cfg in configs:
+        kernel = compile_kernel(wg._conv2d_relu_wgrad_kernel.fn, args, {**constexprs, **cfg.kwargs},
+                                cfg.num_warps, cfg.num_stages, arch)
+        k = cfg.kwargs
+        label = f"{k['BLOCK_CO']}x{k['BLOCK_K']}x{k['BLOCK_M']} w{cfg.num_warps} s{cfg.num_stages}"
+        rows.append(_codegen(kernel, f"{layer[0]} wgrad ({splits} splits)", label, "general"))
+    return rows
+
+
 def compile_space_to_depth(layer, dtype: torch.dtype, layout: torch.memory_format, arch: int = 90) -> Codegen:
     """Compile the space-to-depth pass that `layer` runs first (conv1), as its launcher
     would call it (Triton's default 4 warps, 3 stages)."""
@@ -220,6 +294,10 @@ def main(argv=None) -> int:
                    help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS))
     p.add_argument("--configs", choices=["tuning", "test"], default="tuning",
                    help="the autotuner's configs, or the single one of test runs")
+    p.add_argument("--dgrad", action="store_true",
+                   help="also the input-gradient (dgrad) launches of the stride-1 layers")
+    p.add_argument("--wgrad", action="store_true",
+                   help="also the weight-gradient (wgrad) launches (their own tuning configs)")
     p.add_argument("--out", help="also write the table to this Markdown file")
     a = p.parse_args(argv)
     by_name = {layer[0]: layer for layer in LAYERS}
@@ -232,6 +310,13 @@ def main(argv=None) -> int:
     for name in names:
         rows += compile_layer(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch,
                               a.nchw_policy)
+        if a.dgrad:
+            rows += compile_dgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch)
+        if a.wgrad:
+            from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
+            rows += compile_wgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout],
+                                  wg.gpu_tuning_configs() if a.configs == "tuning" else [wg.TEST_CONFIG],
+                                  a.arch)
         try:  # conv1's space-to-depth pass, when the layer has one
             rows.append(compile_space_to_depth(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], a.arch))
         except ValueError:

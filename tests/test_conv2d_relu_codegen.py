@@ -97,3 +97,50 @@ def test_nchw_input_is_copied_to_the_tap_path_by_default(codegen):
                                  codegen.kmod.gpu_tuning_configs())
     assert all(r.path == "tap" and r.cp_async > 0 for r in rows)
     assert sum(r.spill == 0 for r in rows) >= 6, rows
+
+
+# conv4/5's backward launches differ from conv3's only in channel counts: two layers
+# cover the kernels' code paths at a fraction of the compile time.
+@pytest.mark.parametrize("name,layout", [("conv2", torch.channels_last), ("conv3", torch.channels_last),
+                                         ("conv3", torch.contiguous_format)],
+                         ids=["conv2-nhwc", "conv3-nhwc", "conv3-nchw"])
+def test_dgrad_on_hopper(codegen, name, layout):
+    """The backward's Triton input gradient (the forward kernel with the ReLU mask fused
+    into its A loads), every tuning config, bf16: shared memory within the limit, wgmma,
+    the tap path (Cout/groups of 128-384 is a multiple of every BLOCK_K) and enough
+    spill-free configs."""
+    rows = codegen.compile_dgrad(_layer(codegen, name), torch.bfloat16, layout,
+                                 codegen.kmod.gpu_tuning_configs(), arch=90)
+    for r in rows:
+        assert r.smem <= codegen.SMEM_LIMIT[90], r
+        assert r.path == "tap" and r.cp_async > 0, r
+        if int(r.config.split("x")[0]) >= 64:
+            assert r.wgmma > 0, r
+    spill_free = [r.config for r in rows if r.spill == 0]
+    assert len(spill_free) >= 7, rows
+
+
+def test_conv1_has_no_triton_dgrad(codegen):
+    """conv1 is strided: its input gradient (rarely needed: the input is the image) is cuDNN's."""
+    assert codegen.compile_dgrad(_layer(codegen, "conv1"), torch.bfloat16, torch.channels_last,
+                                 [codegen.kmod.TEST_CONFIG]) == []
+
+
+@pytest.mark.parametrize("name,layout", [("conv1", torch.channels_last), ("conv3", torch.channels_last),
+                                         ("conv2", torch.contiguous_format)],
+                         ids=["conv1-nhwc", "conv3-nhwc", "conv2-nchw"])
+def test_wgrad_on_hopper(codegen, name, layout):
+    """The Triton weight gradient (mask and bias gradient fused, split-K; conv1 on its
+    space-to-depth form), every tuning config, bf16: wgmma, shared memory within the
+    limit; in NHWC pipelined async loads and no spills."""
+    from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
+
+    rows = codegen.compile_wgrad(_layer(codegen, name), torch.bfloat16, layout, wg.gpu_tuning_configs())
+    assert len(rows) == len(wg.gpu_tuning_configs())
+    for r in rows:
+        assert r.smem <= codegen.SMEM_LIMIT[90], r
+        assert r.wgmma > 0, r
+        if layout == torch.channels_last:
+            assert r.cp_async > 0 and r.spill == 0, r
+    # NCHW: per-element gathers; the 128x128 tile runs out of registers (the rest fit)
+    assert sum(r.spill == 0 for r in rows) >= len(rows) - 1, rows

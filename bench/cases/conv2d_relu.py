@@ -1,8 +1,9 @@
 """Benchmark cases: fused conv2d + bias + ReLU on AlexNet's five conv layers.
 
 One Case per layer x dtype x layout x direction ("fwd", "fwd+bwd"), batch cfg.batch.
-Implementations: "ours" (alexnet_cuda's conv2d_relu: the Triton kernel forward,
-cuDNN via aten.convolution_backward backward), "eager" (F.relu(F.conv2d(...)) with
+Implementations: "ours" (alexnet_cuda's conv2d_relu: per shape and direction the Triton
+kernels (forward, dgrad, wgrad) or cuDNN, whichever was faster at the first call:
+``annotate`` records the choices), "eager" (F.relu(F.conv2d(...)) with
 cudnn.benchmark on) and, with cfg.compile, "compile" (torch.compile of the eager fn).
 fp32 runs with whatever cuDNN's TF32 setting is (conv_allows_tf32, recorded in extra;
 PyTorch's default is on, and both ours and cuDNN follow it).
@@ -127,6 +128,28 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
         extra={"layer": name, "space_to_depth": ours_uses_s2d and not direct,
                "tf32": conv_allows_tf32() if dtype_name == "fp32" else None},
     )
+
+
+def annotate(cfg: Config, rows) -> List[str]:
+    """The per-shape choices (Triton or cuDNN, for forward, dgrad and wgrad) made while
+    the rows ran: in each row (``choices``, by layer and dtype; "forward" only in fwd
+    rows) and as notes, with the timings they were made on (also logged at debug level)."""
+    from alexnet_cuda.ops import _conv2d_relu_select as select
+
+    chosen = select.choices()
+    for row in rows:
+        layer = next((layer for layer in LAYERS if layer[0] == row.get("layer")), None)
+        if layer is None:
+            continue
+        _, cin, _, cout, k, _, _, groups = layer
+        weight = str((cout, cin // groups, k, k))
+        dtype = str(DTYPES[row["dtype"]])
+        directions = ("forward",) if row.get("direction") == "fwd" else ("forward", "dgrad", "wgrad")
+        row["choices"] = sorted(f"{key.split('|')[-2]}: {entry['choice']}"
+                                for key, entry in chosen.items()
+                                if weight in key and dtype in key and key.split("|")[-2] in directions)
+    return [f"conv2d_relu choice {key.split('|', 3)[-1]}: {entry['choice']} "
+            f"(ms {entry['times']})" for key, entry in sorted(chosen.items())]
 
 
 def cases(cfg: Config) -> List[Case]:
