@@ -573,3 +573,24 @@ def test_forward_selection(winner, monkeypatch):
         ref = _reference(*[t.double() for t in (x, weight, bias)], *args)
         assert _rel_err(out, ref) < 1e-5
     assert timer.calls == ["triton", "cudnn"]  # timed at the first call only
+
+
+def test_double_backward_takes_the_differentiable_path(monkeypatch):
+    """create_graph=True (gradients of gradients): the backward runs aten's ops even where
+    Triton is chosen, since the Triton kernels have no backward of their own. (The second
+    pass may use Triton again: it reaches this layer's node through the saved output.)"""
+    monkeypatch.setattr(bwd, "triton_backward_allowed", lambda t: True)
+    timer = _FakeTimer({"triton": 1.0, "cudnn": 2.0})
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, path=None, tag="dd"))
+    case = BY_NAME["alexnet_conv3"]
+    args = (list(case[8]), list(case[9]), list(case[10]), case[11])
+    x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=42)
+    results = []
+    for conv in (lambda *t: cr._TritonConv2dReLU.apply(*t, *args, False),
+                 lambda *t: torch.relu(F.conv2d(*t, *args))):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = conv(*leaves)
+        gx, = torch.autograd.grad(out, leaves[0], torch.ones_like(out), create_graph=True)
+        assert gx.grad_fn is not None  # a Triton result would have none
+        results.append(torch.autograd.grad((gx ** 2).sum(), leaves[1])[0])
+    assert _rel_err(results[0], results[1].double()) < 1e-5

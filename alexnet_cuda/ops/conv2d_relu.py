@@ -131,12 +131,15 @@ def _backward(ctx, grad_out):
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.bias_sizes is not None
     grad_input = grad_weight = grad_bias = None
-    if need_input and _bwd.triton_backward_allowed(input):
+    # The Triton kernels are not differentiable: a backward that builds a graph
+    # (create_graph=True, for double backward) runs the differentiable aten ops.
+    triton = _bwd.triton_backward_allowed(input) and not torch.is_grad_enabled()
+    if need_input and triton:
         # The Triton dgrad (ReLU mask fused) where it is chosen for this shape, else None.
         grad_input = _bwd.select_dgrad(grad_out, input, weight, output, stride, padding,
                                        dilation, groups, ctx.allow_tf32)
         need_input = grad_input is None
-    if need_weight and _bwd.triton_backward_allowed(input):
+    if need_weight and triton:
         # The Triton wgrad (mask and bias gradient fused) where chosen, else None.
         weight_and_bias = _bwd.select_wgrad(grad_out, input, weight, output, stride, padding,
                                             dilation, groups, need_bias, ctx.allow_tf32)
