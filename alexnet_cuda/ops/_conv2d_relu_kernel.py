@@ -1,4 +1,5 @@
-"""Triton implicit-GEMM kernel for relu(conv2d(x, w) + b), forward only.
+"""Triton implicit-GEMM kernel for relu(conv2d(x, w) + b); with MASK_A and RELU off it
+also computes the input gradient of stride-1 layers (``_conv2d_relu_backward.py``).
 
 ``_conv2d_relu_triton`` is the launcher. It takes already-normalized arguments
 (4-D input, int pairs, symmetric padding) and works on CUDA tensors and, under
