@@ -62,14 +62,19 @@ def as_int(value):
         return None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _in_int64(value, op, name):
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
         raise ArgumentError(f"{op}: {name}={value} does not fit in a 64-bit int")
     return value
 
 
 def int_arg(value, op, name):
     """An ``int`` argument, read as PyTorch reads it; TypeError naming it otherwise."""
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value  # the common case first: every op call pays for this function
     v = as_int(value)
     if v is None:
         raise TypeError(f"{op}: {name} must be an int, got {type_name(value)}")
@@ -80,6 +85,8 @@ def pair_arg(value, op, name, *, allow_empty=False):
     """An ``int[2]`` argument as [h, w]: one int for both, or a sequence of 1 or 2 ints.
     ``allow_empty``: an empty sequence is allowed (max_pool2d's default stride) and gives
     None. A non-int raises TypeError, a wrong length ArgumentError, as in PyTorch."""
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return [value, value]  # the common case first: every op call pays for this function
     if not isinstance(value, (tuple, list, torch.Size)):
         v = as_int(value)
         if v is None:
@@ -122,19 +129,3 @@ def floating_input(input, op):
     if not input.is_floating_point():
         raise DtypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype}")
     return input
-
-
-def no_double_backward(op, stock):
-    """``register_autograd`` arguments for an op's backward op that refuses to be
-    differentiated: (backward, setup_context). ``stock`` names what to use instead."""
-
-    def backward(ctx, *grads):
-        raise NotImplementedError(
-            f"{op}: double backward (gradients of gradients) is not implemented by alexnet_cuda; "
-            f"use {stock} for higher-order derivatives"
-        )
-
-    def setup_context(ctx, inputs, output):
-        pass
-
-    return backward, setup_context

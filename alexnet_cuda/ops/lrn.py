@@ -7,17 +7,20 @@ cuDNN and the original cuda-convnet code) or ``scale = alpha`` (``paper_alpha=Tr
 the formula as printed in the paper, 5x stronger for size 5).
 
 The kernels live in csrc/lrn/ and are registered as ``alexnet_cuda::lrn_forward`` and
-``alexnet_cuda::lrn_backward``. This file adds argument checking, the fake (meta)
-implementations that torch.compile traces with, and autograd. Backward saves only the
-input: the normalizing scale is recomputed, never stored, and the output is not kept.
+``alexnet_cuda::lrn_backward``, with their autograd in C++ (csrc/lrn/lrn_autograd.cpp:
+backward saves only the input; the normalizing scale is recomputed, never stored, and
+the output is not kept). This file adds argument checking and the fake (meta)
+implementations that torch.compile traces with.
 """
 
 import torch
 
 from .._extension import check_device
-from ._args import ArgumentError, DtypeError, floating_input, int_arg, no_double_backward, real_arg
+from ._args import ArgumentError, DtypeError, floating_input, int_arg, real_arg
 from ._layout import empty_like_kernel_output
 
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_FORWARD = torch.ops.alexnet_cuda.lrn_forward.default
 _OP = "local_response_norm"
 
 # The names these errors had before every op shared them (kept for code that catches them).
@@ -41,7 +44,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     size = _check(input, size)
     alpha, beta, k = (real_arg(v, _OP, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
     scale = alpha if paper_alpha else alpha / size
-    return torch.ops.alexnet_cuda.lrn_forward(input, size, scale, beta, k)
+    return _FORWARD(input, size, scale, beta, k)
 
 
 def _check(input, size):
@@ -68,22 +71,3 @@ def _lrn_forward_fake(input, size, scale, beta, k):
 @torch.library.register_fake("alexnet_cuda::lrn_backward")
 def _lrn_backward_fake(grad_output, input, size, scale, beta, k):
     return empty_like_kernel_output(input)
-
-
-def _setup_context(ctx, inputs, output):
-    input, size, scale, beta, k = inputs
-    ctx.save_for_backward(input)
-    ctx.params = (size, scale, beta, k)
-
-
-def _backward(ctx, grad_output):
-    (input,) = ctx.saved_tensors
-    grad_input = torch.ops.alexnet_cuda.lrn_backward(grad_output, input, *ctx.params)
-    return grad_input, None, None, None, None
-
-
-_double_backward, _setup_backward_context = no_double_backward(_OP, "torch.nn.functional.local_response_norm")
-torch.library.register_autograd("alexnet_cuda::lrn_forward", _backward, setup_context=_setup_context)
-torch.library.register_autograd(
-    "alexnet_cuda::lrn_backward", _double_backward, setup_context=_setup_backward_context
-)

@@ -13,10 +13,11 @@ The kernels live in csrc/max_pool2d/ and are registered as two ops:
   stride, padding, dilation, channels_last) -> grad_input``: a deterministic gather
   (no atomics), reading either argmax encoding.
 
-Autograd saves only ``argmax`` (and the input's shape and memory format): nothing
-input-sized. This file adds PyTorch's argument checks (so errors name the argument
-and fire under the same conditions as PyTorch's), 3-D (unbatched) inputs, the fake
-(meta) implementations torch.compile traces with, and autograd (double backward too).
+Autograd, in C++ (csrc/max_pool2d/max_pool2d_autograd.cpp), saves only ``argmax`` (and
+the input's shape and memory format): nothing input-sized; double backward is a gather.
+This file adds PyTorch's argument checks (so errors name the argument and fire under
+the same conditions as PyTorch's), 3-D (unbatched) inputs and the fake (meta)
+implementations torch.compile traces with.
 
 Results are bit-identical to PyTorch's: values, int64 indices (first maximum in
 row-major order wins ties; NaN propagates and the window's last NaN is reported;
@@ -32,6 +33,8 @@ from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_f
 from .._extension import check_device
 from ._args import MAX_WINDOW_TAPS, ArgumentError, DtypeError, bool_arg, pair_arg, tensor_arg
 
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_FORWARD = torch.ops.alexnet_cuda.max_pool2d_forward.default
 _OP = "max_pool2d"
 
 
@@ -74,7 +77,7 @@ def max_pool2d(
     unbatched = input.dim() == 3
     # PyTorch computes 3-D inputs in contiguous format: make them so, then add N = 1.
     x = input.contiguous().unsqueeze(0) if unbatched else input
-    out, argmax = torch.ops.alexnet_cuda.max_pool2d_forward(
+    out, argmax = _FORWARD(
         x, k, s, p, d, bool(ceil_mode), bool(return_indices)
     )
     if unbatched:
@@ -177,78 +180,3 @@ def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, retu
 def _backward_fake(grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt)
-
-
-# --------------------------------------------------------------------------------------
-# Autograd. Forward saves the argmax (uint8 unless indices were asked for) plus the
-# input's shape and memory format; backward is the alexnet_cuda::max_pool2d_backward op.
-
-
-def _setup_context(ctx, inputs, output):
-    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices = inputs
-    _, argmax = output
-    ctx.save_for_backward(argmax)
-    ctx.input_size = list(input.shape)
-    ctx.params = (kernel_size, stride, padding, dilation)
-    ctx.channels_last = suggest_memory_format(input) == torch.channels_last
-
-
-def _backward(ctx, grad_out, _grad_argmax):
-    (argmax,) = ctx.saved_tensors
-    grad_input = torch.ops.alexnet_cuda.max_pool2d_backward(
-        grad_out, argmax, ctx.input_size, *ctx.params, ctx.channels_last
-    )
-    return grad_input, None, None, None, None, None, None
-
-
-torch.library.register_autograd("alexnet_cuda::max_pool2d_forward", _backward, setup_context=_setup_context)
-
-
-# Double backward: grad_input is linear in grad_output (each output's gradient goes to
-# its argmax), so the gradient w.r.t. grad_output is the incoming gradient read at each
-# window's argmax: a gather, written with stock ops.
-
-
-def _flat_argmax(argmax, input_size, kernel_size, stride, padding, dilation):
-    """argmax as flat int64 indices h * W + w, and a mask of the windows whose gradient the
-    backward routes there: all but some empty windows (see max_pool2d's docstring), the
-    rule of argmax_position in csrc/max_pool2d/max_pool2d.h."""
-    H, W = input_size[-2], input_size[-1]
-    Ho, Wo = argmax.shape[-2], argmax.shape[-1]
-    h0 = torch.arange(Ho, device=argmax.device).view(Ho, 1) * stride[0] - padding[0]  # window starts
-    w0 = torch.arange(Wo, device=argmax.device).view(1, Wo) * stride[1] - padding[1]
-    a = argmax.long()
-    if argmax.dtype == torch.int64:
-        # In the plane, and the pixel inside the window's span (an empty window's index
-        # can alias a pixel outside it).
-        h = torch.div(a, W, rounding_mode="floor")
-        w = a - h * W
-        span = (h >= h0) & (h <= h0 + (kernel_size[0] - 1) * dilation[0])
-        span &= (w >= w0) & (w <= w0 + (kernel_size[1] - 1) * dilation[1])
-        return a, (a >= 0) & (a < H * W) & span
-    h = h0 + torch.div(a, kernel_size[1], rounding_mode="floor") * dilation[0]
-    w = w0 + torch.remainder(a, kernel_size[1]) * dilation[1]
-    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # always, but for empty windows
-    return h * W + w, inside
-
-
-def _setup_backward_context(ctx, inputs, output):
-    grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last = inputs
-    ctx.save_for_backward(argmax)
-    ctx.params = (input_size, kernel_size, stride, padding, dilation)
-
-
-def _double_backward(ctx, grad_grad_input):
-    (argmax,) = ctx.saved_tensors
-    flat, inside = _flat_argmax(argmax, *ctx.params)
-    N, C = argmax.shape[0], argmax.shape[1]
-    src = grad_grad_input.reshape(N, C, -1)
-    idx = torch.where(inside, flat, 0).reshape(N, C, -1)
-    ggo = torch.gather(src, 2, idx).view(argmax.shape)
-    ggo = torch.where(inside, ggo, 0)
-    return ggo, None, None, None, None, None, None, None
-
-
-torch.library.register_autograd(
-    "alexnet_cuda::max_pool2d_backward", _double_backward, setup_context=_setup_backward_context
-)

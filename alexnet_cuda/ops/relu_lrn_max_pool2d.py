@@ -23,17 +23,19 @@ byte per pooled output: for a (96, 55, 55) image 96*27*27 = 69,984 bytes beyond 
 Stock eager (relu -> LocalResponseNorm -> MaxPool2d) keeps the ReLU output, the LRN's
 intermediate tensors, the LRN output and int64 pooling indices.
 
-This file adds argument checking (errors name the argument), 3-D (unbatched) inputs,
-the fake (meta) implementations torch.compile traces with, and autograd.
+Autograd is in C++ (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d_autograd.cpp). This
+file adds argument checking (errors name the argument), 3-D (unbatched) inputs and the
+fake (meta) implementations torch.compile traces with.
 """
 
 import torch
 from torch._prims_common import suggest_memory_format
 
 from .._extension import check_device
-from ._args import (MAX_INT32, MAX_WINDOW_TAPS, ArgumentError, floating_input, int_arg,
-                    no_double_backward, pair_arg, real_arg)
+from ._args import MAX_INT32, MAX_WINDOW_TAPS, ArgumentError, floating_input, int_arg, pair_arg, real_arg
 
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_FORWARD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward.default
 _OP = "relu_lrn_max_pool2d"
 
 
@@ -71,7 +73,7 @@ def relu_lrn_max_pool2d(
     scale = alpha if paper_alpha else alpha / size
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    out, _ = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward(
+    out, _ = _FORWARD(
         x, size, scale, float(beta), float(k), kernel, strides, lrn_groups
     )
     return out.squeeze(0) if unbatched else out
@@ -146,33 +148,3 @@ def _backward_fake(grad_output, argmax, input, size, scale, beta, k, kernel_size
     # The kernels make the input dense in its suggested format and give dx its strides.
     x = input.contiguous(memory_format=suggest_memory_format(input))
     return torch.empty_like(x)
-
-
-# --------------------------------------------------------------------------------------
-# Autograd: forward saves the input and the uint8 argmax; backward is the
-# alexnet_cuda::relu_lrn_max_pool2d_backward op.
-
-
-def _setup_context(ctx, inputs, output):
-    input, size, scale, beta, k, kernel_size, stride, groups = inputs
-    _, argmax = output
-    ctx.save_for_backward(input, argmax)
-    ctx.params = (size, scale, beta, k, kernel_size, stride, groups)
-
-
-def _backward(ctx, grad_out, _grad_argmax):
-    input, argmax = ctx.saved_tensors
-    grad_input = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward(grad_out, argmax, input, *ctx.params)
-    return grad_input, None, None, None, None, None, None, None
-
-
-_double_backward, _setup_backward_context = no_double_backward(
-    _OP, "the stock composition (F.relu, F.local_response_norm, F.max_pool2d)")
-
-
-torch.library.register_autograd(
-    "alexnet_cuda::relu_lrn_max_pool2d_forward", _backward, setup_context=_setup_context
-)
-torch.library.register_autograd(
-    "alexnet_cuda::relu_lrn_max_pool2d_backward", _double_backward, setup_context=_setup_backward_context
-)
