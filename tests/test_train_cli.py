@@ -248,3 +248,24 @@ def test_no_bias_decay_puts_biases_in_a_group_without_decay():
     opt.step()  # zero gradients: only decay moves a parameter
     moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
     assert moved == [True, False, True, False]  # weights decayed, biases not
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "milestones", "constant"])
+def test_resume_rescales_the_velocity_to_the_new_lr_with_every_schedule(schedule):
+    from alexnet_cuda.train.config import TrainConfig
+    from alexnet_cuda.train.resume import apply_safe_changes
+    from alexnet_cuda.train.setup import build_optimisation
+
+    model = torch.nn.Linear(3, 1, bias=False)
+    w = model.weight
+    old = TrainConfig(lr=0.2, schedule=schedule, lr_milestones="1")
+    optimizer, scheduler = build_optimisation(old, model)
+    w.grad = torch.ones_like(w)
+    optimizer.step()
+    if schedule == "milestones":
+        scheduler.start_epoch(1)  # one drop: the current lr is 0.02, the base still 0.2
+    velocity = optimizer.state[w]["velocity"].clone()
+    new = TrainConfig(lr=0.02, schedule=schedule, lr_milestones="1")
+    apply_safe_changes(new, old.to_dict(), optimizer, scheduler)
+    # --lr replaces the base of the milestone schedule, otherwise the current lr: a tenth either way.
+    torch.testing.assert_close(optimizer.state[w]["velocity"], velocity / 10)

@@ -75,8 +75,11 @@ def apply_safe_changes(cfg: TrainConfig, saved: Dict, optimizer, scheduler) -> L
     milestone schedule: its base, which later drops divide), and the velocities are rescaled
     to it."""
     applied = []
-    old_lr = optimizer.param_groups[0]["lr"]
-    if "lr" in saved and saved["lr"] != cfg.lr and old_lr > 0 and not isinstance(scheduler, MilestoneSchedule):
+    # What --lr replaces: the milestone schedule's base (the current lr is base * 0.1^drops, so the
+    # ratio is the same), otherwise the current lr.
+    milestones = isinstance(scheduler, MilestoneSchedule)
+    old_lr = scheduler.base_lr if milestones else optimizer.param_groups[0]["lr"]
+    if "lr" in saved and saved["lr"] != cfg.lr and old_lr > 0:
         # PaperSGD's velocity holds lr-scaled steps: without rescaling, the old lr's momentum
         # would keep moving the weights at the old speed for tens of steps (what makes
         # "lower --lr and resume" fail after a divergence).
@@ -85,7 +88,7 @@ def apply_safe_changes(cfg: TrainConfig, saved: Dict, optimizer, scheduler) -> L
                 state["velocity"].mul_(cfg.lr / old_lr)
     for name in OPTIMISER:
         if name in saved and saved[name] != getattr(cfg, name):
-            if name == "lr" and isinstance(scheduler, MilestoneSchedule):
+            if name == "lr" and milestones:
                 scheduler.base_lr = cfg.lr  # start_epoch sets the lr from it
             for group in optimizer.param_groups:
                 if name == "weight_decay" and group.get("no_decay"):
