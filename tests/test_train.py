@@ -521,7 +521,7 @@ def test_synthetic_data_trains_a_few_steps(tmp_path):
     rc = main(["--synthetic", "20", "--synthetic-classes", "10", "--arch", "small", "--width", "8",
                "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "1", "--batch-size", "8",
                "--workers", "0", "--output", str(tmp_path / "cli"), "--progress", "off", "--no-tensorboard",
-               "--no-plot"])
+               "--no-plot", "--input-scale", "0.015625"])  # the demo's scale: raw pixels make this net diverge
     assert rc == 0
     ck = load_checkpoint(str(tmp_path / "cli" / "last.pt"))
     assert ck["step"] == 3 and "val_top1_err" not in ck["history"][0]
@@ -550,15 +550,49 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint_before_it
     # Losses are read back every 4 steps and before each checkpoint (every 2 steps): the NaN of
     # step 3 is seen before step 4's checkpoint would be written.
     cfg = _synthetic_cfg(tmp_path, synthetic=64, log_every=4, save_every=2, epochs=2)
-    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(loss nan\).*is from step 2") as err:
+    last = os.path.join(cfg.output, "last.pt")
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(training loss nan, not finite\)") as err:
         train(cfg, model=_NaNAt(3))
     assert err.value.step == 3
-    assert load_checkpoint(os.path.join(cfg.output, "last.pt"))["step"] == 2
+    assert str(err.value).endswith(f"(step 2) had its weights checked before it was written: resume from it with a "
+                                   f"tenth of the lr (or check the data and the model); run the same command "
+                                   f"followed by: --resume {last} --lr 0.001")
+    assert load_checkpoint(last)["step"] == 2
 
     # Without checkpoints in between it is seen at the next log step (5) and still names step 3.
     cfg = _synthetic_cfg(tmp_path / "b", synthetic=64, log_every=5, epochs=2)
-    with pytest.raises(NonFiniteLossError, match="at step 3 .*no checkpoint was written by this run"):
+    with pytest.raises(NonFiniteLossError, match="at step 3 .*No checkpoint to resume from.*followed by: --lr 0.001$"):
         train(cfg, model=_NaNAt(3))
     assert not os.path.exists(os.path.join(cfg.output, "last.pt"))
     steps_csv = os.path.join(cfg.output, "steps.csv")  # written at log steps: none before the guard
     assert not os.path.exists(steps_csv) or "nan" not in open(steps_csv).read().lower()
+
+
+class _BlowsUpAfter(nn.Module):
+    """The stand-in, except that from its ``at``-th training step on its weights give a loss far
+    above the limit (its logits are scaled by 1e4 outside training mode, i.e. in the check of
+    the weights before a checkpoint) while the training losses stay normal."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.inner = _model()
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        self.calls += self.training
+        out = self.inner(x)
+        return out if self.training or self.calls < self.at else out * 1e4
+
+
+def test_checkpoint_is_not_written_when_its_own_weights_diverged(tmp_path):
+    from alexnet_cuda.train import NonFiniteLossError
+
+    # A step's loss is that of the weights before it: the weights after step 4 are checked on
+    # step 4's batch before they are saved, so the checkpoint of step 2 stays the newest.
+    cfg = _synthetic_cfg(tmp_path, synthetic=64, log_every=1, save_every=2, epochs=2, lr=0.02)
+    with pytest.raises(NonFiniteLossError, match=r"at step 4 \(loss of the weights after it .*above the limit "
+                                                 r".*followed by: --resume \S+last.pt --lr 0.002$") as err:
+        train(cfg, model=_BlowsUpAfter(4))
+    assert err.value.step == 4
+    ck = load_checkpoint(os.path.join(cfg.output, "last.pt"))
+    assert ck["step"] == 2 and ck["extra"]["loss_limit"] >= 10 * math.log(CLASSES)  # kept for a resume

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 def _synthetic_args(out, *extra):
     return ["--synthetic", "32", "--synthetic-classes", "4", "--arch", "small", "--width", "8", "--image-size", "32",
             "--crop", "24", "--batch-size", "8", "--workers", "0", "--output", str(out), "--progress", "off",
-            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop", *extra]
+            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop",
+            "--input-scale", "0.015625", *extra]  # the demo's scale: on raw pixels this small net diverges
 
 
 def _messages(caplog):
@@ -248,6 +249,42 @@ def test_no_bias_decay_puts_biases_in_a_group_without_decay():
     opt.step()  # zero gradients: only decay moves a parameter
     moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
     assert moved == [True, False, True, False]  # weights decayed, biases not
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the divergence message's advice, typed as given, continues the run
+# ---------------------------------------------------------------------------------------------
+def _demo_cache(request, tmp_path):
+    """Where the demo writes its digits and statistics (16 s on 2 busy cores): pytest's cache
+    folder, kept between sessions, when the cache plugin is on."""
+    cache = getattr(request.config, "cache", None)
+    return str(cache.mkdir("alexnet_cuda_demo")) if cache is not None else str(tmp_path / "cache")
+
+
+def test_demo_divergence_advice_resumes_with_a_lower_lr(tmp_path, caplog, monkeypatch, request):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("ALEXNET_CUDA_CACHE", _demo_cache(request, tmp_path))
+    out = tmp_path / "R"
+    # lr 0.3 diverges on the demo: losses 3.24, 14.6, 12.0, then 164 at step 4, above the limit
+    # (10 x the first loss); the checkpoint of step 2 is the newest, its weights checked.
+    command = ["--demo", "--lr", "0.3", "--save-every", "2", "--log-every", "1", "--max-steps", "6",
+               "--output", str(out), "--workers", "0", "--progress", "off", "--no-tensorboard", "--no-plot"]
+    assert main(command) == 3
+    message = _messages(caplog)
+    assert "training diverged at step 4" in message
+    advice = message.split("run the same command followed by: ")[1].splitlines()[0]
+    assert advice == f"--resume {out / 'last.pt'} --lr 0.03"
+
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
+    assert main(command + advice.split()) == 0
+    assert "resumed from" in _messages(caplog) and "diverged" not in _messages(caplog)
+    with open(out / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))  # steps 3.. again, then on to 6
+    assert all(float(r["lr"]) == 0.03 for r in rows[2:])
+    assert all(float(r["loss"]) < 5 for r in rows[3:])  # from 12 (step 3) back to chance level (2.3)
+    assert load_checkpoint(str(out / "last.pt"))["step"] == 6
 
 
 @pytest.mark.parametrize("schedule", ["plateau", "milestones", "constant"])

@@ -1,7 +1,8 @@
 """Command-line entry point (also what torchrun runs: torchrun ... -m alexnet_cuda.train ...).
 
 Exit codes: 0 done, 2 a bad option, data folder or checkpoint (one message, no traceback),
-3 a non-finite loss (see monitor.py), 130 stopped by a signal (checkpointed; --resume goes on).
+3 training diverged (a NaN/inf loss, or one above the limit: see monitor.py; the message ends
+with the options to add to resume), 130 stopped by a signal (checkpointed; --resume goes on).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Its parts, each a function or class of its own:
 * setup (data, model, optimiser, resume): :func:`setup.setup_run`, which returns the
   :class:`setup.Run` every other part reads and updates;
 * one epoch: :func:`run_epoch` (one step: :func:`train_batch`);
-* the loss monitor, the NaN/inf guard: :class:`monitor.LossMonitor`;
+* the loss monitor, the divergence (NaN/inf/limit) guard: :class:`monitor.LossMonitor`;
 * evaluation: :func:`evaluate_run`, and the epoch's metrics row: :func:`end_epoch`;
 * checkpoint and stop: :func:`save`, :func:`stop_requested` and :func:`stop_run`.
 
@@ -24,9 +24,12 @@ Hence a run stopped after step k (Ctrl-C, --max-steps, a crash after a checkpoin
 resumed with --resume computes the same losses for steps k+1, ... as an uninterrupted run,
 bit for bit on the CPU (tested), and up to the GPU kernels' own determinism on CUDA.
 
-NaN/inf guard. A non-finite loss stops training with :class:`NonFiniteLossError`, whose
-message names the first bad step and the last checkpoint (written before it); see
-monitor.py for where the check runs and why training stops rather than skipping the step.
+Divergence guard. A loss that is NaN, infinite or above the loss limit stops training with
+:class:`NonFiniteLossError`, whose message names the first bad step and ends with what to add
+to the same command to go on: ``--resume <newest checkpoint> --lr <a tenth>``. That advice
+works because every checkpoint's own weights are checked before it is written
+(:func:`check_weights`); see monitor.py for the limit, where the check runs and why training
+stops rather than skipping the step.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -132,8 +135,8 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
 
     Returns a dict with ``history`` (per-epoch metrics), ``step_losses`` (loss of every step
     run in this call, in order), ``interrupted``, ``checkpoint`` (last written file),
-    ``skipped_train`` and ``output``. Raises :class:`NonFiniteLossError` when a loss is NaN or
-    infinite (see the module docstring).
+    ``skipped_train`` and ``output``. Raises :class:`NonFiniteLossError` when a loss is NaN,
+    infinite or above the loss limit (see the module docstring).
     """
     if cfg.data is None and not cfg.synthetic:
         raise ValueError("no dataset: give --data ROOT (with train/ and val/), --synthetic N or use --demo")
@@ -203,8 +206,10 @@ def train_batch(run: Run, batch) -> int:
     run.acc["skipped"] += batch.skipped
     run.skipped_train += batch.skipped
     run.skipped_files.update(batch.skipped_paths)
+    run.last_batch = None  # freed before the next batch is made: the peak memory stays one batch
     x = augment_batch(run.augment, batch.images, cfg, run.step, run.info.rank)
     loss, logits, y = run.step_fn(run.net, run.optimizer, x, batch.labels, run.amp_dtype)
+    run.last_batch = (x, y)  # for the check of the weights before a checkpoint (see save)
     run.step += 1
     run.epoch_step += 1
     run.monitor.record(loss, logits, y)
@@ -214,8 +219,24 @@ def train_batch(run: Run, batch) -> int:
     return y.numel()
 
 
+def newest_checkpoint(run: Run) -> Optional[Tuple[str, int]]:
+    """(file, step) to resume from after a divergence: the newest checkpoint this run wrote, else
+    the one it resumed from. Any will do: each one's weights were checked before it was written."""
+    if run.checkpoint is not None:
+        return run.checkpoint, run.checkpoint_step
+    return run.resumed_from
+
+
+def lower_lr(run: Run) -> float:
+    """A tenth of the lr (the paper's drop), as --lr means it on resume (resume.py): the milestone
+    schedule's base lr, otherwise the current lr."""
+    if isinstance(run.scheduler, MilestoneSchedule):
+        return run.scheduler.base_lr / 10
+    return run.optimizer.param_groups[0]["lr"] / 10
+
+
 def _check_losses(run: Run, epoch: int) -> None:
-    run.monitor.check(run.step, epoch, run.checkpoint, run.checkpoint_step)
+    run.monitor.check(run.step, epoch, newest_checkpoint(run), lower_lr(run))
 
 
 def run_epoch(run: Run, epoch: int, stop: _StopFlag) -> bool:
@@ -311,13 +332,38 @@ def end_epoch(run: Run, epoch: int) -> None:
 # ------------------------------------------------------------------------------------------
 # checkpoint and stop
 # ------------------------------------------------------------------------------------------
+def check_weights(run: Run) -> None:
+    """Record the loss of the weights about to be checkpointed, on the batch of the step that made
+    them. A step's loss is that of the weights before it: without this, the last checkpoint before
+    a divergence can hold weights whose own loss is already huge (seen on the demo: a checkpoint
+    whose next loss was 1e12), and resuming from it diverges at any lr. Eval mode (no dropout, so no
+    RNG is drawn: resume stays exact) on the bare module (no DDP collectives)."""
+    if run.last_batch is None:  # no step since the weights were loaded or initialised
+        return
+    x, y = run.last_batch
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=run.amp_dtype) if run.amp_dtype else nullcontext():
+            logits = run.model(x).float()
+        loss = F.cross_entropy(logits, y.to(logits.device), reduction="sum") / max(y.numel(), 1)
+    finally:
+        run.model.train(was_training)
+    run.monitor.check_weights_loss(run.step, float(loss))
+
+
 def save(run: Run, epoch: int, epoch_step: int) -> None:
-    """Write last.pt (rank 0) for position (epoch, epoch_step); every rank waits for it."""
+    """Write last.pt (rank 0) for position (epoch, epoch_step); every rank waits for it. Raises
+    :class:`NonFiniteLossError` instead when a loss read so far, or the loss of the weights
+    themselves (:func:`check_weights`), diverged: every checkpoint file is one to resume from."""
+    check_weights(run)
+    _check_losses(run, epoch if epoch_step else max(epoch - 1, 0))  # the epoch the weights come from
     if run.info.is_main:
         save_checkpoint(run.last_ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                         epoch=epoch, step=run.step, epoch_step=epoch_step, history=run.history,
                         config=run.cfg.to_dict(),
-                        extra={"epoch_acc": dict(run.acc), "skipped_files": sorted(run.skipped_files), **run.facts()})
+                        extra={"epoch_acc": dict(run.acc), "skipped_files": sorted(run.skipped_files),
+                               "loss_limit": run.monitor.limit, **run.facts()})
     D.barrier(run.info)
     run.checkpoint, run.checkpoint_step = run.last_ckpt, run.step
 

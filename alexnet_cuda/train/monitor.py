@@ -1,41 +1,70 @@
 """The loss monitor: per-step losses and the epoch's running sums, kept on the device between
-reads, and the NaN/inf guard that runs where they are read.
+reads, and the divergence guard that runs where they are read.
 
 Reading a loss back syncs the GPU, so a check per step would stall its queue. The monitor
 collects each step's loss (and the batch's loss sum and correct count) as device tensors and
 reads them at points every DDP rank reaches at the same step: log steps, epoch ends and
-before every checkpoint. Up to ``log_every - 1`` steps may run past a non-finite loss, but
-no checkpoint is ever written after one. Stopping, rather than skipping the step: a NaN loss
-has already produced NaN gradients and, by the time it is seen, NaN weights and momentum,
-which no later step can repair.
+before every checkpoint.
+
+Diverged means a loss that is NaN or infinite, or above the loss limit: ``LIMIT_FACTOR``
+times the larger of ln(classes) (the loss of a uniform guess) and the run's first loss. A
+healthy run never averages ten times worse than guessing; a diverging one passes that level
+a step or two before its losses overflow, which is what keeps its checkpoints usable.
+
+Training stops at a diverged loss rather than skipping the step: by the time it is read, its
+gradients are already in the weights and the momentum, which no later step can repair.
+Up to ``log_every - 1`` steps may run past it, but no checkpoint is ever written after it,
+and each checkpoint's own weights are checked before it is written (loop.save), so every
+checkpoint file is one to resume from.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+import shlex
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from . import distributed as D
 
+LIMIT_FACTOR = 10.0
+
 
 class NonFiniteLossError(FloatingPointError):
-    """A training loss was NaN or infinite; ``step`` is the (1-based) step where this process saw
-    it first (None when another DDP process saw it)."""
+    """A training loss was NaN, infinite or above the loss limit (the run diverged); ``step`` is
+    the (1-based) step where this process saw it first (None when another DDP process saw it).
+    The message ends with the options to add to the same command to go on (see
+    :func:`resume_advice`)."""
 
     def __init__(self, message: str, step: Optional[int] = None):
         super().__init__(message)
         self.step = step
 
 
-class LossMonitor:
-    """Losses of every step (``losses``, read back in order), device-side running sums, and the
-    first non-finite loss this process read (``first_bad``: step and value)."""
+def resume_advice(resume_from: Optional[Tuple[str, int]], lower_lr: float) -> str:
+    """The end of the divergence message: what to add to the same command. ``resume_from``:
+    (file, step) of the newest checkpoint, or None."""
+    lr = f"{lower_lr:.3g}"
+    if resume_from is None:
+        return (f"No checkpoint to resume from: restart with a tenth of the lr (or check the data and the "
+                f"model); run the same command followed by: --lr {lr}")
+    path, step = resume_from
+    return (f"{path} (step {step}) had its weights checked before it was written: resume from it with a tenth "
+            f"of the lr (or check the data and the model); run the same command followed by: "
+            f"--resume {shlex.quote(path)} --lr {lr}")
 
-    def __init__(self, info: D.DistInfo, device: torch.device):
+
+class LossMonitor:
+    """Losses of every step (``losses``, read back in order), device-side running sums, the
+    loss limit (``limit``, None until the first loss is read) and the first diverged loss this
+    process saw (``first_bad``: step, value and what it was)."""
+
+    def __init__(self, info: D.DistInfo, device: torch.device, num_classes: int = 2):
         self.info = info
         self.flag_device = device if device.type == "cuda" else torch.device("cpu")
+        self.chance_loss = math.log(max(num_classes, 2))
+        self.limit: Optional[float] = None
         self.losses: List[float] = []
         self.first_bad: Optional[Dict] = None
         self._pending: List[torch.Tensor] = []
@@ -52,6 +81,18 @@ class LossMonitor:
         else:
             self._sums.update(loss=loss.double() * n, correct=correct)
 
+    def diverged(self, value: float) -> bool:
+        """NaN, infinite or above the limit; the first finite value sets the limit."""
+        if not math.isfinite(value):
+            return True
+        if self.limit is None:
+            self.limit = LIMIT_FACTOR * max(self.chance_loss, value)
+        return value > self.limit
+
+    def _flag(self, step: int, value: float, what: str) -> None:
+        if self.first_bad is None and self.diverged(value):
+            self.first_bad = {"step": step, "value": value, "what": what}
+
     def read(self, step: int) -> None:
         """Read back the losses recorded since the last read; ``step`` is the last one's number."""
         if not self._pending:
@@ -60,10 +101,12 @@ class LossMonitor:
         vals = torch.stack(self._pending).float().cpu().tolist()
         self.losses.extend(vals)
         self._pending.clear()
-        if self.first_bad is None:
-            bad = next((i for i, v in enumerate(vals) if not math.isfinite(v)), None)
-            if bad is not None:
-                self.first_bad = {"step": first + bad, "value": vals[bad]}
+        for i, v in enumerate(vals):
+            self._flag(first + i, v, "training loss")
+
+    def check_weights_loss(self, step: int, value: float) -> None:
+        """The loss of the weights about to be checkpointed (after ``step``), on that step's batch."""
+        self._flag(step, value, "loss of the weights after it")
 
     def fold_into(self, acc: Dict) -> None:
         """Add the device-side sums to the epoch's ``acc`` (loss_sum, correct) and reset them."""
@@ -71,8 +114,8 @@ class LossMonitor:
             acc["loss_sum"] += float(self._sums.pop("loss"))
             acc["correct"] += int(self._sums.pop("correct"))
 
-    def any_nonfinite(self) -> bool:
-        """Whether this process, or under DDP any process, has read a non-finite loss. Every rank
+    def any_diverged(self) -> bool:
+        """Whether this process, or under DDP any process, has seen a diverged loss. Every rank
         must call it at the same step (one all-reduce), so all of them stop together."""
         seen = self.first_bad is not None
         if not self.info.initialized:
@@ -80,19 +123,20 @@ class LossMonitor:
         flag = torch.tensor([1.0 if seen else 0.0], device=self.flag_device)
         return D.all_reduce_sum(self.info, flag).item() > 0
 
-    def check(self, step: int, epoch: int, checkpoint: Optional[str], checkpoint_step: Optional[int]) -> None:
-        """Read the pending losses, then raise :class:`NonFiniteLossError` if any was not finite
-        (here or on another rank). ``checkpoint``: the last file this run wrote, named in the
-        message as the place to resume from."""
+    def check(self, step: int, epoch: int, resume_from: Optional[Tuple[str, int]], lower_lr: float) -> None:
+        """Read the pending losses, then raise :class:`NonFiniteLossError` if any diverged (here or
+        on another rank). ``resume_from``: (file, step) of the newest checkpoint this run wrote or
+        resumed from; ``lower_lr``: the --lr to advise."""
         self.read(step)
-        if not self.any_nonfinite():
+        if not self.any_diverged():
             return
         bad = self.first_bad
-        where = (f"at step {bad['step']} (loss {bad['value']})" if bad is not None
-                 else f"on another process (noticed at step {step})")
-        last = (f"the last checkpoint, {checkpoint}, is from step {checkpoint_step}, before it"
-                if checkpoint else "no checkpoint was written by this run")
+        if bad is None:
+            where = f"on another process (noticed at step {step})"
+        else:
+            limit = f"above the limit {self.limit:.4g}" if math.isfinite(bad["value"]) else "not finite"
+            where = f"at step {bad['step']} ({bad['what']} {bad['value']:.4g}, {limit})"
         raise NonFiniteLossError(
-            f"non-finite training loss {where}, epoch {epoch + 1}: training stopped and no checkpoint was "
-            f"written after it; {last}. Lower --lr (or check the data and the model) and resume or restart.",
+            f"training diverged {where}, epoch {epoch + 1}: training stopped and no checkpoint was written "
+            f"after it. {resume_advice(resume_from, lower_lr)}",
             step=bad["step"] if bad is not None else None)

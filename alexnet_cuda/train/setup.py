@@ -13,7 +13,7 @@ import os
 import random
 import signal
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -162,6 +162,8 @@ class Run:
     skipped_files: set = field(default_factory=set)  # unreadable training files seen (distinct)
     checkpoint: Optional[str] = None       # the last file this run wrote
     checkpoint_step: Optional[int] = None  # and its step
+    resumed_from: Optional[Tuple[str, int]] = None  # --resume's file and its step
+    last_batch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # the last step's input and labels
     skipped_train: int = 0
     interrupted: bool = False
     lr_at_epoch_start: float = 0.0         # the lr the epoch's metrics row reports
@@ -258,6 +260,8 @@ def resume_into(run: Run) -> None:
     run.history = list(ckpt.get("history", []))
     extra = ckpt.get("extra", {})
     run.acc.update(extra.get("epoch_acc", {}))
+    run.resumed_from = (path, ckpt["step"])
+    run.monitor.limit = extra.get("loss_limit")  # the same divergence limit as the run it continues
     run.skipped_files.update(extra.get("skipped_files", []))
     if restart_epoch and run.epoch_step:
         log.warning("resume: epoch %d restarts from its beginning (it was %d steps in)", run.start_epoch + 1,
@@ -301,7 +305,7 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
               train_loader=train_loader, val_loader=val_loader, per_rank_bs=per_rank_bs,
               steps_per_epoch=math.ceil(sampler.num_samples / per_rank_bs), model=model, net=model,
               optimizer=optimizer, scheduler=scheduler, augment=None, amp_dtype=None, writer=None,
-              monitor=LossMonitor(info, device), step_fn=step_fn, on_step=on_step,
+              monitor=LossMonitor(info, device, len(data["classes"])), step_fn=step_fn, on_step=on_step,
               train_size=len(data["train_ds"]))
     if cfg.resume:
         resume_into(run)
