@@ -603,6 +603,15 @@ def _plop3(t, ins, op, a, pc):
     return None
 
 
+def _vote(t, ins, op, a, pc):
+    """VOTE(U).ALL/ANY dst, src: one emulated thread stands for its warp (SASS.md), so
+    all = any = the thread's own predicate. Only the predicate form is supported."""
+    if len(a) != 2 or op.split(".")[1] not in ("ALL", "ANY"):
+        raise Unsupported(f"{op} in {ins.text}")
+    t.set_pred(a[0], t.pred(a[1]))
+    return None
+
+
 def _shf(t, ins, op, a, pc):
     lo, sh, hi = t.ival(a[1]), t.ival(a[2]), t.ival(a[3])
     wide = ".U64" in op or ".S64" in op
@@ -823,6 +832,21 @@ def _fchk(t, ins, op, a, pc):
     return None
 
 
+def _f2f(t, ins, op, a, pc):
+    """F2F.{BF16,F16}.F32 (round an fp32 to the low 16 bits) and F2F.F32.{BF16,F16}."""
+    parts = op.split(".")
+    if parts[1:3] in (["BF16", "F32"], ["F16", "F32"]):
+        conv = bf16_bits if parts[1] == "BF16" else half_bits
+        t.write_reg(a[0], conv(t.fval(a[1])))
+    elif parts[1:3] == ["F32", "F16"]:
+        t.write_reg(a[0], bits_of(half_of(t.ival(a[1]))))
+    elif parts[1:3] == ["F32", "BF16"]:
+        t.write_reg(a[0], (t.ival(a[1]) & 0xFFFF) << 16)
+    else:
+        raise Unsupported(f"{op} in {ins.text}")
+    return None
+
+
 def _f2fp(t, ins, op, a, pc):
     x, y = t.fval(a[1]), t.fval(a[2])
     conv = bf16_bits if ".BF16" in op else half_bits
@@ -984,6 +1008,7 @@ def _ret(t, ins, op, a, pc):
 
 
 SEMANTICS = {
+    "VOTEU": _vote, "VOTE": _vote, "F2F": _f2f,
     "IMAD": _imad, "IADD3": _iadd3, "VIADD": _viadd, "MOV": _mov, "LOP3": _lop3, "PLOP3": _plop3,
     "SHF": _shf, "LEA": _lea, "ISETP": _isetp, "FSETP": _fsetp, "SEL": _sel, "FSEL": _fsel, "IABS": _iabs,
     "IMNMX": _imnmx, "VIMNMX": _imnmx, "VIADDMNMX": _viaddmnmx, "I2F": _i2f, "I2FP": _i2f, "F2I": _f2i,

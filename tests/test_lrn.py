@@ -397,3 +397,39 @@ def test_indexing_past_2_31_elements(device, kind):
         (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs,
                                     g[:, :, lo : lo + 4096].double())
         torch.testing.assert_close(gx[:, :, lo : lo + 4096].double(), gr, atol=3e-2, rtol=3e-2)
+
+
+# The power in the fast path: s^-0.75 = r * sqrt(r) with r = rsqrt(s), and for backward
+# s^-1.75 = s^-0.75 * r * r (csrc/lrn/lrn.h, Pow34: MUFU rsqrt/sqrt on the GPU, correctly
+# rounded roots on the CPU). Stated bound: relative 2^-20.5 for s^-0.75 and 2^-19.5 for
+# s^-1.75. Checked here against float64 over s from FLT_MIN-ish to 1e30, through the op:
+# size 1 makes s = k + alpha * x^2 (k tiny), so y = x s^-0.75 and dx = dy (s^-0.75 -
+# 1.5 alpha x^2 s^-1.75). The bound allows for the fp32 roundings of s and of y / dx too.
+# (On a machine without a GPU only the CPU's formula runs; the CUDA case needs a GPU.)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_pow34_error_bound(device, kind):
+    exps = torch.linspace(-15, 15, 8 * 4096, dtype=torch.float64)
+    x64 = (10.0 ** exps) * torch.where(torch.arange(exps.numel()) % 2 == 0, 1.0, -1.0)
+    x = layout(x64.float().view(8, 4, 32, 32).to(device), kind)  # 4 channels, size 1
+    k, alpha = 1e-30, 1.0  # >= FLT_MIN: the fast path applies (pow34_applies)
+    xd = x.double().cpu()
+    s = k + alpha * xd * xd
+    y = local_response_norm(x, 1, alpha=alpha, beta=0.75, k=k).double().cpu()
+    y_ref = xd * s**-0.75
+    rel = ((y - y_ref).abs() / y_ref.abs()).max().item()
+    assert rel <= 2**-20, rel
+    # backward: each term within its bound (p0: 2^-20.5, p1: 2^-19.5; plus fp32 rounding)
+    g = torch.randn(x.shape, dtype=torch.float64).float().to(device)
+    x_ = x.detach().requires_grad_()
+    (gx,) = torch.autograd.grad(local_response_norm(x_, 1, alpha=alpha, beta=0.75, k=k), x_, g)
+    gd = g.double().cpu()
+    p0, p1 = s**-0.75, s**-1.75
+    term0, term1 = gd * p0, 1.5 * alpha * gd * xd * xd * p1
+    bound = 2**-20 * term0.abs() + 2**-19 * term1.abs() + 2**-22 * (term0 - term1).abs()
+    err = (gx.double().cpu() - (term0 - term1)).abs()
+    # where fp32 holds every intermediate of the backward (s^-1.75 overflows below s ~ 1e-22
+    # and underflows above ~1e21): s in [1e-20, 1e20]
+    inside = (s >= 1e-20) & (s <= 1e20)
+    assert inside.sum() > 1000
+    assert (err <= bound)[inside].all(), (err / bound)[inside].max().item()

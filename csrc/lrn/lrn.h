@@ -20,6 +20,7 @@
 #include <c10/macros/Macros.h>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace alexnet_cuda {
 namespace lrn {
@@ -40,10 +41,12 @@ inline Window make_window(int64_t size, int64_t channels) {
   return w;
 }
 
-// s^(-beta). On the GPU: exp2(-beta * log2(s)) with the hardware log2 (relative error
-// ~1e-7 for fp32, far below fp32 rounding of the result) for s >= 0, where s = 0 gives
-// +inf like pow(). On the CPU: pow(), or two square roots for beta = 0.75. double uses
-// the exact library pow everywhere.
+// s^(-beta), the general path: any beta, any s. On the GPU: exp2(-beta * log2(s)) with
+// the hardware log2 (relative error ~1e-7 for fp32, far below fp32 rounding of the
+// result) for s >= 0, where s = 0 gives +inf like pow(). On the CPU: pow(), or for
+// beta = 0.75 and s > 0 the same formula as Pow34 below with correctly rounded square
+// roots. double uses the exact library pow everywhere.
+C10_HOST_DEVICE inline float pow34_cpu(float s, float* p1);
 C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
 #if defined(__CUDA_ARCH__)
   // beta = 0: pow(s, -0) = 1 for every s (0, inf and NaN included), where the exp2/log2
@@ -55,14 +58,7 @@ C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
   if (s < 0.f) return powf(s, -beta);
   return exp2f(-beta * __log2f(s));
 #else
-  // beta = 0.75 (AlexNet's, and PyTorch's default): s^-0.75 = 1 / (sqrt(s) * sqrt(sqrt(s))).
-  // Two square roots (correctly rounded instructions) and a division instead of a libm
-  // pow call: the CPU LRN runs ~2x faster, within 4 ulp of the exact value (pow: 1 ulp;
-  // the GPU's exp2/log2: similar). s = 0 gives +inf and s = inf gives 0, like pow().
-  if (beta == 0.75f && s >= 0.f) {
-    const float r = std::sqrt(s);
-    return 1.f / (r * std::sqrt(r));
-  }
+  if (beta == 0.75f && s > 0.f) return pow34_cpu(s, nullptr);
   return std::pow(s, -beta);
 #endif
 }
@@ -75,14 +71,92 @@ C10_HOST_DEVICE inline double inv_pow(double s, double beta) {
 // composite LRN does, instead of 0 * inf = NaN.
 template <typename acc_t>
 C10_HOST_DEVICE inline void inv_pows(acc_t s, acc_t beta, acc_t& p0, acc_t& p1) {
+#if !defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<acc_t, float>::value) {
+    if (beta == 0.75f && s > 0.f) {  // Pow34's formula, as the GPU's sweep kernels take it
+      p0 = pow34_cpu(s, &p1);
+      return;
+    }
+  }
+#endif
   p0 = inv_pow(s, beta);
   p1 = p0 / s;
+}
+
+// The power as the kernels take it, one functor per "beta kind", chosen once per launch
+// (dispatch_pow) so that no per-element code tests beta:
+//   PowAny<acc_t>: any beta, any k and scale: inv_pow / inv_pows above.
+//   Pow34:         beta = 0.75 with s >= FLT_MIN guaranteed (k >= FLT_MIN, scale >= 0:
+//                  AlexNet's and PyTorch's defaults), fp32 math. No branch, no division:
+//                    r  = rsqrt(s)                       (MUFU.RSQ)
+//                    p0 = s^-0.75   = r * sqrt(r)        (MUFU.SQRT, FMUL)
+//                    p1 = s^-1.75   = p0 * (r * r)       (2 FMUL)
+//                  s = +inf gives r = 0 and p0 = p1 = 0 (PyTorch's composite: 0), NaN
+//                  stays NaN. Both MUFU ops are the .approx.ftz PTX instructions; ftz
+//                  changes nothing here: s >= FLT_MIN and r >= 2^-64 are normal.
+// Error bound of Pow34 on the GPU (an approximation; the CPU takes the same formula with
+// correctly rounded 1 / sqrt(s) and sqrt, and so stays inside the same bound): rsqrt and
+// sqrt.approx are each within 2 ulp (relative 2^-22), so p0 = r^1.5 (1 + e) has
+// |e| <= 1.5 * 2^-22 + 2^-22 + 2^-24 < 2^-20.5 and p1 (two more roundings and r^2)
+// |e| <= 2^-20.5 + 2 * 2^-22 + 2^-23 < 2^-19.5: about 6 and 12 ulp of fp32, relative
+// 7e-7 and 1.4e-6. tests/test_lrn.py::test_pow34_error_bound checks both against float64
+// on every device it runs on (relative 2^-20 and 2^-19).
+struct Pow34 {
+  float beta;  // 0.75: kept for the backward's 2 * scale * beta
+  C10_HOST_DEVICE C10_ALWAYS_INLINE float operator()(float s) const {
+#if defined(__CUDA_ARCH__)
+    float r, q;
+    asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(s));
+    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(q) : "f"(r));
+    return r * q;
+#else
+    return pow34_cpu(s, nullptr);
+#endif
+  }
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void both(float s, float& p0, float& p1) const {
+#if defined(__CUDA_ARCH__)
+    float r, q;
+    asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(s));
+    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(q) : "f"(r));
+    p0 = r * q;
+    p1 = p0 * (r * r);
+#else
+    p0 = pow34_cpu(s, &p1);
+#endif
+  }
+};
+
+// Pow34's formula with correctly rounded operations (the CPU's; s > 0 or +inf).
+C10_HOST_DEVICE inline float pow34_cpu(float s, float* p1) {
+  const float r = 1.f / std::sqrt(s);
+  const float p0 = r * std::sqrt(r);
+  if (p1) *p1 = p0 * (r * r);
+  return p0;
+}
+
+template <typename acc_t>
+struct PowAny {
+  acc_t beta;
+  C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t operator()(acc_t s) const { return inv_pow(s, beta); }
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void both(acc_t s, acc_t& p0, acc_t& p1) const { inv_pows(s, beta, p0, p1); }
+};
+
+// Whether a launch may take Pow34 (see there): fp32 math, beta = 0.75, and every
+// s = k + scale * sum >= k >= FLT_MIN (or +inf, or NaN).
+template <typename acc_t>
+inline bool pow34_applies(double scale, double beta, double k) {
+  return std::is_same<acc_t, float>::value && beta == 0.75 && scale >= 0.0 &&
+         static_cast<float>(k) >= 1.17549435e-38f;
 }
 
 // y_c from x_c and the window's sum of squares.
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t forward_value(acc_t x, acc_t sumsq, acc_t scale, acc_t beta, acc_t k) {
   return x * inv_pow(k + scale * sumsq, beta);
+}
+template <typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t forward_value(acc_t x, acc_t sumsq, acc_t scale, const Pow& pw, acc_t k) {
+  return x * pw(k + scale * sumsq);
 }
 
 }  // namespace lrn

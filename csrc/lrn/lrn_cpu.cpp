@@ -16,7 +16,12 @@ namespace {
 
 // Windows of size <= 7 run lrn_sweep.h's sweep kernels: the same per-item code as
 // the CUDA kernels, one parallel_for index per GPU thread (so CPU tests check the GPU
-// kernels' arithmetic and indexing). Items are cheap, so they go to threads in chunks.
+// kernels' indexing and order of operations; the power's last bits and FMA contraction
+// differ, lrn_sweep.h). Items are cheap, so they go to threads in chunks.
+//
+// Kernel variants (one line each):
+//   forward_sweep / backward_sweep   size <= 7: lrn_sweep.h's per-item code, PowAny
+//   forward_block / backward_block   wider windows: pixel blocks, contiguous inner loops
 constexpr int64_t kSweepGrain = 64;
 
 template <typename scalar_t>
@@ -24,11 +29,12 @@ void forward_sweep(const scalar_t* x, scalar_t* y, const View& v, Window w, at::
                    at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
   const int vec = sweep::vector_width<scalar_t>(v, {x, y});
   const sweep::Items it = sweep::make_items(v, vec);
+  const PowAny<at::opmath_type<scalar_t>> pw{beta};
   sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(x, y, v, it, i, scale,
-                                                                                           beta, k);
+                                                                                           pw, k);
     });
   });
 }
@@ -38,11 +44,12 @@ void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const V
                     at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
   const int vec = sweep::vector_width<scalar_t>(v, {dy, x, dx});
   const sweep::Items it = sweep::make_items(v, vec);
+  const PowAny<at::opmath_type<scalar_t>> pw{beta};
   sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(dy, x, dx, v, it, i,
-                                                                                            scale, beta, k);
+                                                                                            scale, pw, k);
     });
   });
 }

@@ -1,9 +1,16 @@
 // LRN: CUDA kernels. See lrn.h for the math.
 //
-// Windows of size <= 7 (AlexNet's 5) in fp32/fp16/bf16 run the sweep kernels of
-// lrn_sweep.h: one thread per work item, no shared memory, window sums in registers,
-// vector loads and stores where the alignment allows. The kernels below them in
-// this file are the general path (any size, float64): shared-memory tiles.
+// Kernel variants (one line each):
+//   lrn_forward_sweep_kernel<SPAN, V, CL, T>   size <= 7, fp32/fp16/bf16, beta = 0.75 with
+//                                              k >= FLT_MIN, scale >= 0 (lrn.h Pow34):
+//                                              lrn_sweep.h, one work item per thread
+//   lrn_backward_sweep_kernel<SPAN, V, CL, T>  the same cases, backward
+//   lrn_forward_kernel<CL, T>                  everything else (any size, beta, k; float64):
+//                                              shared-memory tiles, PowAny (exp2/log2)
+//   lrn_backward_kernel<CL, T>                 the same, backward
+// The sweep kernels are the fast path (no shared memory, window sums in registers,
+// vector loads and stores where the alignment allows, no per-element beta test); the
+// tile kernels are the general one.
 //
 // General path: one block computes a tile of TC channels x TP pixels. It first copies the tile plus
 // its channel halo (the zero-padded window neighbours) from global memory into shared
@@ -17,9 +24,9 @@
 // Limits and differences: a tile holds at least one pixel's channel rows in 48 KiB, so
 // the CUDA backward refuses windows over about 3,900 channels in fp32 (1,900 in float64)
 // with a clear error; PyTorch's composite and our CPU kernels have no such limit. The
-// power s^-beta is exp2(-beta * log2 s) with the hardware log2 here, pow() (or, for
-// beta = 0.75, two square roots and a division) on the CPU: the sweep code is the same
-// on both, the last bits of this power are not.
+// power: Pow34 (MUFU rsqrt and sqrt) in the sweep kernels, exp2(-beta * log2 s) with the
+// hardware log2 in the tiles; the CPU takes correctly rounded roots (beta = 0.75) or pow():
+// the sweep code is the same on both, the last bits of this power are not (lrn.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -182,21 +189,22 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 // Sweep kernels: one work item per thread (lrn_sweep.h).
 using sweep::kThreads;
 
+// Launched only where Pow34 applies (pow34_applies: the power is chosen per launch).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
-                             acc_t scale, acc_t beta, acc_t k) {
+                             acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, y, v, it, i, scale, beta, k);
+  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, y, v, it, i, scale, pw, k);
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-                              scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, acc_t beta,
+                              scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, Pow34 pw,
                               acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, beta, k);
+  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, pw, k);
 }
 
 // Tile shape: up to 128 channels per tile (all of AlexNet's 96; more channels are split
@@ -255,13 +263,13 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     if constexpr (sweep::has_cuda_sweep_kernels<scalar_t>()) {
-      if (sweep::covers(w)) {
+      if (sweep::covers(w) && pow34_applies<acc_t>(scale, beta, k)) {
         const int vec = sweep::vector_width<scalar_t>(v, {xp, yp});
         const sweep::Items it = sweep::make_items(v, vec);
         const unsigned blocks = sweep::blocks_for("local_response_norm", it.count);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
-              <<<blocks, kThreads, 0, stream>>>(xp, yp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
+              <<<blocks, kThreads, 0, stream>>>(xp, yp, v, it, acc_t(scale), Pow34{0.75f}, acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -293,13 +301,13 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     if constexpr (sweep::has_cuda_sweep_kernels<scalar_t>()) {
-      if (sweep::covers(w)) {
+      if (sweep::covers(w) && pow34_applies<acc_t>(scale, beta, k)) {
         const int vec = sweep::vector_width<scalar_t>(v, {dyp, xp, dxp});
         const sweep::Items it = sweep::make_items(v, vec);
         const unsigned blocks = sweep::blocks_for("local_response_norm", it.count);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>
-              <<<blocks, kThreads, 0, stream>>>(dyp, xp, dxp, v, it, acc_t(scale), acc_t(beta), acc_t(k));
+              <<<blocks, kThreads, 0, stream>>>(dyp, xp, dxp, v, it, acc_t(scale), Pow34{0.75f}, acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

@@ -1,6 +1,19 @@
 // LRN sweep kernels: the per-thread bodies, shared verbatim by the CUDA kernels (one
 // call per GPU thread) and the CPU kernels (one call per work item of a parallel_for), so
-// CPU-only CI runs exactly the arithmetic and indexing the GPU runs. Math: see lrn.h.
+// CPU-only CI runs the GPU's indexing, loop structure and order of every sum. Not its
+// last bits: the power differs (lrn.h: Pow34's MUFU rsqrt/sqrt on the GPU, correctly
+// rounded roots on the CPU; PowAny: exp2/log2 vs pow), and nvcc contracts a * b + c into
+// FMA where the CPU build keeps two roundings (baseline x86-64 has no FMA instruction). So CPU and GPU
+// agree to a few ulp, not bit for bit, and a near-tie of two pooled values may resolve
+// differently (tests/test_relu_lrn_max_pool2d.py::test_near_ties_documented).
+//
+// Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
+//   forward_channels_first   NCHW column of V pixels, channel run, batches of U channel loads
+//   forward_channels_last    NHWC vector of V channels + halo vectors, one pixel
+//   backward_sweep           NCHW column (generic loads: LRN and the fused stage's NCHW bwd)
+//   backward_vector          NHWC vector (generic loads: LRN and the fused stage's NHWC bwd)
+// The power is a functor chosen once per launch (lrn.h: Pow34 on the GPU, PowAny on the
+// CPU and the general CUDA path): no per-element test of beta.
 //
 // Every window sum is taken from registers. The window width is a compile-time SPAN
 // (= size - 1, clamped to C - 1; PRE = (SPAN + 1) / 2 channels behind, POST = SPAN / 2
@@ -35,8 +48,10 @@
 // Full unrolling makes every register-array index a constant (nvcc and gcc alike).
 #if defined(__CUDACC__)
 #define LRN_UNROLL _Pragma("unroll")
+#define LRN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LRN_UNROLL _Pragma("GCC unroll 32")
+#define LRN_NO_UNROLL _Pragma("GCC unroll 1")
 #endif
 
 namespace alexnet_cuda {
@@ -103,32 +118,63 @@ LRN_UNROLL
 // x, y / dy, dx point at channel 0 of the column's first pixel; channel c is at c * cs.
 // Outputs channels [cb, ce) of C. Register layout: r[i * V + p] = pixel p of channel i.
 
+// Loads per batch of a channels-first sweep: enough channels that a thread has 32 bytes
+// of loads in flight (one 4-byte load per step left ~8 KB in flight per SM; the budget is
+// 32 KB, and occupancy is 62-75% at these register counts).
+template <typename scalar_t, int V>
+constexpr int batch_channels() {
+  return int(sizeof(scalar_t)) * V >= 32 ? 1 : 32 / (int(sizeof(scalar_t)) * V);
+}
+
 // Forward: window of channel c = channels [c - PRE, c + POST] = ring slots 0 .. SPAN,
 // x_c in slot PRE. Before the step for channel c the ring holds channels
-// c - PRE - 1 .. c + POST - 1; the step shifts one slot and loads channel c + POST.
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+// c - PRE - 1 .. c + POST - 1; the step shifts one slot and takes channel c + POST. Loads
+// go in batches of U channels (all issued before the batch's math); pointers advance by
+// the channel stride instead of c * cs.
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C,
-                                                              int cb, int ce, acc_t scale, acc_t beta, acc_t k) {
+                                                              int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V;
+  constexpr int U = batch_channels<scalar_t, V>();
   acc_t ring[N];
 LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) {
     const int c = cb - PRE + i;
     load_or_zero<V>(x + c * cs, c >= 0 && c < C, ring + (i + 1) * V);
   }
-  for (int c = cb; c < ce; ++c) {
+  const scalar_t* xn = x + (cb + POST) * cs;  // channel c + POST
+  scalar_t* yc = y + cb * cs;
+  auto step = [&](const acc_t* fresh) {
     shift<N, V>(ring);
-    const int cn = c + POST;
-    load_or_zero<V>(x + cn * cs, cn < C, ring + SPAN * V);
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) ring[SPAN * V + p] = fresh[p];
     acc_t out[V];
 LRN_UNROLL
     for (int p = 0; p < V; ++p) {
       acc_t sumsq = acc_t(0);
 LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * V + p] * ring[i * V + p];
-      out[p] = forward_value(ring[PRE * V + p], sumsq, scale, beta, k);
+      out[p] = forward_value(ring[PRE * V + p], sumsq, scale, pw, k);
     }
-    store<V>(y + c * cs, out);
+    store<V>(yc, out);
+    yc += cs;
+  };
+  int c = cb;
+  for (; c + U <= ce; c += U) {
+    acc_t fresh[U * V];
+LRN_UNROLL
+    for (int u = 0; u < U; ++u) {
+      load_or_zero<V>(xn, c + u + POST < C, fresh + u * V);
+      xn += cs;
+    }
+LRN_UNROLL
+    for (int u = 0; u < U; ++u) step(fresh + u * V);
+  }
+  for (; c < ce; ++c) {
+    acc_t fresh[V];
+    load_or_zero<V>(xn, c + POST < C, fresh);
+    xn += cs;
+    step(fresh);
   }
 }
 
@@ -140,12 +186,15 @@ LRN_UNROLL
 // and once c = j - PRE >= cb:  dx_c = g_c - 2 scale beta x_c sum(tr).
 // Generic over where the values come from (the fused ReLU -> LRN -> max-pool reuses it):
 // load_x(c, v) / load_dy(c, v) fill v[0..V) for channel c (zeros outside [lo, hi)), and
-// store(c, dx, x) receives channel c's V results and x values.
-template <int SPAN, int V, typename acc_t, typename LoadX, typename LoadDy, typename Store>
+// store(c, dx, x) receives channel c's V results and x values. Each of the three is
+// called for consecutive channels only (so it may advance its own pointers instead of
+// multiplying c by a stride). The first SPAN steps only prime the registers; then the
+// loads come in batches of U steps (x and dy of U channels issued before their math).
+template <int SPAN, int V, int U, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
-                                                      int hi, int cb, int ce, acc_t scale, acc_t beta, acc_t k) {
+                                                      int hi, int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
-  const acc_t coef = acc_t(2) * scale * beta;
+  const acc_t coef = acc_t(2) * scale * pw.beta;
   acc_t xr[N], tr[N], gr[NG];
 LRN_UNROLL
   for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
@@ -154,12 +203,11 @@ LRN_UNROLL
   const int j0 = cb - POST;
 LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V);
-  for (int j = j0; j < ce + PRE; ++j) {
+  auto step = [&](int j, const acc_t* xnew, const acc_t* dyj, bool emit) {
     shift<N, V>(xr);
-    load_x(j + POST, xr + SPAN * V);
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) xr[SPAN * V + p] = xnew[p];
     const bool inside = j >= lo && j < hi;
-    acc_t dyj[V];
-    load_dy(j, dyj);
     shift<N, V>(tr);
     shift<NG, V>(gr);
 LRN_UNROLL
@@ -167,15 +215,13 @@ LRN_UNROLL
       acc_t sumsq = acc_t(0);
 LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
-      const acc_t s = k + scale * sumsq;
       acc_t p0, p1;
-      inv_pows(s, beta, p0, p1);
+      pw.both(k + scale * sumsq, p0, p1);
       // Outside [lo, hi) s may be 0 (k = 0): select, never multiply, the zero.
       tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
       gr[PRE * V + p] = dyj[p] * p0;
     }
-    const int c = j - PRE;
-    if (c >= cb) {
+    if (emit) {
       acc_t out[V];
 LRN_UNROLL
       for (int p = 0; p < V; ++p) {
@@ -184,19 +230,59 @@ LRN_UNROLL
         for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
         out[p] = gr[p] - coef * xr[p] * tsum;
       }
-      store_dx(c, out, xr);
+      store_dx(j - PRE, out, xr);
     }
+  };
+  int j = j0;
+  for (; j < cb + PRE; ++j) {  // SPAN priming steps: c = j - PRE < cb
+    acc_t xn[V], d[V];
+    load_x(j + POST, xn);
+    load_dy(j, d);
+    step(j, xn, d, false);
+  }
+  const int jend = ce + PRE;
+  for (; j + U <= jend; j += U) {
+    acc_t xn[U * V], d[U * V];
+LRN_UNROLL
+    for (int u = 0; u < U; ++u) load_x(j + POST + u, xn + u * V);
+LRN_UNROLL
+    for (int u = 0; u < U; ++u) load_dy(j + u, d + u * V);
+LRN_UNROLL
+    for (int u = 0; u < U; ++u) step(j + u, xn + u * V, d + u * V, true);
+  }
+  for (; j < jend; ++j) {
+    acc_t xn[V], d[V];
+    load_x(j + POST, xn);
+    load_dy(j, d);
+    step(j, xn, d, true);
   }
 }
 
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+// LRN backward, channels-first: running pointers (the loads and stores are consecutive).
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
                                                                scalar_t* dx, int64_t cs, int C, int cb, int ce,
-                                                               acc_t scale, acc_t beta, acc_t k) {
-  backward_sweep<SPAN, V>([&](int c, acc_t* v) { load_or_zero<V>(x + c * cs, c >= 0 && c < C, v); },
-                          [&](int c, acc_t* v) { load_or_zero<V>(dy + c * cs, c >= 0 && c < C, v); },
-                          [&](int c, const acc_t* v, const acc_t*) { store<V>(dx + c * cs, v); },
-                          0, C, cb, ce, scale, beta, k);
+                                                               acc_t scale, const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  // Two arrays are loaded per step: half the forward's batch gives the same bytes in flight.
+  constexpr int U = batch_channels<scalar_t, V>() > 1 ? batch_channels<scalar_t, V>() / 2 : 1;
+  const scalar_t* xp = x + (cb - POST - PRE) * cs;
+  const scalar_t* dyp = dy + (cb - POST) * cs;
+  scalar_t* dxp = dx + cb * cs;
+  backward_sweep<SPAN, V, U>(
+      [&](int c, acc_t* v) {
+        load_or_zero<V>(xp, c >= 0 && c < C, v);
+        xp += cs;
+      },
+      [&](int c, acc_t* v) {
+        load_or_zero<V>(dyp, c >= 0 && c < C, v);
+        dyp += cs;
+      },
+      [&](int, const acc_t* v, const acc_t*) {
+        store<V>(dxp, v);
+        dxp += cs;
+      },
+      0, C, cb, ce, scale, pw, k);
 }
 
 // ---------------------------------------------------------------- channels-last
@@ -215,9 +301,9 @@ LRN_UNROLL
   }
 }
 
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* y, int C, int c,
-                                                             acc_t scale, acc_t beta, acc_t k) {
+                                                             acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
   acc_t r[(2 * H + 1) * V];
   load_neighbourhood<H, V>(x, c, C, r);
@@ -227,7 +313,7 @@ LRN_UNROLL
     acc_t sumsq = acc_t(0);
 LRN_UNROLL
     for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
-    out[i] = forward_value(r[H * V + i], sumsq, scale, beta, k);
+    out[i] = forward_value(r[H * V + i], sumsq, scale, pw, k);
   }
   store<V>(y + c, out);
 }
@@ -237,12 +323,12 @@ LRN_UNROLL
 // [c - SPAN, c + V + SPAN) (HX vectors each side), dy over [c - POST, c + V + PRE) (HD).
 // Generic like backward_sweep: load_x(cv, v) / load_dy(cv, v) fill the vector of channels
 // [cv, cv + V) (zeros outside [lo, hi)); store(c, dx, x) gets the item's results.
-template <int SPAN, int V, typename acc_t, typename LoadX, typename LoadDy, typename Store>
+template <int SPAN, int V, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
-                                                       int hi, int c, acc_t scale, acc_t beta, acc_t k) {
+                                                       int hi, int c, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
-  const acc_t coef = acc_t(2) * scale * beta;
+  const acc_t coef = acc_t(2) * scale * pw.beta;
   acc_t xr[(2 * HX + 1) * V], dr[(2 * HD + 1) * V];
 LRN_UNROLL
   for (int b = -HX; b <= HX; ++b) load_x(c + b * V, xr + (b + HX) * V);
@@ -255,9 +341,8 @@ LRN_UNROLL
     acc_t sumsq = acc_t(0);
 LRN_UNROLL
     for (int e = -PRE; e <= POST; ++e) sumsq += xr[HX * V + d + e] * xr[HX * V + d + e];
-    const acc_t s = k + scale * sumsq;
     acc_t p0, p1;
-    inv_pows(s, beta, p0, p1);
+    pw.both(k + scale * sumsq, p0, p1);
     const acc_t dyj = dr[HD * V + d];
     const int j = c + d;
     t[m] = j >= lo && j < hi ? dyj * xr[HX * V + d] * p1 : acc_t(0);
@@ -274,13 +359,13 @@ LRN_UNROLL
   store_dx(c, out, xr + HX * V);
 }
 
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
-                                                              int C, int c, acc_t scale, acc_t beta, acc_t k) {
+                                                              int C, int c, acc_t scale, const Pow& pw, acc_t k) {
   backward_vector<SPAN, V>([&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
                            [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); },
                            [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); },
-                           0, C, c, scale, beta, k);
+                           0, C, c, scale, pw, k);
 }
 
 // ---------------------------------------------------------------- work items
@@ -328,41 +413,41 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void divmod(int64_t a, int64_t b, int64_t& q, 
   }
 }
 
-template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const View& v,
-                                                    const Items& it, int64_t i, acc_t scale, acc_t beta,
+                                                    const Items& it, int64_t i, acc_t scale, const Pow& pw,
                                                     acc_t k) {
   const int C = static_cast<int>(v.channels);
   int64_t q, r;
   divmod(i, it.cols, q, r);
   if constexpr (CL) {
     const int64_t off = q * v.pixel_stride;
-    forward_channels_last<SPAN, V>(x + off, y + off, C, static_cast<int>(r) * V, scale, beta, k);
+    forward_channels_last<SPAN, V>(x + off, y + off, C, static_cast<int>(r) * V, scale, pw, k);
   } else {
     int64_t o, run;
     divmod(q, it.runs, o, run);
     const int cb = static_cast<int>(run) * it.run, ce = cb + it.run < C ? cb + it.run : C;
     const int64_t off = o * v.outer_stride + r * V;
-    forward_channels_first<SPAN, V>(x + off, y + off, v.channel_stride, C, cb, ce, scale, beta, k);
+    forward_channels_first<SPAN, V>(x + off, y + off, v.channel_stride, C, cb, ce, scale, pw, k);
   }
 }
 
-template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
                                                      const View& v, const Items& it, int64_t i, acc_t scale,
-                                                     acc_t beta, acc_t k) {
+                                                     const Pow& pw, acc_t k) {
   const int C = static_cast<int>(v.channels);
   int64_t q, r;
   divmod(i, it.cols, q, r);
   if constexpr (CL) {
     const int64_t off = q * v.pixel_stride;
-    backward_channels_last<SPAN, V>(dy + off, x + off, dx + off, C, static_cast<int>(r) * V, scale, beta, k);
+    backward_channels_last<SPAN, V>(dy + off, x + off, dx + off, C, static_cast<int>(r) * V, scale, pw, k);
   } else {
     int64_t o, run;
     divmod(q, it.runs, o, run);
     const int cb = static_cast<int>(run) * it.run, ce = cb + it.run < C ? cb + it.run : C;
     const int64_t off = o * v.outer_stride + r * V;
-    backward_channels_first<SPAN, V>(dy + off, x + off, dx + off, v.channel_stride, C, cb, ce, scale, beta, k);
+    backward_channels_first<SPAN, V>(dy + off, x + off, dx + off, v.channel_stride, C, cb, ce, scale, pw, k);
   }
 }
 

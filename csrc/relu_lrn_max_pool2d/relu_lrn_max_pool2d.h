@@ -9,7 +9,9 @@
 //                                     count as zero padding: the paper's per-GPU LRN)
 //   out = max_pool2d(y, kernel, stride)   no padding, no dilation, floor mode; PyTorch's
 //                                     tie/NaN rules (max_pool2d.h): scan row-major from
-//                                     -inf, replace when `v > best || isnan(v)`
+//                                     -inf, replace when `v > best || isnan(v)`, on y
+//                                     rounded to the input's dtype (as_stored), as stock
+//                                     pools the stored LRN output
 //   argmax = t_h * k_w + t_w          window-local uint8 (k_h * k_w <= 256)
 //
 // Backward, from x (the saved input) and the uint8 argmax only (y and the LRN scale are
@@ -43,6 +45,15 @@ namespace relu_lrn_max_pool2d {
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t relu(acc_t v) {
   return v < acc_t(0) ? acc_t(0) : v;
+}
+
+// A pooled value as the output stores it: rounded to scalar_t (a no-op for float and
+// double). Stock pools the LRN output after it is stored in the input's dtype, so with
+// fp16/bf16 two LRN values that round to the same number tie, and the first in row-major
+// order wins; every kernel here compares these rounded values too.
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t as_stored(acc_t v) {
+  return static_cast<acc_t>(static_cast<scalar_t>(v));
 }
 
 // Problem geometry (plain ints: every extent is checked < 2^30 on the host; element

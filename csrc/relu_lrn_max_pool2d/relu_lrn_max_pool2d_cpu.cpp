@@ -2,7 +2,10 @@
 // for the math.
 //
 // Two sets of CPU kernels, with the same formulas and the same order of every sum, so the
-// same result bits (tests/test_relu_lrn_max_pool2d.py checks it):
+// same result bits (tests/test_relu_lrn_max_pool2d.py checks it). Kernel variants:
+//   forward_native / backward_native   default: one task per (image, LRN group)
+//   forward_sweep / backward_sweep     the CUDA kernels' per-item code (PowAny here)
+
 //
 // CPU-native (forward_native, backward_native; the default, and the fallback): one task
 // per (image, LRN group), channel-major task-local buffers, every LRN value computed once.
@@ -14,7 +17,8 @@
 // third as many (image, group) tasks as threads, e.g. batch 1): 3x3 pooling with LRN size
 // <= 7 runs relu_lrn_max_pool2d_sweep.h's kernels: the same per-item code as the CUDA
 // kernels, one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
-// and arithmetic (channels-last needs 16-byte vectors: each group's channel count a
+// and order of operations (not the last bits: the power and FMA contraction differ, see
+// lrn/lrn_sweep.h) (channels-last needs 16-byte vectors: each group's channel count a
 // multiple of 16 / element size, aligned data). Other shapes run the native kernels.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -51,7 +55,7 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
-            xp, op, ap, g, it, i, acc_t(scale), acc_t(beta), acc_t(k));
+            xp, op, ap, g, it, i, acc_t(scale), lrn::PowAny<acc_t>{acc_t(beta)}, acc_t(k));
     });
   });
   return true;
@@ -73,7 +77,7 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
-            dyp, ap, xp, dxp, g, it, i, acc_t(scale), acc_t(beta), acc_t(k));
+            dyp, ap, xp, dxp, g, it, i, acc_t(scale), lrn::PowAny<acc_t>{acc_t(beta)}, acc_t(k));
     });
   });
   return true;
@@ -142,7 +146,8 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
       for (int c = 0; c < g.Cg; ++c) {
         window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.Cg - 1), ss.data());
         const acc_t* zc = &z[c * HW];
-        for (int64_t p = 0; p < HW; ++p) y[p] = lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k);
+        for (int64_t p = 0; p < HW; ++p)
+          y[p] = as_stored<scalar_t>(lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k));
         pool_plane(y.data(), g, n * g.os[0] + (c0 + c) * g.os[1], op, ap);
       }
     }

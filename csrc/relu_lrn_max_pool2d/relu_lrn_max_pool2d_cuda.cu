@@ -1,9 +1,15 @@
 // Fused ReLU -> LRN -> max-pool: CUDA kernels. See relu_lrn_max_pool2d.h for the math.
 //
-// 3x3 pooling with LRN size <= 7 in fp32/fp16/bf16 (AlexNet's stages) runs the register
-// kernels of relu_lrn_max_pool2d_sweep.h: one thread per work item, no shared memory (channels-last
-// needs 16-byte vectors; see sweep::vector_width). Everything else runs the
-// shared-memory tile kernels below, one kernel per direction as well:
+// Kernel variants (one line each):
+//   forward_sweep_kernel<SPAN, V, CL, T>   3x3 pooling, LRN size <= 7, fp32/fp16/bf16,
+//                                          beta = 0.75, k >= FLT_MIN, scale >= 0 (lrn::Pow34;
+//                                          channels-last needs 16-byte vectors, see
+//                                          sweep::vector_width): one work item per thread
+//   backward_sweep_kernel<SPAN, V, CL, T>  the same cases, backward
+//   forward_kernel<CL, T>                  everything else (float64, other windows, any
+//                                          beta/k): shared-memory tiles, exp2/log2 power
+//   backward_kernel<CL, T>                 the same, backward
+// AlexNet's stages run the sweep kernels (relu_lrn_max_pool2d_sweep.h). The tile kernels:
 //
 // Forward: ONE kernel. A block owns a tile of pooled outputs: tc channels (inside one LRN
 // group) x nr pooled rows x nq pooled cols. It
@@ -173,7 +179,7 @@ __global__ void __launch_bounds__(kThreads)
       ss += v * v;
     }
     ys[sidx<CL>(cc, q, tl.tc, P)] =
-        lrn::forward_value<acc_t>(zs[sidx<CL>(cc + pre, q, zrows, P)], ss, scale, beta, k);
+        as_stored<scalar_t>(lrn::forward_value<acc_t>(zs[sidx<CL>(cc + pre, q, zrows, P)], ss, scale, beta, k));
   });
   __syncthreads();
 
@@ -288,21 +294,22 @@ __global__ void __launch_bounds__(kThreads)
 // Sweep kernels: one work item per thread (relu_lrn_max_pool2d_sweep.h).
 constexpr int kSweepThreads = lrn::sweep::kThreads;  // (kThreads is the tile kernels')
 
+// Launched only where lrn::Pow34 applies (lrn::pow34_applies, decided per launch).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads)
     forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
-                         Geo g, sweep::Items it, acc_t scale, acc_t beta, acc_t k) {
+                         Geo g, sweep::Items it, acc_t scale, lrn::Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
-  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, beta, k);
+  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, pw, k);
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads)
     backward_sweep_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
                           const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
-                          acc_t scale, acc_t beta, acc_t k) {
+                          acc_t scale, lrn::Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
-  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, am, x, dx, g, it, i, scale, beta, k);
+  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, am, x, dx, g, it, i, scale, pw, k);
 }
 
 // ------------------------------------------------------------------------ host side
@@ -395,12 +402,12 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
-      if (vec != 0) {
+      if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
-              <<<blocks, kSweepThreads, 0, stream>>>(xp, op, ap, g, it, acc_t(scale), acc_t(beta), acc_t(k));
+              <<<blocks, kSweepThreads, 0, stream>>>(xp, op, ap, g, it, acc_t(scale), lrn::Pow34{0.75f}, acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -436,12 +443,12 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
-      if (vec != 0) {
+      if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
-              <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), acc_t(beta), acc_t(k));
+              <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f}, acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

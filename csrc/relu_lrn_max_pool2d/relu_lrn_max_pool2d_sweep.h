@@ -1,6 +1,14 @@
 // Fused ReLU -> LRN -> max-pool: sweep kernels (the per-thread bodies), shared verbatim
 // by the CUDA kernels (one call per GPU thread) and the CPU kernels (one call per work
 // item), like lrn/lrn_sweep.h, whose backward they reuse. Math: relu_lrn_max_pool2d.h.
+// The CPU runs the GPU's indexing and order of operations, not its last bits (the power
+// and FMA contraction differ: lrn_sweep.h), so near-ties of the pooling may differ.
+//
+// Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
+//   forward_channels_first    NCHW: one pooled pixel, a run of channels, 3x3 ring in registers
+//   forward_channels_last     NHWC: one pooled pixel, V channels (+ halo vectors) per tap
+//   backward_channels_first   NCHW: one input pixel, a run of channels (lrn::sweep::backward_sweep)
+//   backward_channels_last    NHWC: one input pixel, V channels (lrn::sweep::backward_vector)
 //
 // Used for 3x3 pooling windows (AlexNet's 3/2, any stride) and LRN sizes <= 7 (SPAN <= 6,
 // clamped to the group); other shapes take the shared-memory tile kernels. Channels
@@ -55,26 +63,34 @@ LRN_UNROLL
 
 // x, out, am point at image n; the item is pooled pixel (oh, ow), channels [cb, ce) of
 // the group [gb, ge). ring[i * KK + p] = z of channel c - PRE + i (after the step's
-// shift) at window pixel p = th * K + tw.
-template <int SPAN, typename scalar_t, typename acc_t>
+// shift) at window pixel p = th * K + tw. x is contiguous NCHW (xs[3] == 1, vector_width
+// checks it): a window row is three adjacent elements, read at immediate offsets from
+// one row pointer; the pointers advance by the channel stride.
+template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
                                                               const Geo& g, int gb, int ge, int cb, int ce, int oh,
-                                                              int ow, acc_t scale, acc_t beta, acc_t k) {
+                                                              int ow, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * KK;
-  const int64_t base = int64_t(oh) * g.SH * g.xs[2] + int64_t(ow) * g.SW * g.xs[3];
-  auto load_channel = [&](int c, acc_t* v) {
+  const int64_t rs = g.xs[2], cs = g.xs[1];
+  const scalar_t* px = x + int64_t(oh) * g.SH * rs + int64_t(ow) * g.SW + (cb - PRE) * cs;
+  auto load_channel = [&](int c, acc_t* v) {  // channel c, at px; then px moves on
     const bool inside = c >= gb && c < ge;
-    const scalar_t* p = x + int64_t(c) * g.xs[1] + base;
 LRN_UNROLL
-    for (int th = 0; th < K; ++th)
+    for (int th = 0; th < K; ++th) {
+      const scalar_t* row = px + th * rs;
 LRN_UNROLL
-      for (int tw = 0; tw < K; ++tw)
-        v[th * K + tw] = inside ? relu(static_cast<acc_t>(p[th * g.xs[2] + tw * g.xs[3]])) : acc_t(0);
+      for (int tw = 0; tw < K; ++tw) v[th * K + tw] = inside ? relu(static_cast<acc_t>(row[tw])) : acc_t(0);
+    }
+    px += cs;
   };
   acc_t ring[N];
 LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) load_channel(cb - PRE + i, ring + (i + 1) * KK);
-  const int64_t obase = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3];
+  const int64_t obase = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + int64_t(cb) * g.os[1];
+  scalar_t* po = out + obase;
+  uint8_t* pa = am + obase;
+  // Not unrolled: unrolling SPAN + 1 times turns the ring shift into register renaming
+  // (-15% instructions) but takes 84-89 registers (25% occupancy; measured, bench/SASS.md).
   for (int c = cb; c < ce; ++c) {
     shift<N, KK>(ring);
     load_channel(c + POST, ring + SPAN * KK);
@@ -85,24 +101,26 @@ LRN_UNROLL
       acc_t sumsq = acc_t(0);
 LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * KK + p] * ring[i * KK + p];
-      const acc_t v = lrn::forward_value(ring[PRE * KK + p], sumsq, scale, beta, k);
+      // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
+      const acc_t v = as_stored<scalar_t>(lrn::forward_value(ring[PRE * KK + p], sumsq, scale, pw, k));
       if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
         best = v;
         arg = p;
       }
     }
-    const int64_t o = int64_t(c) * g.os[1] + obase;
-    out[o] = static_cast<scalar_t>(best);
-    am[o] = static_cast<uint8_t>(arg);
+    *po = static_cast<scalar_t>(best);
+    *pa = static_cast<uint8_t>(arg);
+    po += g.os[1];
+    pa += g.os[1];
   }
 }
 
 // Channels-last (x, out, am channel-contiguous): pooled pixel (oh, ow), channels
 // [c, c + V) inside the group [gb, ge) (Cg a multiple of V).
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
                                                              const Geo& g, int gb, int ge, int c, int oh, int ow,
-                                                             acc_t scale, acc_t beta, acc_t k) {
+                                                             acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
   acc_t best[V];
   int arg[V];
@@ -111,9 +129,13 @@ LRN_UNROLL
     best[i] = max_pool2d::lowest_value<acc_t>();
     arg[i] = 0;
   }
-LRN_UNROLL
+  // Window taps as runtime loops: unrolled, nvcc issues all 9 taps' vector loads at once
+  // (92 registers for bf16, 25% occupancy; one row at a time: 71, 38%). One tap at a
+  // time keeps the registers at one tap's vectors; its loads (2H + 1 vectors of 16 bytes)
+  // are still in flight together.
+LRN_NO_UNROLL
   for (int th = 0; th < K; ++th) {
-LRN_UNROLL
+LRN_NO_UNROLL
     for (int tw = 0; tw < K; ++tw) {
       const scalar_t* px = x + int64_t(oh * g.SH + th) * g.xs[2] + int64_t(ow * g.SW + tw) * g.xs[3];
       acc_t r[(2 * H + 1) * V];
@@ -128,7 +150,7 @@ LRN_UNROLL
         acc_t sumsq = acc_t(0);
 LRN_UNROLL
         for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
-        const acc_t v = lrn::forward_value(r[H * V + i], sumsq, scale, beta, k);
+        const acc_t v = as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k));
         if (v > best[i] || at::_isnan(v)) {
           best[i] = v;
           arg[i] = th * K + tw;
@@ -159,36 +181,55 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
 }
 
 // dy, am, x, dx point at image n; the item is input pixel (h, w), channels [cb, ce) of
-// the group [gb, ge).
-template <int SPAN, typename scalar_t, typename acc_t>
+// the group [gb, ge). backward_sweep calls each load/store for consecutive channels, so
+// each keeps a running pointer; the gather's window offsets are 32-bit (vector_width).
+template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
                                                                const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
                                                                int ge, int cb, int ce, int h, int w, acc_t scale,
-                                                               acc_t beta, acc_t k) {
+                                                               const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   const Cover cv = cover(g, h, w);
   const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
-  lrn::sweep::backward_sweep<SPAN, 1>(
+  const int64_t xcs = g.xs[1], ocs = g.os[1];
+  const int osh = static_cast<int>(g.os[2]), osw = static_cast<int>(g.os[3]);
+  const scalar_t* xp = x + px + (cb - POST - PRE) * xcs;
+  const scalar_t* dyp = dy + (cb - POST) * ocs;
+  const uint8_t* amp = am + (cb - POST) * ocs;
+  scalar_t* dxp = dx + px + cb * xcs;
+  lrn::sweep::backward_sweep<SPAN, 1, 1>(
       [&](int c, acc_t* v) {
-        v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(x[int64_t(c) * g.xs[1] + px])) : acc_t(0);
+        v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(*xp)) : acc_t(0);
+        xp += xcs;
       },
       [&](int c, acc_t* v) {
-        v[0] = c >= gb && c < ge
-                   ? gather<scalar_t, acc_t>(dy + int64_t(c) * g.os[1], am + int64_t(c) * g.os[1], g.os[2], g.os[3],
-                                             cv.ohb, cv.ohe, cv.owb, cv.owe, h, w, g.SH, g.SW, g.KW)
-                   : acc_t(0);
+        acc_t sum = acc_t(0);
+        if (c >= gb && c < ge) {  // relu_lrn_max_pool2d::gather, row-major, 32-bit offsets
+          for (int oh = cv.ohb; oh < cv.ohe; ++oh) {
+            const int dh = (h - oh * g.SH) * g.KW;
+            for (int ow = cv.owb; ow < cv.owe; ++ow) {
+              const int off = oh * osh + ow * osw;
+              if (int(amp[off]) == dh + (w - ow * g.SW)) sum += static_cast<acc_t>(dyp[off]);
+            }
+          }
+        }
+        v[0] = sum;
+        dyp += ocs;
+        amp += ocs;
       },
-      [&](int c, const acc_t* v, const acc_t* z) {
+      [&](int, const acc_t* v, const acc_t* z) {
         // torch's ReLU mask (threshold_backward): 0 where relu(x) <= 0; NaN passes.
-        dx[int64_t(c) * g.xs[1] + px] = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
+        *dxp = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
+        dxp += xcs;
       },
-      gb, ge, cb, ce, scale, beta, k);
+      gb, ge, cb, ce, scale, pw, k);
 }
 
 // Channels-last: input pixel (h, w), channels [c, c + V) of the group [gb, ge).
-template <int SPAN, int V, typename scalar_t, typename acc_t>
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const uint8_t* am,
                                                               const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
-                                                              int ge, int c, int h, int w, acc_t scale, acc_t beta,
+                                                              int ge, int c, int h, int w, acc_t scale, const Pow& pw,
                                                               acc_t k) {
   const Cover cv = cover(g, h, w);
   const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
@@ -222,7 +263,7 @@ LRN_UNROLL
         for (int i = 0; i < V; ++i) out[i] = z[i] <= acc_t(0) ? acc_t(0) : v[i];
         store<V>(dx + px + cc, out);
       },
-      gb, ge, c, scale, beta, k);
+      gb, ge, c, scale, pw, k);
 }
 
 // ---------------------------------------------------------------- work items
@@ -285,32 +326,32 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, in
   return wh;
 }
 
-template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
-                                                    const Items& it, int64_t i, acc_t scale, acc_t beta, acc_t k) {
+                                                    const Items& it, int64_t i, acc_t scale, const Pow& pw, acc_t k) {
   const Where wh = locate(g, it, i, CL);
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
   if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale, beta, k);
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale, pw, k);
   } else {
-    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, beta,
+    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, pw,
                                  k);
   }
 }
 
-template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t>
+template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
                                                      scalar_t* dx, const Geo& g, const Items& it, int64_t i,
-                                                     acc_t scale, acc_t beta, acc_t k) {
+                                                     acc_t scale, const Pow& pw, acc_t k) {
   const Where wh = locate(g, it, i, CL);
   const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
   if constexpr (CL) {
     backward_channels_last<SPAN, V>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale,
-                                    beta, k);
+                                    pw, k);
   } else {
     backward_channels_first<SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col,
-                                  scale, beta, k);
+                                  scale, pw, k);
   }
 }
 
@@ -326,6 +367,12 @@ inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::
 template <typename scalar_t>
 int vector_width(const Geo& g, bool channels_last, std::initializer_list<const void*> ptrs) {
   if (!covers(g)) return 0;
+  if (!channels_last && g.xs[3] != 1) return 0;  // forward_channels_first reads rows at immediate offsets
+  // 32-bit offsets inside one plane (the window offsets of the forward, the gather's).
+  const int64_t limit = int64_t(1) << 31;
+  if (int64_t(g.H) * (g.xs[2] < 0 ? -g.xs[2] : g.xs[2]) + int64_t(g.W) * (g.xs[3] < 0 ? -g.xs[3] : g.xs[3]) >= limit ||
+      int64_t(g.Ho) * (g.os[2] < 0 ? -g.os[2] : g.os[2]) + int64_t(g.Wo) * (g.os[3] < 0 ? -g.os[3] : g.os[3]) >= limit)
+    return 0;
   if (!channels_last) return 1;
   constexpr int vec = 16 / sizeof(scalar_t);
   if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
