@@ -25,10 +25,10 @@
 //   forward_kernel      channels_last, and any other pool: pool_window (max_pool2d.h, the
 //                       CUDA kernels' per-element code) on 32 channels (NHWC) or 16 columns
 //                       (NCHW) at once.
-//   backward_3s2        the 3/2 pool: a gather whose windows per input row/column are known
-//                       without division; one branch-free pass per window over a row
-//                       (NCHW) or over a pixel's channels (NHWC).
-//   backward_scatter    any other pool: each output adds its gradient at its argmax.
+//   backward_3s2_nhwc   the 3/2 pool in channels_last: a gather whose windows per input
+//                       row/column are known without division; one branch-free pass per
+//                       window over a pixel's contiguous channels.
+//   backward_scatter    NCHW, and any other pool: each output adds its gradient at its argmax.
 // Test paths (cpu_test_paths.h): sweep runs the CUDA forward items, gather the CUDA backward
 // items (max_pool2d_3s2.h, max_pool2d.h), so CI checks the CUDA arithmetic without a GPU.
 #include "max_pool2d/max_pool2d.h"
@@ -290,40 +290,6 @@ inline int rows_of_3s2(int64_t h, int64_t Ho, int64_t* oh, int64_t* th) {
 inline bool is_tap_3s2(uint8_t a, int64_t th, int64_t tw, int64_t) { return a == th * 3 + tw; }
 inline bool is_tap_3s2(int64_t a, int64_t, int64_t, int64_t flat) { return a == flat; }
 
-// One NCHW plane. Along a row, pixel 2bw takes windows bw-1 (tap 2) then bw (tap 0), pixel
-// 2bw+1 window bw (tap 1): `even` and `odd` accumulate them, two passes per window row so
-// that each loop is branch-free.
-template <typename scalar_t, typename argmax_t, typename opmath_t>
-ALEXNET_CPU_CLONES void backward_3s2_plane(const scalar_t* go, const argmax_t* am, scalar_t* gi,
-                                           const Geometry& g, opmath_t* even, opmath_t* odd) {
-  const int64_t H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  const int64_t pairs = W / 2;  // (2bw, 2bw+1) both inside
-  for (int64_t h = 0; h < H; ++h) {
-    std::fill(even, even + pairs + 1, opmath_t(0));
-    std::fill(odd, odd + pairs + 1, opmath_t(0));
-    int64_t ohs[2], ths[2];
-    const int k = rows_of_3s2(h, Ho, ohs, ths);
-    for (int r = 0; r < k; ++r) {
-      const scalar_t* gr = go + ohs[r] * Wo;
-      const argmax_t* ar = am + ohs[r] * Wo;
-      const int64_t th = ths[r], flat = h * W;
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        even[ow + 1] += is_tap_3s2(ar[ow], th, 2, flat + 2 * ow + 2) ? opmath_t(gr[ow]) : opmath_t(0);
-      }
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        even[ow] += is_tap_3s2(ar[ow], th, 0, flat + 2 * ow) ? opmath_t(gr[ow]) : opmath_t(0);
-        odd[ow] += is_tap_3s2(ar[ow], th, 1, flat + 2 * ow + 1) ? opmath_t(gr[ow]) : opmath_t(0);
-      }
-    }
-    scalar_t* row = gi + h * W;
-    for (int64_t bw = 0; bw < pairs; ++bw) {
-      row[2 * bw] = static_cast<scalar_t>(even[bw]);
-      row[2 * bw + 1] = static_cast<scalar_t>(odd[bw]);
-    }
-    if (W % 2) row[W - 1] = static_cast<scalar_t>(even[pairs]);
-  }
-}
-
 // One NHWC image row h: for each pixel, its (up to 4) windows in row-major order, each a
 // branch-free pass over the contiguous channels into `acc`.
 template <typename scalar_t, typename argmax_t, typename opmath_t>
@@ -352,24 +318,15 @@ ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t
   }
 }
 
+// channels_last only: in NCHW the scatter below measured several times faster.
 template <typename scalar_t, typename argmax_t>
-void backward_3s2(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
-                  bool channels_last, at::Tensor& grad_input) {
+void backward_3s2_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+                       at::Tensor& grad_input) {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  if (!channels_last) {  // one task per (n, c) plane
-    at::parallel_for(0, g.N * C, grain(H * W), [&](int64_t begin, int64_t end) {
-      std::vector<opmath_t> buf(2 * (W / 2 + 1));
-      for (int64_t p = begin; p < end; ++p) {
-        backward_3s2_plane(go + p * Ho * Wo, am + p * Ho * Wo, gi + p * H * W, g, buf.data(),
-                           buf.data() + W / 2 + 1);
-      }
-    });
-    return;
-  }
   at::parallel_for(0, g.N * H, grain(W * C), [&](int64_t begin, int64_t end) {  // (n, h) rows
     std::vector<opmath_t> acc(C);
     for (int64_t t = begin; t < end; ++t) {
@@ -591,8 +548,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       using argmax_t = decltype(argmax_zero);
       if (use_cuda_gather()) {
         backward_gather<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
-      } else if (is_3s2(g.h) && is_3s2(g.w)) {
-        backward_3s2<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+      } else if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
+        backward_3s2_nhwc<scalar_t, argmax_t>(go, am, g, grad_input);
       } else {
         backward_scatter<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
       }
