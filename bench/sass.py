@@ -1177,10 +1177,10 @@ def kernel_pattern(case):
         which = "forward" if case.direction == "fwd" else "backward"
         return rf"lrn::.*lrn_{which}_sweep_kernel<{SPAN}, {lrn_vector(case)}, {cl}, {t}, float>\("
     if case.op == "maxpool":
-        # max_pool2d_cuda.cu: {forward,backward}_kernel<scalar_t, argmax_t, index_t, CL>; uint8
-        # argmax (argmax_dtype: no return_indices, 3x3 <= 256) and int32 indices (fits_int32).
+        # max_pool2d_cuda.cu: {forward,backward}_3s2_kernel<scalar_t, argmax_t, CL>, the 3/2
+        # kernels (is_3s2, fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
         which = "forward" if case.direction == "fwd" else "backward"
-        return rf"max_pool2d::.*::{which}_kernel<{t}, unsigned char, int, {cl}>\("
+        return rf"max_pool2d::.*::{which}_3s2_kernel<{t}, unsigned char, {cl}>\("
     which = "forward" if case.direction == "fwd" else "backward"
     # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
     return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
@@ -1258,36 +1258,62 @@ def lrn_samples(case):
     return out
 
 
-# ---- max-pool (max_pool2d.h Axis; max_pool2d_cuda.cu one thread per output / input element)
+# ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
+
+MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread, down one column
+MAXPOOL_BLOCKS = 4  # kBlocks3s2: backward 2x2 input blocks per thread, along W
+
+
+def maxpool_divider(d):
+    """max_pool2d_3s2.h Divider::make: (d, m, s) with n / d = (mulhi(n, m) + n) >> s."""
+    s = 0
+    while (1 << s) < d:
+        s += 1
+    return d, ((1 << 32) * ((1 << s) - d)) // d + 1, s
+
+
+def maxpool_grid(case):
+    """(items, dividers, (rows, cols) of a plane's item grid): the launch of the 3/2 kernel.
+    Forward items: (row chunk of kRows outputs, output column); backward: (block row,
+    group of kBlocks 2x2 blocks). NCHW items (plane, r, q); NHWC (image, r, q, channel)."""
+    n, c, h, w = case.shape
+    ho, wo = case.pooled[2:]
+    if case.direction == "fwd":
+        rows, cols = -(-ho // MAXPOOL_ROWS), wo
+    else:
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS)
+    divisors = (c, cols, rows) if case.cl else (cols, rows, 1)
+    return n * c * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
 
 
 def maxpool_params(case):
     n, c, h, w = case.shape
     po = case.pooled
-    total = numel(po) if case.direction == "fwd" else numel(case.shape)
+    items, dividers, _ = maxpool_grid(case)
     p = Packer()
     for ptr in pointers(3):
         p.ptr(ptr)
-    p.i32(total)
-    p.i32(c)
-    for size, out in ((h, po[2]), (w, po[3])):
-        for v in (size, out, POOL_K, POOL_S, 0, 1):  # Axis{size, out_size, kernel, stride, pad, dilation}
-            p.i32(v)
+    for v in (items, c, h, w, po[2], po[3]):
+        p.i32(v)
+    for divider in dividers:
+        for v in divider:  # uint32 fields
+            p.i32(v - (1 << 32) if v >= 1 << 31 else v)
     return bytes(p.buf)
 
 
 def maxpool_samples(case):
-    """One element per thread. Forward: interior outputs (every window is inside). Backward:
-    the 2x2 parities of an interior input pixel (a pixel lies in 1, 2 or 4 windows of 3/2)."""
+    """Interior items of image N/2, channel C/2: forward, a full chunk of kRows outputs (every
+    window inside); backward, kBlocks full 2x2 blocks, for the 2x2 parities of the item
+    (first/other block row and column group: 1, 2 or 4 windows per pixel)."""
     n, c, h, w = case.shape
-    dims = case.pooled if case.direction == "fwd" else case.shape
-    _, _, rows, cols = dims
+    _, _, (rows, cols) = maxpool_grid(case)
+    elems = MAXPOOL_ROWS if case.direction == "fwd" else 4 * MAXPOOL_BLOCKS
     out = []
     for dr in (0, 1):
         for dc in (0, 1):
-            nn, cc, r, col = n // 2, c // 2, rows // 2 + dr, cols // 2 + dc
-            item = ((nn * rows + r) * cols + col) * c + cc if case.cl else ((nn * c + cc) * rows + r) * cols + col
-            out.append((item, 1))
+            nn, cc, r, q = n // 2, c // 2, rows // 2 - 1 + dr, cols // 2 - 1 + dc
+            item = ((nn * rows + r) * cols + q) * c + cc if case.cl else ((nn * c + cc) * rows + r) * cols + q
+            out.append((item, elems))
     return out
 
 

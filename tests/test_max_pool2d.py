@@ -31,6 +31,14 @@ def assert_identical(ours, ref):
     torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
 
 
+def _cuda_channels_last(out):
+    """Whether this output of stock CUDA came from its channels_last kernel, whose index for
+    all -inf windows is 0. Our compact (uint8) mode keeps their first tap there, as stock
+    CPU does (max_pool2d.h; test_all_minus_inf_windows), so that mode's gradient is
+    compared with stock CPU's."""
+    return out.is_cuda and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
 def run_both(x, grad_dtype=None, **kw):
     """(ours, ref) for values, indices and input gradients of one configuration,
     with and without return_indices (two different argmax encodings in backward).
@@ -45,10 +53,13 @@ def run_both(x, grad_dtype=None, **kw):
             g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
             g = g.to(grad_dtype or x.dtype).to(x.device, x.dtype)
             for ri in (False, True):
-                xg = x.detach().clone().requires_grad_()
+                xs = x.detach()
+                if fn is F.max_pool2d and not ri and _cuda_channels_last(out):
+                    xs = xs.cpu()  # our compact mode's rule for all -inf windows: stock CPU's
+                xg = xs.clone().requires_grad_()
                 y = fn(xg, return_indices=ri, **kw)
-                (y[0] if ri else y).backward(g)
-                grads.append(xg.grad)
+                (y[0] if ri else y).backward(g.to(xs.device))
+                grads.append(xg.grad.to(x.device))
         results[name] = (out, idx, out_only, grads)
     return results["ours"], results["ref"]
 
@@ -109,13 +120,46 @@ def test_dtypes_and_layouts(device, dtype, kind, kw):
     assert_matches_pytorch(x, **kw)
 
 
-@pytest.mark.parametrize("shape,kw", CONFIGS[:3] + CONFIGS[10:14] + CONFIGS[-1:], ids=str)
+# The CUDA kernels' per-item code on the CPU: the 3/2 kernels (max_pool2d_3s2.h) for
+# AlexNet's three pool sizes (output heights 27, 13, 6: last row chunks that overlap the one
+# before by 1, 3 and 2 rows; output widths 27, 13, 6: last 2x2 block groups partly outside),
+# an even size (a last input row and column that no window covers) and a ceil-mode size
+# whose extra window stays inside; the general kernels for fewer than 4 output rows,
+# dilation, padding, ceil mode and the int64 argmax.
+CUDA_ITEM_CONFIGS = (
+    CONFIGS[:4]
+    + [((2, 5, 14, 16), dict(kernel_size=3, stride=2)), ((2, 3, 7, 15), dict(kernel_size=3, stride=2))]
+    + CONFIGS[10:14]
+    + CONFIGS[-1:]
+)
+
+
+@pytest.mark.parametrize("shape,kw", CUDA_ITEM_CONFIGS, ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_cuda_gather_on_cpu(cpu_gather, shape, kw, kind):
-    # The CPU backward scatters; the CUDA kernels gather (max_pool2d.h's gather_grad).
-    # The cpu_gather fixture makes the CPU run the gather, so CI checks its arithmetic
-    # without a GPU: AlexNet's pools, dilation, ceil mode and the int64 argmax.
+    # The CPU backward scatters; the CUDA kernels gather (max_pool2d.h's gather_grad, or
+    # max_pool2d_3s2.h's 2x2 blocks). The cpu_gather fixture makes the CPU run the CUDA
+    # backward items, so CI checks their arithmetic and indexing without a GPU.
     x = rand(shape, "cpu")
+    assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
+
+
+@pytest.fixture
+def cuda_items_on_cpu():
+    """Both CPU test paths at once (conftest's cpu_sweep and cpu_gather each set one and
+    clear the other): the CPU runs the CUDA forward items (sweep) and backward items (gather)."""
+    torch.ops.alexnet_cuda._set_cpu_test_paths(True, True)
+    yield
+    torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
+
+
+@pytest.mark.parametrize("shape,kw", CUDA_ITEM_CONFIGS, ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_forward_on_cpu(cuda_items_on_cpu, shape, kw, kind, dtype):
+    # The CPU runs the CUDA forward items (max_pool2d.h's pool_window, max_pool2d_3s2.h's
+    # column of outputs) and backward items.
+    x = rand(shape, "cpu", dtype)
     assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
 
 
@@ -249,6 +293,79 @@ def test_nan_and_inf(device, dtype, kind):
     x = layout(x, kind)
     assert_matches_pytorch(x, kernel_size=3, stride=2, padding=1)
     assert_matches_pytorch(x, kernel_size=3, stride=2, ceil_mode=True)
+
+
+def _minus_inf_input(kind, device):
+    x = rand((2, 3, 13, 13), "cpu")
+    x[0, 1] = float("-inf")  # a whole plane: every window all -inf, window (0, 0) included
+    x[1, :, 5:12, 3:10] = float("-inf")  # inner windows all -inf, their neighbours partly
+    return layout(x, kind).to(device)
+
+
+def _expected_minus_inf(x, g, cuda_channels_last, **kw):
+    """(out, indices, int64-mode gradient, uint8-mode gradient) for x under stock CPU's rule
+    (a window that nothing replaces keeps its first tap: both layouts on the CPU, NCHW on
+    CUDA) or, with cuda_channels_last, PyTorch's CUDA channels_last rule (max_pool2d.h):
+    such a window returns index 0, and the gather routes its gradient to pixel (0, 0) when
+    the window's span covers it, else nowhere. For these pools only window (0, 0) covers
+    (0, 0). Our uint8 mode keeps the first tap everywhere: the documented divergence."""
+    xc, gc = x.detach().cpu(), g.cpu()
+    out, idx = F.max_pool2d(xc, return_indices=True, **kw)
+    xr = xc.clone().requires_grad_()
+    F.max_pool2d(xr, **kw).backward(gc)
+    if not cuda_channels_last:
+        return out, idx, xr.grad, xr.grad
+    idx = torch.where(out == float("-inf"), 0, idx)
+    elsewhere = torch.ones(out.shape[-2:], dtype=torch.bool)
+    elsewhere[0, 0] = False
+    routed = torch.where((idx == 0) & elsewhere, 0, gc)
+    k, s, p = [kw["kernel_size"]] * 2, [kw["stride"]] * 2, [kw.get("padding", 0)] * 2
+    grad = torch.ops.aten.max_pool2d_with_indices_backward(routed, xc, k, s, p, [1, 1], False, idx)
+    return out, idx, grad, xr.grad
+
+
+def _check_minus_inf_windows(x, cuda_channels_last, **kw):
+    out, idx = max_pool2d(x, return_indices=True, **kw)
+    g = torch.randn(out.shape).to(x.device)
+    grads = []
+    for ri in (True, False):  # int64 argmax, then the compact uint8 one
+        xr = x.clone().requires_grad_()
+        y = max_pool2d(xr, return_indices=ri, **kw)
+        (y[0] if ri else y).backward(g)
+        grads.append(xr.grad.cpu())
+    for ours, expected in zip((out, idx, *grads), _expected_minus_inf(x, g, cuda_channels_last, **kw)):
+        assert torch.equal(ours.cpu(), expected)
+    return out, idx, grads[0]
+
+
+MINUS_INF_POOLS = [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, padding=1)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kw", MINUS_INF_POOLS, ids=["3/2", "3/2/1"])
+def test_all_minus_inf_windows(device, kind, kw):
+    # Windows whose every tap is -inf: value -inf; the index of the window's first tap,
+    # except on CUDA in channels_last, where PyTorch returns 0 and so do we (max_pool2d.h).
+    x = _minus_inf_input(kind, device)
+    out, idx, grad = _check_minus_inf_windows(x, device == "cuda" and kind == "channels_last", **kw)
+    r_out, r_idx = F.max_pool2d(x, return_indices=True, **kw)  # and stock on this device
+    assert_identical(out, r_out)
+    assert_identical(idx, r_idx)
+    if device == "cuda":  # (stock CPU's int64 gradient is its own rule, checked above)
+        xr = x.clone().requires_grad_()
+        F.max_pool2d(xr, **kw).backward(torch.ones_like(out))
+        xo = x.clone().requires_grad_()
+        max_pool2d(xo, return_indices=True, **kw)[0].backward(torch.ones_like(out))
+        assert torch.equal(xo.grad, xr.grad)
+
+
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kw", MINUS_INF_POOLS, ids=["3/2", "3/2/1"])
+def test_all_minus_inf_windows_cuda_rule_on_cpu(cuda_items_on_cpu, kind, kw):
+    # The CPU running the CUDA items: CUDA's channels_last rule,
+    # checked without a GPU (3/2: the 3/2 kernels; 3/2 with padding: the general ones).
+    _check_minus_inf_windows(_minus_inf_input(kind, "cpu"), kind == "channels_last", **kw)
 
 
 @pytest.mark.parametrize("device", DEVICES)

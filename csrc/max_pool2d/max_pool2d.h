@@ -29,7 +29,17 @@
 //     another NaN can replace it, so NaN propagates;
 //   * a window of all -inf (or, in corner cases with dilation, with no tap inside
 //     the input) reports its first in-bounds tap (t_h, t_w) = (tap_begin_h, tap_begin_w).
-// This is exactly PyTorch's CPU and CUDA kernels (DilatedMaxPool2d.cu, MaxPoolKernel.cpp).
+// This is exactly PyTorch's CPU kernels (both layouts, MaxPoolKernel.cpp) and its CUDA NCHW
+// kernel (DilatedMaxPool2d.cu). Its CUDA channels_last kernel (max_pool_forward_nhwc) starts
+// the index at 0 instead, so there a window that nothing replaces (all -inf, or no tap
+// inside) returns flat index 0. Our CUDA channels_last kernels do the same for the int64
+// argmax (kZeroIndex), which is what return_indices returns and what the backward then
+// routes exactly as PyTorch's CUDA gather does (to pixel (0, 0) when the window's span
+// covers it, else nowhere). The uint8 argmax (return_indices=False) keeps the first tap: a
+// window-local code cannot name pixel (0, 0) outside the window, nor "nowhere" for a window
+// inside the input. So, on CUDA channels_last only, the gradient of an all -inf window in
+// the compact mode goes to its first tap where PyTorch's goes to (0, 0) or nowhere.
+// (Documented divergence; tests/test_max_pool2d.py::test_all_minus_inf_windows pins both.)
 //
 // The argmax is stored in one of two encodings:
 //   * uint8_t, window-local: t_h * k_w + t_w (fits when k_h * k_w <= 256); saved for
@@ -194,7 +204,8 @@ C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axi
 // The CUDA kernels use one lane per thread; the CPU loops use 16, so that the innermost
 // loop runs over 16 independent lanes (vectorized when they are contiguous channels).
 // Every lane scans its window exactly as a single element would.
-template <int kLanes, typename scalar_t, typename argmax_t, typename index_t>
+// kZeroIndex: CUDA channels_last's rule for a window with no maximum (see the top of the file).
+template <int kLanes, typename scalar_t, typename argmax_t, typename index_t, bool kZeroIndex = false>
 C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw,
                                         const Axis& ah, const Axis& aw, int oh, int ow,
                                         scalar_t* out, argmax_t* argmax, index_t lane_step = 1,
@@ -227,6 +238,9 @@ C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index
   for (int j = 0; j < kLanes; ++j) {
     out[j] = static_cast<scalar_t>(best[j]);
     encode_argmax(argmax + j, ah, aw, h0, w0 + j * lane_w, best_th[j], best_tw[j]);
+    if constexpr (kZeroIndex && std::is_same_v<argmax_t, int64_t>) {
+      if (best[j] == lowest_value<opmath_t>()) argmax[j] = 0;  // nothing replaced the start
+    }
   }
 }
 

@@ -18,11 +18,21 @@
 //     input_size, in channels_last or contiguous format as asked (the forward input's
 //     format); nothing else of the input is needed.
 //
-// The per-element math lives in max_pool2d.h and is shared with the CUDA kernels: the
-// forward runs the same pool_window (up to 32 channels or 16 columns per call); the
-// backward scatters (argmax_position) where CUDA gathers (gather_grad), with the same
-// result bits; the tests run the gather here too (cpu_test_paths.h).
+// CPU variants (all give PyTorch's CPU bits):
+//   forward_3s2         AlexNet's pool in NCHW (3x3, stride 2, no padding/dilation, is_3s2):
+//                       separable, the row maxima of the even input rows computed once for
+//                       the two output rows that share them; branch-free vectorized loops.
+//   forward_kernel      channels_last, and any other pool: pool_window (max_pool2d.h, the
+//                       CUDA kernels' per-element code) on 32 channels (NHWC) or 16 columns
+//                       (NCHW) at once.
+//   backward_3s2_nhwc   the 3/2 pool in channels_last: a gather whose windows per input
+//                       row/column are known without division; one branch-free pass per
+//                       window over a pixel's contiguous channels.
+//   backward_scatter    NCHW, and any other pool: each output adds its gradient at its argmax.
+// Test paths (cpu_test_paths.h): sweep runs the CUDA forward items, gather the CUDA backward
+// items (max_pool2d_3s2.h, max_pool2d.h), so CI checks the CUDA arithmetic without a GPU.
 #include "max_pool2d/max_pool2d.h"
+#include "max_pool2d/max_pool2d_3s2.h"
 
 #include "cpu_clones.h"
 #include "cpu_test_paths.h"
@@ -32,6 +42,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -116,6 +127,112 @@ ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p,
   }
 }
 
+// ---- AlexNet's 3/2 pool (is_3s2: 3x3, stride 2, no padding or dilation, windows inside).
+// Forward, separable (max_pool2d_3s2.h): the maxima of each input row over every window's
+// three columns, then, per output row, a fold of its three rows' maxima; the even rows are
+// shared by two output rows, so they are computed once: 6 compare steps per output instead
+// of 8, in branch-free loops the compiler vectorizes. "Lanes" L are the elements that share
+// a window column: 1 in NCHW (the loop runs over window columns, stride-2 loads), C in NHWC
+// (the loop runs over contiguous channels).
+
+// m[ow*L + l], tw[ow*L + l] = maximum of row[(2ow + t)*L + l] over t = 0..2, and its t.
+template <bool kNHWC, typename scalar_t, typename opmath_t>
+ALEXNET_CPU_CLONES void row_maxima_3s2(const scalar_t* row, int64_t Wo, int64_t L, opmath_t* m,
+                                       int32_t* tw) {
+  if constexpr (kNHWC) {
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      const scalar_t* p = row + 2 * ow * L;
+      for (int64_t l = 0; l < L; ++l) {
+        int col;
+        row_max3<opmath_t>(p[l], p[L + l], p[2 * L + l], &m[ow * L + l], &col);
+        tw[ow * L + l] = col;
+      }
+    }
+  } else {
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      int col;
+      row_max3<opmath_t>(row[2 * ow], row[2 * ow + 1], row[2 * ow + 2], &m[ow], &col);
+      tw[ow] = col;
+    }
+  }
+}
+
+// argmax of window (oh, ow) at tap (th, tw), both encodings.
+inline uint8_t code_3s2(uint8_t*, int64_t th, int64_t tw, int64_t, int64_t, int64_t) {
+  return static_cast<uint8_t>(th * 3 + tw);
+}
+inline int64_t code_3s2(int64_t*, int64_t th, int64_t tw, int64_t oh, int64_t ow, int64_t W) {
+  return (2 * oh + th) * W + 2 * ow + tw;
+}
+
+// Output row oh from the maxima of its input rows 2oh, 2oh+1, 2oh+2 (m[r], tw[r]).
+template <typename scalar_t, typename argmax_t, typename opmath_t>
+ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* const* m, const int32_t* const* tw, int64_t Wo,
+                                      int64_t L, int64_t oh, int64_t W, scalar_t* out,
+                                      argmax_t* argmax) {
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t j = ow * L + l;
+      opmath_t best = m[0][j];
+      int32_t th = 0, t = tw[0][j];
+      for (int r = 1; r < 3; ++r) {
+        const opmath_t x = m[r][j];
+        const bool take = x > best || at::_isnan(x);
+        best = take ? x : best;
+        th = take ? r : th;
+        t = take ? tw[r][j] : t;
+      }
+      out[j] = static_cast<scalar_t>(best);
+      argmax[j] = code_3s2(static_cast<argmax_t*>(nullptr), th, t, oh, ow, W);
+    }
+  }
+}
+
+// Output rows [oh0, oh1) of one NCHW plane or NHWC image (`in`, `out`, `argmax` at its
+// element (0, 0, lane 0)); `buf` holds 3 rows of maxima and columns, 3 * Wo * L of each.
+template <bool kNHWC, typename scalar_t, typename argmax_t, typename opmath_t>
+void forward_3s2_rows(const scalar_t* in, scalar_t* out, argmax_t* argmax, const Geometry& g,
+                      int64_t L, int64_t oh0, int64_t oh1, opmath_t* mbuf, int32_t* tbuf) {
+  const int64_t W = g.w.size, Wo = g.w.out_size, n = Wo * L;
+  opmath_t* m[3] = {mbuf, mbuf + n, mbuf + 2 * n};
+  int32_t* tw[3] = {tbuf, tbuf + n, tbuf + 2 * n};
+  row_maxima_3s2<kNHWC>(in + 2 * oh0 * W * L, Wo, L, m[0], tw[0]);
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    row_maxima_3s2<kNHWC>(in + (2 * oh + 1) * W * L, Wo, L, m[1], tw[1]);
+    row_maxima_3s2<kNHWC>(in + (2 * oh + 2) * W * L, Wo, L, m[2], tw[2]);
+    fold_rows_3s2(m, tw, Wo, L, oh, W, out + oh * n, argmax + oh * n);
+    std::swap(m[0], m[2]);  // row 2oh+2 is the next output row's first
+    std::swap(tw[0], tw[2]);
+  }
+}
+
+template <typename scalar_t, typename argmax_t>
+void forward_3s2(const at::Tensor& input, const Geometry& g, bool channels_last, at::Tensor& out,
+                 at::Tensor& argmax) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
+  argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
+  const int64_t H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  // Tasks: (plane or image, chunk of output rows); a chunk recomputes one shared row.
+  const int64_t L = channels_last ? g.C : 1, images = channels_last ? g.N : g.N * g.C;
+  const int64_t rows = std::min<int64_t>(Ho, std::max<int64_t>(4, grain(9 * Wo * L)));
+  const int64_t chunks = (Ho + rows - 1) / rows;
+  at::parallel_for(0, images * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> mbuf(3 * Wo * L);
+    std::vector<int32_t> tbuf(3 * Wo * L);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / chunks, oh0 = task % chunks * rows, oh1 = std::min(Ho, oh0 + rows);
+      const int64_t in0 = i * H * W * L, out0 = i * Ho * Wo * L;
+      auto run = [&](auto nhwc) {
+        forward_3s2_rows<decltype(nhwc)::value>(in + in0, out_p + out0, arg_p + out0, g, L, oh0, oh1,
+                                                mbuf.data(), tbuf.data());
+      };
+      channels_last ? run(std::true_type{}) : run(std::false_type{});
+    }
+  });
+}
+
 template <typename scalar_t, typename argmax_t>
 void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_last,
                     at::Tensor& out, at::Tensor& argmax) {
@@ -123,6 +240,11 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
   const int64_t C = g.C, Ho = g.h.out_size, Wo = g.w.out_size;
+  // NCHW 3/2: separable. (NHWC: pool_window over 32 channels measured faster than the
+  // separable loops, whose row buffers of Wo x C maxima leave L1.)
+  if (!channels_last && is_3s2(g.h) && is_3s2(g.w)) {
+    return forward_3s2<scalar_t, argmax_t>(input, g, false, out, argmax);
+  }
 
   if (!channels_last) {
     // One task per (n, c) plane.
@@ -145,8 +267,119 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   }
 }
 
+// The CUDA kernels' per-item code, run on the CPU only under the tests' paths
+// (cpu_test_paths.h; tests/test_max_pool2d.py), so that CI checks it without a GPU:
+// sweep runs the CUDA forward items, gather the CUDA backward items, in the launchers'
+// choice of kernel (the 3/2 kernels of max_pool2d_3s2.h when they apply).
+// Backward of the 3/2 pool as a gather without divisions (max_pool2d_3s2.h's rule): input
+// row h lies in window rows h/2 - 1 (tap row 2, h even) and h/2 (tap row h % 2), and
+// column w likewise. Every element is written once, its windows added in row-major order
+// (PyTorch's), so the bits equal the scatter's. A non-matching window adds +0, which changes
+// no sum (a sum that starts at +0 is never -0).
+
+// The window rows that contain input row h, in order: (oh, th) pairs; returns how many.
+inline int rows_of_3s2(int64_t h, int64_t Ho, int64_t* oh, int64_t* th) {
+  int k = 0;
+  if (h % 2 == 0 && h >= 2 && h / 2 - 1 < Ho) oh[k] = h / 2 - 1, th[k++] = 2;
+  if (h / 2 < Ho) oh[k] = h / 2, th[k++] = h % 2;
+  return k;
+}
+
+// Whether a window's argmax a names its tap (th, tw), the input pixel whose flat index
+// h * W + w is `flat`.
+inline bool is_tap_3s2(uint8_t a, int64_t th, int64_t tw, int64_t) { return a == th * 3 + tw; }
+inline bool is_tap_3s2(int64_t a, int64_t, int64_t, int64_t flat) { return a == flat; }
+
+// One NHWC image row h: for each pixel, its (up to 4) windows in row-major order, each a
+// branch-free pass over the contiguous channels into `acc`.
+template <typename scalar_t, typename argmax_t, typename opmath_t>
+ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t* am, scalar_t* gi,
+                                              const Geometry& g, int64_t h, opmath_t* acc) {
+  const int64_t C = g.C, W = g.w.size, Wo = g.w.out_size;
+  int64_t ohs[2], ths[2];
+  const int k = rows_of_3s2(h, g.h.out_size, ohs, ths);
+  for (int64_t w = 0; w < W; ++w) {
+    int64_t ows[2], tws[2];
+    const int kw = rows_of_3s2(w, Wo, ows, tws);
+    std::fill(acc, acc + C, opmath_t(0));
+    for (int r = 0; r < k; ++r) {
+      for (int q = 0; q < kw; ++q) {
+        const int64_t off = (ohs[r] * Wo + ows[q]) * C;
+        const scalar_t* gw = go + off;
+        const argmax_t* aw = am + off;
+        const int64_t th = ths[r], tw = tws[q], flat = h * W + w;
+        for (int64_t c = 0; c < C; ++c) {
+          acc[c] += is_tap_3s2(aw[c], th, tw, flat) ? opmath_t(gw[c]) : opmath_t(0);
+        }
+      }
+    }
+    scalar_t* out = gi + (h * W + w) * C;
+    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(acc[c]);
+  }
+}
+
+// channels_last only: in NCHW the scatter below measured several times faster.
+template <typename scalar_t, typename argmax_t>
+void backward_3s2_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+                       at::Tensor& grad_input) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+  const argmax_t* am = argmax.const_data_ptr<argmax_t>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  at::parallel_for(0, g.N * H, grain(W * C), [&](int64_t begin, int64_t end) {  // (n, h) rows
+    std::vector<opmath_t> acc(C);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / H, h = t % H;
+      backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h,
+                            acc.data());
+    }
+  });
+}
+
+bool use_cuda_forward() { return cpu_test_paths().sweep.load(std::memory_order_relaxed); }
+bool use_cuda_gather() { return cpu_test_paths().gather.load(std::memory_order_relaxed); }
+
+bool cuda_takes_3s2(const Geometry& g, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t limit = std::numeric_limits<int32_t>::max();
+  return cuda_3s2(g) && a.numel() <= limit && b.numel() <= limit;
+}
+
+template <typename scalar_t, typename argmax_t>
+void forward_cuda_items(const at::Tensor& input, const Geometry& g, bool channels_last,
+                        at::Tensor& out, at::Tensor& argmax) {
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
+  argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
+  if (cuda_takes_3s2(g, input, out)) {
+    const auto a = make_forward_3s2(in, out_p, arg_p, g, channels_last);
+    at::parallel_for(0, a.items, grain(9 * kRows3s2), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        channels_last ? forward_3s2_item<true>(a, static_cast<int>(i))
+                      : forward_3s2_item<false>(a, static_cast<int>(i));
+      }
+    });
+    return;
+  }
+  // forward_kernel: one output element per item, pool_window with CUDA's channels_last rule.
+  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  at::parallel_for(0, g.N * C * Ho * Wo, grain(9), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (channels_last) {  // i = ((n * Ho + oh) * Wo + ow) * C + c
+        const int64_t c = i % C, ow = i / C % Wo, oh = i / C / Wo % Ho, n = i / C / Wo / Ho;
+        pool_window<1, scalar_t, argmax_t, int64_t, true>(in + n * H * W * C + c, W * C, C, g.h, g.w,
+                                                          oh, ow, out_p + i, arg_p + i);
+      } else {  // i = (nc * Ho + oh) * Wo + ow
+        const int64_t ow = i % Wo, oh = i / Wo % Ho, nc = i / Wo / Ho;
+        pool_window<1, scalar_t, argmax_t, int64_t>(in + nc * H * W, W, 1, g.h, g.w, oh, ow,
+                                                    out_p + i, arg_p + i);
+      }
+    }
+  });
+}
+
 // Backward as the CUDA kernels do it: each input element gathers over the windows that
-// contain it (gather_grad). Slower on a CPU than the scatter below; it runs only when
+// contain it (gather_grad), or, for the 3/2 pool, each item gathers for its 2x2 blocks. Slower on a CPU than the scatter below; it runs only when
 // the cpu_test_paths() gather flag, so that the CPU tests can check the CUDA backward's
 // arithmetic (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
 template <typename scalar_t, typename argmax_t>
@@ -155,6 +388,16 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  if (cuda_takes_3s2(g, grad_output, grad_input)) {
+    const auto a = make_backward_3s2(go, am, gi, g, channels_last);
+    at::parallel_for(0, a.items, grain(4 * kBlocks3s2), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        channels_last ? backward_3s2_item<true>(a, static_cast<int>(i))
+                      : backward_3s2_item<false>(a, static_cast<int>(i));
+      }
+    });
+    return;
+  }
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   // Element (h, w) of plane (n, c) is at gi[in0 + h*in_sh + w*in_sw], output (oh, ow) at
   // [out0 + oh*out_sh + ow*out_sw], as in the CUDA kernel.
@@ -260,8 +503,6 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
   });
 }
 
-bool use_cuda_gather() { return cpu_test_paths().gather.load(std::memory_order_relaxed); }
-
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
@@ -275,11 +516,16 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
 
   // Integer inputs are pooled too on CPU, like PyTorch's CPU kernel (CUDA: floating only).
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d_forward_cpu", [&] {
-    if (argmax.scalar_type() == at::kByte) {
-      forward_kernel<scalar_t, uint8_t>(x, g, format == at::MemoryFormat::ChannelsLast, out, argmax);
-    } else {
-      forward_kernel<scalar_t, int64_t>(x, g, format == at::MemoryFormat::ChannelsLast, out, argmax);
-    }
+    auto run = [&](auto argmax_zero) {
+      using argmax_t = decltype(argmax_zero);
+      const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+      if (use_cuda_forward()) {
+        forward_cuda_items<scalar_t, argmax_t>(x, g, channels_last, out, argmax);
+      } else {
+        forward_kernel<scalar_t, argmax_t>(x, g, channels_last, out, argmax);
+      }
+    };
+    argmax.scalar_type() == at::kByte ? run(uint8_t{}) : run(int64_t{});
   });
   return {out, argmax};
 }
@@ -302,6 +548,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       using argmax_t = decltype(argmax_zero);
       if (use_cuda_gather()) {
         backward_gather<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+      } else if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
+        backward_3s2_nhwc<scalar_t, argmax_t>(go, am, g, grad_input);
       } else {
         backward_scatter<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
       }

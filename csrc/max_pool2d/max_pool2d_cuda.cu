@@ -1,23 +1,29 @@
 // Overlapping max-pooling: CUDA kernels (schemas and CPU kernels: max_pool2d_cpu.cpp).
 //
-// Both kernels are one thread per element, flattened in the tensor's own memory order,
-// so that consecutive threads touch consecutive addresses of the tensor they write:
+// Variants (the launchers pick one per call):
+//   forward_3s2_kernel   AlexNet's pool (3x3, stride 2, no padding/dilation, windows inside,
+//                        >= 4 output rows: cuda_3s2): one thread = 4 outputs down one column,
+//                        27 loads in flight, row maxima shared by two windows, compile-time
+//                        window (max_pool2d_3s2.h).
+//   backward_3s2_kernel  the same pools: one thread = four 2x2 input blocks in a row, 10
+//                        windows loaded at once; each pixel's windows and argmax codes are
+//                        compile-time constants: no division, no loop.
+//   forward_kernel       any other pool: one thread per output element, runtime window
+//                        (pool_window, max_pool2d.h).
+//   backward_kernel      any other pool: one thread per input element, gathering over the
+//                        windows that contain it (gather_grad): no atomics, deterministic.
+// Threads are flattened in the tensor's own memory order (NCHW: the W-side index fastest;
+// NHWC: the channel fastest), so a warp's loads and stores touch consecutive addresses
+// (NHWC) or rows that stay in L1 between taps (NCHW). Sums are in fp32 (opmath); every
+// element is written once. No layout copies: a channels_last tensor is read and written as
+// NHWC. The 3/2 kernels index with int (they run only when every tensor has < 2^31
+// elements) and split item indices with Divider (multiply-high, not division); the general
+// kernels use int32 or int64 indices as the tensors allow.
 //
-//   forward   thread i = output element i  (NCHW: ow fastest; NHWC: c fastest)
-//             reads the k_h x k_w window of its (n, c) plane, writes out[i], argmax[i].
-//             NHWC: a warp reads 32 consecutive channels of the same input pixel per
-//             tap (fully coalesced). NCHW: a warp reads taps `stride` elements apart;
-//             neighbouring windows overlap, so the rows stay in L1/L2 between taps.
-//   backward  thread i = input element i   (NCHW: w fastest; NHWC: c fastest)
-//             gathers grad_output over the (at most ceil(k/s)^2) windows that contain
-//             it, keeping those whose argmax is this element; writes grad_input[i] once.
-//             No atomics, so the result is deterministic; sums in fp32 (opmath).
-//
-// One pass each; no layout copies (a channels_last tensor is read and written as
-// NHWC). The per-element math (pool_window, gather_grad) is max_pool2d.h, shared with
-// the CPU kernels. Index arithmetic is int32 when every tensor has < 2^31 elements
-// (64-bit integer division is several times slower on the GPU), int64 otherwise.
+// The per-item math is shared with the CPU (max_pool2d.h, max_pool2d_3s2.h), where the
+// tests run it through cpu_test_paths.h (sweep: the forward items, gather: the backward).
 #include "max_pool2d/max_pool2d.h"
+#include "max_pool2d/max_pool2d_3s2.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -67,7 +73,25 @@ __global__ void __launch_bounds__(kThreads)
     sh = W;
     sw = 1;
   }
-  pool_window<1, scalar_t, argmax_t, index_t>(plane, sh, sw, ah, aw, oh, ow, out + i, argmax + i);
+  // channels_last: PyTorch's CUDA NHWC index rule for windows with no maximum (max_pool2d.h).
+  pool_window<1, scalar_t, argmax_t, index_t, kChannelsLast>(plane, sh, sw, ah, aw, oh, ow, out + i,
+                                                             argmax + i);
+}
+
+// Occupancy: 4 blocks of 256 threads per SM at most 64 registers each (50%): the 3/2
+// kernels hold 27 loaded values (forward) or 20 (backward) per thread.
+template <typename scalar_t, typename argmax_t, bool kChannelsLast>
+__global__ void __launch_bounds__(kThreads, 4)
+    forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  if (i < a.items) forward_3s2_item<kChannelsLast>(a, i);
+}
+
+template <typename scalar_t, typename argmax_t, bool kChannelsLast>
+__global__ void __launch_bounds__(kThreads, 4)
+    backward_3s2_kernel(const Backward3s2<scalar_t, argmax_t> a) {
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  if (i < a.items) backward_3s2_item<kChannelsLast>(a, i);
 }
 
 template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
@@ -128,6 +152,16 @@ void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, 
   const scalar_t* in_p = x.const_data_ptr<scalar_t>();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
+  if (cuda_3s2(g) && fits_int32(x, out)) {
+    const auto a = make_forward_3s2(in_p, out_p, arg_p, g, channels_last);
+    if (channels_last) {
+      forward_3s2_kernel<scalar_t, argmax_t, true><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+    } else {
+      forward_3s2_kernel<scalar_t, argmax_t, false><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
   auto launch = [&](auto index_zero, auto channels_last_tag) {
     using index_t = decltype(index_zero);
     constexpr bool kCL = decltype(channels_last_tag)::value;
@@ -150,6 +184,16 @@ void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry&
   const scalar_t* go_p = go.const_data_ptr<scalar_t>();
   const argmax_t* am_p = am.const_data_ptr<argmax_t>();
   scalar_t* gi_p = grad_input.mutable_data_ptr<scalar_t>();
+  if (cuda_3s2(g) && fits_int32(go, grad_input)) {
+    const auto a = make_backward_3s2(go_p, am_p, gi_p, g, channels_last);
+    if (channels_last) {
+      backward_3s2_kernel<scalar_t, argmax_t, true><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+    } else {
+      backward_3s2_kernel<scalar_t, argmax_t, false><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
   auto launch = [&](auto index_zero, auto channels_last_tag) {
     using index_t = decltype(index_zero);
     constexpr bool kCL = decltype(channels_last_tag)::value;

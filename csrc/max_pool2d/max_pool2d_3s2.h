@@ -1,0 +1,390 @@
+// AlexNet's 3x3, stride-2 max-pool (no padding, no dilation, every window inside the
+// input): per-item code of the specialized CUDA kernels, shared with the CPU (which runs it
+// under the tests' sweep/gather paths, cpu_test_paths.h) so that CI checks it without a GPU.
+//
+// Variants (max_pool2d_cuda.cu launches them; anything else takes the general kernels):
+//   forward_3s2_item   one thread = kRows outputs of one output column (oh0 .. oh0+kRows-1, ow):
+//                      its 2 kRows + 1 input rows are loaded once (27 independent loads for
+//                      kRows = 4, all in flight together) and the row maxima of the even rows,
+//                      which two windows share, are computed once.
+//   backward_3s2_item  one thread = kBlocks adjacent 2x2 input blocks (rows 2bh, 2bh+1,
+//                      columns 2bw, 2bw+1): it reads the (2 x kBlocks+1) windows that can
+//                      name those pixels and compares their argmax with compile-time codes,
+//                      so a pixel needs no division to find its windows.
+// Item indices are split into coordinates by Divider (a multiply-high and a shift), not by
+// integer division: that, the loop setup and the runtime window ranges were ~150 of the
+// general kernel's 320 instructions per output.
+//
+// The math. Window (oh, ow) covers rows 2oh .. 2oh+2 and columns 2ow .. 2ow+2; its argmax
+// code is t_h * 3 + t_w (uint8) or (2oh + t_h) * W + 2ow + t_w (int64), PyTorch's rules
+// (max_pool2d.h): row-major scan, `v > best || isnan(v)` replaces.
+//
+// Forward, separable: a row-major scan over the 3x3 window equals scanning each row (its
+// maximum m_r at column c_r) and then folding the three row results in order with the same
+// rule. (A row with a NaN ends on its last NaN and any NaN replaces; otherwise the row's
+// first maximum replaces the running best exactly when it is greater.) Each scan starts
+// from its first element instead of -inf with index 0: the same result, since the first
+// element replaces -inf unless it is -inf, and then the index is 0 either way.
+//
+// Backward: input row h lies in window rows oh with 2oh <= h <= 2oh + 2, so the pixels of
+// block row bh (h = 2bh + a, a in {0, 1}) lie in windows oh = bh (tap row a) and, for
+// a = 0, oh = bh - 1 (tap row 2); the same along W. So pixel (2bh + a, 2bw + b) sums, in
+// row-major window order (PyTorch's), the windows
+//   (bh-1, bw-1) code 8        if a = 0, b = 0
+//   (bh-1, bw)   code 6 + b    if a = 0
+//   (bh,   bw-1) code 3a + 2   if b = 0
+//   (bh,   bw)   code 3a + b
+// that exist (0 <= oh < Ho, 0 <= ow < Wo) and whose argmax is that code. Blocks cover
+// ceil(H/2) x ceil(W/2): the last block row holds row 2Ho (tap row 2 of window Ho-1) and,
+// for even H, row 2Ho+1, which no window covers (gradient 0).
+#pragma once
+
+#include "max_pool2d/max_pool2d.h"
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace alexnet_cuda {
+namespace max_pool2d {
+
+// n / d for 0 <= n, d < 2^31 without a division instruction: q = (mulhi(n, m) + n) >> s,
+// with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1 < 2^32 (Granlund and
+// Montgomery's round-up method; PyTorch's IntDivider). hi <= n < 2^31 keeps hi + n in 32 bits.
+struct Divider {
+  uint32_t d, m, s;
+
+  static Divider make(int64_t divisor) {  // host only
+    TORCH_CHECK(divisor >= 1 && divisor < (int64_t(1) << 31), "max_pool2d: bad divisor ", divisor);
+    uint32_t s = 0;
+    while ((uint64_t(1) << s) < uint64_t(divisor)) ++s;
+    const uint64_t m = ((uint64_t(1) << 32) * ((uint64_t(1) << s) - divisor)) / divisor + 1;
+    return Divider{static_cast<uint32_t>(divisor), static_cast<uint32_t>(m), s};
+  }
+  C10_HOST_DEVICE int div(int n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(static_cast<uint32_t>(n), m);
+#else
+    const uint32_t hi = static_cast<uint32_t>((uint64_t(static_cast<uint32_t>(n)) * m) >> 32);
+#endif
+    return static_cast<int>((hi + static_cast<uint32_t>(n)) >> s);
+  }
+  // n = q * d + r: returns q, sets r.
+  C10_HOST_DEVICE int divmod(int n, int* r) const {
+    const int q = div(n);
+    *r = n - q * static_cast<int>(d);
+    return q;
+  }
+};
+
+// True when the specialized 3/2 kernels apply: 3x3 windows, stride 2, no padding or
+// dilation, and the last window inside the input (floor mode always; ceil mode when the
+// extra window would not stick out).
+inline bool is_3s2(const Axis& a) {
+  return a.kernel == 3 && a.stride == 2 && a.pad == 0 && a.dilation == 1 &&
+         2 * (a.out_size - 1) + 3 <= a.size;
+}
+
+constexpr int kRows3s2 = 4;    // forward: outputs per thread, down one column
+
+// The CUDA launchers' choice: the 3/2 kernels need at least a chunk of kRows3s2 output rows.
+inline bool cuda_3s2(const Geometry& g) {
+  return is_3s2(g.h) && is_3s2(g.w) && g.h.out_size >= kRows3s2;
+}
+
+constexpr int kBlocks3s2 = 4;  // backward: 2x2 input blocks per thread, along W
+
+// Kernel arguments (passed by value; bench/sass.py packs them with this layout). Strides and
+// offsets are int: the launcher takes these kernels only when every tensor has < 2^31
+// elements. NCHW items are (plane, row chunk or block row, column), NHWC items
+// (image, row chunk or block row, column, channel), the last fastest.
+template <typename scalar_t, typename argmax_t>
+struct Forward3s2 {
+  const scalar_t* in;
+  scalar_t* out;
+  argmax_t* argmax;
+  int items, C, H, W, Ho, Wo;
+  Divider inner, middle, outer;  // NCHW: Wo, chunks; NHWC: C, Wo, chunks
+};
+
+template <typename scalar_t, typename argmax_t>
+struct Backward3s2 {
+  const scalar_t* grad_out;
+  const argmax_t* argmax;
+  scalar_t* grad_in;
+  int items, C, H, W, Ho, Wo;
+  Divider inner, middle, outer;  // NCHW: column groups, block rows; NHWC: C, column groups, block rows
+};
+
+C10_HOST_DEVICE inline int min_int(int a, int b) { return a < b ? a : b; }
+C10_HOST_DEVICE inline int max_int(int a, int b) { return a > b ? a : b; }
+
+// One row of a window: its maximum and the column (0..2) of it, PyTorch's rule.
+template <typename opmath_t>
+C10_HOST_DEVICE inline void row_max3(opmath_t v0, opmath_t v1, opmath_t v2, opmath_t* m, int* col) {
+  opmath_t best = v0;
+  int c = 0;
+  bool take = v1 > best || at::_isnan(v1);
+  best = take ? v1 : best;
+  c = take ? 1 : c;
+  take = v2 > best || at::_isnan(v2);
+  *m = take ? v2 : best;
+  *col = take ? 2 : c;
+}
+
+// The 3x3 code t_h * 3 + t_w in the argmax encoding of window (oh, ow).
+C10_HOST_DEVICE inline uint8_t encode_3s2(uint8_t*, int code, int oh, int ow, int W) {
+  return static_cast<uint8_t>(code);
+}
+C10_HOST_DEVICE inline int64_t encode_3s2(int64_t*, int code, int oh, int ow, int W) {
+  const int th = code >= 6 ? 2 : code >= 3 ? 1 : 0;
+  return static_cast<int64_t>(2 * oh + th) * W + 2 * ow + (code - 3 * th);
+}
+
+// kRows3s2 outputs (oh0 + j, ow) of the plane whose input element (0, 0) is `in` (element
+// (h, w) at in[h*sh + w*sw]) into out[j*out_sh], argmax[j*out_sh]. All 2 kRows3s2 + 1 input
+// rows exist (Ho >= kRows3s2; the last chunk of a column overlaps the one before it).
+// kZeroIndex (CUDA channels_last): a window whose maximum stays -inf without a NaN (all
+// taps -inf) stores int64 index 0, as PyTorch's max_pool_forward_nhwc does (it starts the
+// index at 0, not at the first tap); uint8 codes keep the first tap (max_pool2d.h).
+template <bool kZeroIndex, typename scalar_t, typename argmax_t>
+C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int sw, int W, int oh0,
+                                               int ow, scalar_t* out, argmax_t* argmax,
+                                               int out_sh) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr int kIn = 2 * kRows3s2 + 1;  // input rows
+  // Every load first (independent, all in flight), through three column pointers that step
+  // down the rows: one address add per row and column, no index arithmetic per tap.
+  const scalar_t* p0 = in + 2 * oh0 * sh + 2 * ow * sw;
+  const scalar_t* p1 = p0 + sw;
+  const scalar_t* p2 = p1 + sw;
+  opmath_t v[kIn][3];
+#pragma unroll
+  for (int r = 0; r < kIn; ++r) {
+    v[r][0] = static_cast<opmath_t>(*p0);
+    v[r][1] = static_cast<opmath_t>(*p1);
+    v[r][2] = static_cast<opmath_t>(*p2);
+    p0 += sh, p1 += sh, p2 += sh;
+  }
+  opmath_t m[kIn];
+  int c[kIn];
+#pragma unroll
+  for (int r = 0; r < kIn; ++r) row_max3(v[r][0], v[r][1], v[r][2], &m[r], &c[r]);
+#pragma unroll
+  for (int j = 0; j < kRows3s2; ++j) {
+    opmath_t best = m[2 * j];
+    int code = c[2 * j];
+#pragma unroll
+    for (int t = 1; t < 3; ++t) {
+      const opmath_t x = m[2 * j + t];
+      const bool take = x > best || at::_isnan(x);
+      best = take ? x : best;
+      code = take ? 3 * t + c[2 * j + t] : code;
+    }
+    argmax_t a = encode_3s2(static_cast<argmax_t*>(nullptr), code, oh0 + j, ow, W);
+    if constexpr (kZeroIndex && std::is_same_v<argmax_t, int64_t>) {
+      if (best == lowest_value<opmath_t>()) a = 0;
+    }
+    *out = static_cast<scalar_t>(best);
+    *argmax = a;
+    out += out_sh, argmax += out_sh;
+  }
+}
+
+// Forward item i of a Forward3s2 launch.
+template <bool kChannelsLast, typename scalar_t, typename argmax_t>
+C10_HOST_DEVICE inline void forward_3s2_item(const Forward3s2<scalar_t, argmax_t>& a, int i) {
+  int ow, chunk, c = 0, n;  // NCHW: n = the (n, c) plane
+  if constexpr (kChannelsLast) {
+    int t = a.inner.divmod(i, &c);
+    t = a.middle.divmod(t, &ow);
+    n = a.outer.divmod(t, &chunk);
+  } else {
+    const int t = a.inner.divmod(i, &ow);
+    n = a.middle.divmod(t, &chunk);
+  }
+  // The last chunk ends at the last row (it recomputes some of the chunk before: same values).
+  const int oh0 = min_int(chunk * kRows3s2, a.Ho - kRows3s2);
+  if constexpr (kChannelsLast) {
+    const scalar_t* in = a.in + n * a.H * a.W * a.C + c;
+    const int o = ((n * a.Ho + oh0) * a.Wo + ow) * a.C + c;
+    forward_3s2_column<true>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo * a.C);
+  } else {
+    const scalar_t* in = a.in + n * a.H * a.W;
+    const int o = (n * a.Ho + oh0) * a.Wo + ow;
+    forward_3s2_column<false>(in, a.W, 1, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo);
+  }
+}
+
+// The code that window (bh - 1 + dh, bw - 1 + dw) stores when its maximum is pixel
+// (2bh + a, 2bw + b) (see the top of the file), in the argmax encoding.
+// (uint8 codes are compared as int.)
+C10_HOST_DEVICE inline int pixel_code(int*, int dh, int dw, int a, int b, int flat) {
+  return (dh ? a : a + 2) * 3 + (dw ? b : b + 2);
+}
+C10_HOST_DEVICE inline int64_t pixel_code(int64_t*, int, int, int, int, int flat) { return flat; }
+
+// Stores v at p when ok. On the GPU one predicated store: with a plain `if`, the compiler
+// moves each pixel's sum into a branch region of its own (3 more instructions a pixel).
+template <typename T>
+C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 2) {  // (a 32-bit register: st.b16 stores its low half)
+    unsigned short half;
+    memcpy(&half, &v, 2);
+    const unsigned int bits = half;
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b16 [%0], %1; }" ::"l"(p), "r"(bits),
+                 "r"(int(ok))
+                 : "memory");
+  } else if constexpr (sizeof(T) == 4) {
+    unsigned int bits;
+    memcpy(&bits, &v, 4);
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b32 [%0], %1; }" ::"l"(p), "r"(bits),
+                 "r"(int(ok))
+                 : "memory");
+  } else {
+    static_assert(sizeof(T) == 8, "store_if: 2, 4 or 8 bytes");
+    unsigned long long bits;
+    memcpy(&bits, &v, 8);
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b64 [%0], %1; }" ::"l"(p), "l"(bits),
+                 "r"(int(ok))
+                 : "memory");
+  }
+#else
+  if (ok) *p = v;
+#endif
+}
+
+// kBlocks3s2 2x2 blocks (bh, bw0 + k) of one plane: grad_out/argmax element (oh, ow) at
+// [out0 + oh*out_sh + ow*out_sw], grad_in element (h, w) at [in0 + h*in_sh + w*in_sw].
+// (int offsets from the tensors' starts: one 32-bit add and one wide multiply-add an address.)
+template <typename scalar_t, typename argmax_t>
+C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax,
+                                                int out0, int out_sh, int out_sw, int Ho, int Wo,
+                                                scalar_t* grad_in, int in0, int in_sh, int in_sw,
+                                                int H, int W, int bh, int bw0) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using code_t = std::conditional_t<std::is_same_v<argmax_t, int64_t>, int64_t, int>;
+  constexpr int kCols = kBlocks3s2 + 1;  // window columns bw0 - 1 .. bw0 + kBlocks3s2 - 1
+  // The 2 x kCols windows (oh = bh - 1 + dh, ow = bw0 - 1 + dw) are loaded unconditionally,
+  // from clamped (always valid) positions, all in flight together. A window outside the
+  // output gets code -1 (its mask ORed in), which no pixel's code equals.
+  code_t row_mask[2], col_mask[kCols];
+  int row_off[2], col_off[kCols];
+#pragma unroll
+  for (int dh = 0; dh < 2; ++dh) {
+    const int oh = bh - 1 + dh;
+    row_mask[dh] = oh >= 0 && oh < Ho ? 0 : -1;
+    row_off[dh] = out0 + min_int(max_int(oh, 0), Ho - 1) * out_sh;
+  }
+#pragma unroll
+  for (int dw = 0; dw < kCols; ++dw) {
+    const int ow = bw0 - 1 + dw;
+    col_mask[dw] = ow >= 0 && ow < Wo ? 0 : -1;
+    col_off[dw] = min_int(max_int(ow, 0), Wo - 1) * out_sw;
+  }
+  opmath_t g[2][kCols];
+  code_t code[2][kCols];
+#pragma unroll
+  for (int dh = 0; dh < 2; ++dh) {
+#pragma unroll
+    for (int dw = 0; dw < kCols; ++dw) {
+      const int off = row_off[dh] + col_off[dw];
+      g[dh][dw] = static_cast<opmath_t>(grad_out[off]);
+      code[dh][dw] = static_cast<code_t>(argmax[off]) | row_mask[dh] | col_mask[dw];
+    }
+  }
+  // Every pixel's sum, its windows in row-major order; stored only inside the input: pixel
+  // (a, column j = 2k + b of this thread) when j < the row's limit (0 past the last row).
+#pragma unroll
+  for (int a = 0; a < 2; ++a) {
+    const int h = 2 * bh + a;
+    scalar_t* p = grad_in + (in0 + h * in_sh + 2 * bw0 * in_sw);  // steps along the row
+    const int limit = h < H ? W - 2 * bw0 : 0;
+#pragma unroll
+    for (int k = 0; k < kBlocks3s2; ++k) {
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int j = 2 * k + b;
+        const int flat = h * W + 2 * bw0 + j;
+        opmath_t sum = opmath_t(0);
+#pragma unroll
+        for (int dh = 0; dh < 2; ++dh) {
+          if (dh == 0 && a == 1) continue;  // odd rows: only window row bh
+#pragma unroll
+          for (int dw = 0; dw < 2; ++dw) {
+            if (dw == 0 && b == 1) continue;
+            if (code[dh][k + dw] == pixel_code(static_cast<code_t*>(nullptr), dh, dw, a, b, flat)) {
+              sum += g[dh][k + dw];
+            }
+          }
+        }
+        store_if(j < limit, p, static_cast<scalar_t>(sum));
+        p += in_sw;
+      }
+    }
+  }
+}
+
+// Backward item i of a Backward3s2 launch.
+template <bool kChannelsLast, typename scalar_t, typename argmax_t>
+C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax_t>& a, int i) {
+  int group, bh, c = 0, n;
+  if constexpr (kChannelsLast) {
+    int t = a.inner.divmod(i, &c);
+    t = a.middle.divmod(t, &group);
+    n = a.outer.divmod(t, &bh);
+  } else {
+    const int t = a.inner.divmod(i, &group);
+    n = a.middle.divmod(t, &bh);
+  }
+  const int bw0 = group * kBlocks3s2;
+  if constexpr (kChannelsLast) {
+    backward_3s2_blocks(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho, a.Wo,
+                        a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh, bw0);
+  } else {
+    backward_3s2_blocks(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
+                        n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
+  }
+}
+
+// Host: the launch arguments and item counts.
+inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+template <typename scalar_t, typename argmax_t>
+Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* out,
+                                                argmax_t* argmax, const Geometry& g,
+                                                bool channels_last) {
+  const int C = static_cast<int>(g.C), Ho = g.h.out_size, Wo = g.w.out_size;
+  const int chunks = ceil_div(Ho, kRows3s2);
+  const int64_t items = g.N * g.C * chunks * Wo;
+  Forward3s2<scalar_t, argmax_t> a{in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size,
+                                   Ho, Wo, {}, {}, {}};
+  if (channels_last) {
+    a.inner = Divider::make(C), a.middle = Divider::make(Wo), a.outer = Divider::make(chunks);
+  } else {
+    a.inner = Divider::make(Wo), a.middle = Divider::make(chunks), a.outer = Divider::make(1);
+  }
+  return a;
+}
+
+template <typename scalar_t, typename argmax_t>
+Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, const argmax_t* argmax,
+                                                  scalar_t* grad_in, const Geometry& g,
+                                                  bool channels_last) {
+  const int C = static_cast<int>(g.C);
+  const int block_rows = ceil_div(g.h.size, 2);
+  const int groups = ceil_div(ceil_div(g.w.size, 2), kBlocks3s2);
+  const int64_t items = g.N * g.C * block_rows * groups;
+  Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
+                                    g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
+  if (channels_last) {
+    a.inner = Divider::make(C), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
+  } else {
+    a.inner = Divider::make(groups), a.middle = Divider::make(block_rows), a.outer = Divider::make(1);
+  }
+  return a;
+}
+
+}  // namespace max_pool2d
+}  // namespace alexnet_cuda
