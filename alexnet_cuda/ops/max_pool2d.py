@@ -72,6 +72,13 @@ def max_pool2d(
 
     For every window with a tap inside the input both modes give PyTorch's gradient;
     the compact mode differs from PyTorch only for empty windows.
+
+    Windows whose taps are all -inf: the index is that of the first tap inside the input,
+    as PyTorch's CPU kernels and CUDA NCHW kernel report it, except on CUDA channels_last
+    with ``return_indices=True``, where it is 0, as PyTorch's CUDA channels_last kernel
+    reports it. In the compact mode on CUDA channels_last such a window's gradient goes
+    to its first tap, where PyTorch's goes to pixel (0, 0) or nowhere
+    (csrc/max_pool2d/max_pool2d.h explains why).
     """
     k, s, p, d = _check(input, kernel_size, stride, padding, dilation, ceil_mode)
     unbatched = input.dim() == 3
