@@ -31,6 +31,8 @@ from typing import Callable, Dict, Optional
 import torch
 import triton
 
+from .._cache import cache_dir
+
 LOG = logging.getLogger("alexnet_cuda.conv2d_relu")
 
 FALLBACK = "cudnn"
@@ -41,9 +43,7 @@ MARGIN = 0.03
 def cache_path() -> str:
     """conv_select.json in the library's cache folder ($ALEXNET_CUDA_CACHE, as the trainer's
     dataset statistics; ~/.cache/alexnet_cuda by default)."""
-    base = os.environ.get("ALEXNET_CUDA_CACHE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "alexnet_cuda"))
-    return os.path.join(base, "conv_select.json")
+    return os.path.join(cache_dir(), "conv_select.json")
 
 
 def cuda_event_timer(fn: Callable[[], object], repeats: int = 5) -> float:

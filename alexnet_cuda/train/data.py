@@ -37,6 +37,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .._cache import cache_dir
+
 log = logging.getLogger("alexnet_cuda.train")
 
 # torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec but they work
@@ -329,8 +331,7 @@ def default_stats_path(root: str, size: int, n_files: int, max_images: int) -> s
     """
     key = f"{os.path.realpath(root)}|{size}|{n_files}|{max_images}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    base = os.environ.get("ALEXNET_CUDA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "alexnet_cuda"))
-    return os.path.join(base, f"stats-{digest}.pt")
+    return os.path.join(cache_dir(), f"stats-{digest}.pt")
 
 
 @torch.no_grad()

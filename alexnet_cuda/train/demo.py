@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 
+from .._cache import cache_dir
+
 DEMO_DEFAULTS = dict(
     arch="small",
     width=16,
@@ -43,7 +45,7 @@ DEMO_DEFAULTS = dict(
 
 
 def _cache_root() -> str:
-    return os.environ.get("ALEXNET_CUDA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "alexnet_cuda"))
+    return cache_dir()
 
 
 def prepare_digits_imagefolder(root: str = None, size: int = 28, val_every: int = 5) -> str:
