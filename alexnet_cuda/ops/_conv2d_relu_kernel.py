@@ -62,15 +62,22 @@ def gpu_tuning_configs():
 TEST_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=4)
 
 
-def _autotune_configs():
+def autotune_configs(interpret_config, test_config, tuning_configs):
+    """The configs a conv kernel is autotuned over. Under the interpreter, which runs every
+    program in numpy: one config with small tiles, so the tiny test shapes still cover
+    several tiles (checked first: .ci/gpu's ALEXNET_CUDA_CONV_AUTOTUNE=0 reaches
+    interpreter runs too). With ALEXNET_CUDA_CONV_AUTOTUNE=0: the one test config, no
+    tuning. Otherwise the GPU tuning configs."""
     if _INTERPRET:
-        # The interpreter runs every program in numpy: one config, no benchmarking.
-        # Small tiles so that the tiny test shapes still cover several M/N/K tiles
-        # (checked first: .ci/gpu's ALEXNET_CUDA_CONV_AUTOTUNE=0 reaches interpreter runs too).
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
+        return [interpret_config]
     if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
-        return [TEST_CONFIG]
-    return gpu_tuning_configs()
+        return [test_config]
+    return tuning_configs()
+
+
+def _autotune_configs():
+    interpret = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)
+    return autotune_configs(interpret, TEST_CONFIG, gpu_tuning_configs)
 
 
 # Implicit GEMM, one GEMM per group g (grid axis 1):

@@ -13,8 +13,6 @@ bit-identical results run to run (the split count depends on the shape only).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -44,11 +42,9 @@ TEST_CONFIG = triton.Config({"BLOCK_CO": 64, "BLOCK_K": 64, "BLOCK_M": 32}, num_
 
 
 def _autotune_configs():
-    if _INTERPRET:  # small tiles: the tiny test shapes still span several tiles and splits
-        return [triton.Config({"BLOCK_CO": 16, "BLOCK_K": 16, "BLOCK_M": 16}, num_warps=4, num_stages=1)]
-    if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
-        return [TEST_CONFIG]
-    return gpu_tuning_configs()
+    # Small tiles under the interpreter: the tiny test shapes still span several tiles and splits.
+    interpret = triton.Config({"BLOCK_CO": 16, "BLOCK_K": 16, "BLOCK_M": 16}, num_warps=4, num_stages=1)
+    return _k.autotune_configs(interpret, TEST_CONFIG, gpu_tuning_configs)
 
 
 # One GEMM per group g (grid axis 2), its reduction split over grid axis 1:
