@@ -130,10 +130,37 @@ def _fresh_seed(request):
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
-def _cpu_test_paths(sweep=False, gather=False):
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu-sweep",
+        action="store_true",
+        help="run every CPU test on the CUDA kernels' per-item code (the sweep kernels and "
+        "max-pool's gather backward, csrc/cpu_test_paths.h) where it applies, instead of the "
+        "CPU-native kernels: for the sanitizer run (.ci/sanitize)",
+    )
+
+
+_SESSION_PATHS = {"sweep": False, "gather": False}  # the paths --cpu-sweep forces
+
+
+def pytest_configure(config):
+    if config.getoption("--cpu-sweep"):
+        _SESSION_PATHS.update(sweep=True, gather=True)
+
+
+def _cpu_test_paths(**paths):
+    """Set the CPU test paths: the session's (--cpu-sweep), with `paths` on top."""
     import alexnet_cuda  # noqa: F401  (loads the extension that defines the private op)
 
-    torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, gather)
+    paths = {**_SESSION_PATHS, **paths}
+    torch.ops.alexnet_cuda._set_cpu_test_paths(paths["sweep"], paths["gather"])
+
+
+@pytest.fixture(autouse=True)
+def _session_cpu_test_paths():
+    # Every test starts on the session's paths, also after a test that set them itself.
+    if any(_SESSION_PATHS.values()):
+        _cpu_test_paths()
 
 
 @pytest.fixture
