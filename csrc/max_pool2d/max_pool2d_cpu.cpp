@@ -28,7 +28,8 @@
 //   backward_3s2_nhwc   the 3/2 pool in channels_last: a gather whose windows per input
 //                       row/column are known without division; one branch-free pass per
 //                       window over a pixel's contiguous channels.
-//   backward_scatter    NCHW, and any other pool: each output adds its gradient at its argmax.
+//   backward_scatter_*  NCHW, and any other pool: each output adds its gradient at its argmax
+//                       (fp32 NCHW: straight into grad_input, as PyTorch does).
 // Test paths (cpu_test_paths.h): sweep runs the CUDA forward items, gather the CUDA backward
 // items (max_pool2d_3s2.h, max_pool2d.h), so CI checks the CUDA arithmetic without a GPU.
 #include "max_pool2d/max_pool2d.h"
@@ -418,18 +419,22 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
 }
 
 // Backward as a scatter, not the CUDA kernel's gather: each output element adds its
-// gradient to the one input position its argmax names (argmax_position; for one-byte
-// codes through TapOffsets), into an opmath
-// accumulator that is then rounded into grad_input. One task owns whole planes (NCHW:
-// one (n, c) plane; NHWC: up to kChannelLanes adjacent channels of one image), so no
-// two tasks touch the same element: deterministic, no atomics. Outputs are visited in
-// row-major order, the order in which gather_grad sums the windows of one input
-// element, so both give the same bits. A scatter does one step per output element
-// where the gather does ~2.25 window visits per input element (3x3, stride 2), each
-// with a division to find its windows.
-// argmax_position for one-byte codes without a division per element: the (row, column)
-// offset of every code's tap in its window, looked up. Gives argmax_position's answers:
-// a code past the window's last tap (th >= kernel_h) is not a tap.
+// gradient to the one input position its argmax names:
+//
+//   grad_input[n, c, h, w] = sum over (oh, ow) in row-major order with
+//                            argmax(n, c, oh, ow) naming (h, w) of grad_output[n, c, oh, ow]
+//
+// the order in which PyTorch's CPU kernel adds (it zeroes grad_input, then scatters
+// through its int64 indices) and in which gather_grad sums the windows of one input
+// element, so all three give the same bits. One task owns whole planes (NCHW: one (n, c)
+// plane; NHWC: up to kChannelLanes adjacent channels of one image), so no two tasks touch
+// the same element: deterministic, no atomics. A scatter does one step per output element
+// where the gather does ~2.25 window visits per input element (3x3, stride 2).
+//
+// One-byte codes are decoded without a division: the tap t = th*kernel_w + tw of the
+// window that starts at (h0, w0) = (oh*stride_h - pad_h, ow*stride_w - pad_w) is input
+// element (h0 + dh[t], w0 + dw[t]), the offsets looked up. A code past the window's last
+// tap (th >= kernel_h) is not a tap (argmax_position's answer).
 struct TapOffsets {
   int dh[256], dw[256];
   bool tap[256];
@@ -453,16 +458,102 @@ inline bool scatter_position(const TapOffsets&, int64_t a, const Geometry& g, in
   return argmax_position(a, g.h, g.w, oh, ow, h, w);
 }
 
+// Whether every window lies inside the input: no padding, and the last window's last tap
+// is inside. Then a one-byte code's element is plane[h0*W + w0 + offset[a]], no bounds to
+// check (AlexNet's 3/2 pools).
+inline bool windows_inside(const Axis& a) {
+  return a.pad == 0 && static_cast<int64_t>(a.out_size - 1) * a.stride +
+                           static_cast<int64_t>(a.kernel - 1) * a.dilation < a.size;
+}
+
+// One NCHW plane: acc (H x W, zeroed) += the scatter of go/am (Ho x Wo). For fp32, acc is
+// grad_input's plane itself; for half/bf16 an fp32 buffer (opmath, as PyTorch's CUDA
+// kernel sums) rounded afterwards.
+template <typename scalar_t, typename opmath_t>
+void scatter_plane(const scalar_t* go, const uint8_t* am, opmath_t* acc, const Geometry& g,
+                   const TapOffsets& taps, const int* offset, bool inside) {
+  const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size, sh = g.h.stride, sw = g.w.stride;
+  if (inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
+    for (int oh = 0; oh < Ho; ++oh) {
+      opmath_t* row = acc + static_cast<int64_t>(oh) * sh * W;  // window row start h0 = oh*sh
+      const scalar_t* gr = go + static_cast<int64_t>(oh) * Wo;
+      const uint8_t* ar = am + static_cast<int64_t>(oh) * Wo;
+      for (int ow = 0; ow < Wo; ++ow) {
+        const int o = offset[ar[ow]];
+        if (o >= 0) row[ow * sw + o] += static_cast<opmath_t>(gr[ow]);
+      }
+    }
+    return;
+  }
+  for (int oh = 0; oh < Ho; ++oh) {
+    for (int ow = 0; ow < Wo; ++ow) {
+      const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
+      int h, w;
+      if (scatter_position(taps, am[i], g, oh, ow, &h, &w)) {
+        acc[static_cast<int64_t>(h) * W + w] += static_cast<opmath_t>(go[i]);
+      }
+    }
+  }
+}
+template <typename scalar_t, typename opmath_t>
+void scatter_plane(const scalar_t* go, const int64_t* am, opmath_t* acc, const Geometry& g,
+                   const TapOffsets& taps, const int*, bool) {
+  const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  for (int oh = 0; oh < Ho; ++oh) {
+    for (int ow = 0; ow < Wo; ++ow) {
+      const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
+      int h, w;
+      if (scatter_position(taps, am[i], g, oh, ow, &h, &w)) {
+        acc[static_cast<int64_t>(h) * W + w] += static_cast<opmath_t>(go[i]);
+      }
+    }
+  }
+}
+
+// NCHW: one task per (n, c) plane; fp32 scatters straight into grad_input (no buffer, no
+// copy: what PyTorch does).
 template <typename scalar_t, typename argmax_t>
-void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
-                      bool channels_last, at::Tensor& grad_input) {
+void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argmax,
+                           const Geometry& g, at::Tensor& grad_input) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr bool kDirect = std::is_same_v<opmath_t, scalar_t>;
+  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+  const argmax_t* am = argmax.const_data_ptr<argmax_t>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t HW = static_cast<int64_t>(g.h.size) * g.w.size;
+  const int64_t HoWo = static_cast<int64_t>(g.h.out_size) * g.w.out_size;
+  const TapOffsets taps(g);
+  const bool inside = windows_inside(g.h) && windows_inside(g.w);
+  int offset[256];
+  for (int a = 0; a < 256; ++a) offset[a] = taps.tap[a] ? taps.dh[a] * g.w.size + taps.dw[a] : -1;
+
+  at::parallel_for(0, g.N * g.C, grain(HW + HoWo), [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> buf(kDirect ? 0 : HW);  // once per thread's range, not per plane
+    for (int64_t plane = begin; plane < end; ++plane) {
+      scalar_t* out = gi + plane * HW;
+      opmath_t* acc;
+      if constexpr (kDirect) acc = out; else acc = buf.data();
+      std::fill(acc, acc + HW, opmath_t(0));
+      scatter_plane(go + plane * HoWo, am + plane * HoWo, acc, g, taps, offset, inside);
+      if constexpr (!kDirect) {
+        for (int64_t i = 0; i < HW; ++i) out[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+// NHWC, pools other than 3/2 (rare): one task per kChannelLanes adjacent channels of one
+// image, scattered into an opmath buffer (h, w, lane) and then rounded into grad_input.
+template <typename scalar_t, typename argmax_t>
+void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax,
+                           const Geometry& g, at::Tensor& grad_input) {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  const int64_t lanes = channels_last ? kChannelLanes : 1;  // adjacent planes per task
-  const int64_t blocks = (C + lanes - 1) / lanes;           // tasks per image
+  const int64_t lanes = kChannelLanes;
+  const int64_t blocks = (C + lanes - 1) / lanes;  // tasks per image
   const TapOffsets taps(g);
 
   at::parallel_for(0, g.N * blocks, grain(H * W * lanes), [&](int64_t begin, int64_t end) {
@@ -470,20 +561,12 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, c0 = task % blocks * lanes;
       const int64_t L = std::min(lanes, C - c0);
-      // Element (h, w) of lane j of this task in grad_input is gi[in0 + h*in_sh + w*in_sw + j],
-      // element (oh, ow) in grad_output and argmax [out0 + oh*out_sh + ow*out_sw + j].
-      int64_t in0, in_sh, in_sw, out0, out_sh, out_sw;
-      if (channels_last) {
-        in0 = n * H * W * C + c0, in_sh = W * C, in_sw = C;
-        out0 = n * Ho * Wo * C + c0, out_sh = Wo * C, out_sw = C;
-      } else {
-        in0 = (n * C + c0) * H * W, in_sh = W, in_sw = 1;
-        out0 = (n * C + c0) * Ho * Wo, out_sh = Wo, out_sw = 1;
-      }
+      // Lane j's element (h, w) is gi[in0 + (h*W + w)*C + j], (oh, ow) go[out0 + (oh*Wo + ow)*C + j].
+      const int64_t in0 = n * H * W * C + c0, out0 = n * Ho * Wo * C + c0;
       std::fill(acc.begin(), acc.begin() + H * W * L, opmath_t(0));
       for (int oh = 0; oh < Ho; ++oh) {
         for (int ow = 0; ow < Wo; ++ow) {
-          const int64_t off = out0 + oh * out_sh + ow * out_sw;
+          const int64_t off = out0 + (oh * Wo + ow) * C;
           for (int64_t j = 0; j < L; ++j) {
             int h, w;
             if (scatter_position(taps, am[off + j], g, oh, ow, &h, &w)) {
@@ -492,12 +575,8 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
           }
         }
       }
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t w = 0; w < W; ++w) {
-          for (int64_t j = 0; j < L; ++j) {
-            gi[in0 + h * in_sh + w * in_sw + j] = static_cast<scalar_t>(acc[(h * W + w) * L + j]);
-          }
-        }
+      for (int64_t p = 0; p < H * W; ++p) {
+        for (int64_t j = 0; j < L; ++j) gi[in0 + p * C + j] = static_cast<scalar_t>(acc[p * L + j]);
       }
     }
   });
@@ -551,7 +630,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       } else if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
         backward_3s2_nhwc<scalar_t, argmax_t>(go, am, g, grad_input);
       } else {
-        backward_scatter<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+        channels_last ? backward_scatter_nhwc<scalar_t, argmax_t>(go, am, g, grad_input)
+                      : backward_scatter_nchw<scalar_t, argmax_t>(go, am, g, grad_input);
       }
     };
     am.scalar_type() == at::kByte ? run(uint8_t{}) : run(int64_t{});
