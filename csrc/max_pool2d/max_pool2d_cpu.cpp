@@ -43,6 +43,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -286,36 +287,81 @@ inline int rows_of_3s2(int64_t h, int64_t Ho, int64_t* oh, int64_t* th) {
   return k;
 }
 
-// Whether a window's argmax a names its tap (th, tw), the input pixel whose flat index
-// h * W + w is `flat`.
-inline bool is_tap_3s2(uint8_t a, int64_t th, int64_t tw, int64_t) { return a == th * 3 + tw; }
-inline bool is_tap_3s2(int64_t a, int64_t, int64_t, int64_t flat) { return a == flat; }
+// Whether a window's argmax names its tap: one-byte codes name it by t = th*3 + tw, int64
+// indices by the input pixel's flat index h*W + w; code_of_tap gives that value.
+inline uint8_t code_of_tap(uint8_t*, int64_t th, int64_t tw, int64_t) { return th * 3 + tw; }
+inline int64_t code_of_tap(int64_t*, int64_t, int64_t, int64_t flat) { return flat; }
 
-// One NHWC image row h: for each pixel, its (up to 4) windows in row-major order, each a
-// branch-free pass over the contiguous channels into `acc`.
-template <typename scalar_t, typename argmax_t, typename opmath_t>
+// take ? v : +0 as a bit mask, not a select: inlined into the row loop below, GCC turned
+// the select into a branch per element and left the loop scalar ("control flow in loop").
+template <typename T>
+inline T keep_if(bool take, T v) {
+  using bits_t = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(T) == sizeof(bits_t));
+  bits_t b;
+  std::memcpy(&b, &v, sizeof b);
+  b &= -static_cast<bits_t>(take);
+  std::memcpy(&v, &b, sizeof b);
+  return v;
+}
+
+// out[c] = sum over the K windows k, in order, of (a_k[c] == code_k ? go_k[c] : +0), for
+// the C contiguous channels of one pixel: a branch-free pass the compiler vectorizes
+// (K = 1, 2 or 4; the sum starts at +0 like the scatter's zeroed grad_input; the pointers
+// come as __restrict arguments, so that no alias check is needed).
+template <int K, typename scalar_t, typename argmax_t>
+inline void sum_windows_3s2(const scalar_t* __restrict g0, const scalar_t* __restrict g1,
+                            const scalar_t* __restrict g2, const scalar_t* __restrict g3,
+                            const argmax_t* __restrict a0, const argmax_t* __restrict a1,
+                            const argmax_t* __restrict a2, const argmax_t* __restrict a3,
+                            const argmax_t* code, int64_t C, scalar_t* __restrict out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const argmax_t c0 = code[0], c1 = code[1], c2 = code[2], c3 = code[3];
+  const opmath_t zero = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    opmath_t s = zero + keep_if(a0[c] == c0, static_cast<opmath_t>(g0[c]));
+    if constexpr (K >= 2) s += keep_if(a1[c] == c1, static_cast<opmath_t>(g1[c]));
+    if constexpr (K >= 4) {
+      s += keep_if(a2[c] == c2, static_cast<opmath_t>(g2[c]));
+      s += keep_if(a3[c] == c3, static_cast<opmath_t>(g3[c]));
+    }
+    out[c] = static_cast<scalar_t>(s);
+  }
+}
+
+// One NHWC image row h: for each pixel, its (1, 2 or 4) windows in row-major order
+// summed over its contiguous channels straight into grad_input.
+template <typename scalar_t, typename argmax_t>
 ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t* am, scalar_t* gi,
-                                              const Geometry& g, int64_t h, opmath_t* acc) {
+                                              const Geometry& g, int64_t h) {
   const int64_t C = g.C, W = g.w.size, Wo = g.w.out_size;
   int64_t ohs[2], ths[2];
-  const int k = rows_of_3s2(h, g.h.out_size, ohs, ths);
+  const int kh = rows_of_3s2(h, g.h.out_size, ohs, ths);
   for (int64_t w = 0; w < W; ++w) {
     int64_t ows[2], tws[2];
     const int kw = rows_of_3s2(w, Wo, ows, tws);
-    std::fill(acc, acc + C, opmath_t(0));
-    for (int r = 0; r < k; ++r) {
-      for (int q = 0; q < kw; ++q) {
+    const scalar_t* gw[4] = {go, go, go, go};  // (unused entries: any valid pointer)
+    const argmax_t* aw[4] = {am, am, am, am};
+    argmax_t code[4] = {};
+    int k = 0;
+    for (int r = 0; r < kh; ++r) {
+      for (int q = 0; q < kw; ++q, ++k) {
         const int64_t off = (ohs[r] * Wo + ows[q]) * C;
-        const scalar_t* gw = go + off;
-        const argmax_t* aw = am + off;
-        const int64_t th = ths[r], tw = tws[q], flat = h * W + w;
-        for (int64_t c = 0; c < C; ++c) {
-          acc[c] += is_tap_3s2(aw[c], th, tw, flat) ? opmath_t(gw[c]) : opmath_t(0);
-        }
+        gw[k] = go + off, aw[k] = am + off;
+        code[k] = code_of_tap(static_cast<argmax_t*>(nullptr), ths[r], tws[q], h * W + w);
       }
     }
     scalar_t* out = gi + (h * W + w) * C;
-    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(acc[c]);
+    auto sum = [&](auto windows) {
+      sum_windows_3s2<decltype(windows)::value>(gw[0], gw[1], gw[2], gw[3], aw[0], aw[1], aw[2],
+                                                aw[3], code, C, out);
+    };
+    switch (k) {
+      case 1: sum(std::integral_constant<int, 1>{}); break;
+      case 2: sum(std::integral_constant<int, 2>{}); break;
+      case 4: sum(std::integral_constant<int, 4>{}); break;
+      default: std::fill(out, out + C, scalar_t(0));  // in no window (past the last one)
+    }
   }
 }
 
@@ -323,17 +369,14 @@ ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t
 template <typename scalar_t, typename argmax_t>
 void backward_3s2_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
                        at::Tensor& grad_input) {
-  using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   at::parallel_for(0, g.N * H, grain(W * C), [&](int64_t begin, int64_t end) {  // (n, h) rows
-    std::vector<opmath_t> acc(C);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / H, h = t % H;
-      backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h,
-                            acc.data());
+      backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h);
     }
   });
 }
