@@ -19,16 +19,17 @@
 //     format); nothing else of the input is needed.
 //
 // CPU variants (all give PyTorch's CPU bits):
-//   forward_3s2         AlexNet's pool in NCHW (3x3, stride 2, no padding/dilation, is_3s2):
+//   forward_3s2         AlexNet's pool (3x3, stride 2, no padding/dilation, is_3s2), both layouts:
 //                       separable, the row maxima of the even input rows computed once for
 //                       the two output rows that share them; branch-free vectorized loops.
-//   forward_kernel      channels_last, and any other pool: pool_window (max_pool2d.h, the
+//   forward_kernel      any other pool: pool_window (max_pool2d.h, the
 //                       CUDA kernels' per-element code) on 32 channels (NHWC) or 16 columns
 //                       (NCHW) at once.
 //   backward_3s2_nhwc   the 3/2 pool in channels_last: a gather whose windows per input
 //                       row/column are known without division; one branch-free pass per
 //                       window over a pixel's contiguous channels.
-//   backward_scatter    NCHW, and any other pool: each output adds its gradient at its argmax.
+//   backward_scatter_*  NCHW, and any other pool: each output adds its gradient at its argmax
+//                       (fp32 NCHW: straight into grad_input, as PyTorch does).
 // Test paths (cpu_test_paths.h): sweep runs the CUDA forward items, gather the CUDA backward
 // items (max_pool2d_3s2.h, max_pool2d.h), so CI checks the CUDA arithmetic without a GPU.
 #include "max_pool2d/max_pool2d.h"
@@ -42,6 +43,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -157,33 +159,59 @@ ALEXNET_CPU_CLONES void row_maxima_3s2(const scalar_t* row, int64_t Wo, int64_t 
   }
 }
 
-// argmax of window (oh, ow) at tap (th, tw), both encodings.
-inline uint8_t code_3s2(uint8_t*, int64_t th, int64_t tw, int64_t, int64_t, int64_t) {
-  return static_cast<uint8_t>(th * 3 + tw);
-}
-inline int64_t code_3s2(int64_t*, int64_t th, int64_t tw, int64_t oh, int64_t ow, int64_t W) {
-  return (2 * oh + th) * W + 2 * ow + tw;
+// Output row oh from the maxima of its input rows 2oh, 2oh+1, 2oh+2 (m_r, t_r: a row's
+// maximum over a window's three columns and its column tap):
+//
+//   out[j] = m_r[j] for the first r in 0..2 with the largest value (NaN counts as largest)
+//   argmax[j] = 3r + t_r[j]  (one-byte codes), (2oh + r)*W + 2ow + t_r[j]  (int64)
+//
+// for j = ow*L + l. "Largest" is the bitwise (x > best) | isnan(x): with || (a branch)
+// GCC left the loop scalar, as it did with the rows behind an array of pointers.
+template <typename opmath_t>
+inline bool takes_3s2(opmath_t x, opmath_t best) {
+  return (x > best) | at::_isnan(x);
 }
 
-// Output row oh from the maxima of its input rows 2oh, 2oh+1, 2oh+2 (m[r], tw[r]).
-template <typename scalar_t, typename argmax_t, typename opmath_t>
-ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* const* m, const int32_t* const* tw, int64_t Wo,
-                                      int64_t L, int64_t oh, int64_t W, scalar_t* out,
-                                      argmax_t* argmax) {
+template <typename scalar_t, typename opmath_t>
+ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmath_t* __restrict m1,
+                                      const opmath_t* __restrict m2, const int32_t* __restrict t0,
+                                      const int32_t* __restrict t1, const int32_t* __restrict t2,
+                                      int64_t Wo, int64_t L, int64_t, int64_t, scalar_t* __restrict out,
+                                      uint8_t* __restrict argmax) {
+  for (int64_t j = 0; j < Wo * L; ++j) {  // one flat loop: vectorized for L = 1 (NCHW) too
+    opmath_t best = m0[j];
+    int32_t code = t0[j];
+    bool take = takes_3s2(m1[j], best);
+    best = take ? m1[j] : best;
+    code = take ? 3 + t1[j] : code;
+    take = takes_3s2(m2[j], best);
+    best = take ? m2[j] : best;
+    code = take ? 6 + t2[j] : code;
+    out[j] = static_cast<scalar_t>(best);
+    argmax[j] = static_cast<uint8_t>(code);
+  }
+}
+template <typename scalar_t, typename opmath_t>
+ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmath_t* __restrict m1,
+                                      const opmath_t* __restrict m2, const int32_t* __restrict t0,
+                                      const int32_t* __restrict t1, const int32_t* __restrict t2,
+                                      int64_t Wo, int64_t L, int64_t oh, int64_t W,
+                                      scalar_t* __restrict out, int64_t* __restrict argmax) {
   for (int64_t ow = 0; ow < Wo; ++ow) {
     for (int64_t l = 0; l < L; ++l) {
       const int64_t j = ow * L + l;
-      opmath_t best = m[0][j];
-      int32_t th = 0, t = tw[0][j];
-      for (int r = 1; r < 3; ++r) {
-        const opmath_t x = m[r][j];
-        const bool take = x > best || at::_isnan(x);
-        best = take ? x : best;
-        th = take ? r : th;
-        t = take ? tw[r][j] : t;
-      }
+      opmath_t best = m0[j];
+      int64_t th = 0, t = t0[j];
+      bool take = takes_3s2(m1[j], best);
+      best = take ? m1[j] : best;
+      th = take ? 1 : th;
+      t = take ? t1[j] : t;
+      take = takes_3s2(m2[j], best);
+      best = take ? m2[j] : best;
+      th = take ? 2 : th;
+      t = take ? t2[j] : t;
       out[j] = static_cast<scalar_t>(best);
-      argmax[j] = code_3s2(static_cast<argmax_t*>(nullptr), th, t, oh, ow, W);
+      argmax[j] = (2 * oh + th) * W + 2 * ow + t;
     }
   }
 }
@@ -200,7 +228,7 @@ void forward_3s2_rows(const scalar_t* in, scalar_t* out, argmax_t* argmax, const
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     row_maxima_3s2<kNHWC>(in + (2 * oh + 1) * W * L, Wo, L, m[1], tw[1]);
     row_maxima_3s2<kNHWC>(in + (2 * oh + 2) * W * L, Wo, L, m[2], tw[2]);
-    fold_rows_3s2(m, tw, Wo, L, oh, W, out + oh * n, argmax + oh * n);
+    fold_rows_3s2(m[0], m[1], m[2], tw[0], tw[1], tw[2], Wo, L, oh, W, out + oh * n, argmax + oh * n);
     std::swap(m[0], m[2]);  // row 2oh+2 is the next output row's first
     std::swap(tw[0], tw[2]);
   }
@@ -240,10 +268,10 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
   const int64_t C = g.C, Ho = g.h.out_size, Wo = g.w.out_size;
-  // NCHW 3/2: separable. (NHWC: pool_window over 32 channels measured faster than the
-  // separable loops, whose row buffers of Wo x C maxima leave L1.)
-  if (!channels_last && is_3s2(g.h) && is_3s2(g.w)) {
-    return forward_3s2<scalar_t, argmax_t>(input, g, false, out, argmax);
+  // 3/2, both layouts: separable. (NHWC measured slower than pool_window over 32 channels
+  // while fold_rows_3s2 was a scalar loop; vectorized, it is ~1.4-1.6x faster.)
+  if (is_3s2(g.h) && is_3s2(g.w)) {
+    return forward_3s2<scalar_t, argmax_t>(input, g, channels_last, out, argmax);
   }
 
   if (!channels_last) {
@@ -285,36 +313,81 @@ inline int rows_of_3s2(int64_t h, int64_t Ho, int64_t* oh, int64_t* th) {
   return k;
 }
 
-// Whether a window's argmax a names its tap (th, tw), the input pixel whose flat index
-// h * W + w is `flat`.
-inline bool is_tap_3s2(uint8_t a, int64_t th, int64_t tw, int64_t) { return a == th * 3 + tw; }
-inline bool is_tap_3s2(int64_t a, int64_t, int64_t, int64_t flat) { return a == flat; }
+// Whether a window's argmax names its tap: one-byte codes name it by t = th*3 + tw, int64
+// indices by the input pixel's flat index h*W + w; code_of_tap gives that value.
+inline uint8_t code_of_tap(uint8_t*, int64_t th, int64_t tw, int64_t) { return th * 3 + tw; }
+inline int64_t code_of_tap(int64_t*, int64_t, int64_t, int64_t flat) { return flat; }
 
-// One NHWC image row h: for each pixel, its (up to 4) windows in row-major order, each a
-// branch-free pass over the contiguous channels into `acc`.
-template <typename scalar_t, typename argmax_t, typename opmath_t>
+// take ? v : +0 as a bit mask, not a select: inlined into the row loop below, GCC turned
+// the select into a branch per element and left the loop scalar ("control flow in loop").
+template <typename T>
+inline T keep_if(bool take, T v) {
+  using bits_t = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(T) == sizeof(bits_t));
+  bits_t b;
+  std::memcpy(&b, &v, sizeof b);
+  b &= -static_cast<bits_t>(take);
+  std::memcpy(&v, &b, sizeof b);
+  return v;
+}
+
+// out[c] = sum over the K windows k, in order, of (a_k[c] == code_k ? go_k[c] : +0), for
+// the C contiguous channels of one pixel: a branch-free pass the compiler vectorizes
+// (K = 1, 2 or 4; the sum starts at +0 like the scatter's zeroed grad_input; the pointers
+// come as __restrict arguments, so that no alias check is needed).
+template <int K, typename scalar_t, typename argmax_t>
+inline void sum_windows_3s2(const scalar_t* __restrict g0, const scalar_t* __restrict g1,
+                            const scalar_t* __restrict g2, const scalar_t* __restrict g3,
+                            const argmax_t* __restrict a0, const argmax_t* __restrict a1,
+                            const argmax_t* __restrict a2, const argmax_t* __restrict a3,
+                            const argmax_t* code, int64_t C, scalar_t* __restrict out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const argmax_t c0 = code[0], c1 = code[1], c2 = code[2], c3 = code[3];
+  const opmath_t zero = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    opmath_t s = zero + keep_if(a0[c] == c0, static_cast<opmath_t>(g0[c]));
+    if constexpr (K >= 2) s += keep_if(a1[c] == c1, static_cast<opmath_t>(g1[c]));
+    if constexpr (K >= 4) {
+      s += keep_if(a2[c] == c2, static_cast<opmath_t>(g2[c]));
+      s += keep_if(a3[c] == c3, static_cast<opmath_t>(g3[c]));
+    }
+    out[c] = static_cast<scalar_t>(s);
+  }
+}
+
+// One NHWC image row h: for each pixel, its (1, 2 or 4) windows in row-major order
+// summed over its contiguous channels straight into grad_input.
+template <typename scalar_t, typename argmax_t>
 ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t* am, scalar_t* gi,
-                                              const Geometry& g, int64_t h, opmath_t* acc) {
+                                              const Geometry& g, int64_t h) {
   const int64_t C = g.C, W = g.w.size, Wo = g.w.out_size;
   int64_t ohs[2], ths[2];
-  const int k = rows_of_3s2(h, g.h.out_size, ohs, ths);
+  const int kh = rows_of_3s2(h, g.h.out_size, ohs, ths);
   for (int64_t w = 0; w < W; ++w) {
     int64_t ows[2], tws[2];
     const int kw = rows_of_3s2(w, Wo, ows, tws);
-    std::fill(acc, acc + C, opmath_t(0));
-    for (int r = 0; r < k; ++r) {
-      for (int q = 0; q < kw; ++q) {
+    const scalar_t* gw[4] = {go, go, go, go};  // (unused entries: any valid pointer)
+    const argmax_t* aw[4] = {am, am, am, am};
+    argmax_t code[4] = {};
+    int k = 0;
+    for (int r = 0; r < kh; ++r) {
+      for (int q = 0; q < kw; ++q, ++k) {
         const int64_t off = (ohs[r] * Wo + ows[q]) * C;
-        const scalar_t* gw = go + off;
-        const argmax_t* aw = am + off;
-        const int64_t th = ths[r], tw = tws[q], flat = h * W + w;
-        for (int64_t c = 0; c < C; ++c) {
-          acc[c] += is_tap_3s2(aw[c], th, tw, flat) ? opmath_t(gw[c]) : opmath_t(0);
-        }
+        gw[k] = go + off, aw[k] = am + off;
+        code[k] = code_of_tap(static_cast<argmax_t*>(nullptr), ths[r], tws[q], h * W + w);
       }
     }
     scalar_t* out = gi + (h * W + w) * C;
-    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(acc[c]);
+    auto sum = [&](auto windows) {
+      sum_windows_3s2<decltype(windows)::value>(gw[0], gw[1], gw[2], gw[3], aw[0], aw[1], aw[2],
+                                                aw[3], code, C, out);
+    };
+    switch (k) {
+      case 1: sum(std::integral_constant<int, 1>{}); break;
+      case 2: sum(std::integral_constant<int, 2>{}); break;
+      case 4: sum(std::integral_constant<int, 4>{}); break;
+      default: std::fill(out, out + C, scalar_t(0));  // in no window (past the last one)
+    }
   }
 }
 
@@ -322,17 +395,14 @@ ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t
 template <typename scalar_t, typename argmax_t>
 void backward_3s2_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
                        at::Tensor& grad_input) {
-  using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   at::parallel_for(0, g.N * H, grain(W * C), [&](int64_t begin, int64_t end) {  // (n, h) rows
-    std::vector<opmath_t> acc(C);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / H, h = t % H;
-      backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h,
-                            acc.data());
+      backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h);
     }
   });
 }
@@ -418,18 +488,22 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
 }
 
 // Backward as a scatter, not the CUDA kernel's gather: each output element adds its
-// gradient to the one input position its argmax names (argmax_position; for one-byte
-// codes through TapOffsets), into an opmath
-// accumulator that is then rounded into grad_input. One task owns whole planes (NCHW:
-// one (n, c) plane; NHWC: up to kChannelLanes adjacent channels of one image), so no
-// two tasks touch the same element: deterministic, no atomics. Outputs are visited in
-// row-major order, the order in which gather_grad sums the windows of one input
-// element, so both give the same bits. A scatter does one step per output element
-// where the gather does ~2.25 window visits per input element (3x3, stride 2), each
-// with a division to find its windows.
-// argmax_position for one-byte codes without a division per element: the (row, column)
-// offset of every code's tap in its window, looked up. Gives argmax_position's answers:
-// a code past the window's last tap (th >= kernel_h) is not a tap.
+// gradient to the one input position its argmax names:
+//
+//   grad_input[n, c, h, w] = sum over (oh, ow) in row-major order with
+//                            argmax(n, c, oh, ow) naming (h, w) of grad_output[n, c, oh, ow]
+//
+// the order in which PyTorch's CPU kernel adds (it zeroes grad_input, then scatters
+// through its int64 indices) and in which gather_grad sums the windows of one input
+// element, so all three give the same bits. One task owns whole planes (NCHW: one (n, c)
+// plane; NHWC: up to kChannelLanes adjacent channels of one image), so no two tasks touch
+// the same element: deterministic, no atomics. A scatter does one step per output element
+// where the gather does ~2.25 window visits per input element (3x3, stride 2).
+//
+// One-byte codes are decoded without a division: the tap t = th*kernel_w + tw of the
+// window that starts at (h0, w0) = (oh*stride_h - pad_h, ow*stride_w - pad_w) is input
+// element (h0 + dh[t], w0 + dw[t]), the offsets looked up. A code past the window's last
+// tap (th >= kernel_h) is not a tap (argmax_position's answer).
 struct TapOffsets {
   int dh[256], dw[256];
   bool tap[256];
@@ -453,16 +527,102 @@ inline bool scatter_position(const TapOffsets&, int64_t a, const Geometry& g, in
   return argmax_position(a, g.h, g.w, oh, ow, h, w);
 }
 
+// Whether every window lies inside the input: no padding, and the last window's last tap
+// is inside. Then a one-byte code's element is plane[h0*W + w0 + offset[a]], no bounds to
+// check (AlexNet's 3/2 pools).
+inline bool windows_inside(const Axis& a) {
+  return a.pad == 0 && static_cast<int64_t>(a.out_size - 1) * a.stride +
+                           static_cast<int64_t>(a.kernel - 1) * a.dilation < a.size;
+}
+
+// One NCHW plane: acc (H x W, zeroed) += the scatter of go/am (Ho x Wo). For fp32, acc is
+// grad_input's plane itself; for half/bf16 an fp32 buffer (opmath, as PyTorch's CUDA
+// kernel sums) rounded afterwards.
+template <typename scalar_t, typename opmath_t>
+void scatter_plane(const scalar_t* go, const uint8_t* am, opmath_t* acc, const Geometry& g,
+                   const TapOffsets& taps, const int* offset, bool inside) {
+  const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size, sh = g.h.stride, sw = g.w.stride;
+  if (inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
+    for (int oh = 0; oh < Ho; ++oh) {
+      opmath_t* row = acc + static_cast<int64_t>(oh) * sh * W;  // window row start h0 = oh*sh
+      const scalar_t* gr = go + static_cast<int64_t>(oh) * Wo;
+      const uint8_t* ar = am + static_cast<int64_t>(oh) * Wo;
+      for (int ow = 0; ow < Wo; ++ow) {
+        const int o = offset[ar[ow]];
+        if (o >= 0) row[ow * sw + o] += static_cast<opmath_t>(gr[ow]);
+      }
+    }
+    return;
+  }
+  for (int oh = 0; oh < Ho; ++oh) {
+    for (int ow = 0; ow < Wo; ++ow) {
+      const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
+      int h, w;
+      if (scatter_position(taps, am[i], g, oh, ow, &h, &w)) {
+        acc[static_cast<int64_t>(h) * W + w] += static_cast<opmath_t>(go[i]);
+      }
+    }
+  }
+}
+template <typename scalar_t, typename opmath_t>
+void scatter_plane(const scalar_t* go, const int64_t* am, opmath_t* acc, const Geometry& g,
+                   const TapOffsets& taps, const int*, bool) {
+  const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
+  for (int oh = 0; oh < Ho; ++oh) {
+    for (int ow = 0; ow < Wo; ++ow) {
+      const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
+      int h, w;
+      if (scatter_position(taps, am[i], g, oh, ow, &h, &w)) {
+        acc[static_cast<int64_t>(h) * W + w] += static_cast<opmath_t>(go[i]);
+      }
+    }
+  }
+}
+
+// NCHW: one task per (n, c) plane; fp32 scatters straight into grad_input (no buffer, no
+// copy: what PyTorch does).
 template <typename scalar_t, typename argmax_t>
-void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
-                      bool channels_last, at::Tensor& grad_input) {
+void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argmax,
+                           const Geometry& g, at::Tensor& grad_input) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr bool kDirect = std::is_same_v<opmath_t, scalar_t>;
+  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+  const argmax_t* am = argmax.const_data_ptr<argmax_t>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t HW = static_cast<int64_t>(g.h.size) * g.w.size;
+  const int64_t HoWo = static_cast<int64_t>(g.h.out_size) * g.w.out_size;
+  const TapOffsets taps(g);
+  const bool inside = windows_inside(g.h) && windows_inside(g.w);
+  int offset[256];
+  for (int a = 0; a < 256; ++a) offset[a] = taps.tap[a] ? taps.dh[a] * g.w.size + taps.dw[a] : -1;
+
+  at::parallel_for(0, g.N * g.C, grain(HW + HoWo), [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> buf(kDirect ? 0 : HW);  // once per thread's range, not per plane
+    for (int64_t plane = begin; plane < end; ++plane) {
+      scalar_t* out = gi + plane * HW;
+      opmath_t* acc;
+      if constexpr (kDirect) acc = out; else acc = buf.data();
+      std::fill(acc, acc + HW, opmath_t(0));
+      scatter_plane(go + plane * HoWo, am + plane * HoWo, acc, g, taps, offset, inside);
+      if constexpr (!kDirect) {
+        for (int64_t i = 0; i < HW; ++i) out[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+// NHWC, pools other than 3/2 (rare): one task per kChannelLanes adjacent channels of one
+// image, scattered into an opmath buffer (h, w, lane) and then rounded into grad_input.
+template <typename scalar_t, typename argmax_t>
+void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax,
+                           const Geometry& g, at::Tensor& grad_input) {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  const int64_t lanes = channels_last ? kChannelLanes : 1;  // adjacent planes per task
-  const int64_t blocks = (C + lanes - 1) / lanes;           // tasks per image
+  const int64_t lanes = kChannelLanes;
+  const int64_t blocks = (C + lanes - 1) / lanes;  // tasks per image
   const TapOffsets taps(g);
 
   at::parallel_for(0, g.N * blocks, grain(H * W * lanes), [&](int64_t begin, int64_t end) {
@@ -470,20 +630,12 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, c0 = task % blocks * lanes;
       const int64_t L = std::min(lanes, C - c0);
-      // Element (h, w) of lane j of this task in grad_input is gi[in0 + h*in_sh + w*in_sw + j],
-      // element (oh, ow) in grad_output and argmax [out0 + oh*out_sh + ow*out_sw + j].
-      int64_t in0, in_sh, in_sw, out0, out_sh, out_sw;
-      if (channels_last) {
-        in0 = n * H * W * C + c0, in_sh = W * C, in_sw = C;
-        out0 = n * Ho * Wo * C + c0, out_sh = Wo * C, out_sw = C;
-      } else {
-        in0 = (n * C + c0) * H * W, in_sh = W, in_sw = 1;
-        out0 = (n * C + c0) * Ho * Wo, out_sh = Wo, out_sw = 1;
-      }
+      // Lane j's element (h, w) is gi[in0 + (h*W + w)*C + j], (oh, ow) go[out0 + (oh*Wo + ow)*C + j].
+      const int64_t in0 = n * H * W * C + c0, out0 = n * Ho * Wo * C + c0;
       std::fill(acc.begin(), acc.begin() + H * W * L, opmath_t(0));
       for (int oh = 0; oh < Ho; ++oh) {
         for (int ow = 0; ow < Wo; ++ow) {
-          const int64_t off = out0 + oh * out_sh + ow * out_sw;
+          const int64_t off = out0 + (oh * Wo + ow) * C;
           for (int64_t j = 0; j < L; ++j) {
             int h, w;
             if (scatter_position(taps, am[off + j], g, oh, ow, &h, &w)) {
@@ -492,12 +644,8 @@ void backward_scatter(const at::Tensor& grad_output, const at::Tensor& argmax, c
           }
         }
       }
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t w = 0; w < W; ++w) {
-          for (int64_t j = 0; j < L; ++j) {
-            gi[in0 + h * in_sh + w * in_sw + j] = static_cast<scalar_t>(acc[(h * W + w) * L + j]);
-          }
-        }
+      for (int64_t p = 0; p < H * W; ++p) {
+        for (int64_t j = 0; j < L; ++j) gi[in0 + p * C + j] = static_cast<scalar_t>(acc[p * L + j]);
       }
     }
   });
@@ -551,7 +699,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       } else if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
         backward_3s2_nhwc<scalar_t, argmax_t>(go, am, g, grad_input);
       } else {
-        backward_scatter<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
+        channels_last ? backward_scatter_nhwc<scalar_t, argmax_t>(go, am, g, grad_input)
+                      : backward_scatter_nchw<scalar_t, argmax_t>(go, am, g, grad_input);
       }
     };
     am.scalar_type() == at::kByte ? run(uint8_t{}) : run(int64_t{});
