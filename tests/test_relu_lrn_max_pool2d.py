@@ -454,12 +454,21 @@ def test_indexing_past_2_31_elements(device, kind, cpu_sweep):
     y = relu_lrn_max_pool2d(x, lrn_groups=2)
     gy = torch.randn_like(y)
     (gx,) = torch.autograd.grad(y, x, gy)
-    for sl in (slice(0, 2), slice(n - 2, n)):  # the first and the last images, vs fp32 stock
-        xs = x.detach()[sl].float()
-        y_ref, gx_ref = grads(reference, xs, gy[sl].float(), lrn_groups=2)
-        torch.testing.assert_close(y[sl].float(), y_ref, atol=1e-2, rtol=2e-2)
-        bad = ((gx[sl].float() - gx_ref).abs() > 4e-2 + 4e-2 * gx_ref.abs()).sum().item()
-        assert bad <= max(4, 1e-4 * gx_ref.numel()), bad  # bf16 near-ties only
+    # The first and the last images against float64, as test_sweep_kernel_paths checks
+    # them: bf16 values that tie once rounded may pick another tap than float64 (stock
+    # compares rounded values too), so the reference gradient is routed through OUR argmax
+    # (computed per image: the same on a slice) and the picked values must be maxima.
+    for sl in (slice(0, 2), slice(n - 2, n)):
+        xs = x.detach()[sl]
+        _, argmax = OP(xs, 5, 1e-4 / 5, 0.75, 2.0, [3, 3], [2, 2], 2)
+        y_ref = reference(xs.double(), lrn_groups=2)
+        torch.testing.assert_close(y[sl].double(), y_ref, atol=1e-2, rtol=2e-2)
+        xr = xs.double().requires_grad_()
+        lrn = reference(xr, lrn_groups=2, kernel_size=1, stride=1)  # relu -> grouped LRN
+        picked = lrn.flatten(2).gather(2, flat_indices(argmax, 55, 55, 3, 2).flatten(2)).view_as(y_ref)
+        torch.testing.assert_close(picked.detach(), y_ref, atol=1e-2, rtol=2e-2)
+        (gx_ref,) = torch.autograd.grad(picked, xr, gy[sl].double())
+        torch.testing.assert_close(gx[sl].double(), gx_ref, atol=4e-2, rtol=4e-2)
 
 
 # The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
