@@ -80,6 +80,24 @@ def _autotune_configs():
     return autotune_configs(interpret, TEST_CONFIG, gpu_tuning_configs)
 
 
+@triton.jit
+def decode_k(offs_k, CG, KH, KW, C_INNER: tl.constexpr):
+    """k -> (c, kh, kw) in the kernel's reduction order (described below): (kh, kw, c) with c fastest for
+    C_INNER (NHWC input), (c, kh, kw) with kw fastest otherwise. The weight-gradient
+    kernel reads the same order (_conv2d_relu_wgrad.py), so both take it from here."""
+    if C_INNER:
+        c = offs_k % CG
+        r = offs_k // CG
+        kw = r % KW
+        kh = r // KW
+    else:
+        kw = offs_k % KW
+        r = offs_k // KW
+        kh = r % KH
+        c = r // KH
+    return c, kh, kw
+
+
 # Implicit GEMM, one GEMM per group g (grid axis 1):
 #
 #   out[m, co] = relu(bias[g*COUTG + co] + sum_k A[m, k] * B[k, co])
@@ -186,16 +204,7 @@ def _conv2d_relu_kernel(
         else:
             # General flattened K (conv1's 3 channels, NCHW input): decode every k.
             k_mask = offs_k < K_TOTAL
-            if C_INNER:
-                c = offs_k % CG
-                r = offs_k // CG
-                kw = r % KW
-                kh = r // KW
-            else:
-                kw = offs_k % KW
-                r = offs_k // KW
-                kh = r % KH
-                c = r // KH
+            c, kh, kw = decode_k(offs_k, CG, KH, KW, C_INNER)
             dh = kh * DIL_H
             dw = kw * DIL_W
             ih = ih0[:, None] + dh[None, :]

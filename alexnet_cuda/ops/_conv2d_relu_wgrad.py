@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from . import _conv2d_relu_kernel as _k
+from ._conv2d_relu_kernel import decode_k
 
 _INTERPRET = _k._INTERPRET
 _CACHE_RESULTS = _k._CACHE_RESULTS
@@ -92,16 +93,7 @@ def _conv2d_relu_wgrad_kernel(
     co = g * COUTG + offs_co
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     k_mask = offs_k < K_TOTAL
-    if C_INNER:
-        c = offs_k % CG
-        r = offs_k // CG
-        kw = r % KW
-        kh = r // KW
-    else:
-        kw = offs_k % KW
-        r = offs_k // KW
-        kh = r % KH
-        c = r // KH
+    c, kh, kw = decode_k(offs_k, CG, KH, KW, C_INNER)
     dh = kh * DIL_H
     dw = kw * DIL_W
     x_col = (g * CG + c) * sxc + dh * sxh + dw * sxw
