@@ -89,19 +89,26 @@ def make_step(net, optimizer, *, amp_dtype=None, compile: bool = False, cuda_gra
     ``cuda_graph``: capture the whole step after ``warmup`` eager steps (see the module
     docstring); raises ValueError for a model on two devices or a DDP-wrapped one.
     """
+    net, mode, note = _prepare(net, compile, cuda_graph, compile_backend, compile_mode, "--cuda-graphs")
+    if not cuda_graph or note:
+        if note:
+            log.warning("CUDA graphs not used: %s; running the %s step", note, mode)
+        return TrainStep(net, optimizer, amp_dtype, mode, note=note)
+    return _GraphedStep(net, optimizer, amp_dtype, f"{mode}+cuda_graph" if compile else "cuda_graph", warmup)
+
+
+def _prepare(net, compile, cuda_graph, compile_backend, compile_mode, flag):
+    """What make_step and make_inference share: (net, compiled if asked; its mode; why CUDA
+    graphs cannot be used here, or None). A configuration that must not be graphed raises
+    ValueError, its message starting with ``flag``."""
     reason = _graph_refusal(net) if cuda_graph else None
     if reason:
-        raise ValueError(f"--cuda-graphs: {reason}")
+        raise ValueError(f"{flag}: {reason}")
     mode = "compile" if compile else "eager"
     if compile:
         net = torch.compile(net, backend=compile_backend, mode=compile_mode, dynamic=False)
-    if not cuda_graph:
-        return TrainStep(net, optimizer, amp_dtype, mode)
-    note = _graph_unavailable(net)
-    if note:
-        log.warning("CUDA graphs not used: %s; running the %s step", note, mode)
-        return TrainStep(net, optimizer, amp_dtype, mode, note=note)
-    return _GraphedStep(net, optimizer, amp_dtype, f"{mode}+cuda_graph" if compile else "cuda_graph", warmup)
+    note = _graph_unavailable(net) if cuda_graph else None
+    return net, mode, note
 
 
 def _graph_refusal(net) -> Optional[str]:
@@ -267,16 +274,9 @@ def make_inference(net, *, amp_dtype=None, compile: bool = False, cuda_graph: bo
     """``forward(x) -> logits`` under no_grad (and autocast to ``amp_dtype``), eager, compiled
     or replayed from a CUDA graph, with make_step's rules (two devices and DDP refused, no
     CUDA or a failed capture: eager with a logged note)."""
-    reason = _graph_refusal(net) if cuda_graph else None
-    if reason:
-        raise ValueError(f"CUDA graphs: {reason}")
-    mode = "compile" if compile else "eager"
-    if compile:
-        net = torch.compile(net, backend=compile_backend, mode=compile_mode, dynamic=False)
-    if not cuda_graph:
-        return _Inference(net, amp_dtype, mode)
-    note = _graph_unavailable(net)
-    if note:
-        log.warning("CUDA graphs not used: %s; running the %s forward", note, mode)
+    net, mode, note = _prepare(net, compile, cuda_graph, compile_backend, compile_mode, "CUDA graphs")
+    if not cuda_graph or note:
+        if note:
+            log.warning("CUDA graphs not used: %s; running the %s forward", note, mode)
         return _Inference(net, amp_dtype, mode, note=note)
     return _GraphedInference(net, amp_dtype, f"{mode}+cuda_graph" if compile else "cuda_graph", warmup)
