@@ -449,9 +449,10 @@ void forward_cuda_items(const at::Tensor& input, const Geometry& g, bool channel
 }
 
 // Backward as the CUDA kernels do it: each input element gathers over the windows that
-// contain it (gather_grad), or, for the 3/2 pool, each item gathers for its 2x2 blocks. Slower on a CPU than the scatter below; it runs only when
-// the cpu_test_paths() gather flag, so that the CPU tests can check the CUDA backward's
-// arithmetic (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
+// contain it (gather_grad), or, for the 3/2 pool, each item gathers for its 2x2 blocks.
+// Slower on a CPU than the scatter below; it runs only when the cpu_test_paths() gather
+// flag is set, so that the CPU tests can check the CUDA backward's arithmetic
+// (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
 template <typename scalar_t, typename argmax_t>
 void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
                      bool channels_last, at::Tensor& grad_input) {
