@@ -2,11 +2,11 @@
 //
 // Every op lives in its own folder under csrc/ (csrc/<op>/): a header with the math
 // shared by the CPU and CUDA kernels, <op>_cpu.cpp (CPU kernels and the schema
-// definitions, TORCH_LIBRARY_FRAGMENT), and <op>_cuda.cu (CUDA kernels,
-// TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA)). This file only creates the namespace and
-// the Python module that loads the library; the Python side (alexnet_cuda/ops/)
-// adds fake (meta) kernels, autograd and argument checking.
-#include <Python.h>
+// definitions, TORCH_LIBRARY_FRAGMENT), <op>_cuda.cu (CUDA kernels,
+// TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA)), <op>_autograd.cpp (autograd) and <op>.cpp (the
+// public op: argument checks, then the kernels' op). This file only creates the
+// namespace; python_module.cpp is the Python module that loads the library, and the
+// Python side (alexnet_cuda/ops/) adds the fake (meta) kernels.
 #include <torch/library.h>
 
 #include "cpu_test_paths.h"
@@ -28,11 +28,4 @@ TORCH_LIBRARY(alexnet_cuda, m) {
     alexnet_cuda::cpu_test_paths().sweep.store(sweep, std::memory_order_relaxed);
     alexnet_cuda::cpu_test_paths().gather.store(gather, std::memory_order_relaxed);
   });
-}
-
-// `import alexnet_cuda._C` loads this shared library, which runs the static
-// registrations above. The module itself has no Python functions.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
 }

@@ -89,13 +89,22 @@ class _Three(torch.nn.Module):
         return OPS["relu_lrn_max_pool2d"](OPS["max_pool2d"](OPS["lrn"](x)))
 
 
+def _targets(ep):
+    return {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+
+
 def test_export_keeps_our_ops():
+    # export keeps the public ops (CompositeImplicitAutograd: argument checks, then the
+    # kernels' op); decomposing them leaves the kernels' forward ops.
     ep = torch.export.export(_Three(), (rand((2, 8, 19, 19), "cpu"),))
-    names = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    for name in ("local_response_norm", "max_pool2d", "relu_lrn_max_pool2d"):
+        assert f"alexnet_cuda.{name}.default" in _targets(ep), _targets(ep)
+    decomposed = ep.run_decompositions()
     for op in FORWARD_OPS.values():
-        assert any(op.replace("::", ".") in name for name in names), (op, names)
+        assert any(op.replace("::", ".") in name for name in _targets(decomposed)), (op, _targets(decomposed))
     x = rand((2, 8, 19, 19), "cpu")
     torch.testing.assert_close(ep.module()(x), _Three()(x))
+    torch.testing.assert_close(decomposed.module()(x), _Three()(x))
 
 
 def test_compile_forward_and_backward_match_eager():

@@ -295,6 +295,7 @@ def test_opcheck(device):
     x = rand((2, 6, 5, 4), device)
     for t in [x, layout(x, "channels_last")]:
         t = t.clone().requires_grad_()
+        torch.library.opcheck(torch.ops.alexnet_cuda.local_response_norm.default, (t, 5, 1e-4, 0.75, 2.0, False))
         torch.library.opcheck(torch.ops.alexnet_cuda.lrn_forward.default, (t, 5, 2e-5, 0.75, 2.0))
         g = torch.randn_like(t)
         torch.library.opcheck(torch.ops.alexnet_cuda.lrn_backward.default, (g, t.detach(), 5, 2e-5, 0.75, 2.0))
@@ -363,14 +364,17 @@ def test_bad_inputs_raise_what_pytorch_raises(make, size):
         local_response_norm(make(), size)
 
 
-def test_device_without_kernels_is_a_clear_error(monkeypatch):
+@pytest.mark.skipif(alexnet_cuda.has_cuda_kernels(), reason="this build has CUDA kernels (the check is "
+                    "for a build without them: ALEXNET_CUDA_FORCE_CPU=1)")
+@pytest.mark.parametrize("op", [lambda x: local_response_norm(x, 3), lambda x: alexnet_cuda.ops.max_pool2d(x, 3),
+                                lambda x: alexnet_cuda.ops.relu_lrn_max_pool2d(x, 3)], ids=["lrn", "pool", "stage"])
+def test_device_without_kernels_is_a_clear_error(op):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    monkeypatch.setattr(alexnet_cuda._extension, "CUDA_KERNELS", False)
     with FakeTensorMode():
         x = torch.empty(2, 4, 3, 3, device="cuda")
         with pytest.raises(RuntimeError, match="built without its CUDA kernels"):
-            local_response_norm(x, 3)
+            op(x)
 
 
 @pytest.mark.parametrize("device", DEVICES)

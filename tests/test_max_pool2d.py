@@ -521,6 +521,7 @@ def test_opcheck(device):
     for kind in ("contiguous", "channels_last"):
         x = layout(rand((2, 4, 9, 8), device), kind).requires_grad_()
         for args in (([3, 3], [2, 2], [0, 0], [1, 1], False, False), ([3, 2], [1, 2], [1, 1], [2, 1], True, True)):
+            torch.library.opcheck(ops.max_pool2d.default, (x, *args))  # the public op
             torch.library.opcheck(ops.max_pool2d_forward.default, (x, *args))
             out, argmax = ops.max_pool2d_forward(x.detach(), *args)
             g = torch.randn_like(out).requires_grad_()

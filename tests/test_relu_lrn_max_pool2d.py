@@ -273,6 +273,9 @@ def test_opcheck(device, kind):
     x = layout(rand((2, 8, 9, 7), device, torch.float32), kind).requires_grad_()
     args = (x, 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2)
     torch.library.opcheck(OP.default, args)
+    public = (x, 5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], 2, False)
+    torch.library.opcheck(torch.ops.alexnet_cuda.relu_lrn_max_pool2d.default, public)
+    torch.library.opcheck(torch.ops.alexnet_cuda.relu_lrn_max_pool2d.default, (x[0], *public[1:]))  # 3-D
     out, argmax = OP(*args)
     g = torch.randn_like(out)
     torch.library.opcheck(BWD.default, (g, argmax, x.detach(), 5, 2e-5, 0.75, 2.0, [3, 3], [2, 2], 2))

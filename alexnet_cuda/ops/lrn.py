@@ -6,22 +6,25 @@ with zero padding at the channel ends and ``scale = alpha / size`` (PyTorch, Caf
 cuDNN and the original cuda-convnet code) or ``scale = alpha`` (``paper_alpha=True``:
 the formula as printed in the paper, 5x stronger for size 5).
 
-The kernels live in csrc/lrn/ and are registered as ``alexnet_cuda::lrn_forward`` and
-``alexnet_cuda::lrn_backward``, with their autograd in C++ (csrc/lrn/lrn_autograd.cpp:
-backward saves only the input; the normalizing scale is recomputed, never stored, and
-the output is not kept). This file adds argument checking and the fake (meta)
+The op is ``alexnet_cuda::local_response_norm`` (csrc/lrn/lrn.cpp: the argument checks,
+alpha turned into the kernels' scale). Its kernels live in csrc/lrn/ and are registered
+as ``alexnet_cuda::lrn_forward`` and ``alexnet_cuda::lrn_backward``, with their autograd
+in C++ (csrc/lrn/lrn_autograd.cpp: backward saves only the input; the normalizing scale
+is recomputed, never stored, and the output is not kept). This file reads the Python
+arguments, calls the op (through ops/_native.py) and adds the fake (meta)
 implementations that torch.compile traces with.
 """
 
 import torch
 
-from .._extension import check_device
-from ._args import ArgumentError, DtypeError, floating_input, int_arg, real_arg
+from .. import _C
+from ._args import ArgumentError, DtypeError, int_arg, real_arg, tensor_arg
 from ._layout import empty_like_kernel_output
+from ._native import call
 
-# The overload itself, looked up once (the packet's lookup costs host time per call).
-_FORWARD = torch.ops.alexnet_cuda.lrn_forward.default
 _OP = "local_response_norm"
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_LOCAL_RESPONSE_NORM = torch.ops.alexnet_cuda.local_response_norm.default
 
 # The names these errors had before every op shared them (kept for code that catches them).
 LRNArgumentError = ArgumentError
@@ -41,26 +44,12 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     and a RuntimeError, as PyTorch raises), a dtype ``DtypeError`` (a TypeError and a
     NotImplementedError), so either ``except`` works.
     """
-    size = _check(input, size)
-    alpha, beta, k = (real_arg(v, _OP, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
-    scale = alpha if paper_alpha else alpha / size
-    return _FORWARD(input, size, scale, beta, k)
-
-
-def _check(input, size):
-    floating_input(input, _OP)
-    if input.dim() < 3:
-        raise ArgumentError(
-            f"{_OP}: Expected 3D or higher dimensionality input (N, C, *), got input of shape "
-            f"{tuple(input.shape)} ({input.dim()} dimensions)"
-        )
+    # Python-level reading here (TypeError for a value of the wrong Python type); the
+    # value checks are in C++ (csrc/lrn/lrn.cpp).
+    tensor_arg(input, _OP, "input")
     size = int_arg(size, _OP, "size")
-    if size <= 0:
-        raise ArgumentError(f"{_OP}: size must be positive, got {size}")
-    if input.shape[1] >= 2**30:  # the kernels index channels with 32-bit ints
-        raise ArgumentError(f"{_OP}: input has {input.shape[1]} channels; at most 2^30 - 1 are supported")
-    check_device(input, "input", _OP)
-    return size
+    alpha, beta, k = real_arg(alpha, _OP, "alpha"), real_arg(beta, _OP, "beta"), real_arg(k, _OP, "k")
+    return call(_C.local_response_norm, _LOCAL_RESPONSE_NORM, input, size, alpha, beta, k, bool(paper_alpha))
 
 
 @torch.library.register_fake("alexnet_cuda::lrn_forward")

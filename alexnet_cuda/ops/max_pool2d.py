@@ -1,7 +1,9 @@
 """Overlapping max-pooling (Krizhevsky et al. 2012, section 3.4): a drop-in for
 ``torch.nn.functional.max_pool2d``.
 
-The kernels live in csrc/max_pool2d/ and are registered as two ops:
+The op is ``alexnet_cuda::max_pool2d`` (csrc/max_pool2d/max_pool2d.cpp: PyTorch's
+argument checks, with errors that name the argument, and 3-D (unbatched) inputs), which
+calls the kernels, registered as two ops:
 
 * ``alexnet_cuda::max_pool2d_forward(input, kernel_size, stride, padding, dilation,
   ceil_mode, return_indices) -> (out, argmax)`` on a 4-D input. ``argmax`` is int64
@@ -15,9 +17,8 @@ The kernels live in csrc/max_pool2d/ and are registered as two ops:
 
 Autograd, in C++ (csrc/max_pool2d/max_pool2d_autograd.cpp), saves only ``argmax`` (and
 the input's shape and memory format): nothing input-sized; double backward is a gather.
-This file adds PyTorch's argument checks (so errors name the argument and fire under
-the same conditions as PyTorch's), 3-D (unbatched) inputs and the fake (meta)
-implementations torch.compile traces with.
+This file reads the Python arguments, calls the op (through ops/_native.py) and adds
+the fake (meta) implementations torch.compile traces with.
 
 Results are bit-identical to PyTorch's: values, int64 indices (first maximum in
 row-major order wins ties; NaN propagates and the window's last NaN is reported;
@@ -30,12 +31,13 @@ PyTorch's order, and are PyTorch's but for windows with no tap inside the input 
 import torch
 from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format() in Python
 
-from .._extension import check_device
-from ._args import MAX_WINDOW_TAPS, ArgumentError, DtypeError, bool_arg, pair_arg, tensor_arg
+from .. import _C
+from ._args import MAX_WINDOW_TAPS, bool_arg, pair_arg, tensor_arg
+from ._native import call
 
-# The overload itself, looked up once (the packet's lookup costs host time per call).
-_FORWARD = torch.ops.alexnet_cuda.max_pool2d_forward.default
 _OP = "max_pool2d"
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_MAX_POOL2D = torch.ops.alexnet_cuda.max_pool2d.default
 
 
 def max_pool2d(
@@ -80,21 +82,16 @@ def max_pool2d(
     to its first tap, where PyTorch's goes to pixel (0, 0) or nowhere
     (csrc/max_pool2d/max_pool2d.h explains why).
     """
-    k, s, p, d = _check(input, kernel_size, stride, padding, dilation, ceil_mode)
-    unbatched = input.dim() == 3
-    # PyTorch computes 3-D inputs in contiguous format: make them so, then add N = 1.
-    x = input.contiguous().unsqueeze(0) if unbatched else input
-    out, argmax = _FORWARD(
-        x, k, s, p, d, bool(ceil_mode), bool(return_indices)
-    )
-    if unbatched:
-        out, argmax = out.squeeze(0), argmax.squeeze(0)
+    # Python-level reading here (TypeError for a value of the wrong Python type, as
+    # PyTorch's parser raises); the value checks are in C++ (csrc/max_pool2d/max_pool2d.cpp).
+    tensor_arg(input, _OP, "input")
+    bool_arg(ceil_mode, _OP, "ceil_mode")
+    k = pair_arg(kernel_size, _OP, "kernel_size")
+    s = k if stride is None else (pair_arg(stride, _OP, "stride", allow_empty=True) or k)
+    p = pair_arg(padding, _OP, "padding")
+    d = pair_arg(dilation, _OP, "dilation")
+    out, argmax = call(_C.max_pool2d, _MAX_POOL2D, input, k, s, p, d, ceil_mode, bool(return_indices))
     return (out, argmax) if return_indices else out
-
-
-# --------------------------------------------------------------------------------------
-# Argument checking: PyTorch's conditions (aten/src/ATen/native/Pool.h,
-# DilatedMaxPool2d.cpp), raised before the op runs, with messages naming the argument.
 
 
 def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
@@ -103,57 +100,6 @@ def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
     if ceil_mode and (out - 1) * stride >= size + pad:
         out = out - 1  # the last window would start past input + left padding
     return out
-
-
-def _check(input, kernel_size, stride, padding, dilation, ceil_mode):
-    tensor_arg(input, _OP, "input")
-    bool_arg(ceil_mode, _OP, "ceil_mode")
-    k = pair_arg(kernel_size, _OP, "kernel_size")
-    s = pair_arg(stride if stride is not None else (), _OP, "stride", allow_empty=True) or k
-    p = pair_arg(padding, _OP, "padding")
-    d = pair_arg(dilation, _OP, "dilation")
-
-    shape = tuple(input.shape)
-    if not (
-        (input.dim() == 3 and shape[0] != 0 and shape[1] != 0 and shape[2] != 0)
-        or (input.dim() == 4 and shape[1] != 0 and shape[2] != 0 and shape[3] != 0)
-    ):
-        raise ArgumentError(
-            f"{_OP}: input must be 3-D (C, H, W) or 4-D (N, C, H, W) with only N allowed to be "
-            f"0, got shape {shape}"
-        )
-    dtype = input.dtype
-    if dtype == torch.bool or dtype.is_complex or (input.device.type == "cuda" and not dtype.is_floating_point):
-        # PyTorch: CPU pools every real dtype but bool; CUDA floating point only.
-        where = "CUDA" if input.device.type == "cuda" else input.device.type
-        raise DtypeError(f"{_OP}: input dtype {dtype} is not supported on {where}")
-    check_device(input, "input", _OP)
-
-    if k[0] <= 0 or k[1] <= 0:
-        raise ArgumentError(f"{_OP}: kernel_size should be greater than zero, got kernel_size=({k[0]}, {k[1]})")
-    if s[0] == 0 or s[1] == 0:
-        raise ArgumentError(f"{_OP}: stride should not be zero, got stride=({s[0]}, {s[1]})")
-    if s[0] < 0 or s[1] < 0:
-        raise ArgumentError(f"{_OP}: stride should be greater than zero, got stride=({s[0]}, {s[1]})")
-    if d[0] <= 0 or d[1] <= 0:
-        raise ArgumentError(f"{_OP}: dilation should be greater than zero, got dilation=({d[0]}, {d[1]})")
-    if p[0] < 0 or p[1] < 0:
-        raise ArgumentError(f"{_OP}: padding must be non-negative, got padding=({p[0]}, {p[1]})")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ArgumentError(
-            f"{_OP}: padding should be smaller than or equal to half of kernel_size, got "
-            f"padding=({p[0]}, {p[1]}) and kernel_size=({k[0]}, {k[1]})"
-        )
-    H, W = shape[-2], shape[-1]
-    Ho = _output_size(H, k[0], p[0], s[0], d[0], ceil_mode)
-    Wo = _output_size(W, k[1], p[1], s[1], d[1], ceil_mode)
-    if Ho < 1 or Wo < 1:
-        raise ArgumentError(
-            f"{_OP}: kernel_size=({k[0]}, {k[1]}) with dilation=({d[0]}, {d[1]}) does not fit the "
-            f"input of size {H}x{W} padded by padding=({p[0]}, {p[1]}): calculated output size "
-            f"{Ho}x{Wo} is too small"
-        )
-    return list(k), list(s), list(p), list(d)
 
 
 # --------------------------------------------------------------------------------------

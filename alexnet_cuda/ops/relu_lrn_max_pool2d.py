@@ -23,20 +23,24 @@ byte per pooled output: for a (96, 55, 55) image 96*27*27 = 69,984 bytes beyond 
 Stock eager (relu -> LocalResponseNorm -> MaxPool2d) keeps the ReLU output, the LRN's
 intermediate tensors, the LRN output and int64 pooling indices.
 
+The op users call is ``alexnet_cuda::relu_lrn_max_pool2d``
+(csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d.cpp: the argument checks, with errors that
+name the argument, and 3-D (unbatched) inputs), which calls the forward op above.
 Autograd is in C++ (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d_autograd.cpp). This
-file adds argument checking (errors name the argument), 3-D (unbatched) inputs and the
-fake (meta) implementations torch.compile traces with.
+file reads the Python arguments, calls the op (through ops/_native.py) and adds the fake
+(meta) implementations torch.compile traces with.
 """
 
 import torch
 from torch._prims_common import suggest_memory_format
 
-from .._extension import check_device
-from ._args import MAX_INT32, MAX_WINDOW_TAPS, ArgumentError, floating_input, int_arg, pair_arg, real_arg
+from .. import _C
+from ._args import int_arg, pair_arg, real_arg, tensor_arg
+from ._native import call
 
-# The overload itself, looked up once (the packet's lookup costs host time per call).
-_FORWARD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward.default
 _OP = "relu_lrn_max_pool2d"
+# The overload itself, looked up once (the packet's lookup costs host time per call).
+_RELU_LRN_MAX_POOL2D = torch.ops.alexnet_cuda.relu_lrn_max_pool2d.default
 
 
 def relu_lrn_max_pool2d(
@@ -67,65 +71,32 @@ def relu_lrn_max_pool2d(
     H instead of C: for 3-D input the equation above holds for ``input.unsqueeze(0)``,
     i.e. ``op(x) == composition(x.unsqueeze(0)).squeeze(0)``, not for ``input`` itself.
     """
-    size, alpha, beta, k, kernel, strides, lrn_groups = check_args(
-        size, alpha, beta, k, kernel_size, stride, lrn_groups)
-    _check_input(input, kernel, lrn_groups)
-    scale = alpha if paper_alpha else alpha / size
-    unbatched = input.dim() == 3
-    x = input.unsqueeze(0) if unbatched else input
-    out, _ = _FORWARD(
-        x, size, scale, float(beta), float(k), kernel, strides, lrn_groups
-    )
-    return out.squeeze(0) if unbatched else out
+    # Python-level reading here (TypeError for a value of the wrong Python type); the
+    # value checks are in C++ (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d.cpp).
+    tensor_arg(input, _OP, "input")
+    args = read_args(size, alpha, beta, k, kernel_size, stride, lrn_groups)
+    return call(_C.relu_lrn_max_pool2d, _RELU_LRN_MAX_POOL2D, input, *args, bool(paper_alpha))
 
 
-# --------------------------------------------------------------------------------------
-# Argument checking.
-
-
-def check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
-    """The arguments but the input, read and checked (ReLULRNMaxPool2d checks them at
-    construction): (size, alpha, beta, k, kernel [h, w], stride [h, w], lrn_groups)."""
+def read_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
+    """The arguments but the input, read as Python values: (size, alpha, beta, k,
+    kernel [h, w], stride [h, w], lrn_groups); TypeError naming one of the wrong type."""
     size = int_arg(size, _OP, "size")
-    if size <= 0:
-        raise ArgumentError(f"{_OP}: size must be positive, got {size}")
-    alpha, beta, k = (real_arg(v, _OP, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
+    alpha, beta, k = real_arg(alpha, _OP, "alpha"), real_arg(beta, _OP, "beta"), real_arg(k, _OP, "k")
     lrn_groups = int_arg(lrn_groups, _OP, "lrn_groups")
-    if lrn_groups < 1:
-        raise ArgumentError(f"{_OP}: lrn_groups must be >= 1, got {lrn_groups}")
     kernel = pair_arg(kernel_size, _OP, "kernel_size")
     strides = kernel if stride is None else pair_arg(stride, _OP, "stride")
-    for name, pair in (("kernel_size", kernel), ("stride", strides)):
-        if min(pair) <= 0:
-            raise ArgumentError(f"{_OP}: {name} must be positive, got {name}={tuple(pair)}")
-        if max(pair) > MAX_INT32:
-            raise ArgumentError(f"{_OP}: {name}={tuple(pair)} is too large: the kernels take "
-                                f"at most {MAX_INT32}")
-    if kernel[0] * kernel[1] > MAX_WINDOW_TAPS:
-        raise ArgumentError(
-            f"{_OP}: kernel_size={tuple(kernel)} has more than {MAX_WINDOW_TAPS} taps; the "
-            "window-local argmax is a uint8 (use torch.nn.functional.max_pool2d for larger windows)"
-        )
     return size, alpha, beta, k, kernel, strides, lrn_groups
 
 
-def _check_input(input, kernel, lrn_groups):
-    floating_input(input, _OP)
-    shape = tuple(input.shape)
-    if input.dim() not in (3, 4):
-        raise ArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {shape}")
-    if any(s == 0 for s in shape[-3:]):
-        raise ArgumentError(f"{_OP}: only the batch dimension of input may be empty, got shape {shape}")
-    C, H, W = shape[-3:]
-    if C % lrn_groups != 0:
-        raise ArgumentError(
-            f"{_OP}: input has {C} channels, which do not split into lrn_groups={lrn_groups} equal groups")
-    if kernel[0] > H or kernel[1] > W:
-        raise ArgumentError(
-            f"{_OP}: kernel_size={tuple(kernel)} is larger than the input's spatial size {H}x{W} "
-            "(no padding)"
-        )
-    check_device(input, "input", _OP)
+def check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
+    """``read_args``, then the C++ op's checks of these arguments (ReLULRNMaxPool2d runs
+    them at construction, before any input is seen)."""
+    args = read_args(size, alpha, beta, k, kernel_size, stride, lrn_groups)
+    size, _, _, _, kernel, strides, lrn_groups = args
+    # (The binding returns NotImplemented for a SymInt: the op checks it when called.)
+    _C.check_relu_lrn_max_pool2d_args(size, kernel, strides, lrn_groups)
+    return args
 
 
 # --------------------------------------------------------------------------------------

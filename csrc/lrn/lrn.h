@@ -200,7 +200,7 @@ inline View make_view(const at::Tensor& x) {
 }
 
 // Argument checks shared by the CPU and CUDA entry points (user-facing errors come from
-// alexnet_cuda/ops/lrn.py first; these keep direct torch.ops calls safe).
+// the public op, lrn.cpp, first; these keep direct calls of the kernels' ops safe).
 inline void check_args(const at::Tensor& x, int64_t size, const char* op) {
   TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",

@@ -272,8 +272,8 @@ C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(
 
 // ---------------------------------------------------------------------------------
 // Host side, shared by max_pool2d_cpu.cpp and max_pool2d_cuda.cu: defensive argument
-// checks (the user-facing checks, with PyTorch's conditions, are in
-// alexnet_cuda/ops/max_pool2d.py) and output allocation.
+// checks (the user-facing checks, with PyTorch's conditions, are in the public op,
+// max_pool2d.cpp) and output allocation.
 namespace alexnet_cuda {
 namespace max_pool2d {
 
@@ -312,7 +312,7 @@ inline Geometry forward_geometry(const at::Tensor& input, c10::IntArrayRef kerne
                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
                                  c10::IntArrayRef dilation, bool ceil_mode) {
   TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D (N, C, H, W) ",
-              "input, got ", input.dim(), "-D (3-D inputs are unsqueezed in Python)");
+              "input, got ", input.dim(), "-D (the public op, max_pool2d, takes 3-D inputs)");
   TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
               "alexnet_cuda::max_pool2d_forward: only the batch dimension may be empty, got ",
               input.sizes());
