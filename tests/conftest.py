@@ -156,6 +156,12 @@ def _cpu_test_paths(**paths):
     torch.ops.alexnet_cuda._set_cpu_test_paths(paths["sweep"], paths["gather"])
 
 
+def session_runs_cuda_items():
+    """Whether this session's CPU tests run the CUDA kernels' per-item code (--cpu-sweep):
+    their results then follow CUDA's rules where CUDA's differ from the CPU's."""
+    return _SESSION_PATHS["sweep"]
+
+
 @pytest.fixture(autouse=True)
 def _session_cpu_test_paths():
     # Every test starts on the session's paths, also after a test that set them itself.
