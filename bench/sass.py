@@ -1177,10 +1177,12 @@ def kernel_pattern(case):
         which = "forward" if case.direction == "fwd" else "backward"
         return rf"lrn::.*lrn_{which}_sweep_kernel<{SPAN}, {lrn_vector(case)}, {cl}, {t}, float>\("
     if case.op == "maxpool":
-        # max_pool2d_cuda.cu: {forward,backward}_3s2_kernel<scalar_t, argmax_t, CL>, the 3/2
-        # kernels (is_3s2, fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
-        which = "forward" if case.direction == "fwd" else "backward"
-        return rf"max_pool2d::.*::{which}_3s2_kernel<{t}, unsigned char, {cl}>\("
+        # max_pool2d_cuda.cu: forward_3s2_kernel<scalar_t, argmax_t, CL> and
+        # backward_3s2_kernel<scalar_t, argmax_t, CL, kLanes>, the 3/2 kernels (is_3s2,
+        # fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
+        if case.direction == "fwd":
+            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}>\("
+        return rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
     which = "forward" if case.direction == "fwd" else "backward"
     # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
     return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
@@ -1264,6 +1266,11 @@ MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread, down one column
 MAXPOOL_BLOCKS = 4  # kBlocks3s2: backward 2x2 input blocks per thread, along W
 
 
+def maxpool_lanes(case):
+    """backward_lanes_3s2: the backward's channels per thread (2: channels_last 16-bit, even C)."""
+    return 2 if case.direction == "bwd" and case.cl and DTYPES[case.dtype][1] == 2 and case.shape[1] % 2 == 0 else 1
+
+
 def maxpool_divider(d):
     """max_pool2d_3s2.h Divider::make: (d, m, s) with n / d = (mulhi(n, m) + n) >> s."""
     s = 0
@@ -1282,8 +1289,9 @@ def maxpool_grid(case):
         rows, cols = -(-ho // MAXPOOL_ROWS), wo
     else:
         rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS)
-    divisors = (c, cols, rows) if case.cl else (cols, rows, 1)
-    return n * c * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
+    lanes = maxpool_lanes(case)
+    divisors = (c // lanes, cols, rows) if case.cl else (cols, rows, 1)
+    return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
 
 
 def maxpool_params(case):
@@ -1307,12 +1315,16 @@ def maxpool_samples(case):
     (first/other block row and column group: 1, 2 or 4 windows per pixel)."""
     n, c, h, w = case.shape
     _, _, (rows, cols) = maxpool_grid(case)
-    elems = MAXPOOL_ROWS if case.direction == "fwd" else 4 * MAXPOOL_BLOCKS
+    lanes = maxpool_lanes(case)
+    elems = MAXPOOL_ROWS if case.direction == "fwd" else 4 * MAXPOOL_BLOCKS * lanes
     out = []
     for dr in (0, 1):
         for dc in (0, 1):
             nn, cc, r, q = n // 2, c // 2, rows // 2 - 1 + dr, cols // 2 - 1 + dc
-            item = ((nn * rows + r) * cols + q) * c + cc if case.cl else ((nn * c + cc) * rows + r) * cols + q
+            if case.cl:  # channel items: channel groups of `lanes`
+                item = ((nn * rows + r) * cols + q) * (c // lanes) + cc // lanes
+            else:
+                item = ((nn * c + cc) * rows + r) * cols + q
             out.append((item, elems))
     return out
 

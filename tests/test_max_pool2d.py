@@ -17,7 +17,7 @@ from alexnet_cuda.nn.max_pool2d import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
 from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, poison, rand, saved_tensors, skip_unless_free_memory  # noqa: F401
-from conftest import session_runs_cuda_items
+from conftest import offset_view, session_runs_cuda_items
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -156,12 +156,31 @@ def cuda_items_on_cpu():
 
 @pytest.mark.parametrize("shape,kw", CUDA_ITEM_CONFIGS, ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_cuda_forward_on_cpu(cuda_items_on_cpu, shape, kw, kind, dtype):
     # The CPU runs the CUDA forward items (max_pool2d.h's pool_window, max_pool2d_3s2.h's
-    # column of outputs) and backward items.
+    # column of outputs) and backward items (channels_last 16-bit with even C: two channels
+    # an item, backward_lanes_3s2).
     x = rand(shape, "cpu", dtype)
     assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_cuda_backward_channel_pairs_need_alignment(cuda_items_on_cpu, dtype):
+    # The 3/2 backward takes two channels an item only where both are one aligned access:
+    # a gradient starting one element into its storage takes one channel an item, and
+    # both give the gradient of the aligned call.
+    ops = torch.ops.alexnet_cuda
+    x = layout(rand((2, 8, 13, 13), "cpu", dtype), "channels_last")
+    out, argmax = ops.max_pool2d_forward(x, [3, 3], [2, 2], [0, 0], [1, 1], False, False)
+    g = layout(torch.randn(out.shape, dtype=dtype), "channels_last")
+    args = (argmax, list(x.shape), [3, 3], [2, 2], [0, 0], [1, 1], True)
+    aligned = ops.max_pool2d_backward(g, *args)
+    shifted = ops.max_pool2d_backward(offset_view(g, 1), *args)
+    assert_identical(shifted, aligned)
+    r = x.float().requires_grad_()
+    F.max_pool2d(r, 3, 2).backward(g.float())
+    assert_identical(aligned, r.grad.to(dtype))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,7 +10,9 @@
 //   backward_3s2_item  one thread = kBlocks adjacent 2x2 input blocks (rows 2bh, 2bh+1,
 //                      columns 2bw, 2bw+1): it reads the (2 x kBlocks+1) windows that can
 //                      name those pixels and compares their argmax with compile-time codes,
-//                      so a pixel needs no division to find its windows.
+//                      so a pixel needs no division to find its windows. kLanes = 2
+//                      (channels_last fp16/bf16, uint8 argmax, even C: backward_lanes_3s2):
+//                      two adjacent channels, each load and store one access for both.
 // Item indices are split into coordinates by Divider (a multiply-high and a shift), not by
 // integer division: that, the loop setup and the runtime window ranges were ~150 of the
 // general kernel's 320 instructions per output.
@@ -113,7 +115,15 @@ struct Backward3s2 {
   const argmax_t* argmax;
   scalar_t* grad_in;
   int items, C, H, W, Ho, Wo;
-  Divider inner, middle, outer;  // NCHW: column groups, block rows; NHWC: C, column groups, block rows
+  Divider inner, middle, outer;  // NCHW: column groups, block rows; NHWC: C / kLanes, column groups, block rows
+};
+
+// kLanes adjacent elements (channels, in channels_last) as one aligned access: the two
+// fp16/bf16 gradients of a channel pair are one 4-byte load or store, their uint8 argmax
+// codes one 2-byte load.
+template <typename T, int kLanes>
+struct alignas(sizeof(T) * kLanes) Lanes {
+  T v[kLanes];
 };
 
 C10_HOST_DEVICE inline int min_int(int a, int b) { return a < b ? a : b; }
@@ -255,16 +265,18 @@ C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
 #endif
 }
 
-// kBlocks3s2 2x2 blocks (bh, bw0 + k) of one plane: grad_out/argmax element (oh, ow) at
-// [out0 + oh*out_sh + ow*out_sw], grad_in element (h, w) at [in0 + h*in_sh + w*in_sw].
-// (int offsets from the tensors' starts: one 32-bit add and one wide multiply-add an address.)
-template <typename scalar_t, typename argmax_t>
+// kBlocks3s2 2x2 blocks (bh, bw0 + k) of kLanes adjacent planes (channels): grad_out/argmax
+// element (oh, ow) at [out0 + oh*out_sh + ow*out_sw] (+ lane), grad_in element (h, w) at
+// [in0 + h*in_sh + w*in_sw] (+ lane). (int offsets from the tensors' starts: one 32-bit
+// add and one wide multiply-add an address.)
+template <int kLanes, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax,
                                                 int out0, int out_sh, int out_sw, int Ho, int Wo,
                                                 scalar_t* grad_in, int in0, int in_sh, int in_sw,
                                                 int H, int W, int bh, int bw0) {
   using opmath_t = at::opmath_type<scalar_t>;
   using code_t = std::conditional_t<std::is_same_v<argmax_t, int64_t>, int64_t, int>;
+  using GradLanes = Lanes<scalar_t, kLanes>;
   constexpr int kCols = kBlocks3s2 + 1;  // window columns bw0 - 1 .. bw0 + kBlocks3s2 - 1
   // The 2 x kCols windows (oh = bh - 1 + dh, ow = bw0 - 1 + dw) are loaded unconditionally,
   // from clamped (always valid) positions, all in flight together. A window outside the
@@ -283,15 +295,20 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
     col_mask[dw] = ow >= 0 && ow < Wo ? 0 : -1;
     col_off[dw] = min_int(max_int(ow, 0), Wo - 1) * out_sw;
   }
-  opmath_t g[2][kCols];
-  code_t code[2][kCols];
+  opmath_t g[2][kCols][kLanes];
+  code_t code[2][kCols][kLanes];
 #pragma unroll
   for (int dh = 0; dh < 2; ++dh) {
 #pragma unroll
     for (int dw = 0; dw < kCols; ++dw) {
       const int off = row_off[dh] + col_off[dw];
-      g[dh][dw] = static_cast<opmath_t>(grad_out[off]);
-      code[dh][dw] = static_cast<code_t>(argmax[off]) | row_mask[dh] | col_mask[dw];
+      const GradLanes gl = *reinterpret_cast<const GradLanes*>(grad_out + off);
+      const Lanes<argmax_t, kLanes> al = *reinterpret_cast<const Lanes<argmax_t, kLanes>*>(argmax + off);
+#pragma unroll
+      for (int l = 0; l < kLanes; ++l) {
+        g[dh][dw][l] = static_cast<opmath_t>(gl.v[l]);
+        code[dh][dw][l] = static_cast<code_t>(al.v[l]) | row_mask[dh] | col_mask[dw];
+      }
     }
   }
   // Every pixel's sum, its windows in row-major order; stored only inside the input: pixel
@@ -307,19 +324,24 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
       for (int b = 0; b < 2; ++b) {
         const int j = 2 * k + b;
         const int flat = h * W + 2 * bw0 + j;
-        opmath_t sum = opmath_t(0);
+        GradLanes sums;
 #pragma unroll
-        for (int dh = 0; dh < 2; ++dh) {
-          if (dh == 0 && a == 1) continue;  // odd rows: only window row bh
+        for (int l = 0; l < kLanes; ++l) {
+          opmath_t sum = opmath_t(0);
 #pragma unroll
-          for (int dw = 0; dw < 2; ++dw) {
-            if (dw == 0 && b == 1) continue;
-            if (code[dh][k + dw] == pixel_code(static_cast<code_t*>(nullptr), dh, dw, a, b, flat)) {
-              sum += g[dh][k + dw];
+          for (int dh = 0; dh < 2; ++dh) {
+            if (dh == 0 && a == 1) continue;  // odd rows: only window row bh
+#pragma unroll
+            for (int dw = 0; dw < 2; ++dw) {
+              if (dw == 0 && b == 1) continue;
+              if (code[dh][k + dw][l] == pixel_code(static_cast<code_t*>(nullptr), dh, dw, a, b, flat)) {
+                sum += g[dh][k + dw][l];
+              }
             }
           }
+          sums.v[l] = static_cast<scalar_t>(sum);
         }
-        store_if(j < limit, p, static_cast<scalar_t>(sum));
+        store_if(j < limit, reinterpret_cast<GradLanes*>(p), sums);
         p += in_sw;
       }
     }
@@ -327,11 +349,13 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
 }
 
 // Backward item i of a Backward3s2 launch.
-template <bool kChannelsLast, typename scalar_t, typename argmax_t>
+template <bool kChannelsLast, int kLanes, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax_t>& a, int i) {
+  static_assert(kLanes == 1 || kChannelsLast, "channel lanes are adjacent only in channels_last");
   int group, bh, c = 0, n;
   if constexpr (kChannelsLast) {
-    int t = a.inner.divmod(i, &c);
+    int t = a.inner.divmod(i, &c);  // c: the channel pair when kLanes = 2
+    c *= kLanes;
     t = a.middle.divmod(t, &group);
     n = a.outer.divmod(t, &bh);
   } else {
@@ -340,10 +364,11 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
   }
   const int bw0 = group * kBlocks3s2;
   if constexpr (kChannelsLast) {
-    backward_3s2_blocks(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho, a.Wo,
-                        a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh, bw0);
+    backward_3s2_blocks<kLanes>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
+                                a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
+                                bw0);
   } else {
-    backward_3s2_blocks(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
+    backward_3s2_blocks<1>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
                         n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
   }
 }
@@ -368,18 +393,29 @@ Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* ou
   return a;
 }
 
+// The backward's channel lanes: 2 where a channel pair is one aligned access (channels_last
+// fp16/bf16 with uint8 argmax and even C: 4-byte gradients, 2-byte codes), else 1.
+template <typename scalar_t, typename argmax_t>
+int backward_lanes_3s2(const scalar_t* grad_out, const argmax_t* argmax, const scalar_t* grad_in,
+                       const Geometry& g, bool channels_last) {
+  const auto aligned = [](const void* p, size_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
+  const bool pairs = channels_last && sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t> &&
+                     g.C % 2 == 0 && aligned(grad_out, 4) && aligned(grad_in, 4) && aligned(argmax, 2);
+  return pairs ? 2 : 1;
+}
+
 template <typename scalar_t, typename argmax_t>
 Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, const argmax_t* argmax,
                                                   scalar_t* grad_in, const Geometry& g,
-                                                  bool channels_last) {
+                                                  bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C);
   const int block_rows = ceil_div(g.h.size, 2);
   const int groups = ceil_div(ceil_div(g.w.size, 2), kBlocks3s2);
-  const int64_t items = g.N * g.C * block_rows * groups;
+  const int64_t items = g.N * (g.C / lanes) * block_rows * groups;
   Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
                                     g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
   if (channels_last) {
-    a.inner = Divider::make(C), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
+    a.inner = Divider::make(C / lanes), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
   } else {
     a.inner = Divider::make(groups), a.middle = Divider::make(block_rows), a.outer = Divider::make(1);
   }

@@ -7,7 +7,9 @@
 //                        window (max_pool2d_3s2.h).
 //   backward_3s2_kernel  the same pools: one thread = four 2x2 input blocks in a row, 10
 //                        windows loaded at once; each pixel's windows and argmax codes are
-//                        compile-time constants: no division, no loop.
+//                        compile-time constants: no division, no loop. kLanes = 2 in
+//                        channels_last fp16/bf16 (uint8 argmax, even C): two channels a
+//                        thread, one 4-byte access for both (backward_lanes_3s2).
 //   forward_kernel       any other pool: one thread per output element, runtime window
 //                        (pool_window, max_pool2d.h).
 //   backward_kernel      any other pool: one thread per input element, gathering over the
@@ -87,11 +89,11 @@ __global__ void __launch_bounds__(kThreads, 4)
   if (i < a.items) forward_3s2_item<kChannelsLast>(a, i);
 }
 
-template <typename scalar_t, typename argmax_t, bool kChannelsLast>
+template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes>
 __global__ void __launch_bounds__(kThreads, 4)
     backward_3s2_kernel(const Backward3s2<scalar_t, argmax_t> a) {
   const int i = blockIdx.x * kThreads + threadIdx.x;
-  if (i < a.items) backward_3s2_item<kChannelsLast>(a, i);
+  if (i < a.items) backward_3s2_item<kChannelsLast, kLanes>(a, i);
 }
 
 template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
@@ -185,11 +187,19 @@ void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry&
   const argmax_t* am_p = am.const_data_ptr<argmax_t>();
   scalar_t* gi_p = grad_input.mutable_data_ptr<scalar_t>();
   if (cuda_3s2(g) && fits_int32(go, grad_input)) {
-    const auto a = make_backward_3s2(go_p, am_p, gi_p, g, channels_last);
+    const int lanes = backward_lanes_3s2(go_p, am_p, gi_p, g, channels_last);
+    const auto a = make_backward_3s2(go_p, am_p, gi_p, g, channels_last, lanes);
+    if constexpr (sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t>) {
+      if (lanes == 2) {
+        backward_3s2_kernel<scalar_t, argmax_t, true, 2><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     if (channels_last) {
-      backward_3s2_kernel<scalar_t, argmax_t, true><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      backward_3s2_kernel<scalar_t, argmax_t, true, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     } else {
-      backward_3s2_kernel<scalar_t, argmax_t, false><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      backward_3s2_kernel<scalar_t, argmax_t, false, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
