@@ -6,6 +6,7 @@ same error classes, whichever way a call takes."""
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_cuda import _C
 from alexnet_cuda.ops import local_response_norm, max_pool2d, relu_lrn_max_pool2d
@@ -84,6 +85,28 @@ def test_subclasses_and_modes_see_the_op(name):
         out = fn(x, **kw)
     assert str(op) in mode.seen
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+class _DispatchLog(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_dispatch_modes_see_the_kernels_ops():
+    # The binding releases the GIL; a TorchDispatchMode (Python, below the binding) takes
+    # it back when the dispatcher calls it.
+    x = rand(X, "cpu").requires_grad_()
+    with _DispatchLog() as mode:
+        max_pool2d(x, 3, 2).sum().backward()
+        local_response_norm(x, 5)
+    assert "alexnet_cuda.max_pool2d_forward.default" in mode.seen
+    assert "alexnet_cuda.max_pool2d_backward.default" in mode.seen
+    assert "alexnet_cuda.lrn_forward.default" in mode.seen
 
 
 BAD = {
