@@ -1336,14 +1336,14 @@ def stage_geo(case):
 
 
 def stage_items(case):
-    """make_items (relu_lrn_max_pool2d_sweep.h): forward channels-first items are runs of
-    kPoolChannels channels x row_run pooled rows of one pooled column."""
+    """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
+    rows of one pooled column, kPoolChannels channels (channels-first) or V (channels-last)."""
     g = stage_geo(case)
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
     row_run = 1
-    if not case.cl and not bwd:
+    if not bwd:
         n = -(-rows // POOL_ROWS)
         row_run = -(-rows // n)
         rows = -(-rows // row_run)
@@ -1388,8 +1388,8 @@ def stage_samples(case):
     of one column) for every channel run of every group (a run is min(run, Cg - r*run)
     channels: locate() in the sweep header; forward runs of kPoolChannels, so the first and
     last of a group take the edge path with its zero-padded halo); plus the 2x2 parities for
-    backward (how many windows cover the pixel). Channels-last: V channels per item, every
-    vector of one interior pixel."""
+    backward (how many windows cover the pixel). Channels-last: V channels per item (forward:
+    x its run of pooled rows), every vector of one interior pixel (forward: column)."""
     it = stage_items(case)
     g = stage_geo(case)
     n = g["N"] // 2
@@ -1400,8 +1400,10 @@ def stage_samples(case):
     for row, col in pixels:
         if case.cl:
             base = (n * it["rows"] + row) * it["cols"] + col
+            rows = min(it["row_run"], g["Ho"] - row * it["row_run"]) if case.direction == "fwd" else 1
             step = max(1, it["vecs"] // 16)  # at most 16 vectors: the interior ones repeat
-            out += [(base * it["vecs"] + v, it["vec"]) for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
+            out += [(base * it["vecs"] + v, it["vec"] * rows)
+                    for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
         else:
             pooled_rows = g["Ho"] if case.direction == "fwd" else g["H"]
             rows = min(it["row_run"], pooled_rows - row * it["row_run"])

@@ -6,7 +6,7 @@
 //
 // Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
 //   forward_channels_first    NCHW: one pooled column, a run of rows, 4 channels; rows shared
-//   forward_channels_last     NHWC: one pooled pixel, V channels (+ halo vectors) per tap
+//   forward_channels_last     NHWC: one pooled column, a run of rows, V channels; rows shared
 //   backward_channels_first   NCHW: one input pixel, a run of channels (lrn::sweep::backward_sweep)
 //   backward_channels_last    NHWC: one input pixel, V channels (lrn::sweep::backward_vector)
 //
@@ -26,11 +26,11 @@
 //    4; the other 2 are the column shared with the neighbouring thread), and each input
 //    value is loaded (KC + SPAN) / KC = 2 times per row. Adjacent GPU threads own adjacent
 //    pooled columns.
-//  * channels-last (NHWC): an item is one pooled pixel and one vector of V channels; for
-//    each of the 9 window pixels it loads that vector and its neighbours (the LRN halo,
-//    L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
-//    adjacent channel vectors: coalesced. Each input pixel's LRN is computed once per
-//    window that holds it (2.25 times on average for 3/2).
+//  * channels-last (NHWC): an item is one pooled column, a run of up to kPoolRows pooled
+//    rows and one vector of V channels, its rows walked as channels-first's (6 LRN values
+//    per pooled output and channel). A tap loads the vector and its neighbours (the LRN
+//    halo, L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
+//    adjacent channel vectors: coalesced.
 // One power per LRN value; nothing but the pooled outputs and argmax is written.
 //
 // Backward, one input pixel per item: lrn::sweep's backward with z = relu(x) loads, dy
@@ -226,56 +226,98 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x,
     forward_column<SPAN, true, true>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
 }
 
-// Channels-last (x, out, am channel-contiguous): pooled pixel (oh, ow), channels
-// [c, c + V) inside the group [gb, ge) (Cg a multiple of V).
-template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                             const Geo& g, int gb, int ge, int c, int oh, int ow,
-                                                             acc_t scale, const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
-  acc_t best[V];
-  int arg[V];
+// Channels-last (x, out, am channel-contiguous): pooled column ow, pooled rows
+// [ohb, ohe), channels [c, c + V) inside the group [gb, ge) (Cg a multiple of V). The
+// rows are walked as in forward_column: per pooled row the window's middle and bottom
+// input rows, the top row's maximum carried over from the previous window when the
+// stride is 2. One tap = one input pixel: the item's vector and its H halo vectors on
+// each side (the neighbours' own vectors: L1 hits), V LRN values.
+// INSIDE: every halo vector is inside the group (all but a group's first and last
+// vector): plain loads, no zeroing.
+template <int SPAN, int V, bool INSIDE, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_pixels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                           const Geo& g, int gb, int ge, int c, int ohb, int ohe,
+                                                           int ow, acc_t scale, const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, H = (PRE + V - 1) / V;
+  const int ws = static_cast<int>(g.xs[3]), rs = static_cast<int>(g.xs[2]);  // 32-bit: vector_width
+  // The halo vectors inside the group: fixed for the item.
+  bool in[2 * H + 1];
 LRN_UNROLL
-  for (int i = 0; i < V; ++i) {
-    best[i] = max_pool2d::lowest_value<acc_t>();
-    arg[i] = 0;
-  }
-  // Window taps as runtime loops: unrolled, nvcc issues all 9 taps' vector loads at once
-  // (92 registers for bf16, 25% occupancy; one row at a time: 71, 38%). One tap at a
-  // time keeps the registers at one tap's vectors; its loads (2H + 1 vectors of 16 bytes)
-  // are still in flight together.
-LRN_NO_UNROLL
-  for (int th = 0; th < K; ++th) {
-LRN_NO_UNROLL
-    for (int tw = 0; tw < K; ++tw) {
-      const scalar_t* px = x + int64_t(oh * g.SH + th) * g.xs[2] + int64_t(ow * g.SW + tw) * g.xs[3];
-      acc_t r[(2 * H + 1) * V];
+  for (int b = -H; b <= H; ++b) in[b + H] = INSIDE || (c + b * V >= gb && c + b * V < ge);
+  // f(i, y) for the V LRN values of the input pixel at p (channel 0 of that pixel).
+  auto lrn_tap = [&](const scalar_t* p, auto&& f) {
+    acc_t r[(2 * H + 1) * V];
 LRN_UNROLL
-      for (int b = -H; b <= H; ++b) {
-        const int cv = c + b * V;
-        load_or_zero<V>(px + cv, cv >= gb && cv < ge, r + (b + H) * V);
-      }
-      relu_all<(2 * H + 1) * V>(r);
+    for (int b = -H; b <= H; ++b) load_or_zero<V>(p + c + b * V, in[b + H], r + (b + H) * V);
+    relu_all<(2 * H + 1) * V>(r);
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) {
+      const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i
+      acc_t sumsq = w[0] * w[0];
+LRN_UNROLL
+      for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(w[t], w[t], sumsq);
+      f(i, as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k)));
+    }
+  };
+  // A window row's maximum, the scan started at its first tap (fold). Taps 1 and 2 as a
+  // runtime loop: unrolled, nvcc issues all taps' vector loads at once (92 registers for
+  // bf16 when the 9 taps of a window were unrolled); one tap at a time keeps the
+  // registers at one tap's vectors, whose 2H + 1 loads are still in flight together.
+  auto row_max = [&](const scalar_t* p, acc_t* b, int* a) {
+    lrn_tap(p, [&](int i, acc_t v) {
+      b[i] = v;
+      a[i] = 0;
+    });
+LRN_NO_UNROLL
+    for (int tw = 1; tw < K; ++tw) lrn_tap(p + tw * ws, [&](int i, acc_t v) { fold(b[i], a[i], v, tw); });
+  };
+  const scalar_t* px = x + int64_t(ohb) * g.SH * rs + int64_t(ow) * g.SW * ws;
+  int64_t o = int64_t(ohb) * g.os[2] + int64_t(ow) * g.os[3] + c;
+  acc_t best[V], rb[V];  // as forward_column's
+  int arg[V], ra[V];
+  row_max(px, best, arg);
+  for (int oh = ohb;;) {
+LRN_NO_UNROLL
+    for (int tw = 0; tw < K; ++tw) lrn_tap(px + rs + tw * ws, [&](int i, acc_t v) { fold(best[i], arg[i], v, K + tw); });
+    row_max(px + 2 * rs, rb, ra);
+    Vec<uint8_t, V> a;
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) {
+      fold(best[i], arg[i], rb[i], ra[i] + 2 * K);  // the bottom row, as one segment
+      a.v[i] = static_cast<uint8_t>(arg[i]);
+    }
+    store<V>(out + o, best);
+    lrn::sweep::check_aligned<uint8_t, V>(am + o);
+    *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
+    if (++oh == ohe) break;
+    px += g.SH * rs;
+    o += g.os[2];
+    if (g.SH == 2) {  // the new top row is the old bottom row
 LRN_UNROLL
       for (int i = 0; i < V; ++i) {
-        acc_t sumsq = acc_t(0);
-LRN_UNROLL
-        for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
-        const acc_t v = as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k));
-        if (v > best[i] || at::_isnan(v)) {
-          best[i] = v;
-          arg[i] = th * K + tw;
-        }
+        best[i] = rb[i];
+        arg[i] = ra[i];
       }
+    } else {
+      row_max(px, best, arg);
     }
   }
-  const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + c;
-  store<V>(out + o, best);
-  Vec<uint8_t, V> a;
-LRN_UNROLL
-  for (int i = 0; i < V; ++i) a.v[i] = static_cast<uint8_t>(arg[i]);
-  lrn::sweep::check_aligned<uint8_t, V>(am + o);
-  *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
+}
+
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                             const Geo& g, int gb, int ge, int c, int ohb, int ohe,
+                                                             int ow, acc_t scale, const Pow& pw, acc_t k) {
+  // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
+  // maxima take 32 registers, and the two variants together spilled at 64 (12 LDL/STL).
+  constexpr int H = ((SPAN + 1) / 2 + V - 1) / V;
+  if constexpr (V <= 4) {
+    if (c - H * V >= gb && c + (H + 1) * V <= ge) {
+      forward_pixels_last<SPAN, V, true>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
+      return;
+    }
+  }
+  forward_pixels_last<SPAN, V, false>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
 }
 
 // ---------------------------------------------------------------- backward
@@ -378,17 +420,17 @@ LRN_UNROLL
 }
 
 // ---------------------------------------------------------------- work items
-// Forward items run over pooled pixels, backward items over input pixels:
+// Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
+// items over input pixels (a row is one input row):
 //   channels-first: i = ((n * runs + run) * rows + row) * cols + col
 //                   (runs: channel runs inside each group, all groups: kPoolChannels
-//                   channels forward, kChannelRun backward; forward rows are runs of
-//                   row_run pooled rows, backward rows single input rows)
+//                   channels forward, kChannelRun backward)
 //   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
 struct Items {
   int64_t count;
-  int rows, cols;  // pooled (forward) or input (backward) extent; forward channels-first: row runs
+  int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
   int runs_per_group, runs, run;  // channels-first
-  int row_run;                    // forward channels-first: pooled rows per item (else 1)
+  int row_run;                    // forward: pooled rows per item (backward: 1)
   int vecs;                       // channels-last: V-vectors per pixel (C / V)
   int vec;                        // V
 };
@@ -398,7 +440,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.rows = backward ? g.H : g.Ho;
   it.cols = backward ? g.W : g.Wo;
   it.row_run = 1;
-  if (!channels_last && !backward) {  // runs of at most kPoolRows rows, as even as can be
+  if (!backward) {  // runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
     it.row_run = (it.rows + n - 1) / n;
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
@@ -453,10 +495,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
   const Where wh = locate(g, it, i, CL);
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
+  const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
   if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale, pw, k);
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   } else {
-    const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
     forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   }
 }
