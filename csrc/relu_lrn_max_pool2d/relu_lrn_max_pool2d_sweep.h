@@ -336,6 +336,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
 // dy, am, x, dx point at image n; the item is input pixel (h, w), channels [cb, ce) of
 // the group [gb, ge). backward_sweep calls each load/store for consecutive channels, so
 // each keeps a running pointer; the gather's window offsets are 32-bit (vector_width).
+// Loads in batches of 4 channels (backward_sweep's U): 4 KB -> 16 KB in flight per SM and
+// 9% fewer instructions than one channel at a time; 8 took 80 registers (38% occupancy).
 template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
                                                                const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
@@ -350,7 +352,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
   const scalar_t* dyp = dy + (cb - POST) * ocs;
   const uint8_t* amp = am + (cb - POST) * ocs;
   scalar_t* dxp = dx + px + cb * xcs;
-  lrn::sweep::backward_sweep<SPAN, 1, 1>(
+  lrn::sweep::backward_sweep<SPAN, 1, 4>(
       [&](int c, acc_t* v) {
         v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(*xp)) : acc_t(0);
         xp += xcs;
