@@ -63,6 +63,7 @@ DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 THREADS = 256  # kThreads of every sweep / max-pool kernel (lrn_sweep.h, max_pool2d_cuda.cu)
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
+POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
 # Fake, 16-byte aligned device pointers: global loads return a constant, stores are dropped.
 POINTER_BASE = 0x7F0000000000
@@ -1347,18 +1348,25 @@ def stage_geo(case):
 
 
 def stage_items(case):
+    """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
+    rows of one pooled column, kPoolChannels channels (channels-first) or V (channels-last)."""
     g = stage_geo(case)
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
-    run = min(g["cg"], CHANNEL_RUN)
+    row_run = 1
+    if not bwd:
+        n = -(-rows // POOL_ROWS)
+        row_run = -(-rows // n)
+        rows = -(-rows // row_run)
+    run = min(g["cg"], CHANNEL_RUN if bwd else POOL_CHANNELS)
     runs_per_group = -(-g["cg"] // run)
     runs = runs_per_group * (g["C"] // g["cg"])
     vecs = g["C"] // vec
     pixels = g["N"] * rows * cols
     count = pixels * vecs if case.cl else pixels * runs
-    return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run, vecs=vecs,
-                vec=vec)
+    return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
+                row_run=row_run, vecs=vecs, vec=vec)
 
 
 def stage_params(case):
@@ -1377,7 +1385,7 @@ def stage_params(case):
 
     def fill_items(q):
         q.i64(it["count"])
-        for k in ("rows", "cols", "runs_per_group", "runs", "run", "vecs", "vec"):
+        for k in ("rows", "cols", "runs_per_group", "runs", "run", "row_run", "vecs", "vec"):
             q.i32(it[k])
 
     p.struct_(fill_geo, 8)
@@ -1388,10 +1396,12 @@ def stage_params(case):
 
 
 def stage_samples(case):
-    """Channels-first: an interior pixel for every channel run of every group (a run is
-    min(32, Cg - r*32) channels, one output each: locate() in the sweep header); plus the
-    2x2 parities for backward (how many windows cover the pixel). Channels-last: V channels
-    per item, every vector of one interior pixel."""
+    """Channels-first: an interior pixel (forward: an interior run of row_run pooled rows
+    of one column) for every channel run of every group (a run is min(run, Cg - r*run)
+    channels: locate() in the sweep header; forward runs of kPoolChannels, so the first and
+    last of a group take the edge path with its zero-padded halo); plus the 2x2 parities for
+    backward (how many windows cover the pixel). Channels-last: V channels per item (forward:
+    x its run of pooled rows), every vector of one interior pixel (forward: column)."""
     it = stage_items(case)
     g = stage_geo(case)
     n = g["N"] // 2
@@ -1402,14 +1412,18 @@ def stage_samples(case):
     for row, col in pixels:
         if case.cl:
             base = (n * it["rows"] + row) * it["cols"] + col
+            rows = min(it["row_run"], g["Ho"] - row * it["row_run"]) if case.direction == "fwd" else 1
             step = max(1, it["vecs"] // 16)  # at most 16 vectors: the interior ones repeat
-            out += [(base * it["vecs"] + v, it["vec"]) for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
+            out += [(base * it["vecs"] + v, it["vec"] * rows)
+                    for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
         else:
+            pooled_rows = g["Ho"] if case.direction == "fwd" else g["H"]
+            rows = min(it["row_run"], pooled_rows - row * it["row_run"])
             for run in range(it["runs"]):
                 r = run % it["runs_per_group"]
                 channels = min(it["run"], g["cg"] - r * it["run"])
                 item = ((n * it["runs"] + run) * it["rows"] + row) * it["cols"] + col
-                out.append((item, channels))
+                out.append((item, channels * rows))
     return out
 
 

@@ -19,7 +19,8 @@
 // kernels, one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
 // and order of operations (not the last bits: the power and FMA contraction differ, see
 // lrn/lrn_sweep.h) (channels-last needs 16-byte vectors: each group's channel count a
-// multiple of 16 / element size, aligned data). Other shapes run the native kernels.
+// multiple of 16 / element size, aligned data; the NCHW forward a multiple of 4). Other
+// shapes run the native kernels.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -48,7 +49,7 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
-  const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
+  const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
   if (vec == 0) return false;
   const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
@@ -70,7 +71,7 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   const uint8_t* ap = am.const_data_ptr<uint8_t>();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-  const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
+  const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
   if (vec == 0) return false;
   const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {

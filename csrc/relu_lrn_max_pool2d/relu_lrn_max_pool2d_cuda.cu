@@ -294,9 +294,11 @@ __global__ void __launch_bounds__(kThreads)
 // Sweep kernels: one work item per thread (relu_lrn_max_pool2d_sweep.h).
 constexpr int kSweepThreads = lrn::sweep::kThreads;  // (kThreads is the tile kernels')
 
-// Launched only where lrn::Pow34 applies (lrn::pow34_applies, decided per launch).
+// Launched only where lrn::Pow34 applies (lrn::pow34_applies, decided per launch). The
+// forward at most 64 registers (4 blocks, 50% occupancy): left to itself nvcc issues the
+// NCHW item's row streams far ahead and takes 125.
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads)
+__global__ void __launch_bounds__(kSweepThreads, 4)
     forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
                          Geo g, sweep::Items it, acc_t scale, lrn::Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
@@ -401,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
-      const int vec = sweep::vector_width<scalar_t>(g, cl, {xp, op, ap});
+      const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
@@ -442,7 +444,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
       const uint8_t* ap = am.const_data_ptr<uint8_t>();
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-      const int vec = sweep::vector_width<scalar_t>(g, cl, {dyp, ap, xp, dxp});
+      const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);

@@ -5,28 +5,33 @@
 // and FMA contraction differ: lrn_sweep.h), so near-ties of the pooling may differ.
 //
 // Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
-//   forward_channels_first    NCHW: one pooled pixel, a run of channels, 3x3 ring in registers
-//   forward_channels_last     NHWC: one pooled pixel, V channels (+ halo vectors) per tap
+//   forward_channels_first    NCHW: one pooled column, a run of rows, 4 channels; rows shared
+//   forward_channels_last     NHWC: one pooled column, a run of rows, V channels; rows shared
 //   backward_channels_first   NCHW: one input pixel, a run of channels (lrn::sweep::backward_sweep)
 //   backward_channels_last    NHWC: one input pixel, V channels (lrn::sweep::backward_vector)
 //
 // Used for 3x3 pooling windows (AlexNet's 3/2, any stride) and LRN sizes <= 7 (SPAN <= 6,
-// clamped to the group); other shapes take the shared-memory tile kernels. Channels
-// outside the item's LRN group [gb, ge) read as zero.
+// clamped to the group); the NCHW forward also needs kPoolChannels (4) to divide the
+// group's channels. Other shapes take the shared-memory tile kernels. Channels outside
+// the item's LRN group [gb, ge) read as zero.
 //
-// Forward, one pooled output per item, PyTorch's tie/NaN rules (pool_window's order):
-//  * channels-first (NCHW): an item is one pooled pixel and a run of channels of one
-//    group. A shift register holds z = relu(x) at the window's 9 pixels for the SPAN + 1
-//    channels of the current LRN window; each step loads the 9 pixels of one new channel,
-//    computes the 9 LRN values, and writes one pooled value and its uint8 argmax.
-//    Adjacent GPU threads own adjacent pooled columns.
-//  * channels-last (NHWC): an item is one pooled pixel and one vector of V channels; for
-//    each of the 9 window pixels it loads that vector and its neighbours (the LRN halo,
-//    L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
+// Forward, PyTorch's tie/NaN rules (pool_window's order):
+//  * channels-first (NCHW): an item is one pooled column ow, a run of up to kPoolRows
+//    pooled rows and kPoolChannels channels of one group. Per pooled row it computes the
+//    LRN at the window's middle and bottom input rows, 3 taps each, streaming the
+//    channels cb - PRE .. cb + 3 + POST of a row through a ring of SPAN + 1 (lrn_row);
+//    with stride 2 the window's top row is the previous window's bottom row, whose
+//    maximum is carried (fold: a row's maximum is a segment of the window's scan). So
+//    6 LRN values per pooled output instead of 9 (the unique pixels of a 3/2 window are
+//    4; the other 2 are the column shared with the neighbouring thread), and each input
+//    value is loaded (KC + SPAN) / KC = 2 times per row. Adjacent GPU threads own adjacent
+//    pooled columns.
+//  * channels-last (NHWC): an item is one pooled column, a run of up to kPoolRows pooled
+//    rows and one vector of V channels, its rows walked as channels-first's (6 LRN values
+//    per pooled output and channel). A tap loads the vector and its neighbours (the LRN
+//    halo, L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
 //    adjacent channel vectors: coalesced.
-// The LRN value of an input pixel is computed once per window that holds it (2.25 times
-// on average for 3/2), one power each; nothing but the pooled outputs and argmax is
-// written.
+// One power per LRN value; nothing but the pooled outputs and argmax is written.
 //
 // Backward, one input pixel per item: lrn::sweep's backward with z = relu(x) loads, dy
 // replaced by the gathered pooled gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is
@@ -61,110 +66,258 @@ LRN_UNROLL
 
 // ---------------------------------------------------------------- forward
 
-// x, out, am point at image n; the item is pooled pixel (oh, ow), channels [cb, ce) of
-// the group [gb, ge). ring[i * KK + p] = z of channel c - PRE + i (after the step's
-// shift) at window pixel p = th * K + tw. x is contiguous NCHW (xs[3] == 1, vector_width
-// checks it): a window row is three adjacent elements, read at immediate offsets from
-// one row pointer; the pointers advance by the channel stride.
-template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                              const Geo& g, int gb, int ge, int cb, int ce, int oh,
-                                                              int ow, acc_t scale, const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * KK;
-  const int64_t rs = g.xs[2], cs = g.xs[1];
-  const scalar_t* px = x + int64_t(oh) * g.SH * rs + int64_t(ow) * g.SW + (cb - PRE) * cs;
-  auto load_channel = [&](int c, acc_t* v) {  // channel c, at px; then px moves on
-    const bool inside = c >= gb && c < ge;
-LRN_UNROLL
-    for (int th = 0; th < K; ++th) {
-      const scalar_t* row = px + th * rs;
-LRN_UNROLL
-      for (int tw = 0; tw < K; ++tw) v[th * K + tw] = inside ? relu(static_cast<acc_t>(row[tw])) : acc_t(0);
-    }
-    px += cs;
-  };
-  acc_t ring[N];
-LRN_UNROLL
-  for (int i = 0; i < SPAN; ++i) load_channel(cb - PRE + i, ring + (i + 1) * KK);
-  const int64_t obase = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + int64_t(cb) * g.os[1];
-  scalar_t* po = out + obase;
-  uint8_t* pa = am + obase;
-  // Not unrolled: unrolling SPAN + 1 times turns the ring shift into register renaming
-  // (-15% instructions) but takes 84-89 registers (25% occupancy; measured, bench/SASS.md).
-  for (int c = cb; c < ce; ++c) {
-    shift<N, KK>(ring);
-    load_channel(c + POST, ring + SPAN * KK);
-    acc_t best = max_pool2d::lowest_value<acc_t>();
-    int arg = 0;
-LRN_UNROLL
-    for (int p = 0; p < KK; ++p) {
-      acc_t sumsq = acc_t(0);
-LRN_UNROLL
-      for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * KK + p] * ring[i * KK + p];
-      // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
-      const acc_t v = as_stored<scalar_t>(lrn::forward_value(ring[PRE * KK + p], sumsq, scale, pw, k));
-      if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
-        best = v;
-        arg = p;
-      }
-    }
-    *po = static_cast<scalar_t>(best);
-    *pa = static_cast<uint8_t>(arg);
-    po += g.os[1];
-    pa += g.os[1];
+// Channels per channels-first forward item, and its most pooled rows (make_items splits
+// the pooled rows evenly into runs of at most kPoolRows).
+constexpr int kPoolChannels = 4;
+constexpr int kPoolRows = 13;
+
+// a * b + c: one FMA on the GPU (what nvcc's contraction gives, asked for here: left to
+// itself it squares each z once and adds, 20% more instructions in lrn_row), two
+// roundings on the CPU, as the CPU build's other sums (lrn_sweep.h).
+C10_HOST_DEVICE C10_ALWAYS_INLINE float mul_add(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+C10_HOST_DEVICE C10_ALWAYS_INLINE double mul_add(double a, double b, double c) { return a * b + c; }
+
+// PyTorch's pooling step (pool_window): v replaces the running maximum when v > best or v
+// is NaN. The scan of a window splits into segments (here: its rows) whose own results
+// fold in with this same step: a NaN in a later segment still wins (it is that
+// segment's result), a NaN result of an earlier one is kept (v > NaN is false), and
+// otherwise the later segment wins only with a strictly larger value: first max wins.
+// A segment's scan may also start at its first value instead of -inf (arg = that tap):
+// it gives the same result and argmax, -inf and NaN included.
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void fold(acc_t& best, int& arg, acc_t v, int a) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<acc_t, float>::value) {
+    // Two compares and two selects. Written as C++ (the CPU's form below), nvcc branched
+    // around some of these (the bottom row's folds): ~16 more instructions per pooled row.
+    asm("{\n\t.reg .pred take, nan;\n\t"
+        "setp.gt.f32 take, %2, %0;\n\t"
+        "setp.nan.f32 nan, %2, %2;\n\t"
+        "or.pred take, take, nan;\n\t"
+        "selp.f32 %0, %2, %0, take;\n\t"
+        "selp.b32 %1, %3, %1, take;\n\t}"
+        : "+f"(best), "+r"(arg)
+        : "f"(v), "r"(a));
+    return;
+  }
+#endif
+  if (v > best || at::_isnan(v)) {  // strict >: first max wins; NaN always wins
+    best = v;
+    arg = a;
   }
 }
 
-// Channels-last (x, out, am channel-contiguous): pooled pixel (oh, ow), channels
-// [c, c + V) inside the group [gb, ge) (Cg a multiple of V).
-template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                             const Geo& g, int gb, int ge, int c, int oh, int ow,
-                                                             acc_t scale, const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
-  acc_t best[V];
-  int arg[V];
+// One window row of the channels-first forward: the LRN values y (as stored, as_stored)
+// of channels cb .. cb + KC - 1 at the 3 taps of one input row. p points at that row's
+// first tap in channel cb - PRE; channel cb - PRE + i is at p + i * cs (the pointer steps
+// by cs), a window row is three adjacent elements at immediate offsets. The channels
+// stream through a ring of SPAN + 1 channel triples (a constant index after unrolling:
+// register renaming, no moves); once channel j's window is in, its 3 values go to
+// tap(j, tw, y), tw = 0, 1, 2. FIRST: the item starts its LRN group, so the PRE stream
+// channels behind it are outside; LAST: it ends the group, the POST channels after it are
+// outside. Those read as zero, unloaded (known at compile time: no test per load).
+template <int SPAN, int KC, bool FIRST, bool LAST, typename scalar_t, typename acc_t, typename Pow, typename Tap>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lrn_row(const scalar_t* p, int cs, acc_t scale, const Pow& pw, acc_t k,
+                                               Tap&& tap) {
+  constexpr int PRE = (SPAN + 1) / 2, NR = SPAN + 1;
+  acc_t ring[NR][K];
 LRN_UNROLL
-  for (int i = 0; i < V; ++i) {
-    best[i] = max_pool2d::lowest_value<acc_t>();
-    arg[i] = 0;
-  }
-  // Window taps as runtime loops: unrolled, nvcc issues all 9 taps' vector loads at once
-  // (92 registers for bf16, 25% occupancy; one row at a time: 71, 38%). One tap at a
-  // time keeps the registers at one tap's vectors; its loads (2H + 1 vectors of 16 bytes)
-  // are still in flight together.
-LRN_NO_UNROLL
-  for (int th = 0; th < K; ++th) {
-LRN_NO_UNROLL
+  for (int i = 0; i < KC + SPAN; ++i) {
+    const bool in = !(FIRST && i < PRE) && !(LAST && i >= PRE + KC);
+LRN_UNROLL
+    for (int tw = 0; tw < K; ++tw) ring[i % NR][tw] = in ? relu(static_cast<acc_t>(p[tw])) : acc_t(0);
+    p += cs;
+    if (i < SPAN) continue;
+    const int j = i - SPAN;  // channel cb + j: its window is stream channels j .. j + SPAN
+LRN_UNROLL
     for (int tw = 0; tw < K; ++tw) {
-      const scalar_t* px = x + int64_t(oh * g.SH + th) * g.xs[2] + int64_t(ow * g.SW + tw) * g.xs[3];
-      acc_t r[(2 * H + 1) * V];
+      acc_t sumsq = ring[j % NR][tw] * ring[j % NR][tw];
 LRN_UNROLL
-      for (int b = -H; b <= H; ++b) {
-        const int cv = c + b * V;
-        load_or_zero<V>(px + cv, cv >= gb && cv < ge, r + (b + H) * V);
-      }
-      relu_all<(2 * H + 1) * V>(r);
-LRN_UNROLL
-      for (int i = 0; i < V; ++i) {
-        acc_t sumsq = acc_t(0);
-LRN_UNROLL
-        for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
-        const acc_t v = as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k));
-        if (v > best[i] || at::_isnan(v)) {
-          best[i] = v;
-          arg[i] = th * K + tw;
-        }
-      }
+      for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(ring[(j + t) % NR][tw], ring[(j + t) % NR][tw], sumsq);
+      // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
+      tap(j, tw, as_stored<scalar_t>(lrn::forward_value(ring[(j + PRE) % NR][tw], sumsq, scale, pw, k)));
     }
   }
-  const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + c;
-  store<V>(out + o, best);
-  Vec<uint8_t, V> a;
+}
+
+// x, out, am point at image n; the item is pooled column ow, pooled rows [ohb, ohe) and
+// channels [cb, cb + kPoolChannels) of an LRN group (FIRST / LAST: the item starts / ends
+// it). x is contiguous NCHW (xs[3] == 1; vector_width checks that, the 32-bit channel and
+// row offsets, and that kPoolChannels divides the group). Each pooled row takes the
+// window's middle and bottom input rows (lrn_row) and, with stride 2, the previous
+// window's bottom row as its top row: that row's maximum (a segment, see fold) is carried
+// over instead of recomputed. Other strides compute the top row too. Per pooled row and
+// channel: 6 LRN values (2 MUFU each), 6 folds, 6 loads (8 channels x 3 taps x 2 rows / 4).
+template <int SPAN, bool FIRST, bool LAST, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
+                                                      int cb, int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
+                                                      acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, KC = kPoolChannels;
+  const int cs = static_cast<int>(g.xs[1]), rs = static_cast<int>(g.xs[2]);
+  const int ocs = static_cast<int>(g.os[1]), ors = static_cast<int>(g.os[2]);
+  const scalar_t* px = x + int64_t(cb - PRE) * g.xs[1] + int64_t(ohb) * g.SH * g.xs[2] + int64_t(ow) * g.SW;
+  const int64_t obase = int64_t(cb) * g.os[1] + int64_t(ohb) * g.os[2] + int64_t(ow) * g.os[3];
+  scalar_t* po = out + obase;
+  uint8_t* pa = am + obase;
+  auto row = [&](const scalar_t* p, auto&& tap) { lrn_row<SPAN, KC, FIRST, LAST, scalar_t>(p, cs, scale, pw, k, tap); };
+  // best/arg: the running maximum of the current window; rb/ra: the maximum of its bottom
+  // row alone (tap columns 0..2), the next window's top row when the stride is 2.
+  acc_t best[KC], rb[KC];
+  int arg[KC], ra[KC];
+  // A row scan that starts at its first tap (fold): the window's top row, the bottom row.
+  auto start_row = [](acc_t* b, int* a) {
+    return [b, a](int j, int tw, acc_t v) {
+      if (tw == 0) {
+        b[j] = v;
+        a[j] = 0;
+      } else {
+        fold(b[j], a[j], v, tw);
+      }
+    };
+  };
+  row(px, start_row(best, arg));
+  for (int oh = ohb;;) {
+    row(px + rs, [&](int j, int tw, acc_t v) { fold(best[j], arg[j], v, K + tw); });
+    row(px + 2 * rs, start_row(rb, ra));
 LRN_UNROLL
-  for (int i = 0; i < V; ++i) a.v[i] = static_cast<uint8_t>(arg[i]);
-  lrn::sweep::check_aligned<uint8_t, V>(am + o);
-  *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
+    for (int j = 0; j < KC; ++j) {
+      fold(best[j], arg[j], rb[j], ra[j] + 2 * K);  // the bottom row, as one segment
+      po[j * ocs] = static_cast<scalar_t>(best[j]);
+      pa[j * ocs] = static_cast<uint8_t>(arg[j]);
+    }
+    if (++oh == ohe) break;
+    px += g.SH * rs;
+    po += ors;
+    pa += ors;
+    if (g.SH == 2) {  // the new top row is the old bottom row
+LRN_UNROLL
+      for (int j = 0; j < KC; ++j) {
+        best[j] = rb[j];
+        arg[j] = ra[j];
+      }
+    } else {
+      row(px, start_row(best, arg));
+    }
+  }
+}
+
+template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                              const Geo& g, int gb, int ge, int cb, int ohb, int ohe,
+                                                              int ow, acc_t scale, const Pow& pw, acc_t k) {
+  // With kPoolChannels | Cg (vector_width) and PRE, POST < kPoolChannels, only the halo of
+  // a group's first item reaches behind the group, only its last item's ahead.
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, KC = kPoolChannels;
+  static_assert(PRE < KC && POST < KC, "the halo reaches past the neighbouring item");
+  const bool first = PRE > 0 && cb == gb, last = POST > 0 && cb + KC == ge;
+  if (!first && !last)
+    forward_column<SPAN, false, false>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+  else if (!last)
+    forward_column<SPAN, true, false>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+  else if (!first)
+    forward_column<SPAN, false, true>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+  else
+    forward_column<SPAN, true, true>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+}
+
+// Channels-last (x, out, am channel-contiguous): pooled column ow, pooled rows
+// [ohb, ohe), channels [c, c + V) inside the group [gb, ge) (Cg a multiple of V). The
+// rows are walked as in forward_column: per pooled row the window's middle and bottom
+// input rows, the top row's maximum carried over from the previous window when the
+// stride is 2. One tap = one input pixel: the item's vector and its H halo vectors on
+// each side (the neighbours' own vectors: L1 hits), V LRN values.
+// INSIDE: every halo vector is inside the group (all but a group's first and last
+// vector): plain loads, no zeroing.
+template <int SPAN, int V, bool INSIDE, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_pixels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                           const Geo& g, int gb, int ge, int c, int ohb, int ohe,
+                                                           int ow, acc_t scale, const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, H = (PRE + V - 1) / V;
+  const int ws = static_cast<int>(g.xs[3]), rs = static_cast<int>(g.xs[2]);  // 32-bit: vector_width
+  // The halo vectors inside the group: fixed for the item.
+  bool in[2 * H + 1];
+LRN_UNROLL
+  for (int b = -H; b <= H; ++b) in[b + H] = INSIDE || (c + b * V >= gb && c + b * V < ge);
+  // f(i, y) for the V LRN values of the input pixel at p (channel 0 of that pixel).
+  auto lrn_tap = [&](const scalar_t* p, auto&& f) {
+    acc_t r[(2 * H + 1) * V];
+LRN_UNROLL
+    for (int b = -H; b <= H; ++b) load_or_zero<V>(p + c + b * V, in[b + H], r + (b + H) * V);
+    relu_all<(2 * H + 1) * V>(r);
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) {
+      const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i
+      acc_t sumsq = w[0] * w[0];
+LRN_UNROLL
+      for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(w[t], w[t], sumsq);
+      f(i, as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k)));
+    }
+  };
+  // A window row's maximum, the scan started at its first tap (fold). Taps 1 and 2 as a
+  // runtime loop: unrolled, nvcc issues all taps' vector loads at once (92 registers for
+  // bf16 when the 9 taps of a window were unrolled); one tap at a time keeps the
+  // registers at one tap's vectors, whose 2H + 1 loads are still in flight together.
+  auto row_max = [&](const scalar_t* p, acc_t* b, int* a) {
+    lrn_tap(p, [&](int i, acc_t v) {
+      b[i] = v;
+      a[i] = 0;
+    });
+LRN_NO_UNROLL
+    for (int tw = 1; tw < K; ++tw) lrn_tap(p + tw * ws, [&](int i, acc_t v) { fold(b[i], a[i], v, tw); });
+  };
+  const scalar_t* px = x + int64_t(ohb) * g.SH * rs + int64_t(ow) * g.SW * ws;
+  int64_t o = int64_t(ohb) * g.os[2] + int64_t(ow) * g.os[3] + c;
+  acc_t best[V], rb[V];  // as forward_column's
+  int arg[V], ra[V];
+  row_max(px, best, arg);
+  for (int oh = ohb;;) {
+LRN_NO_UNROLL
+    for (int tw = 0; tw < K; ++tw) lrn_tap(px + rs + tw * ws, [&](int i, acc_t v) { fold(best[i], arg[i], v, K + tw); });
+    row_max(px + 2 * rs, rb, ra);
+    Vec<uint8_t, V> a;
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) {
+      fold(best[i], arg[i], rb[i], ra[i] + 2 * K);  // the bottom row, as one segment
+      a.v[i] = static_cast<uint8_t>(arg[i]);
+    }
+    store<V>(out + o, best);
+    lrn::sweep::check_aligned<uint8_t, V>(am + o);
+    *reinterpret_cast<Vec<uint8_t, V>*>(am + o) = a;
+    if (++oh == ohe) break;
+    px += g.SH * rs;
+    o += g.os[2];
+    if (g.SH == 2) {  // the new top row is the old bottom row
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) {
+        best[i] = rb[i];
+        arg[i] = ra[i];
+      }
+    } else {
+      row_max(px, best, arg);
+    }
+  }
+}
+
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
+                                                             const Geo& g, int gb, int ge, int c, int ohb, int ohe,
+                                                             int ow, acc_t scale, const Pow& pw, acc_t k) {
+  // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
+  // maxima take 32 registers, and the two variants together spilled at 64 (12 LDL/STL).
+  constexpr int H = ((SPAN + 1) / 2 + V - 1) / V;
+  if constexpr (V <= 4) {
+    if (c - H * V >= gb && c + (H + 1) * V <= ge) {
+      forward_pixels_last<SPAN, V, true>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
+      return;
+    }
+  }
+  forward_pixels_last<SPAN, V, false>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
 }
 
 // ---------------------------------------------------------------- backward
@@ -183,6 +336,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
 // dy, am, x, dx point at image n; the item is input pixel (h, w), channels [cb, ce) of
 // the group [gb, ge). backward_sweep calls each load/store for consecutive channels, so
 // each keeps a running pointer; the gather's window offsets are 32-bit (vector_width).
+// Loads in batches of 4 channels (backward_sweep's U): 4 KB -> 16 KB in flight per SM and
+// 9% fewer instructions than one channel at a time; 8 took 80 registers (38% occupancy).
 template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
                                                                const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
@@ -197,7 +352,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
   const scalar_t* dyp = dy + (cb - POST) * ocs;
   const uint8_t* amp = am + (cb - POST) * ocs;
   scalar_t* dxp = dx + px + cb * xcs;
-  lrn::sweep::backward_sweep<SPAN, 1, 1>(
+  lrn::sweep::backward_sweep<SPAN, 1, 4>(
       [&](int c, acc_t* v) {
         v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(*xp)) : acc_t(0);
         xp += xcs;
@@ -267,14 +422,17 @@ LRN_UNROLL
 }
 
 // ---------------------------------------------------------------- work items
-// Forward items run over pooled pixels, backward items over input pixels:
+// Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
+// items over input pixels (a row is one input row):
 //   channels-first: i = ((n * runs + run) * rows + row) * cols + col
-//                   (runs: channel runs of kChannelRun inside each group, all groups)
+//                   (runs: channel runs inside each group, all groups: kPoolChannels
+//                   channels forward, kChannelRun backward)
 //   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
 struct Items {
   int64_t count;
-  int rows, cols;  // pooled (forward) or input (backward) extent
+  int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
   int runs_per_group, runs, run;  // channels-first
+  int row_run;                    // forward: pooled rows per item (backward: 1)
   int vecs;                       // channels-last: V-vectors per pixel (C / V)
   int vec;                        // V
 };
@@ -283,8 +441,15 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   Items it;
   it.rows = backward ? g.H : g.Ho;
   it.cols = backward ? g.W : g.Wo;
+  it.row_run = 1;
+  if (!backward) {  // runs of at most kPoolRows rows, as even as can be
+    const int n = (it.rows + kPoolRows - 1) / kPoolRows;
+    it.row_run = (it.rows + n - 1) / n;
+    it.rows = (it.rows + it.row_run - 1) / it.row_run;
+  }
   it.vec = vec;
-  it.run = g.Cg < kChannelRun ? g.Cg : kChannelRun;
+  const int run = backward ? kChannelRun : kPoolChannels;
+  it.run = g.Cg < run ? g.Cg : run;
   it.runs_per_group = (g.Cg + it.run - 1) / it.run;
   it.runs = it.runs_per_group * (g.C / g.Cg);
   it.vecs = g.C / vec;
@@ -332,11 +497,11 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
   const Where wh = locate(g, it, i, CL);
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
+  const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
   if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale, pw, k);
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   } else {
-    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, pw,
-                                 k);
+    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   }
 }
 
@@ -365,7 +530,7 @@ inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::
 // (V = 1); channels-last items are vectors of 16 bytes (V = 16 / sizeof), so each
 // group's channel count must be a multiple of V and every tensor 16-byte aligned.
 template <typename scalar_t>
-int vector_width(const Geo& g, bool channels_last, std::initializer_list<const void*> ptrs) {
+int vector_width(const Geo& g, bool channels_last, bool backward, std::initializer_list<const void*> ptrs) {
   if (!covers(g)) return 0;
   if (!channels_last && g.xs[3] != 1) return 0;  // forward_channels_first reads rows at immediate offsets
   // 32-bit offsets inside one plane (the window offsets of the forward, the gather's).
@@ -373,7 +538,15 @@ int vector_width(const Geo& g, bool channels_last, std::initializer_list<const v
   if (int64_t(g.H) * (g.xs[2] < 0 ? -g.xs[2] : g.xs[2]) + int64_t(g.W) * (g.xs[3] < 0 ? -g.xs[3] : g.xs[3]) >= limit ||
       int64_t(g.Ho) * (g.os[2] < 0 ? -g.os[2] : g.os[2]) + int64_t(g.Wo) * (g.os[3] < 0 ? -g.os[3] : g.os[3]) >= limit)
     return 0;
-  if (!channels_last) return 1;
+  if (!channels_last) {
+    // The forward's items: kPoolChannels whole channels of one group, channel offsets
+    // inside an item 32-bit too (forward_column).
+    const int64_t cs = g.xs[1] < 0 ? -g.xs[1] : g.xs[1], ocs = g.os[1] < 0 ? -g.os[1] : g.os[1];
+    if (!backward && (g.Cg % kPoolChannels != 0 || (kPoolChannels + lrn::sweep::kMaxSpan) * cs >= limit ||
+                      kPoolChannels * ocs >= limit))
+      return 0;
+    return 1;
+  }
   constexpr int vec = 16 / sizeof(scalar_t);
   if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
   for (const void* p : ptrs)
