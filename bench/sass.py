@@ -1354,6 +1354,8 @@ def stage_items(case):
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
+    if bwd and not case.cl:
+        cols = -(-cols // 2)  # channels-first backward: pixel pairs
     row_run = 1
     if not bwd:
         n = -(-rows // POOL_ROWS)
@@ -1400,7 +1402,8 @@ def stage_samples(case):
     of one column) for every channel run of every group (a run is min(run, Cg - r*run)
     channels: locate() in the sweep header; forward runs of kPoolChannels, so the first and
     last of a group take the edge path with its zero-padded halo); plus the 2x2 parities for
-    backward (how many windows cover the pixel). Channels-last: V channels per item (forward:
+    backward (how many windows cover the pixel; NCHW items are pixel pairs of a row, whose
+    windows only the row's parity changes). Channels-last: V channels per item (forward:
     x its run of pooled rows), every vector of one interior pixel (forward: column)."""
     it = stage_items(case)
     g = stage_geo(case)
@@ -1423,7 +1426,8 @@ def stage_samples(case):
                 r = run % it["runs_per_group"]
                 channels = min(it["run"], g["cg"] - r * it["run"])
                 item = ((n * it["runs"] + run) * it["rows"] + row) * it["cols"] + col
-                out.append((item, channels * rows))
+                pair = 2 if case.direction == "bwd" else 1  # backward: two pixels per item
+                out.append((item, channels * rows * pair))
     return out
 
 

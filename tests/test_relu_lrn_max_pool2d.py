@@ -410,6 +410,9 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
 
 # Edges of the sweep kernels: strides that leave pixels in no window, a single pooled
 # pixel, 3 and 8 groups with channels-last vectors, fp16, and dy/argmax in the other layout.
+# The NCHW backward's pixel pairs (stride 2): an even width (the last pair is whole, the
+# last column in no window), an even height (the last row in no window), a lone pixel in
+# the last pair (odd width).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "shape,groups,stride,kind,dtype",
@@ -419,6 +422,8 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
         ((3, 16, 3, 3), 1, 2, "channels_last", torch.float16),
         ((2, 64, 7, 6), 8, 1, "channels_last", torch.bfloat16),
         ((2, 64, 7, 6), 8, 3, "contiguous", torch.float16),
+        ((2, 16, 8, 10), 2, 2, "contiguous", torch.float32),
+        ((3, 16, 4, 3), 1, 2, "contiguous", torch.bfloat16),
     ],
     ids=str,
 )

@@ -7,12 +7,13 @@
 // Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
 //   forward_channels_first    NCHW: one pooled column, a run of rows, 4 channels; rows shared
 //   forward_channels_last     NHWC: one pooled column, a run of rows, V channels; rows shared
-//   backward_channels_first   NCHW: one input pixel, a run of channels (lrn::sweep::backward_sweep)
+//   backward_channels_first   NCHW, stride 2: a pixel pair of one row, a run of channels; loop-free gather
 //   backward_channels_last    NHWC: one input pixel, V channels (lrn::sweep::backward_vector)
 //
 // Used for 3x3 pooling windows (AlexNet's 3/2, any stride) and LRN sizes <= 7 (SPAN <= 6,
 // clamped to the group); the NCHW forward also needs kPoolChannels (4) to divide the
-// group's channels. Other shapes take the shared-memory tile kernels. Channels outside
+// group's channels, the NCHW backward stride 2. Other shapes take the shared-memory tile
+// kernels. Channels outside
 // the item's LRN group [gb, ge) read as zero.
 //
 // Forward, PyTorch's tie/NaN rules (pool_window's order):
@@ -33,11 +34,12 @@
 //    adjacent channel vectors: coalesced.
 // One power per LRN value; nothing but the pooled outputs and argmax is written.
 //
-// Backward, one input pixel per item: lrn::sweep's backward with z = relu(x) loads, dy
-// replaced by the gathered pooled gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is
-// this pixel, row-major, no atomics) and torch's ReLU mask applied to the result. NCHW
-// sweeps a run of channels (V = 1: each pixel has its own windows); NHWC takes one
-// vector of V channels with the vector's argmax bytes and dy read together.
+// Backward: lrn::sweep's backward with z = relu(x) loads, dy replaced by the gathered
+// pooled gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is the pixel,
+// row-major, no atomics) and torch's ReLU mask applied to the result. NCHW sweeps a run
+// of channels for two adjacent pixels of a row (V = 2), whose windows and codes stride 2
+// fixes at compile time per row parity; NHWC takes one pixel's vector of V channels with
+// the vector's argmax bytes and dy read together.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -333,48 +335,79 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
                max_pool2d::window_end(aw, w)};
 }
 
-// dy, am, x, dx point at image n; the item is input pixel (h, w), channels [cb, ce) of
-// the group [gb, ge). backward_sweep calls each load/store for consecutive channels, so
-// each keeps a running pointer; the gather's window offsets are 32-bit (vector_width).
-// Loads in batches of 4 channels (backward_sweep's U): 4 KB -> 16 KB in flight per SM and
-// 9% fewer instructions than one channel at a time; 8 took 80 registers (38% occupancy).
-template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
+// Channels-first backward, 3/2 pooling (stride 2 both ways): the item is the pixel pair
+// (h, w), (h, w + 1), w = 2q, over the channels [cb, ce) of the group [gb, ge). With
+// stride 2 the pair's pooling windows, and the tap each pixel is in them, depend only on
+// h's parity (a window's argmax code is t_h * 3 + t_w):
+//   columns: window q - 1 holds w at t_w = 2 (w + 1 is past it); window q holds w at
+//            t_w = 0 and w + 1 at t_w = 1;
+//   rows:    odd h lies in window (h - 1) / 2 only, at t_h = 1 (NR = 1 window row); even h
+//            in h / 2 - 1 at t_h = 2 and in h / 2 at t_h = 0 (NR = 2).
+// So each channel's gather reads NR x 2 windows and compares with codes fixed at compile
+// time: no loop over windows, no index arithmetic per channel (the loops with runtime
+// bounds cost about 46 instructions per channel). Windows outside the pooled output
+// (image edges) load nothing and match nothing. The sums run in row-major window order,
+// as relu_lrn_max_pool2d::gather's. backward_sweep calls each load/store for consecutive
+// channels, so each keeps a running pointer; a window row's right window is its left
+// one's neighbour (os[3] == 1), and the pair's second pixel the first's (xs[3] == 1):
+// immediate offsets (vector_width checks both strides).
+template <int NR, int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
                                                                const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
-                                                               int ge, int cb, int ce, int h, int w, acc_t scale,
+                                                               int ge, int cb, int ce, int h, int q, acc_t scale,
                                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
-  const Cover cv = cover(g, h, w);
-  const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
+  // Channels per batch of loads: 2 for odd rows, 1 for even rows (their 4 windows), so
+  // the kernel fits 64 registers (50% occupancy); 4 and 2 took 72 (38%), 8% fewer
+  // instructions.
+  constexpr int U = NR == 1 ? 2 : 1;
+  const int w = 2 * q;
+  const bool pair = w + 1 < g.W;                    // the second pixel is inside the image
+  const int oh0 = NR == 1 ? (h - 1) / 2 : h / 2 - 1;  // the first window row
+  bool live[NR][2];                                 // window (oh0 + r, q - 1 + side) exists
+LRN_UNROLL
+  for (int r = 0; r < NR; ++r) {
+    const bool row = oh0 + r >= 0 && oh0 + r < g.Ho;
+    live[r][0] = row && q >= 1 && q - 1 < g.Wo;
+    live[r][1] = row && q < g.Wo;
+  }
   const int64_t xcs = g.xs[1], ocs = g.os[1];
-  const int osh = static_cast<int>(g.os[2]), osw = static_cast<int>(g.os[3]);
+  const int osh = static_cast<int>(g.os[2]);
+  const int64_t px = int64_t(h) * g.xs[2] + w;
+  const int64_t o = int64_t(oh0) * osh + (q - 1) + (cb - POST) * ocs;  // window (oh0, q - 1)
   const scalar_t* xp = x + px + (cb - POST - PRE) * xcs;
-  const scalar_t* dyp = dy + (cb - POST) * ocs;
-  const uint8_t* amp = am + (cb - POST) * ocs;
+  const scalar_t* dyp = dy + o;
+  const uint8_t* amp = am + o;
   scalar_t* dxp = dx + px + cb * xcs;
-  lrn::sweep::backward_sweep<SPAN, 1, 4>(
+  lrn::sweep::backward_sweep<SPAN, 2, U>(
       [&](int c, acc_t* v) {
-        v[0] = c >= gb && c < ge ? relu(static_cast<acc_t>(*xp)) : acc_t(0);
+        const bool in = c >= gb && c < ge;
+        v[0] = in ? relu(static_cast<acc_t>(xp[0])) : acc_t(0);
+        v[1] = in && pair ? relu(static_cast<acc_t>(xp[1])) : acc_t(0);
         xp += xcs;
       },
       [&](int c, acc_t* v) {
-        acc_t sum = acc_t(0);
-        if (c >= gb && c < ge) {  // relu_lrn_max_pool2d::gather, row-major, 32-bit offsets
-          for (int oh = cv.ohb; oh < cv.ohe; ++oh) {
-            const int dh = (h - oh * g.SH) * g.KW;
-            for (int ow = cv.owb; ow < cv.owe; ++ow) {
-              const int off = oh * osh + ow * osw;
-              if (int(amp[off]) == dh + (w - ow * g.SW)) sum += static_cast<acc_t>(dyp[off]);
-            }
+        v[0] = v[1] = acc_t(0);
+        if (c >= gb && c < ge) {
+LRN_UNROLL
+          for (int r = 0; r < NR; ++r) {
+            const int th3 = 3 * (NR == 1 ? 1 : 2 - 2 * r);  // t_h * 3 of the pair in this row
+            const int left = live[r][0] ? int(amp[r * osh]) : -1;
+            const int right = live[r][1] ? int(amp[r * osh + 1]) : -1;
+            const acc_t dl = live[r][0] ? static_cast<acc_t>(dyp[r * osh]) : acc_t(0);
+            const acc_t dr = live[r][1] ? static_cast<acc_t>(dyp[r * osh + 1]) : acc_t(0);
+            if (left == th3 + 2) v[0] += dl;
+            if (right == th3) v[0] += dr;
+            if (right == th3 + 1) v[1] += dr;
           }
         }
-        v[0] = sum;
         dyp += ocs;
         amp += ocs;
       },
       [&](int, const acc_t* v, const acc_t* z) {
         // torch's ReLU mask (threshold_backward): 0 where relu(x) <= 0; NaN passes.
-        *dxp = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
+        dxp[0] = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
+        if (pair) dxp[1] = static_cast<scalar_t>(z[1] <= acc_t(0) ? acc_t(0) : v[1]);
         dxp += xcs;
       },
       gb, ge, cb, ce, scale, pw, k);
@@ -423,7 +456,7 @@ LRN_UNROLL
 
 // ---------------------------------------------------------------- work items
 // Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
-// items over input pixels (a row is one input row):
+// items over input pixels (a row is one input row; channels-first: pairs of pixels):
 //   channels-first: i = ((n * runs + run) * rows + row) * cols + col
 //                   (runs: channel runs inside each group, all groups: kPoolChannels
 //                   channels forward, kChannelRun backward)
@@ -431,6 +464,7 @@ LRN_UNROLL
 struct Items {
   int64_t count;
   int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
+                   // (channels-first: column pairs)
   int runs_per_group, runs, run;  // channels-first
   int row_run;                    // forward: pooled rows per item (backward: 1)
   int vecs;                       // channels-last: V-vectors per pixel (C / V)
@@ -440,7 +474,7 @@ struct Items {
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
   Items it;
   it.rows = backward ? g.H : g.Ho;
-  it.cols = backward ? g.W : g.Wo;
+  it.cols = backward ? (channels_last ? g.W : (g.W + 1) / 2) : g.Wo;  // channels-first backward: pixel pairs
   it.row_run = 1;
   if (!backward) {  // runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
@@ -515,8 +549,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
     backward_channels_last<SPAN, V>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale,
                                     pw, k);
   } else {
-    backward_channels_first<SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col,
-                                  scale, pw, k);
+    // The pair's window rows by the parity of its row: one (odd) or two (even).
+    auto run = [&](auto rows) {
+      backward_channels_first<decltype(rows)::value, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb,
+                                                           wh.ce, wh.row, wh.col, scale, pw, k);
+    };
+    if (wh.row & 1)
+      run(std::integral_constant<int, 1>{});
+    else
+      run(std::integral_constant<int, 2>{});
   }
 }
 
@@ -545,6 +586,8 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
     if (!backward && (g.Cg % kPoolChannels != 0 || (kPoolChannels + lrn::sweep::kMaxSpan) * cs >= limit ||
                       kPoolChannels * ocs >= limit))
       return 0;
+    // The backward's pixel pairs: stride 2, right windows and second pixels at +1.
+    if (backward && (g.SH != 2 || g.SW != 2 || g.os[3] != 1)) return 0;
     return 1;
   }
   constexpr int vec = 16 / sizeof(scalar_t);
