@@ -613,6 +613,17 @@ def _vote(t, ins, op, a, pc):
     return None
 
 
+def _shfl(t, ins, op, a, pc):
+    """SHFL.UP/DOWN/IDX/BFLY [Pdst,] dst, src, lane, clamp: one emulated thread stands for
+    its warp (SASS.md), so the thread reads its own value (the neighbours' values are the
+    same kind of number: loads return 1.0) and the lane is in range."""
+    if re.fullmatch(r"P[T0-6]", a[0]):
+        t.set_pred(a[0], True)
+        a = a[1:]
+    t.write_reg(a[0], t.ival(a[1]))
+    return None
+
+
 def _shf(t, ins, op, a, pc):
     lo, sh, hi = t.ival(a[1]), t.ival(a[2]), t.ival(a[3])
     wide = ".U64" in op or ".S64" in op
@@ -1011,7 +1022,7 @@ def _ret(t, ins, op, a, pc):
 SEMANTICS = {
     "VOTEU": _vote, "VOTE": _vote, "F2F": _f2f,
     "IMAD": _imad, "IADD3": _iadd3, "VIADD": _viadd, "MOV": _mov, "LOP3": _lop3, "PLOP3": _plop3,
-    "SHF": _shf, "LEA": _lea, "ISETP": _isetp, "FSETP": _fsetp, "SEL": _sel, "FSEL": _fsel, "IABS": _iabs,
+    "SHF": _shf, "SHFL": _shfl, "LEA": _lea, "ISETP": _isetp, "FSETP": _fsetp, "SEL": _sel, "FSEL": _fsel, "IABS": _iabs,
     "IMNMX": _imnmx, "VIMNMX": _imnmx, "VIADDMNMX": _viaddmnmx, "I2F": _i2f, "I2FP": _i2f, "F2I": _f2i,
     "MUFU": _mufu, "FADD": _fbin(lambda x, y: x + y), "FMUL": _fbin(lambda x, y: x * y),
     "FFMA": _fbin(lambda x, y, z: x * y + z), "FMNMX": _fmnmx, "FRND": _frnd, "FCHK": _fchk,
@@ -1185,6 +1196,10 @@ def kernel_pattern(case):
             return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}>\("
         return rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
     which = "forward" if case.direction == "fwd" else "backward"
+    if case.direction == "bwd" and case.cl:
+        # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, scalar_t>, warps
+        # sharing LRN halos (relu_lrn_max_pool2d_sweep.h backward_lanes)
+        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {stage_vector(case)}, {t}, float>\("
     # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
     return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
 
@@ -1354,8 +1369,8 @@ def stage_items(case):
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
-    if bwd and not case.cl:
-        cols = -(-cols // 2)  # channels-first backward: pixel pairs
+    if bwd:  # channels-first backward: pixel pairs; channels-last: runs of LANE_PIXELS
+        cols = -(-cols // (LANE_PIXELS if case.cl else 2))
     row_run = 1
     if not bwd:
         n = -(-rows // POOL_ROWS)
@@ -1397,6 +1412,10 @@ def stage_params(case):
     return bytes(p.buf)
 
 
+WARP, LANE_ITEMS = 32, 30  # backward_lanes: lanes 1..30 of a warp own its 30 items
+LANE_PIXELS = 4  # kLanePixels: pixels of one row per channels-last backward item
+
+
 def stage_samples(case):
     """Channels-first: an interior pixel (forward: an interior run of row_run pooled rows
     of one column) for every channel run of every group (a run is min(run, Cg - r*run)
@@ -1417,8 +1436,11 @@ def stage_samples(case):
             base = (n * it["rows"] + row) * it["cols"] + col
             rows = min(it["row_run"], g["Ho"] - row * it["row_run"]) if case.direction == "fwd" else 1
             step = max(1, it["vecs"] // 16)  # at most 16 vectors: the interior ones repeat
-            out += [(base * it["vecs"] + v, it["vec"] * rows)
-                    for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
+            items = [base * it["vecs"] + v for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
+            if case.direction == "bwd":  # backward_lanes: item -> thread (an owner lane), a run of pixels
+                items = [(i // LANE_ITEMS) * WARP + i % LANE_ITEMS + 1 for i in items]
+                rows = LANE_PIXELS
+            out += [(i, it["vec"] * rows) for i in items]
         else:
             pooled_rows = g["Ho"] if case.direction == "fwd" else g["H"]
             rows = min(it["row_run"], pooled_rows - row * it["row_run"])

@@ -74,12 +74,23 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
   if (vec == 0) return false;
   const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+  const lrn::PowAny<acc_t> pw{acc_t(beta)};
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
-    at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
-            dyp, ap, xp, dxp, g, it, i, acc_t(scale), lrn::PowAny<acc_t>{acc_t(beta)}, acc_t(k));
-    });
+    constexpr int S = decltype(span)::value;
+    if constexpr (decltype(CL)::value) {  // a warp's lanes at a time (backward_lanes)
+      if constexpr (S <= decltype(V)::value) {  // (vector_width's condition: no other span comes here)
+        at::parallel_for(0, sweep::backward_lane_warps(it), 1, [&](int64_t begin, int64_t end) {
+          for (int64_t w = begin; w < end; ++w)
+            sweep::backward_lanes_cpu<S, decltype(V)::value>(dyp, ap, xp, dxp, g, it, w, acc_t(scale), pw,
+                                                             acc_t(k));
+        });
+      }
+    } else {
+      at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i)
+          sweep::backward_item<S>(dyp, ap, xp, dxp, g, it, i, acc_t(scale), pw, acc_t(k));
+      });
+    }
   });
   return true;
 }

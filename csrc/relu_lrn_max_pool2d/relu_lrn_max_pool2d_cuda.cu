@@ -5,7 +5,8 @@
 //                                          beta = 0.75, k >= FLT_MIN, scale >= 0 (lrn::Pow34;
 //                                          channels-last needs 16-byte vectors, see
 //                                          sweep::vector_width): one work item per thread
-//   backward_sweep_kernel<SPAN, V, CL, T>  the same cases, backward
+//   backward_sweep_kernel<SPAN, V, CL, T>  the same cases, backward NCHW (stride 2)
+//   backward_lanes_kernel<SPAN, V, T>      backward NHWC (SPAN <= V), warps sharing LRN halos
 //   forward_kernel<CL, T>                  everything else (float64, other windows, any
 //                                          beta/k): shared-memory tiles, exp2/log2 power
 //   backward_kernel<CL, T>                 the same, backward
@@ -305,13 +306,28 @@ __global__ void __launch_bounds__(kSweepThreads, 4)
   if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, pw, k);
 }
 
+// Backward NCHW (V = 1, CL = false): one item per thread.
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads)
     backward_sweep_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
                           const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
+  static_assert(V == 1 && !CL, "channels-last runs backward_lanes_kernel");
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
-  if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, am, x, dx, g, it, i, scale, pw, k);
+  if (i < it.count) sweep::backward_item<SPAN>(dy, am, x, dx, g, it, i, scale, pw, k);
+}
+
+// Backward NHWC: the lanes of a warp share their LRN halos (sweep::backward_lanes), so
+// every thread runs to the end, those past the last item included.
+template <int SPAN, int V, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kSweepThreads)
+    backward_lanes_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
+                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
+                          acc_t scale, lrn::Pow34 pw, acc_t k) {
+  static_assert(kSweepThreads % sweep::kWarpLanes == 0, "blocks of whole warps");
+  const int64_t t = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
+  sweep::backward_lanes<SPAN, V>(dy, am, x, dx, g, it, t / sweep::kWarpLanes, int(t % sweep::kWarpLanes), scale,
+                                 pw, k);
 }
 
 // ------------------------------------------------------------------------ host side
@@ -447,10 +463,19 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
       const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
         const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
-        const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
+        const int64_t threads = cl ? sweep::backward_lane_warps(it) * sweep::kWarpLanes : it.count;
+        const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", threads);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
-          backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
-              <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f}, acc_t(k));
+          constexpr int S = decltype(span)::value, VV = decltype(V)::value;
+          if constexpr (decltype(CL)::value) {
+            if constexpr (S <= VV)  // (vector_width's condition: no other span comes here)
+              backward_lanes_kernel<S, VV, scalar_t>
+                  <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},
+                                                         acc_t(k));
+          } else
+            backward_sweep_kernel<S, VV, false, scalar_t>
+                <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},
+                                                       acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

@@ -8,13 +8,13 @@
 //   forward_channels_first    NCHW: one pooled column, a run of rows, 4 channels; rows shared
 //   forward_channels_last     NHWC: one pooled column, a run of rows, V channels; rows shared
 //   backward_channels_first   NCHW, stride 2: a pixel pair of one row, a run of channels; loop-free gather
-//   backward_channels_last    NHWC: one input pixel, V channels (lrn::sweep::backward_vector)
+//   backward_lanes            NHWC, stride 2: V channels of a run of 4 pixels; lanes share LRN halos
 //
 // Used for 3x3 pooling windows (AlexNet's 3/2, any stride) and LRN sizes <= 7 (SPAN <= 6,
 // clamped to the group); the NCHW forward also needs kPoolChannels (4) to divide the
-// group's channels, the NCHW backward stride 2. Other shapes take the shared-memory tile
-// kernels. Channels outside
-// the item's LRN group [gb, ge) read as zero.
+// group's channels, the backward stride 2, and the NHWC backward SPAN <= V. Other shapes
+// take the shared-memory tile kernels. Channels outside the item's LRN group [gb, ge)
+// read as zero.
 //
 // Forward, PyTorch's tie/NaN rules (pool_window's order):
 //  * channels-first (NCHW): an item is one pooled column ow, a run of up to kPoolRows
@@ -34,12 +34,14 @@
 //    adjacent channel vectors: coalesced.
 // One power per LRN value; nothing but the pooled outputs and argmax is written.
 //
-// Backward: lrn::sweep's backward with z = relu(x) loads, dy replaced by the gathered
-// pooled gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is the pixel,
-// row-major, no atomics) and torch's ReLU mask applied to the result. NCHW sweeps a run
-// of channels for two adjacent pixels of a row (V = 2), whose windows and codes stride 2
-// fixes at compile time per row parity; NHWC takes one pixel's vector of V channels with
-// the vector's argmax bytes and dy read together.
+// Backward: the LRN backward with z = relu(x), dy replaced by the gathered pooled
+// gradient (relu_lrn_max_pool2d::gather: the windows whose argmax is the pixel,
+// row-major, no atomics) and torch's ReLU mask applied to the result. Stride 2 fixes a
+// pixel's windows and its tap codes in them by the parities of its row and column, so
+// the gathers have no loops. NCHW sweeps a run of channels for two adjacent pixels of a
+// row (lrn::sweep::backward_sweep with V = 2); NHWC gives each lane of a warp one vector
+// of V channels of a run of pixels, and the lanes exchange their LRN halos by shuffles
+// (backward_lanes).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -71,6 +73,9 @@ LRN_UNROLL
 // Channels per channels-first forward item, and its most pooled rows (make_items splits
 // the pooled rows evenly into runs of at most kPoolRows).
 constexpr int kPoolChannels = 4;
+// Pixels of one row per channels-last backward item (backward_lanes), even: each pixel's
+// column parity is its place in the run.
+constexpr int kLanePixels = 4;
 constexpr int kPoolRows = 13;
 
 // a * b + c: one FMA on the GPU (what nvcc's contraction gives, asked for here: left to
@@ -324,17 +329,6 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, 
 
 // ---------------------------------------------------------------- backward
 
-// The pooling windows covering input pixel (h, w): [ohb, ohe) x [owb, owe).
-struct Cover {
-  int ohb, ohe, owb, owe;
-};
-
-C10_HOST_DEVICE C10_ALWAYS_INLINE Cover cover(const Geo& g, int h, int w) {
-  const max_pool2d::Axis ah{g.H, g.Ho, g.KH, g.SH, 0, 1}, aw{g.W, g.Wo, g.KW, g.SW, 0, 1};
-  return Cover{max_pool2d::window_begin(ah, h), max_pool2d::window_end(ah, h), max_pool2d::window_begin(aw, w),
-               max_pool2d::window_end(aw, w)};
-}
-
 // Channels-first backward, 3/2 pooling (stride 2 both ways): the item is the pixel pair
 // (h, w), (h, w + 1), w = 2q, over the channels [cb, ce) of the group [gb, ge). With
 // stride 2 the pair's pooling windows, and the tap each pixel is in them, depend only on
@@ -413,47 +407,6 @@ LRN_UNROLL
       gb, ge, cb, ce, scale, pw, k);
 }
 
-// Channels-last: input pixel (h, w), channels [c, c + V) of the group [gb, ge).
-template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const uint8_t* am,
-                                                              const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
-                                                              int ge, int c, int h, int w, acc_t scale, const Pow& pw,
-                                                              acc_t k) {
-  const Cover cv = cover(g, h, w);
-  const int64_t px = int64_t(h) * g.xs[2] + int64_t(w) * g.xs[3];
-  lrn::sweep::backward_vector<SPAN, V>(
-      [&](int cc, acc_t* v) {
-        load_or_zero<V>(x + px + cc, cc >= gb && cc < ge, v);
-        relu_all<V>(v);
-      },
-      [&](int cc, acc_t* v) {
-LRN_UNROLL
-        for (int i = 0; i < V; ++i) v[i] = acc_t(0);
-        if (cc < gb || cc >= ge) return;
-        for (int oh = cv.ohb; oh < cv.ohe; ++oh) {  // row-major, as relu_lrn_max_pool2d::gather
-          const int dh = (h - oh * g.SH) * g.KW;
-          for (int ow = cv.owb; ow < cv.owe; ++ow) {
-            const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3] + cc;
-            lrn::sweep::check_aligned<uint8_t, V>(am + o);
-            const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
-            acc_t d[V];
-            load_or_zero<V>(dy + o, true, d);
-            const int here = dh + (w - ow * g.SW);
-LRN_UNROLL
-            for (int i = 0; i < V; ++i)
-              if (int(a.v[i]) == here) v[i] += d[i];
-          }
-        }
-      },
-      [&](int cc, const acc_t* v, const acc_t* z) {
-        acc_t out[V];
-LRN_UNROLL
-        for (int i = 0; i < V; ++i) out[i] = z[i] <= acc_t(0) ? acc_t(0) : v[i];
-        store<V>(dx + px + cc, out);
-      },
-      gb, ge, c, scale, pw, k);
-}
-
 // ---------------------------------------------------------------- work items
 // Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
 // items over input pixels (a row is one input row; channels-first: pairs of pixels):
@@ -474,7 +427,8 @@ struct Items {
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
   Items it;
   it.rows = backward ? g.H : g.Ho;
-  it.cols = backward ? (channels_last ? g.W : (g.W + 1) / 2) : g.Wo;  // channels-first backward: pixel pairs
+  // backward: channels-first pixel pairs, channels-last runs of kLanePixels pixels
+  it.cols = backward ? (channels_last ? (g.W + kLanePixels - 1) / kLanePixels : (g.W + 1) / 2) : g.Wo;
   it.row_run = 1;
   if (!backward) {  // runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
@@ -539,26 +493,268 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
   }
 }
 
-template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
+// Channels-first backward item (channels-last runs by warps: backward_lanes).
+template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
                                                      scalar_t* dx, const Geo& g, const Items& it, int64_t i,
                                                      acc_t scale, const Pow& pw, acc_t k) {
-  const Where wh = locate(g, it, i, CL);
+  const Where wh = locate(g, it, i, false);
   const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
-  if constexpr (CL) {
-    backward_channels_last<SPAN, V>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.row, wh.col, scale,
-                                    pw, k);
-  } else {
-    // The pair's window rows by the parity of its row: one (odd) or two (even).
-    auto run = [&](auto rows) {
-      backward_channels_first<decltype(rows)::value, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb,
-                                                           wh.ce, wh.row, wh.col, scale, pw, k);
-    };
-    if (wh.row & 1)
-      run(std::integral_constant<int, 1>{});
-    else
-      run(std::integral_constant<int, 2>{});
+  // The pair's window rows by the parity of its row: one (odd) or two (even).
+  auto run = [&](auto rows) {
+    backward_channels_first<decltype(rows)::value, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb,
+                                                         wh.ce, wh.row, wh.col, scale, pw, k);
+  };
+  if (wh.row & 1)
+    run(std::integral_constant<int, 1>{});
+  else
+    run(std::integral_constant<int, 2>{});
+}
+
+// Channels-last backward: the lanes of a warp share their LRN halos. A channel's
+// gradient needs t_j = g_j z_j s_j^(-beta-1) of the SPAN channels around it, and t_j
+// needs z of the SPAN channels around j; in NHWC adjacent threads own adjacent channel
+// vectors of a pixel, so the halo channels are the neighbour lanes' own. Each lane
+// gathers and powers only its own V channels (one gather and V powers per V outputs,
+// where a lone item did 2 + 1 halo vectors' gathers and V + SPAN powers) and takes the
+// neighbours' z and t by shuffles:
+//   1. load:    z = relu(x) and the gathered pooled gradient g of the item's V channels
+//   2. powers:  s_i = k + scale * sum z^2 over [c+i-PRE, c+i+POST] (halo z from lanes
+//               l -+ 1), t_i = g_i z_i s_i^(-beta-1), g_i s_i^-beta
+//   3. store:   dx_i = [x_i > 0] (g_i s_i^-beta - 2 scale beta z_i sum t over
+//               [c+i-POST, c+i+PRE]) (halo t from lanes l -+ 1)
+// Halo channels outside the item's group read as zero (its own channels never are:
+// Cg % V == 0). Lane l of warp w owns item w * kLaneItems + l - 1; lanes 0 and 31 own
+// the items just outside the warp's share and store nothing: their own z and t, which
+// are all the neighbours read of them, need only their one inner neighbour as long as
+// SPAN <= V (vector_width), so one halo lane per side suffices. An item is kLanePixels
+// pixels of a row, taken one after another by the whole warp (locate's divisions once
+// per 4 pixels). The sums run in lrn::sweep::backward_vector's order: CPU native, CPU
+// sweep and GPU agree bit for bit as before.
+constexpr int kWarpLanes = 32;
+constexpr int kLaneItems = kWarpLanes - 2;
+
+// Warps (of kWarpLanes threads) a channels-last backward launch takes.
+inline int64_t backward_lane_warps(const Items& it) { return (it.count + kLaneItems - 1) / kLaneItems; }
+
+// sum[i] += dy of the windows of 3/2 pooling whose argmax is (h, w), channels c .. c + V - 1
+// (dy, am point at channel c of the image): NR window rows (odd h: 1, at t_h = 1; even h:
+// 2, at t_h = 2 then 0), NC window columns likewise; windows outside the output skipped.
+template <int NR, int NC, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_3s2(const scalar_t* dy, const uint8_t* am, const Geo& g, int h, int w,
+                                                  acc_t* sum) {
+  const int oh0 = NR == 1 ? (h - 1) / 2 : h / 2 - 1, ow0 = NC == 1 ? (w - 1) / 2 : w / 2 - 1;
+LRN_UNROLL
+  for (int r = 0; r < NR; ++r) {
+LRN_UNROLL
+    for (int s = 0; s < NC; ++s) {
+      const int oh = oh0 + r, ow = ow0 + s;
+      if (oh < 0 || oh >= g.Ho || ow < 0 || ow >= g.Wo) continue;
+      const int code = 3 * (NR == 1 ? 1 : 2 - 2 * r) + (NC == 1 ? 1 : 2 - 2 * s);  // t_h * 3 + t_w
+      const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3];
+      lrn::sweep::check_aligned<uint8_t, V>(am + o);
+      const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
+      acc_t d[V];
+      lrn::sweep::load<V>(dy + o, d);
+LRN_UNROLL
+      for (int i = 0; i < V; ++i)
+        if (int(a.v[i]) == code) sum[i] += d[i];
+    }
   }
+}
+
+template <int V, typename acc_t>
+struct Lane {
+  acc_t z[V], g[V];   // relu(x), the gathered gradient (phase 2: g s^-beta)
+  acc_t t[V];         // g z s^(-beta-1)
+  int c, gb, ge;      // first channel, group
+  int h, w0;          // row, first pixel of the item's run
+  int64_t xn, on;     // offsets of channel c in image n: x / dx, dy / argmax
+  bool item, owner;   // an item of the launch; a lane that stores it
+  bool store;         // the current pixel: in the image, and owner
+  int64_t px;         // the current pixel's x / dx offset
+};
+
+// The lane's item (none: an empty group, nothing loaded or stored).
+template <int V, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const Items& it, int64_t item,
+                                                             bool owner) {
+  Lane<V, acc_t> L;
+  L.c = L.gb = L.ge = L.h = L.w0 = 0;
+  L.xn = L.on = L.px = 0;
+  L.item = item >= 0 && item < it.count;
+  L.owner = owner;
+  L.store = false;
+  if (!L.item) return L;
+  const Where wh = locate(g, it, item, true);
+  L.c = wh.cb;
+  L.gb = wh.gb;
+  L.ge = wh.ge;
+  L.h = wh.row;
+  L.w0 = wh.col * kLanePixels;
+  L.xn = int64_t(wh.n) * g.xs[0] + int64_t(wh.row) * g.xs[2] + wh.cb;
+  L.on = int64_t(wh.n) * g.os[0] + wh.cb;
+  return L;
+}
+
+// Phase 1 for pixel w0 + p of the lane's run (whose column parity is p's: w0 is even):
+// z = relu(x) and the gathered gradient, zeros for a pixel past the image or no item.
+template <int P, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
+                                                 const scalar_t* x, const Geo& g) {
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) L.z[i] = L.g[i] = acc_t(0);
+  const int w = L.w0 + P;
+  const bool inside = L.item && w < g.W;
+  L.store = inside && L.owner;
+  if (!inside) return;
+  L.px = L.xn + int64_t(w) * g.xs[3];
+  lrn::sweep::load<V>(x + L.px, L.z);
+  relu_all<V>(L.z);
+  // The windows whose argmax is this pixel (stride 2: by the parities of h and w, as
+  // backward_channels_first's rows), row-major as relu_lrn_max_pool2d::gather.
+  constexpr int NC = P % 2 == 1 ? 1 : 2;
+  if (L.h & 1)
+    gather_3s2<1, NC, V>(dy + L.on, am + L.on, g, L.h, w, L.g);
+  else
+    gather_3s2<2, NC, V>(dy + L.on, am + L.on, g, L.h, w, L.g);
+}
+
+// Phase 2: zl = z of channels c - PRE .. c - 1, zr = z of c + V .. c + V + POST - 1, as the
+// neighbour lanes hold them (lane_halo zeroes those outside the group).
+template <int SPAN, int V, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_powers(Lane<V, acc_t>& L, const acc_t* zl, const acc_t* zr, acc_t scale,
+                                                   const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) {
+    acc_t sumsq = acc_t(0);
+LRN_UNROLL
+    for (int e = -PRE; e <= POST; ++e) {
+      const int m = i + e;  // channel c + m
+      const acc_t zz = m < 0 ? zl[PRE + m] : m >= V ? zr[m - V] : L.z[m];
+      sumsq += zz * zz;
+    }
+    acc_t p0, p1;
+    pw.both(k + scale * sumsq, p0, p1);
+    L.t[i] = L.g[i] * L.z[i] * p1;
+    L.g[i] = L.g[i] * p0;
+  }
+}
+
+// Phase 3: tl = t of channels c - POST .. c - 1, tr = t of c + V .. c + V + PRE - 1.
+template <int SPAN, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_store(const Lane<V, acc_t>& L, const acc_t* tl, const acc_t* tr,
+                                                  scalar_t* dx, acc_t coef) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  if (!L.store) return;
+  acc_t out[V];
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) {
+    acc_t tsum = acc_t(0);
+LRN_UNROLL
+    for (int e = -POST; e <= PRE; ++e) {
+      const int m = i + e;
+      tsum += m < 0 ? tl[POST + m] : m >= V ? tr[m - V] : L.t[m];
+    }
+    const acc_t v = L.g[i] - coef * L.z[i] * tsum;
+    out[i] = L.z[i] <= acc_t(0) ? acc_t(0) : v;  // torch's ReLU mask (NaN passes)
+  }
+  store<V>(dx + L.px, out);
+}
+
+// Zero the halo values of channels outside the lane's group: left[N] holds channels
+// c - N .. c - 1, right[N] channels c + V .. c + V + N - 1.
+template <int N, int V, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void mask_left(const Lane<V, acc_t>& L, acc_t* left) {
+LRN_UNROLL
+  for (int m = 0; m < N; ++m)
+    if (L.c - N + m < L.gb) left[m] = acc_t(0);
+}
+
+template <int N, int V, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void mask_right(const Lane<V, acc_t>& L, acc_t* right) {
+LRN_UNROLL
+  for (int m = 0; m < N; ++m)
+    if (L.c + V + m >= L.ge) right[m] = acc_t(0);
+}
+
+// Halo arrays of N values (at least one element: PRE or POST may be 0).
+template <int N>
+constexpr int halo_size() { return N > 0 ? N : 1; }
+
+#if defined(__CUDACC__)
+// One GPU thread: lane `lane` of warp `warp`. Every lane of the warp runs to the end (the
+// shuffles need all 32), items outside the launch included.
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
+__device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx,
+                                               const Geo& g, const Items& it, int64_t warp, int lane, acc_t scale,
+                                               const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  constexpr unsigned kAll = 0xffffffffu;
+  Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, warp * kLaneItems + lane - 1, lane >= 1 && lane <= kLaneItems);
+  auto pixel = [&](auto p) {
+    lane_load<decltype(p)::value>(L, dy, am, x, g);
+    acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
+#pragma unroll
+    for (int m = 0; m < PRE; ++m) zl[m] = __shfl_up_sync(kAll, L.z[V - PRE + m], 1);
+#pragma unroll
+    for (int m = 0; m < POST; ++m) zr[m] = __shfl_down_sync(kAll, L.z[m], 1);
+    mask_left<PRE>(L, zl);
+    mask_right<POST>(L, zr);
+    lane_powers<SPAN, V>(L, zl, zr, scale, pw, k);
+    acc_t tl[halo_size<POST>()], tr[halo_size<PRE>()];
+#pragma unroll
+    for (int m = 0; m < POST; ++m) tl[m] = __shfl_up_sync(kAll, L.t[V - POST + m], 1);
+#pragma unroll
+    for (int m = 0; m < PRE; ++m) tr[m] = __shfl_down_sync(kAll, L.t[m], 1);
+    mask_left<POST>(L, tl);
+    mask_right<PRE>(L, tr);
+    lane_store<SPAN, V>(L, tl, tr, dx, acc_t(2) * scale * pw.beta);
+  };
+  static_assert(kLanePixels == 4, "one call per pixel of the run");
+  pixel(std::integral_constant<int, 0>{});
+  pixel(std::integral_constant<int, 1>{});
+  pixel(std::integral_constant<int, 2>{});
+  pixel(std::integral_constant<int, 3>{});
+}
+#endif
+
+// The CPU's run of one warp (tests and sanitizers): the lanes' phases in lockstep, each
+// shuffle a read of the neighbour's value (lanes 0 and 31 read their own, as
+// __shfl_up_sync / __shfl_down_sync give them).
+template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
+void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx, const Geo& g,
+                        const Items& it, int64_t warp, acc_t scale, const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  Lane<V, acc_t> L[kWarpLanes];
+  for (int l = 0; l < kWarpLanes; ++l)
+    L[l] = lane_locate<V, acc_t>(g, it, warp * kLaneItems + l - 1, l >= 1 && l <= kLaneItems);
+  auto up = [](int l) { return l > 0 ? l - 1 : l; };
+  auto down = [](int l) { return l < kWarpLanes - 1 ? l + 1 : l; };
+  auto pixel = [&](auto p) {
+    for (int l = 0; l < kWarpLanes; ++l) lane_load<decltype(p)::value>(L[l], dy, am, x, g);
+    for (int l = 0; l < kWarpLanes; ++l) {  // phase 2 changes g and t only: z stays for the neighbours
+      acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
+      for (int m = 0; m < PRE; ++m) zl[m] = L[up(l)].z[V - PRE + m];
+      for (int m = 0; m < POST; ++m) zr[m] = L[down(l)].z[m];
+      mask_left<PRE>(L[l], zl);
+      mask_right<POST>(L[l], zr);
+      lane_powers<SPAN, V>(L[l], zl, zr, scale, pw, k);
+    }
+    for (int l = 0; l < kWarpLanes; ++l) {
+      acc_t tl[halo_size<POST>()], tr[halo_size<PRE>()];
+      for (int m = 0; m < POST; ++m) tl[m] = L[up(l)].t[V - POST + m];
+      for (int m = 0; m < PRE; ++m) tr[m] = L[down(l)].t[m];
+      mask_left<POST>(L[l], tl);
+      mask_right<PRE>(L[l], tr);
+      lane_store<SPAN, V>(L[l], tl, tr, dx, acc_t(2) * scale * pw.beta);
+    }
+  };
+  pixel(std::integral_constant<int, 0>{});
+  pixel(std::integral_constant<int, 1>{});
+  pixel(std::integral_constant<int, 2>{});
+  pixel(std::integral_constant<int, 3>{});
 }
 
 // ---------------------------------------------------------------- host-side dispatch
@@ -592,6 +788,8 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
   }
   constexpr int vec = 16 / sizeof(scalar_t);
   if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
+  // backward_lanes: one halo lane per side; the 3/2 gather.
+  if (backward && (g.win.span() > vec || g.SH != 2 || g.SW != 2)) return 0;
   for (const void* p : ptrs)
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
   return vec;
