@@ -597,11 +597,35 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const
   return L;
 }
 
-// Phase 1 for pixel w0 + p of the lane's run (whose column parity is p's: w0 is even):
-// z = relu(x) and the gathered gradient, zeros for a pixel past the image or no item.
+// x of the lane's whole run, loaded at once (4 loads in flight per thread, where the
+// pixels' gathers each wait for their own): zeros past the image. For 4-byte types only
+// (kPrefetchRun): fp32 30 -> 80 KB in flight per SM at 62% occupancy (was 75%) and 3.5%
+// more instructions; bf16 took 71 registers (38%).
+template <int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_prefetch(const Lane<V, acc_t>& L, const scalar_t* x, const Geo& g,
+                                                     Vec<scalar_t, V>* xv) {
+LRN_UNROLL
+  for (int p = 0; p < kLanePixels; ++p) {
+    if (L.item && L.w0 + p < g.W) {
+      const scalar_t* q = x + L.xn + int64_t(L.w0 + p) * g.xs[3];
+      lrn::sweep::check_aligned<scalar_t, V>(q);
+      xv[p] = *reinterpret_cast<const Vec<scalar_t, V>*>(q);
+    } else {
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) xv[p].v[i] = scalar_t(0);
+    }
+  }
+}
+
+template <typename scalar_t>
+constexpr bool kPrefetchRun = sizeof(scalar_t) >= 4;
+
+// Phase 1 for pixel w0 + P of the lane's run (whose column parity is P's: w0 is even):
+// z = relu(x) (x from xv, prefetched, or loaded here when xv is null) and the gathered
+// gradient, zeros for a pixel past the image or no item.
 template <int P, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
-                                                 const scalar_t* x, const Geo& g) {
+                                                 const scalar_t* x, const Vec<scalar_t, V>* xv, const Geo& g) {
 LRN_UNROLL
   for (int i = 0; i < V; ++i) L.z[i] = L.g[i] = acc_t(0);
   const int w = L.w0 + P;
@@ -609,7 +633,12 @@ LRN_UNROLL
   L.store = inside && L.owner;
   if (!inside) return;
   L.px = L.xn + int64_t(w) * g.xs[3];
-  lrn::sweep::load<V>(x + L.px, L.z);
+  if (xv) {
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) L.z[i] = static_cast<acc_t>(xv->v[i]);
+  } else {
+    lrn::sweep::load<V>(x + L.px, L.z);
+  }
   relu_all<V>(L.z);
   // The windows whose argmax is this pixel (stride 2: by the parities of h and w, as
   // backward_channels_first's rows), row-major as relu_lrn_max_pool2d::gather.
@@ -693,8 +722,11 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr unsigned kAll = 0xffffffffu;
   Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, warp * kLaneItems + lane - 1, lane >= 1 && lane <= kLaneItems);
+  Vec<scalar_t, V> xv[kLanePixels];
+  if constexpr (kPrefetchRun<scalar_t>) lane_prefetch(L, x, g, xv);
   auto pixel = [&](auto p) {
-    lane_load<decltype(p)::value>(L, dy, am, x, g);
+    constexpr int P = decltype(p)::value;
+    lane_load<P>(L, dy, am, x, kPrefetchRun<scalar_t> ? &xv[P] : nullptr, g);
     acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
 #pragma unroll
     for (int m = 0; m < PRE; ++m) zl[m] = __shfl_up_sync(kAll, L.z[V - PRE + m], 1);
@@ -732,8 +764,13 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
     L[l] = lane_locate<V, acc_t>(g, it, warp * kLaneItems + l - 1, l >= 1 && l <= kLaneItems);
   auto up = [](int l) { return l > 0 ? l - 1 : l; };
   auto down = [](int l) { return l < kWarpLanes - 1 ? l + 1 : l; };
+  Vec<scalar_t, V> xv[kWarpLanes][kLanePixels];
+  if constexpr (kPrefetchRun<scalar_t>)
+    for (int l = 0; l < kWarpLanes; ++l) lane_prefetch(L[l], x, g, xv[l]);
   auto pixel = [&](auto p) {
-    for (int l = 0; l < kWarpLanes; ++l) lane_load<decltype(p)::value>(L[l], dy, am, x, g);
+    constexpr int P = decltype(p)::value;
+    for (int l = 0; l < kWarpLanes; ++l)
+      lane_load<P>(L[l], dy, am, x, kPrefetchRun<scalar_t> ? &xv[l][P] : nullptr, g);
     for (int l = 0; l < kWarpLanes; ++l) {  // phase 2 changes g and t only: z stays for the neighbours
       acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
       for (int m = 0; m < PRE; ++m) zl[m] = L[up(l)].z[V - PRE + m];
