@@ -189,9 +189,21 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 // Sweep kernels: one work item per thread (lrn_sweep.h).
 using sweep::kThreads;
 
+// Blocks per SM the sweep kernels ask for (__launch_bounds__'s second argument caps the
+// registers at 64K / (256 n) a thread: 6 -> 40, 4 -> 64). For the NCHW sweeps ptxas
+// otherwise settled on fewer registers (32 forward, 48 backward) by interleaving a batch's
+// loads with the previous channels' math, leaving 5 (forward) / 10 (backward) of a
+// batch's 16 loads in flight: 16-25 KB/SM for bf16. With the cap raised it issues 8 / 16
+// before the first use: bf16 33 KB/SM at 75% occupancy forward, 32 KB/SM at 50% backward
+// (bench/SASS.md). The NHWC items (one vector per thread, no batches) keep the default.
+template <bool CL, bool BACKWARD>
+constexpr int sweep_min_blocks() {
+  return CL ? 0 : BACKWARD ? 4 : 6;
+}
+
 // Launched only where Pow34 applies (pow34_applies: the power is chosen per launch).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, false>())
     lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
                              acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -199,7 +211,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, true>())
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                               scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, Pow34 pw,
                               acc_t k) {

@@ -9,9 +9,14 @@
 //
 // Kernel variants (template <SPAN, V, CL, scalar_t>, one line each):
 //   forward_channels_first   NCHW column of V pixels, channel run, batches of U channel loads
+//                            (unchecked while a batch lies inside [0, C))
 //   forward_channels_last    NHWC vector of V channels + halo vectors, one pixel
-//   backward_sweep           NCHW column (generic loads: LRN and the fused stage's NCHW bwd)
-//   backward_vector          NHWC vector (generic loads: LRN and the fused stage's NHWC bwd)
+//   backward_sweep           NCHW column (generic loads: the fused stage's NCHW bwd)
+//   backward_channels_first  NCHW column, the LRN's own loop over backward_sweep's steps:
+//                            unchecked batches inside [0, C), steps two channels at a time
+//   backward_vector          NHWC vector (generic loads: the fused stage's NHWC bwd)
+//   backward_channels_last   the LRN's NHWC bwd: backward_vector's code with paired window
+//                            sums (backward_vector_sums), interior vectors without bounds tests
 // The power is a functor chosen once per launch (lrn.h: Pow34 on the GPU, PowAny on the
 // CPU and the general CUDA path): no per-element test of beta.
 //
@@ -126,11 +131,34 @@ constexpr int batch_channels() {
   return int(sizeof(scalar_t)) * V >= 32 ? 1 : 32 / (int(sizeof(scalar_t)) * V);
 }
 
+// U channels' raw elements for a batch, all loads issued before any use: out[u * V + p]
+// = channel u's pixel p, p advancing by cs per channel. CHECK: channel c0 + u outside
+// [0, C) reads as zero (only a run's priming and last batch need it: the steady state's
+// batches lie wholly inside and take plain loads, without the per-load compare, zeroing
+// move and predicated address arithmetic, ~5 instructions a load in the bf16 SASS).
+template <int U, int V, bool CHECK, typename scalar_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load_batch(const scalar_t*& p, int64_t cs, int c0, int C, scalar_t* out) {
+LRN_UNROLL
+  for (int u = 0; u < U; ++u) {
+    check_aligned<scalar_t, V>(p);
+    if (!CHECK || (c0 + u >= 0 && c0 + u < C)) {
+      const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) out[u * V + i] = a.v[i];
+    } else {
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) out[u * V + i] = scalar_t(0);
+    }
+    p += cs;
+  }
+}
+
 // Forward: window of channel c = channels [c - PRE, c + POST] = ring slots 0 .. SPAN,
 // x_c in slot PRE. Before the step for channel c the ring holds channels
 // c - PRE - 1 .. c + POST - 1; the step shifts one slot and takes channel c + POST. Loads
-// go in batches of U channels (all issued before the batch's math); pointers advance by
-// the channel stride instead of c * cs.
+// go in batches of U channels (load_batch: all issued before the batch's math); pointers
+// advance by the channel stride instead of c * cs. Batches whose loads all lie in [0, C)
+// (every batch but possibly a run's last) take no bounds test.
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C,
                                                               int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
@@ -144,10 +172,10 @@ LRN_UNROLL
   }
   const scalar_t* xn = x + (cb + POST) * cs;  // channel c + POST
   scalar_t* yc = y + cb * cs;
-  auto step = [&](const acc_t* fresh) {
+  auto step = [&](const scalar_t* fresh) {
     shift<N, V>(ring);
 LRN_UNROLL
-    for (int p = 0; p < V; ++p) ring[SPAN * V + p] = fresh[p];
+    for (int p = 0; p < V; ++p) ring[SPAN * V + p] = static_cast<acc_t>(fresh[p]);
     acc_t out[V];
 LRN_UNROLL
     for (int p = 0; p < V; ++p) {
@@ -160,20 +188,21 @@ LRN_UNROLL
     yc += cs;
   };
   int c = cb;
-  for (; c + U <= ce; c += U) {
-    acc_t fresh[U * V];
+  for (; c + U <= ce && c + U + POST <= C; c += U) {
+    scalar_t fresh[U * V];
+    load_batch<U, V, false>(xn, cs, c + POST, C, fresh);
 LRN_UNROLL
-    for (int u = 0; u < U; ++u) {
-      load_or_zero<V>(xn, c + u + POST < C, fresh + u * V);
-      xn += cs;
-    }
+    for (int u = 0; u < U; ++u) step(fresh + u * V);
+  }
+  for (; c + U <= ce; c += U) {  // a run's last batch, reaching past channel C - 1
+    scalar_t fresh[U * V];
+    load_batch<U, V, true>(xn, cs, c + POST, C, fresh);
 LRN_UNROLL
     for (int u = 0; u < U; ++u) step(fresh + u * V);
   }
   for (; c < ce; ++c) {
-    acc_t fresh[V];
-    load_or_zero<V>(xn, c + POST < C, fresh);
-    xn += cs;
+    scalar_t fresh[V];
+    load_batch<1, V, true>(xn, cs, c + POST, C, fresh);
     step(fresh);
   }
 }
@@ -184,6 +213,95 @@ LRN_UNROLL
 //   tr: t for channels j - SPAN .. j = c - POST .. c + PRE (the mirrored window of c)
 //   gr: g for channels j - PRE .. j (slot 0 is g_c = dy_c s_c^-beta)
 // and once c = j - PRE >= cb:  dx_c = g_c - 2 scale beta x_c sum(tr).
+// backward_step is one step (shared by backward_sweep and the LRN's own NCHW loop):
+// xnew = x_{j+POST}, dyj = dy_j, inside = j in [lo, hi); with EMIT it writes dx_c to out.
+template <int SPAN, int V, bool EMIT, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_step(acc_t* xr, acc_t* tr, acc_t* gr, const acc_t* xnew,
+                                                     const acc_t* dyj, bool inside, acc_t* out, acc_t scale,
+                                                     const Pow& pw, acc_t k, acc_t coef) {
+  constexpr int PRE = (SPAN + 1) / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
+  shift<N, V>(xr);
+LRN_UNROLL
+  for (int p = 0; p < V; ++p) xr[SPAN * V + p] = xnew[p];
+  shift<N, V>(tr);
+  shift<NG, V>(gr);
+LRN_UNROLL
+  for (int p = 0; p < V; ++p) {
+    acc_t sumsq = acc_t(0);
+LRN_UNROLL
+    for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
+    acc_t p0, p1;
+    pw.both(k + scale * sumsq, p0, p1);
+    // Outside [lo, hi) s may be 0 (k = 0): select, never multiply, the zero.
+    tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
+    gr[PRE * V + p] = dyj[p] * p0;
+  }
+  if (EMIT) {
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) {
+      acc_t tsum = acc_t(0);
+LRN_UNROLL
+      for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
+      out[p] = gr[p] - coef * xr[p] * tsum;
+    }
+  }
+}
+
+// Two steps at once, channels j and j + 1 (the LRN's NCHW loop): what two backward_step
+// calls compute, with the sums shared (so added in another order: last bits may differ).
+// The windows of j and j + 1 overlap in SPAN channels, so s_j and s_{j+1} take that
+// common sum of squares plus one square each (SPAN + 2 squares for two windows instead
+// of 2 (SPAN + 1)); likewise the mirrored t sums of c and c + 1. Extended rings:
+// e = x_{j-PRE .. j+1+POST}, te = t_{j-SPAN .. j+1}, ge = g_{j-PRE .. j+1}; afterwards the
+// rings hold their last SPAN + 1 / PRE + 1.
+template <int SPAN, int V, bool EMIT, typename acc_t, typename Pow>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_step2(acc_t* xr, acc_t* tr, acc_t* gr, const acc_t* xnew,
+                                                      const acc_t* dyj, bool inside0, bool inside1, acc_t* out,
+                                                      acc_t scale, const Pow& pw, acc_t k, acc_t coef) {
+  constexpr int PRE = (SPAN + 1) / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
+  acc_t e[N + V], te[N + V], ge[NG + V];
+LRN_UNROLL
+  for (int i = 0; i < SPAN * V; ++i) e[i] = xr[V + i];
+LRN_UNROLL
+  for (int i = 0; i < 2 * V; ++i) e[SPAN * V + i] = xnew[i];
+LRN_UNROLL
+  for (int i = 0; i < SPAN * V; ++i) te[i] = tr[V + i];
+LRN_UNROLL
+  for (int i = 0; i < PRE * V; ++i) ge[i] = gr[V + i];
+LRN_UNROLL
+  for (int p = 0; p < V; ++p) {
+    acc_t common = acc_t(0);  // x_{j+1-PRE .. j+POST}^2: both windows
+LRN_UNROLL
+    for (int i = 1; i <= SPAN; ++i) common += e[i * V + p] * e[i * V + p];
+    const acc_t s0 = common + e[p] * e[p], s1 = common + e[(SPAN + 1) * V + p] * e[(SPAN + 1) * V + p];
+    acc_t p0, p1, q0, q1;
+    pw.both(k + scale * s0, p0, p1);
+    pw.both(k + scale * s1, q0, q1);
+    const acc_t d0 = dyj[p], d1 = dyj[V + p];
+    // Outside [lo, hi) s may be 0 (k = 0): select, never multiply, the zero.
+    te[SPAN * V + p] = inside0 ? d0 * e[PRE * V + p] * p1 : acc_t(0);
+    te[(SPAN + 1) * V + p] = inside1 ? d1 * e[(PRE + 1) * V + p] * q1 : acc_t(0);
+    ge[PRE * V + p] = d0 * p0;
+    ge[(PRE + 1) * V + p] = d1 * q0;
+  }
+  if (EMIT) {
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) {
+      acc_t common = acc_t(0);  // t_{j+1-SPAN .. j}: both mirrored windows
+LRN_UNROLL
+      for (int i = 1; i <= SPAN; ++i) common += te[i * V + p];
+      out[p] = ge[p] - coef * e[p] * (common + te[p]);
+      out[V + p] = ge[V + p] - coef * e[V + p] * (common + te[(SPAN + 1) * V + p]);
+    }
+  }
+LRN_UNROLL
+  for (int i = 0; i < N; ++i) xr[i] = e[V + i];
+LRN_UNROLL
+  for (int i = 0; i < N; ++i) tr[i] = te[V + i];
+LRN_UNROLL
+  for (int i = 0; i < NG; ++i) gr[i] = ge[V + i];
+}
+
 // Generic over where the values come from (the fused ReLU -> LRN -> max-pool reuses it):
 // load_x(c, v) / load_dy(c, v) fill v[0..V) for channel c (zeros outside [lo, hi)), and
 // store(c, dx, x) receives channel c's V results and x values. Each of the three is
@@ -204,33 +322,14 @@ LRN_UNROLL
 LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V);
   auto step = [&](int j, const acc_t* xnew, const acc_t* dyj, bool emit) {
-    shift<N, V>(xr);
-LRN_UNROLL
-    for (int p = 0; p < V; ++p) xr[SPAN * V + p] = xnew[p];
     const bool inside = j >= lo && j < hi;
-    shift<N, V>(tr);
-    shift<NG, V>(gr);
-LRN_UNROLL
-    for (int p = 0; p < V; ++p) {
-      acc_t sumsq = acc_t(0);
-LRN_UNROLL
-      for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
-      acc_t p0, p1;
-      pw.both(k + scale * sumsq, p0, p1);
-      // Outside [lo, hi) s may be 0 (k = 0): select, never multiply, the zero.
-      tr[SPAN * V + p] = inside ? dyj[p] * xr[PRE * V + p] * p1 : acc_t(0);
-      gr[PRE * V + p] = dyj[p] * p0;
-    }
     if (emit) {
       acc_t out[V];
-LRN_UNROLL
-      for (int p = 0; p < V; ++p) {
-        acc_t tsum = acc_t(0);
-LRN_UNROLL
-        for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
-        out[p] = gr[p] - coef * xr[p] * tsum;
-      }
+      backward_step<SPAN, V, true>(xr, tr, gr, xnew, dyj, inside, out, scale, pw, k, coef);
       store_dx(j - PRE, out, xr);
+    } else {
+      acc_t* none = nullptr;  // EMIT = false writes no output
+      backward_step<SPAN, V, false>(xr, tr, gr, xnew, dyj, inside, none, scale, pw, k, coef);
     }
   };
   int j = j0;
@@ -258,31 +357,100 @@ LRN_UNROLL
   }
 }
 
-// LRN backward, channels-first: running pointers (the loads and stores are consecutive).
+// LRN backward, channels-first: backward_sweep's steps with the LRN's own loop. Running
+// pointers (the loads and stores are consecutive); loads in batches of U channels of x
+// and dy (load_batch), all issued before the batch's math. The priming steps, and a run's
+// last batch and tail where they reach past channel C - 1, test the channel; the steady
+// state's batches (every x and dy inside [0, C)) take no test and no t select.
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
                                                                scalar_t* dx, int64_t cs, int C, int cb, int ce,
                                                                acc_t scale, const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   // Two arrays are loaded per step: half the forward's batch gives the same bytes in flight.
   constexpr int U = batch_channels<scalar_t, V>() > 1 ? batch_channels<scalar_t, V>() / 2 : 1;
-  const scalar_t* xp = x + (cb - POST - PRE) * cs;
-  const scalar_t* dyp = dy + (cb - POST) * cs;
+  const acc_t coef = acc_t(2) * scale * pw.beta;
+  const int j0 = cb - POST;
+  const scalar_t* xp = x + (j0 - PRE) * cs;
+  const scalar_t* dyp = dy + j0 * cs;
   scalar_t* dxp = dx + cb * cs;
-  backward_sweep<SPAN, V, U>(
-      [&](int c, acc_t* v) {
-        load_or_zero<V>(xp, c >= 0 && c < C, v);
-        xp += cs;
-      },
-      [&](int c, acc_t* v) {
-        load_or_zero<V>(dyp, c >= 0 && c < C, v);
-        dyp += cs;
-      },
-      [&](int, const acc_t* v, const acc_t*) {
-        store<V>(dxp, v);
+  acc_t xr[N], tr[N], gr[NG];
+LRN_UNROLL
+  for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
+LRN_UNROLL
+  for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
+  constexpr int NP = SPAN > 0 ? SPAN * V : 1;  // priming arrays (no zero-length array for SPAN = 0)
+  {
+    scalar_t raw[NP];
+    load_batch<SPAN, V, true>(xp, cs, j0 - PRE, C, raw);
+LRN_UNROLL
+    for (int i = 0; i < SPAN * V; ++i) xr[V + i] = static_cast<acc_t>(raw[i]);
+  }
+  // One step per channel j of a batch of B loaded by the caller (raw x_{j+POST}, dy_j).
+  auto steps = [&](auto b, auto check, auto emit, int j, const scalar_t* xraw, const scalar_t* dyraw) {
+    constexpr int B = decltype(b)::value;
+    constexpr bool CHECK = decltype(check)::value, EMIT = decltype(emit)::value;
+LRN_UNROLL
+    for (int u = 0; u + 1 < B; u += 2) {
+      acc_t xn[2 * V], d[2 * V], out[2 * V];
+LRN_UNROLL
+      for (int p = 0; p < 2 * V; ++p) {
+        xn[p] = static_cast<acc_t>(xraw[u * V + p]);
+        d[p] = static_cast<acc_t>(dyraw[u * V + p]);
+      }
+      const bool in0 = !CHECK || (j + u >= 0 && j + u < C), in1 = !CHECK || (j + u + 1 >= 0 && j + u + 1 < C);
+      backward_step2<SPAN, V, EMIT>(xr, tr, gr, xn, d, in0, in1, out, scale, pw, k, coef);
+      if (EMIT) {
+        store<V>(dxp, out);
+        store<V>(dxp + cs, out + V);
+        dxp += 2 * cs;
+      }
+    }
+    if constexpr (B % 2 == 1) {
+      constexpr int u = B - 1;
+      acc_t xn[V], d[V], out[V];
+LRN_UNROLL
+      for (int p = 0; p < V; ++p) {
+        xn[p] = static_cast<acc_t>(xraw[u * V + p]);
+        d[p] = static_cast<acc_t>(dyraw[u * V + p]);
+      }
+      const bool inside = !CHECK || (j + u >= 0 && j + u < C);
+      backward_step<SPAN, V, EMIT>(xr, tr, gr, xn, d, inside, out, scale, pw, k, coef);
+      if (EMIT) {
+        store<V>(dxp, out);
         dxp += cs;
-      },
-      0, C, cb, ce, scale, pw, k);
+      }
+    }
+  };
+  using checked = std::true_type;
+  using unchecked = std::false_type;
+  int j = j0;
+  {  // SPAN priming steps: c = j - PRE < cb
+    scalar_t xraw[NP], dyraw[NP];
+    load_batch<SPAN, V, true>(xp, cs, j + POST, C, xraw);
+    load_batch<SPAN, V, true>(dyp, cs, j, C, dyraw);
+    steps(std::integral_constant<int, SPAN>{}, checked{}, std::false_type{}, j, xraw, dyraw);
+    j += SPAN;
+  }
+  const int jend = ce + PRE;
+  for (; j + U <= jend && j + U + POST <= C; j += U) {
+    scalar_t xraw[U * V], dyraw[U * V];
+    load_batch<U, V, false>(xp, cs, j + POST, C, xraw);
+    load_batch<U, V, false>(dyp, cs, j, C, dyraw);
+    steps(std::integral_constant<int, U>{}, unchecked{}, std::true_type{}, j, xraw, dyraw);
+  }
+  for (; j + U <= jend; j += U) {  // a run's last batch, reaching past channel C - 1
+    scalar_t xraw[U * V], dyraw[U * V];
+    load_batch<U, V, true>(xp, cs, j + POST, C, xraw);
+    load_batch<U, V, true>(dyp, cs, j, C, dyraw);
+    steps(std::integral_constant<int, U>{}, checked{}, std::true_type{}, j, xraw, dyraw);
+  }
+  for (; j < jend; ++j) {
+    scalar_t xraw[V], dyraw[V];
+    load_batch<1, V, true>(xp, cs, j + POST, C, xraw);
+    load_batch<1, V, true>(dyp, cs, j, C, dyraw);
+    steps(std::integral_constant<int, 1>{}, checked{}, std::true_type{}, j, xraw, dyraw);
+  }
 }
 
 // ---------------------------------------------------------------- channels-last
@@ -318,14 +486,51 @@ LRN_UNROLL
   store<V>(y + c, out);
 }
 
+// sums[m] = f(m) + ... + f(m + W - 1) for m in [0, M). PAIRED: two windows at a time
+// (windows m and m + 1 share W - 1 terms, so a pair costs W + 1 terms instead of 2 W;
+// another order of the additions). Otherwise each window in order from f(m), the order
+// the fused stage's CPU-native kernels share bit for bit.
+template <int M, int W, bool PAIRED, typename acc_t, typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void sliding_sums(F&& f, acc_t* sums) {
+  if constexpr (!PAIRED) {
+LRN_UNROLL
+    for (int m = 0; m < M; ++m) {
+      acc_t sum = acc_t(0);
+LRN_UNROLL
+      for (int i = m; i < m + W; ++i) sum += f(i);
+      sums[m] = sum;
+    }
+  } else {
+LRN_UNROLL
+    for (int m = 0; m + 1 < M; m += 2) {
+      acc_t common = acc_t(0);
+LRN_UNROLL
+      for (int i = m + 1; i < m + W; ++i) common += f(i);
+      sums[m] = common + f(m);
+      sums[m + 1] = common + f(m + W);
+    }
+    if constexpr (M % 2 == 1) {
+      acc_t sum = acc_t(0);
+LRN_UNROLL
+      for (int i = M - 1; i < M - 1 + W; ++i) sum += f(i);
+      sums[M - 1] = sum;
+    }
+  }
+}
+
 // dx_{c+i} needs t_j for j in [c + i - POST, c + i + PRE], so t over [c - POST, c + V + PRE)
 // (slot m is channel c - POST + m), each needing x over its own window: x over
 // [c - SPAN, c + V + SPAN) (HX vectors each side), dy over [c - POST, c + V + PRE) (HD).
 // Generic like backward_sweep: load_x(cv, v) / load_dy(cv, v) fill the vector of channels
 // [cv, cv + V) (zeros outside [lo, hi)); store(c, dx, x) gets the item's results.
-template <int SPAN, int V, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
-                                                       int hi, int c, acc_t scale, const Pow& pw, acc_t k) {
+// PAIRED: window sums two at a time (sliding_sums; the LRN's own NHWC backward). The
+// fused stage calls backward_vector, which keeps the in-order sums its CPU-native
+// kernels reproduce bit for bit (tests/test_relu_lrn_max_pool2d.py).
+template <int SPAN, int V, bool PAIRED, typename acc_t, typename Pow, typename LoadX, typename LoadDy,
+          typename Store>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector_sums(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx,
+                                                            int lo, int hi, int c, acc_t scale, const Pow& pw,
+                                                            acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
   const acc_t coef = acc_t(2) * scale * pw.beta;
@@ -334,38 +539,51 @@ LRN_UNROLL
   for (int b = -HX; b <= HX; ++b) load_x(c + b * V, xr + (b + HX) * V);
 LRN_UNROLL
   for (int b = -HD; b <= HD; ++b) load_dy(c + b * V, dr + (b + HD) * V);
-  acc_t t[NT], g[V] = {};
+  // Window of t slot m (channel c + m - POST): xr[HX V - SPAN + m .. HX V + m].
+  acc_t t[NT], g[V] = {}, sumsq[NT], tsum[V];
+  sliding_sums<NT, SPAN + 1, PAIRED>([&](int i) { return xr[HX * V - SPAN + i] * xr[HX * V - SPAN + i]; }, sumsq);
 LRN_UNROLL
   for (int m = 0; m < NT; ++m) {
     const int d = m - POST;  // channel c + d
-    acc_t sumsq = acc_t(0);
-LRN_UNROLL
-    for (int e = -PRE; e <= POST; ++e) sumsq += xr[HX * V + d + e] * xr[HX * V + d + e];
     acc_t p0, p1;
-    pw.both(k + scale * sumsq, p0, p1);
+    pw.both(k + scale * sumsq[m], p0, p1);
     const acc_t dyj = dr[HD * V + d];
     const int j = c + d;
     t[m] = j >= lo && j < hi ? dyj * xr[HX * V + d] * p1 : acc_t(0);
     if (d >= 0 && d < V) g[d] = dyj * p0;
   }
+  // tsum[i]: t slots i .. i + SPAN = channels c + i - POST .. c + i + PRE.
+  sliding_sums<V, SPAN + 1, PAIRED>([&](int m) { return t[m]; }, tsum);
   acc_t out[V];
 LRN_UNROLL
-  for (int i = 0; i < V; ++i) {
-    acc_t tsum = acc_t(0);
-LRN_UNROLL
-    for (int m = i; m <= i + SPAN; ++m) tsum += t[m];  // channels c + i - POST .. c + i + PRE
-    out[i] = g[i] - coef * xr[HX * V + i] * tsum;
-  }
+  for (int i = 0; i < V; ++i) out[i] = g[i] - coef * xr[HX * V + i] * tsum[i];
   store_dx(c, out, xr + HX * V);
+}
+
+template <int SPAN, int V, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
+                                                       int hi, int c, acc_t scale, const Pow& pw, acc_t k) {
+  backward_vector_sums<SPAN, V, false>(load_x, load_dy, store_dx, lo, hi, c, scale, pw, k);
 }
 
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
                                                               int C, int c, acc_t scale, const Pow& pw, acc_t k) {
-  backward_vector<SPAN, V>([&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
-                           [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); },
-                           [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); },
-                           0, C, c, scale, pw, k);
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, HX = (SPAN + V - 1) / V;
+  auto store_dx = [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); };
+  if (c >= HX * V && c + V + HX * V <= C) {
+    // Interior vector (all of a pixel's vectors but the first and last HX): every vector
+    // it reads lies in [0, C), so plain loads, and every t channel in [c - POST, c + V +
+    // PRE) is inside; passing that range as [lo, hi) lets the compiler drop the t selects
+    // (j >= c - POST and j < c + V + PRE hold for each unrolled j = c + d).
+    backward_vector_sums<SPAN, V, true>([&](int cv, acc_t* v) { load<V>(x + cv, v); },
+                                        [&](int cv, acc_t* v) { load<V>(dy + cv, v); }, store_dx, c - POST,
+                                        c + V + PRE, c, scale, pw, k);
+  } else {
+    backward_vector_sums<SPAN, V, true>(
+        [&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
+        [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); }, store_dx, 0, C, c, scale, pw, k);
+  }
 }
 
 // ---------------------------------------------------------------- work items
