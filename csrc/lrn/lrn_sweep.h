@@ -14,9 +14,9 @@
 //   backward_sweep           NCHW column (generic loads: the fused stage's NCHW bwd)
 //   backward_channels_first  NCHW column, the LRN's own loop over backward_sweep's steps:
 //                            unchecked batches inside [0, C), steps two channels at a time
-//   backward_vector          NHWC vector (generic loads: the fused stage's NHWC bwd)
-//   backward_channels_last   the LRN's NHWC bwd: backward_vector's code with paired window
-//                            sums (backward_vector_sums), interior vectors without bounds tests
+//   backward_vector          NHWC vector + halo vectors (generic loads), paired window sums
+//   backward_channels_last   the LRN's NHWC bwd: backward_vector, interior vectors without
+//                            bounds tests
 // The power is a functor chosen once per launch (lrn.h: Pow34 on the GPU, PowAny on the
 // CPU and the general CUDA path): no per-element test of beta.
 //
@@ -486,35 +486,23 @@ LRN_UNROLL
   store<V>(y + c, out);
 }
 
-// sums[m] = f(m) + ... + f(m + W - 1) for m in [0, M). PAIRED: two windows at a time
-// (windows m and m + 1 share W - 1 terms, so a pair costs W + 1 terms instead of 2 W;
-// another order of the additions). Otherwise each window in order from f(m), the order
-// the fused stage's CPU-native kernels share bit for bit.
-template <int M, int W, bool PAIRED, typename acc_t, typename F>
+// sums[m] = f(m) + ... + f(m + W - 1) for m in [0, M), two windows at a time: windows m
+// and m + 1 share W - 1 terms, so a pair costs W + 1 terms instead of 2 W.
+template <int M, int W, typename acc_t, typename F>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void sliding_sums(F&& f, acc_t* sums) {
-  if constexpr (!PAIRED) {
 LRN_UNROLL
-    for (int m = 0; m < M; ++m) {
-      acc_t sum = acc_t(0);
+  for (int m = 0; m + 1 < M; m += 2) {
+    acc_t common = acc_t(0);
 LRN_UNROLL
-      for (int i = m; i < m + W; ++i) sum += f(i);
-      sums[m] = sum;
-    }
-  } else {
+    for (int i = m + 1; i < m + W; ++i) common += f(i);
+    sums[m] = common + f(m);
+    sums[m + 1] = common + f(m + W);
+  }
+  if constexpr (M % 2 == 1) {
+    acc_t sum = acc_t(0);
 LRN_UNROLL
-    for (int m = 0; m + 1 < M; m += 2) {
-      acc_t common = acc_t(0);
-LRN_UNROLL
-      for (int i = m + 1; i < m + W; ++i) common += f(i);
-      sums[m] = common + f(m);
-      sums[m + 1] = common + f(m + W);
-    }
-    if constexpr (M % 2 == 1) {
-      acc_t sum = acc_t(0);
-LRN_UNROLL
-      for (int i = M - 1; i < M - 1 + W; ++i) sum += f(i);
-      sums[M - 1] = sum;
-    }
+    for (int i = M - 1; i < M - 1 + W; ++i) sum += f(i);
+    sums[M - 1] = sum;
   }
 }
 
@@ -523,14 +511,10 @@ LRN_UNROLL
 // [c - SPAN, c + V + SPAN) (HX vectors each side), dy over [c - POST, c + V + PRE) (HD).
 // Generic like backward_sweep: load_x(cv, v) / load_dy(cv, v) fill the vector of channels
 // [cv, cv + V) (zeros outside [lo, hi)); store(c, dx, x) gets the item's results.
-// PAIRED: window sums two at a time (sliding_sums; the LRN's own NHWC backward). The
-// fused stage calls backward_vector, which keeps the in-order sums its CPU-native
-// kernels reproduce bit for bit (tests/test_relu_lrn_max_pool2d.py).
-template <int SPAN, int V, bool PAIRED, typename acc_t, typename Pow, typename LoadX, typename LoadDy,
-          typename Store>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector_sums(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx,
-                                                            int lo, int hi, int c, acc_t scale, const Pow& pw,
-                                                            acc_t k) {
+// Window sums two at a time (sliding_sums).
+template <int SPAN, int V, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
+                                                       int hi, int c, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
   const acc_t coef = acc_t(2) * scale * pw.beta;
@@ -541,7 +525,7 @@ LRN_UNROLL
   for (int b = -HD; b <= HD; ++b) load_dy(c + b * V, dr + (b + HD) * V);
   // Window of t slot m (channel c + m - POST): xr[HX V - SPAN + m .. HX V + m].
   acc_t t[NT], g[V] = {}, sumsq[NT], tsum[V];
-  sliding_sums<NT, SPAN + 1, PAIRED>([&](int i) { return xr[HX * V - SPAN + i] * xr[HX * V - SPAN + i]; }, sumsq);
+  sliding_sums<NT, SPAN + 1>([&](int i) { return xr[HX * V - SPAN + i] * xr[HX * V - SPAN + i]; }, sumsq);
 LRN_UNROLL
   for (int m = 0; m < NT; ++m) {
     const int d = m - POST;  // channel c + d
@@ -553,17 +537,11 @@ LRN_UNROLL
     if (d >= 0 && d < V) g[d] = dyj * p0;
   }
   // tsum[i]: t slots i .. i + SPAN = channels c + i - POST .. c + i + PRE.
-  sliding_sums<V, SPAN + 1, PAIRED>([&](int m) { return t[m]; }, tsum);
+  sliding_sums<V, SPAN + 1>([&](int m) { return t[m]; }, tsum);
   acc_t out[V];
 LRN_UNROLL
   for (int i = 0; i < V; ++i) out[i] = g[i] - coef * xr[HX * V + i] * tsum[i];
   store_dx(c, out, xr + HX * V);
-}
-
-template <int SPAN, int V, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
-                                                       int hi, int c, acc_t scale, const Pow& pw, acc_t k) {
-  backward_vector_sums<SPAN, V, false>(load_x, load_dy, store_dx, lo, hi, c, scale, pw, k);
 }
 
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
@@ -576,11 +554,11 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy
     // it reads lies in [0, C), so plain loads, and every t channel in [c - POST, c + V +
     // PRE) is inside; passing that range as [lo, hi) lets the compiler drop the t selects
     // (j >= c - POST and j < c + V + PRE hold for each unrolled j = c + d).
-    backward_vector_sums<SPAN, V, true>([&](int cv, acc_t* v) { load<V>(x + cv, v); },
-                                        [&](int cv, acc_t* v) { load<V>(dy + cv, v); }, store_dx, c - POST,
-                                        c + V + PRE, c, scale, pw, k);
+    backward_vector<SPAN, V>([&](int cv, acc_t* v) { load<V>(x + cv, v); },
+                             [&](int cv, acc_t* v) { load<V>(dy + cv, v); }, store_dx, c - POST, c + V + PRE, c,
+                             scale, pw, k);
   } else {
-    backward_vector_sums<SPAN, V, true>(
+    backward_vector<SPAN, V>(
         [&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
         [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); }, store_dx, 0, C, c, scale, pw, k);
   }

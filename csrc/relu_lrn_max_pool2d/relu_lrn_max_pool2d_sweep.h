@@ -529,8 +529,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 // are all the neighbours read of them, need only their one inner neighbour as long as
 // SPAN <= V (vector_width), so one halo lane per side suffices. An item is kLanePixels
 // pixels of a row, taken one after another by the whole warp (locate's divisions once
-// per 4 pixels). The sums run in lrn::sweep::backward_vector's order: CPU native, CPU
-// sweep and GPU agree bit for bit as before.
+// per 4 pixels). Every window sum runs in order from its first channel, as the CPU-native
+// kernels sum: CPU native, CPU sweep and GPU agree bit for bit.
 constexpr int kWarpLanes = 32;
 constexpr int kLaneItems = kWarpLanes - 2;
 
@@ -692,20 +692,16 @@ LRN_UNROLL
   store<V>(dx + L.px, out);
 }
 
-// Zero the halo values of channels outside the lane's group: left[N] holds channels
-// c - N .. c - 1, right[N] channels c + V .. c + V + N - 1.
-template <int N, int V, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void mask_left(const Lane<V, acc_t>& L, acc_t* left) {
+// The halo of a lane: left[m] = own[V - NL + m] of lane l - 1 (channels c - NL .. c - 1),
+// right[m] = own[m] of lane l + 1 (channels c + V .. c + V + NR - 1), zero for channels
+// outside the lane's group; `up` and `down` are those lanes' arrays.
+template <int NL, int NR, int V, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void halo(const Lane<V, acc_t>& L, const acc_t* up, const acc_t* down, acc_t* left,
+                                            acc_t* right) {
 LRN_UNROLL
-  for (int m = 0; m < N; ++m)
-    if (L.c - N + m < L.gb) left[m] = acc_t(0);
-}
-
-template <int N, int V, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void mask_right(const Lane<V, acc_t>& L, acc_t* right) {
+  for (int m = 0; m < NL; ++m) left[m] = L.c - NL + m < L.gb ? acc_t(0) : up[V - NL + m];
 LRN_UNROLL
-  for (int m = 0; m < N; ++m)
-    if (L.c + V + m >= L.ge) right[m] = acc_t(0);
+  for (int m = 0; m < NR; ++m) right[m] = L.c + V + m >= L.ge ? acc_t(0) : down[m];
 }
 
 // Halo arrays of N values (at least one element: PRE or POST may be 0).
@@ -727,21 +723,22 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
   auto pixel = [&](auto p) {
     constexpr int P = decltype(p)::value;
     lane_load<P>(L, dy, am, x, kPrefetchRun<scalar_t> ? &xv[P] : nullptr, g);
+    // This lane's z and t from lanes l - 1 and l + 1 (shuffled first: every lane takes part).
+    auto shuffled = [&](const acc_t* own, acc_t* up, acc_t* down) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        up[i] = __shfl_up_sync(kAll, own[i], 1);
+        down[i] = __shfl_down_sync(kAll, own[i], 1);
+      }
+    };
+    acc_t up[V], down[V];
+    shuffled(L.z, up, down);
     acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
-#pragma unroll
-    for (int m = 0; m < PRE; ++m) zl[m] = __shfl_up_sync(kAll, L.z[V - PRE + m], 1);
-#pragma unroll
-    for (int m = 0; m < POST; ++m) zr[m] = __shfl_down_sync(kAll, L.z[m], 1);
-    mask_left<PRE>(L, zl);
-    mask_right<POST>(L, zr);
+    halo<PRE, POST>(L, up, down, zl, zr);
     lane_powers<SPAN, V>(L, zl, zr, scale, pw, k);
+    shuffled(L.t, up, down);
     acc_t tl[halo_size<POST>()], tr[halo_size<PRE>()];
-#pragma unroll
-    for (int m = 0; m < POST; ++m) tl[m] = __shfl_up_sync(kAll, L.t[V - POST + m], 1);
-#pragma unroll
-    for (int m = 0; m < PRE; ++m) tr[m] = __shfl_down_sync(kAll, L.t[m], 1);
-    mask_left<POST>(L, tl);
-    mask_right<PRE>(L, tr);
+    halo<POST, PRE>(L, up, down, tl, tr);
     lane_store<SPAN, V>(L, tl, tr, dx, acc_t(2) * scale * pw.beta);
   };
   static_assert(kLanePixels == 4, "one call per pixel of the run");
@@ -773,18 +770,12 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
       lane_load<P>(L[l], dy, am, x, kPrefetchRun<scalar_t> ? &xv[l][P] : nullptr, g);
     for (int l = 0; l < kWarpLanes; ++l) {  // phase 2 changes g and t only: z stays for the neighbours
       acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
-      for (int m = 0; m < PRE; ++m) zl[m] = L[up(l)].z[V - PRE + m];
-      for (int m = 0; m < POST; ++m) zr[m] = L[down(l)].z[m];
-      mask_left<PRE>(L[l], zl);
-      mask_right<POST>(L[l], zr);
+      halo<PRE, POST>(L[l], L[up(l)].z, L[down(l)].z, zl, zr);
       lane_powers<SPAN, V>(L[l], zl, zr, scale, pw, k);
     }
     for (int l = 0; l < kWarpLanes; ++l) {
       acc_t tl[halo_size<POST>()], tr[halo_size<PRE>()];
-      for (int m = 0; m < POST; ++m) tl[m] = L[up(l)].t[V - POST + m];
-      for (int m = 0; m < PRE; ++m) tr[m] = L[down(l)].t[m];
-      mask_left<POST>(L[l], tl);
-      mask_right<PRE>(L[l], tr);
+      halo<POST, PRE>(L[l], L[up(l)].t, L[down(l)].t, tl, tr);
       lane_store<SPAN, V>(L[l], tl, tr, dx, acc_t(2) * scale * pw.beta);
     }
   };
