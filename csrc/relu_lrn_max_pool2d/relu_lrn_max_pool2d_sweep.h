@@ -46,6 +46,9 @@
 
 #include <c10/macros/Macros.h>
 
+#include <type_traits>
+#include <utility>
+
 #include "lrn/lrn_sweep.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 
@@ -329,6 +332,20 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, 
 
 // ---------------------------------------------------------------- backward
 
+// 3/2 pooling (window 3, stride 2) along one axis: an odd input index i lies in N = 1
+// window, (i - 1) / 2 at tap 1; an even one in N = 2 windows, i / 2 - 1 at tap 2 and
+// i / 2 at tap 0. A window's argmax code is t_h * 3 + t_w.
+template <int N>
+C10_HOST_DEVICE C10_ALWAYS_INLINE int first_window_3s2(int i) {
+  return N == 1 ? (i - 1) / 2 : i / 2 - 1;
+}
+
+// The tap of i in its r-th window (r < N).
+template <int N>
+C10_HOST_DEVICE constexpr int tap_3s2(int r) {
+  return N == 1 ? 1 : 2 - 2 * r;
+}
+
 // Channels-first backward, 3/2 pooling (stride 2 both ways): the item is the pixel pair
 // (h, w), (h, w + 1), w = 2q, over the channels [cb, ce) of the group [gb, ge). With
 // stride 2 the pair's pooling windows, and the tap each pixel is in them, depend only on
@@ -357,7 +374,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
   constexpr int U = NR == 1 ? 2 : 1;
   const int w = 2 * q;
   const bool pair = w + 1 < g.W;                    // the second pixel is inside the image
-  const int oh0 = NR == 1 ? (h - 1) / 2 : h / 2 - 1;  // the first window row
+  const int oh0 = first_window_3s2<NR>(h);           // the first window row
   bool live[NR][2];                                 // window (oh0 + r, q - 1 + side) exists
 LRN_UNROLL
   for (int r = 0; r < NR; ++r) {
@@ -385,7 +402,7 @@ LRN_UNROLL
         if (c >= gb && c < ge) {
 LRN_UNROLL
           for (int r = 0; r < NR; ++r) {
-            const int th3 = 3 * (NR == 1 ? 1 : 2 - 2 * r);  // t_h * 3 of the pair in this row
+            const int th3 = 3 * tap_3s2<NR>(r);  // t_h * 3 of the pair in this row
             const int left = live[r][0] ? int(amp[r * osh]) : -1;
             const int right = live[r][1] ? int(amp[r * osh + 1]) : -1;
             const acc_t dl = live[r][0] ? static_cast<acc_t>(dyp[r * osh]) : acc_t(0);
@@ -543,14 +560,14 @@ inline int64_t backward_lane_warps(const Items& it) { return (it.count + kLaneIt
 template <int NR, int NC, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_3s2(const scalar_t* dy, const uint8_t* am, const Geo& g, int h, int w,
                                                   acc_t* sum) {
-  const int oh0 = NR == 1 ? (h - 1) / 2 : h / 2 - 1, ow0 = NC == 1 ? (w - 1) / 2 : w / 2 - 1;
+  const int oh0 = first_window_3s2<NR>(h), ow0 = first_window_3s2<NC>(w);
 LRN_UNROLL
   for (int r = 0; r < NR; ++r) {
 LRN_UNROLL
     for (int s = 0; s < NC; ++s) {
       const int oh = oh0 + r, ow = ow0 + s;
       if (oh < 0 || oh >= g.Ho || ow < 0 || ow >= g.Wo) continue;
-      const int code = 3 * (NR == 1 ? 1 : 2 - 2 * r) + (NC == 1 ? 1 : 2 - 2 * s);  // t_h * 3 + t_w
+      const int code = 3 * tap_3s2<NR>(r) + tap_3s2<NC>(s);
       const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3];
       lrn::sweep::check_aligned<uint8_t, V>(am + o);
       const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
@@ -650,7 +667,7 @@ LRN_UNROLL
 }
 
 // Phase 2: zl = z of channels c - PRE .. c - 1, zr = z of c + V .. c + V + POST - 1, as the
-// neighbour lanes hold them (lane_halo zeroes those outside the group).
+// neighbour lanes hold them (halo() zeroes those outside the group).
 template <int SPAN, int V, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_powers(Lane<V, acc_t>& L, const acc_t* zl, const acc_t* zr, acc_t scale,
                                                    const Pow& pw, acc_t k) {
@@ -704,6 +721,18 @@ LRN_UNROLL
   for (int m = 0; m < NR; ++m) right[m] = L.c + V + m >= L.ge ? acc_t(0) : down[m];
 }
 
+// f(integral_constant<int, P>) for each pixel P of a lane's run, in order (P is a
+// compile-time index: its column parity picks the gather).
+template <typename F, int... P>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f, std::integer_sequence<int, P...>) {
+  (f(std::integral_constant<int, P>{}), ...);
+}
+
+template <typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f) {
+  for_each_pixel(f, std::make_integer_sequence<int, kLanePixels>{});
+}
+
 // Halo arrays of N values (at least one element: PRE or POST may be 0).
 template <int N>
 constexpr int halo_size() { return N > 0 ? N : 1; }
@@ -741,11 +770,7 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
     halo<POST, PRE>(L, up, down, tl, tr);
     lane_store<SPAN, V>(L, tl, tr, dx, acc_t(2) * scale * pw.beta);
   };
-  static_assert(kLanePixels == 4, "one call per pixel of the run");
-  pixel(std::integral_constant<int, 0>{});
-  pixel(std::integral_constant<int, 1>{});
-  pixel(std::integral_constant<int, 2>{});
-  pixel(std::integral_constant<int, 3>{});
+  for_each_pixel(pixel);
 }
 #endif
 
@@ -779,10 +804,7 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
       lane_store<SPAN, V>(L[l], tl, tr, dx, acc_t(2) * scale * pw.beta);
     }
   };
-  pixel(std::integral_constant<int, 0>{});
-  pixel(std::integral_constant<int, 1>{});
-  pixel(std::integral_constant<int, 2>{});
-  pixel(std::integral_constant<int, 3>{});
+  for_each_pixel(pixel);
 }
 
 // ---------------------------------------------------------------- host-side dispatch
