@@ -1370,7 +1370,7 @@ def stage_items(case):
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
     if bwd:  # channels-first backward: pixel pairs; channels-last: runs of LANE_PIXELS
-        cols = -(-cols // (LANE_PIXELS if case.cl else 2))
+        cols = -(-cols // (lane_pixels(vec) if case.cl else 2))
     row_run = 1
     if not bwd:
         n = -(-rows // POOL_ROWS)
@@ -1384,6 +1384,16 @@ def stage_items(case):
     count = pixels * vecs if case.cl else pixels * runs
     return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
                 row_run=row_run, vecs=vecs, vec=vec)
+
+
+def int_divider(d):
+    """IntDivider(d) (csrc/int_divider.h): (d, m, s) with n // d == (umulhi(n, m) + n) >> s."""
+    d = max(d, 1)
+    s = 0
+    while (1 << s) < d:
+        s += 1
+    m = ((1 << 32) * ((1 << s) - d)) // d + 1
+    return d, m - (1 << 32) if m >= 1 << 31 else m, s
 
 
 def stage_params(case):
@@ -1404,6 +1414,9 @@ def stage_params(case):
         q.i64(it["count"])
         for k in ("rows", "cols", "runs_per_group", "runs", "run", "row_run", "vecs", "vec"):
             q.i32(it[k])
+        for d in (it["vecs"], it["cols"], it["rows"], it["runs"], it["runs_per_group"], g["cg"] // it["vec"]):
+            for v in int_divider(d):
+                q.i32(v)
 
     p.struct_(fill_geo, 8)
     p.struct_(fill_items, 8)
@@ -1413,7 +1426,12 @@ def stage_params(case):
 
 
 WARP, LANE_ITEMS = 32, 30  # backward_lanes: lanes 1..30 of a warp own its 30 items
-LANE_PIXELS = 4  # kLanePixels: pixels of one row per channels-last backward item
+RUN_VALUES = 16  # kRunValues: a channels-last backward item is a run of 16 / V pixels of a row
+
+
+def lane_pixels(vec):
+    """kLanePixels<V>: pixels of one row per channels-last backward item."""
+    return RUN_VALUES // vec
 
 
 def stage_samples(case):
@@ -1439,7 +1457,7 @@ def stage_samples(case):
             items = [base * it["vecs"] + v for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
             if case.direction == "bwd":  # backward_lanes: item -> thread (an owner lane), a run of pixels
                 items = [(i // LANE_ITEMS) * WARP + i % LANE_ITEMS + 1 for i in items]
-                rows = LANE_PIXELS
+                rows = lane_pixels(it["vec"])
             out += [(i, it["vec"] * rows) for i in items]
         else:
             pooled_rows = g["Ho"] if case.direction == "fwd" else g["H"]

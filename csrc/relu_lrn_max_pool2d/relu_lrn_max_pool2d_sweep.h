@@ -49,6 +49,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "int_divider.h"
 #include "lrn/lrn_sweep.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 
@@ -76,9 +77,13 @@ LRN_UNROLL
 // Channels per channels-first forward item, and its most pooled rows (make_items splits
 // the pooled rows evenly into runs of at most kPoolRows).
 constexpr int kPoolChannels = 4;
-// Pixels of one row per channels-last backward item (backward_lanes), even: each pixel's
-// column parity is its place in the run.
-constexpr int kLanePixels = 4;
+// Channels-last backward items (backward_lanes): a run of kLanePixels<V> pixels of one row,
+// V channels each, 16 values in all (4 pixels fp32, 2 bf16/fp16), so its gathered
+// gradients fit 16 registers; even, so each pixel's column parity is its place in the run.
+constexpr int kRunValues = 16;
+template <int V>
+constexpr int kLanePixels = kRunValues / V;
+constexpr int lane_pixels(int V) { return kRunValues / V; }
 constexpr int kPoolRows = 13;
 
 // a * b + c: one FMA on the GPU (what nvcc's contraction gives, asked for here: left to
@@ -439,13 +444,17 @@ struct Items {
   int row_run;                    // forward: pooled rows per item (backward: 1)
   int vecs;                       // channels-last: V-vectors per pixel (C / V)
   int vec;                        // V
+  // locate()'s divisors, as multiplications (int_divider.h): vecs, cols, rows, runs,
+  // runs_per_group, V-vectors per group
+  IntDivider by_vecs, by_cols, by_rows, by_runs, by_runs_per_group, by_group_vecs;
 };
 
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
   Items it;
   it.rows = backward ? g.H : g.Ho;
-  // backward: channels-first pixel pairs, channels-last runs of kLanePixels pixels
-  it.cols = backward ? (channels_last ? (g.W + kLanePixels - 1) / kLanePixels : (g.W + 1) / 2) : g.Wo;
+  // backward: channels-first pixel pairs, channels-last runs of kLanePixels<V> pixels
+  const int run_pixels = lane_pixels(vec);
+  it.cols = backward ? (channels_last ? (g.W + run_pixels - 1) / run_pixels : (g.W + 1) / 2) : g.Wo;
   it.row_run = 1;
   if (!backward) {  // runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
@@ -460,6 +469,12 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.vecs = g.C / vec;
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
+  it.by_vecs = IntDivider(it.vecs);
+  it.by_cols = IntDivider(it.cols);
+  it.by_rows = IntDivider(it.rows);
+  it.by_runs = IntDivider(it.runs);
+  it.by_runs_per_group = IntDivider(it.runs_per_group);
+  it.by_group_vecs = IntDivider(g.Cg / vec);
   return it;
 }
 
@@ -470,23 +485,22 @@ struct Where {
 };
 
 C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
-  using lrn::sweep::divmod;
   // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
   Where wh;
   int64_t q = i, r;
   if (channels_last) {
-    divmod(q, it.vecs, q, r);
+    it.by_vecs.divmod(q, q, r);
     wh.cb = static_cast<int>(r) * it.vec;
+    wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(r))) * g.Cg;
     wh.ce = wh.cb + it.vec;
-    wh.gb = wh.cb / g.Cg * g.Cg;
   }
-  divmod(q, it.cols, q, r);
+  it.by_cols.divmod(q, q, r);
   wh.col = static_cast<int>(r);
-  divmod(q, it.rows, q, r);
+  it.by_rows.divmod(q, q, r);
   wh.row = static_cast<int>(r);
   if (!channels_last) {
-    divmod(q, it.runs, q, r);
-    const int run = static_cast<int>(r), grp = run / it.runs_per_group;
+    it.by_runs.divmod(q, q, r);
+    const int run = static_cast<int>(r), grp = static_cast<int>(it.by_runs_per_group.div(run));
     wh.gb = grp * g.Cg;
     wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
     wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
@@ -535,7 +549,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 // gathers and powers only its own V channels (one gather and V powers per V outputs,
 // where a lone item did 2 + 1 halo vectors' gathers and V + SPAN powers) and takes the
 // neighbours' z and t by shuffles:
-//   1. load:    z = relu(x) and the gathered pooled gradient g of the item's V channels
+//   1. load:    the gathered pooled gradients g of the run's pixels (lane_gather, each
+//               pooling window loaded once per run), then per pixel z = relu(x)
 //   2. powers:  s_i = k + scale * sum z^2 over [c+i-PRE, c+i+POST] (halo z from lanes
 //               l -+ 1), t_i = g_i z_i s_i^(-beta-1), g_i s_i^-beta
 //   3. store:   dx_i = [x_i > 0] (g_i s_i^-beta - 2 scale beta z_i sum t over
@@ -544,49 +559,56 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 // Cg % V == 0). Lane l of warp w owns item w * kLaneItems + l - 1; lanes 0 and 31 own
 // the items just outside the warp's share and store nothing: their own z and t, which
 // are all the neighbours read of them, need only their one inner neighbour as long as
-// SPAN <= V (vector_width), so one halo lane per side suffices. An item is kLanePixels
-// pixels of a row, taken one after another by the whole warp (locate's divisions once
-// per 4 pixels). Every window sum runs in order from its first channel, as the CPU-native
-// kernels sum: CPU native, CPU sweep and GPU agree bit for bit.
+// SPAN <= V (vector_width), so one halo lane per side suffices. An item is a run of
+// kLanePixels<V> pixels of a row, phases 2 and 3 taken pixel after pixel by the whole
+// warp (locate's index arithmetic once per run). Every window sum runs in order from its
+// first channel, and every gather in window order, as the CPU-native kernels sum: CPU
+// native, CPU sweep and GPU agree bit for bit.
 constexpr int kWarpLanes = 32;
 constexpr int kLaneItems = kWarpLanes - 2;
 
 // Warps (of kWarpLanes threads) a channels-last backward launch takes.
 inline int64_t backward_lane_warps(const Items& it) { return (it.count + kLaneItems - 1) / kLaneItems; }
 
-// sum[i] += dy of the windows of 3/2 pooling whose argmax is (h, w), channels c .. c + V - 1
-// (dy, am point at channel c of the image): NR window rows (odd h: 1, at t_h = 1; even h:
-// 2, at t_h = 2 then 0), NC window columns likewise; windows outside the output skipped.
-template <int NR, int NC, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_3s2(const scalar_t* dy, const uint8_t* am, const Geo& g, int h, int w,
-                                                  acc_t* sum) {
-  const int oh0 = first_window_3s2<NR>(h), ow0 = first_window_3s2<NC>(w);
-LRN_UNROLL
-  for (int r = 0; r < NR; ++r) {
-LRN_UNROLL
-    for (int s = 0; s < NC; ++s) {
-      const int oh = oh0 + r, ow = ow0 + s;
-      if (oh < 0 || oh >= g.Ho || ow < 0 || ow >= g.Wo) continue;
-      const int code = 3 * tap_3s2<NR>(r) + tap_3s2<NC>(s);
-      const int64_t o = int64_t(oh) * g.os[2] + int64_t(ow) * g.os[3];
-      lrn::sweep::check_aligned<uint8_t, V>(am + o);
-      const Vec<uint8_t, V> a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
-      acc_t d[V];
-      lrn::sweep::load<V>(dy + o, d);
-LRN_UNROLL
-      for (int i = 0; i < V; ++i)
-        if (int(a.v[i]) == code) sum[i] += d[i];
-    }
-  }
+// f(integral_constant<int, P>) for each pixel P of a lane's run, in order (P is a
+// compile-time index: its column parity picks the gather).
+template <typename F, int... P>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f, std::integer_sequence<int, P...>) {
+  (f(std::integral_constant<int, P>{}), ...);
 }
+
+template <int V, typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f) {
+  for_each_pixel(f, std::make_integer_sequence<int, kLanePixels<V>>{});
+}
+
+// The pooling windows a lane's run gathers from (stride 2: first_window_3s2): window rows
+// oh0 + r, r < 2 (odd h: r = 0 only, at tap row 1; even h: tap rows 2 and 0), window
+// columns ow0 + s, s < kRunWindows, ow0 = w0 / 2 - 1. Pixel w0 + P lies at tap column 2
+// of column P / 2 and at 0 of P / 2 + 1 when P is even, at 1 of (P + 1) / 2 when odd. The
+// run loads each window once, a window row at a time, and adds it to the gradients of
+// all its pixels (pixels alone loaded 6 windows per window row, 3 of them twice).
+template <int V>
+constexpr int kRunWindows = kLanePixels<V> / 2 + 1;
+
+template <int V, typename scalar_t>
+struct Window {
+  Vec<uint8_t, V> a;   // argmax codes
+  Vec<scalar_t, V> d;  // dy
+};
 
 template <int V, typename acc_t>
 struct Lane {
   acc_t z[V], g[V];   // relu(x), the gathered gradient (phase 2: g s^-beta)
   acc_t t[V];         // g z s^(-beta-1)
-  int c, gb, ge;      // first channel, group
-  int h, w0;          // row, first pixel of the item's run
-  int64_t xn, on;     // offsets of channel c in image n: x / dx, dy / argmax
+  bool first, last;   // its V channels start / end their LRN group (so the halo
+                      // channels on that side are outside it: Cg % V == 0, SPAN <= V)
+  int w0;             // first pixel of the item's run
+  bool odd;           // its row is odd: one window row
+  bool rows[2];       // window rows oh0, oh0 + 1 inside the pooled output
+  int ow0;            // the run's first window column
+  int o0;             // offset of window (oh0, ow0) from channel c of image n (dy, argmax)
+  int64_t xn, on;     // offsets of channel c in image n: x / dx (row h), dy / argmax
   bool item, owner;   // an item of the launch; a lane that stores it
   bool store;         // the current pixel: in the image, and owner
   int64_t px;         // the current pixel's x / dx offset
@@ -597,73 +619,108 @@ template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const Items& it, int64_t item,
                                                              bool owner) {
   Lane<V, acc_t> L;
-  L.c = L.gb = L.ge = L.h = L.w0 = 0;
+  L.w0 = L.ow0 = L.o0 = 0;
+  L.first = L.last = L.odd = L.rows[0] = L.rows[1] = false;
   L.xn = L.on = L.px = 0;
   L.item = item >= 0 && item < it.count;
   L.owner = owner;
   L.store = false;
   if (!L.item) return L;
   const Where wh = locate(g, it, item, true);
-  L.c = wh.cb;
-  L.gb = wh.gb;
-  L.ge = wh.ge;
-  L.h = wh.row;
-  L.w0 = wh.col * kLanePixels;
+  L.first = wh.cb == wh.gb;
+  L.last = wh.cb + V == wh.ge;
+  L.w0 = wh.col * kLanePixels<V>;
+  L.odd = wh.row & 1;
+  const int oh0 = L.odd ? first_window_3s2<1>(wh.row) : first_window_3s2<2>(wh.row);
+  L.rows[0] = oh0 >= 0 && oh0 < g.Ho;
+  L.rows[1] = !L.odd && oh0 + 1 < g.Ho;
+  L.ow0 = wh.col * (kLanePixels<V> / 2) - 1;
+  L.o0 = oh0 * static_cast<int>(g.os[2]) + L.ow0 * static_cast<int>(g.os[3]);  // 32-bit: vector_width
   L.xn = int64_t(wh.n) * g.xs[0] + int64_t(wh.row) * g.xs[2] + wh.cb;
   L.on = int64_t(wh.n) * g.os[0] + wh.cb;
   return L;
 }
 
-// x of the lane's whole run, loaded at once (4 loads in flight per thread, where the
-// pixels' gathers each wait for their own): zeros past the image. For 4-byte types only
-// (kPrefetchRun): fp32 30 -> 80 KB in flight per SM at 62% occupancy (was 75%) and 3.5%
-// more instructions; bf16 took 71 registers (38%).
-template <int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_prefetch(const Lane<V, acc_t>& L, const scalar_t* x, const Geo& g,
-                                                     Vec<scalar_t, V>* xv) {
+// sum[i] += dy of the run's window row `row` (argmax codes th3 + tap column there) whose
+// argmax is pixel w0 + P, channels c .. c + V - 1, in window order.
+template <int P, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_pixel(const Window<V, scalar_t>* row, int th3, acc_t* sum) {
+  auto add = [&](const Window<V, scalar_t>& w, int code) {
 LRN_UNROLL
-  for (int p = 0; p < kLanePixels; ++p) {
-    if (L.item && L.w0 + p < g.W) {
-      const scalar_t* q = x + L.xn + int64_t(L.w0 + p) * g.xs[3];
-      lrn::sweep::check_aligned<scalar_t, V>(q);
-      xv[p] = *reinterpret_cast<const Vec<scalar_t, V>*>(q);
-    } else {
-LRN_UNROLL
-      for (int i = 0; i < V; ++i) xv[p].v[i] = scalar_t(0);
-    }
+    for (int i = 0; i < V; ++i)
+      if (int(w.a.v[i]) == code) sum[i] += static_cast<acc_t>(w.d.v[i]);
+  };
+  if constexpr (P % 2 == 1) {
+    add(row[(P + 1) / 2], th3 + 1);
+  } else {
+    add(row[P / 2], th3 + 2);
+    add(row[P / 2 + 1], th3);
   }
 }
 
-template <typename scalar_t>
-constexpr bool kPrefetchRun = sizeof(scalar_t) >= 4;
+// Window row R of the lane's run (argmax codes th3 + tap column there), added to the
+// gradients sum[P] of its pixels. A window outside the pooled output loads nothing and
+// matches nothing (argmax 0xff).
+template <int R, int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_window_row(const Lane<V, acc_t>& L, const scalar_t* dy,
+                                                         const uint8_t* am, const Geo& g, int th3,
+                                                         acc_t (*sum)[V]) {
+  Window<V, scalar_t> row[kRunWindows<V>];
+LRN_UNROLL
+  for (int s = 0; s < kRunWindows<V>; ++s) {
+    const int ow = L.ow0 + s;
+    Window<V, scalar_t>& w = row[s];
+    if (L.rows[R] && ow >= 0 && ow < g.Wo) {
+      const int64_t o = L.on + (L.o0 + R * static_cast<int>(g.os[2]) + s * static_cast<int>(g.os[3]));
+      lrn::sweep::check_aligned<uint8_t, V>(am + o);
+      lrn::sweep::check_aligned<scalar_t, V>(dy + o);
+      w.a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
+      w.d = *reinterpret_cast<const Vec<scalar_t, V>*>(dy + o);
+    } else {
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) {
+        w.a.v[i] = uint8_t(0xff);
+        w.d.v[i] = scalar_t(0);
+      }
+    }
+  }
+  for_each_pixel<V>([&](auto p) { gather_pixel<decltype(p)::value>(row, th3, sum[decltype(p)::value]); });
+}
 
-// Phase 1 for pixel w0 + P of the lane's run (whose column parity is P's: w0 is even):
-// z = relu(x) (x from xv, prefetched, or loaded here when xv is null) and the gathered
-// gradient, zeros for a pixel past the image or no item.
+// Phase 1a: sum[P] = the gathered pooled gradient of pixel w0 + P of the run (the windows
+// whose argmax it is, row-major as relu_lrn_max_pool2d::gather's); zeros for no item.
+template <int V, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_gather(const Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
+                                                   const Geo& g, acc_t (*sum)[V]) {
+LRN_UNROLL
+  for (int p = 0; p < kLanePixels<V>; ++p)
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) sum[p][i] = acc_t(0);
+  if (!L.item) return;
+  if (L.odd) {
+    gather_window_row<0>(L, dy, am, g, 3 * tap_3s2<1>(0), sum);
+  } else {
+    gather_window_row<0>(L, dy, am, g, 3 * tap_3s2<2>(0), sum);
+    gather_window_row<1>(L, dy, am, g, 3 * tap_3s2<2>(1), sum);
+  }
+}
+
+// Phase 1b for pixel w0 + P of the run: z = relu(x) and its gathered gradient gp; zeros
+// for a pixel past the image.
 template <int P, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
-                                                 const scalar_t* x, const Vec<scalar_t, V>* xv, const Geo& g) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* x, const acc_t* gp,
+                                                 const Geo& g) {
 LRN_UNROLL
   for (int i = 0; i < V; ++i) L.z[i] = L.g[i] = acc_t(0);
   const int w = L.w0 + P;
   const bool inside = L.item && w < g.W;
   L.store = inside && L.owner;
   if (!inside) return;
-  L.px = L.xn + int64_t(w) * g.xs[3];
-  if (xv) {
-LRN_UNROLL
-    for (int i = 0; i < V; ++i) L.z[i] = static_cast<acc_t>(xv->v[i]);
-  } else {
-    lrn::sweep::load<V>(x + L.px, L.z);
-  }
+  L.px = L.xn + w * static_cast<int>(g.xs[3]);  // 32-bit: vector_width
+  lrn::sweep::load<V>(x + L.px, L.z);
   relu_all<V>(L.z);
-  // The windows whose argmax is this pixel (stride 2: by the parities of h and w, as
-  // backward_channels_first's rows), row-major as relu_lrn_max_pool2d::gather.
-  constexpr int NC = P % 2 == 1 ? 1 : 2;
-  if (L.h & 1)
-    gather_3s2<1, NC, V>(dy + L.on, am + L.on, g, L.h, w, L.g);
-  else
-    gather_3s2<2, NC, V>(dy + L.on, am + L.on, g, L.h, w, L.g);
+LRN_UNROLL
+  for (int i = 0; i < V; ++i) L.g[i] = gp[i];
 }
 
 // Phase 2: zl = z of channels c - PRE .. c - 1, zr = z of c + V .. c + V + POST - 1, as the
@@ -716,21 +773,9 @@ template <int NL, int NR, int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void halo(const Lane<V, acc_t>& L, const acc_t* up, const acc_t* down, acc_t* left,
                                             acc_t* right) {
 LRN_UNROLL
-  for (int m = 0; m < NL; ++m) left[m] = L.c - NL + m < L.gb ? acc_t(0) : up[V - NL + m];
+  for (int m = 0; m < NL; ++m) left[m] = L.first ? acc_t(0) : up[V - NL + m];
 LRN_UNROLL
-  for (int m = 0; m < NR; ++m) right[m] = L.c + V + m >= L.ge ? acc_t(0) : down[m];
-}
-
-// f(integral_constant<int, P>) for each pixel P of a lane's run, in order (P is a
-// compile-time index: its column parity picks the gather).
-template <typename F, int... P>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f, std::integer_sequence<int, P...>) {
-  (f(std::integral_constant<int, P>{}), ...);
-}
-
-template <typename F>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pixel(F&& f) {
-  for_each_pixel(f, std::make_integer_sequence<int, kLanePixels>{});
+  for (int m = 0; m < NR; ++m) right[m] = L.last ? acc_t(0) : down[m];
 }
 
 // Halo arrays of N values (at least one element: PRE or POST may be 0).
@@ -747,11 +792,11 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr unsigned kAll = 0xffffffffu;
   Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, warp * kLaneItems + lane - 1, lane >= 1 && lane <= kLaneItems);
-  Vec<scalar_t, V> xv[kLanePixels];
-  if constexpr (kPrefetchRun<scalar_t>) lane_prefetch(L, x, g, xv);
+  acc_t gsum[kLanePixels<V>][V];
+  lane_gather(L, dy, am, g, gsum);
   auto pixel = [&](auto p) {
     constexpr int P = decltype(p)::value;
-    lane_load<P>(L, dy, am, x, kPrefetchRun<scalar_t> ? &xv[P] : nullptr, g);
+    lane_load<P>(L, x, gsum[P], g);
     // This lane's z and t from lanes l - 1 and l + 1 (shuffled first: every lane takes part).
     auto shuffled = [&](const acc_t* own, acc_t* up, acc_t* down) {
 #pragma unroll
@@ -770,7 +815,7 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
     halo<POST, PRE>(L, up, down, tl, tr);
     lane_store<SPAN, V>(L, tl, tr, dx, acc_t(2) * scale * pw.beta);
   };
-  for_each_pixel(pixel);
+  for_each_pixel<V>(pixel);
 }
 #endif
 
@@ -786,13 +831,12 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
     L[l] = lane_locate<V, acc_t>(g, it, warp * kLaneItems + l - 1, l >= 1 && l <= kLaneItems);
   auto up = [](int l) { return l > 0 ? l - 1 : l; };
   auto down = [](int l) { return l < kWarpLanes - 1 ? l + 1 : l; };
-  Vec<scalar_t, V> xv[kWarpLanes][kLanePixels];
-  if constexpr (kPrefetchRun<scalar_t>)
-    for (int l = 0; l < kWarpLanes; ++l) lane_prefetch(L[l], x, g, xv[l]);
+  acc_t gsum[kWarpLanes][kLanePixels<V>][V];
+  for (int l = 0; l < kWarpLanes; ++l) lane_gather(L[l], dy, am, g, gsum[l]);
   auto pixel = [&](auto p) {
     constexpr int P = decltype(p)::value;
     for (int l = 0; l < kWarpLanes; ++l)
-      lane_load<P>(L[l], dy, am, x, kPrefetchRun<scalar_t> ? &xv[l][P] : nullptr, g);
+      lane_load<P>(L[l], x, gsum[l][P], g);
     for (int l = 0; l < kWarpLanes; ++l) {  // phase 2 changes g and t only: z stays for the neighbours
       acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
       halo<PRE, POST>(L[l], L[up(l)].z, L[down(l)].z, zl, zr);
@@ -804,7 +848,7 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
       lane_store<SPAN, V>(L[l], tl, tr, dx, acc_t(2) * scale * pw.beta);
     }
   };
-  for_each_pixel(pixel);
+  for_each_pixel<V>(pixel);
 }
 
 // ---------------------------------------------------------------- host-side dispatch
