@@ -63,6 +63,7 @@ DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 THREADS = 256  # kThreads of every sweep / max-pool kernel (lrn_sweep.h, max_pool2d_cuda.cu)
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
+STAGE_CHANNEL_RUN = 64  # relu_lrn_max_pool2d::sweep::kChannelRun (channels-first backward items)
 POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
 # Fake, 16-byte aligned device pointers: global loads return a constant, stores are dropped.
@@ -1376,7 +1377,7 @@ def stage_items(case):
         n = -(-rows // POOL_ROWS)
         row_run = -(-rows // n)
         rows = -(-rows // row_run)
-    run = min(g["cg"], CHANNEL_RUN if bwd else POOL_CHANNELS)
+    run = min(g["cg"], STAGE_CHANNEL_RUN if bwd else POOL_CHANNELS)
     runs_per_group = -(-g["cg"] // run)
     runs = runs_per_group * (g["C"] // g["cg"])
     vecs = g["C"] // vec

@@ -412,7 +412,8 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
 # pixel, 3 and 8 groups with channels-last vectors, fp16, and dy/argmax in the other layout.
 # The NCHW backward's pixel pairs (stride 2): an even width (the last pair is whole, the
 # last column in no window), an even height (the last row in no window), a lone pixel in
-# the last pair (odd width). The NHWC backward's warps (30 items each, LRN halos shared
+# the last pair (odd width), groups of 160 and 144 channels (runs of 64 channels: one
+# that neither starts nor ends its group, a short last one). The NHWC backward's warps (30 items each, LRN halos shared
 # by shuffles): groups of 12 (fp32) and 7 (bf16) vectors, so warps start inside a group,
 # and runs of 4 pixels with a lone last pixel.
 @pytest.mark.parametrize("device", DEVICES)
@@ -426,6 +427,8 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
         ((2, 64, 7, 6), 8, 3, "contiguous", torch.float16),
         ((2, 16, 8, 10), 2, 2, "contiguous", torch.float32),
         ((3, 16, 4, 3), 1, 2, "contiguous", torch.bfloat16),
+        ((2, 160, 9, 7), 1, 2, "contiguous", torch.float32),
+        ((2, 288, 8, 9), 2, 2, "contiguous", torch.bfloat16),
         ((2, 96, 13, 13), 2, 2, "channels_last", torch.float32),
         ((2, 112, 7, 9), 2, 2, "channels_last", torch.bfloat16),
     ],

@@ -55,14 +55,16 @@ BUDGETS = {  # (kernel, dtype, layout, shape): max SASS instructions per element
     ('stage_fwd', 'bf16', 'nchw', (128, 256, 27, 27)): 175.4,
     ('stage_fwd', 'bf16', 'nhwc', (128, 96, 55, 55)): 171.2,
     ('stage_fwd', 'bf16', 'nhwc', (128, 256, 27, 27)): 168.3,
-    ('stage_bwd', 'fp32', 'nchw', (128, 96, 55, 55)): 89.0,
-    ('stage_bwd', 'fp32', 'nchw', (128, 256, 27, 27)): 85.8,
+    ('stage_bwd', 'fp32', 'nchw', (128, 96, 55, 55)): 64.6,
+    ('stage_bwd', 'fp32', 'nchw', (128, 256, 27, 27)): 63.3,
     ('stage_bwd', 'fp32', 'nhwc', (128, 96, 55, 55)): 62.1,
     ('stage_bwd', 'fp32', 'nhwc', (128, 256, 27, 27)): 62.1,
-    ('stage_bwd', 'bf16', 'nchw', (128, 96, 55, 55)): 92.8,
-    ('stage_bwd', 'bf16', 'nchw', (128, 256, 27, 27)): 89.6,
+    ('stage_bwd', 'bf16', 'nchw', (128, 96, 55, 55)): 75.1,
+    ('stage_bwd', 'bf16', 'nchw', (128, 256, 27, 27)): 73.7,
     ('stage_bwd', 'bf16', 'nhwc', (128, 96, 55, 55)): 64.6,
     ('stage_bwd', 'bf16', 'nhwc', (128, 256, 27, 27)): 64.6,
+}
+KNOWN_SPILLS = {  # kernels that spill today (budget: none); the count may not grow
 }
 KNOWN_SPILLS = {  # kernels that spill today (budget: none); the count may not grow
 }

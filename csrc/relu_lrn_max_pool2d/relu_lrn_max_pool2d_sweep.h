@@ -64,7 +64,9 @@ using lrn::sweep::Vec;
 
 constexpr int K = 3;          // pooling window (K x K) handled here
 constexpr int KK = K * K;
-constexpr int kChannelRun = lrn::sweep::kChannelRun;
+// Channels per channels-first backward item: each item's sweep spends SPAN priming steps
+// before its first output, 4 per 64 here (AlexNet's groups of 48 take one item each).
+constexpr int kChannelRun = 64;
 
 template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_all(acc_t* v) {
@@ -361,31 +363,31 @@ C10_HOST_DEVICE constexpr int tap_3s2(int r) {
 //            in h / 2 - 1 at t_h = 2 and in h / 2 at t_h = 0 (NR = 2).
 // So each channel's gather reads NR x 2 windows and compares with codes fixed at compile
 // time: no loop over windows, no index arithmetic per channel (the loops with runtime
-// bounds cost about 46 instructions per channel). Windows outside the pooled output
-// (image edges) load nothing and match nothing. The sums run in row-major window order,
-// as relu_lrn_max_pool2d::gather's. backward_sweep calls each load/store for consecutive
-// channels, so each keeps a running pointer; a window row's right window is its left
-// one's neighbour (os[3] == 1), and the pair's second pixel the first's (xs[3] == 1):
-// immediate offsets (vector_width checks both strides).
-template <int NR, int SPAN, typename scalar_t, typename acc_t, typename Pow>
+// bounds cost about 46 instructions per channel). EDGE: some window lies outside the
+// pooled output (it loads nothing and matches nothing) or the second pixel outside the
+// image; interior pairs (!EDGE) test neither, so their loads are not predicated. The
+// sums run in row-major window order, as relu_lrn_max_pool2d::gather's. backward_sweep
+// calls each load/store for consecutive channels, so each keeps a running pointer; a
+// window row's right window is its left one's neighbour (os[3] == 1), and the pair's
+// second pixel the first's (xs[3] == 1): immediate offsets (vector_width checks both).
+template <int NR, bool EDGE, int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
                                                                const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
                                                                int ge, int cb, int ce, int h, int q, acc_t scale,
                                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
-  // Channels per batch of loads: 2 for odd rows, 1 for even rows (their 4 windows), so
-  // the kernel fits 64 registers (50% occupancy); 4 and 2 took 72 (38%), 8% fewer
-  // instructions.
-  constexpr int U = NR == 1 ? 2 : 1;
+  // Channels per batch of loads: 2, so the kernel fits 64 registers (50% occupancy); 1
+  // for bf16 / fp16 even rows (their 4 windows per channel spilled 19 registers at 2).
+  constexpr int U = NR == 1 || sizeof(scalar_t) >= 4 ? 2 : 1;
   const int w = 2 * q;
-  const bool pair = w + 1 < g.W;                    // the second pixel is inside the image
+  const bool pair = !EDGE || w + 1 < g.W;           // the second pixel is inside the image
   const int oh0 = first_window_3s2<NR>(h);           // the first window row
   bool live[NR][2];                                 // window (oh0 + r, q - 1 + side) exists
 LRN_UNROLL
   for (int r = 0; r < NR; ++r) {
     const bool row = oh0 + r >= 0 && oh0 + r < g.Ho;
-    live[r][0] = row && q >= 1 && q - 1 < g.Wo;
-    live[r][1] = row && q < g.Wo;
+    live[r][0] = !EDGE || (row && q >= 1 && q - 1 < g.Wo);
+    live[r][1] = !EDGE || (row && q < g.Wo);
   }
   const int64_t xcs = g.xs[1], ocs = g.os[1];
   const int osh = static_cast<int>(g.os[2]);
@@ -412,9 +414,14 @@ LRN_UNROLL
             const int right = live[r][1] ? int(amp[r * osh + 1]) : -1;
             const acc_t dl = live[r][0] ? static_cast<acc_t>(dyp[r * osh]) : acc_t(0);
             const acc_t dr = live[r][1] ? static_cast<acc_t>(dyp[r * osh + 1]) : acc_t(0);
-            if (left == th3 + 2) v[0] += dl;
+            if (r == 0) {  // the first window of each sum: a select, not 0 + dy
+              v[0] = left == th3 + 2 ? dl : acc_t(0);
+              v[1] = right == th3 + 1 ? dr : acc_t(0);
+            } else {
+              if (left == th3 + 2) v[0] += dl;
+              if (right == th3 + 1) v[1] += dr;
+            }
             if (right == th3) v[0] += dr;
-            if (right == th3 + 1) v[1] += dr;
           }
         }
         dyp += ocs;
@@ -531,10 +538,19 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
                                                      acc_t scale, const Pow& pw, acc_t k) {
   const Where wh = locate(g, it, i, false);
   const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
+  // Interior pairs: rows 1 .. 2 Ho - 2 (their window rows, (h - 1) / 2 or h / 2 - 1 and
+  // h / 2, inside [0, Ho)), pair columns 1 .. Wo - 1 (windows q - 1 and q inside
+  // [0, Wo)) with both pixels inside the image.
+  const bool edge = wh.row == 0 || wh.row > 2 * g.Ho - 2 || wh.col == 0 || wh.col >= g.Wo || 2 * wh.col + 1 >= g.W;
   // The pair's window rows by the parity of its row: one (odd) or two (even).
   auto run = [&](auto rows) {
-    backward_channels_first<decltype(rows)::value, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb,
-                                                         wh.ce, wh.row, wh.col, scale, pw, k);
+    constexpr int NR = decltype(rows)::value;
+    if (edge)
+      backward_channels_first<NR, true, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
+                                              wh.row, wh.col, scale, pw, k);
+    else
+      backward_channels_first<NR, false, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
+                                               wh.row, wh.col, scale, pw, k);
   };
   if (wh.row & 1)
     run(std::integral_constant<int, 1>{});
