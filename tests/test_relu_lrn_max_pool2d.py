@@ -413,9 +413,10 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
 # The NCHW backward's pixel pairs (stride 2): an even width (the last pair is whole, the
 # last column in no window), an even height (the last row in no window), a lone pixel in
 # the last pair (odd width), groups of 160 and 144 channels (runs of 64 channels: one
-# that neither starts nor ends its group, a short last one). The NHWC backward's warps (30 items each, LRN halos shared
-# by shuffles): groups of 12 (fp32) and 7 (bf16) vectors, so warps start inside a group,
-# and runs of 4 pixels with a lone last pixel.
+# that neither starts nor ends its group, a short last one). The NHWC backward's warps
+# (30 items each, LRN halos shared by shuffles): groups of 12 (fp32) and 7 (bf16)
+# vectors, so warps start inside a group, and runs (4 pixels fp32, 2 bf16) with a lone
+# last pixel.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "shape,groups,stride,kind,dtype",
