@@ -306,10 +306,18 @@ __global__ void __launch_bounds__(kSweepThreads, 4)
   if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, pw, k);
 }
 
-// Backward NCHW (V = 1, CL = false): one item per thread, at most 64 registers (4 blocks,
-// 50% occupancy; unbounded, nvcc took 72 for its batches of 2 channels).
+// Backward NCHW (V = 1, CL = false): one item per thread. At AlexNet's LRN size 5 (SPAN
+// 4) its batches of 2 channels (sweep::backward_channels_first) took 72 registers
+// unbounded, so that span is bounded to 64 (4 blocks, 50% occupancy, no spills). Under
+// the bound other spans spilled (4 to 161 LDL/STL), so there ptxas keeps its own count
+// (56 to 105 registers, no spills).
+template <int SPAN>
+constexpr int backward_min_blocks() {
+  return SPAN == 4 ? 4 : 1;
+}
+
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads, 4)
+__global__ void __launch_bounds__(kSweepThreads, backward_min_blocks<SPAN>())
     backward_sweep_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
                           const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
@@ -319,11 +327,11 @@ __global__ void __launch_bounds__(kSweepThreads, 4)
 }
 
 // Backward NHWC: the lanes of a warp share their LRN halos (sweep::backward_lanes), so
-// every thread runs to the end, those past the last item included. At most 64 registers
-// (4 blocks, 50% occupancy): ptxas hoists the run's window loads as far as registers
-// allow, and unbounded it took 69 to 104 for variants of this kernel (52 / 57 now).
+// every thread runs to the end, those past the last item included. At most 80 registers
+// (3 blocks): at LRN size 5 ptxas takes 54 (fp32) / 55 (bf16), 50% occupancy. Unbounded
+// or bounded to 64 it spilled bf16 at sizes 1 to 3 (2 to 9 LDL/STL).
 template <int SPAN, int V, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads, 4)
+__global__ void __launch_bounds__(kSweepThreads, 3)
     backward_lanes_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
                           const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
