@@ -196,14 +196,17 @@ using sweep::kThreads;
 // batch's 16 loads in flight: 16-25 KB/SM for bf16. With the cap raised it issues 8 / 16
 // before the first use: bf16 33 KB/SM at 75% occupancy forward, 32 KB/SM at 50% backward
 // (bench/SASS.md). The NHWC items (one vector per thread, no batches) keep the default.
-template <bool CL, bool BACKWARD>
+// NCHW items of V = 4 pixels (planes whose H * W is a multiple of 4, not AlexNet's) have
+// batches 4 times wider: under the caps above they spilled (23 to 441 LDL/STL), and even
+// unbounded one did (4), so they ask for 2 blocks (128 registers): 42 to 123, no spills.
+template <bool CL, bool BACKWARD, int V>
 constexpr int sweep_min_blocks() {
-  return CL ? 0 : BACKWARD ? 4 : 6;
+  return CL ? 0 : V > 1 ? 2 : BACKWARD ? 4 : 6;
 }
 
 // Launched only where Pow34 applies (pow34_applies: the power is chosen per launch).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, false>())
+__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, false, V>())
     lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
                              acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -211,7 +214,7 @@ __global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, false>())
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, true>())
+__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, true, V>())
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                               scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, Pow34 pw,
                               acc_t k) {
