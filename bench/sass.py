@@ -1370,7 +1370,7 @@ def stage_items(case):
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
-    if bwd:  # channels-first backward: pixel pairs; channels-last: runs of LANE_PIXELS
+    if bwd:  # channels-first backward: pixel pairs; channels-last: runs of lane_pixels(vec)
         cols = -(-cols // (lane_pixels(vec) if case.cl else 2))
     row_run = 1
     if not bwd:

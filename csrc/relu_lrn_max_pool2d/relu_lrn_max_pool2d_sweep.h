@@ -83,9 +83,9 @@ constexpr int kPoolChannels = 4;
 // V channels each, 16 values in all (4 pixels fp32, 2 bf16/fp16), so its gathered
 // gradients fit 16 registers; even, so each pixel's column parity is its place in the run.
 constexpr int kRunValues = 16;
-template <int V>
-constexpr int kLanePixels = kRunValues / V;
 constexpr int lane_pixels(int V) { return kRunValues / V; }
+template <int V>
+constexpr int kLanePixels = lane_pixels(V);
 constexpr int kPoolRows = 13;
 
 // a * b + c: one FMA on the GPU (what nvcc's contraction gives, asked for here: left to
