@@ -11,7 +11,7 @@
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops first)
-from . import ops, nn  # noqa: F401
+from . import config, ops, nn  # noqa: F401
 from . import models  # noqa: F401
 from .convert import convert  # noqa: F401
 from ._extension import has_cuda_kernels  # noqa: F401

@@ -41,7 +41,8 @@ sys.path.insert(0, HERE)  # its siblings (cases/, common); alexnet_cuda is the i
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
+from alexnet_cuda import config  # noqa: E402
+from alexnet_cuda.ops.conv2d_relu import kernel as kmod  # noqa: E402
 
 from cases.conv2d_relu import LAYERS  # noqa: E402
 from common import DTYPES, LAYOUTS  # noqa: E402
@@ -160,14 +161,14 @@ def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, config
                   nchw_policy: Optional[str] = None, allow_tf32: bool = True) -> List[Codegen]:
     """Compile the op's conv launch for `layer` once per config for sm_<arch>; one Codegen each."""
     x, w, b, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
-    policy = kmod._NCHW_INPUT_POLICY
+    policy = config.conv_nchw_input
     if nchw_policy is not None:
-        kmod._NCHW_INPUT_POLICY = nchw_policy
+        config.conv_nchw_input = nchw_policy
     try:
         _, args, constexprs, _ = kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
                                                         allow_tf32=allow_tf32)
     finally:
-        kmod._NCHW_INPUT_POLICY = policy
+        config.conv_nchw_input = policy
     rows = []
     for cfg in configs:
         kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, args, {**constexprs, **cfg.kwargs},
@@ -178,10 +179,10 @@ def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, config
 
 
 def dgrad_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch: int = 128):
-    """Meta tensors of `layer`'s dgrad launch, as _conv2d_relu_backward.dgrad_triton makes
+    """Meta tensors of `layer`'s dgrad launch, as backward.dgrad_triton makes
     it: dy and the mask y (the layer's output, same strides), the flipped weight, the
     dgrad padding; or None when the layer's input gradient is not the Triton dgrad's."""
-    from alexnet_cuda.ops import _conv2d_relu_backward as bwd
+    from alexnet_cuda.ops.conv2d_relu import backward as bwd
 
     x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout, batch)
     ho, wo = kmod.conv_output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], stride, padding,
@@ -217,9 +218,9 @@ def compile_dgrad(layer, dtype: torch.dtype, layout: torch.memory_format, config
 def compile_wgrad(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
                   allow_tf32: bool = True) -> List[Codegen]:
     """Compile `layer`'s Triton weight-gradient launch (bias gradient fused) once per config,
-    as _conv2d_relu_backward.wgrad_triton_layer makes it: conv1 on its space-to-depth form."""
-    from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
-    from alexnet_cuda.ops import _space_to_depth as s2d
+    as backward.wgrad_triton_layer makes it: conv1 on its space-to-depth form."""
+    from alexnet_cuda.ops.conv2d_relu import wgrad as wg
+    from alexnet_cuda.ops.conv2d_relu import space_to_depth as s2d
 
     x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
     n, _, h, wd = x.shape
@@ -253,7 +254,7 @@ def compile_wgrad(layer, dtype: torch.dtype, layout: torch.memory_format, config
 def compile_space_to_depth(layer, dtype: torch.dtype, layout: torch.memory_format, arch: int = 90) -> Codegen:
     """Compile the space-to-depth pass that `layer` runs first (conv1), as its launcher
     would call it (Triton's default 4 warps, 3 stages)."""
-    from alexnet_cuda.ops import _space_to_depth as s2d
+    from alexnet_cuda.ops.conv2d_relu import space_to_depth as s2d
 
     x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
     n, c, h, wd = x.shape
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="nhwc")
     p.add_argument("--nchw-policy", choices=["channels_last", "direct"], default=None,
-                   help="NCHW input handling (default: the kernel module's _NCHW_INPUT_POLICY)")
+                   help="NCHW input handling (default: alexnet_cuda.config.conv_nchw_input)")
     p.add_argument("--layers", default=",".join(layer[0] for layer in LAYERS),
                    help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS))
     p.add_argument("--configs", choices=["tuning", "test"], default="tuning",
@@ -313,7 +314,7 @@ def main(argv=None) -> int:
         if a.dgrad:
             rows += compile_dgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch)
         if a.wgrad:
-            from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
+            from alexnet_cuda.ops.conv2d_relu import wgrad as wg
             rows += compile_wgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout],
                                   wg.gpu_tuning_configs() if a.configs == "tuning" else [wg.TEST_CONFIG],
                                   a.arch)
@@ -322,7 +323,7 @@ def main(argv=None) -> int:
         except ValueError:
             pass
         print(f"compiled {name}", file=sys.stderr, flush=True)
-    policy = a.nchw_policy or kmod._NCHW_INPUT_POLICY
+    policy = a.nchw_policy or config.conv_nchw_input
     title = (f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"
              + (f" (NCHW input policy: {policy})" if a.layout == "nchw" else "")
              + f", batch 128, triton {triton.__version__}")

@@ -22,12 +22,13 @@ import torch.nn.functional as F  # noqa: E402
 
 import triton  # noqa: E402,F401
 
-from alexnet_cuda.ops import _conv2d_relu_kernel as kmod  # noqa: E402
-from alexnet_cuda.ops import _space_to_depth as s2d  # noqa: E402
+from alexnet_cuda import config  # noqa: E402
+from alexnet_cuda.ops.conv2d_relu import kernel as kmod  # noqa: E402
+from alexnet_cuda.ops.conv2d_relu import space_to_depth as s2d  # noqa: E402
 import importlib  # noqa: E402
 
 # the module (alexnet_cuda.ops exports its function under the same name)
-cr = importlib.import_module("alexnet_cuda.ops.conv2d_relu")
+cr = importlib.import_module("alexnet_cuda.ops.conv2d_relu.op")
 
 if not kmod._INTERPRET:
     pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
@@ -95,7 +96,7 @@ VARIANTS = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_kernel_matches_conv2d_relu(case, dtype, layout, policy, monkeypatch):
     if policy is not None:
-        monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
+        monkeypatch.setattr(config, "conv_nchw_input", policy)
     stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
     x, weight, bias = _inputs(case, dtype, layout)
     out = kmod._conv2d_relu_triton(x, weight, bias, list(stride), list(padding), list(dilation),
@@ -114,7 +115,7 @@ def test_tf32_flag_and_strided_views(policy, monkeypatch):
     """allow_tf32=True takes the other tl.dot branch; inputs that are views (sliced
     batch and channels, a transposed weight, a strided bias) give the same result,
     read in place through their strides or copied."""
-    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
+    monkeypatch.setattr(config, "conv_nchw_input", policy)
     case = BY_NAME["stride_pad_dil_rect"]
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=1)
     big = torch.randn(x.shape[0] * 2, x.shape[1] + 3, x.shape[2], x.shape[3])
@@ -148,9 +149,9 @@ def test_nan_propagates_like_relu():
 
 
 def test_nchw_input_policy_channels_last(monkeypatch):
-    """_NCHW_INPUT_POLICY="channels_last" converts NCHW input to NHWC inside the launcher;
+    """config.conv_nchw_input="channels_last" converts NCHW input to NHWC inside the launcher;
     the output layout still follows the input (NCHW)."""
-    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "channels_last")
+    monkeypatch.setattr(config, "conv_nchw_input", "channels_last")
     case = BY_NAME["alexnet_conv1"]  # generic NHWC path with a zero-padded weight
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=4)
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
@@ -188,7 +189,7 @@ def test_channels_last_weight_with_nhwc_input():
 def test_int64_offsets(name, layout, monkeypatch):
     """The int64 addressing that tensors past 2^31 elements get, forced on small ones."""
     monkeypatch.setattr(kmod, "_OFFSET32_LIMIT", 16)
-    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "direct")
+    monkeypatch.setattr(config, "conv_nchw_input", "direct")
     case = BY_NAME[name]
     x, weight, bias = _inputs(case, torch.float32, layout, seed=7)
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
@@ -204,8 +205,8 @@ def test_int64_offsets(name, layout, monkeypatch):
 def test_space_to_depth_off(name, dtype, layout, monkeypatch):
     """With space-to-depth switched off, conv1-like layers run the kernel's general path
     (K decoded per element: 3 channels); both ways match F.conv2d."""
-    monkeypatch.setattr(s2d, "ENABLED", False)
-    monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", "direct")
+    monkeypatch.setattr(config, "conv_space_to_depth", False)
+    monkeypatch.setattr(config, "conv_nchw_input", "direct")
     case = BY_NAME[name]
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
     x, weight, bias = _inputs(case, dtype, layout, seed=8)
@@ -310,11 +311,11 @@ def test_launch_plan_is_cached_per_shape(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------
-# The Triton input gradient (dgrad, ReLU mask fused): _conv2d_relu_backward.py.
+# The Triton input gradient (dgrad, ReLU mask fused): backward.py.
 # ---------------------------------------------------------------------------------------
 
-bwd = importlib.import_module("alexnet_cuda.ops._conv2d_relu_backward")
-select = importlib.import_module("alexnet_cuda.ops._conv2d_relu_select")
+bwd = importlib.import_module("alexnet_cuda.ops.conv2d_relu.backward")
+select = importlib.import_module("alexnet_cuda.ops.conv2d_relu.select")
 
 # Stride-1 layers: AlexNet's conv2-5 scaled down, and the kernel's paths. Cout/groups is
 # the dgrad's K per tap: 8, 24, 8, 6 (K tails under the 16-wide K blocks: the general
@@ -346,7 +347,7 @@ def _dgrad_reference(x, weight, y, dy, padding, dilation, groups):
 @pytest.mark.parametrize("name", DGRAD_CASES)
 def test_dgrad_matches_float64(name, dtype, layout, policy, monkeypatch):
     if policy is not None:
-        monkeypatch.setattr(kmod, "_NCHW_INPUT_POLICY", policy)
+        monkeypatch.setattr(config, "conv_nchw_input", policy)
     case = BY_NAME[name]
     padding, dilation, groups = list(case[9]), list(case[10]), case[11]
     x, weight, y, dy = _layer_with_mask(case, dtype, layout, seed=20)
@@ -430,10 +431,10 @@ def test_backward_with_selection_matches_float64(name, winner, layout, monkeypat
 
 # ---------------------------------------------------------------------------------------
 # The Triton weight gradient (wgrad, ReLU mask and bias gradient fused, split-K):
-# _conv2d_relu_wgrad.py.
+# wgrad.py.
 # ---------------------------------------------------------------------------------------
 
-wgrad = importlib.import_module("alexnet_cuda.ops._conv2d_relu_wgrad")
+wgrad = importlib.import_module("alexnet_cuda.ops.conv2d_relu.wgrad")
 
 # Every stride, padding and dilation: conv1 (stride 4, no padding) directly, conv2-5,
 # rectangular strides/dilations, groups without bias.

@@ -29,10 +29,10 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the Triton k
 @pytest.fixture(autouse=True)
 def triton_chosen(monkeypatch):
     """Eager CUDA calls choose between Triton and cuDNN per shape by timing them
-    (_conv2d_relu_select); these tests are about the Triton kernels, so a fake timer
+    (select.py); these tests are about the Triton kernels, so a fake timer
     always prefers Triton (each candidate still runs once), and the choices stay in
     memory (no cache file is read or written)."""
-    from alexnet_cuda.ops import _conv2d_relu_select as select
+    from alexnet_cuda.ops.conv2d_relu import select
 
     def prefer_triton(fn):
         fn()
@@ -644,7 +644,7 @@ def test_cuda_addressing_past_2_31_elements():
 
 def test_shapes_past_the_kernel_limits_go_to_aten():
     """F.conv2d accepts them, so the op must too: the CUDA path hands them to ATen."""
-    from alexnet_cuda.ops._conv2d_relu_kernel import triton_kernel_takes
+    from alexnet_cuda.ops.conv2d_relu.kernel import triton_kernel_takes
 
     def takes(n, c, h, w, cout, k, groups=1, memory_format=torch.channels_last, padding=0):
         x = torch.empty(n, c, h, w, device="meta").contiguous(memory_format=memory_format)
@@ -681,7 +681,7 @@ def test_output_layout_rule_is_cudnns():
 
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from alexnet_cuda.ops._conv2d_relu_kernel import output_memory_format
+    from alexnet_cuda.ops.conv2d_relu.kernel import output_memory_format
 
     layouts = [torch.contiguous_format, torch.channels_last]
     try:

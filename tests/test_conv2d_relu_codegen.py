@@ -133,7 +133,7 @@ def test_wgrad_on_hopper(codegen, name, layout):
     """The Triton weight gradient (mask and bias gradient fused, split-K; conv1 on its
     space-to-depth form), every tuning config, bf16: wgmma, shared memory within the
     limit; in NHWC pipelined async loads and no spills."""
-    from alexnet_cuda.ops import _conv2d_relu_wgrad as wg
+    from alexnet_cuda.ops.conv2d_relu import wgrad as wg
 
     rows = codegen.compile_wgrad(_layer(codegen, name), torch.bfloat16, layout, wg.gpu_tuning_configs())
     assert len(rows) == len(wg.gpu_tuning_configs())

@@ -1,4 +1,4 @@
-"""The per-shape choice between Triton and cuDNN (_conv2d_relu_select), with a fake timer:
+"""The per-shape choice between Triton and cuDNN (ops/conv2d_relu/select.py), with a fake timer:
 no GPU, no kernels. The backward that uses it is tested under the Triton interpreter
 (_conv2d_relu_interpret_cases.py: test_backward_with_selection_matches_float64)."""
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from alexnet_cuda.ops import _conv2d_relu_select as select
+from alexnet_cuda.ops.conv2d_relu import select
 
 
 class FakeTimer:

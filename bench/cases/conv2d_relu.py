@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from common import DTYPES, LAYOUTS, Case, Config, case_grid
 
-from alexnet_cuda.ops import _space_to_depth as _s2d
+from alexnet_cuda import config
+from alexnet_cuda.ops.conv2d_relu import space_to_depth as _s2d
 from alexnet_cuda.ops.conv2d_relu import conv2d_relu, conv_allows_tf32
 
 # name, Cin, H (= W), Cout, kernel, stride, padding, groups: the paper's five conv layers
@@ -71,11 +72,11 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
 
     def without_s2d(fn):
         def wrapped(*inputs):  # the direct kernel and cuDNN's own weight gradient, for comparison
-            enabled, _s2d.ENABLED = _s2d.ENABLED, False
+            enabled, config.conv_space_to_depth = config.conv_space_to_depth, False
             try:
                 return fn(*inputs)
             finally:
-                _s2d.ENABLED = enabled
+                config.conv_space_to_depth = enabled
         return wrapped
 
     def run(fwd):
@@ -134,7 +135,7 @@ def annotate(cfg: Config, rows) -> List[str]:
     """The per-shape choices (Triton or cuDNN, for forward, dgrad and wgrad) made while
     the rows ran: in each row (``choices``, by layer and dtype; "forward" only in fwd
     rows) and as notes, with the timings they were made on (also logged at debug level)."""
-    from alexnet_cuda.ops import _conv2d_relu_select as select
+    from alexnet_cuda.ops.conv2d_relu import select
 
     chosen = select.choices()
     for row in rows:

@@ -1,10 +1,10 @@
 """Triton implicit-GEMM kernel for relu(conv2d(x, w) + b); with MASK_A and RELU off it
-also computes the input gradient of stride-1 layers (``_conv2d_relu_backward.py``).
+also computes the input gradient of stride-1 layers (``backward.py``).
 
 ``_conv2d_relu_triton`` is the launcher. It takes already-normalized arguments
 (4-D input, int pairs, symmetric padding) and works on CUDA tensors and, under
 ``TRITON_INTERPRET=1``, on CPU tensors (that is how the CPU test-suite runs the
-kernel itself). Argument checking lives in ``conv2d_relu.py``.
+kernel itself). Argument checking lives in ``op.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 from torch.utils import _python_dispatch
 
-from . import _space_to_depth as _s2d
+from ... import config
+from . import space_to_depth as _s2d
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # triton.autotune(cache_results=...) exists from Triton 3.4 on; older ones tune every process.
@@ -54,7 +55,7 @@ def gpu_tuning_configs():
     ]
 
 
-# The one config of test runs (ALEXNET_CUDA_CONV_AUTOTUNE=0): no benchmarking, since
+# The one config of test runs (alexnet_cuda.config.conv_autotune off): no benchmarking, since
 # compiling all ten configs for every shape would take minutes. Only speed and the order
 # of the fp32 accumulation differ between configs. BLOCK_K = 16 divides Cin/groups of
 # conv2-5, so this one config still runs both code paths of the kernel (the NHWC per-tap
@@ -66,11 +67,12 @@ def autotune_configs(interpret_config, test_config, tuning_configs):
     """The configs a conv kernel is autotuned over. Under the interpreter, which runs every
     program in numpy: one config with small tiles, so the tiny test shapes still cover
     several tiles (checked first: .ci/gpu's ALEXNET_CUDA_CONV_AUTOTUNE=0 reaches
-    interpreter runs too). With ALEXNET_CUDA_CONV_AUTOTUNE=0: the one test config, no
-    tuning. Otherwise the GPU tuning configs."""
+    interpreter runs too). With config.conv_autotune off: the one test config, no
+    tuning. Otherwise the GPU tuning configs. Read when the kernels are defined (at
+    import), so the setting comes from its environment default."""
     if _INTERPRET:
         return [interpret_config]
-    if os.environ.get("ALEXNET_CUDA_CONV_AUTOTUNE", "1") == "0":
+    if not config.conv_autotune:
         return [test_config]
     return tuning_configs()
 
@@ -84,7 +86,7 @@ def _autotune_configs():
 def decode_k(offs_k, CG, KH, KW, C_INNER: tl.constexpr):
     """k -> (c, kh, kw) in the kernel's reduction order (described below): (kh, kw, c) with c fastest for
     C_INNER (NHWC input), (c, kh, kw) with kw fastest otherwise. The weight-gradient
-    kernel reads the same order (_conv2d_relu_wgrad.py), so both take it from here."""
+    kernel reads the same order (wgrad.py), so both take it from here."""
     if C_INNER:
         c = offs_k % CG
         r = offs_k // CG
@@ -305,7 +307,7 @@ def _limit_problem(input, weight, padding, groups, ho, wo, s) -> str:
         kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
         cg = s * s * cg
         reach = cg * hs * ws - 1
-    elif input.stride(1) > input.stride(3) and _NCHW_INPUT_POLICY == "channels_last":
+    elif input.stride(1) > input.stride(3) and config.conv_nchw_input == "channels_last":
         reach = _column_reach(c * h * w - 1, padding, w * c, c)  # the dense NHWC copy
     else:
         reach = _column_reach(_image_span(input), padding, input.stride(2), input.stride(3))
@@ -346,9 +348,8 @@ def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.mem
 # tap path; with the copy, 3-4 spill (the 128x128 tiles: NCHW output has per-element
 # store addresses, its contiguity along M not being provable) and conv3-5 take the tap
 # path in all 10. The output layout is the same either way (see output_memory_format).
-# Private: "direct" exists so the interpreter tests and bench/codegen.py can still reach
-# the in-place path (they set it with monkeypatch); users get the copy.
-_NCHW_INPUT_POLICY = "channels_last"
+# The choice is alexnet_cuda.config.conv_nchw_input: "direct" exists so the interpreter
+# tests and bench/codegen.py can still reach the in-place path; users get the copy.
 
 
 def _pack_weight(weight: torch.Tensor, c_inner: bool):
@@ -423,7 +424,7 @@ def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, re
         raise ValueError(f"conv2d_relu: {problem}")
     x, wt = _meta_like(input), _meta_like(weight)
     if s:
-        # conv1-like: fold the stride into channels (see _space_to_depth.py); the rest of
+        # conv1-like: fold the stride into channels (see space_to_depth.py); the rest of
         # this launch is then an unpadded stride-1 conv of the rewritten tensors.
         kh, kw, hs, ws = _s2d.rewritten_sizes(kh, kw, ho, wo, s)
         plan.s2d = (s, list(padding), hs, ws)
@@ -434,7 +435,7 @@ def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, re
         sh = sw = 1
         ph = pw = 0
     c_inner = x.stride(1) <= x.stride(3)
-    if not c_inner and _NCHW_INPUT_POLICY == "channels_last":
+    if not c_inner and config.conv_nchw_input == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
         plan.to_nhwc = c_inner = True
     plan.c_inner = c_inner
@@ -509,7 +510,7 @@ def _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_t
                  masked=False, out_format=None) -> _LaunchPlan:
     key = (input.shape, input.stride(), weight.shape, weight.stride(), input.dtype, input.device,
            bias is None, tuple(stride), tuple(padding), tuple(dilation), groups, bool(allow_tf32),
-           relu, masked, out_format, _NCHW_INPUT_POLICY, _s2d.ENABLED, _OFFSET32_LIMIT)
+           relu, masked, out_format, config.conv_nchw_input, config.conv_space_to_depth, _OFFSET32_LIMIT)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= _MAX_PLANS:
@@ -553,7 +554,7 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     """Launch the kernel: relu(conv2d(input, weight, bias)) for 4-D input.
 
     stride/padding/dilation are (h, w) int pairs (symmetric padding). NCHW input is
-    copied to NHWC first unless _NCHW_INPUT_POLICY says otherwise; the weight is repacked
+    copied to NHWC first unless config.conv_nchw_input says otherwise; the weight is repacked
     only if it is not in the kernel's K order; the output is allocated in
     ``output_memory_format(input, weight)``.
 

@@ -9,7 +9,7 @@ explicit int lists:
                               int[] padding, int[] dilation, int groups, bool allow_tf32)
 
 Devices:
-* CUDA, fp16/bf16/fp32: the Triton implicit-GEMM kernel (``_conv2d_relu_kernel.py``),
+* CUDA, fp16/bf16/fp32: the Triton implicit-GEMM kernel (``kernel.py``),
   fp32 accumulation, bias + ReLU in registers, one store. fp32 uses TF32 exactly when
   cuDNN's convolutions would (:func:`conv_allows_tf32`: ``torch.backends.cudnn.allow_tf32``
   or the newer ``fp32_precision`` settings; read by the wrapper and passed as
@@ -19,14 +19,14 @@ Devices:
 * CPU (and meta): ``relu(aten.convolution(...))``.
 
 Strided convolutions with few channels (conv1: 3 channels, stride 4) are rewritten by
-space-to-depth into stride-1 ones with s*s*C channels first (``_space_to_depth.py``).
+space-to-depth into stride-1 ones with s*s*C channels first (``space_to_depth.py``).
 
 Layouts (CUDA): channels_last (NHWC) is the fast path: contiguous, vectorized loads
 along the reduction. NCHW input is copied to NHWC first (one read and one write of the
 input: cheap next to the convolution), because reading it in place through its strides
 means element-wise gathered loads and more register spills
 (``python bench/codegen.py --layout nchw --nchw-policy direct``); the private setting
-``_conv2d_relu_kernel._NCHW_INPUT_POLICY = "direct"`` (for tests) reads it in place. The
+``alexnet_cuda.config.conv_nchw_input = "direct"`` (for tests) reads it in place. The
 weight is used in place when it is stored in the kernel's reduction order
 (channels_last), otherwise a small packed copy is made per call (also for K =
 Cin/groups*KH*KW not a multiple of 16, e.g. conv1, padded with zeros). The output is
@@ -45,7 +45,7 @@ the autograd wrapper's redispatch) costs several times a small convolution: on C
 call is stock ``relu(conv2d(...))`` itself, ATen's forward, autograd and autocast, the
 op's checks running only when ATen raises (to raise the op's errors); on CUDA it is an
 ``autograd.Function`` with the op's forward and backward, and the launcher caches its
-per-shape launch plan and the compiled kernel (``_conv2d_relu_kernel._launch``). Traced
+per-shape launch plan and the compiled kernel (``kernel._launch``). Traced
 calls go through the op, so graphs show ``alexnet_cuda::conv2d_relu``.
 
 Backward (``register_autograd``, and the eager Function): by default the ReLU mask is
@@ -53,11 +53,11 @@ recomputed from the saved output (``aten.threshold_backward(grad, out, 0)``, exa
 relu's own backward), then ``aten.convolution_backward`` (cuDNN on CUDA) gives the
 input/weight/bias gradients. On CUDA, the weight gradient of a space-to-depth layer
 (conv1) is that of the rewritten stride-1 convolution, mapped back
-(``_space_to_depth.weight_grad``: the rewritten input is recomputed, not saved). Eager
-CUDA calls may instead take the Triton backward (``_conv2d_relu_backward.py``: the input
-gradient of stride-1 layers, and ``_conv2d_relu_wgrad.py``: the weight and bias
+(``space_to_depth.weight_grad``: the rewritten input is recomputed, not saved). Eager
+CUDA calls may instead take the Triton backward (``backward.py``: the input
+gradient of stride-1 layers, and ``wgrad.py``: the weight and bias
 gradients, the ReLU mask fused into both), per shape and direction whichever of it and
-cuDNN was faster when the shape was first seen (``_conv2d_relu_select.py``, cached on
+cuDNN was faster when the shape was first seen (``select.py``, cached on
 disk). A traced backward is aten ops and wrapped Triton kernels only, so torch.compile
 traces forward and backward.
 """
@@ -71,11 +71,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op
 
-from . import _conv2d_relu_backward as _bwd
-from . import _conv2d_relu_select as _select
-from . import _space_to_depth as _s2d
-from ._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
-from ._conv2d_relu_kernel import (_conv2d_relu_triton, conv_output_size, is_traced,
+from ... import config
+from . import backward as _bwd
+from . import select as _select
+from . import space_to_depth as _s2d
+from .._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
+from .kernel import (_conv2d_relu_triton, conv_output_size, is_traced,
                                   triton_kernel_takes)
 
 _OP = "conv2d_relu"
@@ -381,10 +382,10 @@ def _cuda_eager(input, weight, bias, stride, padding, dilation, groups, allow_tf
 
 def _forward_choice(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> str:
     """"triton" or "cudnn" for this shape's forward: timed at its first eager call
-    (_conv2d_relu_select; the Triton candidate autotunes its configs there), then cached."""
+    (select.py; the Triton candidate autotunes its configs there), then cached."""
     key = (tuple(input.shape), input.stride(), tuple(weight.shape), weight.stride(),
            str(input.dtype), bias is None, tuple(stride), tuple(padding), tuple(dilation),
-           groups, bool(allow_tf32), _s2d.ENABLED)  # the rewrite makes another Triton candidate
+           groups, bool(allow_tf32), config.conv_space_to_depth)  # the rewrite makes another Triton candidate
     selector = _select.SELECTOR
     choice = selector.cached("forward", key)
     if choice is not None:

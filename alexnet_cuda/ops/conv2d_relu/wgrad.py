@@ -2,7 +2,7 @@
 the ReLU mask fused, split-K, the bias gradient fused, groups as a grid axis.
 
 ``wgrad_triton`` is the launcher (CUDA tensors, or CPU tensors under
-``TRITON_INTERPRET=1``); _conv2d_relu_backward.select_wgrad decides per shape whether it
+``TRITON_INTERPRET=1``); backward.select_wgrad decides per shape whether it
 or cuDNN runs. Every stride, padding and dilation is handled; a space-to-depth layer
 (conv1) is given its rewritten, stride-1 form by the caller.
 
@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _conv2d_relu_kernel as _k
-from ._conv2d_relu_kernel import decode_k
+from . import kernel as _k
+from .kernel import decode_k
 
 _INTERPRET = _k._INTERPRET
 _CACHE_RESULTS = _k._CACHE_RESULTS

@@ -1,6 +1,6 @@
 """The Triton backward of conv2d_relu (ReLU mask fused) and its per-shape selection
 against cuDNN: the input gradient (dgrad, below) and the weight and bias gradients (wgrad:
-the kernel is _conv2d_relu_wgrad.py).
+the kernel is wgrad.py).
 
 For a stride-1 layer y = relu(conv(x, w, padding p, dilation d, groups)), the input
 gradient is a convolution of the masked output gradient with the flipped, per-group
@@ -16,7 +16,7 @@ plans. It needs p <= d*(k-1) (true of every AlexNet layer); strided layers (conv
 other shapes keep cuDNN's input gradient.
 
 Which one runs is chosen per shape and direction by timing both on the GPU at the first
-call (``_conv2d_relu_select``): "triton" or "cudnn" (threshold_backward, then
+call (``select.py``): "triton" or "cudnn" (threshold_backward, then
 convolution_backward for that gradient; for conv1's weight, of its space-to-depth form).
 When both directions choose Triton, relu's backward never runs as a pass of its own. Only eager calls choose: a traced backward
 (torch.compile) keeps cuDNN's, and so does one on a device or dtype the kernel lacks.
@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import torch
 
-from . import _conv2d_relu_kernel as _k
-from . import _conv2d_relu_select as _select
-from . import _conv2d_relu_wgrad as _wg
-from . import _space_to_depth as _s2d
+from ... import config
+from . import kernel as _k
+from . import select as _select
+from . import wgrad as _wg
+from . import space_to_depth as _s2d
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -95,14 +96,14 @@ def _shape_key(grad_out, input, weight, output, stride, padding, dilation, group
     """What a choice depends on, hashable (the selector formats it for its file)."""
     return (tuple(input.shape), input.stride(), tuple(weight.shape), weight.stride(),
             output.stride(), grad_out.stride(), str(input.dtype), tuple(stride),
-            tuple(padding), tuple(dilation), groups, bool(allow_tf32), _s2d.ENABLED)
+            tuple(padding), tuple(dilation), groups, bool(allow_tf32), config.conv_space_to_depth)
 
 
 def select_dgrad(grad_out, input, weight, output, stride, padding, dilation, groups,
                  allow_tf32, selector=None):
     """The input gradient by the Triton dgrad when it is chosen for this shape, else None
     (the caller computes cuDNN's with the other gradients). `selector`: the
-    _conv2d_relu_select.Selector (the process's by default)."""
+    select.Selector (the process's by default)."""
     if not dgrad_takes(output, weight, stride, padding, dilation, groups):
         return None
     selector = selector or _select.SELECTOR
@@ -127,7 +128,7 @@ def _s2d_factor(input, weight, output, stride, dilation, groups) -> int:
 
 def wgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, groups, need_bias):
     """(grad_weight, grad_bias or None) the stock way: relu's backward, then ATen's (cuDNN's)
-    weight gradient; of the space-to-depth rewrite for conv1-like layers (_space_to_depth.
+    weight gradient; of the space-to-depth rewrite for conv1-like layers (space_to_depth.
     weight_grad, as the backward has done since the rewrite exists)."""
     grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
     s = _s2d_factor(input, weight, output, stride, dilation, groups)

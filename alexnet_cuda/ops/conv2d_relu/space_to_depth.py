@@ -31,11 +31,12 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from ... import config
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# Off switch (also ALEXNET_CUDA_CONV_S2D=0): conv1-like layers then run the direct kernel.
-ENABLED = os.environ.get("ALEXNET_CUDA_CONV_S2D", "1") != "0"
-
+# Off switch: alexnet_cuda.config.conv_space_to_depth (conv1-like layers then run the
+# direct kernel).
 
 _BLOCK = 1024  # values of one rewritten row per program (grid axis 1: at most 65535 blocks)
 
@@ -55,7 +56,7 @@ def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int, out_width: 
     most 50% of the new K in zero taps (ceil(KH/s)*s vs KH). `out_width` (Wo) bounds
     the rewritten rows, whose blocks are grid axis 1."""
     s = stride[0]
-    if not ENABLED or groups != 1 or list(dilation) != [1, 1] or s < 2 or stride[1] != s:
+    if not config.conv_space_to_depth or groups != 1 or list(dilation) != [1, 1] or s < 2 or stride[1] != s:
         return 0
     cs = s * s * cg
     if cs % 16 != 0 or cs > 64:

@@ -31,7 +31,7 @@ from typing import Callable, Dict, Optional
 import torch
 import triton
 
-from .._cache import cache_dir
+from ..._cache import cache_dir
 
 LOG = logging.getLogger("alexnet_cuda.conv2d_relu")
 
