@@ -56,12 +56,12 @@ def test_no_timing_while_capturing_or_tracing(monkeypatch):
     """Under CUDA-graph capture or torch.compile: the cached choice, else cuDNN, uncached."""
     timer = FakeTimer({"triton": 1.0, "cudnn": 2.0})
     selector = select.Selector(timer=timer, tag="t")
-    monkeypatch.setattr(select, "_can_time", lambda: False)
+    monkeypatch.setattr(select, "_can_time", lambda real_inputs=False: False)
     assert selector.choose("dgrad", "k", _candidates()) == "cudnn"
     assert timer.calls == [] and selector.choices() == {}
-    monkeypatch.setattr(select, "_can_time", lambda: True)
+    monkeypatch.setattr(select, "_can_time", lambda real_inputs=False: True)
     assert selector.choose("dgrad", "k", _candidates()) == "triton"
-    monkeypatch.setattr(select, "_can_time", lambda: False)
+    monkeypatch.setattr(select, "_can_time", lambda real_inputs=False: False)
     assert selector.choose("dgrad", "k", _candidates()) == "triton"
 
 
@@ -76,3 +76,97 @@ def test_a_broken_cache_file_is_retimed(tmp_path):
 def test_cache_path_is_in_the_library_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEXNET_CUDA_CACHE", str(tmp_path))
     assert select.cache_path() == str(tmp_path / "conv_select.json")
+
+
+def _fake_conv2_like():
+    """Fake CUDA tensors (no GPU needed) of a grouped, padded bf16 channels_last conv: what
+    torch.compile and export hold while they trace."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode()
+    with mode:
+        x = torch.empty(2, 32, 9, 9, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        w = torch.empty(32, 16, 3, 3, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        b = torch.empty(32, device="cuda", dtype=torch.bfloat16)
+    return mode, (x, w, b, [1, 1], [1, 1], [1, 1], 2, False)
+
+
+@pytest.mark.parametrize("cached", ["cudnn", "triton"])
+def test_eager_traced_and_captured_calls_run_the_cached_choice(tmp_path, monkeypatch, cached):
+    """One rule for every mode: with conv_select.json naming `cached` for a shape, the op's
+    traced body (what torch.compile and export run on fake tensors), the eager CUDA call and a
+    call under CUDA-graph capture all run that kernel, and none of them times anything."""
+    import torch
+
+    from alexnet_cuda.ops.conv2d_relu import op
+
+    mode, args = _fake_conv2_like()
+    path = tmp_path / "conv_select.json"
+    key = op.forward_key(*args)
+    path.write_text(json.dumps({f"gpu|forward|{key}": {"choice": cached, "times": {}}}))
+    ran = []
+    real_aten = op._aten_conv2d_relu
+
+    def triton_spy(*a):
+        ran.append("triton")
+        return real_aten(*a[:7])
+
+    def aten_spy(*a):
+        ran.append("cudnn")
+        return real_aten(*a)
+
+    def no_timing(fn):
+        raise AssertionError("a cached shape was timed")
+
+    monkeypatch.setattr(op, "_conv2d_relu_triton", triton_spy)
+    monkeypatch.setattr(op, "_aten_conv2d_relu", aten_spy)
+    monkeypatch.setattr(op, "triton_kernel_takes", lambda *a: True)
+    routes = {
+        "traced": lambda: torch.ops.alexnet_cuda.conv2d_relu(*args),
+        "eager": lambda: op._cuda_eager(*args),
+    }
+    for name, call in routes.items():
+        # A fresh process's selector: the choice comes from the file.
+        monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=no_timing, path=str(path), tag="gpu"))
+        with mode:
+            call()
+        assert ran[-1] == cached, name
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=no_timing, path=str(path), tag="gpu"))
+    monkeypatch.setattr(select, "capturing", lambda: True)
+    with mode:
+        op._cuda_eager(*args)
+    assert ran == [cached] * 3
+
+
+def test_a_traced_first_call_times_real_stand_ins(monkeypatch):
+    """A shape first seen while tracing (fake tensors) is timed on real random tensors of its
+    sizes, strides and dtype, and the choice is cached for every later call."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from alexnet_cuda.ops.conv2d_relu import op
+
+    mode = FakeTensorMode()
+    with mode:
+        x = torch.empty(2, 4, 6, 5).to(memory_format=torch.channels_last)
+        w = torch.empty(8, 4, 3, 3)
+    seen = []
+
+    def spy(name):
+        def run(input, weight, *rest):
+            seen.append((name, type(input), input.shape, input.stride(), bool(input.abs().sum() > 0)))
+            return name
+        return run
+
+    monkeypatch.setattr(op, "_conv2d_relu_triton", spy("triton"))
+    monkeypatch.setattr(op, "_aten_conv2d_relu", spy("cudnn"))
+    timer = FakeTimer({"triton": 1.0, "cudnn": 2.0})
+    monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, tag="t"))
+    args = (x, w, None, [1, 1], [0, 0], [1, 1], 1, False)
+    with mode:
+        assert op._forward_choice(*args) == "triton"
+        assert op._forward_choice(*args) == "triton"
+    assert sorted(name for name, *_ in seen) == ["cudnn", "triton"]  # timed once
+    for _name, kind, shape, stride, nonzero in seen:
+        assert kind is torch.Tensor and shape == x.shape and stride == x.stride() and nonzero

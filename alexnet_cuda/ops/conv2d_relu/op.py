@@ -108,8 +108,8 @@ def _conv2d_relu_op(
     # The op validates its own arguments: called directly (torch.ops.alexnet_cuda.conv2d_relu),
     # a mismatched shape must not reach the kernel, which would read out of bounds.
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
-    if (input.device.type == "cuda" and input.dtype in _TRITON_DTYPES
-            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)):
+    if input.device.type == "cuda" and _takes_triton(input, weight, bias, stride, padding,
+                                                     dilation, groups, allow_tf32):
         return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
                                    allow_tf32)
     if input.device.type in ("cpu", "cuda", "meta"):
@@ -371,35 +371,70 @@ def _cuda_eager(input, weight, bias, stride, padding, dilation, groups, allow_tf
     this shape (_forward_choice). Otherwise stock relu(convolution), which is what the op
     computes for ATen's shapes, forward and backward."""
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
-    if (input.dtype in _TRITON_DTYPES
-            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)
-            and _forward_choice(input, weight, bias, stride, padding, dilation, groups,
-                                allow_tf32) == "triton"):
+    if _takes_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
         return _TritonConv2dReLU.apply(input, weight, bias, stride, padding, dilation, groups,
                                        allow_tf32)
     return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
 
 
+def _takes_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> bool:
+    """Whether a CUDA forward runs the Triton kernel: it can take the shape, and it is this
+    shape's choice (_forward_choice). The one rule for eager, traced and captured calls."""
+    return (input.dtype in _TRITON_DTYPES
+            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)
+            and _forward_choice(input, weight, bias, stride, padding, dilation, groups,
+                                allow_tf32) == "triton")
+
+
+def forward_key(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> tuple:
+    """What the forward's choice depends on: the shape, strides and dtype of the call, its
+    arguments, and the space-to-depth setting (the rewrite makes another Triton candidate)."""
+    return (tuple(input.shape), tuple(input.stride()), tuple(weight.shape), tuple(weight.stride()),
+            str(input.dtype), bias is None, tuple(stride), tuple(padding), tuple(dilation),
+            groups, bool(allow_tf32), config.conv_space_to_depth)
+
+
 def _forward_choice(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> str:
-    """"triton" or "cudnn" for this shape's forward: timed at its first eager call
-    (select.py; the Triton candidate autotunes its configs there), then cached."""
-    key = (tuple(input.shape), input.stride(), tuple(weight.shape), weight.stride(),
-           str(input.dtype), bias is None, tuple(stride), tuple(padding), tuple(dilation),
-           groups, bool(allow_tf32), config.conv_space_to_depth)  # the rewrite makes another Triton candidate
+    """"triton" or "cudnn" for this shape's forward: timed the first time the shape is seen
+    (select.py; the Triton candidate autotunes its configs there), then cached in memory and
+    in conv_select.json, so eager, torch.compile/export and CUDA-graph calls all run the
+    kernel that choice names.
+
+    A traced call (torch.compile, export) holds fake tensors: when it is the first to see a
+    shape, the candidates are timed on random stand-ins of the same sizes, strides and dtype
+    (select.real_like), as Inductor's own autotuning does. A call being captured into a
+    CUDA graph cannot time (its launches would be recorded, not run): it takes the cached
+    choice, else cuDNN, and caches nothing."""
+    key = forward_key(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
     selector = _select.SELECTOR
     choice = selector.cached("forward", key)
     if choice is not None:
         return choice
+    args = (stride, padding, dilation, groups, allow_tf32)
+    if not is_traced(input):
+        return _timed_forward_choice(selector, key, (input, weight, bias), args, False)
+    choice = selector.stored("forward", key)
+    if choice is not None or _select.capturing():
+        return choice or _select.FALLBACK
+    with _select.real_mode():
+        return _timed_forward_choice(selector, key, _select.real_like(input, weight, bias), args,
+                                     True)
+
+
+def _timed_forward_choice(selector, key, tensors, args, stand_ins: bool) -> str:
+    """selector.choose between the two forwards on `tensors` (input, weight, bias): timed
+    unless the choice is cached or a CUDA graph is being captured. `stand_ins`: real
+    tensors made for a traced call, timed although a trace is under way."""
 
     def triton():
-        return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
-                                   allow_tf32)
+        return _conv2d_relu_triton(*tensors, *args)
 
     def cudnn():
-        return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+        return _aten_conv2d_relu(*tensors, *args[:4])
 
     with torch.no_grad():  # timing runs only: no autograd graphs kept
-        return selector.choose("forward", key, {"triton": triton, "cudnn": cudnn})
+        return selector.choose("forward", key, {"triton": triton, "cudnn": cudnn},
+                               real_inputs=stand_ins)
 
 
 def _op_call(input, weight, bias, stride, padding, dilation, groups):

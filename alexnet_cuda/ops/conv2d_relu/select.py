@@ -9,9 +9,11 @@ chosen when it is faster by more than ``MARGIN``, so a choice can not make a lay
 than stock beyond timing noise.
 
 No timing happens while a CUDA graph is being captured (the launches would be recorded,
-not run) or while tracing: then the cached choice is used if there is one, else the
-fallback (cuDNN), and nothing is cached. A training step that is captured after warm-up
-iterations (as train/step.py's CUDA-graph step does) has made its choices by then.
+not run): then the cached choice is used if there is one, else the fallback (cuDNN), and
+nothing is cached. A training step that is captured after warm-up iterations (as
+train/step.py's CUDA-graph step does) has made its choices by then. A traced call
+(torch.compile, export) holds fake tensors, which cannot be timed: the forward times
+random stand-ins of the same shape instead (:func:`real_like`, op.py's _forward_choice).
 
 The file is ``conv_select.json`` in ``$ALEXNET_CUDA_CACHE`` (default
 ``~/.cache/alexnet_cuda``; delete it to time again); entries are
@@ -22,6 +24,7 @@ choice is logged at debug level (logger ``alexnet_cuda.conv2d_relu``) and listed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -66,10 +69,42 @@ def _device_tag() -> str:
     return f"{name}|torch {torch.__version__}|triton {triton.__version__}"
 
 
-def _can_time() -> bool:
-    if torch.compiler.is_compiling():
+def capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream (launches are recorded,
+    not run: nothing can be timed)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _can_time(real_inputs: bool) -> bool:
+    if capturing():
         return False
-    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+    return real_inputs or not torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def real_mode():
+    """Leave the tracing modes (fake tensors, proxies, functionalization) for a while:
+    what runs inside creates and launches on real tensors."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with unset_fake_temporarily(), _disable_current_modes(), torch.no_grad():
+        yield
+
+
+def real_like(*tensors):
+    """Real tensors with the sizes, strides, dtype and device of `tensors` (fake ones, or
+    None), filled with standard-normal values: stand-ins to time candidates on. Call
+    inside real_mode()."""
+    out = []
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        real = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype,
+                                   device=t.device)
+        out.append(real.normal_())
+    return tuple(out)
 
 
 class Selector:
@@ -121,19 +156,30 @@ class Selector:
         or None: the per-call fast path, before building any candidates."""
         return self._memo.get((direction, key))
 
-    def choose(self, direction: str, key, candidates: Dict[str, Callable[[], object]]) -> str:
-        """The name of the candidate to run for (direction, key): the cached choice, or
-        the fastest by ``timer`` (FALLBACK unless another beats it by MARGIN), cached."""
+    def stored(self, direction: str, key) -> Optional[str]:
+        """The choice for (direction, key) made in this process or read from the file, or
+        None. Times nothing."""
         memo = self._memo.get((direction, key))
-        if memo is not None and memo in candidates:
+        if memo is not None:
             return memo
-        choices = self._load()
-        full = self._full_key(direction, key)
-        cached = choices.get(full)
-        if cached is not None and cached["choice"] in candidates:
+        cached = self._load().get(self._full_key(direction, key))
+        if cached is not None:
             self._memo[(direction, key)] = cached["choice"]
             return cached["choice"]
-        if not _can_time() or len(candidates) == 1:
+        return None
+
+    def choose(self, direction: str, key, candidates: Dict[str, Callable[[], object]],
+               real_inputs: bool = False) -> str:
+        """The name of the candidate to run for (direction, key): the cached choice, or
+        the fastest by ``timer`` (FALLBACK unless another beats it by MARGIN), cached.
+        `real_inputs`: the candidates run on real tensors even though a trace is under way
+        (real_like's stand-ins), so they can be timed."""
+        stored = self.stored(direction, key)
+        if stored is not None and stored in candidates:
+            return stored
+        full = self._full_key(direction, key)
+        choices = self._load()
+        if not _can_time(real_inputs) or len(candidates) == 1:
             return FALLBACK if FALLBACK in candidates else next(iter(candidates))
         times = {name: float(self.timer(fn)) for name, fn in candidates.items()}
         choice = pick(times)
