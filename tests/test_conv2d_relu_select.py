@@ -78,6 +78,58 @@ def test_cache_path_is_in_the_library_cache_folder(monkeypatch, tmp_path):
     assert select.cache_path() == str(tmp_path / "conv_select.json")
 
 
+@pytest.mark.parametrize("content", ["[]", "null", '{"t|dgrad|k": {"times": {}}}',
+                                     '{"t|dgrad|k": {"choice": ["triton"]}}', "[" * 100_000 + "]" * 100_000,
+                                     '{"t|dgrad|k": 3}'],
+                         ids=["list", "null", "no_choice", "list_choice", "deep", "number"])
+def test_a_cache_file_of_another_shape_is_a_miss_with_one_warning(tmp_path, content):
+    """Valid JSON that is not what choose() writes is a cache miss (timed again), never an
+    AttributeError/TypeError/KeyError/RecursionError in the conv call; one warning names the file."""
+    path = tmp_path / "conv_select.json"
+    path.write_text(content)
+    timer = FakeTimer({"triton": 1.0, "cudnn": 2.0})
+    selector = select.Selector(timer=timer, path=str(path), tag="t")
+    with pytest.warns(UserWarning, match="conv_select.json") as record:
+        assert selector.choose("dgrad", "k", _candidates()) == "triton"
+    assert len(record) == 1
+    assert sorted(timer.calls) == ["cudnn", "triton"]
+    assert json.loads(path.read_text())["t|dgrad|k"]["choice"] == "triton"
+
+
+def test_writers_merge_their_choices(tmp_path):
+    """Two processes that loaded the file before either wrote keep each other's entries."""
+    path = str(tmp_path / "conv_select.json")
+    first = select.Selector(timer=FakeTimer({"triton": 1.0, "cudnn": 2.0}), path=path, tag="t")
+    second = select.Selector(timer=FakeTimer({"triton": 3.0, "cudnn": 2.0}), path=path, tag="t")
+    assert first.choices() == {} and second.choices() == {}  # both have read the (absent) file
+    first.choose("dgrad", "a", _candidates())
+    second.choose("dgrad", "b", _candidates())
+    with open(path) as f:
+        saved = json.load(f)
+    assert {k: v["choice"] for k, v in saved.items()} == {"t|dgrad|a": "triton", "t|dgrad|b": "cudnn"}
+
+
+def _choose_many(path, worker, count):
+    selector = select.Selector(timer=FakeTimer({"triton": 1.0, "cudnn": 2.0}), path=path, tag="t")
+    for i in range(count):
+        selector.choose("dgrad", f"{worker}-{i}", _candidates())
+
+
+def test_concurrent_processes_lose_no_choice(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "conv_select.json")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_choose_many, args=(path, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    with open(path) as f:
+        assert len(json.load(f)) == 100
+
+
 def _fake_conv2_like():
     """Fake CUDA tensors (no GPU needed) of a grouped, padded bf16 channels_last conv: what
     torch.compile and export hold while they trace."""
