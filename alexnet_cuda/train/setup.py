@@ -42,6 +42,8 @@ def _worker_init(_worker_id: int) -> None:
 
 def make_loader(dataset, batch_size, sampler, workers, collate, pin):
     """The DataLoader of every pass (statistics, training, evaluation)."""
+    if hasattr(dataset, "loader"):  # prepared raw shards: threads gather batches (shards.GatherLoader)
+        return dataset.loader(batch_size, sampler, workers, pin)
     kwargs = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                   pin_memory=pin, drop_last=False,
                   # private generator: iterator creation must not touch the global RNG (dropout)
