@@ -166,6 +166,10 @@ def test_jpeg_only_folder_trains(photos, tmp_path):
     assert not any(n.endswith(".npy") and n.count(".") == 1 for n in os.listdir(out))
     res = train(_cfg(out, tmp_path, workers=1), model=_model())
     assert len(res["step_losses"]) == 6 and res["history"][0]["val_images"] == 9
+    # statistics of a subset, computed from the shards (and cached to --stats-file)
+    stats = str(tmp_path / "subset.pt")
+    res = train(_cfg(out, tmp_path / "subset", stats_max_images=10, stats_file=stats, gpu_decode=True), model=_model())
+    assert len(res["step_losses"]) == 6 and torch.load(stats)["count"] == 10
 
 
 # ----------------------------------------------------------------------------------------

@@ -362,13 +362,15 @@ def prepared_data(cfg, info, device, per_rank_bs: int) -> Dict:
 
     train_ds = dataset("train")
     val_ds = dataset("val") if "val" in man["splits"] else None
+    # statistics need decoded images, also when training decodes on the GPU
+    stats_ds = PreparedJpeg(root, man["splits"]["train"], cfg.image_size) if gpu_bytes else train_ds
     unreadable = sum(len(s["unreadable"]) for s in man["splits"].values())
     log.info("prepared data %s (%s shards): %d classes, %d training images, %d validation images (%d files were "
              "unreadable when prepared); %d process(es), batch %d per process", root, fmt, len(man["classes"]),
              len(train_ds), len(val_ds) if val_ds is not None else 0, unreadable, info.world_size, per_rank_bs)
     if val_ds is None or not len(val_ds):
         log.warning("no validation images in %s: no evaluation, and the plateau schedule will keep lr constant", root)
-    stats_file, stats = _prepared_stats(cfg, info, root, train_ds, os.path.join(root, STATS_FILE))
+    stats_file, stats = _prepared_stats(cfg, info, root, stats_ds, os.path.join(root, STATS_FILE))
     if cfg.stats_only:
         log.info("--stats-only: statistics are in %s", stats_file)
         return {"stats_only": True, "classes": man["classes"], "stats_file": stats_file}

@@ -89,12 +89,12 @@ def write_photos(root: str, copies: int) -> Dict[str, float]:
 
 
 def _time_loader(dataset, collate, workers: int, batch: int, seconds: float, repeats: int,
-                 finish: Callable = None) -> Dict[str, float]:
+                 finish: Callable = None, pin: bool = False) -> Dict[str, float]:
     """Images/s of the trainer's DataLoader over ``dataset`` (random order, endless): the median
     over ``repeats`` windows of about ``seconds`` each, after one warm-up window."""
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
                                              generator=torch.Generator().manual_seed(0))
-    loader = _loader(dataset, batch, sampler, workers, collate, False)
+    loader = _loader(dataset, batch, sampler, workers, collate, pin)
     it = iter(loader)
     rates = []
     try:
@@ -259,7 +259,8 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
         for name, dataset, collate, extra in paths:
             for workers in worker_counts:
                 try:
-                    stats = _time_loader(dataset, collate, workers, batch, seconds, repeats)
+                    stats = _time_loader(dataset, collate, workers, batch, seconds, repeats,
+                                         pin=cfg.device == "cuda")  # into pinned memory, as the trainer on CUDA
                     rows.append(_row(name, workers, stats, {**extra, "images": batch,
                                                             "photo_kb": photo["file_kb"],
                                                             "photo_megapixels": photo["megapixels"]}))
@@ -278,9 +279,9 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
                 return out
 
             try:
-                stats = _time_loader(dataset, D.collate_bytes, 4, 128, seconds, repeats, finish=on_gpu)
-                rows.append(_row("JPEG-256 shards, nvJPEG batched on the GPU (4 workers read bytes)", 1, stats,
-                                 {"images": 128}))
+                stats = _time_loader(dataset, D.collate_bytes, 4, 128, seconds, repeats, finish=on_gpu, pin=True)
+                rows.append(_row("JPEG-256 shards, nvJPEG batched on the GPU (4 workers read the bytes; per core: "
+                                 "per reading worker)", 4, stats, {"images": 128}))
             except Exception as exc:  # noqa: BLE001
                 rows.append({"group": "data", "case": "nvJPEG", "dtype": "uint8", "layout": "nchw",
                              "direction": "read", "workers": 4, "error": describe_error(exc)})
