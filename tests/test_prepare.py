@@ -241,6 +241,28 @@ def test_bad_images_are_counted_and_listed_never_fatal(tmp_path):
     json.dumps(man)  # the manifest (and the records) hold printable names only
 
 
+@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
+                    reason="the crashing decoder is patched into the workers by fork")
+def test_a_decoder_crash_costs_only_its_image(photos, tmp_path, monkeypatch):
+    import faulthandler
+    import signal
+
+    from alexnet_cuda.train import prepare as P
+
+    real = P.decode_image
+
+    def crashing(path, size):  # a decoder dying in native code, as libpng did on a damaged PNG
+        if path.endswith(os.path.join("class1", "1.png")):
+            faulthandler.disable()  # pytest's traceback dump of the dying worker: noise here
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(path, size)
+
+    monkeypatch.setattr(P, "decode_image", crashing)
+    man = prepare(photos, str(tmp_path), size=IMAGE, formats=["raw"], shard_size=4, workers=2, progress="off")
+    assert [u["file"] for u in man["splits"]["train"]["unreadable"]] == [os.path.join("class1", "1.png")]
+    assert man["splits"]["train"]["count"] == 20 and S.verify(str(tmp_path)) == []
+
+
 def test_prepare_rejects_bad_arguments(photos, tmp_path):
     with pytest.raises(SystemExit):
         prepare_main(["--data", photos, "--out", str(tmp_path), "--format", "png"])

@@ -8,7 +8,8 @@ shards that :mod:`alexnet_cuda.train.shards` reads (formats: see there), togethe
 training set's mean image and RGB PCA, accumulated in the same pass.
 
 Each shard is one job: decode its images (unreadable ones are counted and listed in the
-shard's record and the manifest, never fatal), write its files under temporary names, rename
+shard's record and the manifest, never fatal; an image whose decoder crashes its process
+too, with worker processes), write its files under temporary names, rename
 them, then write the shard's record (``<shard>.json``: sizes, sha256, sources) last. A rerun
 keeps every shard whose record exists and whose files match it (size and sha256) and redoes
 the rest, so a killed run resumes where it stopped. ``manifest.json`` is written when every
@@ -137,7 +138,11 @@ def make_shard(job: Dict) -> Dict:
     """
     out, name, size = job["out"], job["name"], job["size"]
     images, labels, keys, sources, unreadable = [], [], [], [], []
+    crashed = set(job.get("crashed", ()))
     for rel, label, key in job["items"]:
+        if rel in crashed:
+            unreadable.append({"file": D.display_path(rel), "error": "the decoder crashed on it (its process died)"})
+            continue
         try:
             img = decode_image(os.path.join(job["root"], rel), size)
             if img.dtype != torch.uint8 or tuple(img.shape) != (3, size, size):
@@ -173,7 +178,20 @@ def make_shard(job: Dict) -> Dict:
     return record
 
 
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the process that started it dies. Without it, a
+    prepare killed with kill -9 leaves its workers waiting for work forever."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the workers exit when they next read the queue
+        pass
+
+
 def _init_worker() -> None:
+    _die_with_parent()
     torch.set_num_threads(1)  # one process per core: torch's intra-op threads would oversubscribe
 
 
@@ -217,17 +235,43 @@ def remove_temps(out: str) -> None:
             os.remove(e.path)
 
 
-def _run_isolated(job: Dict) -> Dict:
-    """One shard in a process of its own: if the process dies, the shard that killed it is known."""
+def _in_own_process(fn, *args):
+    """fn(*args) in a process of its own: if it dies, the caller knows which call killed it
+    (BrokenProcessPool)."""
     with ProcessPoolExecutor(max_workers=1, initializer=_init_worker) as pool:
-        return pool.submit(make_shard, job).result()
+        return pool.submit(fn, *args).result()
+
+
+def _decode_probe(path: str, size: int) -> None:
+    try:
+        decode_image(path, size)
+    except Exception:  # an ordinary unreadable image: make_shard lists it
+        pass
+
+
+def _run_isolated(job: Dict) -> Dict:
+    """A shard in a process of its own; if a decoder crash kills that process, each of the
+    shard's images is decoded in a process of its own to find the ones that crash, and the
+    shard is made without them (listed as unreadable)."""
+    try:
+        return _in_own_process(make_shard, job)
+    except BrokenProcessPool:
+        crashed = []
+        for rel, _, _ in job["items"]:
+            try:
+                _in_own_process(_decode_probe, os.path.join(job["root"], rel), job["size"])
+            except BrokenProcessPool:
+                crashed.append(rel)
+        log.warning("%s: the decoder crashed on %s", job["name"], ", ".join(D.display_path(c) for c in crashed))
+        return _in_own_process(make_shard, {**job, "crashed": crashed})
 
 
 def run_jobs(jobs: List[Dict], workers: int, progress) -> Tuple[List[Dict], List[str]]:
     """Run shard jobs over ``workers`` processes (in this process if 0). Returns (records, names
     of shards that failed). A worker killed by a crash in native code breaks the pool: the
-    shards not done yet then run one process each, so only the shard that crashes is lost
-    (reported; the next run tries it again)."""
+    shards not done yet then run one process each, and the images that crash are found and
+    listed as unreadable (:func:`_run_isolated`). With ``workers`` 0 such a crash ends the run
+    (a rerun resumes)."""
     records, failed = [], []
     pending = list(jobs)
     if workers == 0:
