@@ -211,6 +211,10 @@ class GatherLoader:
     def __init__(self, dataset: PreparedRaw, batch_size: int, sampler, threads: int, pin: bool, prefetch: int = 4):
         self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.threads, self.pin, self.prefetch = threads, pin, prefetch
+        # The threads pin on this process's GPU (setup_run has selected it): a thread's current
+        # device is its own, and pinning from device 0 would put a CUDA context of every DDP
+        # rank on GPU 0 (the DataLoader's pin thread does the same).
+        self.device = torch.cuda.current_device() if pin and torch.cuda.is_available() else None
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)
@@ -229,7 +233,9 @@ class GatherLoader:
             for chunk in self._batches():
                 yield self.dataset.gather(chunk, self.pin)
             return
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="gather") as pool:
+        init = (torch.cuda.set_device, (self.device,)) if self.device is not None else (None, ())
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="gather", initializer=init[0],
+                                initargs=init[1]) as pool:
             ahead: collections.deque = collections.deque()
             for chunk in self._batches():
                 ahead.append(pool.submit(self.dataset.gather, chunk, self.pin))
