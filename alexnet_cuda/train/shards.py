@@ -45,7 +45,13 @@ FORMATS = ("raw", "jpeg")
 STATS_FILE = "stats.pt"
 
 
-class PreparedDataError(RuntimeError):
+from . import data as _data
+
+# data.DataError (what the CLI reports as one message, exit 2) where this version has it.
+_DataError = getattr(_data, "DataError", ValueError)
+
+
+class PreparedDataError(_DataError):
     """A prepared folder that is incomplete, damaged or from another version: the message names
     the file and says how to repair it (rerun prepare, which keeps the good shards)."""
 
