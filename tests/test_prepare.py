@@ -270,6 +270,11 @@ def test_prepare_rejects_bad_arguments(photos, tmp_path):
         prepare_main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         prepare_main(["--data", photos, "--out", str(tmp_path), "--quality", "0"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        prepare_main(["--data", photos, "--out", str(tmp_path / "file")])
+    (tmp_path / "empty" / "train" / "a").mkdir(parents=True)  # a class folder without images: exit 2
+    assert prepare_main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
 
 
 # ----------------------------------------------------------------------------------------

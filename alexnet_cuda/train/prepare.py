@@ -415,6 +415,8 @@ def parse_args(argv=None):
         p.error("--data and --out are required (or --verify OUT)")
     if args.data and not os.path.isdir(os.path.join(args.data, args.train_dir)):
         p.error(f"--data: no {args.train_dir}/ folder under {args.data!r}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out!r} is a file, not a folder")
     for name in ("quality", "size", "shard_size", "workers"):
         v = getattr(args, name)
         lo, hi = {"quality": (1, 100), "size": (1, 4096), "shard_size": (1, 10 ** 6),
@@ -437,9 +439,16 @@ def main(argv=None) -> int:
         print(f"{args.verify}: {'intact' if not problems else f'{len(problems)} damaged file(s)'}")
         return 1 if problems else 0
     t0 = time.perf_counter()
-    man = prepare(args.data, args.out, size=args.size, formats=args.format, quality=args.quality,
-                  shard_size=args.shard_size, workers=args.workers, train_dir=args.train_dir, val_dir=args.val_dir,
-                  progress=args.progress)
+    try:
+        man = prepare(args.data, args.out, size=args.size, formats=args.format, quality=args.quality,
+                      shard_size=args.shard_size, workers=args.workers, train_dir=args.train_dir,
+                      val_dir=args.val_dir, progress=args.progress)
+    except (OSError, ValueError) as exc:  # no images, no class folders, an unwritable --out: one message
+        log.error("%s", exc)
+        return 2
+    except RuntimeError as exc:  # shards that could not be made (named): a rerun retries them
+        log.error("%s", exc)
+        return 1
     for split, s in man["splits"].items():
         log.info("%s: %d images in %d shards, %d unreadable%s", split, s["count"], len(s["shards"]),
                  len(s["unreadable"]), "".join(f"\n  unreadable: {u['file']}: {u['error']}" for u in s["unreadable"]))
