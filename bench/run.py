@@ -3,6 +3,7 @@
     python bench/run.py                 # everything, on the GPU if there is one
     python bench/run.py --only lrn --dtype fp32 --layout nchw
     python bench/run.py --only loop     # training loop: bare step vs data + augmentation + step
+    python bench/run.py --only data     # input pipeline: images/s per core, ImageFolder vs prepared shards
     python bench/run.py --quick         # a smoke run (10-30 s on a 2-core CPU)
 
 Every op/model case is checked for correctness (ours vs stock eager, or the case's own gate:
@@ -50,7 +51,7 @@ from common import (DTYPES, GROUP_ALIASES, LAYOUTS, Config, describe_error, meas
                     measure_matmul_rate, sync, tf32, time_stats)
 
 # One group per op, named as the op (bench/cases/<op>.py), plus the whole-model groups.
-GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop", "host"]
+GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop", "host", "data"]
 TITLES = {
     "lrn": "Local response normalization (size 5, the paper's constants)",
     "max_pool2d": "Overlapping max-pool 3/2",
@@ -59,6 +60,7 @@ TITLES = {
     "model": "Whole model: training step and inference",
     "loop": "Training loop: bare step vs data + augmentation + step (synthetic in-memory images)",
     "host": "Host time per call at a tiny shape, one thread: ours vs the stock composition (cases/host.py)",
+    "data": "Input pipeline: images/s per core of ImageFolder, JPEG-256 and raw shards (cases/data.py)",
 }
 # What a CPU run leaves out, compared with a CUDA run (CPU runs are smoke tests and CPU-kernel
 # checks at a small batch; their times say nothing about a GPU).
@@ -298,7 +300,19 @@ HOST_COLUMNS = _ID + [
     ("ours / stock", _num("ours_over_stock", ".2f")), ("ours IQR", _spread("ours")), ("stock IQR", _spread("eager")),
     ("stock", lambda r, f: r.get("stock")),
 ]
-COLUMNS = {"loop": LOOP_COLUMNS, "host": HOST_COLUMNS}  # other groups: OP_COLUMNS
+DATA_COLUMNS = [
+    ("case", lambda r, f: r["case"]), ("workers", _num("workers", "d")),
+    ("img/s", lambda r, f: f(r["error"]) if "error" in r else _num("img_per_s", ",.0f")(r, f)),
+    ("min..max img/s", lambda r, f: None if r.get("min_img_per_s") is None
+     else f"{r['min_img_per_s']:,.0f}..{r['max_img_per_s']:,.0f}"),
+    ("img/s per core", _num("img_per_s_per_core", ",.0f")),
+    ("cores for 13,100/s", _num("cores_for_13100", "d")), ("cores for 36,600/s", _num("cores_for_36600", "d")),
+    ("KB/image", lambda r, f: None if r.get("bytes_per_image") is None else f"{r['bytes_per_image'] / 1e3:.1f}"),
+    ("bare img/s", _num("bare_img_per_s", ",.0f")), ("in-memory loop img/s", _num("memory_img_per_s", ",.0f")),
+    ("loop img/s", _num("loop_img_per_s", ",.0f")),
+    ("loop / bare", _num("loop_vs_bare_pct", ".0f", "%")), ("loop / in-memory", _num("loop_vs_memory_pct", ".0f", "%")),
+]
+COLUMNS = {"loop": LOOP_COLUMNS, "host": HOST_COLUMNS, "data": DATA_COLUMNS}  # other groups: OP_COLUMNS
 ALWAYS = {"case", "dtype", "layout", "dir", "ours ms", "ours us"}
 
 
@@ -377,6 +391,10 @@ def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False)
 def _status(row):
     if "error" in row:
         return row["error"]
+    if row.get("group") == "data":
+        if "loop_vs_bare_pct" in row:
+            return f"loop {fmt(row.get('loop_img_per_s'), ',.0f')} img/s = {row['loop_vs_bare_pct']:.0f}% of bare"
+        return f"{row['case']}, {row['workers']} worker(s): {fmt(row.get('img_per_s'), ',.0f')} img/s"
     if row.get("group") == "loop":
         return (f"bare {fmt(row.get('bare_img_per_s'), ',.0f')} img/s, full loop {fmt(row.get('loop_img_per_s'), ',.0f')}"
                 f" img/s ({fmt(row.get('loop_vs_bare_pct'), '.0f')}%), augment {fmt(row.get('augment_ms'), '.3f')} ms")

@@ -29,6 +29,7 @@ from .models import build_model
 from .monitor import LossMonitor
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 from .resume import apply_safe_changes, compare, refusal
+from .shards import is_prepared, prepared_data
 from .step import make_step
 
 
@@ -41,6 +42,8 @@ def _worker_init(_worker_id: int) -> None:
 
 def make_loader(dataset, batch_size, sampler, workers, collate, pin):
     """The DataLoader of every pass (statistics, training, evaluation)."""
+    if hasattr(dataset, "loader"):  # prepared raw shards: threads gather batches (shards.GatherLoader)
+        return dataset.loader(batch_size, sampler, workers, pin)
     kwargs = dict(batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                   pin_memory=pin, drop_last=False,
                   # private generator: iterator creation must not touch the global RNG (dropout)
@@ -286,7 +289,8 @@ def setup_run(cfg: TrainConfig, model: Optional[torch.nn.Module], info: D.DistIn
     eval_bs = (cfg.eval_batch_size or cfg.batch_size) // info.world_size or 1
 
     pin = device.type == "cuda"
-    data = synthetic_data(cfg, info, per_rank_bs) if cfg.synthetic else folder_data(cfg, info, device, per_rank_bs)
+    data_fn = prepared_data if is_prepared(cfg.data) else folder_data  # a folder prepare wrote has a manifest
+    data = synthetic_data(cfg, info, per_rank_bs) if cfg.synthetic else data_fn(cfg, info, device, per_rank_bs)
     if data.get("stats_only"):
         return data
     sampler = D.ResumableDistributedSampler(len(data["train_ds"]), info.world_size, info.rank, shuffle=True,
