@@ -11,7 +11,8 @@ What the paper does (section 2 and 4.1) and what this module does for it:
 * PCA over the RGB values of all training pixels for the colour noise: computed in the
   same pass (:class:`DatasetStats`).
 
-Decoding runs in DataLoader worker processes (off the training loop's critical path), or on
+Decoding (:func:`decode_file`, one rule for every format: Pillow, 8-bit RGB out, :class:`UnreadableImage`
+for anything that does not decode) runs in DataLoader worker processes (off the training loop's critical path), or on
 the GPU with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``): then the workers only
 read the files' bytes (:class:`ImageFolderBytes`) and :func:`decode_batch` decodes a whole
 batch at once on the device.
@@ -126,24 +127,114 @@ def preprocess(img: torch.Tensor, size: int = 256) -> torch.Tensor:
     return tvf.center_crop(img, [size, size])
 
 
-def _decode_pil(path: str) -> torch.Tensor:
-    """Fallback decoder (Pillow) for a torchvision without torchvision.io codecs."""
+class UnreadableImage(Exception):
+    """A file that is not an image this module can decode (corrupt, truncated, not an image,
+    an unreadable file, an absurd shape). ``path`` is the file (or a name given with the bytes)."""
+
+    def __init__(self, path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{display_path(path)}: {reason}")
+
+
+def display_path(path) -> str:
+    """``path`` as printable text: names that are not valid UTF-8 (bytes, or str with surrogate
+    escapes from os.walk) show their undecodable bytes as \\xNN instead of failing to log."""
+    raw = os.fsencode(path) if isinstance(path, (str, os.PathLike)) else bytes(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# Longer side at most this many times the shorter one: the shorter-side resize of a 1 x 100000
+# strip would allocate gigabytes for the 256 x 256 centre kept of it.
+MAX_ASPECT = 32
+
+
+def _pil_to_rgb_uint8(im) -> torch.Tensor:
+    """A decoded Pillow image of any mode -> uint8 (3, H, W) RGB.
+
+    16-bit values keep their high byte (as torchvision's uint16 -> uint8 conversion does);
+    palette images go through RGBA so their transparency is read, then, like any alpha
+    channel, dropped; grey is repeated over the three channels; CMYK uses Pillow's conversion.
+    """
     import numpy as np
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
+        return torch.from_numpy(grey.astype(np.uint8)).unsqueeze(0).expand(3, -1, -1).contiguous()
+    if im.mode == "F":
+        grey = np.asarray(im).clip(0, 255).round()
+        return torch.from_numpy(grey.astype(np.uint8)).unsqueeze(0).expand(3, -1, -1).contiguous()
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def _decode_with_pillow(fp, where) -> torch.Tensor:
+    """Pillow decodes ``fp`` (a path or a file object); ``where`` names it in the error."""
+    import warnings as _warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    try:
+        with _warnings.catch_warnings():
+            # Pillow warns about odd but decodable files (bad EXIF, large pixel counts): they decode.
+            _warnings.simplefilter("ignore")
+            with Image.open(fp) as im:
+                w, h = im.size
+                if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
+                    raise UnreadableImage(where, f"{w}x{h} pixels: the longer side is over {MAX_ASPECT} "
+                                                 f"times the shorter one")
+                im.load()
+                return _pil_to_rgb_uint8(im)
+    except UnreadableImage:
+        raise
+    except Exception as exc:  # OSError, SyntaxError, DecompressionBombError, MemoryError, ValueError...
+        raise UnreadableImage(where, _reason(exc)) from exc
 
 
-def decode_file(path: str, size: int = 256) -> torch.Tensor:
-    """Read, decode (any of JPEG/PNG/WebP, grey or CMYK -> RGB) and preprocess one image."""
-    tvio, _ = _tv()
-    if hasattr(tvio, "decode_image"):
-        img = tvio.decode_image(tvio.read_file(path), mode=tvio.ImageReadMode.RGB)
-    else:  # pragma: no cover - future torchvision
-        img = _decode_pil(path)
-    return preprocess(img, size)
+def _reason(exc: Exception) -> str:
+    """One short line saying why a file did not decode (the path is printed beside it)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow can read"
+    if isinstance(exc, OSError) and exc.strerror:  # no such file, a directory, permission denied
+        return exc.strerror
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def read_rgb(path) -> torch.Tensor:
+    """Read and decode one image file -> uint8 (3, H, W) RGB, any size.
+
+    ``path``: str (also with the surrogate escapes os.walk gives names that are not UTF-8),
+    bytes or os.PathLike; it is opened as the original bytes. Every format goes through
+    Pillow, which reports damaged data as an exception (libpng, as called by
+    ``torchvision.io.decode_image``, crashes the process with SIGSEGV on some damaged PNGs).
+    JPEG pixels equal torchvision's (both use libjpeg-turbo). Raises :class:`UnreadableImage`
+    for anything that does not decode, never anything else for bad content.
+    """
+    return _decode_with_pillow(os.fsencode(path), path)
+
+
+def decode_bytes(data, name=None) -> torch.Tensor:
+    """:func:`read_rgb` for a file's content already in memory (bytes or a uint8 tensor);
+    ``name``: the path to report in the error."""
+    import io
+
+    if isinstance(data, torch.Tensor):
+        data = data.contiguous().numpy().tobytes()
+    return _decode_with_pillow(io.BytesIO(data), name if name is not None else "<bytes>")
+
+
+def decode_file(path, size: int = 256) -> torch.Tensor:
+    """Read, decode and preprocess one image -> uint8 (3, size, size): the trainer's (and the
+    prepare step's) one decoding rule. Any format Pillow reads (JPEG, PNG, WebP, ...), 8 or 16
+    bits, grey, palette, CMYK or with alpha, becomes 8-bit RGB; the file name may be any bytes.
+    Raises :class:`UnreadableImage` for a file that does not decode."""
+    return preprocess(read_rgb(path), size)
 
 
 @dataclass(frozen=True)
@@ -151,6 +242,18 @@ class Unreadable:
     """A dataset item that could not be read or decoded (the collate functions drop it)."""
 
     path: str
+
+
+# Files already reported unreadable in this process: the statistics pass, every epoch and the
+# evaluation read the same files (with --workers 0 all in this process); one warning each.
+_REPORTED: set = set()
+
+
+def _report_unreadable(exc: Exception, path) -> None:
+    if path not in _REPORTED:
+        _REPORTED.add(path)
+        reason = exc.reason if isinstance(exc, UnreadableImage) else str(exc).splitlines()[0][:200]
+        log.warning("skipping unreadable image %s: %s", display_path(path), reason)
 
 
 class ImageFolderUint8(torch.utils.data.Dataset):
@@ -163,7 +266,6 @@ class ImageFolderUint8(torch.utils.data.Dataset):
     def __init__(self, samples: Sequence[Tuple[str, int]], size: int = 256):
         self.samples = list(samples)
         self.size = size
-        self._warned = set()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -173,10 +275,13 @@ class ImageFolderUint8(torch.utils.data.Dataset):
         try:
             return decode_file(path, self.size), label
         except Exception as exc:  # corrupt, truncated, unreadable: skip, never stop
-            if path not in self._warned:  # once per file per worker
-                self._warned.add(path)
-                log.warning("skipping unreadable image %s: %s", path, str(exc).splitlines()[0][:200])
+            _report_unreadable(exc, path)
             return Unreadable(path)
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    """JPEG by its first bytes (SOI marker), whatever the file's extension says."""
+    return data.numel() >= 3 and bytes(data[:3].tolist()) == b"\xff\xd8\xff"
 
 
 class ImageFolderBytes(torch.utils.data.Dataset):
@@ -192,12 +297,12 @@ class ImageFolderBytes(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         try:
-            tvio, _ = _tv()
-            data = tvio.read_file(path)
+            with open(os.fsencode(path), "rb") as f:
+                data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
         except Exception as exc:
-            log.warning("skipping unreadable file %s: %s", path, exc)
+            _report_unreadable(exc, path)
             return Unreadable(path)
-        return data, label, path.lower().endswith(_JPEG_EXTENSIONS), path
+        return data, label, _is_jpeg(data), path
 
 
 @dataclass
@@ -267,13 +372,14 @@ def decode_batch(batch: Batch, device: torch.device, size: int = 256) -> Batch:
                 try:
                     decoded[i] = tvio.decode_jpeg(items[i][0], mode=tvio.ImageReadMode.RGB, device=dev)
                 except Exception as exc:
-                    log.warning("skipping undecodable JPEG in batch (item %d): %s", i, str(exc)[:200])
+                    name = batch.paths[i] if i < len(batch.paths) else f"item {i} of the batch"
+                    _report_unreadable(exc, name)
     for i, (data, is_jpeg) in enumerate(items):
-        if not is_jpeg:
+        if not is_jpeg:  # PNG, WebP...: Pillow on the CPU (the same rules as decode_file)
             try:
-                decoded[i] = tvio.decode_image(data, mode=tvio.ImageReadMode.RGB)
-            except Exception as exc:
-                log.warning("skipping undecodable image in batch (item %d): %s", i, str(exc)[:200])
+                decoded[i] = decode_bytes(data, batch.paths[i] if i < len(batch.paths) else None)
+            except UnreadableImage as exc:
+                _report_unreadable(exc, exc.path)
     keep = [i for i, d in enumerate(decoded) if d is not None]
     skipped = batch.skipped + len(items) - len(keep)
     bad = batch.skipped_paths + tuple(batch.paths[i] for i, d in enumerate(decoded)
