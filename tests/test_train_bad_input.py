@@ -272,47 +272,47 @@ def test_row15_file_name_that_is_not_utf8_trains(tmp_path, caplog):
 # --------------------------------------------------------------------------------------
 # Caches: content that is not what the code wrote is a miss, with one warning naming the file
 # --------------------------------------------------------------------------------------
-class _FakeTimer:
-    def __call__(self, fn):
-        return {"triton": 1.0, "cudnn": 2.0}[fn()]
-
-
-def _candidates():
-    return {"triton": lambda: "triton", "cudnn": lambda: "cudnn"}
+def _choice_entry(key, value):
+    """An entry as conv2d_relu's choice cache writes it: {"choice": name, "times": {name: ms}}."""
+    return (isinstance(key, str) and isinstance(value, dict) and isinstance(value.get("choice"), str)
+            and isinstance(value.get("times", {}), dict))
 
 
 @pytest.mark.parametrize("content", ["[]", "null", '{"t|dgrad|k": {}}', '{"t|dgrad|k": {"choice": ["triton"]}}',
                                      '{"t|dgrad|k": {"choice": "triton", "times": 3}}', "[" * 100_000, "{\"a\": 1",
                                      "\udcff"], ids=["list", "null", "no_choice", "list_choice", "bad_times", "deep",
                                                      "truncated", "binary"])
-def test_row5_conv_select_cache_of_any_shape_is_retimed(tmp_path, caplog, content):
-    from alexnet_cuda.ops import _conv2d_relu_select as select
+def test_row5_json_cache_of_any_shape_is_a_miss_with_one_warning(tmp_path, caplog, content):
+    """The helpers conv2d_relu's choice cache (conv_select.json) is to read and write with."""
+    from alexnet_cuda import _cache
 
-    path = tmp_path / "conv_select.json"
-    path.write_bytes(content.encode("utf-8", "surrogateescape"))
-    with caplog.at_level(logging.WARNING, logger="alexnet_cuda.conv2d_relu"):
-        selector = select.Selector(timer=_FakeTimer(), path=str(path), tag="t")
-        assert selector.choose("dgrad", "k", _candidates()) == "triton"
-        assert selector.choose("dgrad", "k2", _candidates()) == "triton"
-    assert [r.getMessage() for r in caplog.records if str(path) in r.getMessage()].__len__() == 1
-    saved = json.loads(path.read_text())
-    assert set(saved) == {"t|dgrad|k", "t|dgrad|k2"} and saved["t|dgrad|k"]["choice"] == "triton"
+    path = str(tmp_path / "conv_select.json")
+    with open(path, "wb") as f:
+        f.write(content.encode("utf-8", "surrogateescape"))
+    with caplog.at_level(logging.WARNING, logger="alexnet_cuda"):
+        assert _cache.read_json_cache(path, _choice_entry) == {}
+        assert _cache.read_json_cache(path, _choice_entry) == {}
+    assert len([r for r in caplog.records if path in r.getMessage()]) == 1
+    entry = {"choice": "triton", "times": {"triton": 1.0, "cudnn": 2.0}}
+    assert _cache.merge_json_cache(path, {"t|dgrad|k2": entry}, _choice_entry) == {"t|dgrad|k2": entry}
+    with open(path) as f:
+        assert json.load(f) == {"t|dgrad|k2": entry}
 
 
-def _time_keys(path, start, n):
-    from alexnet_cuda.ops import _conv2d_relu_select as select
+def _merge_keys(path, start, n):
+    from alexnet_cuda import _cache
 
-    selector = select.Selector(timer=_FakeTimer(), path=path, tag="t")
     for i in range(start, start + n):
-        selector.choose("dgrad", f"k{i}", _candidates())
+        _cache.merge_json_cache(path, {f"t|dgrad|k{i}": {"choice": "cudnn", "times": {"cudnn": 1.0}}},
+                                _choice_entry)
 
 
 def test_row17_concurrent_writers_keep_every_entry(tmp_path):
     import multiprocessing
 
     path = str(tmp_path / "conv_select.json")
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_time_keys, args=(path, i * 100, 100)) for i in range(2)]
+    ctx = multiprocessing.get_context("fork")  # the children only read and write files: no re-import
+    procs = [ctx.Process(target=_merge_keys, args=(path, i * 100, 100)) for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -378,7 +378,8 @@ def test_row7_cache_variable_naming_a_file_falls_back_with_a_warning(tmp_path, m
 def _synthetic(out, *extra):
     return ["--synthetic", "32", "--synthetic-classes", "4", "--arch", "small", "--width", "8", "--image-size", "32",
             "--crop", "24", "--batch-size", "8", "--workers", "0", "--output", str(out), "--progress", "off",
-            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop", "--input-scale", "0.015625", *extra]
+            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop", "--input-scale", "0.015625",
+            "--epochs", "1", *extra]
 
 
 def _refused(capsys, argv, expected):

@@ -22,7 +22,6 @@ choice is logged at debug level (logger ``alexnet_cuda.conv2d_relu``) and listed
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -89,29 +88,27 @@ class Selector:
         self._choices: Optional[Dict[str, dict]] = None
         # (direction, key) -> choice, for the calls after the first: no key formatting.
         self._memo: Dict[tuple, str] = {}
-        self._new = set()  # keys timed by this process (what _save merges into the file)
 
     def _load(self) -> Dict[str, dict]:
         if self._choices is None:
-            self._choices = read_choices(self.path) if self.path else {}
+            self._choices = {}
+            if self.path and os.path.exists(self.path):
+                try:
+                    with open(self.path) as f:
+                        self._choices = json.load(f)
+                except (OSError, ValueError):  # a broken file is re-timed, not fatal
+                    self._choices = {}
         return self._choices
 
     def _save(self) -> None:
-        """Merge this process's new choices into the file: under an exclusive lock, read what
-        other processes wrote meanwhile, add ours, write a temporary file and move it into place
-        (a reader never sees half a file, and a concurrent writer's entries are kept)."""
         if not self.path:
             return
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with _locked(self.path + ".lock"):
-                merged = read_choices(self.path, warn=False)
-                merged.update({k: self._choices[k] for k in self._new})
-                tmp = f"{self.path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(merged, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)
-            self._choices.update({k: v for k, v in merged.items() if k not in self._choices})
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self._choices, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)  # atomic: concurrent processes never read half a file
         except OSError as exc:
             LOG.debug("conv2d_relu: cannot write the choice cache %s: %s", self.path, exc)
 
@@ -141,7 +138,6 @@ class Selector:
         times = {name: float(self.timer(fn)) for name, fn in candidates.items()}
         choice = pick(times)
         choices[full] = {"choice": choice, "times": times}
-        self._new.add(full)
         self._memo[(direction, key)] = choice
         self._save()
         LOG.debug("conv2d_relu %s %s: %s (times %s)", direction, key, choice, times)
@@ -150,62 +146,6 @@ class Selector:
     def choices(self) -> Dict[str, dict]:
         """Every choice known to this process (loaded from disk or timed here)."""
         return dict(self._load())
-
-
-def _valid_entry(entry) -> bool:
-    """One entry as choose() writes it: {"choice": name, "times": {name: milliseconds}}."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("choice"), str):
-        return False
-    times = entry.get("times", {})
-    return isinstance(times, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
-                                           for k, v in times.items())
-
-
-def read_choices(path: str, warn: bool = True) -> Dict[str, dict]:
-    """The valid entries of the choice file at ``path`` ({} if it is missing). Anything that is
-    not what choose() wrote (not JSON, truncated, another shape, deep nesting, entries without a
-    "choice") is a cache miss: those shapes are timed again, with one warning naming the file."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as exc:
-        return _discard(path, f"not readable as JSON ({type(exc).__name__})", warn)
-    if not isinstance(data, dict):
-        return _discard(path, f"holds a JSON {type(data).__name__}, not an object of choices", warn)
-    good = {k: v for k, v in data.items() if isinstance(k, str) and _valid_entry(v)}
-    if len(good) < len(data):
-        _discard(path, f"{len(data) - len(good)} of its {len(data)} entries are not choices", warn)
-    return good
-
-
-_WARNED_FILES = set()
-
-
-def _discard(path: str, why: str, warn: bool) -> Dict[str, dict]:
-    if warn and path not in _WARNED_FILES:
-        _WARNED_FILES.add(path)
-        LOG.warning("conv2d_relu's choice cache %s: %s; ignored (those shapes are timed again and the file "
-                    "rewritten; deleting it is safe)", path, why)
-    return {}
-
-
-@contextlib.contextmanager
-def _locked(lock_path: str):
-    """An exclusive advisory lock (fcntl) on ``lock_path`` for the duration of a merge; without
-    fcntl (Windows) no lock, the merge is then only atomic."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def pick(times: Dict[str, float]) -> str:
