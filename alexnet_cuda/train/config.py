@@ -356,9 +356,9 @@ def check_paths(cfg: TrainConfig) -> List[str]:
         train = os.path.join(cfg.data, cfg.train_dir)
         if not cfg.data:
             problems.append("--data '': give the dataset folder (holding train/ and val/)")
-        elif not os.path.isdir(train):
+        elif not os.path.isdir(train) and not os.path.isfile(os.path.join(cfg.data, "manifest.json")):
             problems.append(f"--data {cfg.data}: no folder {train} (expected {cfg.train_dir}/ and {cfg.val_dir}/, "
-                            f"one folder per class in each)")
+                            f"one folder per class in each, or a prepared folder with its manifest.json)")
     return [p for p in problems if p]
 
 
