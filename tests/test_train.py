@@ -554,9 +554,10 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint_before_it
     with pytest.raises(NonFiniteLossError, match=r"at step 3 \(training loss nan, not finite\)") as err:
         train(cfg, model=_NaNAt(3))
     assert err.value.step == 3
-    assert str(err.value).endswith(f"(step 2) had its weights checked before it was written: resume from it with a "
-                                   f"tenth of the lr (or check the data and the model); run the same command "
-                                   f"followed by: --resume {last} --lr 0.001")
+    assert f"(step 2) had its weights checked before it was written: resume from it with a tenth of the lr (or " \
+           f"check the data, the model and the options that set the size of the updates: --lr 0.01, --momentum " \
+           in str(err.value)
+    assert str(err.value).endswith(f"); run the same command followed by: --resume {last} --lr 0.001")
     assert load_checkpoint(last)["step"] == 2
 
     # Without checkpoints in between it is seen at the next log step (5) and still names step 3.

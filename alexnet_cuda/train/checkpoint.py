@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .data import atomic_torch_save
 
-FORMAT = 2  # 2: with "checksum"; 1 (no checksum) still loads
+FORMAT = 3  # 3: "checksum" over the whole payload; 2: over its tensors; 1: none (2 and 1 still load)
 _REQUIRED = ("format", "model", "optimizer", "epoch", "step", "epoch_step", "rng")
 
 
@@ -38,9 +39,11 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: the message names the file and the problem."""
 
 
-def tensor_checksum(obj) -> str:
+def tensor_checksum(obj, whole: bool = False) -> str:
     """A hash of every tensor (dtype, shape and bytes) and numpy array inside ``obj``, visited in
-    order through dicts, lists and tuples; other values are not part of it."""
+    order through dicts, lists and tuples. ``whole``: every other value too (numbers, strings,
+    the Python and numpy RNG states, the history, the config, the loss limit): a flipped bit
+    anywhere in the payload, not only in tensor data, then fails the check."""
     h = hashlib.blake2b(digest_size=16)
 
     def visit(o):
@@ -49,14 +52,22 @@ def tensor_checksum(obj) -> str:
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy())
         elif isinstance(o, np.ndarray):
+            if whole:
+                h.update(f"{o.dtype}{o.shape}".encode())
             h.update(np.ascontiguousarray(o).tobytes())
         elif isinstance(o, dict):
+            if whole:
+                h.update(f"dict{len(o)}".encode())
             for k, v in o.items():
                 h.update(repr(k).encode())
                 visit(v)
         elif isinstance(o, (list, tuple)):
+            if whole:
+                h.update(f"{type(o).__name__}{len(o)}".encode())
             for v in o:
                 visit(v)
+        elif whole:
+            h.update(f"{type(o).__name__}:{o!r};".encode())
 
     visit(obj)
     return h.hexdigest()
@@ -140,7 +151,7 @@ def save_checkpoint(path: str, *, model, optimizer, scheduler, epoch: int, step:
         "config": config or {},
         "extra": extra or {},
     }
-    state["checksum"] = tensor_checksum(state)
+    state["checksum"] = tensor_checksum(state, whole=True)
     remove_stale_temps(path)
     atomic_torch_save(state, path)
 
@@ -174,24 +185,93 @@ def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
                               f"reads ({FORMAT})")
     if "checksum" in ckpt:
         saved = ckpt.pop("checksum")
-        if tensor_checksum(ckpt) != saved:
-            raise CheckpointError(f"checkpoint {path}: its tensor data do not match the checksum saved "
-                                  f"with them: the file is corrupt (use an earlier copy)")
+        if tensor_checksum(ckpt, whole=ckpt["format"] >= 3) != saved:
+            what = "its tensors and other values" if ckpt["format"] >= 3 else "its tensor data"
+            raise CheckpointError(f"checkpoint {path}: {what} do not match the checksum saved with them: the "
+                                  f"file is corrupt or was edited (use an earlier copy)")
+    problem = _value_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: {problem}: the file is corrupt or was edited (use an earlier copy)")
     return ckpt
 
 
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _value_problem(ckpt: Dict[str, Any]) -> Optional[str]:
+    """A value that no run writes: the position not a count, an optimiser lr, momentum or weight
+    decay out of the options' ranges (or an lr above the run's --lr: schedules only divide it),
+    a loss limit that is not a positive finite number."""
+    for key in ("epoch", "step", "epoch_step"):
+        if not _is_count(ckpt[key]):
+            return f"{key} {ckpt[key]!r} is not a count"
+    groups = ckpt["optimizer"].get("param_groups") if isinstance(ckpt["optimizer"], dict) else None
+    if not isinstance(groups, list) or not groups:
+        return "its optimiser state has no parameter groups"
+    run_lr = (ckpt.get("config") or {}).get("lr")
+    for g in groups:
+        lr, momentum, decay = g.get("lr"), g.get("momentum", 0.0), g.get("weight_decay", 0.0)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lr, momentum, decay)):
+            return f"optimiser values lr {lr!r}, momentum {momentum!r}, weight decay {decay!r} are not all finite numbers"
+        if lr <= 0 or not 0 <= momentum < 1 or decay < 0:
+            return f"optimiser values out of range: lr {lr!r}, momentum {momentum!r}, weight decay {decay!r}"
+        if isinstance(run_lr, (int, float)) and lr > run_lr * (1 + 1e-6):
+            return f"optimiser lr {lr!r} is above the run's --lr {run_lr!r} (schedules only lower it)"
+    limit = (ckpt.get("extra") or {}).get("loss_limit")
+    if limit is not None and not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
+        return f"loss limit {limit!r} is not a positive finite number"
+    return None
+
+
+# Options that decide the shapes of the model's tensors (a changed class list too).
+SHAPING = ("--arch", "--width", "--crop", "--synthetic-classes", "--fused", "class list")
+
+
+def shape_mismatches(model_state: Dict[str, Any], saved_state: Dict[str, Any]) -> list:
+    """Lines naming each tensor whose shape differs between the checkpoint and the model, and
+    the tensors only one of them has."""
+    lines = []
+    for name, t in saved_state.items():
+        now = model_state.get(name)
+        if now is None:
+            lines.append(f"{name}: in the checkpoint only")
+        elif isinstance(t, torch.Tensor) and tuple(t.shape) != tuple(now.shape):
+            lines.append(f"{name}: {tuple(t.shape)} in the checkpoint, {tuple(now.shape)} now")
+    lines += [f"{name}: in this model only" for name in model_state if name not in saved_state]
+    return lines
+
+
+def _misfit(path: str, lines: list, changed: Sequence[str]) -> CheckpointError:
+    shaping = [c for c in changed if c.startswith(SHAPING)] or list(changed)
+    cause = (f"changed since the checkpoint: {'; '.join(shaping)}" if shaping
+             else "no option that shapes the model changed: the file belongs to another model")
+    shown = "\n  ".join(lines[:10]) + ("\n  ..." if len(lines) > 10 else "")
+    return CheckpointError(
+        f"{path}: its weights do not fit this model ({len(lines)} tensor(s)):\n  {shown}\n{cause}. "
+        f"--resume-allow-changes accepts a new data order, not another model shape: resume with the "
+        f"checkpoint's values of these options, or start a new run (another --output).")
+
+
 def restore(ckpt: Dict[str, Any], *, model, optimizer, scheduler, restore_rng: bool = True,
-            path: str = "checkpoint") -> None:
+            path: str = "checkpoint", changed: Sequence[str] = ()) -> None:
+    """Load the checkpoint's states. ``changed``: the options that differ from the checkpoint's run
+    (resume.compare's lines), named when the weights do not fit."""
+    target = unwrap(model)
+    lines = shape_mismatches(target.state_dict(), ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+    if lines:
+        raise _misfit(path, lines, changed)
     try:
-        unwrap(model).load_state_dict(ckpt["model"])
+        target.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if restore_rng:
+            set_rng_state(ckpt["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         why = (str(exc).splitlines() or [""])[0][:300]
-        raise CheckpointError(f"{path}: does not fit this model or optimiser ({why})") from exc
-    if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if restore_rng:
-        set_rng_state(ckpt["rng"])
+        raise CheckpointError(f"{path}: does not fit this model, optimiser or schedule ({type(exc).__name__}: "
+                              f"{why})") from exc
 
 
 def find_resume(path_or_dir: str) -> str:

@@ -11,7 +11,8 @@ import logging
 import time
 
 from .checkpoint import CheckpointError
-from .config import build_parser, check_config, config_from_args
+from .config import build_parser, check_config, check_machine, check_paths, config_from_args
+from .data import DataError
 from .demo import apply_demo, apply_demo_defaults
 from .loop import NonFiniteLossError, train
 from .resume import ResumeError
@@ -27,7 +28,7 @@ def _config(argv):
         apply_demo_defaults(cfg, given)
     elif cfg.data is None and not cfg.synthetic:
         parser.error("give --data ROOT (an ImageFolder tree with train/ and val/), --synthetic N, or --demo")
-    problems = check_config(cfg)
+    problems = check_config(cfg) or check_machine(cfg) + check_paths(cfg)
     if problems:
         parser.error("; ".join(problems))
     return apply_demo(cfg, given) if demo else cfg
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     except NonFiniteLossError as exc:
         log.error("%s", exc)
         return 3
-    except (CheckpointError, ResumeError, FileNotFoundError) as exc:
+    except (CheckpointError, ResumeError, DataError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
     _summary(result, t0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import List, Optional
 
@@ -146,17 +149,24 @@ _HELP = {
 
 # Accepted ranges of the numeric options: (low, high, low included, high included); None = unbounded.
 # Checked when the command line is parsed, before any data is read, and again by check_config
-# for configs built in Python.
+# for configs built in Python. The upper bounds keep a typo from asking for more than a machine
+# serves: image sizes up to 4x the paper's 256 (a 100000 px image side is 30 GB per image),
+# batches of 64k images, SmallAlexNet up to AlexNet's fc width (8 x 512 = 4096), 32-bit seeds
+# (numpy's generator takes no more), 100k classes (fc8 alone is 1.6 GB at 100k). Counts of steps and
+# epochs are only kept below 2**62 (no C integer overflows). The worker count and --synthetic's
+# memory depend on the machine: see check_machine.
+_BIG = 2 ** 62
 _RANGES = {
-    "image_size": (1, None, True, None), "crop": (1, None, True, None), "pca_std": (0, None, True, None),
-    "input_scale": (0, None, False, None), "stats_max_images": (0, None, True, None),
-    "workers": (0, None, True, None), "synthetic": (0, None, True, None), "synthetic_classes": (1, None, True, None),
-    "width": (2, None, True, None), "dropout": (0, 1, True, False), "epochs": (1, None, True, None),
-    "batch_size": (1, None, True, None), "lr": (0, None, False, None), "momentum": (0, 1, True, False),
-    "weight_decay": (0, None, True, None), "lr_patience": (0, None, True, None),
-    "lr_max_drops": (0, None, True, None), "lr_threshold": (0, None, True, None), "seed": (0, None, True, None),
-    "eval_every": (1, None, True, None), "eval_batch_size": (0, None, True, None),
-    "save_every": (0, None, True, None), "max_steps": (0, None, True, None), "log_every": (1, None, True, None),
+    "image_size": (1, 1024, True, True), "crop": (1, 1024, True, True), "pca_std": (0, 1e3, True, True),
+    "input_scale": (0, 1e6, False, True), "stats_max_images": (0, _BIG, True, True),
+    "workers": (0, 1024, True, True), "synthetic": (0, _BIG, True, True),
+    "synthetic_classes": (1, 100_000, True, True),
+    "width": (2, 512, True, True), "dropout": (0, 1, True, False), "epochs": (1, _BIG, True, True),
+    "batch_size": (1, 65536, True, True), "lr": (0, 1e3, False, True), "momentum": (0, 1, True, False),
+    "weight_decay": (0, 1e3, True, True), "lr_patience": (0, _BIG, True, True),
+    "lr_max_drops": (0, _BIG, True, True), "lr_threshold": (0, 1, True, True), "seed": (0, 2 ** 32 - 1, True, True),
+    "eval_every": (1, _BIG, True, True), "eval_batch_size": (0, 65536, True, True),
+    "save_every": (0, _BIG, True, True), "max_steps": (0, _BIG, True, True), "log_every": (1, _BIG, True, True),
 }
 
 
@@ -172,7 +182,7 @@ def _range_text(name: str) -> str:
 
 def _in_range(name: str, value) -> bool:
     lo, hi, lo_in, hi_in = _RANGES[name]
-    if isinstance(value, float) and value != value:  # NaN is in no range
+    if isinstance(value, float) and not math.isfinite(value):  # NaN and inf are in no range
         return False
     if lo is not None and (value < lo or (value == lo and not lo_in)):
         return False
@@ -186,6 +196,8 @@ def _ranged(name: str, typ):
             value = typ(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if typ is int else 'a number'}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number: must be {_range_text(name)}")
         if not _in_range(name, value):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_range_text(name)}")
         return value
@@ -221,11 +233,133 @@ def check_config(cfg: TrainConfig, own_model: bool = False) -> List[str]:
         problems.append(f"--crop {cfg.crop}: --arch alexnet takes 227 (no conv1 padding) or 224 (padding 2)")
     if cfg.arch == "small" and cfg.width % 2:
         problems.append(f"--width {cfg.width}: must be even (--arch small has two-group convolutions)")
+    if cfg.synthetic and (cfg.gpu_decode or cfg.stats_only):
+        problems.append("--synthetic has no files: --gpu-decode and --stats-only do not apply")
     if cfg.cuda_graphs and cfg.model_parallel:
         problems.append("--cuda-graphs with --model-parallel: one CUDA graph captures one device's work; "
                         "drop one of them")
     milestones = _milestones_problem(cfg.lr_milestones)
     return problems + ([milestones] if milestones else [])
+
+
+def _device_problem(device: str, model_parallel: bool) -> Optional[str]:
+    """Whether --device names a device this machine has (and --model-parallel its two GPUs)."""
+    import torch
+
+    kind, sep, index = device.partition(":")
+    if device not in ("auto", "cpu") and not (kind == "cuda" and (not sep or index.isdigit())):
+        return f"--device {device!r}: expected auto, cpu, cuda or cuda:N (N a GPU number)"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "cuda" and not gpus:
+        return f"--device {device}: no CUDA GPU on this machine (use --device cpu or auto)"
+    if index and int(index) >= gpus:
+        return f"--device {device}: this machine has {gpus} CUDA GPU(s), numbered 0 to {gpus - 1}"
+    if model_parallel and (device == "cpu" or gpus < 2):
+        return (f"--model-parallel puts AlexNet's two towers on two GPUs: it needs two CUDA GPUs per process, "
+                f"this machine has {gpus}" + (" (and --device is cpu)" if device == "cpu" else ""))
+    return None
+
+
+def _total_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_machine(cfg: TrainConfig) -> List[str]:
+    """What this machine cannot serve: a device it has not, more DataLoader workers than 4 per
+    CPU core (each is a process holding a copy of the dataset's state), --synthetic images
+    that do not fit in half of the memory."""
+    problems = []
+    device = _device_problem(cfg.device, cfg.model_parallel)
+    if device:
+        problems.append(device)
+    cpus = os.cpu_count() or 1
+    if cfg.workers > 4 * cpus:
+        problems.append(f"--workers {cfg.workers}: at most {4 * cpus} on this machine (4 per CPU core, "
+                        f"{cpus} cores)")
+    memory = _total_memory()
+    need = cfg.synthetic * 3 * cfg.image_size ** 2
+    if memory and need > memory // 2:
+        problems.append(f"--synthetic {cfg.synthetic}: {cfg.synthetic} images of {cfg.image_size}x{cfg.image_size} "
+                        f"take {need / 2 ** 30:.1f} GiB, over half of this machine's {memory / 2 ** 30:.0f} GiB")
+    return problems
+
+
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _write_problem(folder: str) -> Optional[str]:
+    """Why a file cannot be created in ``folder`` (an existing folder), or None. Tried for real:
+    permissions say nothing about /proc or read-only mounts, least of all to root."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".alexnet_cuda-write-test-")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.remove(probe)
+    return None
+
+
+def _folder_to_write_problem(option: str, path: str) -> Optional[str]:
+    """A folder that is, or can be created and is, writable."""
+    if not path:
+        return f"{option} '': give a folder"
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return f"{option} {path}: exists and is not a folder"
+    base = _existing_ancestor(path)
+    if not os.path.isdir(base):
+        return f"{option} {path}: {base} is not a folder"
+    why = _write_problem(base)
+    return f"{option} {path}: cannot write in {base} ({why})" if why else None
+
+
+def _file_to_write_problem(option: str, path: str) -> Optional[str]:
+    """A file that can be read (if it exists) or created (if not)."""
+    if not path:
+        return f"{option} '': give a file name"
+    if os.path.isdir(path):
+        return f"{option} {path}: is a folder; give a file name"
+    if os.path.lexists(path):
+        if not os.path.isfile(path):
+            return f"{option} {path}: not a regular file"
+        if not os.access(path, os.R_OK):
+            return f"{option} {path}: cannot be read (permission denied)"
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    problem = _folder_to_write_problem(option, folder)
+    return problem and problem.replace(f"{option} {folder}", f"{option} {path}", 1)
+
+
+def check_paths(cfg: TrainConfig) -> List[str]:
+    """--output, --stats-file, --resume and --data: the right kind of thing, readable or
+    writable, before any work (a run must not fail after an hour-long statistics pass for a
+    file it cannot write)."""
+    problems = [_folder_to_write_problem("--output", cfg.output)]
+    if cfg.stats_file is not None:
+        problems.append(_file_to_write_problem("--stats-file", cfg.stats_file))
+    if cfg.resume is not None:
+        if not cfg.resume:
+            problems.append("--resume '': give a checkpoint file or a run folder")
+        elif os.path.isdir(cfg.resume) and not os.path.isfile(os.path.join(cfg.resume, "last.pt")):
+            problems.append(f"--resume {cfg.resume}: a folder without last.pt (no checkpoint to resume from)")
+        elif not os.path.exists(cfg.resume):
+            problems.append(f"--resume {cfg.resume}: no such file or folder")
+        elif not os.path.isdir(cfg.resume) and not os.path.isfile(cfg.resume):
+            problems.append(f"--resume {cfg.resume}: not a regular file")
+    if cfg.data is not None and not cfg.synthetic:
+        train = os.path.join(cfg.data, cfg.train_dir)
+        if not cfg.data:
+            problems.append("--data '': give the dataset folder (holding train/ and val/)")
+        elif not os.path.isdir(train) and not os.path.isfile(os.path.join(cfg.data, "manifest.json")):
+            problems.append(f"--data {cfg.data}: no folder {train} (expected {cfg.train_dir}/ and {cfg.val_dir}/, "
+                            f"one folder per class in each, or a prepared folder with its manifest.json)")
+    return [p for p in problems if p]
 
 
 def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:

@@ -18,13 +18,14 @@ read the files' bytes (:class:`ImageFolderBytes`) and :func:`decode_batch` decod
 batch at once on the device.
 
 Unreadable or corrupt images never stop training: the dataset returns :class:`Unreadable`
-(the path) for them, logs a warning once per file and the collate function drops them;
+(the path) for them, logs a warning once per file (per process) and the collate function drops them;
 the loop counts the distinct files. The batch then has fewer images, which is the price of
 not stopping.
 
-Class folders follow torchvision's ImageFolder: a training class folder without images is
-an error (it would be a class no image has), and a class folder found only in val/ is
-reported (its images cannot be scored).
+Class folders follow torchvision's ImageFolder: a training class folder without images, or
+none of whose images decodes, is an error (it would be a class no image has), and a class
+folder found only in val/ is reported (its images cannot be scored). Link cycles are walked
+once (:func:`make_samples`).
 """
 
 from __future__ import annotations
@@ -98,17 +99,93 @@ def make_samples(root: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
 
     ``classes`` comes from the training folder so that val/ maps names to the same indices;
     a class folder missing under val/ is simply empty there.
+
+    Symbolic links are followed, but a folder is walked once: a link back to a folder already
+    walked, to ``root`` or to another class's folder (``ln -s .. train/0/loop`` would walk every
+    other class again under class 0 and label it 0) is skipped, and a file reached twice (by
+    two links) is counted once; each with one warning.
     """
+    root_real = os.path.realpath(root)
+    class_reals = {os.path.realpath(os.path.join(root, name)) for name in classes}
+    walked = {root_real}
+    seen_files = set()
     samples = []
+    skipped_dirs, repeated_files = [], []
     for idx, name in enumerate(classes):
         folder = os.path.join(root, name)
         if not os.path.isdir(folder):
             continue
-        for dirpath, _, files in sorted(os.walk(folder, followlinks=True)):
+        for dirpath, dirnames, files in os.walk(folder, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in walked or (real in class_reals and dirpath != folder):
+                skipped_dirs.append((dirpath, real))
+                dirnames[:] = []
+                continue
+            walked.add(real)
+            dirnames.sort()
             for f in sorted(files):
-                if f.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, f), idx))
+                if not f.lower().endswith(IMG_EXTENSIONS):
+                    continue
+                path = os.path.join(dirpath, f)
+                file_real = os.path.realpath(path)
+                if file_real in seen_files:
+                    repeated_files.append(path)
+                    continue
+                seen_files.add(file_real)
+                samples.append((path, idx))
+    _warn_links(root, skipped_dirs, repeated_files)
     return samples
+
+
+def _warn_links(root: str, skipped_dirs, repeated_files) -> None:
+    if skipped_dirs:
+        shown = ", ".join(f"{display_path(d)} -> {display_path(r)}" for d, r in skipped_dirs[:5])
+        log.warning("%s: %d linked folder(s) lead to a folder already walked (a link cycle, or a link to "
+                    "another class), not walked again: %s%s", display_path(root), len(skipped_dirs), shown,
+                    " ..." if len(skipped_dirs) > 5 else "")
+    if repeated_files:
+        shown = ", ".join(display_path(p) for p in repeated_files[:5])
+        log.warning("%s: %d image(s) reached a second time through a link, counted once: %s%s",
+                    display_path(root), len(repeated_files), shown, " ..." if len(repeated_files) > 5 else "")
+
+
+def check_readable_classes(train_root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]],
+                           decode: Callable = None) -> None:
+    """Refuse, like an empty class folder, a class none of whose images decodes: training would
+    have a class without examples. Decodes each class's files in order up to the first that
+    works (one per class in a healthy tree)."""
+    decode = decode or read_rgb
+    first_good = {}
+    for path, label in samples:
+        if label in first_good:
+            continue
+        try:
+            decode(path)
+            first_good[label] = path
+        except UnreadableImage:
+            pass  # reported when training reads it
+    dead = [c for i, c in enumerate(classes) if i not in first_good]
+    if dead:
+        raise DataError(
+            f"class folders whose images are all unreadable under {display_path(train_root)}: "
+            f"{', '.join(dead[:10])}{' ...' if len(dead) > 10 else ''} ({len(dead)} of {len(classes)} "
+            f"classes); replace the files or remove the folders (a class without examples cannot be learnt)")
+
+
+def first_readable(samples: Sequence[Tuple[str, int]], decode: Callable = None) -> Optional[str]:
+    """The first file of ``samples`` that decodes, or None (then there is nothing to evaluate)."""
+    decode = decode or read_rgb
+    for path, _ in samples:
+        try:
+            decode(path)
+            return path
+        except UnreadableImage:
+            continue
+    return None
+
+
+class DataError(ValueError):
+    """A data folder or statistics file that training cannot use; the message says why and names it."""
 
 
 # --------------------------------------------------------------------------------------
@@ -247,6 +324,11 @@ class Unreadable:
 # Files already reported unreadable in this process: the statistics pass, every epoch and the
 # evaluation read the same files (with --workers 0 all in this process); one warning each.
 _REPORTED: set = set()
+
+
+def reset_reported() -> None:
+    """Start a new run's reports (a second train() call in this process reports its files again)."""
+    _REPORTED.clear()
 
 
 def _report_unreadable(exc: Exception, path) -> None:
@@ -467,7 +549,7 @@ def compute_stats(loader: Callable, progress: Optional[Callable] = None) -> Data
         if progress is not None:
             progress(x.shape[0])
     if n_img == 0:
-        raise RuntimeError("no readable training images to compute the mean and PCA from")
+        raise DataError("no readable training images to compute the mean and PCA from")
     mean_image = (sum_img / n_img).to(torch.float32)
     mu = sum_rgb / n_pix
     cov = sum_outer / n_pix - torch.outer(mu, mu)
@@ -495,29 +577,81 @@ def atomic_torch_save(obj, path: str) -> None:
             os.remove(tmp)
 
 
+def _stats_problem(d, size: Optional[int]) -> Optional[str]:
+    """Why a loaded statistics object is not one :func:`load_or_compute_stats` wrote, or None."""
+    if not isinstance(d, dict):
+        return f"holds a {type(d).__name__}, not the statistics"
+    shapes = {"mean_image": (3, size, size) if size else None, "eigvals": (3,), "eigvecs": (3, 3)}
+    for key, shape in shapes.items():
+        t = d.get(key)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.dim() != (len(shape) if shape else 3):
+            return f"no float32 tensor {key!r} of the expected rank"
+        if shape and tuple(t.shape) != shape:
+            return f"{key} has shape {tuple(t.shape)}, expected {shape} (another --image-size?)"
+        if not torch.isfinite(t).all():
+            return f"{key} holds NaN or infinite values"
+    if d["mean_image"].shape[0] != 3 or d["mean_image"].shape[1] != d["mean_image"].shape[2]:
+        return f"mean_image has shape {tuple(d['mean_image'].shape)}, expected (3, S, S)"
+    count = d.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return f"count {count!r} is not a positive image count"
+    return None
+
+
+def read_stats(path: str, size: Optional[int] = None) -> Tuple[Optional[DatasetStats], Optional[str]]:
+    """(statistics, None) from ``path``, or (None, why not): missing, unreadable, truncated,
+    garbage, someone else's file or for another image size are all just 'not usable'."""
+    if not os.path.lexists(path):
+        return None, "missing"
+    if os.path.isdir(path):
+        return None, "is a folder"
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty, garbage, a pickle with foreign objects
+        return None, f"not a statistics file torch.save wrote ({type(exc).__name__}: truncated, garbage or other objects)"
+    why = _stats_problem(d, size)
+    return (None, why) if why else (DatasetStats.from_state_dict(d), None)
+
+
 def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True,
-                          progress_factory=None, poll_s: float = 2.0) -> DatasetStats:
+                          progress_factory=None, poll_s: float = 2.0, size: Optional[int] = None) -> DatasetStats:
     """Load the cached statistics, or compute them (``is_main``) and cache them.
+
+    A file that is not what this function wrote (truncated, garbage, another program's, for
+    another ``size``) is a cache miss: one warning naming it, then computed again and replaced.
+    A cache that cannot be written is a warning too: the statistics then serve this run only.
 
     Under torchrun, ``is_main`` is local rank 0 of each node and the other processes poll for
     the file rather than wait in a collective: over ImageNet the pass takes far longer than a
     process group's timeout. Each node computes its own copy unless the file already exists
     (a shared folder, or a file made beforehand with ``--stats-only`` and copied).
     """
-    if not os.path.exists(path):
-        if is_main:
-            log.info("computing the training-set mean and RGB PCA (cached to %s)", path)
-            prog = progress_factory() if progress_factory else None
-            stats = compute_stats(make_loader(), progress=prog.update if prog else None)
-            if prog:
-                prog.close()
-            atomic_torch_save(stats.state_dict(), path)
-        else:
-            import time
+    stats, why = read_stats(path, size)
+    if stats is not None:
+        return stats
+    if not is_main:
+        import time
 
-            while not os.path.exists(path):  # written atomically by the node's local rank 0
-                time.sleep(poll_s)
-    return DatasetStats.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        while stats is None:  # written atomically by the node's local rank 0
+            time.sleep(poll_s)
+            stats, _ = read_stats(path, size)
+        return stats
+    if why != "missing":
+        log.warning("statistics cache %s: %s; it is not what this program wrote, so it is computed again "
+                    "(and replaced)", display_path(path), why)
+    log.info("computing the training-set mean and RGB PCA (cached to %s)", display_path(path))
+    prog = progress_factory() if progress_factory else None
+    stats = compute_stats(make_loader(), progress=prog.update if prog else None)
+    if prog:
+        prog.close()
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "is a folder", path)
+        atomic_torch_save(stats.state_dict(), path)
+    except OSError as exc:
+        log.warning("cannot write the statistics cache %s (%s): the statistics serve this run only",
+                    display_path(path), exc.strerror or exc)
+    return stats
 
 
 # --------------------------------------------------------------------------------------

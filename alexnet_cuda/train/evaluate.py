@@ -66,7 +66,11 @@ class EvalResult:
         return cls(int(v[0]), v[1], int(v[2]), int(v[3]), int(v[4]), int(v[5]), int(v[6]))
 
     def metrics(self, ten_crop: bool = True) -> dict:
-        n = max(self.count, 1)
+        """The validation metrics; only the skip count when no image could be read (no invented
+        errors for the plateau schedule to act on)."""
+        if self.count == 0:
+            return {"val_skipped": self.skipped} if self.skipped else {}
+        n = self.count
         out = {
             "val_loss": self.loss_sum / n,
             "val_top1_err": 1 - self.top1 / n,

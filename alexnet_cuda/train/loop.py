@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from . import distributed as D
 from .augment import GPUAugment
 from .checkpoint import save_checkpoint
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, check_machine, check_paths
 from .data import decode_batch
 from .evaluate import evaluate
 from .logs import log, make_progress, plot_curves, setup_logging
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
     """
     if cfg.data is None and not cfg.synthetic:
         raise ValueError("no dataset: give --data ROOT (with train/ and val/), --synthetic N or use --demo")
-    problems = check_config(cfg, own_model=model is not None)
+    problems = check_config(cfg, own_model=model is not None) or check_machine(cfg) + check_paths(cfg)
     if problems:
         raise ValueError("; ".join(problems))
     dev_type = "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
@@ -235,8 +235,16 @@ def lower_lr(run: Run) -> float:
     return run.optimizer.param_groups[0]["lr"] / 10
 
 
+def update_size_options(run: Run) -> str:
+    """The options whose values set the size of an update, with this run's values: a divergence
+    is one of them too large (or the data or model), not always --lr."""
+    cfg = run.cfg
+    return (f"the options that set the size of the updates: --lr {run.optimizer.param_groups[0]['lr']:.3g}, "
+            f"--momentum {cfg.momentum:g}, --weight-decay {cfg.weight_decay:g}, --input-scale {cfg.input_scale:g}")
+
+
 def _check_losses(run: Run, epoch: int) -> None:
-    run.monitor.check(run.step, epoch, newest_checkpoint(run), lower_lr(run))
+    run.monitor.check(run.step, epoch, newest_checkpoint(run), lower_lr(run), update_size_options(run))
 
 
 def run_epoch(run: Run, epoch: int, stop: _StopFlag) -> bool:
@@ -293,7 +301,11 @@ def evaluate_run(run: Run) -> Dict:
     res = evaluate(run.model, batches, run.augment.normalize, cfg.crop, ten_crop=cfg.ten_crop,
                    autocast_dtype=run.amp_dtype, channels_last=cfg.channels_last, out_device=out_device,
                    all_reduce=(lambda t: D.all_reduce_sum(info, t)) if info.initialized else None)
-    return res.metrics(cfg.ten_crop)
+    metrics = res.metrics(cfg.ten_crop)
+    if "val_top1_err" not in metrics:
+        log.warning("validation skipped: none of its %d images could be read (no validation metrics this epoch)",
+                    res.skipped)
+    return metrics
 
 
 def epoch_metrics(run: Run, epoch: int) -> Dict:

@@ -22,8 +22,9 @@ from . import distributed as D
 from .augment import GPUAugment
 from .checkpoint import find_resume, load_checkpoint, remove_stale_temps, restore
 from .config import TrainConfig
-from .data import (ImageFolderBytes, ImageFolderUint8, SyntheticImages, collate_bytes, collate_uint8,
-                   check_class_folders, default_stats_path, find_classes, load_or_compute_stats, make_samples, synthetic_stats)
+from .data import (ImageFolderBytes, ImageFolderUint8, SyntheticImages, check_class_folders, check_readable_classes,
+                   collate_bytes, collate_uint8, default_stats_path, find_classes, first_readable,
+                   load_or_compute_stats, make_samples, reset_reported, synthetic_stats)
 from .logs import MetricsWriter, log, make_progress
 from .models import build_model
 from .monitor import LossMonitor
@@ -66,13 +67,19 @@ def folder_data(cfg: TrainConfig, info: D.DistInfo, device, per_rank_bs: int) ->
     """Datasets, collate function and mean/PCA statistics of an ImageFolder tree (cfg.data)."""
     train_root = os.path.join(cfg.data, cfg.train_dir)
     val_root = os.path.join(cfg.data, cfg.val_dir)
+    reset_reported()
     classes = find_classes(train_root)
     train_samples = make_samples(train_root, classes)
     val_samples = make_samples(val_root, classes) if os.path.isdir(val_root) else []
     if not train_samples:
         raise FileNotFoundError(f"no images under {train_root}")
     check_class_folders(train_root, val_root, classes, train_samples)
-    if not val_samples:
+    check_readable_classes(train_root, classes, train_samples)
+    if val_samples and first_readable(val_samples) is None:
+        log.warning("none of the %d validation images under %s can be read: validation skipped (no "
+                    "validation metrics), and the plateau schedule will keep lr constant", len(val_samples), val_root)
+        val_samples = []
+    elif not val_samples:
         log.warning("no validation images under %s: no evaluation, and the plateau schedule "
                     "will keep lr constant", val_root)
     log.info("%d classes, %d training images, %d validation images; %d process(es), batch %d per process",
@@ -88,7 +95,8 @@ def folder_data(cfg: TrainConfig, info: D.DistInfo, device, per_rank_bs: int) ->
 
     stats = load_or_compute_stats(
         stats_file, stats_loader, info.local_rank == 0,
-        progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main))
+        progress_factory=lambda: make_progress(len(stats_samples), "mean/PCA", cfg.progress, info.is_main),
+        size=cfg.image_size)
     if cfg.stats_only:
         log.info("--stats-only: statistics are in %s", stats_file)
         return {"stats_only": True, "classes": classes, "stats_file": stats_file}
@@ -231,9 +239,9 @@ def _seeded_model(cfg: TrainConfig, model, info: D.DistInfo, device, tower_devic
     return model
 
 
-def _check_changes(run: Run, ckpt: Dict, path: str) -> bool:
+def _check_changes(run: Run, ckpt: Dict, path: str) -> List[str]:
     """Compare the checkpoint's run with this one; log the safe changes, refuse the others
-    (unless --resume-allow-changes). Returns True when the epoch must restart."""
+    (unless --resume-allow-changes). Returns the accepted changes that restart the epoch."""
     saved, extra = ckpt.get("config", {}), ckpt.get("extra", {})
     safe, restarting = compare(saved, run.cfg, run.facts(), extra)
     for line in safe:
@@ -242,7 +250,7 @@ def _check_changes(run: Run, ckpt: Dict, path: str) -> bool:
         raise refusal(path, restarting)
     for line in restarting:
         log.warning("resume (--resume-allow-changes): %s", line)
-    return bool(restarting)
+    return restarting
 
 
 def resume_into(run: Run) -> None:
@@ -253,7 +261,8 @@ def resume_into(run: Run) -> None:
     path = find_resume(cfg.resume)
     ckpt = load_checkpoint(path)
     restart_epoch = _check_changes(run, ckpt, path)
-    restore(ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, path=path)
+    restore(ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, path=path,
+            changed=restart_epoch)
     applied = apply_safe_changes(cfg, ckpt.get("config", {}), run.optimizer, run.scheduler)
     if applied:
         log.info("resume: %s from the command line now apply to the optimiser and schedule", ", ".join(applied))
