@@ -25,18 +25,15 @@ choice is logged at debug level (logger ``alexnet_cuda.conv2d_relu``) and listed
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import statistics
-import warnings
 from typing import Callable, Dict, Optional
 
 import torch
 import triton
 
-from ..._cache import cache_dir
+from ..._cache import cache_dir, merge_json_cache, read_json_cache
 
 LOG = logging.getLogger("alexnet_cuda.conv2d_relu")
 
@@ -128,25 +125,19 @@ class Selector:
 
     def _load(self) -> Dict[str, dict]:
         if self._choices is None:
-            self._choices = read_choices(self.path) if self.path else {}
+            # Content that is not what choose() wrote is a cache miss (timed again), with one
+            # warning naming the file.
+            self._choices = read_json_cache(self.path, _is_entry) if self.path else {}
         return self._choices
 
     def _save(self, full_key: str) -> None:
-        """Add this process's entry `full_key` to the file: under an exclusive lock, the
-        file is read again, the entry merged in and the result replaces the file, so
-        processes timing at the same time keep each other's choices."""
+        """Add this process's entry `full_key` to the file, merged under a lock with what
+        other processes wrote meanwhile (merge_json_cache), so processes timing at the same
+        time keep each other's choices."""
         if not self.path:
             return
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(f"{self.path}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                merged = read_choices(self.path, warn=False)
-                merged[full_key] = self._choices[full_key]
-                tmp = f"{self.path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(merged, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)  # atomic: readers never see half a file
+            merge_json_cache(self.path, {full_key: self._choices[full_key]}, _is_entry)
         except OSError as exc:
             LOG.debug("conv2d_relu: cannot write the choice cache %s: %s", self.path, exc)
 
@@ -197,36 +188,10 @@ class Selector:
         return dict(self._load())
 
 
-def _is_entry(value) -> bool:
-    """An entry as Selector.choose writes it: {"choice": name, "times": {name: ms}}."""
-    return (isinstance(value, dict) and isinstance(value.get("choice"), str)
+def _is_entry(key, value) -> bool:
+    """An entry as Selector.choose writes it: "tag|direction|key": {"choice": name, "times": {...}}."""
+    return (isinstance(key, str) and isinstance(value, dict) and isinstance(value.get("choice"), str)
             and isinstance(value.get("times", {}), dict))
-
-
-def read_choices(path: str, warn: bool = True) -> Dict[str, dict]:
-    """The entries of the choice file at `path` that are what Selector.choose writes; a
-    missing file is no entries. Anything else (unreadable, not JSON, JSON of another shape,
-    single entries of another shape) is a cache miss: those shapes are timed again, with
-    one warning naming the file (`warn`)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as exc:
-        if warn:
-            warnings.warn(f"conv2d_relu: ignoring the choice cache {path} ({exc}); the shapes "
-                          "it held are timed again", stacklevel=2)
-        return {}
-    if not isinstance(data, dict):
-        data, bad = {}, 1
-    else:
-        bad = sum(not (isinstance(k, str) and _is_entry(v)) for k, v in data.items())
-        data = {k: v for k, v in data.items() if isinstance(k, str) and _is_entry(v)}
-    if bad and warn:
-        warnings.warn(f"conv2d_relu: the choice cache {path} holds entries this library did not "
-                      "write; they are ignored and their shapes timed again", stacklevel=2)
-    return data
 
 
 def pick(times: Dict[str, float]) -> str:
