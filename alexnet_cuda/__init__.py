@@ -8,7 +8,7 @@
     y = alexnet_cuda.ops.relu_lrn_max_pool2d(x, 5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2)
     model = alexnet_cuda.models.AlexNet()          # the paper's two-tower network
     model = alexnet_cuda.convert(stock_model)      # swap stock layers for fused ones
-    alexnet_cuda.onnx.export(model, (x,), "model.onnx")  # standard ONNX ops (extra: onnx)
+    alexnet_cuda.onnx.export(model, (x,), "m.onnx")  # after `import alexnet_cuda.onnx` (extra)
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops first)
