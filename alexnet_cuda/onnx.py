@@ -26,9 +26,10 @@ torch.export has already decomposed the public ones. Where ONNX defines things o
   (alpha itself) becomes alpha * size.
 * LRN's rank: onnxruntime's LRN takes 4-D input; (N, C, *) inputs of another rank are
   reshaped to (N, C, L, 1) around it.
-* ceil_mode: ONNX's keeps a last window that starts in the right padding, PyTorch's
-  drops it; MaxPool runs in floor mode with the padding after the input that gives
-  PyTorch's size (height and width must then be static; the batch may be dynamic).
+* ceil_mode: ONNX's shape inference keeps a last window that starts in the right
+  padding, where PyTorch (and onnxruntime) drop it, so the checker rejects such a file;
+  MaxPool runs in floor mode with the padding after the input that gives PyTorch's size
+  (height and width must then be static; the batch may be dynamic).
 * Indices: ``MaxPool`` counts them over the whole (N, C, H, W) tensor, ours within the
   (H, W) plane, so ``return_indices=True`` takes them modulo H * W. The compact uint8
   window-local argmax that the kernels return for backward (``return_indices=False``) is
@@ -123,9 +124,10 @@ def _end_pads(hw, kernel_size, stride, padding, dilation, ceil_mode: bool):
     """MaxPool's padding after the input, so that its floor-mode output size is PyTorch's.
 
     PyTorch's ceil_mode adds a last, partial window only where it starts inside the input
-    or its left padding; ONNX's ceil_mode adds it even where it would start in the right
-    padding (and onnxruntime follows ONNX). So the last window is made whole with padding
-    instead, which needs the spatial size: static in an export whose batch alone is dynamic.
+    or its left padding; ONNX's shape inference adds it even where it would start in the
+    right padding (onnxruntime does not: the file's shapes and its results disagree). So
+    the last window is made whole with padding instead, which needs the spatial size:
+    static in an export whose batch alone is dynamic.
     """
     if not ceil_mode:
         return [padding[0], padding[1]]
