@@ -3,10 +3,17 @@
 Build against the torch that is already installed (see README: ``pip install
 --no-build-isolation .``). What gets compiled:
 
-* every ``csrc/**/*.cpp`` file, always (the CPU kernels and the op registrations);
-* every ``csrc/**/*.cu`` file when a CUDA toolkit is found *and* the installed torch
-  is a CUDA build. No GPU is needed to compile. Architectures come from
-  ``TORCH_CUDA_ARCH_LIST`` (default ``8.0;9.0+PTX``: A100, H100, and PTX for newer).
+* ``alexnet_cuda/libalexnet_cuda_ops.so``, the operator library: every ``csrc/**/*.cpp``
+  file but the Python module (the CPU kernels and the op registrations), and every
+  ``csrc/**/*.cu`` file when a CUDA toolkit is found *and* the installed torch is a CUDA
+  build. No GPU is needed to compile. Architectures come from ``TORCH_CUDA_ARCH_LIST``
+  (default ``8.0;9.0+PTX``: A100, H100, and PTX for newer). It needs libtorch but not
+  Python, so ``torch.ops.load_library`` and C++ programs (AOTInductor packages) load it.
+* ``alexnet_cuda._C``, the Python module (``csrc/python_module.cpp``: the native
+  bindings), linked against the operator library.
+
+Host code is compiled without debug information (``-g0``, see ``host_flags``) unless
+``CFLAGS`` asks for it; CUDA code keeps ``-lineinfo``.
 
 The toolkit is looked up in this order, because torch's own guess (the parent of
 the ``nvcc`` found on PATH) is wrong when that ``nvcc`` is a wrapper script:
@@ -30,6 +37,17 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # Compiler flags, shared with bench/sass.py (which compiles the .cu files the same way).
 CXX_FLAGS = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch >= 2.12)
 NVCC_FLAGS = ["-O3", "-lineinfo"]
+
+
+def host_flags(cxx_flags=CXX_FLAGS, environ=os.environ):
+    """CXX_FLAGS, and -g0 unless this build's CFLAGS ask for debug information (-g).
+
+    setuptools puts Python's own CFLAGS first on every compile command, and they hold -g:
+    host debug information, three quarters of the library's size. -g0, later on the
+    command line, overrides it. A build that sets CFLAGS with -g (.ci/sanitize, for line
+    numbers in its reports) keeps it."""
+    wants_debug = any(flag.startswith("-g") and flag != "-g0" for flag in environ.get("CFLAGS", "").split())
+    return list(cxx_flags) if wants_debug else list(cxx_flags) + ["-g0"]
 
 
 def _log(msg):
@@ -115,6 +133,32 @@ def write_build_info(torch_version, path=BUILD_INFO):
         f.write(f"TORCH_VERSION = {torch_version!r}\n")
 
 
+# The operator library: a plain shared library (no Python module in it), built first.
+OPS_EXTENSION = "alexnet_cuda.libalexnet_cuda_ops"
+OPS_LIBRARY = "libalexnet_cuda_ops.so"
+
+
+def build_with_ops_library(build_extension):
+    """torch's BuildExtension, naming the operator library ``libalexnet_cuda_ops.so`` (not
+    a Python module's ``<name>.<abi tag>.so``) and linking the Python module against it."""
+
+    class BuildWithOpsLibrary(build_extension):
+        def get_ext_filename(self, fullname):
+            # Called with the dotted name, or with its last part only (distutils'
+            # get_ext_fullpath, which then adds the package's folder itself).
+            *package, name = fullname.split(".")
+            if name == OPS_EXTENSION.split(".")[-1]:
+                return os.path.join(*package, OPS_LIBRARY)
+            return super().get_ext_filename(fullname)
+
+        def build_extension(self, ext):
+            if ext.name != OPS_EXTENSION:
+                ext.library_dirs.append(os.path.dirname(self.get_ext_fullpath(OPS_EXTENSION)))
+            super().build_extension(ext)
+
+    return BuildWithOpsLibrary
+
+
 def main():
     try:
         import torch
@@ -151,30 +195,38 @@ def main():
 
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
+    python_module = os.path.join("csrc", "python_module.cpp")
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    sources.remove(python_module)
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    common = dict(
-        include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_link_args=["-fopenmp"],
-    )
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    # py_limited_api=True: torch then links the library without libtorch_python (and
+    # defines Py_LIMITED_API, which it does not use: it includes no Python header).
+    ops = dict(py_limited_api=True, include_dirs=include_dirs, extra_link_args=["-fopenmp"])
     if cuda_home is not None:
-        common["include_dirs"] += cuda_library_includes(cuda_home)
-        ext = CUDAExtension(
-            "alexnet_cuda._C",
+        ops_library = CUDAExtension(
+            OPS_EXTENSION,
             sources + cuda_sources,
             define_macros=[("ALEXNET_CUDA_WITH_CUDA", "1")],
-            extra_compile_args={
-                "cxx": CXX_FLAGS,
-                "nvcc": NVCC_FLAGS,
-            },
-            **common,
+            extra_compile_args={"cxx": host_flags(), "nvcc": NVCC_FLAGS},
+            **dict(ops, include_dirs=include_dirs + cuda_library_includes(cuda_home)),
         )
     else:
-        ext = CppExtension("alexnet_cuda._C", sources, extra_compile_args={"cxx": CXX_FLAGS}, **common)
+        ops_library = CppExtension(OPS_EXTENSION, sources, extra_compile_args={"cxx": host_flags()}, **ops)
+    module = CppExtension(
+        "alexnet_cuda._C",
+        [python_module],
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": host_flags()},
+        # Found next to the module at run time; its directory is added at build time
+        # (BuildWithOpsLibrary), when the build's output folder is known.
+        libraries=[":" + OPS_LIBRARY],
+        extra_link_args=["-Wl,-rpath,$ORIGIN"],
+    )
 
     setup(
-        ext_modules=[ext],
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        ext_modules=[ops_library, module],  # in this order: the module links the library
+        cmdclass={"build_ext": build_with_ops_library(BuildExtension).with_options(use_ninja=True)},
     )
 
 

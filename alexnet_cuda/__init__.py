@@ -8,12 +8,13 @@
     y = alexnet_cuda.ops.relu_lrn_max_pool2d(x, 5, 1e-4, 0.75, 2.0, 3, 2, lrn_groups=2)
     model = alexnet_cuda.models.AlexNet()          # the paper's two-tower network
     model = alexnet_cuda.convert(stock_model)      # swap stock layers for fused ones
+    alexnet_cuda.onnx.export(model, (x,), "m.onnx")  # after `import alexnet_cuda.onnx` (extra)
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import config, ops, nn  # noqa: F401
 from . import models  # noqa: F401
 from .convert import convert  # noqa: F401
-from ._extension import has_cuda_kernels  # noqa: F401
+from ._extension import has_cuda_kernels, library_path  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,4 +1,16 @@
-"""Loads the compiled extension (alexnet_cuda._C) and reports what it was built with."""
+"""Loads the compiled extension and reports what it was built with.
+
+Two binaries, as setup.py builds them:
+
+* ``libalexnet_cuda_ops.so``, the operator library: the kernels and the
+  ``alexnet_cuda::*`` op registrations. It needs libtorch but not Python, so a process
+  that never imports this package (an AOTInductor package's runner, a C++ program) loads
+  it by path: ``torch.ops.load_library(alexnet_cuda.library_path())`` or ``dlopen``.
+* ``alexnet_cuda._C``, the Python module: the native bindings the eager ops call, linked
+  against the library.
+"""
+
+import os
 
 import torch
 
@@ -25,12 +37,20 @@ def check_torch_version(built: str, running: str) -> None:
 
 check_torch_version(_build_info.TORCH_VERSION, torch.__version__)
 
+
+def library_path() -> str:
+    """Path of the operator library (libalexnet_cuda_ops.so): what a process that runs
+    an exported or AOTInductor-compiled model loads to have the alexnet_cuda::* ops."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libalexnet_cuda_ops.so")
+
+
 try:
-    from . import _C  # noqa: F401  (registers the alexnet_cuda::* C++ ops)
-except ImportError as exc:  # pragma: no cover - only hit on a broken install
+    torch.ops.load_library(library_path())  # registers the alexnet_cuda::* C++ ops
+    from . import _C  # noqa: F401  (the native bindings)
+except (ImportError, OSError) as exc:  # pragma: no cover - only hit on a broken install
     raise ImportError(
-        "alexnet_cuda's compiled extension (alexnet_cuda._C) could not be loaded: "
-        f"{exc}.\nReinstall it: pip install --no-build-isolation --force-reinstall --no-deps ."
+        f"alexnet_cuda's compiled extension could not be loaded: {exc}.\n"
+        "Reinstall it: pip install --no-build-isolation --force-reinstall --no-deps ."
     ) from exc
 
 

@@ -17,8 +17,9 @@ unrolled loops, 32- vs 64-bit branches) without reading it by hand. Instructions
 element = instructions executed by the thread / elements the thread produces (from the
 kernel source; see ELEMENTS_* below).
 
-The cubins come from the built extension (alexnet_cuda/_C*.so, cuobjdump -xelf), or with
---compile from csrc/*.cu compiled for sm_90 with setup.py's NVCC_FLAGS.
+The cubins come from the built operator library (alexnet_cuda/libalexnet_cuda_ops.so,
+cuobjdump -xelf), or with --compile from csrc/*.cu compiled for sm_90 with setup.py's
+NVCC_FLAGS.
 """
 
 import argparse
@@ -97,11 +98,11 @@ def find_tool(name):
 
 
 def built_extension():
-    """Path of the built alexnet_cuda._C, without importing torch."""
-    found = sorted(glob.glob(os.path.join(ROOT, "alexnet_cuda", "_C*.so")))
-    if not found:
-        raise ToolMissing("alexnet_cuda/_C*.so is not built (python setup.py build_ext --inplace)")
-    return found[0]
+    """Path of the built operator library (the CUDA kernels' home), without importing torch."""
+    path = os.path.join(ROOT, "alexnet_cuda", "libalexnet_cuda_ops.so")
+    if not os.path.isfile(path):
+        raise ToolMissing("alexnet_cuda/libalexnet_cuda_ops.so is not built (python setup.py build_ext --inplace)")
+    return path
 
 
 def extract_cubins(so_path, workdir):

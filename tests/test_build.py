@@ -1,9 +1,10 @@
-"""setup.py's CUDA toolkit discovery (no GPU needed)."""
+"""setup.py: CUDA toolkit discovery (no GPU needed) and host compile flags."""
 
 import importlib.util
 import os
 import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -107,3 +108,23 @@ def test_mismatched_torch_is_a_clear_import_error():
     assert "IMPORT ERROR: alexnet_cuda was compiled against torch 2.0.0+built" in out, out
     assert f"but torch {running} is installed" in out
     assert "pip install --no-build-isolation --force-reinstall --no-deps ." in out
+
+
+def test_host_code_has_no_debug_information_unless_cflags_ask():
+    # Python's CFLAGS (first on the compile command) hold -g; -g0 after them drops it.
+    setup = load_setup()
+    assert setup.host_flags(environ={})[-1] == "-g0"
+    assert setup.host_flags(environ={"CFLAGS": "-O2 -g0"})[-1] == "-g0"
+    assert "-g0" not in setup.host_flags(environ={"CFLAGS": "-fsanitize=address -g"})
+
+
+def test_installed_library_has_no_debug_sections():
+    """What keeps the install small: the operator library carries no host DWARF."""
+    import alexnet_cuda
+
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) not found")
+    sections = subprocess.run([readelf, "-S", "-W", alexnet_cuda.library_path()],
+                              capture_output=True, text=True, check=True).stdout
+    assert ".text" in sections and ".debug_info" not in sections
