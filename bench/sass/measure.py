@@ -69,6 +69,15 @@ def mangled_for(kernels, case):
     return next(m for m, d in kernels.demangled.items() if pattern.search(d))
 
 
+def instantiation(demangled):
+    """'void alexnet_cuda::lrn::(anonymous namespace)::k<4, 1, false, float, float>(const float*, ...)'
+    -> 'lrn::k<4, 1, false, float, float>'."""
+    name = demangled[:demangled.index(">(") + 1] if ">(" in demangled else demangled
+    for noise in ("void ", "alexnet_cuda::", "(anonymous namespace)::"):
+        name = name.replace(noise, "")
+    return name
+
+
 def const_bank(params):
     """Constant bank 0: blockDim at 0x0, the stack pointer at 0x28, parameters at 0x210."""
     const = bytearray(0x210) + bytearray(params) + bytearray(64)
@@ -174,7 +183,7 @@ def record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_fli
     floor_ms = cs.fewest_bytes(case) / DRAM_BYTES_PER_S * 1e3
     return {
         "kernel": case.name, "dtype": case.dtype, "layout": case.layout, "shape": list(case.shape),
-        "instantiation": kernels.demangled[mangled].split("(")[0].replace("alexnet_cuda::", ""),
+        "instantiation": instantiation(kernels.demangled[mangled]),
         "instr_per_elem": round(issues * WARP / total, 2), "mufu_per_elem": round(mufu * WARP / total, 3),
         "divergence": round(issues / ideal, 3), "tail": round(tail, 3), "checked_outputs": checked,
         "loop_body_instr": round(sum(bodies) / len(bodies), 1) if bodies else None,
