@@ -149,12 +149,15 @@ def measure(case, kernels, warps=FULL_RUN_WARPS):
     ref = Reference(case, data_seed(case))
     memory = Memory(ref.buffers)
     issues = ideal = mufu = 0.0
-    checked = 0
+    checked = stored = 0
+    main_output = cs.outputs(case)[0]
     in_flight, bodies, trips = [], [], []
     warps_per_block = THREADS // WARP
     for warp, weight in sample_warps(case, warps):
         run = run_warp(fn, steps, const, warp // warps_per_block, warp % warps_per_block, memory)
-        checked += ref.check_stored(memory, memory.take_stores())
+        counts = ref.check_stored(memory, memory.take_stores())
+        checked += sum(counts.values())
+        stored += weight * counts.get(main_output, 0)
         issues += weight * run.issues
         ideal += weight * int(run.lane_instrs.max())
         mufu += weight * run.mufu_issues
@@ -167,7 +170,17 @@ def measure(case, kernels, warps=FULL_RUN_WARPS):
                 trips.append(trip)
     if checked == 0:
         raise AssertionError(f"{case.name} {case.dtype} {case.layout}: the sampled warps stored nothing")
-    return record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_flight, bodies, trips)
+    # The launch's estimated stores over the output's elements: about 1 (the sampling
+    # error of a few warps is large where items differ in size, e.g. at the image edges),
+    # far from it when cases.launch_threads() disagrees with the launcher.
+    coverage = stored / ref.elements(main_output)
+    if not 0.5 <= coverage <= 2.0:
+        raise AssertionError(f"{case.name} {case.dtype} {case.layout} {case.shape}: the sampled warps' stores "
+                             f"extrapolate to {coverage:.2f} x the output's elements: is cases.launch_threads() "
+                             f"still the launcher's thread count?")
+    rec = record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_flight, bodies, trips)
+    rec["store_coverage"] = round(coverage, 3)
+    return rec
 
 
 def record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_flight, bodies, trips):

@@ -45,14 +45,13 @@ def import_extension():
 
 
 def to_bytes(t, cl):
-    """A tensor's bytes in memory order (NCHW, or NHWC for channels_last)."""
+    """A tensor's bytes in memory order (NCHW, or NHWC for channels_last): a view of its
+    storage when it is laid out so already (the emulated kernel only reads these)."""
     import torch
 
     t = t.permute(0, 2, 3, 1) if cl else t
     t = t.contiguous().reshape(-1)
-    if t.dtype == torch.uint8:
-        return t.numpy().copy()
-    return t.view(torch.uint8).numpy().copy()
+    return (t if t.dtype == torch.uint8 else t.view(torch.uint8)).numpy()
 
 
 def values(buf, kind, elems=None):
@@ -142,6 +141,10 @@ class Reference:
         self.scale = {name: float(np.abs(values(self.expected[name], k)).max())
                       for name, k in self.kinds.items() if name in outs and k != "u8"}
 
+    def elements(self, name):
+        """Elements of an output tensor."""
+        return self.expected[name].size // (1 if self.kinds[name] == "u8" else self.case.esize)
+
     def _format(self):
         import torch
 
@@ -166,8 +169,8 @@ class Reference:
         return self._pooled_input
 
     def check_stored(self, memory, stores):
-        """Compare every element the warp stored with the CPU's; returns the element count."""
-        checked = 0
+        """Compare every element the warp stored with the CPU's; returns {tensor: elements}."""
+        checked = {}
         for k, offsets, width in stores:
             name = memory.names[k]
             if name not in self.expected:
@@ -183,7 +186,7 @@ class Reference:
                 self._check_codes(name, elems, got, want)
             else:
                 self._check_values(name, elems, got, want, kind)
-            checked += len(elems)
+            checked[name] = checked.get(name, 0) + len(elems)
         return checked
 
     def _check_values(self, name, elems, got, want, kind):
