@@ -215,3 +215,11 @@ def test_imad_wide_negates_the_whole_64_bit_addend(sass):
         MOV R2, R7
     """ + STORE_R2_AT_LANE)
     assert out.tolist() == [(4 * lane - (1 << 32) - 8) >> 32 for lane in range(32)]
+
+
+def test_64_bit_constants_keep_their_top_bit(sass):
+    # LDC.64 / IMAD.WIDE read 8-byte parameters (pointers, pairs of int32 whose second is
+    # negative): as uint64, not int64, which overflows at 2^63.
+    const = bytes(0x210) + struct.pack("<Q", 0xFFFFFFF0_00000010)
+    assert int(np.asarray(sass.operands.pair_src("c[0x0][0x210]", const)(None))) == 0xFFFFFFF0_00000010
+    assert int(np.asarray(sass.operands.pair_src("-c[0x0][0x210]", const)(None))) == 0xFFFFFFFF0

@@ -144,14 +144,17 @@ def const_src(tok, const, width=4):
     if m is None:
         raise Unsupported(tok)
     off = int(m.group(3) or "0", 16)
+    dtype = np.uint64 if width == 8 else np.int64  # 64-bit words may exceed int64
     if not m.group(2):
         value = int.from_bytes(const[off:off + width], "little")
+        if width == 8:
+            value = np.uint64(value)
         return lambda w: value
     file, row = reg(m.group(2))
 
     def get(w):
         base = (w.R if file == "R" else w.UR)[row] + off
-        return np.array([int.from_bytes(const[b:b + width], "little") for b in base.tolist()], np.int64)
+        return np.array([int.from_bytes(const[b:b + width], "little") for b in base.tolist()], dtype)
 
     return get
 
@@ -190,8 +193,8 @@ def pair_src(tok, const):
     neg = tok.startswith("-")
     t = tok.lstrip("-")
     if t.startswith("c["):
-        get32 = const_src(t, const, 8)
-        base = lambda w: np.asarray(get32(w), np.int64).astype(np.uint64)  # noqa: E731
+        get64 = const_src(t, const, 8)
+        base = lambda w: np.asarray(get64(w), np.uint64)  # noqa: E731
     elif is_reg(t):
         file, row = reg(t)
 
