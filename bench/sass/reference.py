@@ -110,6 +110,7 @@ class Reference:
         t = dict(forward_tensors(case, seed))
         x = t["x"]
         if case.direction == "bwd":
+            _FORWARD.clear()  # the configuration's last record: free what only it shared
             gen = torch.Generator().manual_seed(seed + 1)
             shape = case.shape if case.op == "lrn" else case.pooled
             dy = torch.randn(shape, generator=gen).to(x.dtype).contiguous(memory_format=self._format())
