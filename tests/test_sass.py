@@ -223,3 +223,17 @@ def test_64_bit_constants_keep_their_top_bit(sass):
     const = bytes(0x210) + struct.pack("<Q", 0xFFFFFFF0_00000010)
     assert int(np.asarray(sass.operands.pair_src("c[0x0][0x210]", const)(None))) == 0xFFFFFFF0_00000010
     assert int(np.asarray(sass.operands.pair_src("-c[0x0][0x210]", const)(None))) == 0xFFFFFFFF0
+
+
+def test_iadd3_carries_a_negated_zero(sass):
+    # 64-bit a - b as the compiler writes it: IADD3 lo, P0, a.lo, -b.lo; IADD3.X hi, a.hi,
+    # ~b.hi, P0. With b.lo = 0 the low add must carry (-0 = ~0 + 1), else hi is one short.
+    warp, out = run_sass(sass, """
+        S2R R0, SR_LANEID
+        MOV R6, 0x5
+        MOV R7, 0x0
+        MOV R8, 0x2
+        IADD3 R10, P0, R0, -R7, RZ
+        IADD3.X R2, R6, ~R8, RZ, P0, !PT
+    """ + STORE_R2_AT_LANE)
+    assert out.tolist() == [3] * 32  # (5:lane) - (2:0) has high word 3

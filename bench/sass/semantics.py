@@ -73,21 +73,30 @@ def _imad(op, a, const):
     return run
 
 
+def adder_src(tok, const):
+    """An adder input as the adder sees it: -x is ~x + 1 (33 bits: -0 carries out, so a
+    64-bit subtraction's high word IADD3.X gets its carry), ~x is ~x."""
+    if tok.startswith("-"):
+        get = isrc(tok[1:], const)
+        return lambda w: (~np.asarray(get(w), np.int64) & M32) + 1
+    return isrc(tok, const)
+
+
 def _iadd3(op, a, const):
     d, outs, srcs, cins = carry_split(a)
     dd = dest(d)
-    gets = [isrc(s, const) for s in srcs]
+    gets = [adder_src(s, const) for s in srcs]
     cin = carry_in(cins) if ".X" in op else (lambda w: 0)
     pds = [pdest(p) for p in outs]
 
     def run(w, m):
         res = sum(np.asarray(g(w), np.int64) for g in gets) + cin(w)
         res = np.asarray(res, np.int64)
-        if pds:
+        if pds:  # the two stages' carries: the .X consumer adds both predicates
             carry = res >> 32
-            pwrite(w, pds[0], (carry & 1).astype(bool), m)
+            pwrite(w, pds[0], carry >= 1, m)
             if len(pds) > 1:
-                pwrite(w, pds[1], ((carry >> 1) & 1).astype(bool), m)
+                pwrite(w, pds[1], carry >= 2, m)
         write(w, dd, res, m)
     return run
 

@@ -247,7 +247,11 @@ def run_warp(fn, steps, const, ctaid, warp_in_block, memory, max_issues=3_000_00
             m = group & step.guard(w) if step.guard is not None else group
             kind = step.kind
             if kind == "op":
-                step.run(w, m)
+                try:
+                    step.run(w, m)
+                except mem.OutOfBounds as exc:
+                    raise mem.OutOfBounds(f"block {ctaid} warp {warp_in_block} lanes "
+                                          f"{np.nonzero(m)[0].tolist()}: {fn.instrs[pc].text}: {exc}") from None
                 mufu += step.mufu
                 pcs[group] = pc + 1
             elif kind == "bra":
