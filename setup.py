@@ -34,7 +34,8 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
-# Compiler flags, shared with bench/sass.py (which compiles the .cu files the same way).
+# Compiler flags, shared with bench/sass/ (`python -m bench.sass --compile` compiles the .cu
+# files the same way).
 CXX_FLAGS = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch >= 2.12)
 NVCC_FLAGS = ["-O3", "-lineinfo"]
 

@@ -1,0 +1,389 @@
+"""The AlexNet cases: which kernel instantiation each launches, its parameter struct
+(packed with the C++ ABI layout), its pointer arguments and its launch size.
+
+All per-op knowledge of the kernels' parameter structs and launchers lives here, so a
+change to a struct or an item mapping is ported in this one file.
+"""
+
+import math
+import re
+import struct
+from dataclasses import dataclass
+
+from .machine import THREADS, WARP
+from .memory import pointer
+
+# AlexNet's LRN (paper: k = 2, n = 5, alpha = 1e-4, beta = 0.75; scale = alpha / size).
+LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K = 5, 1e-4 / 5, 0.75, 2.0
+SPAN = LRN_SIZE - 1  # make_window (lrn.h): pre = 2, post = 2, clamped to C - 1
+POOL_K, POOL_S = 3, 2
+LRN_GROUPS = 2
+SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
+DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
+LAYOUTS = ("nchw", "nhwc")
+CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
+STAGE_CHANNEL_RUN = 64  # relu_lrn_max_pool2d::sweep::kChannelRun (channels-first backward items)
+POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
+
+# The kernels' pointer arguments, in order (the names are the tensors of reference.py).
+POINTER_ARGS = {
+    ("lrn", "fwd"): ("x", "y"),  # lrn_forward_sweep_kernel(x, y, ...)
+    ("lrn", "bwd"): ("dy", "x", "dx"),  # lrn_backward_sweep_kernel(dy, x, dx, ...)
+    ("maxpool", "fwd"): ("x", "y", "argmax"),  # Forward3s2{in, out, argmax, ...}
+    ("maxpool", "bwd"): ("dy", "argmax", "dx"),  # Backward3s2{grad_out, argmax, grad_in, ...}
+    ("stage", "fwd"): ("x", "y", "argmax"),  # forward_sweep_kernel(x, out, am, ...)
+    ("stage", "bwd"): ("dy", "argmax", "x", "dx"),  # backward_{sweep,lanes}_kernel(dy, am, x, dx, ...)
+}
+OUTPUTS = {"fwd": ("y", "argmax"), "bwd": ("dx",)}
+
+
+def pointers(n):
+    return [pointer(k) for k in range(n)]
+
+
+def outputs(case):
+    """The tensors the kernel writes (LRN forward: y only)."""
+    return tuple(t for t in OUTPUTS[case.direction] if t in POINTER_ARGS[(case.op, case.direction)])
+
+
+def launch_threads(case):
+    """Threads the launcher starts with work (blocks = ceil(threads / 256)): one per item,
+    except the channels-last stage backward, whose warps own 30 items each
+    (backward_lane_warps(it) * kWarpLanes in relu_lrn_max_pool2d_cuda.cu)."""
+    if case.op == "lrn":
+        return lrn_items(case)["count"]
+    if case.op == "maxpool":
+        return maxpool_grid(case)[0]
+    count = stage_items(case)["count"]
+    if case.direction == "bwd" and case.cl:
+        return -(-count // LANE_ITEMS) * WARP
+    return count
+
+
+def blocks(case):
+    return -(-launch_threads(case) // THREADS)
+
+
+class Packer:
+    """Kernel parameters, laid out as the C++ ABI lays out the argument struct."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def _put(self, fmt, value, align):
+        while len(self.buf) % align:
+            self.buf.append(0)
+        self.buf += struct.pack("<" + fmt, value)
+
+    def ptr(self, v):
+        self._put("Q", v, 8)
+
+    def i64(self, v):
+        self._put("q", v, 8)
+
+    def i32(self, v):
+        self._put("i", v, 4)
+
+    def f32(self, v):
+        self._put("f", v, 4)
+
+    def u8(self, v):
+        self._put("B", v, 1)
+
+    def struct_(self, fill, align):
+        while len(self.buf) % align:
+            self.buf.append(0)
+        fill(self)
+        while len(self.buf) % align:
+            self.buf.append(0)
+
+
+@dataclass
+class Case:
+    op: str  # 'lrn', 'maxpool', 'stage'
+    direction: str  # 'fwd', 'bwd'
+    dtype: str
+    layout: str
+    shape: tuple
+
+    @property
+    def name(self):
+        return f"{self.op}_{self.direction}"
+
+    @property
+    def esize(self):
+        return DTYPES[self.dtype][1]
+
+    @property
+    def cl(self):
+        return self.layout == "nhwc"
+
+    @property
+    def pooled(self):
+        n, c, h, w = self.shape
+        return (n, c, (h - POOL_K) // POOL_S + 1, (w - POOL_K) // POOL_S + 1)
+
+
+def numel(shape):
+    return math.prod(shape)
+
+
+def lrn_vector(case):
+    """lrn_sweep.h max_vector / vector_width: 16 bytes channels-last, at most 4 channels-first,
+    and only when the contiguous dim (channels or pixels) is a multiple of it."""
+    n, c, h, w = case.shape
+    vec = 16 // case.esize if case.cl else min(16 // case.esize, 4)
+    return vec if (c if case.cl else h * w) % vec == 0 else 1
+
+
+def stage_vector(case):
+    """relu_lrn_max_pool2d_sweep.h vector_width: 1 channels-first, 16 bytes channels-last."""
+    return 16 // case.esize if case.cl else 1
+
+
+def kernel_pattern(case):
+    """Demangled-name regex of the instantiation the launcher picks for this case."""
+    t = re.escape(DTYPES[case.dtype][0])
+    cl = "true" if case.cl else "false"
+    if case.op == "lrn":
+        # lrn_cuda.cu: lrn_{forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
+        which = "forward" if case.direction == "fwd" else "backward"
+        return rf"lrn::.*lrn_{which}_sweep_kernel<{SPAN}, {lrn_vector(case)}, {cl}, {t}, float>\("
+    if case.op == "maxpool":
+        # max_pool2d_cuda.cu: forward_3s2_kernel<scalar_t, argmax_t, CL> and
+        # backward_3s2_kernel<scalar_t, argmax_t, CL, kLanes>, the 3/2 kernels (is_3s2,
+        # fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
+        if case.direction == "fwd":
+            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}>\("
+        return rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
+    which = "forward" if case.direction == "fwd" else "backward"
+    if case.direction == "bwd" and case.cl:
+        # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, scalar_t>, warps
+        # sharing LRN halos (relu_lrn_max_pool2d_sweep.h backward_lanes)
+        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {stage_vector(case)}, {t}, float>\("
+    # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
+    return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
+
+
+def cubin_stem(case):
+    return {"lrn": "lrn_cuda", "maxpool": "max_pool2d_cuda", "stage": "relu_lrn_max_pool2d_cuda"}[case.op]
+
+
+# ---- LRN (lrn.h View, lrn_sweep.h Items / make_items)
+
+
+def lrn_view(case):
+    n, c, h, w = case.shape
+    if case.cl:  # make_view: View{1, c, n * p, 0, 1, c, true}
+        return (1, c, n * h * w, 0, 1, c, True)
+    return (n, c, h * w, c * h * w, h * w, 1, False)
+
+
+def lrn_items(case):
+    view = lrn_view(case)
+    vec = lrn_vector(case)
+    outer, c, pixels = view[:3]
+    if case.cl:
+        cols, runs, run = c // vec, 1, c
+        count = pixels * cols
+    else:
+        cols = pixels // vec
+        run = min(c, CHANNEL_RUN)
+        runs = -(-c // run)
+        count = outer * runs * cols
+    return dict(count=count, cols=cols, runs=runs, run=run, vec=vec)
+
+
+def lrn_params(case):
+    it = lrn_items(case)
+    view = lrn_view(case)
+    p = Packer()
+    for ptr in pointers(2 if case.direction == "fwd" else 3):
+        p.ptr(ptr)
+
+    def fill_view(q):
+        for v in view[:6]:
+            q.i64(v)
+        q.u8(int(view[6]))
+
+    def fill_items(q):
+        q.i64(it["count"])
+        q.i64(it["cols"])
+        for k in ("runs", "run", "vec"):
+            q.i32(it[k])
+
+    p.struct_(fill_view, 8)
+    p.struct_(fill_items, 8)
+    for v in (LRN_SCALE, LRN_BETA, LRN_K):
+        p.f32(v)
+    return bytes(p.buf)
+
+
+# ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
+
+MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread, down one column
+MAXPOOL_BLOCKS = 4  # kBlocks3s2: backward 2x2 input blocks per thread, along W
+
+
+def maxpool_lanes(case):
+    """backward_lanes_3s2: the backward's channels per thread (2: channels_last 16-bit, even C)."""
+    return 2 if case.direction == "bwd" and case.cl and DTYPES[case.dtype][1] == 2 and case.shape[1] % 2 == 0 else 1
+
+
+def maxpool_divider(d):
+    """max_pool2d_3s2.h Divider::make: (d, m, s) with n / d = (mulhi(n, m) + n) >> s."""
+    s = 0
+    while (1 << s) < d:
+        s += 1
+    return d, ((1 << 32) * ((1 << s) - d)) // d + 1, s
+
+
+def maxpool_grid(case):
+    """(items, dividers, (rows, cols) of a plane's item grid): the launch of the 3/2 kernel.
+    Forward items: (row chunk of kRows outputs, output column); backward: (block row,
+    group of kBlocks 2x2 blocks). NCHW items (plane, r, q); NHWC (image, r, q, channel)."""
+    n, c, h, w = case.shape
+    ho, wo = case.pooled[2:]
+    if case.direction == "fwd":
+        rows, cols = -(-ho // MAXPOOL_ROWS), wo
+    else:
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS)
+    lanes = maxpool_lanes(case)
+    divisors = (c // lanes, cols, rows) if case.cl else (cols, rows, 1)
+    return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
+
+
+def maxpool_params(case):
+    n, c, h, w = case.shape
+    po = case.pooled
+    items, dividers, _ = maxpool_grid(case)
+    p = Packer()
+    for ptr in pointers(3):
+        p.ptr(ptr)
+    for v in (items, c, h, w, po[2], po[3]):
+        p.i32(v)
+    for divider in dividers:
+        for v in divider:  # uint32 fields
+            p.i32(v - (1 << 32) if v >= 1 << 31 else v)
+    return bytes(p.buf)
+
+
+# ---- fused stage (relu_lrn_max_pool2d.h Geo; relu_lrn_max_pool2d_sweep.h Items / locate)
+
+
+def stage_geo(case):
+    n, c, h, w = case.shape
+    po = case.pooled
+    cg = c // LRN_GROUPS
+    pre, post = min(LRN_SIZE // 2, cg - 1), min((LRN_SIZE - 1) // 2, cg - 1)
+
+    def strides(shape):
+        nn, cc, hh, ww = shape
+        return (cc * hh * ww, 1, ww * cc, cc) if case.cl else (cc * hh * ww, hh * ww, ww, 1)
+
+    return dict(N=n, C=c, H=h, W=w, Ho=po[2], Wo=po[3], cg=cg, pre=pre, post=post, xs=strides(case.shape),
+                os=strides(po))
+
+
+def stage_items(case):
+    """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
+    rows of one pooled column, kPoolChannels channels (channels-first) or V (channels-last)."""
+    g = stage_geo(case)
+    vec = stage_vector(case)
+    bwd = case.direction == "bwd"
+    rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
+    if bwd:  # channels-first backward: pixel pairs; channels-last: runs of lane_pixels(vec)
+        cols = -(-cols // (lane_pixels(vec) if case.cl else 2))
+    row_run = 1
+    if not bwd:
+        n = -(-rows // POOL_ROWS)
+        row_run = -(-rows // n)
+        rows = -(-rows // row_run)
+    run = min(g["cg"], STAGE_CHANNEL_RUN if bwd else POOL_CHANNELS)
+    runs_per_group = -(-g["cg"] // run)
+    runs = runs_per_group * (g["C"] // g["cg"])
+    vecs = g["C"] // vec
+    pixels = g["N"] * rows * cols
+    count = pixels * vecs if case.cl else pixels * runs
+    return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
+                row_run=row_run, vecs=vecs, vec=vec)
+
+
+def int_divider(d):
+    """IntDivider(d) (csrc/int_divider.h): (d, m, s) with n // d == (umulhi(n, m) + n) >> s."""
+    d = max(d, 1)
+    s = 0
+    while (1 << s) < d:
+        s += 1
+    m = ((1 << 32) * ((1 << s) - d)) // d + 1
+    return d, m - (1 << 32) if m >= 1 << 31 else m, s
+
+
+def stage_params(case):
+    g = stage_geo(case)
+    it = stage_items(case)
+    p = Packer()
+    for ptr in pointers(3 if case.direction == "fwd" else 4):
+        p.ptr(ptr)
+
+    def fill_geo(q):
+        for v in (g["N"], g["C"], g["H"], g["W"], g["Ho"], g["Wo"], POOL_K, POOL_K, POOL_S, POOL_S, g["cg"],
+                  g["pre"], g["post"]):
+            q.i32(v)
+        for v in g["xs"] + g["os"]:
+            q.i64(v)
+
+    def fill_items(q):
+        q.i64(it["count"])
+        for k in ("rows", "cols", "runs_per_group", "runs", "run", "row_run", "vecs", "vec"):
+            q.i32(it[k])
+        for d in (it["vecs"], it["cols"], it["rows"], it["runs"], it["runs_per_group"], g["cg"] // it["vec"]):
+            for v in int_divider(d):
+                q.i32(v)
+
+    p.struct_(fill_geo, 8)
+    p.struct_(fill_items, 8)
+    for v in (LRN_SCALE, LRN_BETA, LRN_K):
+        p.f32(v)
+    return bytes(p.buf)
+
+
+LANE_ITEMS = 30  # backward_lanes: lanes 1..30 of a warp own its 30 items
+RUN_VALUES = 16  # kRunValues: a channels-last backward item is a run of 16 / V pixels of a row
+
+
+def lane_pixels(vec):
+    """kLanePixels<V>: pixels of one row per channels-last backward item."""
+    return RUN_VALUES // vec
+
+
+PARAMS = {"lrn": lrn_params, "maxpool": maxpool_params, "stage": stage_params}
+
+
+def elements_total(case):
+    """Elements the launch processes (what instr_per_elem is per): LRN every element;
+    max-pool and stage forward the pooled outputs, backward the input elements."""
+    if case.direction == "fwd" and case.op in ("maxpool", "stage"):
+        return numel(case.pooled)
+    return numel(case.shape)
+
+
+def fewest_bytes(case):
+    """Bytes the op must move at least: every input read once, every output written once
+    (uint8 argmax included)."""
+    x, y = numel(case.shape), numel(case.pooled)
+    e = case.esize
+    if case.op == "lrn":
+        return (2 if case.direction == "fwd" else 3) * x * e
+    if case.direction == "fwd":  # read x; write out + argmax
+        return x * e + y * (e + 1)
+    if case.op == "maxpool":  # read dy + argmax; write dx
+        return y * (e + 1) + x * e
+    return y * (e + 1) + 2 * x * e  # stage: read dy + argmax + x; write dx
+
+
+def all_cases():
+    return [Case(op, d, dt, lay, shape) for op in ("lrn", "maxpool", "stage") for d in ("fwd", "bwd")
+            for dt in DTYPES for lay in LAYOUTS for shape in SHAPES]
+
+
