@@ -1383,8 +1383,30 @@ def stage_items(case):
     vecs = g["C"] // vec
     pixels = g["N"] * rows * cols
     count = pixels * vecs if case.cl else pixels * runs
+    pair_start, pair_dividers = [0] * (PAIR_CLASSES + 1), [0] * 5
+    if bwd and not case.cl:  # make_items: the pair classes of an image (locate_pair)
+        inner, edge_rows = (g["Ho"] - 1) * (g["Wo"] - 1), 2 * (g["Ho"] - 1)
+        per_run = [inner, inner, edge_rows + (g["H"] - 2 * g["Ho"]) * cols, edge_rows + 2 * cols]
+        for c in range(PAIR_CLASSES):
+            pair_start[c + 1] = pair_start[c] + -(-runs * per_run[c] // WARP) * WARP
+        count = g["N"] * pair_start[PAIR_CLASSES]
+        pair_dividers = [pair_start[PAIR_CLASSES], inner, g["Wo"] - 1, per_run[2], per_run[3]]
     return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
-                row_run=row_run, vecs=vecs, vec=vec)
+                row_run=row_run, vecs=vecs, vec=vec, pair_start=pair_start, pair_dividers=pair_dividers,
+                pair_per_run=per_run if bwd and not case.cl else None)
+
+
+PAIR_CLASSES = 4  # kPairClasses: odd / even interior rows, odd / even edge pairs
+
+
+def stage_pair_thread(case, n, run, row, col):
+    """locate_pair's inverse for an interior pair (classes 0 and 1): the thread of image n,
+    channel run `run`, row `row` (1 .. 2 Ho - 2), pair column `col` (1 .. Wo - 1)."""
+    it = stage_items(case)
+    g = stage_geo(case)
+    cls = 0 if row % 2 else 1
+    m = (row - 1 - cls) // 2 * (g["Wo"] - 1) + col - 1
+    return n * it["pair_start"][PAIR_CLASSES] + it["pair_start"][cls] + run * it["pair_per_run"][cls] + m
 
 
 def int_divider(d):
@@ -1416,6 +1438,11 @@ def stage_params(case):
         for k in ("rows", "cols", "runs_per_group", "runs", "run", "row_run", "vecs", "vec"):
             q.i32(it[k])
         for d in (it["vecs"], it["cols"], it["rows"], it["runs"], it["runs_per_group"], g["cg"] // it["vec"]):
+            for v in int_divider(d):
+                q.i32(v)
+        for v in it["pair_start"]:
+            q.i32(v)
+        for d in it["pair_dividers"]:
             for v in int_divider(d):
                 q.i32(v)
 
@@ -1466,7 +1493,10 @@ def stage_samples(case):
             for run in range(it["runs"]):
                 r = run % it["runs_per_group"]
                 channels = min(it["run"], g["cg"] - r * it["run"])
-                item = ((n * it["runs"] + run) * it["rows"] + row) * it["cols"] + col
+                if case.direction == "bwd":  # pixel pairs, by class (locate_pair)
+                    item = stage_pair_thread(case, n, run, row, col)
+                else:
+                    item = ((n * it["runs"] + run) * it["rows"] + row) * it["cols"] + col
                 pair = 2 if case.direction == "bwd" else 1  # backward: two pixels per item
                 out.append((item, channels * rows * pair))
     return out

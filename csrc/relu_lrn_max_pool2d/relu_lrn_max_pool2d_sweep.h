@@ -439,10 +439,43 @@ LRN_UNROLL
 // ---------------------------------------------------------------- work items
 // Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
 // items over input pixels (a row is one input row; channels-first: pairs of pixels):
-//   channels-first: i = ((n * runs + run) * rows + row) * cols + col
+//   channels-first forward: i = ((n * runs + run) * rows + row) * cols + col
 //                   (runs: channel runs inside each group, all groups: kPoolChannels
-//                   channels forward, kChannelRun backward)
+//                   channels)
+//   channels-first backward: per image, four classes of pixel pairs (locate_pair)
 //   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
+//
+// Channels-first backward classes. The compiled path of a pair (h, 2q), (h, 2q + 1)
+// depends on h's parity (NR = 1 window row for odd h, 2 for even) and on whether it is
+// an edge pair (backward_item): 4 variants. In row-major order a warp's 32 pairs would
+// span two rows of opposite parity (a 55-wide row has 28 pairs) and the row ends, and
+// the warp would run every variant in turn. So the pairs of an image are numbered by
+// class, each class padded to whole warps (kPairWarp), so all lanes of a warp take one
+// variant:
+//   class 0: odd interior rows  h = 2r + 1, r < Ho - 1;  q = 1 .. Wo - 1    (NR 1)
+//   class 1: even interior rows h = 2r + 2, r < Ho - 1;  q = 1 .. Wo - 1    (NR 2)
+//   class 2: odd edge pairs:  q = 0 and q = Wo of the odd interior rows, then every
+//            pair of the odd rows past the last interior one, h = 2 Ho - 1 + 2r
+//                                                                          (NR 1, EDGE)
+//   class 3: even edge pairs: q = 0 and q = Wo of the even interior rows, then every
+//            pair of rows 0 and 2 Ho                                           (NR 2, EDGE)
+// With 3/2 pooling, no padding, floor mode: H = 2 Ho + 1 or 2 Ho + 2, so the pair
+// columns are cols = (W + 1) / 2 = Wo + 1 (the edge columns are exactly 0 and Wo), the
+// odd edge rows number H - 2 Ho, the even ones 2. Per channel run a class holds
+//   (Ho - 1)(Wo - 1)  (classes 0, 1),  2 (Ho - 1) + (H - 2 Ho) cols  (2),
+//   2 (Ho - 1) + 2 cols  (3),
+// which add up to H cols. Inside a class: i = run * per_run + m (all channel runs of the
+// image, so the padding is paid once per image and class, not per run), m row-major.
+// Interior classes: r = m / (Wo - 1), q = 1 + m % (Wo - 1). Edge classes: m < 2 (Ho - 1)
+// is (interior row m / 2, q = Wo if m is odd else 0), the rest row-major over the edge
+// rows. Padding lanes (m past the class) store nothing. AlexNet: (96, 55, 55) with groups
+// of 48 has 2 runs, 1352 + 1352 + 160 + 216 = 3080 pairs per image in 3136 lanes (1.8%
+// idle); (256, 27, 27) with runs of 64, 4 runs, 576 + 576 + 152 + 208 = 1512 in 1536 (1.6%).
+// The classes of one image run in neighbouring blocks, so the pooled rows that odd and
+// even rows both read (dy, argmax) are L2 hits the second time.
+constexpr int kPairClasses = 4;
+constexpr int kPairWarp = 32;  // lanes of a warp: each class starts at a multiple
+
 struct Items {
   int64_t count;
   int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
@@ -454,6 +487,12 @@ struct Items {
   // locate()'s divisors, as multiplications (int_divider.h): vecs, cols, rows, runs,
   // runs_per_group, V-vectors per group
   IntDivider by_vecs, by_cols, by_rows, by_runs, by_runs_per_group, by_group_vecs;
+  // Channels-first backward (locate_pair): class c of an image is the items
+  // [pair_start[c], pair_start[c + 1]), pair_start[kPairClasses] the items per image;
+  // divisors: items per image, pairs per run of classes 0 and 1, Wo - 1 (their pairs per
+  // row), pairs per run of class 2, of class 3. Zero / unused otherwise.
+  int pair_start[kPairClasses + 1];
+  IntDivider by_image, by_inner, by_inner_cols, by_edge_odd, by_edge_even;
 };
 
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
@@ -476,6 +515,22 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.vecs = g.C / vec;
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
+  for (int c = 0; c <= kPairClasses; ++c) it.pair_start[c] = 0;
+  if (backward && !channels_last) {  // the pair classes (locate_pair; stride 2: vector_width)
+    const int inner = (g.Ho - 1) * (g.Wo - 1), edge_rows = 2 * (g.Ho - 1);
+    const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols,
+                                       edge_rows + 2 * it.cols};
+    for (int c = 0; c < kPairClasses; ++c) {
+      const int items = it.runs * per_run[c];
+      it.pair_start[c + 1] = it.pair_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
+    }
+    it.count = int64_t(g.N) * it.pair_start[kPairClasses];
+    it.by_image = IntDivider(it.pair_start[kPairClasses]);
+    it.by_inner = IntDivider(inner);
+    it.by_inner_cols = IntDivider(g.Wo - 1);
+    it.by_edge_odd = IntDivider(per_run[2]);
+    it.by_edge_even = IntDivider(per_run[3]);
+  }
   it.by_vecs = IntDivider(it.vecs);
   it.by_cols = IntDivider(it.cols);
   it.by_rows = IntDivider(it.rows);
@@ -490,6 +545,15 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
 struct Where {
   int n, row, col, gb, ge, cb, ce;
 };
+
+// Channel run `run` of image n: its group [gb, ge) and channels [cb, ce).
+C10_HOST_DEVICE C10_ALWAYS_INLINE void run_channels(const Geo& g, const Items& it, int run, Where& wh) {
+  const int grp = static_cast<int>(it.by_runs_per_group.div(run));
+  wh.gb = grp * g.Cg;
+  wh.ge = wh.gb + g.Cg;
+  wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
+  wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
+}
 
 C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
   // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
@@ -507,13 +571,45 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, in
   wh.row = static_cast<int>(r);
   if (!channels_last) {
     it.by_runs.divmod(q, q, r);
-    const int run = static_cast<int>(r), grp = static_cast<int>(it.by_runs_per_group.div(run));
-    wh.gb = grp * g.Cg;
-    wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
-    wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
+    run_channels(g, it, static_cast<int>(r), wh);
   }
   wh.n = static_cast<int>(q);
   wh.ge = wh.gb + g.Cg;
+  return wh;
+}
+
+// Channels-first backward item i (the classes above Items): where it is, and its class
+// (-1: a padding lane, no item).
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& it, int64_t i, int& cls) {
+  Where wh;
+  int64_t n, rem;
+  it.by_image.divmod(i, n, rem);
+  wh.n = static_cast<int>(n);
+  const int r = static_cast<int>(rem);
+  cls = (r >= it.pair_start[1]) + (r >= it.pair_start[2]) + (r >= it.pair_start[3]);
+  const int start = cls == 0 ? 0 : cls == 1 ? it.pair_start[1] : cls == 2 ? it.pair_start[2] : it.pair_start[3];
+  const IntDivider& per_run = cls < 2 ? it.by_inner : cls == 2 ? it.by_edge_odd : it.by_edge_even;
+  const uint32_t k = static_cast<uint32_t>(r - start), run = per_run.div(k), m = k - run * per_run.d;
+  if (run >= static_cast<uint32_t>(it.runs)) {
+    cls = -1;
+    wh.row = wh.col = wh.gb = wh.ge = wh.cb = wh.ce = 0;
+    return wh;
+  }
+  const int parity = cls & 1;  // 0: odd rows (classes 0, 2), 1: even rows (1, 3)
+  const uint32_t edge_cols = 2 * static_cast<uint32_t>(g.Ho - 1);
+  if (cls < 2) {  // interior rows and columns
+    const uint32_t row = it.by_inner_cols.div(m);
+    wh.row = static_cast<int>(2 * row) + 1 + parity;
+    wh.col = static_cast<int>(m - row * it.by_inner_cols.d) + 1;
+  } else if (m < edge_cols) {  // columns 0 and Wo of an interior row
+    wh.row = static_cast<int>(m & ~1u) + 1 + parity;
+    wh.col = (m & 1) ? g.Wo : 0;
+  } else {  // the edge rows, every pair: odd 2 Ho - 1 + 2 e, even 0 and 2 Ho
+    const uint32_t e = m - edge_cols, row = it.by_cols.div(e);
+    wh.col = static_cast<int>(e - row * it.by_cols.d);
+    wh.row = parity == 0 ? 2 * g.Ho - 1 + 2 * static_cast<int>(row) : 2 * g.Ho * static_cast<int>(row);
+  }
+  run_channels(g, it, static_cast<int>(run), wh);
   return wh;
 }
 
@@ -531,31 +627,35 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
   }
 }
 
-// Channels-first backward item (channels-last runs by warps: backward_lanes).
+// Channels-first backward item (channels-last runs by warps: backward_lanes). Its class
+// (locate_pair) is its compiled variant: the pair's window rows by its row's parity (one
+// for odd rows, two for even) and EDGE. Interior pairs (classes 0, 1: rows 1 .. 2 Ho - 2,
+// whose window rows (h - 1) / 2 or h / 2 - 1 and h / 2 lie inside [0, Ho); pair columns
+// 1 .. Wo - 1, whose windows q - 1 and q lie inside [0, Wo), both pixels inside the
+// image) test neither windows nor pixels.
 template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
                                                      scalar_t* dx, const Geo& g, const Items& it, int64_t i,
                                                      acc_t scale, const Pow& pw, acc_t k) {
-  const Where wh = locate(g, it, i, false);
+  int cls;
+  const Where wh = locate_pair(g, it, i, cls);
   const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
-  // Interior pairs: rows 1 .. 2 Ho - 2 (their window rows, (h - 1) / 2 or h / 2 - 1 and
-  // h / 2, inside [0, Ho)), pair columns 1 .. Wo - 1 (windows q - 1 and q inside
-  // [0, Wo)) with both pixels inside the image.
-  const bool edge = wh.row == 0 || wh.row > 2 * g.Ho - 2 || wh.col == 0 || wh.col >= g.Wo || 2 * wh.col + 1 >= g.W;
-  // The pair's window rows by the parity of its row: one (odd) or two (even).
-  auto run = [&](auto rows) {
-    constexpr int NR = decltype(rows)::value;
-    if (edge)
-      backward_channels_first<NR, true, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
-                                              wh.row, wh.col, scale, pw, k);
-    else
-      backward_channels_first<NR, false, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
-                                               wh.row, wh.col, scale, pw, k);
+  auto run = [&](auto rows, auto edge) {
+    backward_channels_first<decltype(rows)::value, decltype(edge)::value, SPAN>(
+        dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, pw, k);
   };
-  if (wh.row & 1)
-    run(std::integral_constant<int, 1>{});
+  if (cls < 0) return;  // a padding lane
+  // Two tests on the class's bits, not a switch (nvcc made that an indirect jump).
+  auto rows_of = [&](auto edge) {
+    if (cls & 1)
+      run(std::integral_constant<int, 2>{}, edge);  // even rows
+    else
+      run(std::integral_constant<int, 1>{}, edge);  // odd rows
+  };
+  if (cls & 2)
+    rows_of(std::true_type{});
   else
-    run(std::integral_constant<int, 2>{});
+    rows_of(std::false_type{});
 }
 
 // Channels-last backward: the lanes of a warp share their LRN halos. A channel's
