@@ -1209,6 +1209,45 @@ def cubin_stem(case):
     return {"lrn": "lrn_cuda", "maxpool": "max_pool2d_cuda", "stage": "relu_lrn_max_pool2d_cuda"}[case.op]
 
 
+# ---- vector classes (lrn_sweep.h VectorClasses / make_vector_classes / vector_item)
+
+CLASS_CHUNK = 32  # kClassChunk: pixels per chunk, interior items first
+
+
+def vector_classes(pixels, vecs, gv, lo):
+    """make_vector_classes: interior vectors [lo, gv - lo) of each group of gv."""
+    lo_c = min(lo, gv)
+    nig = max(gv - 2 * lo, 0)
+    ni = vecs // gv * nig
+    return dict(pixels=pixels, vecs=vecs, gv=gv, lo=lo_c, nig=nig, ni=ni,
+                dividers=[CLASS_CHUNK * vecs, ni, vecs - ni, nig, gv - nig])
+
+
+def pack_vector_classes(q, c):
+    def fill(r):
+        r.i64(c["pixels"])
+        for k in ("lo", "gv", "nig", "ni"):
+            r.i32(c[k])
+        for d in c["dividers"]:
+            for v in int_divider(d):
+                r.i32(v)
+
+    q.struct_(fill, 8)
+
+
+def class_thread(c, pixel, vec):
+    """vector_item's inverse: the item index of (pixel, vec)."""
+    chunk, p = divmod(pixel, CLASS_CHUNK)
+    pixels = min(CLASS_CHUNK, c["pixels"] - chunk * CLASS_CHUNK)
+    g, u = divmod(vec, c["gv"])
+    ne, neg = c["vecs"] - c["ni"], c["gv"] - c["nig"]
+    if c["lo"] <= u < c["lo"] + c["nig"]:
+        r = p * c["ni"] + g * c["nig"] + u - c["lo"]
+    else:
+        r = pixels * c["ni"] + p * ne + g * neg + (u if u < c["lo"] else u - c["nig"])
+    return chunk * CLASS_CHUNK * c["vecs"] + r
+
+
 # ---- LRN (lrn.h View, lrn_sweep.h Items / make_items)
 
 
@@ -1223,15 +1262,17 @@ def lrn_items(case):
     view = lrn_view(case)
     vec = lrn_vector(case)
     outer, c, pixels = view[:3]
+    classes = vector_classes(0, 1, 1, 0)
     if case.cl:
         cols, runs, run = c // vec, 1, c
         count = pixels * cols
+        classes = vector_classes(pixels, cols, cols, -(-SPAN // vec))  # edge: the first / last HX
     else:
         cols = pixels // vec
         run = min(c, CHANNEL_RUN)
         runs = -(-c // run)
         count = outer * runs * cols
-    return dict(count=count, cols=cols, runs=runs, run=run, vec=vec)
+    return dict(count=count, cols=cols, runs=runs, run=run, vec=vec, classes=classes)
 
 
 def lrn_params(case):
@@ -1251,6 +1292,7 @@ def lrn_params(case):
         q.i64(it["cols"])
         for k in ("runs", "run", "vec"):
             q.i32(it[k])
+        pack_vector_classes(q, it["classes"])
 
     p.struct_(fill_view, 8)
     p.struct_(fill_items, 8)
@@ -1266,8 +1308,10 @@ def lrn_samples(case):
     (channels-last: V channels per item, forward_channels_last)."""
     it = lrn_items(case)
     n = case.shape[0]
-    if case.cl:
+    if case.cl:  # backward: items by vector class (vector_item)
         pixel = (n // 2) * case.shape[2] * case.shape[3] + case.shape[3] * (case.shape[2] // 2) + case.shape[3] // 2
+        if case.direction == "bwd":
+            return [(class_thread(it["classes"], pixel, v), it["vec"]) for v in range(it["cols"])]
         return [(pixel * it["cols"] + v, it["vec"]) for v in range(it["cols"])]
     c = case.shape[1]
     out = []
@@ -1384,6 +1428,10 @@ def stage_items(case):
     pixels = g["N"] * rows * cols
     count = pixels * vecs if case.cl else pixels * runs
     pair_start, pair_dividers = [0] * (PAIR_CLASSES + 1), [0] * 5
+    classes = vector_classes(0, 1, 1, 0)
+    if not bwd and case.cl:  # make_items: the INSIDE items' class (fp32 only: has_inside_variant)
+        halo = ((SPAN + 1) // 2 + vec - 1) // vec
+        classes = vector_classes(pixels, vecs, g["cg"] // vec, halo if vec <= 4 else 0)
     if bwd and not case.cl:  # make_items: the pair classes of an image (locate_pair)
         inner, edge_rows = (g["Ho"] - 1) * (g["Wo"] - 1), 2 * (g["Ho"] - 1)
         per_run = [inner, inner, edge_rows + (g["H"] - 2 * g["Ho"]) * cols, edge_rows + 2 * cols]
@@ -1393,6 +1441,7 @@ def stage_items(case):
         pair_dividers = [pair_start[PAIR_CLASSES], inner, g["Wo"] - 1, per_run[2], per_run[3]]
     return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
                 row_run=row_run, vecs=vecs, vec=vec, pair_start=pair_start, pair_dividers=pair_dividers,
+                classes=classes,
                 pair_per_run=per_run if bwd and not case.cl else None)
 
 
@@ -1445,6 +1494,7 @@ def stage_params(case):
         for d in it["pair_dividers"]:
             for v in int_divider(d):
                 q.i32(v)
+        pack_vector_classes(q, it["classes"])
 
     p.struct_(fill_geo, 8)
     p.struct_(fill_items, 8)
@@ -1482,7 +1532,10 @@ def stage_samples(case):
             base = (n * it["rows"] + row) * it["cols"] + col
             rows = min(it["row_run"], g["Ho"] - row * it["row_run"]) if case.direction == "fwd" else 1
             step = max(1, it["vecs"] // 16)  # at most 16 vectors: the interior ones repeat
-            items = [base * it["vecs"] + v for v in sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})]
+            vecs = sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})
+            items = [base * it["vecs"] + v for v in vecs]
+            if case.direction == "fwd":  # forward: by vector class (vector_item)
+                items = [class_thread(it["classes"], base, v) for v in vecs]
             if case.direction == "bwd":  # backward_lanes: item -> thread (an owner lane), a run of pixels
                 items = [(i // LANE_ITEMS) * WARP + i % LANE_ITEMS + 1 for i in items]
                 rows = lane_pixels(it["vec"])

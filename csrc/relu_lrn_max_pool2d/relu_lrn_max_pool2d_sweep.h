@@ -321,21 +321,28 @@ LRN_UNROLL
   }
 }
 
+// inside: the item's halo vectors all lie inside its group, c - H V >= gb and
+// c + (H + 1) V <= ge (its vector class: make_items, inside_halo_vectors).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                             const Geo& g, int gb, int ge, int c, int ohb, int ohe,
-                                                             int ow, acc_t scale, const Pow& pw, acc_t k) {
+                                                             const Geo& g, int gb, int ge, int c, bool inside,
+                                                             int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
+                                                             acc_t k) {
   // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
   // maxima take 32 registers, and the two variants together spilled at 64 (12 LDL/STL).
-  constexpr int H = ((SPAN + 1) / 2 + V - 1) / V;
   if constexpr (V <= 4) {
-    if (c - H * V >= gb && c + (H + 1) * V <= ge) {
+    if (inside) {
       forward_pixels_last<SPAN, V, true>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
       return;
     }
   }
   forward_pixels_last<SPAN, V, false>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
 }
+
+// The halo vectors on each side of a channels-last forward item (forward_pixels_last's
+// H), and whether the INSIDE variant exists for V (forward_channels_last).
+constexpr int halo_vectors(int span, int V) { return ((span + 1) / 2 + V - 1) / V; }
+constexpr bool has_inside_variant(int V) { return V <= 4; }
 
 // ---------------------------------------------------------------- backward
 
@@ -443,7 +450,13 @@ LRN_UNROLL
 //                   (runs: channel runs inside each group, all groups: kPoolChannels
 //                   channels)
 //   channels-first backward: per image, four classes of pixel pairs (locate_pair)
-//   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
+//   channels-last backward:  i = ((n * rows + row) * cols + col) * vecs + vec
+//   channels-last forward:   by vector class (lrn_sweep.h VectorClasses) over the
+//                   positions p = (n * rows + row) * cols + col: the fp32 forward
+//                   compiles an INSIDE variant for the vectors whose halo lies inside
+//                   their LRN group (all but the first and last H of each group), so a
+//                   chunk of 32 positions takes its INSIDE items first, then the others
+//                   (fp16 / bf16 have one variant: lo = 0, plain position-major order).
 //
 // Channels-first backward classes. The compiled path of a pair (h, 2q), (h, 2q + 1)
 // depends on h's parity (NR = 1 window row for odd h, 2 for even) and on whether it is
@@ -493,6 +506,7 @@ struct Items {
   // row), pairs per run of class 2, of class 3. Zero / unused otherwise.
   int pair_start[kPairClasses + 1];
   IntDivider by_image, by_inner, by_inner_cols, by_edge_odd, by_edge_even;
+  lrn::sweep::VectorClasses classes;  // channels-last forward (forward_item)
 };
 
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
@@ -516,6 +530,10 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
   for (int c = 0; c <= kPairClasses; ++c) it.pair_start[c] = 0;
+  it.classes = lrn::sweep::make_vector_classes(0, 1, 1, 0);
+  if (!backward && channels_last)  // the INSIDE items' class (forward_channels_last)
+    it.classes = lrn::sweep::make_vector_classes(
+        pixels, it.vecs, g.Cg / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
   if (backward && !channels_last) {  // the pair classes (locate_pair; stride 2: vector_width)
     const int inner = (g.Ho - 1) * (g.Wo - 1), edge_rows = 2 * (g.Ho - 1);
     const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols,
@@ -555,26 +573,37 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void run_channels(const Geo& g, const Items& i
   wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
 }
 
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
-  // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
+// Channels-last: position p = (n * rows + row) * cols + col, vector `vec` of its pixel.
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_vector(const Geo& g, const Items& it, int64_t p, int vec) {
   Where wh;
-  int64_t q = i, r;
-  if (channels_last) {
-    it.by_vecs.divmod(q, q, r);
-    wh.cb = static_cast<int>(r) * it.vec;
-    wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(r))) * g.Cg;
-    wh.ce = wh.cb + it.vec;
-  }
+  wh.cb = vec * it.vec;
+  wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(vec))) * g.Cg;
+  wh.ge = wh.gb + g.Cg;
+  wh.ce = wh.cb + it.vec;
+  int64_t q = p, r;
   it.by_cols.divmod(q, q, r);
   wh.col = static_cast<int>(r);
   it.by_rows.divmod(q, q, r);
   wh.row = static_cast<int>(r);
-  if (!channels_last) {
-    it.by_runs.divmod(q, q, r);
-    run_channels(g, it, static_cast<int>(r), wh);
-  }
   wh.n = static_cast<int>(q);
-  wh.ge = wh.gb + g.Cg;
+  return wh;
+}
+
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
+  // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
+  int64_t q = i, r;
+  if (channels_last) {
+    it.by_vecs.divmod(q, q, r);
+    return locate_vector(g, it, q, static_cast<int>(r));
+  }
+  Where wh;
+  it.by_cols.divmod(q, q, r);
+  wh.col = static_cast<int>(r);
+  it.by_rows.divmod(q, q, r);
+  wh.row = static_cast<int>(r);
+  it.by_runs.divmod(q, q, r);
+  run_channels(g, it, static_cast<int>(r), wh);
+  wh.n = static_cast<int>(q);
   return wh;
 }
 
@@ -616,12 +645,21 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& i
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
                                                     const Items& it, int64_t i, acc_t scale, const Pow& pw, acc_t k) {
-  const Where wh = locate(g, it, i, CL);
+  bool inside = false;
+  Where wh;
+  if constexpr (CL) {
+    const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i);
+    wh = locate_vector(g, it, o.pixel, o.vec);
+    inside = it.classes.lo > 0 && o.interior;
+  } else {
+    wh = locate(g, it, i, false);
+  }
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
   const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
   if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside, ohb, ohe, wh.col, scale,
+                                   pw, k);
   } else {
     forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   }
