@@ -1428,6 +1428,17 @@ def stage_items(case):
     pixels = g["N"] * rows * cols
     count = pixels * vecs if case.cl else pixels * runs
     pair_start, pair_dividers = [0] * (PAIR_CLASSES + 1), [0] * 5
+    run_images, run_start, run_dividers = 0, [0] * (RUN_CLASSES + 1), [0] * 4
+    if not bwd and not case.cl:  # make_items: the run classes of a chunk of images (locate_run)
+        run_images = math.gcd(g["N"], 8)
+        groups = g["C"] // g["cg"]
+        per_group = [max(runs_per_group - 2, 0), int(runs_per_group >= 2), int(runs_per_group >= 2),
+                     int(runs_per_group == 1)]
+        for c in range(RUN_CLASSES):
+            items = run_images * groups * per_group[c] * rows * cols
+            run_start[c + 1] = run_start[c] + -(-items // WARP) * WARP
+        count = g["N"] // run_images * run_start[RUN_CLASSES]
+        run_dividers = [run_start[RUN_CLASSES], rows * cols, per_group[0], groups]
     classes = vector_classes(0, 1, 1, 0)
     if not bwd and case.cl:  # make_items: the INSIDE items' class (fp32 only: has_inside_variant)
         halo = ((SPAN + 1) // 2 + vec - 1) // vec
@@ -1441,11 +1452,26 @@ def stage_items(case):
         pair_dividers = [pair_start[PAIR_CLASSES], inner, g["Wo"] - 1, per_run[2], per_run[3]]
     return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
                 row_run=row_run, vecs=vecs, vec=vec, pair_start=pair_start, pair_dividers=pair_dividers,
-                classes=classes,
+                classes=classes, run_images=run_images, run_start=run_start, run_dividers=run_dividers,
                 pair_per_run=per_run if bwd and not case.cl else None)
 
 
 PAIR_CLASSES = 4  # kPairClasses: odd / even interior rows, odd / even edge pairs
+RUN_CLASSES = 4  # kRunClasses: middle, first, last, only run of a group (channels-first forward)
+
+
+def stage_run_thread(case, n, run, row, col):
+    """locate_run's inverse: the thread of image n, channel run `run` (all groups),
+    row run `row`, pooled column `col` (channels-first forward)."""
+    it = stage_items(case)
+    rpg = it["runs_per_group"]
+    grp, u = divmod(run, rpg)
+    groups = len(range(0, stage_geo(case)["C"], stage_geo(case)["cg"]))
+    cls = 3 if rpg == 1 else 1 if u == 0 else 2 if u == rpg - 1 else 0
+    rc, uu = (rpg - 2, u - 1) if cls == 0 else (1, 0)
+    chunk, image = divmod(n, it["run_images"])
+    k = ((image * groups + grp) * rc + uu) * (it["rows"] * it["cols"]) + row * it["cols"] + col
+    return chunk * it["run_start"][RUN_CLASSES] + it["run_start"][cls] + k
 
 
 def stage_pair_thread(case, n, run, row, col):
@@ -1494,6 +1520,12 @@ def stage_params(case):
         for d in it["pair_dividers"]:
             for v in int_divider(d):
                 q.i32(v)
+        q.i32(it["run_images"])
+        for v in it["run_start"]:
+            q.i32(v)
+        for d in it["run_dividers"]:
+            for v in int_divider(d):
+                q.i32(v)
         pack_vector_classes(q, it["classes"])
 
     p.struct_(fill_geo, 8)
@@ -1529,7 +1561,10 @@ def stage_samples(case):
     out = []
     for row, col in pixels:
         if case.cl:
-            base = (n * it["rows"] + row) * it["cols"] + col
+            r = row
+            if case.direction == "bwd":  # lane_row's inverse: item rows take the odd input rows first
+                r = (row - 1) // 2 if row % 2 else g["H"] // 2 + row // 2
+            base = (n * it["rows"] + r) * it["cols"] + col
             rows = min(it["row_run"], g["Ho"] - row * it["row_run"]) if case.direction == "fwd" else 1
             step = max(1, it["vecs"] // 16)  # at most 16 vectors: the interior ones repeat
             vecs = sorted(set(range(0, it["vecs"], step)) | {it["vecs"] - 1})
@@ -1548,8 +1583,8 @@ def stage_samples(case):
                 channels = min(it["run"], g["cg"] - r * it["run"])
                 if case.direction == "bwd":  # pixel pairs, by class (locate_pair)
                     item = stage_pair_thread(case, n, run, row, col)
-                else:
-                    item = ((n * it["runs"] + run) * it["rows"] + row) * it["cols"] + col
+                else:  # run classes (locate_run)
+                    item = stage_run_thread(case, n, run, row, col)
                 pair = 2 if case.direction == "bwd" else 1  # backward: two pixels per item
                 out.append((item, channels * rows * pair))
     return out

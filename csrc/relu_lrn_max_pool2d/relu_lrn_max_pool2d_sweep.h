@@ -446,11 +446,11 @@ LRN_UNROLL
 // ---------------------------------------------------------------- work items
 // Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
 // items over input pixels (a row is one input row; channels-first: pairs of pixels):
-//   channels-first forward: i = ((n * runs + run) * rows + row) * cols + col
-//                   (runs: channel runs inside each group, all groups: kPoolChannels
-//                   channels)
+//   channels-first forward: per chunk of images, three classes of channel runs
+//                   (locate_run; runs of kPoolChannels channels inside each group)
 //   channels-first backward: per image, four classes of pixel pairs (locate_pair)
-//   channels-last backward:  i = ((n * rows + row) * cols + col) * vecs + vec
+//   channels-last backward:  i = ((n * rows + r) * cols + col) * vecs + vec, input row
+//                   lane_row(r): odd rows first
 //   channels-last forward:   by vector class (lrn_sweep.h VectorClasses) over the
 //                   positions p = (n * rows + row) * cols + col: the fp32 forward
 //                   compiles an INSIDE variant for the vectors whose halo lies inside
@@ -489,6 +489,26 @@ LRN_UNROLL
 constexpr int kPairClasses = 4;
 constexpr int kPairWarp = 32;  // lanes of a warp: each class starts at a multiple
 
+// Channels-first forward classes. forward_channels_first compiles a variant per
+// (FIRST, LAST): whether the item's run of kPoolChannels channels starts / ends its LRN
+// group (its halo on that side is outside, unloaded). In run-major order a warp's 32
+// items (pooled columns: 27 or 13 a row run) straddle runs, and one in 10 (55 x 55) to
+// one in 6.5 (27 x 27) of them ran two variants. So the images go in chunks of
+// K = gcd(N, 8), and a chunk's items in four classes by variant, each padded to whole
+// warps (kPairWarp):
+//   class 0: the middle runs 1 .. rpg - 2 of each group   (neither)
+//   class 1: the first run of each group                   (FIRST)
+//   class 2: the last run of each group                    (LAST)
+//   class 3: the only run of a group of one run            (FIRST and LAST)
+// (rpg: runs per group). Inside class c with rc runs a group (rpg - 2, 1, 1, 1; zero
+// where the class is empty): k = ((n * groups + group) * rc + u) * positions + p, p =
+// row * cols + col over the positions (row runs x pooled columns), u the run's place in
+// the class. AlexNet, per chunk of 8 images: (96, 55, 55): groups of 12 runs, 81
+// positions: 12960 + 1312 + 1312 lanes for 15552 items (0.2% idle); (256, 27, 27): 32
+// runs, 13 positions: 6240 + 224 + 224 lanes for 6656 (0.5%). A chunk is 8 images (9.3 /
+// 6 MB of fp32 x): the halo channels an item reads from its neighbour runs are L2 hits.
+constexpr int kRunClasses = 4;
+
 struct Items {
   int64_t count;
   int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
@@ -506,6 +526,12 @@ struct Items {
   // row), pairs per run of class 2, of class 3. Zero / unused otherwise.
   int pair_start[kPairClasses + 1];
   IntDivider by_image, by_inner, by_inner_cols, by_edge_odd, by_edge_even;
+  // Channels-first forward (locate_run): run_images images a chunk; class c of a chunk is
+  // the items [run_start[c], run_start[c + 1]), run_start[kRunClasses] the chunk's items;
+  // divisors: items a chunk, positions (rows * cols), middle runs a group (rpg - 2), groups.
+  int run_images;
+  int run_start[kRunClasses + 1];
+  IntDivider by_run_chunk, by_positions, by_middle_runs, by_groups;
   lrn::sweep::VectorClasses classes;  // channels-last forward (forward_item)
 };
 
@@ -531,6 +557,24 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
   for (int c = 0; c <= kPairClasses; ++c) it.pair_start[c] = 0;
   it.classes = lrn::sweep::make_vector_classes(0, 1, 1, 0);
+  it.run_images = 0;
+  for (int c = 0; c <= kRunClasses; ++c) it.run_start[c] = 0;
+  if (!backward && !channels_last) {  // the run classes (locate_run)
+    int k = 8;
+    while (g.N % k != 0) k /= 2;
+    it.run_images = k;
+    const int rpg = it.runs_per_group, groups = g.C / g.Cg, positions = it.rows * it.cols;
+    const int per_group[kRunClasses] = {rpg > 2 ? rpg - 2 : 0, rpg >= 2, rpg >= 2, rpg == 1};
+    for (int c = 0; c < kRunClasses; ++c) {
+      const int items = k * groups * per_group[c] * positions;
+      it.run_start[c + 1] = it.run_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
+    }
+    it.count = int64_t(g.N / k) * it.run_start[kRunClasses];
+    it.by_run_chunk = IntDivider(it.run_start[kRunClasses]);
+    it.by_positions = IntDivider(positions);
+    it.by_middle_runs = IntDivider(per_group[0]);
+    it.by_groups = IntDivider(groups);
+  }
   if (!backward && channels_last)  // the INSIDE items' class (forward_channels_last)
     it.classes = lrn::sweep::make_vector_classes(
         pixels, it.vecs, g.Cg / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
@@ -607,6 +651,35 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, in
   return wh;
 }
 
+// Channels-first forward item i (the run classes above Items): where it is; false for a
+// padding lane (no item).
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool locate_run(const Geo& g, const Items& it, int64_t i, Where& wh) {
+  int64_t chunk, rem;
+  it.by_run_chunk.divmod(i, chunk, rem);
+  const int r = static_cast<int>(rem);
+  const int cls = (r >= it.run_start[1]) + (r >= it.run_start[2]) + (r >= it.run_start[3]);
+  const int start = cls == 0 ? 0 : cls == 1 ? it.run_start[1] : cls == 2 ? it.run_start[2] : it.run_start[3];
+  const uint32_t k = static_cast<uint32_t>(r - start), t = it.by_positions.div(k);
+  const uint32_t p = k - t * it.by_positions.d;
+  uint32_t rest = t, u = 0;  // u: the run's place in its group
+  if (cls == 0) {
+    rest = it.by_middle_runs.div(t);
+    u = 1 + (t - rest * it.by_middle_runs.d);
+  } else if (cls == 2) {
+    u = static_cast<uint32_t>(it.runs_per_group - 1);
+  }
+  const uint32_t image = it.by_groups.div(rest), grp = rest - image * it.by_groups.d;
+  if (image >= static_cast<uint32_t>(it.run_images)) return false;
+  wh.n = static_cast<int>(chunk) * it.run_images + static_cast<int>(image);
+  wh.row = static_cast<int>(it.by_cols.div(p));
+  wh.col = static_cast<int>(p) - wh.row * it.cols;
+  wh.gb = static_cast<int>(grp) * g.Cg;
+  wh.ge = wh.gb + g.Cg;
+  wh.cb = wh.gb + static_cast<int>(u) * it.run;
+  wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
+  return true;
+}
+
 // Channels-first backward item i (the classes above Items): where it is, and its class
 // (-1: a padding lane, no item).
 C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& it, int64_t i, int& cls) {
@@ -651,8 +724,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
     const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i);
     wh = locate_vector(g, it, o.pixel, o.vec);
     inside = it.classes.lo > 0 && o.interior;
-  } else {
-    wh = locate(g, it, i, false);
+  } else if (!locate_run(g, it, i, wh)) {
+    return;  // a padding lane
   }
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
@@ -768,6 +841,16 @@ struct Lane {
   int64_t px;         // the current pixel's x / dx offset
 };
 
+// Item row r of an image -> its input row: the odd rows first (1, 3, ...), then the even
+// ones (0, 2, ...). A lane's gather reads one window row for odd rows and two for even
+// (lane_gather's branch), and a warp's 30 items span a row end about once in 11 (fp32,
+// 336 items a 55-wide row): in row order every such warp would run both gathers. So
+// parities change once per image, and warps straddling rows of one parity run one.
+C10_HOST_DEVICE C10_ALWAYS_INLINE int lane_row(const Geo& g, int r) {
+  const int odd_rows = g.H / 2;
+  return r < odd_rows ? 2 * r + 1 : 2 * (r - odd_rows);
+}
+
 // The lane's item (none: an empty group, nothing loaded or stored).
 template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const Items& it, int64_t item,
@@ -780,7 +863,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const
   L.owner = owner;
   L.store = false;
   if (!L.item) return L;
-  const Where wh = locate(g, it, item, true);
+  Where wh = locate(g, it, item, true);
+  wh.row = lane_row(g, wh.row);
   L.first = wh.cb == wh.gb;
   L.last = wh.cb + V == wh.ge;
   L.w0 = wh.col * kLanePixels<V>;
