@@ -1323,8 +1323,20 @@ def lrn_samples(case):
 
 # ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
 
-MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread, down one column
-MAXPOOL_BLOCKS = 4  # kBlocks3s2: backward 2x2 input blocks per thread, along W
+MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread (at most), down one column
+MAXPOOL_BLOCKS = {1: 7, 2: 4}  # kBlocks3s2<kLanes>: backward 2x2 input blocks per thread, along W
+
+
+def maxpool_chunks(case):
+    """make_forward_3s2: (chunks, rows, longer): chunk k holds rows + (k < longer) outputs."""
+    ho = case.pooled[2]
+    chunks = -(-ho // MAXPOOL_ROWS)
+    return chunks, ho // chunks, ho % chunks
+
+
+def maxpool_plane_chunk(case):
+    """plane_chunk_3s2: channels-first items take planes in chunks of gcd(N C, 32)."""
+    return math.gcd(case.shape[0] * case.shape[1], 32)
 
 
 def maxpool_lanes(case):
@@ -1347,11 +1359,11 @@ def maxpool_grid(case):
     n, c, h, w = case.shape
     ho, wo = case.pooled[2:]
     if case.direction == "fwd":
-        rows, cols = -(-ho // MAXPOOL_ROWS), wo
+        rows, cols = maxpool_chunks(case)[0], wo
     else:
-        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS)
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS[maxpool_lanes(case)])
     lanes = maxpool_lanes(case)
-    divisors = (c // lanes, cols, rows) if case.cl else (cols, rows, 1)
+    divisors = (c // lanes, cols, rows) if case.cl else (cols, maxpool_plane_chunk(case), rows)
     return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
 
 
@@ -1364,6 +1376,9 @@ def maxpool_params(case):
         p.ptr(ptr)
     for v in (items, c, h, w, po[2], po[3]):
         p.i32(v)
+    if case.direction == "fwd":  # Forward3s2: rows, longer
+        for v in maxpool_chunks(case)[1:]:
+            p.i32(v)
     for divider in dividers:
         for v in divider:  # uint32 fields
             p.i32(v - (1 << 32) if v >= 1 << 31 else v)
@@ -1377,15 +1392,22 @@ def maxpool_samples(case):
     n, c, h, w = case.shape
     _, _, (rows, cols) = maxpool_grid(case)
     lanes = maxpool_lanes(case)
-    elems = MAXPOOL_ROWS if case.direction == "fwd" else 4 * MAXPOOL_BLOCKS * lanes
+    _, chunk_rows, longer = maxpool_chunks(case)
+    pc = maxpool_plane_chunk(case)
     out = []
     for dr in (0, 1):
         for dc in (0, 1):
             nn, cc, r, q = n // 2, c // 2, rows // 2 - 1 + dr, cols // 2 - 1 + dc
             if case.cl:  # channel items: channel groups of `lanes`
                 item = ((nn * rows + r) * cols + q) * (c // lanes) + cc // lanes
-            else:
-                item = ((nn * c + cc) * rows + r) * cols + q
+            else:  # (plane chunk, row chunk / block row, plane in chunk, column)
+                plane = nn * c + cc
+                item = ((plane // pc * rows + r) * pc + plane % pc) * cols + q
+            if case.direction == "fwd":
+                elems = chunk_rows + (r < longer)
+            else:  # the pixels inside the input (27 wide: the second group's last column is not)
+                blocks = MAXPOOL_BLOCKS[lanes]
+                elems = min(2, h - 2 * r) * min(2 * blocks, w - 2 * blocks * q) * lanes
             out.append((item, elems))
     return out
 
