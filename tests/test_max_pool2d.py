@@ -122,14 +122,16 @@ def test_dtypes_and_layouts(device, dtype, kind, kw):
 
 
 # The CUDA kernels' per-item code on the CPU: the 3/2 kernels (max_pool2d_3s2.h) for
-# AlexNet's three pool sizes (output heights 27, 13, 6: last row chunks that overlap the one
-# before by 1, 3 and 2 rows; output widths 27, 13, 6: last 2x2 block groups partly outside),
-# an even size (a last input row and column that no window covers) and a ceil-mode size
-# whose extra window stays inside; the general kernels for fewer than 4 output rows,
-# dilation, padding, ceil mode and the int64 argmax.
+# AlexNet's three pool sizes (output heights 27, 13, 6: row chunks of 4 and 3 outputs;
+# odd input heights: a last block row of one row; output widths 27, 13, 6: 7-block groups,
+# the last partly outside), output height 5 (chunks of 3 and 2), an even size (a last input
+# row and column that no window covers) and a ceil-mode size whose extra window stays
+# inside; planes in chunks of 16, 32 (N C = 32) and 2 (channels-first items); the general
+# kernels for fewer than 4 output rows, dilation, padding, ceil mode and the int64 argmax.
 CUDA_ITEM_CONFIGS = (
     CONFIGS[:4]
     + [((2, 5, 14, 16), dict(kernel_size=3, stride=2)), ((2, 3, 7, 15), dict(kernel_size=3, stride=2))]
+    + [((2, 16, 11, 12), dict(kernel_size=3, stride=2)), ((4, 8, 27, 27), dict(kernel_size=3, stride=2))]
     + CONFIGS[10:14]
     + CONFIGS[-1:]
 )

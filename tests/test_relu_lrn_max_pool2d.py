@@ -416,7 +416,9 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
 # that neither starts nor ends its group, a short last one). The NHWC backward's warps
 # (30 items each, LRN halos shared by shuffles): groups of 12 (fp32) and 7 (bf16)
 # vectors, so warps start inside a group, and runs (4 pixels fp32, 2 bf16) with a lone
-# last pixel.
+# last pixel. Work-item classes (warps of one compiled path): the NCHW forward's chunks of
+# 8 images and groups of one channel run; the fp32 NHWC forward's chunks of 32 pooled
+# columns (52 here: a whole chunk and a partial one).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "shape,groups,stride,kind,dtype",
@@ -432,6 +434,8 @@ def test_sweep_kernel_paths(device, size, kind, dtype, cpu_sweep):
         ((2, 288, 8, 9), 2, 2, "contiguous", torch.bfloat16),
         ((2, 96, 13, 13), 2, 2, "channels_last", torch.float32),
         ((2, 112, 7, 9), 2, 2, "channels_last", torch.bfloat16),
+        ((8, 16, 11, 11), 4, 2, "contiguous", torch.float32),
+        ((4, 96, 27, 27), 2, 2, "channels_last", torch.float32),
     ],
     ids=str,
 )

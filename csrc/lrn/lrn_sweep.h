@@ -48,6 +48,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "int_divider.h"
 #include "lrn/lrn.h"
 
 // Full unrolling makes every register-array index a constant (nvcc and gcc alike).
@@ -544,12 +545,15 @@ LRN_UNROLL
   store_dx(c, out, xr + HX * V);
 }
 
+// interior: c >= HX V and c + V + HX V <= C, HX = ceil(SPAN / V) (the item's vector
+// class, make_items).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
-                                                              int C, int c, acc_t scale, const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, HX = (SPAN + V - 1) / V;
+                                                              int C, int c, bool interior, acc_t scale,
+                                                              const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   auto store_dx = [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); };
-  if (c >= HX * V && c + V + HX * V <= C) {
+  if (interior) {
     // Interior vector (all of a pixel's vectors but the first and last HX): every vector
     // it reads lies in [0, C), so plain loads, and every t channel in [c - POST, c + V +
     // PRE) is inside; passing that range as [lo, hi) lets the compiler drop the t selects
@@ -565,29 +569,106 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy
 }
 
 // ---------------------------------------------------------------- work items
+// Vector classes: channels-last items whose compiled path depends on which of its pixel's
+// vectors they own. Such a kernel compiles an interior path (every vector it reads lies
+// inside the pixel, or inside its LRN group: no bounds tests) and an edge path (the first
+// and last `lo` vectors of each group of gv). In pixel-major order every warp holds both
+// kinds (a pixel has 12 to 64 vectors at AlexNet's shapes) and runs both paths in turn.
+// So the pixels go in chunks of kClassChunk = 32 (a warp's lanes): a chunk's interior
+// items first, pixel-major, then its edge items. Both parts are multiples of 32 items,
+// so each warp takes one path; only a tensor's last chunk, with fewer than 32 pixels, may
+// have a warp of both. With ni / ne interior / edge vectors per pixel (per group nig / neg,
+// ni = groups nig, ne = groups neg), item r of a chunk of P pixels is
+//   r <  P ni:  pixel r / ni;  j = r % ni:  vector (j / nig) gv + lo + j % nig
+//   r >= P ni:  e = r - P ni:  pixel e / ne;  j = e % ne, u = j % neg:
+//               vector (j / neg) gv + (u < lo ? u : u + nig)
+// lo = 0 makes every vector interior: plain pixel-major order (pixel r / vecs, vector
+// r % vecs). A chunk is 32 pixels' vectors (6 to 32 KB of an AlexNet tensor): the edge
+// warps read the sectors the chunk's interior warps read, as L1 / L2 hits.
+constexpr int kClassChunk = 32;
+
+struct VectorClasses {
+  int64_t pixels;  // positions (pixels, or whatever the kernel calls one) of the launch
+  int lo, gv;      // edge vectors at the start of a group (at most gv); vectors per group
+  int nig, ni;     // interior vectors per group, per pixel
+  IntDivider by_chunk, by_inner, by_edge, by_inner_group, by_edge_group;  // 32 vecs, ni, ne, nig, neg
+};
+
+// vecs vectors per pixel in groups of gv (gv divides vecs), `lo` edge vectors at each
+// end of a group: the interior ones are [lo, gv - lo) (none when gv <= 2 lo).
+inline VectorClasses make_vector_classes(int64_t pixels, int vecs, int gv, int lo) {
+  VectorClasses c;
+  c.pixels = pixels;
+  c.gv = gv;
+  c.lo = lo < gv ? lo : gv;
+  c.nig = gv - 2 * lo > 0 ? gv - 2 * lo : 0;
+  c.ni = vecs / gv * c.nig;
+  c.by_chunk = IntDivider(kClassChunk * vecs);
+  c.by_inner = IntDivider(c.ni);
+  c.by_edge = IntDivider(vecs - c.ni);
+  c.by_inner_group = IntDivider(c.nig);
+  c.by_edge_group = IntDivider(gv - c.nig);
+  return c;
+}
+
+struct VectorItem {
+  int64_t pixel;
+  int vec;
+  bool interior;
+};
+
+C10_HOST_DEVICE C10_ALWAYS_INLINE VectorItem vector_item(const VectorClasses& c, int64_t i) {
+  VectorItem o;
+  int64_t chunk, r;
+  c.by_chunk.divmod(i, chunk, r);
+  const int64_t p0 = chunk * kClassChunk;
+  const uint32_t pixels = c.pixels - p0 < kClassChunk ? static_cast<uint32_t>(c.pixels - p0) : kClassChunk;
+  const uint32_t ri = static_cast<uint32_t>(r), inner = pixels * static_cast<uint32_t>(c.ni);
+  o.interior = ri < inner;
+  if (o.interior) {
+    const uint32_t p = c.by_inner.div(ri), j = ri - p * c.by_inner.d, g = c.by_inner_group.div(j);
+    o.pixel = p0 + p;
+    o.vec = static_cast<int>(g) * c.gv + c.lo + static_cast<int>(j - g * c.by_inner_group.d);
+  } else {
+    const uint32_t e = ri - inner, p = c.by_edge.div(e), j = e - p * c.by_edge.d, g = c.by_edge_group.div(j);
+    const int u = static_cast<int>(j - g * c.by_edge_group.d);
+    o.pixel = p0 + p;
+    o.vec = static_cast<int>(g) * c.gv + (u < c.lo ? u : u + c.nig);
+  }
+  return o;
+}
+
 // Item i of a launch (GPU thread or CPU loop index), adjacent items on adjacent memory:
 //   channels-first: i = (o * runs + run) * cols + col   (col: a column of V pixels)
-//   channels-last:  i = pixel * cols + vec              (vec: channels [vec V, vec V + V))
+//   channels-last forward:  i = pixel * cols + vec      (vec: channels [vec V, vec V + V))
+//   channels-last backward: by vector class (classes: interior vectors, which read no
+//                           channel outside [0, C), and the first and last HX of a pixel)
 struct Items {
   int64_t count;
   int64_t cols;  // columns per (outer, run), or vectors per pixel
   int runs;      // channels-first: channel runs per column (1 for channels-last)
   int run;       // channels-first: channels per run
   int vec;       // V
+  VectorClasses classes;  // channels-last backward
 };
 
 // Channels per channels-first run: long enough that the SPAN-channel priming of each run
 // is cheap, short enough that a batch has many columns x runs in flight.
 constexpr int kChannelRun = 32;
 
-inline Items make_items(const View& v, int vec) {
+// span: the LRN window's (Window::span()): the channels-last backward's edge vectors are
+// the first and last HX = ceil(span / V) of a pixel (backward_channels_last).
+inline Items make_items(const View& v, int vec, int span) {
   Items it;
   it.vec = vec;
+  it.classes = make_vector_classes(0, 1, 1, 0);
   if (v.channels_last) {
     it.cols = v.channels / vec;
     it.runs = 1;
     it.run = static_cast<int>(v.channels);
     it.count = v.pixels * it.cols;
+    const int vecs = static_cast<int>(it.cols);
+    it.classes = make_vector_classes(v.pixels, vecs, vecs, (span + vec - 1) / vec);
   } else {
     it.cols = v.pixels / vec;
     it.run = static_cast<int>(v.channels < kChannelRun ? v.channels : kChannelRun);
@@ -633,12 +714,13 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const s
                                                      const View& v, const Items& it, int64_t i, acc_t scale,
                                                      const Pow& pw, acc_t k) {
   const int C = static_cast<int>(v.channels);
-  int64_t q, r;
-  divmod(i, it.cols, q, r);
   if constexpr (CL) {
-    const int64_t off = q * v.pixel_stride;
-    backward_channels_last<SPAN, V>(dy + off, x + off, dx + off, C, static_cast<int>(r) * V, scale, pw, k);
+    const VectorItem o = vector_item(it.classes, i);
+    const int64_t off = o.pixel * v.pixel_stride;
+    backward_channels_last<SPAN, V>(dy + off, x + off, dx + off, C, o.vec * V, o.interior, scale, pw, k);
   } else {
+    int64_t q, r;
+    divmod(i, it.cols, q, r);
     int64_t o, run;
     divmod(q, it.runs, o, run);
     const int cb = static_cast<int>(run) * it.run, ce = cb + it.run < C ? cb + it.run : C;

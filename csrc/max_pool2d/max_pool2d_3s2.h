@@ -3,16 +3,32 @@
 // under the tests' sweep/gather paths, cpu_test_paths.h) so that CI checks it without a GPU.
 //
 // Variants (max_pool2d_cuda.cu launches them; anything else takes the general kernels):
-//   forward_3s2_item   one thread = kRows outputs of one output column (oh0 .. oh0+kRows-1, ow):
-//                      its 2 kRows + 1 input rows are loaded once (27 independent loads for
-//                      kRows = 4, all in flight together) and the row maxima of the even rows,
-//                      which two windows share, are computed once.
+//   forward_3s2_item   one thread = a chunk of L <= kRows outputs of one output column
+//                      (oh0 .. oh0+L-1, ow): its 2 L + 1 input rows are loaded once (27
+//                      independent loads for L = 4, all in flight together) and the row
+//                      maxima of the even rows, which two windows share, are computed once.
 //   backward_3s2_item  one thread = kBlocks adjacent 2x2 input blocks (rows 2bh, 2bh+1,
 //                      columns 2bw, 2bw+1): it reads the (2 x kBlocks+1) windows that can
 //                      name those pixels and compares their argmax with compile-time codes,
 //                      so a pixel needs no division to find its windows. kLanes = 2
 //                      (channels_last fp16/bf16, uint8 argmax, even C: backward_lanes_3s2):
 //                      two adjacent channels, each load and store one access for both.
+//
+// Work: every output (forward) and every input pixel (backward) is computed once, up to
+// one column of odd-width planes. The Ho output rows of a column are split into
+// ceil(Ho / kRows) chunks as even as can be (lengths L = rows + 1 for the first `longer`,
+// rows for the rest: 27 = 6 x 4 + 3, 13 = 4 + 3 x 3), each length its own compiled
+// column. The backward's kBlocks = 7 blocks (14 columns) divide AlexNet's rows of 28 and
+// 14 blocks (55 and 27 pixels: one phantom column), and an odd height's last block row,
+// which holds only its first row, takes a variant that computes only that row. So
+// (computed / needed) is 1 forward and 28 / 27, 56 / 55 backward (the phantom column);
+// channel pairs (kLanes = 2) take 4 blocks: 56 / 55 at 55 wide, but 32 / 27 at 27.
+// Warps: a thread's compiled path (the chunk length, the half block row) must be the same
+// for all 32 lanes, or the warp runs both. Channels-last items have the channel fastest,
+// so a warp lies in one chunk / block row when 32 divides C (AlexNet's 96 and 256).
+// Channels-first items have the column fastest (Wo = 27, 13: a warp spans planes), so
+// they go in chunks of P = gcd(N C, 32) planes: (plane chunk, row chunk or block row,
+// plane in chunk, column), and a warp's 32 items share the row chunk or block row.
 // Item indices are split into coordinates by Divider (a multiply-high and a shift), not by
 // integer division: that, the loop setup and the runtime window ranges were ~150 of the
 // general kernel's 320 instructions per output.
@@ -87,26 +103,32 @@ inline bool is_3s2(const Axis& a) {
          2 * (a.out_size - 1) + 3 <= a.size;
 }
 
-constexpr int kRows3s2 = 4;    // forward: outputs per thread, down one column
+constexpr int kRows3s2 = 4;    // forward: at most this many outputs per thread, down one column
 
-// The CUDA launchers' choice: the 3/2 kernels need at least a chunk of kRows3s2 output rows.
+// The CUDA launchers' choice: the 3/2 kernels need at least kRows3s2 output rows (so every
+// chunk holds 2 to 4 of them: Ho / ceil(Ho / 4) >= 16 / 7).
 inline bool cuda_3s2(const Geometry& g) {
   return is_3s2(g.h) && is_3s2(g.w) && g.h.out_size >= kRows3s2;
 }
 
-constexpr int kBlocks3s2 = 4;  // backward: 2x2 input blocks per thread, along W
+// backward: 2x2 input blocks per thread, along W. Channel pairs (kLanes = 2) keep 4: at 7
+// their 2 x 8 windows of two channels spilled under the 64-register bound.
+template <int kLanes>
+constexpr int kBlocks3s2 = kLanes == 2 ? 4 : 7;
 
 // Kernel arguments (passed by value; bench/sass.py packs them with this layout). Strides and
 // offsets are int: the launcher takes these kernels only when every tensor has < 2^31
-// elements. NCHW items are (plane, row chunk or block row, column), NHWC items
-// (image, row chunk or block row, column, channel), the last fastest.
+// elements. NCHW items are (plane chunk, row chunk or block row, plane in the chunk,
+// column), NHWC items (image, row chunk or block row, column, channel), the last fastest
+// (see the top of the file).
 template <typename scalar_t, typename argmax_t>
 struct Forward3s2 {
   const scalar_t* in;
   scalar_t* out;
   argmax_t* argmax;
   int items, C, H, W, Ho, Wo;
-  Divider inner, middle, outer;  // NCHW: Wo, chunks; NHWC: C, Wo, chunks
+  int rows, longer;  // row chunk k: rows + (k < longer) outputs from k rows + min(k, longer)
+  Divider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
 };
 
 template <typename scalar_t, typename argmax_t>
@@ -115,7 +137,8 @@ struct Backward3s2 {
   const argmax_t* argmax;
   scalar_t* grad_in;
   int items, C, H, W, Ho, Wo;
-  Divider inner, middle, outer;  // NCHW: column groups, block rows; NHWC: C / kLanes, column groups, block rows
+  Divider inner, middle, outer;  // NCHW: column groups, planes per chunk, block rows;
+                                 // NHWC: C / kLanes, column groups, block rows
 };
 
 // kLanes adjacent elements (channels, in channels_last) as one aligned access: the two
@@ -151,18 +174,18 @@ C10_HOST_DEVICE inline int64_t encode_3s2(int64_t*, int code, int oh, int ow, in
   return static_cast<int64_t>(2 * oh + th) * W + 2 * ow + (code - 3 * th);
 }
 
-// kRows3s2 outputs (oh0 + j, ow) of the plane whose input element (0, 0) is `in` (element
-// (h, w) at in[h*sh + w*sw]) into out[j*out_sh], argmax[j*out_sh]. All 2 kRows3s2 + 1 input
-// rows exist (Ho >= kRows3s2; the last chunk of a column overlaps the one before it).
+// kRows outputs (oh0 + j, ow) of the plane whose input element (0, 0) is `in` (element
+// (h, w) at in[h*sh + w*sw]) into out[j*out_sh], argmax[j*out_sh]. All 2 kRows + 1 input
+// rows exist (oh0 + kRows <= Ho).
 // kZeroIndex (CUDA channels_last): a window whose maximum stays -inf without a NaN (all
 // taps -inf) stores int64 index 0, as PyTorch's max_pool_forward_nhwc does (it starts the
 // index at 0, not at the first tap); uint8 codes keep the first tap (max_pool2d.h).
-template <bool kZeroIndex, typename scalar_t, typename argmax_t>
+template <int kRows, bool kZeroIndex, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int sw, int W, int oh0,
                                                int ow, scalar_t* out, argmax_t* argmax,
                                                int out_sh) {
   using opmath_t = at::opmath_type<scalar_t>;
-  constexpr int kIn = 2 * kRows3s2 + 1;  // input rows
+  constexpr int kIn = 2 * kRows + 1;  // input rows
   // Every load first (independent, all in flight), through three column pointers that step
   // down the rows: one address add per row and column, no index arithmetic per tap.
   const scalar_t* p0 = in + 2 * oh0 * sh + 2 * ow * sw;
@@ -181,7 +204,7 @@ C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int s
 #pragma unroll
   for (int r = 0; r < kIn; ++r) row_max3(v[r][0], v[r][1], v[r][2], &m[r], &c[r]);
 #pragma unroll
-  for (int j = 0; j < kRows3s2; ++j) {
+  for (int j = 0; j < kRows; ++j) {
     opmath_t best = m[2 * j];
     int code = c[2 * j];
 #pragma unroll
@@ -210,20 +233,30 @@ C10_HOST_DEVICE inline void forward_3s2_item(const Forward3s2<scalar_t, argmax_t
     t = a.middle.divmod(t, &ow);
     n = a.outer.divmod(t, &chunk);
   } else {
-    const int t = a.inner.divmod(i, &ow);
-    n = a.middle.divmod(t, &chunk);
+    int plane, t = a.inner.divmod(i, &ow);
+    t = a.middle.divmod(t, &plane);
+    n = a.outer.divmod(t, &chunk) * static_cast<int>(a.middle.d) + plane;
   }
-  // The last chunk ends at the last row (it recomputes some of the chunk before: same values).
-  const int oh0 = min_int(chunk * kRows3s2, a.Ho - kRows3s2);
-  if constexpr (kChannelsLast) {
-    const scalar_t* in = a.in + n * a.H * a.W * a.C + c;
-    const int o = ((n * a.Ho + oh0) * a.Wo + ow) * a.C + c;
-    forward_3s2_column<true>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo * a.C);
-  } else {
-    const scalar_t* in = a.in + n * a.H * a.W;
-    const int o = (n * a.Ho + oh0) * a.Wo + ow;
-    forward_3s2_column<false>(in, a.W, 1, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo);
-  }
+  const int oh0 = chunk * a.rows + min_int(chunk, a.longer);
+  auto column = [&](auto rows) {
+    constexpr int kRows = decltype(rows)::value;
+    if constexpr (kChannelsLast) {
+      const scalar_t* in = a.in + n * a.H * a.W * a.C + c;
+      const int o = ((n * a.Ho + oh0) * a.Wo + ow) * a.C + c;
+      forward_3s2_column<kRows, true>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo * a.C);
+    } else {
+      const scalar_t* in = a.in + n * a.H * a.W;
+      const int o = (n * a.Ho + oh0) * a.Wo + ow;
+      forward_3s2_column<kRows, false>(in, a.W, 1, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo);
+    }
+  };
+  const int rows = a.rows + (chunk < a.longer);  // 2 to kRows3s2 (cuda_3s2)
+  if (rows == 4)
+    column(std::integral_constant<int, 4>{});
+  else if (rows == 3)
+    column(std::integral_constant<int, 3>{});
+  else
+    column(std::integral_constant<int, 2>{});
 }
 
 // The code that window (bh - 1 + dh, bw - 1 + dw) stores when its maximum is pixel
@@ -268,8 +301,9 @@ C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
 // kBlocks3s2 2x2 blocks (bh, bw0 + k) of kLanes adjacent planes (channels): grad_out/argmax
 // element (oh, ow) at [out0 + oh*out_sh + ow*out_sw] (+ lane), grad_in element (h, w) at
 // [in0 + h*in_sh + w*in_sw] (+ lane). (int offsets from the tensors' starts: one 32-bit
-// add and one wide multiply-add an address.)
-template <int kLanes, typename scalar_t, typename argmax_t>
+// add and one wide multiply-add an address.) kHalf: the block row holds only its first row
+// (the last block row of an odd height): the second is neither computed nor stored.
+template <int kLanes, bool kHalf, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax,
                                                 int out0, int out_sh, int out_sw, int Ho, int Wo,
                                                 scalar_t* grad_in, int in0, int in_sh, int in_sw,
@@ -277,7 +311,7 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
   using opmath_t = at::opmath_type<scalar_t>;
   using code_t = std::conditional_t<std::is_same_v<argmax_t, int64_t>, int64_t, int>;
   using GradLanes = Lanes<scalar_t, kLanes>;
-  constexpr int kCols = kBlocks3s2 + 1;  // window columns bw0 - 1 .. bw0 + kBlocks3s2 - 1
+  constexpr int kBlocks = kBlocks3s2<kLanes>, kCols = kBlocks + 1;  // window columns bw0 - 1 .. bw0 + kBlocks - 1
   // The 2 x kCols windows (oh = bh - 1 + dh, ow = bw0 - 1 + dw) are loaded unconditionally,
   // from clamped (always valid) positions, all in flight together. A window outside the
   // output gets code -1 (its mask ORed in), which no pixel's code equals.
@@ -314,12 +348,12 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
   // Every pixel's sum, its windows in row-major order; stored only inside the input: pixel
   // (a, column j = 2k + b of this thread) when j < the row's limit (0 past the last row).
 #pragma unroll
-  for (int a = 0; a < 2; ++a) {
+  for (int a = 0; a < (kHalf ? 1 : 2); ++a) {
     const int h = 2 * bh + a;
     scalar_t* p = grad_in + (in0 + h * in_sh + 2 * bw0 * in_sw);  // steps along the row
     const int limit = h < H ? W - 2 * bw0 : 0;
 #pragma unroll
-    for (int k = 0; k < kBlocks3s2; ++k) {
+    for (int k = 0; k < kBlocks; ++k) {
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
         const int j = 2 * k + b;
@@ -359,22 +393,38 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
     t = a.middle.divmod(t, &group);
     n = a.outer.divmod(t, &bh);
   } else {
-    const int t = a.inner.divmod(i, &group);
-    n = a.middle.divmod(t, &bh);
+    int plane, t = a.inner.divmod(i, &group);
+    t = a.middle.divmod(t, &plane);
+    n = a.outer.divmod(t, &bh) * static_cast<int>(a.middle.d) + plane;  // the (n, c) plane
   }
-  const int bw0 = group * kBlocks3s2;
-  if constexpr (kChannelsLast) {
-    backward_3s2_blocks<kLanes>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
-                                a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
-                                bw0);
-  } else {
-    backward_3s2_blocks<1>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
-                        n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
-  }
+  const int bw0 = group * kBlocks3s2<kLanes>;
+  auto blocks = [&](auto half) {
+    constexpr bool kHalf = decltype(half)::value;
+    if constexpr (kChannelsLast) {
+      backward_3s2_blocks<kLanes, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
+                                         a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
+                                         bw0);
+    } else {
+      backward_3s2_blocks<1, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
+                                    n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
+    }
+  };
+  if (2 * bh + 1 < a.H)
+    blocks(std::false_type{});
+  else
+    blocks(std::true_type{});  // an odd height's last block row
 }
 
 // Host: the launch arguments and item counts.
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Channels-first items take planes in chunks of this many (a warp's 32 items share a row
+// chunk or block row): gcd(planes, 32).
+inline int plane_chunk_3s2(int64_t planes) {
+  int p = 32;
+  while (planes % p != 0) p /= 2;
+  return p;
+}
 
 template <typename scalar_t, typename argmax_t>
 Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* out,
@@ -384,11 +434,12 @@ Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* ou
   const int chunks = ceil_div(Ho, kRows3s2);
   const int64_t items = g.N * g.C * chunks * Wo;
   Forward3s2<scalar_t, argmax_t> a{in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size,
-                                   Ho, Wo, {}, {}, {}};
+                                   Ho, Wo, Ho / chunks, Ho % chunks, {}, {}, {}};
   if (channels_last) {
     a.inner = Divider::make(C), a.middle = Divider::make(Wo), a.outer = Divider::make(chunks);
   } else {
-    a.inner = Divider::make(Wo), a.middle = Divider::make(chunks), a.outer = Divider::make(1);
+    a.inner = Divider::make(Wo), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
+    a.outer = Divider::make(chunks);
   }
   return a;
 }
@@ -410,14 +461,15 @@ Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, cons
                                                   bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C);
   const int block_rows = ceil_div(g.h.size, 2);
-  const int groups = ceil_div(ceil_div(g.w.size, 2), kBlocks3s2);
+  const int groups = ceil_div(ceil_div(g.w.size, 2), lanes == 2 ? kBlocks3s2<2> : kBlocks3s2<1>);
   const int64_t items = g.N * (g.C / lanes) * block_rows * groups;
   Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
                                     g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
   if (channels_last) {
     a.inner = Divider::make(C / lanes), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
   } else {
-    a.inner = Divider::make(groups), a.middle = Divider::make(block_rows), a.outer = Divider::make(1);
+    a.inner = Divider::make(groups), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
+    a.outer = Divider::make(block_rows);
   }
   return a;
 }

@@ -462,7 +462,7 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
   if (cuda_takes_3s2(g, grad_output, grad_input)) {
     const int lanes = backward_lanes_3s2(go, am, gi, g, channels_last);  // as the CUDA launcher
     const auto a = make_backward_3s2(go, am, gi, g, channels_last, lanes);
-    at::parallel_for(0, a.items, grain(4 * kBlocks3s2), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, a.items, grain(4 * kBlocks3s2<1>), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         lanes == 2       ? backward_3s2_item<true, 2>(a, static_cast<int>(i))
         : channels_last ? backward_3s2_item<true, 1>(a, static_cast<int>(i))

@@ -2,11 +2,13 @@
 //
 // Variants (the launchers pick one per call):
 //   forward_3s2_kernel   AlexNet's pool (3x3, stride 2, no padding/dilation, windows inside,
-//                        >= 4 output rows: cuda_3s2): one thread = 4 outputs down one column,
-//                        27 loads in flight, row maxima shared by two windows, compile-time
+//                        >= 4 output rows: cuda_3s2): one thread = 2 to 4 outputs down one
+//                        column (the rows split evenly: no output computed twice), up to 27
+//                        loads in flight, row maxima shared by two windows, compile-time
 //                        window (max_pool2d_3s2.h).
-//   backward_3s2_kernel  the same pools: one thread = four 2x2 input blocks in a row, 10
-//                        windows loaded at once; each pixel's windows and argmax codes are
+//   backward_3s2_kernel  the same pools: one thread = seven 2x2 input blocks in a row (four
+//                        for channel pairs), 16 (10) windows loaded at once; each pixel's
+//                        windows and argmax codes are
 //                        compile-time constants: no division, no loop. kLanes = 2 in
 //                        channels_last fp16/bf16 (uint8 argmax, even C): two channels a
 //                        thread, one 4-byte access for both (backward_lanes_3s2).
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Occupancy: 4 blocks of 256 threads per SM at most 64 registers each (50%): the 3/2
-// kernels hold 27 loaded values (forward) or 20 (backward) per thread.
+// kernels hold up to 27 loaded values (forward) or 32 (backward) per thread.
 template <typename scalar_t, typename argmax_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads, 4)
     forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {

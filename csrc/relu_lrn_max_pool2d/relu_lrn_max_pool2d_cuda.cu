@@ -306,7 +306,10 @@ __global__ void __launch_bounds__(kSweepThreads, 4)
   if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, pw, k);
 }
 
-// Backward NCHW (V = 1, CL = false): one item per thread. At AlexNet's LRN size 5 (SPAN
+// Backward NCHW (V = 1, CL = false): one item per thread, the items numbered by class
+// (sweep::locate_pair: interior odd rows, interior even rows, odd and even edge pairs, each
+// class padded to whole warps) so that all 32 lanes of a warp run one compiled variant;
+// padding lanes store nothing. At AlexNet's LRN size 5 (SPAN
 // 4) its batches of 2 channels (sweep::backward_channels_first) took 72 registers
 // unbounded, so that span is bounded to 64 (4 blocks, 50% occupancy, no spills). Under
 // the bound other spans spilled (4 to 161 LDL/STL), so there ptxas keeps its own count

@@ -321,21 +321,28 @@ LRN_UNROLL
   }
 }
 
+// inside: the item's halo vectors all lie inside its group, c - H V >= gb and
+// c + (H + 1) V <= ge (its vector class: make_items, inside_halo_vectors).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                             const Geo& g, int gb, int ge, int c, int ohb, int ohe,
-                                                             int ow, acc_t scale, const Pow& pw, acc_t k) {
+                                                             const Geo& g, int gb, int ge, int c, bool inside,
+                                                             int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
+                                                             acc_t k) {
   // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
   // maxima take 32 registers, and the two variants together spilled at 64 (12 LDL/STL).
-  constexpr int H = ((SPAN + 1) / 2 + V - 1) / V;
   if constexpr (V <= 4) {
-    if (c - H * V >= gb && c + (H + 1) * V <= ge) {
+    if (inside) {
       forward_pixels_last<SPAN, V, true>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
       return;
     }
   }
   forward_pixels_last<SPAN, V, false>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
 }
+
+// The halo vectors on each side of a channels-last forward item (forward_pixels_last's
+// H), and whether the INSIDE variant exists for V (forward_channels_last).
+constexpr int halo_vectors(int span, int V) { return ((span + 1) / 2 + V - 1) / V; }
+constexpr bool has_inside_variant(int V) { return V <= 4; }
 
 // ---------------------------------------------------------------- backward
 
@@ -439,10 +446,69 @@ LRN_UNROLL
 // ---------------------------------------------------------------- work items
 // Forward items run over pooled columns (a row is a run of row_run pooled rows), backward
 // items over input pixels (a row is one input row; channels-first: pairs of pixels):
-//   channels-first: i = ((n * runs + run) * rows + row) * cols + col
-//                   (runs: channel runs inside each group, all groups: kPoolChannels
-//                   channels forward, kChannelRun backward)
-//   channels-last:  i = ((n * rows + row) * cols + col) * vecs + vec
+//   channels-first forward: per chunk of images, three classes of channel runs
+//                   (locate_run; runs of kPoolChannels channels inside each group)
+//   channels-first backward: per image, four classes of pixel pairs (locate_pair)
+//   channels-last backward:  i = ((n * rows + r) * cols + col) * vecs + vec, input row
+//                   lane_row(r): odd rows first
+//   channels-last forward:   by vector class (lrn_sweep.h VectorClasses) over the
+//                   positions p = (n * rows + row) * cols + col: the fp32 forward
+//                   compiles an INSIDE variant for the vectors whose halo lies inside
+//                   their LRN group (all but the first and last H of each group), so a
+//                   chunk of 32 positions takes its INSIDE items first, then the others
+//                   (fp16 / bf16 have one variant: lo = 0, plain position-major order).
+//
+// Channels-first backward classes. The compiled path of a pair (h, 2q), (h, 2q + 1)
+// depends on h's parity (NR = 1 window row for odd h, 2 for even) and on whether it is
+// an edge pair (backward_item): 4 variants. In row-major order a warp's 32 pairs would
+// span two rows of opposite parity (a 55-wide row has 28 pairs) and the row ends, and
+// the warp would run every variant in turn. So the pairs of an image are numbered by
+// class, each class padded to whole warps (kPairWarp), so all lanes of a warp take one
+// variant:
+//   class 0: odd interior rows  h = 2r + 1, r < Ho - 1;  q = 1 .. Wo - 1    (NR 1)
+//   class 1: even interior rows h = 2r + 2, r < Ho - 1;  q = 1 .. Wo - 1    (NR 2)
+//   class 2: odd edge pairs:  q = 0 and q = Wo of the odd interior rows, then every
+//            pair of the odd rows past the last interior one, h = 2 Ho - 1 + 2r
+//                                                                          (NR 1, EDGE)
+//   class 3: even edge pairs: q = 0 and q = Wo of the even interior rows, then every
+//            pair of rows 0 and 2 Ho                                           (NR 2, EDGE)
+// With 3/2 pooling, no padding, floor mode: H = 2 Ho + 1 or 2 Ho + 2, so the pair
+// columns are cols = (W + 1) / 2 = Wo + 1 (the edge columns are exactly 0 and Wo), the
+// odd edge rows number H - 2 Ho, the even ones 2. Per channel run a class holds
+//   (Ho - 1)(Wo - 1)  (classes 0, 1),  2 (Ho - 1) + (H - 2 Ho) cols  (2),
+//   2 (Ho - 1) + 2 cols  (3),
+// which add up to H cols. Inside a class: i = run * per_run + m (all channel runs of the
+// image, so the padding is paid once per image and class, not per run), m row-major.
+// Interior classes: r = m / (Wo - 1), q = 1 + m % (Wo - 1). Edge classes: m < 2 (Ho - 1)
+// is (interior row m / 2, q = Wo if m is odd else 0), the rest row-major over the edge
+// rows. Padding lanes (m past the class) store nothing. AlexNet: (96, 55, 55) with groups
+// of 48 has 2 runs, 1352 + 1352 + 160 + 216 = 3080 pairs per image in 3136 lanes (1.8%
+// idle); (256, 27, 27) with runs of 64, 4 runs, 576 + 576 + 152 + 208 = 1512 in 1536 (1.6%).
+// The classes of one image run in neighbouring blocks, so the pooled rows that odd and
+// even rows both read (dy, argmax) are L2 hits the second time.
+constexpr int kPairClasses = 4;
+constexpr int kPairWarp = 32;  // lanes of a warp: each class starts at a multiple
+
+// Channels-first forward classes. forward_channels_first compiles a variant per
+// (FIRST, LAST): whether the item's run of kPoolChannels channels starts / ends its LRN
+// group (its halo on that side is outside, unloaded). In run-major order a warp's 32
+// items (pooled columns: 27 or 13 a row run) straddle runs, and one in 10 (55 x 55) to
+// one in 6.5 (27 x 27) of them ran two variants. So the images go in chunks of
+// K = gcd(N, 8), and a chunk's items in four classes by variant, each padded to whole
+// warps (kPairWarp):
+//   class 0: the middle runs 1 .. rpg - 2 of each group   (neither)
+//   class 1: the first run of each group                   (FIRST)
+//   class 2: the last run of each group                    (LAST)
+//   class 3: the only run of a group of one run            (FIRST and LAST)
+// (rpg: runs per group). Inside class c with rc runs a group (rpg - 2, 1, 1, 1; zero
+// where the class is empty): k = ((n * groups + group) * rc + u) * positions + p, p =
+// row * cols + col over the positions (row runs x pooled columns), u the run's place in
+// the class. AlexNet, per chunk of 8 images: (96, 55, 55): groups of 12 runs, 81
+// positions: 12960 + 1312 + 1312 lanes for 15552 items (0.2% idle); (256, 27, 27): 32
+// runs, 13 positions: 6240 + 224 + 224 lanes for 6656 (0.5%). A chunk is 8 images (9.3 /
+// 6 MB of fp32 x): the halo channels an item reads from its neighbour runs are L2 hits.
+constexpr int kRunClasses = 4;
+
 struct Items {
   int64_t count;
   int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
@@ -454,6 +520,19 @@ struct Items {
   // locate()'s divisors, as multiplications (int_divider.h): vecs, cols, rows, runs,
   // runs_per_group, V-vectors per group
   IntDivider by_vecs, by_cols, by_rows, by_runs, by_runs_per_group, by_group_vecs;
+  // Channels-first backward (locate_pair): class c of an image is the items
+  // [pair_start[c], pair_start[c + 1]), pair_start[kPairClasses] the items per image;
+  // divisors: items per image, pairs per run of classes 0 and 1, Wo - 1 (their pairs per
+  // row), pairs per run of class 2, of class 3. Zero / unused otherwise.
+  int pair_start[kPairClasses + 1];
+  IntDivider by_image, by_inner, by_inner_cols, by_edge_odd, by_edge_even;
+  // Channels-first forward (locate_run): run_images images a chunk; class c of a chunk is
+  // the items [run_start[c], run_start[c + 1]), run_start[kRunClasses] the chunk's items;
+  // divisors: items a chunk, positions (rows * cols), middle runs a group (rpg - 2), groups.
+  int run_images;
+  int run_start[kRunClasses + 1];
+  IntDivider by_run_chunk, by_positions, by_middle_runs, by_groups;
+  lrn::sweep::VectorClasses classes;  // channels-last forward (forward_item)
 };
 
 inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
@@ -476,6 +555,44 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.vecs = g.C / vec;
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
+  for (int c = 0; c <= kPairClasses; ++c) it.pair_start[c] = 0;
+  it.classes = lrn::sweep::make_vector_classes(0, 1, 1, 0);
+  it.run_images = 0;
+  for (int c = 0; c <= kRunClasses; ++c) it.run_start[c] = 0;
+  if (!backward && !channels_last) {  // the run classes (locate_run)
+    int k = 8;
+    while (g.N % k != 0) k /= 2;
+    it.run_images = k;
+    const int rpg = it.runs_per_group, groups = g.C / g.Cg, positions = it.rows * it.cols;
+    const int per_group[kRunClasses] = {rpg > 2 ? rpg - 2 : 0, rpg >= 2, rpg >= 2, rpg == 1};
+    for (int c = 0; c < kRunClasses; ++c) {
+      const int items = k * groups * per_group[c] * positions;
+      it.run_start[c + 1] = it.run_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
+    }
+    it.count = int64_t(g.N / k) * it.run_start[kRunClasses];
+    it.by_run_chunk = IntDivider(it.run_start[kRunClasses]);
+    it.by_positions = IntDivider(positions);
+    it.by_middle_runs = IntDivider(per_group[0]);
+    it.by_groups = IntDivider(groups);
+  }
+  if (!backward && channels_last)  // the INSIDE items' class (forward_channels_last)
+    it.classes = lrn::sweep::make_vector_classes(
+        pixels, it.vecs, g.Cg / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
+  if (backward && !channels_last) {  // the pair classes (locate_pair; stride 2: vector_width)
+    const int inner = (g.Ho - 1) * (g.Wo - 1), edge_rows = 2 * (g.Ho - 1);
+    const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols,
+                                       edge_rows + 2 * it.cols};
+    for (int c = 0; c < kPairClasses; ++c) {
+      const int items = it.runs * per_run[c];
+      it.pair_start[c + 1] = it.pair_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
+    }
+    it.count = int64_t(g.N) * it.pair_start[kPairClasses];
+    it.by_image = IntDivider(it.pair_start[kPairClasses]);
+    it.by_inner = IntDivider(inner);
+    it.by_inner_cols = IntDivider(g.Wo - 1);
+    it.by_edge_odd = IntDivider(per_run[2]);
+    it.by_edge_even = IntDivider(per_run[3]);
+  }
   it.by_vecs = IntDivider(it.vecs);
   it.by_cols = IntDivider(it.cols);
   it.by_rows = IntDivider(it.rows);
@@ -491,71 +608,165 @@ struct Where {
   int n, row, col, gb, ge, cb, ce;
 };
 
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
-  // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
+// Channel run `run` of image n: its group [gb, ge) and channels [cb, ce).
+C10_HOST_DEVICE C10_ALWAYS_INLINE void run_channels(const Geo& g, const Items& it, int run, Where& wh) {
+  const int grp = static_cast<int>(it.by_runs_per_group.div(run));
+  wh.gb = grp * g.Cg;
+  wh.ge = wh.gb + g.Cg;
+  wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
+  wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
+}
+
+// Channels-last: position p = (n * rows + row) * cols + col, vector `vec` of its pixel.
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_vector(const Geo& g, const Items& it, int64_t p, int vec) {
   Where wh;
-  int64_t q = i, r;
-  if (channels_last) {
-    it.by_vecs.divmod(q, q, r);
-    wh.cb = static_cast<int>(r) * it.vec;
-    wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(r))) * g.Cg;
-    wh.ce = wh.cb + it.vec;
-  }
+  wh.cb = vec * it.vec;
+  wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(vec))) * g.Cg;
+  wh.ge = wh.gb + g.Cg;
+  wh.ce = wh.cb + it.vec;
+  int64_t q = p, r;
   it.by_cols.divmod(q, q, r);
   wh.col = static_cast<int>(r);
   it.by_rows.divmod(q, q, r);
   wh.row = static_cast<int>(r);
-  if (!channels_last) {
-    it.by_runs.divmod(q, q, r);
-    const int run = static_cast<int>(r), grp = static_cast<int>(it.by_runs_per_group.div(run));
-    wh.gb = grp * g.Cg;
-    wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
-    wh.ce = wh.cb + it.run < wh.gb + g.Cg ? wh.cb + it.run : wh.gb + g.Cg;
-  }
   wh.n = static_cast<int>(q);
+  return wh;
+}
+
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
+  // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
+  int64_t q = i, r;
+  if (channels_last) {
+    it.by_vecs.divmod(q, q, r);
+    return locate_vector(g, it, q, static_cast<int>(r));
+  }
+  Where wh;
+  it.by_cols.divmod(q, q, r);
+  wh.col = static_cast<int>(r);
+  it.by_rows.divmod(q, q, r);
+  wh.row = static_cast<int>(r);
+  it.by_runs.divmod(q, q, r);
+  run_channels(g, it, static_cast<int>(r), wh);
+  wh.n = static_cast<int>(q);
+  return wh;
+}
+
+// Channels-first forward item i (the run classes above Items): where it is; false for a
+// padding lane (no item).
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool locate_run(const Geo& g, const Items& it, int64_t i, Where& wh) {
+  int64_t chunk, rem;
+  it.by_run_chunk.divmod(i, chunk, rem);
+  const int r = static_cast<int>(rem);
+  const int cls = (r >= it.run_start[1]) + (r >= it.run_start[2]) + (r >= it.run_start[3]);
+  const int start = cls == 0 ? 0 : cls == 1 ? it.run_start[1] : cls == 2 ? it.run_start[2] : it.run_start[3];
+  const uint32_t k = static_cast<uint32_t>(r - start), t = it.by_positions.div(k);
+  const uint32_t p = k - t * it.by_positions.d;
+  uint32_t rest = t, u = 0;  // u: the run's place in its group
+  if (cls == 0) {
+    rest = it.by_middle_runs.div(t);
+    u = 1 + (t - rest * it.by_middle_runs.d);
+  } else if (cls == 2) {
+    u = static_cast<uint32_t>(it.runs_per_group - 1);
+  }
+  const uint32_t image = it.by_groups.div(rest), grp = rest - image * it.by_groups.d;
+  if (image >= static_cast<uint32_t>(it.run_images)) return false;
+  wh.n = static_cast<int>(chunk) * it.run_images + static_cast<int>(image);
+  wh.row = static_cast<int>(it.by_cols.div(p));
+  wh.col = static_cast<int>(p) - wh.row * it.cols;
+  wh.gb = static_cast<int>(grp) * g.Cg;
   wh.ge = wh.gb + g.Cg;
+  wh.cb = wh.gb + static_cast<int>(u) * it.run;
+  wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
+  return true;
+}
+
+// Channels-first backward item i (the classes above Items): where it is, and its class
+// (-1: a padding lane, no item).
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& it, int64_t i, int& cls) {
+  Where wh;
+  int64_t n, rem;
+  it.by_image.divmod(i, n, rem);
+  wh.n = static_cast<int>(n);
+  const int r = static_cast<int>(rem);
+  cls = (r >= it.pair_start[1]) + (r >= it.pair_start[2]) + (r >= it.pair_start[3]);
+  const int start = cls == 0 ? 0 : cls == 1 ? it.pair_start[1] : cls == 2 ? it.pair_start[2] : it.pair_start[3];
+  const IntDivider& per_run = cls < 2 ? it.by_inner : cls == 2 ? it.by_edge_odd : it.by_edge_even;
+  const uint32_t k = static_cast<uint32_t>(r - start), run = per_run.div(k), m = k - run * per_run.d;
+  if (run >= static_cast<uint32_t>(it.runs)) {
+    cls = -1;
+    wh.row = wh.col = wh.gb = wh.ge = wh.cb = wh.ce = 0;
+    return wh;
+  }
+  const int parity = cls & 1;  // 0: odd rows (classes 0, 2), 1: even rows (1, 3)
+  const uint32_t edge_cols = 2 * static_cast<uint32_t>(g.Ho - 1);
+  if (cls < 2) {  // interior rows and columns
+    const uint32_t row = it.by_inner_cols.div(m);
+    wh.row = static_cast<int>(2 * row) + 1 + parity;
+    wh.col = static_cast<int>(m - row * it.by_inner_cols.d) + 1;
+  } else if (m < edge_cols) {  // columns 0 and Wo of an interior row
+    wh.row = static_cast<int>(m & ~1u) + 1 + parity;
+    wh.col = (m & 1) ? g.Wo : 0;
+  } else {  // the edge rows, every pair: odd 2 Ho - 1 + 2 e, even 0 and 2 Ho
+    const uint32_t e = m - edge_cols, row = it.by_cols.div(e);
+    wh.col = static_cast<int>(e - row * it.by_cols.d);
+    wh.row = parity == 0 ? 2 * g.Ho - 1 + 2 * static_cast<int>(row) : 2 * g.Ho * static_cast<int>(row);
+  }
+  run_channels(g, it, static_cast<int>(run), wh);
   return wh;
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
                                                     const Items& it, int64_t i, acc_t scale, const Pow& pw, acc_t k) {
-  const Where wh = locate(g, it, i, CL);
+  bool inside = false;
+  Where wh;
+  if constexpr (CL) {
+    const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i);
+    wh = locate_vector(g, it, o.pixel, o.vec);
+    inside = it.classes.lo > 0 && o.interior;
+  } else if (!locate_run(g, it, i, wh)) {
+    return;  // a padding lane
+  }
   const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
   const int64_t on = int64_t(wh.n) * g.os[0];
   const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
   if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
+    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside, ohb, ohe, wh.col, scale,
+                                   pw, k);
   } else {
     forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
   }
 }
 
-// Channels-first backward item (channels-last runs by warps: backward_lanes).
+// Channels-first backward item (channels-last runs by warps: backward_lanes). Its class
+// (locate_pair) is its compiled variant: the pair's window rows by its row's parity (one
+// for odd rows, two for even) and EDGE. Interior pairs (classes 0, 1: rows 1 .. 2 Ho - 2,
+// whose window rows (h - 1) / 2 or h / 2 - 1 and h / 2 lie inside [0, Ho); pair columns
+// 1 .. Wo - 1, whose windows q - 1 and q lie inside [0, Wo), both pixels inside the
+// image) test neither windows nor pixels.
 template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
                                                      scalar_t* dx, const Geo& g, const Items& it, int64_t i,
                                                      acc_t scale, const Pow& pw, acc_t k) {
-  const Where wh = locate(g, it, i, false);
+  int cls;
+  const Where wh = locate_pair(g, it, i, cls);
   const int64_t xn = int64_t(wh.n) * g.xs[0], on = int64_t(wh.n) * g.os[0];
-  // Interior pairs: rows 1 .. 2 Ho - 2 (their window rows, (h - 1) / 2 or h / 2 - 1 and
-  // h / 2, inside [0, Ho)), pair columns 1 .. Wo - 1 (windows q - 1 and q inside
-  // [0, Wo)) with both pixels inside the image.
-  const bool edge = wh.row == 0 || wh.row > 2 * g.Ho - 2 || wh.col == 0 || wh.col >= g.Wo || 2 * wh.col + 1 >= g.W;
-  // The pair's window rows by the parity of its row: one (odd) or two (even).
-  auto run = [&](auto rows) {
-    constexpr int NR = decltype(rows)::value;
-    if (edge)
-      backward_channels_first<NR, true, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
-                                              wh.row, wh.col, scale, pw, k);
-    else
-      backward_channels_first<NR, false, SPAN>(dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce,
-                                               wh.row, wh.col, scale, pw, k);
+  auto run = [&](auto rows, auto edge) {
+    backward_channels_first<decltype(rows)::value, decltype(edge)::value, SPAN>(
+        dy + on, am + on, x + xn, dx + xn, g, wh.gb, wh.ge, wh.cb, wh.ce, wh.row, wh.col, scale, pw, k);
   };
-  if (wh.row & 1)
-    run(std::integral_constant<int, 1>{});
+  if (cls < 0) return;  // a padding lane
+  // Two tests on the class's bits, not a switch (nvcc made that an indirect jump).
+  auto rows_of = [&](auto edge) {
+    if (cls & 1)
+      run(std::integral_constant<int, 2>{}, edge);  // even rows
+    else
+      run(std::integral_constant<int, 1>{}, edge);  // odd rows
+  };
+  if (cls & 2)
+    rows_of(std::true_type{});
   else
-    run(std::integral_constant<int, 2>{});
+    rows_of(std::false_type{});
 }
 
 // Channels-last backward: the lanes of a warp share their LRN halos. A channel's
@@ -630,6 +841,16 @@ struct Lane {
   int64_t px;         // the current pixel's x / dx offset
 };
 
+// Item row r of an image -> its input row: the odd rows first (1, 3, ...), then the even
+// ones (0, 2, ...). A lane's gather reads one window row for odd rows and two for even
+// (lane_gather's branch), and a warp's 30 items span a row end about once in 11 (fp32,
+// 336 items a 55-wide row): in row order every such warp would run both gathers. So
+// parities change once per image, and warps straddling rows of one parity run one.
+C10_HOST_DEVICE C10_ALWAYS_INLINE int lane_row(const Geo& g, int r) {
+  const int odd_rows = g.H / 2;
+  return r < odd_rows ? 2 * r + 1 : 2 * (r - odd_rows);
+}
+
 // The lane's item (none: an empty group, nothing loaded or stored).
 template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const Items& it, int64_t item,
@@ -642,7 +863,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const
   L.owner = owner;
   L.store = false;
   if (!L.item) return L;
-  const Where wh = locate(g, it, item, true);
+  Where wh = locate(g, it, item, true);
+  wh.row = lane_row(g, wh.row);
   L.first = wh.cb == wh.gb;
   L.last = wh.cb + V == wh.ge;
   L.w0 = wh.col * kLanePixels<V>;
