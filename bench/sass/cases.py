@@ -169,6 +169,32 @@ def cubin_stem(case):
     return {"lrn": "lrn_cuda", "maxpool": "max_pool2d_cuda", "stage": "relu_lrn_max_pool2d_cuda"}[case.op]
 
 
+# ---- vector classes (lrn_sweep.h VectorClasses / make_vector_classes / vector_item)
+
+CLASS_CHUNK = 32  # kClassChunk: pixels per chunk, interior items first
+
+
+def vector_classes(pixels, vecs, gv, lo):
+    """make_vector_classes: interior vectors [lo, gv - lo) of each group of gv."""
+    lo_c = min(lo, gv)
+    nig = max(gv - 2 * lo, 0)
+    ni = vecs // gv * nig
+    return dict(pixels=pixels, vecs=vecs, gv=gv, lo=lo_c, nig=nig, ni=ni,
+                dividers=[CLASS_CHUNK * vecs, ni, vecs - ni, nig, gv - nig])
+
+
+def pack_vector_classes(q, c):
+    def fill(r):
+        r.i64(c["pixels"])
+        for k in ("lo", "gv", "nig", "ni"):
+            r.i32(c[k])
+        for d in c["dividers"]:
+            for v in int_divider(d):
+                r.i32(v)
+
+    q.struct_(fill, 8)
+
+
 # ---- LRN (lrn.h View, lrn_sweep.h Items / make_items)
 
 
@@ -183,15 +209,17 @@ def lrn_items(case):
     view = lrn_view(case)
     vec = lrn_vector(case)
     outer, c, pixels = view[:3]
+    classes = vector_classes(0, 1, 1, 0)
     if case.cl:
         cols, runs, run = c // vec, 1, c
         count = pixels * cols
+        classes = vector_classes(pixels, cols, cols, -(-SPAN // vec))  # edge: the first / last HX
     else:
         cols = pixels // vec
         run = min(c, CHANNEL_RUN)
         runs = -(-c // run)
         count = outer * runs * cols
-    return dict(count=count, cols=cols, runs=runs, run=run, vec=vec)
+    return dict(count=count, cols=cols, runs=runs, run=run, vec=vec, classes=classes)
 
 
 def lrn_params(case):
@@ -211,6 +239,7 @@ def lrn_params(case):
         q.i64(it["cols"])
         for k in ("runs", "run", "vec"):
             q.i32(it[k])
+        pack_vector_classes(q, it["classes"])
 
     p.struct_(fill_view, 8)
     p.struct_(fill_items, 8)
@@ -221,8 +250,20 @@ def lrn_params(case):
 
 # ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
 
-MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread, down one column
-MAXPOOL_BLOCKS = 4  # kBlocks3s2: backward 2x2 input blocks per thread, along W
+MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread (at most), down one column
+MAXPOOL_BLOCKS = {1: 7, 2: 4}  # kBlocks3s2<kLanes>: backward 2x2 input blocks per thread, along W
+
+
+def maxpool_chunks(case):
+    """make_forward_3s2: (chunks, rows, longer): chunk k holds rows + (k < longer) outputs."""
+    ho = case.pooled[2]
+    chunks = -(-ho // MAXPOOL_ROWS)
+    return chunks, ho // chunks, ho % chunks
+
+
+def maxpool_plane_chunk(case):
+    """plane_chunk_3s2: channels-first items take planes in chunks of gcd(N C, 32)."""
+    return math.gcd(case.shape[0] * case.shape[1], 32)
 
 
 def maxpool_lanes(case):
@@ -245,11 +286,11 @@ def maxpool_grid(case):
     n, c, h, w = case.shape
     ho, wo = case.pooled[2:]
     if case.direction == "fwd":
-        rows, cols = -(-ho // MAXPOOL_ROWS), wo
+        rows, cols = maxpool_chunks(case)[0], wo
     else:
-        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS)
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS[maxpool_lanes(case)])
     lanes = maxpool_lanes(case)
-    divisors = (c // lanes, cols, rows) if case.cl else (cols, rows, 1)
+    divisors = (c // lanes, cols, rows) if case.cl else (cols, maxpool_plane_chunk(case), rows)
     return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
 
 
@@ -262,6 +303,9 @@ def maxpool_params(case):
         p.ptr(ptr)
     for v in (items, c, h, w, po[2], po[3]):
         p.i32(v)
+    if case.direction == "fwd":  # Forward3s2: rows, longer
+        for v in maxpool_chunks(case)[1:]:
+            p.i32(v)
     for divider in dividers:
         for v in divider:  # uint32 fields
             p.i32(v - (1 << 32) if v >= 1 << 31 else v)
@@ -305,8 +349,36 @@ def stage_items(case):
     vecs = g["C"] // vec
     pixels = g["N"] * rows * cols
     count = pixels * vecs if case.cl else pixels * runs
+    pair_start, pair_dividers = [0] * (PAIR_CLASSES + 1), [0] * 5
+    run_images, run_start, run_dividers = 0, [0] * (RUN_CLASSES + 1), [0] * 4
+    if not bwd and not case.cl:  # make_items: the run classes of a chunk of images (locate_run)
+        run_images = math.gcd(g["N"], 8)
+        groups = g["C"] // g["cg"]
+        per_group = [max(runs_per_group - 2, 0), int(runs_per_group >= 2), int(runs_per_group >= 2),
+                     int(runs_per_group == 1)]
+        for c in range(RUN_CLASSES):
+            items = run_images * groups * per_group[c] * rows * cols
+            run_start[c + 1] = run_start[c] + -(-items // WARP) * WARP
+        count = g["N"] // run_images * run_start[RUN_CLASSES]
+        run_dividers = [run_start[RUN_CLASSES], rows * cols, per_group[0], groups]
+    classes = vector_classes(0, 1, 1, 0)
+    if not bwd and case.cl:  # make_items: the INSIDE items' class (fp32 only: has_inside_variant)
+        halo = ((SPAN + 1) // 2 + vec - 1) // vec
+        classes = vector_classes(pixels, vecs, g["cg"] // vec, halo if vec <= 4 else 0)
+    if bwd and not case.cl:  # make_items: the pair classes of an image (locate_pair)
+        inner, edge_rows = (g["Ho"] - 1) * (g["Wo"] - 1), 2 * (g["Ho"] - 1)
+        per_run = [inner, inner, edge_rows + (g["H"] - 2 * g["Ho"]) * cols, edge_rows + 2 * cols]
+        for c in range(PAIR_CLASSES):
+            pair_start[c + 1] = pair_start[c] + -(-runs * per_run[c] // WARP) * WARP
+        count = g["N"] * pair_start[PAIR_CLASSES]
+        pair_dividers = [pair_start[PAIR_CLASSES], inner, g["Wo"] - 1, per_run[2], per_run[3]]
     return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
-                row_run=row_run, vecs=vecs, vec=vec)
+                row_run=row_run, vecs=vecs, vec=vec, pair_start=pair_start, pair_dividers=pair_dividers,
+                classes=classes, run_images=run_images, run_start=run_start, run_dividers=run_dividers)
+
+
+PAIR_CLASSES = 4  # kPairClasses: odd / even interior rows, odd / even edge pairs
+RUN_CLASSES = 4  # kRunClasses: middle, first, last, only run of a group (channels-first forward)
 
 
 def int_divider(d):
@@ -340,6 +412,18 @@ def stage_params(case):
         for d in (it["vecs"], it["cols"], it["rows"], it["runs"], it["runs_per_group"], g["cg"] // it["vec"]):
             for v in int_divider(d):
                 q.i32(v)
+        for v in it["pair_start"]:
+            q.i32(v)
+        for d in it["pair_dividers"]:
+            for v in int_divider(d):
+                q.i32(v)
+        q.i32(it["run_images"])
+        for v in it["run_start"]:
+            q.i32(v)
+        for d in it["run_dividers"]:
+            for v in int_divider(d):
+                q.i32(v)
+        pack_vector_classes(q, it["classes"])
 
     p.struct_(fill_geo, 8)
     p.struct_(fill_items, 8)
