@@ -560,21 +560,26 @@ def compute_stats(loader: Callable, progress: Optional[Callable] = None) -> Data
     return DatasetStats(mean_image, eigvals, eigvecs, n_img)
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader never
-    sees a half-written file, and a crash leaves the previous file intact."""
+def write_replace(path: str, write) -> None:
+    """write(file object) to a temporary file in the same folder, fsync, then os.replace: a
+    reader never sees a half-written ``path``, and a crash leaves the previous file intact."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save through :func:`write_replace`."""
+    write_replace(path, lambda f: torch.save(obj, f))
 
 
 def _stats_problem(d, size: Optional[int]) -> Optional[str]:

@@ -90,24 +90,6 @@ def stats_from_sums(sums: Sequence[Dict[str, np.ndarray]]) -> D.DatasetStats:
                           eigvecs[:, order].to(torch.float32), n)
 
 
-def _tmp(path: str) -> str:
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
-
-
-def _write_replace(path: str, write) -> None:
-    """write(file object) to a temporary name, fsync, rename: never a half-written ``path``."""
-    tmp = _tmp(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_tar(path: str, keys: Sequence[str], jpegs: Sequence[bytes], labels: Sequence[int]) -> np.ndarray:
     """WebDataset-style tar (KEY.jpg, KEY.cls); returns each JPEG's (offset, size) in it."""
     def write(f):
@@ -118,7 +100,7 @@ def _write_tar(path: str, keys: Sequence[str], jpegs: Sequence[bytes], labels: S
                     info.size, info.mtime, info.mode = len(payload), 0, 0o644  # reproducible bytes
                     tar.addfile(info, io.BytesIO(payload))
 
-    _write_replace(path, write)
+    D.write_replace(path, write)
     with tarfile.open(path) as tar:
         members = {m.name: m for m in tar.getmembers()}
     return np.array([[members[f"{k}.jpg"].offset_data, members[f"{k}.jpg"].size] for k in keys],
@@ -158,23 +140,23 @@ def make_shard(job: Dict) -> Dict:
     arr = np.stack(images) if images else np.zeros((0, 3, size, size), np.uint8)
     lab = np.asarray(labels, dtype=np.int64)
     path = lambda suffix: os.path.join(out, name + suffix)  # noqa: E731
-    _write_replace(path(".labels.npy"), lambda f: np.save(f, lab))
+    D.write_replace(path(".labels.npy"), lambda f: np.save(f, lab))
     if "raw" in job["formats"]:
-        _write_replace(path(".npy"), lambda f: np.save(f, arr))
+        D.write_replace(path(".npy"), lambda f: np.save(f, arr))
     if "jpeg" in job["formats"]:
         offsets = _write_tar(path(".tar"), keys, [_encode_jpeg(torch.from_numpy(a), job["quality"]) for a in arr],
                              labels)
-        _write_replace(path(".idx.npy"), lambda f: np.save(f, offsets))
+        D.write_replace(path(".idx.npy"), lambda f: np.save(f, offsets))
     files = shard_files(name, job["formats"])
     if job["stats"]:
         sums = _stat_sums(arr)
-        _write_replace(path(".stats.npz"), lambda f: np.savez(f, **sums))
+        D.write_replace(path(".stats.npz"), lambda f: np.savez(f, **sums))
         files.append(f"{name}.stats.npz")
     record = {"name": name, "split": job["split"], "params": job["params"], "count": len(lab),
               "sources": [rel for rel, _, _ in job["items"]], "kept": sources, "unreadable": unreadable,
               "files": {f: {"bytes": os.path.getsize(os.path.join(out, f)), "sha256": sha256_file(os.path.join(out, f))}
                         for f in files}}
-    _write_replace(path(".json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    D.write_replace(path(".json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
     return record
 
 
@@ -333,7 +315,7 @@ def write_manifest(out: str, src: str, classes: List[str], params: Dict, records
                               "sha256": sha256_file(os.path.join(out, STATS_FILE))},
                      "count": stats.count, "eigvals": stats.eigvals.tolist()},
            "splits": splits}
-    _write_replace(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(man, indent=1).encode()))
+    D.write_replace(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(man, indent=1).encode()))
     return man
 
 
