@@ -128,3 +128,11 @@ def test_installed_library_has_no_debug_sections():
     sections = subprocess.run([readelf, "-S", "-W", alexnet_cuda.library_path()],
                               capture_output=True, text=True, check=True).stdout
     assert ".text" in sections and ".debug_info" not in sections
+
+
+def test_cuda_13_fatbins_are_compressed_for_size():
+    # CUDA 13 drivers (580+, which torch's CUDA 13 builds need) read --compress-mode=size;
+    # older toolkits may not have the option, and their drivers may not read it.
+    setup = load_setup()
+    assert setup.fatbin_flags("13.0") == ["--compress-mode=size"]
+    assert setup.fatbin_flags("12.8") == [] and setup.fatbin_flags(None) == []
