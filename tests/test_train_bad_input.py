@@ -17,6 +17,8 @@ import torch
 pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 
+from _train_folders import folder_args, image_folder, log_messages  # noqa: E402
+
 from alexnet_cuda.train import data as Dt  # noqa: E402
 
 # torchvision 0.29 deprecates its codecs (TorchCodec replaces them); the comparisons use them.
@@ -163,29 +165,6 @@ def test_dataset_items_for_bad_files_are_unreadable(tmp_path):
 # --------------------------------------------------------------------------------------
 # The trainer on hostile data folders (main() in-process, tiny images, one short epoch)
 # --------------------------------------------------------------------------------------
-def _messages(caplog):
-    return "\n".join(r.getMessage() for r in caplog.records)
-
-
-def _tree(root, classes=("a", "b"), n=3, seed=0):
-    """root/{train,val}/<class>/<i>.png, n random 30x30 PNGs each."""
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
-
-
-def _args(data, out, *extra):
-    return ["--data", str(data), "--arch", "small", "--width", "8", "--image-size", "28", "--crop", "24",
-            "--batch-size", "4", "--workers", "0", "--output", str(out), "--progress", "off", "--no-tensorboard",
-            "--no-plot", "--stats-file", str(out) + "-stats.pt", "--no-ten-crop", "--epochs", "1",
-            "--input-scale", "0.015625", *extra]
-
-
 def _run(caplog, *argv):
     from alexnet_cuda.train.cli import main
 
@@ -197,24 +176,24 @@ def _run(caplog, *argv):
 def test_row1_damaged_png_is_skipped_and_reported_once(tmp_path, caplog):
     """Rows 1 and 16: training goes on past a PNG that crashes libpng; its warning comes once
     (statistics pass and two epochs all read it in this process with --workers 0)."""
-    data = _tree(tmp_path / "d")
+    data = image_folder(tmp_path / "d")
     damaged_png(str(data / "train" / "a" / "damaged.png"), np.random.default_rng())
-    assert _run(caplog, *_args(data, tmp_path / "r", "--epochs", "2")) == 0
+    assert _run(caplog, *folder_args(data, tmp_path / "r", "--epochs", "2")) == 0
     warnings = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
     assert len(warnings) == 1 and "damaged.png" in warnings[0]
-    assert "1 unreadable training images were skipped" in _messages(caplog)
+    assert "1 unreadable training images were skipped" in log_messages(caplog)
 
 
 def test_row2_sixteen_bit_png_trains(tmp_path, caplog):
-    data = _tree(tmp_path / "d")
+    data = image_folder(tmp_path / "d")
     grey16_png(str(data / "train" / "a" / "deep.png"), np.random.default_rng())
-    assert _run(caplog, *_args(data, tmp_path / "r")) == 0
-    assert "unreadable" not in _messages(caplog)
-    assert "7 training images" in _messages(caplog)
+    assert _run(caplog, *folder_args(data, tmp_path / "r")) == 0
+    assert "unreadable" not in log_messages(caplog)
+    assert "7 training images" in log_messages(caplog)
 
 
 def test_row3_symlink_cycles_are_walked_once(tmp_path, caplog):
-    data = _tree(tmp_path / "d", classes=("a", "b", "c"))
+    data = image_folder(tmp_path / "d", classes=("a", "b", "c"))
     os.symlink("..", data / "train" / "a" / "loop")
     os.symlink(".", data / "train" / "b" / "self")
     os.symlink("../c/0.png", data / "train" / "b" / "twice.png")  # one file, two names
@@ -223,19 +202,19 @@ def test_row3_symlink_cycles_are_walked_once(tmp_path, caplog):
     # every file once (the first name reached, in class order, keeps it), no class walked twice
     assert len(samples) == 9 and len({os.path.realpath(p) for p, _ in samples}) == 9
     assert [label for _, label in samples] == [0, 0, 0, 1, 1, 1, 1, 2, 2]
-    text = _messages(caplog)
+    text = log_messages(caplog)
     assert "2 linked folder(s)" in text and "loop" in text and "self" in text
     assert "1 image(s) reached a second time" in text and os.path.join("c", "0.png") in text
-    assert _run(caplog, *_args(data, tmp_path / "r")) == 0
-    assert "3 classes, 9 training images" in _messages(caplog)
+    assert _run(caplog, *folder_args(data, tmp_path / "r")) == 0
+    assert "3 classes, 9 training images" in log_messages(caplog)
 
 
 def test_row4_no_readable_val_image_means_no_val_metrics(tmp_path, caplog):
-    data = _tree(tmp_path / "d")
+    data = image_folder(tmp_path / "d")
     for f in (data / "val").rglob("*.png"):
         f.write_bytes(b"broken")
-    assert _run(caplog, *_args(data, tmp_path / "r", "--epochs", "2", "--lr-patience", "0")) == 0
-    assert "validation skipped" in _messages(caplog)
+    assert _run(caplog, *folder_args(data, tmp_path / "r", "--epochs", "2", "--lr-patience", "0")) == 0
+    assert "validation skipped" in log_messages(caplog)
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(not r.get("val_top1_err") for r in rows)
@@ -251,22 +230,22 @@ def test_evaluation_that_reads_nothing_reports_no_metrics():
 
 @pytest.mark.parametrize("row, broken", [(6, ["a"]), (8, ["a", "b"])])
 def test_rows6_8_a_class_without_a_readable_image_is_refused(tmp_path, caplog, row, broken):
-    data = _tree(tmp_path / "d")
+    data = image_folder(tmp_path / "d")
     for c in broken:
         for f in (data / "train" / c).glob("*.png"):
             f.write_bytes(b"broken")
-    assert _run(caplog, *_args(data, tmp_path / "r")) == 2
-    text = _messages(caplog)
+    assert _run(caplog, *folder_args(data, tmp_path / "r")) == 2
+    text = log_messages(caplog)
     assert "class folders whose images are all unreadable" in text and ", ".join(broken) in text
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_row15_file_name_that_is_not_utf8_trains(tmp_path, caplog):
-    data = _tree(tmp_path / "d")
+    data = image_folder(tmp_path / "d")
     with open(os.fsencode(str(data / "train" / "a")) + b"/bad\xff.png", "wb") as f:
         f.write(_png_bytes(np.random.default_rng(), 30, 30))
-    assert _run(caplog, *_args(data, tmp_path / "r")) == 0
-    assert "7 training images" in _messages(caplog) and "unreadable" not in _messages(caplog)
+    assert _run(caplog, *folder_args(data, tmp_path / "r")) == 0
+    assert "7 training images" in log_messages(caplog) and "unreadable" not in log_messages(caplog)
 
 
 # --------------------------------------------------------------------------------------
@@ -466,7 +445,7 @@ def test_row11_divergence_advice_names_the_options_that_size_the_update(tmp_path
     # a real divergence: --weight-decay 400 is what blows up, and the message names it
     rc = _run(caplog, *_synthetic(tmp_path / "r", "--weight-decay", "400", "--max-steps", "6"))
     assert rc == 3
-    text = _messages(caplog)
+    text = log_messages(caplog)
     assert "training diverged" in text and "--weight-decay 400" in text and "--momentum 0.9" in text
 
 
@@ -538,7 +517,7 @@ def test_row14_shape_change_names_tensors_shapes_and_option(tmp_path, caplog):
     rc = _run(caplog, *_synthetic(out, "--epochs", "2", "--resume", str(out), "--resume-allow-changes",
                                   "--width", "16"))
     assert rc == 2
-    text = _messages(caplog)
+    text = log_messages(caplog)
     assert "weights do not fit this model" in text
     assert "(8, 3, " in text and "(16, 3, " in text  # the first conv's weight, both shapes
     assert "--width: 8 in the checkpoint, 16 now" in text.split("weights do not fit")[1]

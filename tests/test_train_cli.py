@@ -13,7 +13,8 @@ import pytest
 import torch
 
 pytest.importorskip("torchvision")
-from PIL import Image  # noqa: E402
+
+from _train_folders import folder_args, image_folder, log_messages  # noqa: E402
 
 from alexnet_cuda.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from alexnet_cuda.train.cli import main  # noqa: E402
@@ -30,10 +31,6 @@ def _synthetic_args(out, *extra):
             "--input-scale", "0.015625", *extra]  # the demo's scale: on raw pixels this small net diverges
 
 
-def _messages(caplog):
-    return "\n".join(r.getMessage() for r in caplog.records)
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. --resume applies a new --lr / --momentum / --weight-decay
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +43,7 @@ def test_resume_applies_new_lr_momentum_and_weight_decay(tmp_path, caplog):
     assert rc == 0
     group = load_checkpoint(str(out / "last.pt"))["optimizer"]["param_groups"][0]
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.001, 0.5, 0.001)
-    assert "--lr: 0.02 in the checkpoint, 0.001 now" in _messages(caplog)
+    assert "--lr: 0.02 in the checkpoint, 0.001 now" in log_messages(caplog)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,44 +54,26 @@ def test_resume_refuses_a_new_batch_size_unless_allowed(tmp_path, caplog):
     assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
     rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16"))
     assert rc == 2
-    msg = _messages(caplog)
+    msg = log_messages(caplog)
     assert "--batch-size: 8 in the checkpoint, 16 now" in msg and "--resume-allow-changes" in msg
     caplog.clear()
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
     rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16",
                               "--resume-allow-changes", "--max-steps", "3"))
     assert rc == 0
-    assert "restarts from its beginning" in _messages(caplog)
+    assert "restarts from its beginning" in log_messages(caplog)
     ck = load_checkpoint(str(out / "last.pt"))
     assert (ck["step"], ck["epoch_step"]) == (3, 1)  # epoch 1 restarted at batch 16: one step in
 
 
-def _image_folder(root, classes, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
-
-
-def _folder_args(data, out, *extra):
-    return ["--data", str(data), "--arch", "small", "--width", "8", "--image-size", "28", "--crop", "24",
-            "--batch-size", "4", "--workers", "0", "--output", str(out), "--progress", "off", "--no-tensorboard",
-            "--no-plot", "--stats-file", str(out) + "-stats.pt", "--no-ten-crop", "--epochs", "1", "--input-scale",
-            "0.015625", *extra]
-
-
 def test_resume_refuses_a_renamed_class_folder(tmp_path, caplog):
-    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    data = image_folder(tmp_path / "data", ["cat", "dog"])
     out = tmp_path / "run"
-    assert main(_folder_args(data, out, "--max-steps", "1")) == 0
+    assert main(folder_args(data, out, "--max-steps", "1")) == 0
     os.rename(data / "train" / "dog", data / "train" / "bird")
-    rc = main(_folder_args(data, out, "--resume", str(out)))
+    rc = main(folder_args(data, out, "--resume", str(out)))
     assert rc == 2
-    assert "class list" in _messages(caplog) and "labels would change meaning" in _messages(caplog)
+    assert "class list" in log_messages(caplog) and "labels would change meaning" in log_messages(caplog)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +142,7 @@ def test_bad_checkpoint_files_give_one_clear_message(tmp_path, caplog, kind, exp
         torch.save(torch.nn.Linear(3, 2).state_dict(), bad)
     rc = main(_synthetic_args(tmp_path / "run", "--epochs", "1", "--resume", str(bad)))
     assert rc == 2
-    assert f"checkpoint {bad}: {expected}" in _messages(caplog)
+    assert f"checkpoint {bad}: {expected}" in log_messages(caplog)
 
 
 def _flip_a_bit_in_tensor_data(path, name_part):
@@ -211,23 +190,23 @@ def test_crashed_save_temp_files_are_removed_and_steps_csv_has_no_duplicates(tmp
 # 7. data folders follow torchvision's rules; skip counts are distinct files
 # ---------------------------------------------------------------------------------------------
 def test_empty_class_folder_is_refused_and_val_only_class_warned(tmp_path, caplog):
-    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    data = image_folder(tmp_path / "data", ["cat", "dog"])
     (data / "train" / "empty").mkdir()
-    rc = main(_folder_args(data, tmp_path / "run"))
-    assert rc == 2 and "class folders without images" in _messages(caplog) and "empty" in _messages(caplog)
+    rc = main(folder_args(data, tmp_path / "run"))
+    assert rc == 2 and "class folders without images" in log_messages(caplog) and "empty" in log_messages(caplog)
     (data / "train" / "empty").rmdir()
     (data / "val" / "zebra").mkdir()
     caplog.clear()
-    assert main(_folder_args(data, tmp_path / "run2", "--max-steps", "1")) == 0
-    assert "class folders only in" in _messages(caplog) and "zebra" in _messages(caplog)
+    assert main(folder_args(data, tmp_path / "run2", "--max-steps", "1")) == 0
+    assert "class folders only in" in log_messages(caplog) and "zebra" in log_messages(caplog)
 
 
 def test_skip_count_reports_distinct_files(tmp_path, caplog):
-    data = _image_folder(tmp_path / "data", ["cat", "dog"])
+    data = image_folder(tmp_path / "data", ["cat", "dog"])
     (data / "train" / "cat" / "bad.png").write_bytes(b"not a png")
-    rc = main(_folder_args(data, tmp_path / "run", "--epochs", "3"))
+    rc = main(folder_args(data, tmp_path / "run", "--epochs", "3"))
     assert rc == 0
-    assert "1 unreadable training images were skipped" in _messages(caplog)
+    assert "1 unreadable training images were skipped" in log_messages(caplog)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +251,7 @@ def test_demo_divergence_advice_resumes_with_a_lower_lr(tmp_path, caplog, monkey
     command = ["--demo", "--lr", "0.25", "--save-every", "2", "--log-every", "1", "--max-steps", "6",
                "--output", str(out), "--workers", "0", "--progress", "off", "--no-tensorboard", "--no-plot"]
     assert main(command) == 3
-    message = _messages(caplog)
+    message = log_messages(caplog)
     assert "training diverged at step 4" in message
     advice = message.split("run the same command followed by: ")[1].splitlines()[0]
     assert advice == f"--resume {out / 'last.pt'} --lr 0.025"
@@ -280,7 +259,7 @@ def test_demo_divergence_advice_resumes_with_a_lower_lr(tmp_path, caplog, monkey
     caplog.clear()
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
     assert main(command + advice.split()) == 0
-    assert "resumed from" in _messages(caplog) and "diverged" not in _messages(caplog)
+    assert "resumed from" in log_messages(caplog) and "diverged" not in log_messages(caplog)
     with open(out / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, 7))  # steps 3.. again, then on to 6
