@@ -75,6 +75,11 @@ def find_classes(root: str) -> List[str]:
     return classes
 
 
+def first_names(names: Sequence[str], most: int = 10) -> str:
+    """The first `most` names, comma-separated, with " ..." when there are more."""
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
+
+
 def check_class_folders(train_root: str, val_root: str, classes: Sequence[str],
                         train_samples: Sequence[Tuple[str, int]]) -> None:
     """torchvision's rules: raise on a training class folder without images; warn about class
@@ -83,15 +88,15 @@ def check_class_folders(train_root: str, val_root: str, classes: Sequence[str],
     empty = [c for i, c in enumerate(classes) if i not in have]
     if empty:
         raise FileNotFoundError(
-            f"class folders without images under {train_root}: {', '.join(empty[:10])}"
-            f"{' ...' if len(empty) > 10 else ''} (image extensions: {', '.join(IMG_EXTENSIONS)}); add images "
+            f"class folders without images under {train_root}: {first_names(empty)} "
+            f"(image extensions: {', '.join(IMG_EXTENSIONS)}); add images "
             f"or remove the folders (torchvision's ImageFolder refuses them too)")
     if os.path.isdir(val_root):
         extra = sorted(set(e.name for e in os.scandir(val_root) if e.is_dir() and not e.name.startswith("."))
                        - set(classes))
         if extra:
             log.warning("class folders only in %s, not in training: %s: their images are ignored", val_root,
-                        ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
+                        first_names(extra))
 
 
 def make_samples(root: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
@@ -168,7 +173,7 @@ def check_readable_classes(train_root: str, classes: Sequence[str], samples: Seq
     if dead:
         raise DataError(
             f"class folders whose images are all unreadable under {display_path(train_root)}: "
-            f"{', '.join(dead[:10])}{' ...' if len(dead) > 10 else ''} ({len(dead)} of {len(classes)} "
+            f"{first_names(dead)} ({len(dead)} of {len(classes)} "
             f"classes); replace the files or remove the folders (a class without examples cannot be learnt)")
 
 
