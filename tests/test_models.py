@@ -125,14 +125,17 @@ def test_towers_match_grouped_fp64():
         torch.testing.assert_close(gt[key], gs[key], rtol=1e-10, atol=1e-14, msg=key)
 
 
-def test_towers_match_grouped_full_size():
-    torch.manual_seed(0)
-    single = AlexNet(fused=False).eval()
-    towers = AlexNet(fused=False, devices=TOWERS_CPU).eval()
-    towers.load_state_dict(single.state_dict())
+def assert_full_size_forward_matches(model, reference, rtol):
+    """model, given reference's weights, computes reference's function on one 227x227 image."""
+    model.eval().load_state_dict(reference.state_dict())
     x = images(1, scale=50.0)
     with torch.no_grad():
-        assert_close_rel(towers(x), single(x), 1e-5)
+        assert_close_rel(model(x), reference.eval()(x), rtol)
+
+
+def test_towers_match_grouped_full_size():
+    torch.manual_seed(0)
+    assert_full_size_forward_matches(AlexNet(fused=False, devices=TOWERS_CPU), AlexNet(fused=False), 1e-5)
 
 
 def test_towers_odd_classes_and_train_mode():
@@ -295,12 +298,7 @@ def test_fused_matches_unfused(devices):
 
 def test_fused_full_size_forward():
     torch.manual_seed(0)
-    stock = AlexNet(fused=False).eval()
-    fused = AlexNet().eval()
-    fused.load_state_dict(stock.state_dict())
-    x = images(1, scale=50.0)
-    with torch.no_grad():
-        assert_close_rel(fused(x), stock(x), 1e-4)
+    assert_full_size_forward_matches(AlexNet(), AlexNet(fused=False), 1e-4)
 
 
 def test_compile_fullgraph():
