@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import alexnet_cuda
+from _binutils import binutils_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "aoti")
@@ -48,11 +49,7 @@ def package(tmp_path_factory):
 
 def test_library_has_no_python_dependency():
     """What lets a C++ program load the ops: no libpython/libtorch_python symbol needed."""
-    nm = shutil.which("nm")
-    if nm is None:
-        pytest.skip("nm (binutils) not found")
-    undefined = subprocess.run([nm, "-D", "--undefined-only", alexnet_cuda.library_path()],
-                               capture_output=True, text=True, check=True).stdout
+    undefined = binutils_output("nm", "-D", "--undefined-only", alexnet_cuda.library_path())
     python_symbols = [line for line in undefined.splitlines() if " Py" in line or " _Py" in line or "THP" in line]
     assert not python_symbols, python_symbols[:10]
 

@@ -4,9 +4,9 @@ import importlib.util
 import os
 import shutil
 import stat
-import subprocess
 
 import pytest
+from _binutils import binutils_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = os.path.join(ROOT, "setup.py")
@@ -122,11 +122,7 @@ def test_installed_library_has_no_debug_sections():
     """What keeps the install small: the operator library carries no host DWARF."""
     import alexnet_cuda
 
-    readelf = shutil.which("readelf")
-    if readelf is None:
-        pytest.skip("readelf (binutils) not found")
-    sections = subprocess.run([readelf, "-S", "-W", alexnet_cuda.library_path()],
-                              capture_output=True, text=True, check=True).stdout
+    sections = binutils_output("readelf", "-S", "-W", alexnet_cuda.library_path())
     assert ".text" in sections and ".debug_info" not in sections
 
 
