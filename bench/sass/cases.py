@@ -280,14 +280,6 @@ def maxpool_blocks(case):
     return 5 if -(-bw // 5) * 5 < -(-bw // 4) * 4 else 4
 
 
-def maxpool_divider(d):
-    """max_pool2d_3s2.h Divider::make: (d, m, s) with n / d = (mulhi(n, m) + n) >> s."""
-    s = 0
-    while (1 << s) < d:
-        s += 1
-    return d, ((1 << 32) * ((1 << s) - d)) // d + 1, s
-
-
 def maxpool_grid(case):
     """(items, dividers, (rows, cols) of a plane's item grid): the launch of the 3/2 kernel.
     Forward items: (row chunk of kRows outputs, output column); backward: (block row,
@@ -300,7 +292,7 @@ def maxpool_grid(case):
         rows, cols = -(-h // 2), -(-(-(-w // 2)) // maxpool_blocks(case))
     lanes = maxpool_lanes(case)
     divisors = (c // lanes, cols, rows) if case.cl else (cols, maxpool_plane_chunk(case), rows)
-    return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
+    return n * (c // lanes) * rows * cols, [int_divider(d) for d in divisors], (rows, cols)
 
 
 def maxpool_params(case):
@@ -315,9 +307,9 @@ def maxpool_params(case):
     if case.direction == "fwd":  # Forward3s2: rows, longer
         for v in maxpool_chunks(case)[1:]:
             p.i32(v)
-    for divider in dividers:
-        for v in divider:  # uint32 fields
-            p.i32(v - (1 << 32) if v >= 1 << 31 else v)
+    for divider in dividers:  # IntDivider inner, middle, outer
+        for v in divider:
+            p.i32(v)
     return bytes(p.buf)
 
 

@@ -29,7 +29,7 @@
 // Channels-first items have the column fastest (Wo = 27, 13: a warp spans planes), so
 // they go in chunks of P = gcd(N C, 32) planes: (plane chunk, row chunk or block row,
 // plane in chunk, column), and a warp's 32 items share the row chunk or block row.
-// Item indices are split into coordinates by Divider (a multiply-high and a shift), not by
+// Item indices are split into coordinates by IntDivider (a multiply-high and a shift), not by
 // integer division: that, the loop setup and the runtime window ranges were ~150 of the
 // general kernel's 320 instructions per output.
 //
@@ -57,6 +57,7 @@
 // for even H, row 2Ho+1, which no window covers (gradient 0).
 #pragma once
 
+#include "int_divider.h"
 #include "max_pool2d/max_pool2d.h"
 
 #include <cstdint>
@@ -65,35 +66,6 @@
 
 namespace alexnet_cuda {
 namespace max_pool2d {
-
-// n / d for 0 <= n, d < 2^31 without a division instruction: q = (mulhi(n, m) + n) >> s,
-// with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1 < 2^32 (Granlund and
-// Montgomery's round-up method; PyTorch's IntDivider). hi <= n < 2^31 keeps hi + n in 32 bits.
-struct Divider {
-  uint32_t d, m, s;
-
-  static Divider make(int64_t divisor) {  // host only
-    TORCH_CHECK(divisor >= 1 && divisor < (int64_t(1) << 31), "max_pool2d: bad divisor ", divisor);
-    uint32_t s = 0;
-    while ((uint64_t(1) << s) < uint64_t(divisor)) ++s;
-    const uint64_t m = ((uint64_t(1) << 32) * ((uint64_t(1) << s) - divisor)) / divisor + 1;
-    return Divider{static_cast<uint32_t>(divisor), static_cast<uint32_t>(m), s};
-  }
-  C10_HOST_DEVICE int div(int n) const {
-#if defined(__CUDA_ARCH__)
-    const uint32_t hi = __umulhi(static_cast<uint32_t>(n), m);
-#else
-    const uint32_t hi = static_cast<uint32_t>((uint64_t(static_cast<uint32_t>(n)) * m) >> 32);
-#endif
-    return static_cast<int>((hi + static_cast<uint32_t>(n)) >> s);
-  }
-  // n = q * d + r: returns q, sets r.
-  C10_HOST_DEVICE int divmod(int n, int* r) const {
-    const int q = div(n);
-    *r = n - q * static_cast<int>(d);
-    return q;
-  }
-};
 
 // True when the specialized 3/2 kernels apply: 3x3 windows, stride 2, no padding or
 // dilation, and the last window inside the input (floor mode always; ceil mode when the
@@ -138,7 +110,7 @@ struct Forward3s2 {
   argmax_t* argmax;
   int items, C, H, W, Ho, Wo;
   int rows, longer;  // row chunk k: rows + (k < longer) outputs from k rows + min(k, longer)
-  Divider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
+  IntDivider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
 };
 
 template <typename scalar_t, typename argmax_t>
@@ -147,8 +119,8 @@ struct Backward3s2 {
   const argmax_t* argmax;
   scalar_t* grad_in;
   int items, C, H, W, Ho, Wo;
-  Divider inner, middle, outer;  // NCHW: column groups, planes per chunk, block rows;
-                                 // NHWC: C / kLanes, column groups, block rows
+  IntDivider inner, middle, outer;  // NCHW: column groups, planes per chunk, block rows;
+                                    // NHWC: C / kLanes, column groups, block rows
 };
 
 // kLanes adjacent elements (channels, in channels_last) as one aligned access: the two
@@ -475,10 +447,10 @@ Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* ou
   Forward3s2<scalar_t, argmax_t> a{in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size,
                                    Ho, Wo, Ho / chunks, Ho % chunks, {}, {}, {}};
   if (channels_last) {
-    a.inner = Divider::make(C / lanes), a.middle = Divider::make(Wo), a.outer = Divider::make(chunks);
+    a.inner = IntDivider(C / lanes), a.middle = IntDivider(Wo), a.outer = IntDivider(chunks);
   } else {
-    a.inner = Divider::make(Wo), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
-    a.outer = Divider::make(chunks);
+    a.inner = IntDivider(Wo), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
+    a.outer = IntDivider(chunks);
   }
   return a;
 }
@@ -506,10 +478,10 @@ Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, cons
   Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
                                     g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
   if (channels_last) {
-    a.inner = Divider::make(C / lanes), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
+    a.inner = IntDivider(C / lanes), a.middle = IntDivider(groups), a.outer = IntDivider(block_rows);
   } else {
-    a.inner = Divider::make(groups), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
-    a.outer = Divider::make(block_rows);
+    a.inner = IntDivider(groups), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
+    a.outer = IntDivider(block_rows);
   }
   return a;
 }

@@ -21,7 +21,7 @@
 // (NHWC) or rows that stay in L1 between taps (NCHW). Sums are in fp32 (opmath); every
 // element is written once. No layout copies: a channels_last tensor is read and written as
 // NHWC. The 3/2 kernels index with int (they run only when every tensor has < 2^31
-// elements) and split item indices with Divider (multiply-high, not division); the general
+// elements) and split item indices with IntDivider (multiply-high, not division); the general
 // kernels use int32 or int64 indices as the tensors allow.
 //
 // The per-item math is shared with the CPU (max_pool2d.h, max_pool2d_3s2.h), where the
