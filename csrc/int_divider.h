@@ -32,6 +32,14 @@ struct IntDivider {
     return (hi + n) >> s;
   }
 
+  // q = n / d, r = n % d for 0 <= n < 2^31 (launches that index with int): the multiply
+  // alone, no 64-bit path.
+  C10_HOST_DEVICE C10_ALWAYS_INLINE int divmod(int n, int* r) const {
+    const int q = static_cast<int>(div(static_cast<uint32_t>(n)));
+    *r = n - q * static_cast<int>(d);
+    return q;
+  }
+
   // q = n / d, r = n % d for any n >= 0: the multiply while n < 2^31 (every index of a
   // launch short of 2^31 items), a 64-bit division past that.
   C10_HOST_DEVICE C10_ALWAYS_INLINE void divmod(int64_t n, int64_t& q, int64_t& r) const {

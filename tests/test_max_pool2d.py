@@ -124,7 +124,8 @@ def test_dtypes_and_layouts(device, dtype, kind, kw):
 # The CUDA kernels' per-item code on the CPU: the 3/2 kernels (max_pool2d_3s2.h) for
 # AlexNet's three pool sizes (output heights 27, 13, 6: row chunks of 4 and 3 outputs;
 # odd input heights: a last block row of one row; output widths 27, 13, 6: 7-block groups,
-# the last partly outside), output height 5 (chunks of 3 and 2), an even size (a last input
+# the last partly outside), output height 5 (the general kernels: the 3/2 ones take chunks
+# of 3 and 4 rows only), an even size (a last input
 # row and column that no window covers) and a ceil-mode size whose extra window stays
 # inside; planes in chunks of 16, 32 (N C = 32) and 2 (channels-first items); the general
 # kernels for fewer than 4 output rows, dilation, padding, ceil mode and the int64 argmax.
@@ -162,9 +163,22 @@ def cuda_items_on_cpu():
 def test_cuda_forward_on_cpu(cuda_items_on_cpu, shape, kw, kind, dtype):
     # The CPU runs the CUDA forward items (max_pool2d.h's pool_window, max_pool2d_3s2.h's
     # column of outputs) and backward items (channels_last 16-bit with even C: two channels
-    # an item, backward_lanes_3s2).
+    # an item both ways, channel_lanes_3s2; 27 wide: the backward's 5-block pairs).
     x = rand(shape, "cpu", dtype)
     assert_matches_pytorch(layout(x, kind) if x.dim() == 4 else x, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_cuda_forward_channel_pairs_need_alignment(cuda_items_on_cpu, dtype):
+    # The 3/2 forward takes two channels an item only where both are one aligned access: an
+    # input starting one element into its storage takes one channel an item, with the same
+    # values and codes.
+    ops = torch.ops.alexnet_cuda
+    x = layout(rand((2, 8, 13, 13), "cpu", dtype), "channels_last")
+    aligned = ops.max_pool2d_forward(x, [3, 3], [2, 2], [0, 0], [1, 1], False, False)
+    shifted = ops.max_pool2d_forward(offset_view(x, 1), [3, 3], [2, 2], [0, 0], [1, 1], False, False)
+    for a, b in zip(aligned, shifted):
+        assert_identical(b, a)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

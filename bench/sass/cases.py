@@ -150,12 +150,13 @@ def kernel_pattern(case):
         which = "forward" if case.direction == "fwd" else "backward"
         return rf"lrn::.*lrn_{which}_sweep_kernel<{SPAN}, {lrn_vector(case)}, {cl}, {t}, float>\("
     if case.op == "maxpool":
-        # max_pool2d_cuda.cu: forward_3s2_kernel<scalar_t, argmax_t, CL> and
-        # backward_3s2_kernel<scalar_t, argmax_t, CL, kLanes>, the 3/2 kernels (is_3s2,
+        # max_pool2d_cuda.cu: forward_3s2_kernel<scalar_t, argmax_t, CL, kLanes> and
+        # backward_3s2_kernel<scalar_t, argmax_t, CL, kLanes, kBlocks>, the 3/2 kernels (is_3s2,
         # fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
         if case.direction == "fwd":
-            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}>\("
-        return rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
+            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
+        return (rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}, "
+                rf"{maxpool_blocks(case)}>\(")
     which = "forward" if case.direction == "fwd" else "backward"
     if case.direction == "bwd" and case.cl:
         # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, scalar_t>, warps
@@ -251,7 +252,7 @@ def lrn_params(case):
 # ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
 
 MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread (at most), down one column
-MAXPOOL_BLOCKS = {1: 7, 2: 4}  # kBlocks3s2<kLanes>: backward 2x2 input blocks per thread, along W
+MAXPOOL_BLOCKS = 7  # kBlocks3s2: backward 2x2 input blocks per thread, along W (one channel)
 
 
 def maxpool_chunks(case):
@@ -267,16 +268,16 @@ def maxpool_plane_chunk(case):
 
 
 def maxpool_lanes(case):
-    """backward_lanes_3s2: the backward's channels per thread (2: channels_last 16-bit, even C)."""
-    return 2 if case.direction == "bwd" and case.cl and DTYPES[case.dtype][1] == 2 and case.shape[1] % 2 == 0 else 1
+    """channel_lanes_3s2: channels per thread, forward and backward (2: channels_last 16-bit, even C)."""
+    return 2 if case.cl and DTYPES[case.dtype][1] == 2 and case.shape[1] % 2 == 0 else 1
 
 
-def maxpool_divider(d):
-    """max_pool2d_3s2.h Divider::make: (d, m, s) with n / d = (mulhi(n, m) + n) >> s."""
-    s = 0
-    while (1 << s) < d:
-        s += 1
-    return d, ((1 << 32) * ((1 << s) - d)) // d + 1, s
+def maxpool_blocks(case):
+    """backward_blocks_3s2: 7 for one channel; channel pairs 4 or 5, the fewer phantom blocks."""
+    if maxpool_lanes(case) == 1:
+        return MAXPOOL_BLOCKS
+    bw = -(-case.shape[3] // 2)
+    return 5 if -(-bw // 5) * 5 < -(-bw // 4) * 4 else 4
 
 
 def maxpool_grid(case):
@@ -288,10 +289,10 @@ def maxpool_grid(case):
     if case.direction == "fwd":
         rows, cols = maxpool_chunks(case)[0], wo
     else:
-        rows, cols = -(-h // 2), -(-(-(-w // 2)) // MAXPOOL_BLOCKS[maxpool_lanes(case)])
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // maxpool_blocks(case))
     lanes = maxpool_lanes(case)
     divisors = (c // lanes, cols, rows) if case.cl else (cols, maxpool_plane_chunk(case), rows)
-    return n * (c // lanes) * rows * cols, [maxpool_divider(d) for d in divisors], (rows, cols)
+    return n * (c // lanes) * rows * cols, [int_divider(d) for d in divisors], (rows, cols)
 
 
 def maxpool_params(case):
@@ -306,9 +307,9 @@ def maxpool_params(case):
     if case.direction == "fwd":  # Forward3s2: rows, longer
         for v in maxpool_chunks(case)[1:]:
             p.i32(v)
-    for divider in dividers:
-        for v in divider:  # uint32 fields
-            p.i32(v - (1 << 32) if v >= 1 << 31 else v)
+    for divider in dividers:  # IntDivider inner, middle, outer
+        for v in divider:
+            p.i32(v)
     return bytes(p.buf)
 
 

@@ -190,23 +190,29 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 using sweep::kThreads;
 
 // Blocks per SM the sweep kernels ask for (__launch_bounds__'s second argument caps the
-// registers at 64K / (256 n) a thread: 6 -> 40, 4 -> 64). For the NCHW sweeps ptxas
-// otherwise settled on fewer registers (32 forward, 48 backward) by interleaving a batch's
-// loads with the previous channels' math, leaving 5 (forward) / 10 (backward) of a
-// batch's 16 loads in flight: 16-25 KB/SM for bf16. With the cap raised it issues 8 / 16
-// before the first use: bf16 33 KB/SM at 75% occupancy forward, 32 KB/SM at 50% backward
-// (bench/SASS.md). The NHWC items (one vector per thread, no batches) keep the default.
-// NCHW items of V = 4 pixels (planes whose H * W is a multiple of 4, not AlexNet's) have
-// batches 4 times wider: under the caps above they spilled (23 to 441 LDL/STL), and even
-// unbounded one did (4), so they ask for 2 blocks (128 registers): 42 to 123, no spills.
+// registers at 64K / (256 n) a thread: 6 -> 40, 4 -> 64). Without a cap ptxas keeps the
+// NCHW sweeps' registers low by interleaving a batch's loads with the previous channels'
+// math, so only a few of a batch's loads are in flight at once; with the room to hold a
+// batch it issues them before the first use, which is what keeps 32 KB per SM in flight
+// (bench/SASS.md has the counts). The NHWC items (one vector per thread, no batches) keep
+// the default. NCHW items of V = 4 pixels (planes whose H * W is a multiple of 4, not
+// AlexNet's) have batches 4 times wider: they need 2 blocks (128 registers) not to spill.
 template <bool CL, bool BACKWARD, int V>
 constexpr int sweep_min_blocks() {
   return CL ? 0 : V > 1 ? 2 : BACKWARD ? 4 : 6;
 }
 
 // Launched only where Pow34 applies (pow34_applies: the power is chosen per launch).
+// The NCHW 16-bit forward sweep (one element a channel, batches of 32 loads:
+// lrn_sweep.h forward_batch_channels) asks for 4 blocks: 64 registers a thread hold the
+// whole batch, so every load of it is issued before the batch's math.
+template <bool CL, int V, typename scalar_t>
+constexpr int forward_sweep_min_blocks() {
+  return !CL && V == 1 && sizeof(scalar_t) == 2 ? 4 : sweep_min_blocks<CL, false, V>();
+}
+
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, false, V>())
+__global__ void __launch_bounds__(kThreads, forward_sweep_min_blocks<CL, V, scalar_t>())
     lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
                              acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;

@@ -126,7 +126,7 @@ LRN_UNROLL
 
 // Loads per batch of a channels-first sweep: enough channels that a thread has 32 bytes
 // of loads in flight (one 4-byte load per step left ~8 KB in flight per SM; the budget is
-// 32 KB, and occupancy is 62-75% at these register counts).
+// 32 KB at 50-75% occupancy).
 template <typename scalar_t, int V>
 constexpr int batch_channels() {
   return int(sizeof(scalar_t)) * V >= 32 ? 1 : 32 / (int(sizeof(scalar_t)) * V);
@@ -154,17 +154,50 @@ LRN_UNROLL
   }
 }
 
+// load_batch for a batch whose channels c0 .. c0 + FROM - 1 lie in [0, C) and whose
+// later ones are >= 0 but may pass C - 1: only those FROM .. U - 1 are tested.
+template <int U, int V, int FROM, typename scalar_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load_batch_end(const scalar_t*& p, int64_t cs, int c0, int C, scalar_t* out) {
+LRN_UNROLL
+  for (int u = 0; u < U; ++u) {
+    check_aligned<scalar_t, V>(p);
+    if (u < FROM || c0 + u < C) {
+      const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) out[u * V + i] = a.v[i];
+    } else {
+LRN_UNROLL
+      for (int i = 0; i < V; ++i) out[u * V + i] = scalar_t(0);
+    }
+    p += cs;
+  }
+}
+
 // Forward: window of channel c = channels [c - PRE, c + POST] = ring slots 0 .. SPAN,
 // x_c in slot PRE. Before the step for channel c the ring holds channels
 // c - PRE - 1 .. c + POST - 1; the step shifts one slot and takes channel c + POST. Loads
 // go in batches of U channels (load_batch: all issued before the batch's math); pointers
-// advance by the channel stride instead of c * cs. Batches whose loads all lie in [0, C)
-// (every batch but possibly a run's last) take no bounds test.
+// advance by the channel stride instead of c * cs. A batch of channels [c, c + U) inside
+// its run loads channels c + POST .. c + U - 1 + POST, of which only the last POST may pass
+// C - 1 (in the last run): only those are tested, in every batch, so that every batch
+// (and every run: AlexNet's runs are one batch) takes the same compiled path and a warp
+// whose items span two runs does not run two. A batch steps two channels
+// at a time: the windows of c and c + 1 share SPAN channels, so the two sums of squares
+// take that common sum plus one square each, SPAN + 2 products for two outputs instead of
+// 2 (SPAN + 1) (the backward's backward_step2 does the same; the order of the additions
+// differs from one window at a time, so the last bits may).
+template <typename scalar_t, int V>
+constexpr int forward_batch_channels() {
+  // 16-bit channels-first: 32 loads of one element a batch. With 4 blocks per SM
+  // (sweep_min_blocks) that keeps over 32 KB per SM in flight while a batch's math waits.
+  return sizeof(scalar_t) == 2 && V == 1 ? 2 * batch_channels<scalar_t, V>() : batch_channels<scalar_t, V>();
+}
+
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C,
                                                               int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V;
-  constexpr int U = batch_channels<scalar_t, V>();
+  constexpr int U = forward_batch_channels<scalar_t, V>();
   acc_t ring[N];
 LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) {
@@ -188,18 +221,39 @@ LRN_UNROLL
     store<V>(yc, out);
     yc += cs;
   };
+  // Channels c and c + 1 (fresh: channels c + POST, c + 1 + POST): e = x_{c-PRE .. c+1+POST}.
+  auto step2 = [&](const scalar_t* fresh) {
+    acc_t e[N + V];
+LRN_UNROLL
+    for (int i = 0; i < SPAN * V; ++i) e[i] = ring[V + i];
+LRN_UNROLL
+    for (int i = 0; i < 2 * V; ++i) e[SPAN * V + i] = static_cast<acc_t>(fresh[i]);
+    acc_t out0[V], out1[V];
+LRN_UNROLL
+    for (int p = 0; p < V; ++p) {
+      acc_t common = acc_t(0);  // x_{c+1-PRE .. c+POST}^2: both windows
+LRN_UNROLL
+      for (int i = 1; i <= SPAN; ++i) common += e[i * V + p] * e[i * V + p];
+      const acc_t s0 = common + e[p] * e[p], s1 = common + e[(SPAN + 1) * V + p] * e[(SPAN + 1) * V + p];
+      out0[p] = forward_value(e[PRE * V + p], s0, scale, pw, k);
+      out1[p] = forward_value(e[(PRE + 1) * V + p], s1, scale, pw, k);
+    }
+    store<V>(yc, out0);
+    store<V>(yc + cs, out1);
+    yc += 2 * cs;
+LRN_UNROLL
+    for (int i = 0; i < N; ++i) ring[i] = e[V + i];
+  };
+  auto batch = [&](const scalar_t* fresh) {
+LRN_UNROLL
+    for (int u = 0; u + 1 < U; u += 2) step2(fresh + u * V);
+    if constexpr (U % 2 == 1) step(fresh + (U - 1) * V);
+  };
   int c = cb;
-  for (; c + U <= ce && c + U + POST <= C; c += U) {
+  for (; c + U <= ce; c += U) {  // c + U <= C: channels below c + U are inside
     scalar_t fresh[U * V];
-    load_batch<U, V, false>(xn, cs, c + POST, C, fresh);
-LRN_UNROLL
-    for (int u = 0; u < U; ++u) step(fresh + u * V);
-  }
-  for (; c + U <= ce; c += U) {  // a run's last batch, reaching past channel C - 1
-    scalar_t fresh[U * V];
-    load_batch<U, V, true>(xn, cs, c + POST, C, fresh);
-LRN_UNROLL
-    for (int u = 0; u < U; ++u) step(fresh + u * V);
+    load_batch_end<U, V, (U > POST ? U - POST : 0)>(xn, cs, c + POST, C, fresh);
+    batch(fresh);
   }
   for (; c < ce; ++c) {
     scalar_t fresh[V];

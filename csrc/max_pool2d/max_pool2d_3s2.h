@@ -29,7 +29,7 @@
 // Channels-first items have the column fastest (Wo = 27, 13: a warp spans planes), so
 // they go in chunks of P = gcd(N C, 32) planes: (plane chunk, row chunk or block row,
 // plane in chunk, column), and a warp's 32 items share the row chunk or block row.
-// Item indices are split into coordinates by Divider (a multiply-high and a shift), not by
+// Item indices are split into coordinates by IntDivider (a multiply-high and a shift), not by
 // integer division: that, the loop setup and the runtime window ranges were ~150 of the
 // general kernel's 320 instructions per output.
 //
@@ -57,6 +57,7 @@
 // for even H, row 2Ho+1, which no window covers (gradient 0).
 #pragma once
 
+#include "int_divider.h"
 #include "max_pool2d/max_pool2d.h"
 
 #include <cstdint>
@@ -65,35 +66,6 @@
 
 namespace alexnet_cuda {
 namespace max_pool2d {
-
-// n / d for 0 <= n, d < 2^31 without a division instruction: q = (mulhi(n, m) + n) >> s,
-// with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1 < 2^32 (Granlund and
-// Montgomery's round-up method; PyTorch's IntDivider). hi <= n < 2^31 keeps hi + n in 32 bits.
-struct Divider {
-  uint32_t d, m, s;
-
-  static Divider make(int64_t divisor) {  // host only
-    TORCH_CHECK(divisor >= 1 && divisor < (int64_t(1) << 31), "max_pool2d: bad divisor ", divisor);
-    uint32_t s = 0;
-    while ((uint64_t(1) << s) < uint64_t(divisor)) ++s;
-    const uint64_t m = ((uint64_t(1) << 32) * ((uint64_t(1) << s) - divisor)) / divisor + 1;
-    return Divider{static_cast<uint32_t>(divisor), static_cast<uint32_t>(m), s};
-  }
-  C10_HOST_DEVICE int div(int n) const {
-#if defined(__CUDA_ARCH__)
-    const uint32_t hi = __umulhi(static_cast<uint32_t>(n), m);
-#else
-    const uint32_t hi = static_cast<uint32_t>((uint64_t(static_cast<uint32_t>(n)) * m) >> 32);
-#endif
-    return static_cast<int>((hi + static_cast<uint32_t>(n)) >> s);
-  }
-  // n = q * d + r: returns q, sets r.
-  C10_HOST_DEVICE int divmod(int n, int* r) const {
-    const int q = div(n);
-    *r = n - q * static_cast<int>(d);
-    return q;
-  }
-};
 
 // True when the specialized 3/2 kernels apply: 3x3 windows, stride 2, no padding or
 // dilation, and the last window inside the input (floor mode always; ceil mode when the
@@ -105,16 +77,26 @@ inline bool is_3s2(const Axis& a) {
 
 constexpr int kRows3s2 = 4;    // forward: at most this many outputs per thread, down one column
 
-// The CUDA launchers' choice: the 3/2 kernels need at least kRows3s2 output rows (so every
-// chunk holds 2 to 4 of them: Ho / ceil(Ho / 4) >= 16 / 7).
+// The CUDA launchers' choice: the 3/2 kernels need 4 or at least 6 output rows, so that
+// every chunk holds 3 or 4 of them (Ho / ceil(Ho / 4) >= 3 for Ho = 4 and Ho >= 6; Ho = 5
+// would need a chunk of 2). Two chunk lengths are two compiled paths of their own: with a
+// third, the compiler merged the shorter two's common loads and split their address
+// arithmetic into 64-bit steps, and the 3-row path cost 25% more per output than the 4-row one.
 inline bool cuda_3s2(const Geometry& g) {
-  return is_3s2(g.h) && is_3s2(g.w) && g.h.out_size >= kRows3s2;
+  return is_3s2(g.h) && is_3s2(g.w) && (g.h.out_size == kRows3s2 || g.h.out_size >= kRows3s2 + 2);
 }
 
-// backward: 2x2 input blocks per thread, along W. Channel pairs (kLanes = 2) keep 4: at 7
-// their 2 x 8 windows of two channels spilled under the 64-register bound.
-template <int kLanes>
-constexpr int kBlocks3s2 = kLanes == 2 ? 4 : 7;
+// backward: 2x2 input blocks per thread, along W: 7 for one channel. Channel pairs
+// (kLanes = 2) take 4 or 5 (at 7 their 2 x 8 windows of two channels spilled under the
+// 64-register bound), whichever leaves fewer phantom blocks at the row's end: 4 for 55
+// pixels (28 blocks), 5 for 27 (14 blocks: 15 computed, where 4 computes 16).
+constexpr int kBlocks3s2 = 7;
+
+inline int backward_blocks_3s2(int W, int lanes) {
+  if (lanes == 1) return kBlocks3s2;
+  const int bw = (W + 1) / 2;
+  return (bw + 4) / 5 * 5 < (bw + 3) / 4 * 4 ? 5 : 4;
+}
 
 // Kernel arguments (passed by value; bench/sass.py packs them with this layout). Strides and
 // offsets are int: the launcher takes these kernels only when every tensor has < 2^31
@@ -128,7 +110,7 @@ struct Forward3s2 {
   argmax_t* argmax;
   int items, C, H, W, Ho, Wo;
   int rows, longer;  // row chunk k: rows + (k < longer) outputs from k rows + min(k, longer)
-  Divider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
+  IntDivider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
 };
 
 template <typename scalar_t, typename argmax_t>
@@ -137,8 +119,8 @@ struct Backward3s2 {
   const argmax_t* argmax;
   scalar_t* grad_in;
   int items, C, H, W, Ho, Wo;
-  Divider inner, middle, outer;  // NCHW: column groups, planes per chunk, block rows;
-                                 // NHWC: C / kLanes, column groups, block rows
+  IntDivider inner, middle, outer;  // NCHW: column groups, planes per chunk, block rows;
+                                    // NHWC: C / kLanes, column groups, block rows
 };
 
 // kLanes adjacent elements (channels, in channels_last) as one aligned access: the two
@@ -174,62 +156,78 @@ C10_HOST_DEVICE inline int64_t encode_3s2(int64_t*, int code, int oh, int ow, in
   return static_cast<int64_t>(2 * oh + th) * W + 2 * ow + (code - 3 * th);
 }
 
-// kRows outputs (oh0 + j, ow) of the plane whose input element (0, 0) is `in` (element
-// (h, w) at in[h*sh + w*sw]) into out[j*out_sh], argmax[j*out_sh]. All 2 kRows + 1 input
-// rows exist (oh0 + kRows <= Ho).
+// kRows outputs (oh0 + j, ow) of kLanes adjacent planes (channels) whose input element
+// (0, 0) is `in` (element (h, w) at in[h*sh + w*sw] + lane) into out[j*out_sh] + lane,
+// argmax[j*out_sh] + lane. All 2 kRows + 1 input rows exist (oh0 + kRows <= Ho).
 // kZeroIndex (CUDA channels_last): a window whose maximum stays -inf without a NaN (all
 // taps -inf) stores int64 index 0, as PyTorch's max_pool_forward_nhwc does (it starts the
 // index at 0, not at the first tap); uint8 codes keep the first tap (max_pool2d.h).
-template <int kRows, bool kZeroIndex, typename scalar_t, typename argmax_t>
+template <int kRows, bool kZeroIndex, int kLanes, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int sw, int W, int oh0,
                                                int ow, scalar_t* out, argmax_t* argmax,
                                                int out_sh) {
   using opmath_t = at::opmath_type<scalar_t>;
+  using InLanes = Lanes<scalar_t, kLanes>;
   constexpr int kIn = 2 * kRows + 1;  // input rows
   // Every load first (independent, all in flight), through three column pointers that step
   // down the rows: one address add per row and column, no index arithmetic per tap.
   const scalar_t* p0 = in + 2 * oh0 * sh + 2 * ow * sw;
   const scalar_t* p1 = p0 + sw;
   const scalar_t* p2 = p1 + sw;
-  opmath_t v[kIn][3];
+  InLanes raw[kIn][3];
 #pragma unroll
   for (int r = 0; r < kIn; ++r) {
-    v[r][0] = static_cast<opmath_t>(*p0);
-    v[r][1] = static_cast<opmath_t>(*p1);
-    v[r][2] = static_cast<opmath_t>(*p2);
+    raw[r][0] = *reinterpret_cast<const InLanes*>(p0);
+    raw[r][1] = *reinterpret_cast<const InLanes*>(p1);
+    raw[r][2] = *reinterpret_cast<const InLanes*>(p2);
     p0 += sh, p1 += sh, p2 += sh;
   }
-  opmath_t m[kIn];
-  int c[kIn];
+  opmath_t m[kIn][kLanes];
+  int c[kIn][kLanes];
 #pragma unroll
-  for (int r = 0; r < kIn; ++r) row_max3(v[r][0], v[r][1], v[r][2], &m[r], &c[r]);
+  for (int r = 0; r < kIn; ++r) {
+#pragma unroll
+    for (int l = 0; l < kLanes; ++l) {
+      row_max3(static_cast<opmath_t>(raw[r][0].v[l]), static_cast<opmath_t>(raw[r][1].v[l]),
+               static_cast<opmath_t>(raw[r][2].v[l]), &m[r][l], &c[r][l]);
+    }
+  }
 #pragma unroll
   for (int j = 0; j < kRows; ++j) {
-    opmath_t best = m[2 * j];
-    int code = c[2 * j];
+    InLanes best_out;
+    Lanes<argmax_t, kLanes> code_out;
 #pragma unroll
-    for (int t = 1; t < 3; ++t) {
-      const opmath_t x = m[2 * j + t];
-      const bool take = x > best || at::_isnan(x);
-      best = take ? x : best;
-      code = take ? 3 * t + c[2 * j + t] : code;
+    for (int l = 0; l < kLanes; ++l) {
+      opmath_t best = m[2 * j][l];
+      int code = c[2 * j][l];
+#pragma unroll
+      for (int t = 1; t < 3; ++t) {
+        const opmath_t x = m[2 * j + t][l];
+        const bool take = x > best || at::_isnan(x);
+        best = take ? x : best;
+        code = take ? 3 * t + c[2 * j + t][l] : code;
+      }
+      argmax_t a = encode_3s2(static_cast<argmax_t*>(nullptr), code, oh0 + j, ow, W);
+      if constexpr (kZeroIndex && std::is_same_v<argmax_t, int64_t>) {
+        if (best == lowest_value<opmath_t>()) a = 0;
+      }
+      best_out.v[l] = static_cast<scalar_t>(best);
+      code_out.v[l] = a;
     }
-    argmax_t a = encode_3s2(static_cast<argmax_t*>(nullptr), code, oh0 + j, ow, W);
-    if constexpr (kZeroIndex && std::is_same_v<argmax_t, int64_t>) {
-      if (best == lowest_value<opmath_t>()) a = 0;
-    }
-    *out = static_cast<scalar_t>(best);
-    *argmax = a;
+    *reinterpret_cast<InLanes*>(out) = best_out;
+    *reinterpret_cast<Lanes<argmax_t, kLanes>*>(argmax) = code_out;
     out += out_sh, argmax += out_sh;
   }
 }
 
 // Forward item i of a Forward3s2 launch.
-template <bool kChannelsLast, typename scalar_t, typename argmax_t>
+template <bool kChannelsLast, int kLanes, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void forward_3s2_item(const Forward3s2<scalar_t, argmax_t>& a, int i) {
+  static_assert(kLanes == 1 || kChannelsLast, "channel lanes are adjacent only in channels_last");
   int ow, chunk, c = 0, n;  // NCHW: n = the (n, c) plane
   if constexpr (kChannelsLast) {
-    int t = a.inner.divmod(i, &c);
+    int t = a.inner.divmod(i, &c);  // c: the channel pair when kLanes = 2
+    c *= kLanes;
     t = a.middle.divmod(t, &ow);
     n = a.outer.divmod(t, &chunk);
   } else {
@@ -243,20 +241,19 @@ C10_HOST_DEVICE inline void forward_3s2_item(const Forward3s2<scalar_t, argmax_t
     if constexpr (kChannelsLast) {
       const scalar_t* in = a.in + n * a.H * a.W * a.C + c;
       const int o = ((n * a.Ho + oh0) * a.Wo + ow) * a.C + c;
-      forward_3s2_column<kRows, true>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo * a.C);
+      forward_3s2_column<kRows, true, kLanes>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o,
+                                              a.Wo * a.C);
     } else {
       const scalar_t* in = a.in + n * a.H * a.W;
       const int o = (n * a.Ho + oh0) * a.Wo + ow;
-      forward_3s2_column<kRows, false>(in, a.W, 1, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo);
+      forward_3s2_column<kRows, false, 1>(in, a.W, 1, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo);
     }
   };
-  const int rows = a.rows + (chunk < a.longer);  // 2 to kRows3s2 (cuda_3s2)
+  const int rows = a.rows + (chunk < a.longer);  // 3 or 4 (cuda_3s2)
   if (rows == 4)
     column(std::integral_constant<int, 4>{});
-  else if (rows == 3)
-    column(std::integral_constant<int, 3>{});
   else
-    column(std::integral_constant<int, 2>{});
+    column(std::integral_constant<int, 3>{});
 }
 
 // The code that window (bh - 1 + dh, bw - 1 + dw) stores when its maximum is pixel
@@ -266,6 +263,19 @@ C10_HOST_DEVICE inline int pixel_code(int*, int dh, int dw, int a, int b, int fl
   return (dh ? a : a + 2) * 3 + (dw ? b : b + 2);
 }
 C10_HOST_DEVICE inline int64_t pixel_code(int64_t*, int, int, int, int, int flat) { return flat; }
+
+// a | b | c. On the GPU one LOP3 for int: written as C++, the compiler turns each OR with
+// a 0 / -1 mask back into a select on the mask's predicate, two instructions a window.
+C10_HOST_DEVICE inline int or3(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+  int d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xFE;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#else
+  return a | b | c;
+#endif
+}
+C10_HOST_DEVICE inline int64_t or3(int64_t a, int64_t b, int64_t c) { return a | b | c; }
 
 // Stores v at p when ok. On the GPU one predicated store: with a plain `if`, the compiler
 // moves each pixel's sum into a branch region of its own (3 more instructions a pixel).
@@ -298,12 +308,12 @@ C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
 #endif
 }
 
-// kBlocks3s2 2x2 blocks (bh, bw0 + k) of kLanes adjacent planes (channels): grad_out/argmax
+// kBlocks 2x2 blocks (bh, bw0 + k) of kLanes adjacent planes (channels): grad_out/argmax
 // element (oh, ow) at [out0 + oh*out_sh + ow*out_sw] (+ lane), grad_in element (h, w) at
 // [in0 + h*in_sh + w*in_sw] (+ lane). (int offsets from the tensors' starts: one 32-bit
 // add and one wide multiply-add an address.) kHalf: the block row holds only its first row
 // (the last block row of an odd height): the second is neither computed nor stored.
-template <int kLanes, bool kHalf, typename scalar_t, typename argmax_t>
+template <int kLanes, int kBlocks, bool kHalf, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax,
                                                 int out0, int out_sh, int out_sw, int Ho, int Wo,
                                                 scalar_t* grad_in, int in0, int in_sh, int in_sw,
@@ -311,7 +321,7 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
   using opmath_t = at::opmath_type<scalar_t>;
   using code_t = std::conditional_t<std::is_same_v<argmax_t, int64_t>, int64_t, int>;
   using GradLanes = Lanes<scalar_t, kLanes>;
-  constexpr int kBlocks = kBlocks3s2<kLanes>, kCols = kBlocks + 1;  // window columns bw0 - 1 .. bw0 + kBlocks - 1
+  constexpr int kCols = kBlocks + 1;  // window columns bw0 - 1 .. bw0 + kBlocks - 1
   // The 2 x kCols windows (oh = bh - 1 + dh, ow = bw0 - 1 + dw) are loaded unconditionally,
   // from clamped (always valid) positions, all in flight together. A window outside the
   // output gets code -1 (its mask ORed in), which no pixel's code equals.
@@ -341,17 +351,18 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
 #pragma unroll
       for (int l = 0; l < kLanes; ++l) {
         g[dh][dw][l] = static_cast<opmath_t>(gl.v[l]);
-        code[dh][dw][l] = static_cast<code_t>(al.v[l]) | row_mask[dh] | col_mask[dw];
+        code[dh][dw][l] = or3(static_cast<code_t>(al.v[l]), row_mask[dh], col_mask[dw]);
       }
     }
   }
   // Every pixel's sum, its windows in row-major order; stored only inside the input: pixel
-  // (a, column j = 2k + b of this thread) when j < the row's limit (0 past the last row).
+  // (a, column j = 2k + b of this thread) when j < limit. Every row computed exists (an odd
+  // height's last block row takes kHalf), so both rows share the limit and its tests.
+  const int limit = W - 2 * bw0;
 #pragma unroll
   for (int a = 0; a < (kHalf ? 1 : 2); ++a) {
     const int h = 2 * bh + a;
     scalar_t* p = grad_in + (in0 + h * in_sh + 2 * bw0 * in_sw);  // steps along the row
-    const int limit = h < H ? W - 2 * bw0 : 0;
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
 #pragma unroll
@@ -383,7 +394,7 @@ C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const 
 }
 
 // Backward item i of a Backward3s2 launch.
-template <bool kChannelsLast, int kLanes, typename scalar_t, typename argmax_t>
+template <bool kChannelsLast, int kLanes, int kBlocks, typename scalar_t, typename argmax_t>
 C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax_t>& a, int i) {
   static_assert(kLanes == 1 || kChannelsLast, "channel lanes are adjacent only in channels_last");
   int group, bh, c = 0, n;
@@ -397,15 +408,15 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
     t = a.middle.divmod(t, &plane);
     n = a.outer.divmod(t, &bh) * static_cast<int>(a.middle.d) + plane;  // the (n, c) plane
   }
-  const int bw0 = group * kBlocks3s2<kLanes>;
+  const int bw0 = group * kBlocks;
   auto blocks = [&](auto half) {
     constexpr bool kHalf = decltype(half)::value;
     if constexpr (kChannelsLast) {
-      backward_3s2_blocks<kLanes, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
+      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
                                          a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
                                          bw0);
     } else {
-      backward_3s2_blocks<1, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
+      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
                                     n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
     }
   };
@@ -429,29 +440,30 @@ inline int plane_chunk_3s2(int64_t planes) {
 template <typename scalar_t, typename argmax_t>
 Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* out,
                                                 argmax_t* argmax, const Geometry& g,
-                                                bool channels_last) {
+                                                bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C), Ho = g.h.out_size, Wo = g.w.out_size;
   const int chunks = ceil_div(Ho, kRows3s2);
-  const int64_t items = g.N * g.C * chunks * Wo;
+  const int64_t items = g.N * (g.C / lanes) * chunks * Wo;
   Forward3s2<scalar_t, argmax_t> a{in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size,
                                    Ho, Wo, Ho / chunks, Ho % chunks, {}, {}, {}};
   if (channels_last) {
-    a.inner = Divider::make(C), a.middle = Divider::make(Wo), a.outer = Divider::make(chunks);
+    a.inner = IntDivider(C / lanes), a.middle = IntDivider(Wo), a.outer = IntDivider(chunks);
   } else {
-    a.inner = Divider::make(Wo), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
-    a.outer = Divider::make(chunks);
+    a.inner = IntDivider(Wo), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
+    a.outer = IntDivider(chunks);
   }
   return a;
 }
 
-// The backward's channel lanes: 2 where a channel pair is one aligned access (channels_last
-// fp16/bf16 with uint8 argmax and even C: 4-byte gradients, 2-byte codes), else 1.
+// The channel lanes of both 3/2 kernels: 2 where a channel pair is one aligned access
+// (channels_last fp16/bf16 with uint8 argmax and even C: 4-byte values, 2-byte codes), else
+// 1. `a` and `b` are the two value tensors (forward: in, out; backward: grad_out, grad_in).
 template <typename scalar_t, typename argmax_t>
-int backward_lanes_3s2(const scalar_t* grad_out, const argmax_t* argmax, const scalar_t* grad_in,
-                       const Geometry& g, bool channels_last) {
+int channel_lanes_3s2(const scalar_t* a, const argmax_t* argmax, const scalar_t* b, const Geometry& g,
+                      bool channels_last) {
   const auto aligned = [](const void* p, size_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
   const bool pairs = channels_last && sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t> &&
-                     g.C % 2 == 0 && aligned(grad_out, 4) && aligned(grad_in, 4) && aligned(argmax, 2);
+                     g.C % 2 == 0 && aligned(a, 4) && aligned(b, 4) && aligned(argmax, 2);
   return pairs ? 2 : 1;
 }
 
@@ -461,15 +473,15 @@ Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, cons
                                                   bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C);
   const int block_rows = ceil_div(g.h.size, 2);
-  const int groups = ceil_div(ceil_div(g.w.size, 2), lanes == 2 ? kBlocks3s2<2> : kBlocks3s2<1>);
+  const int groups = ceil_div(ceil_div(g.w.size, 2), backward_blocks_3s2(g.w.size, lanes));
   const int64_t items = g.N * (g.C / lanes) * block_rows * groups;
   Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
                                     g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
   if (channels_last) {
-    a.inner = Divider::make(C / lanes), a.middle = Divider::make(groups), a.outer = Divider::make(block_rows);
+    a.inner = IntDivider(C / lanes), a.middle = IntDivider(groups), a.outer = IntDivider(block_rows);
   } else {
-    a.inner = Divider::make(groups), a.middle = Divider::make(plane_chunk_3s2(g.N * g.C)),
-    a.outer = Divider::make(block_rows);
+    a.inner = IntDivider(groups), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
+    a.outer = IntDivider(block_rows);
   }
   return a;
 }

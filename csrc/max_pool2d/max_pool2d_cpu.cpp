@@ -422,11 +422,13 @@ void forward_cuda_items(const at::Tensor& input, const Geometry& g, bool channel
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
   if (cuda_takes_3s2(g, input, out)) {
-    const auto a = make_forward_3s2(in, out_p, arg_p, g, channels_last);
+    const int lanes = channel_lanes_3s2(in, arg_p, out_p, g, channels_last);  // as the CUDA launcher
+    const auto a = make_forward_3s2(in, out_p, arg_p, g, channels_last, lanes);
     at::parallel_for(0, a.items, grain(9 * kRows3s2), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        channels_last ? forward_3s2_item<true>(a, static_cast<int>(i))
-                      : forward_3s2_item<false>(a, static_cast<int>(i));
+        lanes == 2       ? forward_3s2_item<true, 2>(a, static_cast<int>(i))
+        : channels_last ? forward_3s2_item<true, 1>(a, static_cast<int>(i))
+                        : forward_3s2_item<false, 1>(a, static_cast<int>(i));
       }
     });
     return;
@@ -460,13 +462,15 @@ void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, co
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   if (cuda_takes_3s2(g, grad_output, grad_input)) {
-    const int lanes = backward_lanes_3s2(go, am, gi, g, channels_last);  // as the CUDA launcher
+    const int lanes = channel_lanes_3s2(go, am, gi, g, channels_last);  // as the CUDA launcher
     const auto a = make_backward_3s2(go, am, gi, g, channels_last, lanes);
-    at::parallel_for(0, a.items, grain(4 * kBlocks3s2<1>), [&](int64_t begin, int64_t end) {
+    const int blocks = backward_blocks_3s2(g.w.size, lanes);
+    at::parallel_for(0, a.items, grain(4 * kBlocks3s2), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        lanes == 2       ? backward_3s2_item<true, 2>(a, static_cast<int>(i))
-        : channels_last ? backward_3s2_item<true, 1>(a, static_cast<int>(i))
-                        : backward_3s2_item<false, 1>(a, static_cast<int>(i));
+        lanes == 2 && blocks == 5 ? backward_3s2_item<true, 2, 5>(a, static_cast<int>(i))
+        : lanes == 2             ? backward_3s2_item<true, 2, 4>(a, static_cast<int>(i))
+        : channels_last          ? backward_3s2_item<true, 1, kBlocks3s2>(a, static_cast<int>(i))
+                                 : backward_3s2_item<false, 1, kBlocks3s2>(a, static_cast<int>(i));
       }
     });
     return;

@@ -2,7 +2,7 @@
 //
 // Variants (the launchers pick one per call):
 //   forward_3s2_kernel   AlexNet's pool (3x3, stride 2, no padding/dilation, windows inside,
-//                        >= 4 output rows: cuda_3s2): one thread = 2 to 4 outputs down one
+//                        4 or >= 6 output rows: cuda_3s2): one thread = 3 or 4 outputs down one
 //                        column (the rows split evenly: no output computed twice), up to 27
 //                        loads in flight, row maxima shared by two windows, compile-time
 //                        window (max_pool2d_3s2.h).
@@ -11,7 +11,7 @@
 //                        windows and argmax codes are
 //                        compile-time constants: no division, no loop. kLanes = 2 in
 //                        channels_last fp16/bf16 (uint8 argmax, even C): two channels a
-//                        thread, one 4-byte access for both (backward_lanes_3s2).
+//                        thread, one 4-byte access for both (channel_lanes_3s2).
 //   forward_kernel       any other pool: one thread per output element, runtime window
 //                        (pool_window, max_pool2d.h).
 //   backward_kernel      any other pool: one thread per input element, gathering over the
@@ -21,7 +21,7 @@
 // (NHWC) or rows that stay in L1 between taps (NCHW). Sums are in fp32 (opmath); every
 // element is written once. No layout copies: a channels_last tensor is read and written as
 // NHWC. The 3/2 kernels index with int (they run only when every tensor has < 2^31
-// elements) and split item indices with Divider (multiply-high, not division); the general
+// elements) and split item indices with IntDivider (multiply-high, not division); the general
 // kernels use int32 or int64 indices as the tensors allow.
 //
 // The per-item math is shared with the CPU (max_pool2d.h, max_pool2d_3s2.h), where the
@@ -84,18 +84,18 @@ __global__ void __launch_bounds__(kThreads)
 
 // Occupancy: 4 blocks of 256 threads per SM at most 64 registers each (50%): the 3/2
 // kernels hold up to 27 loaded values (forward) or 32 (backward) per thread.
-template <typename scalar_t, typename argmax_t, bool kChannelsLast>
+template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes>
 __global__ void __launch_bounds__(kThreads, 4)
     forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {
   const int i = blockIdx.x * kThreads + threadIdx.x;
-  if (i < a.items) forward_3s2_item<kChannelsLast>(a, i);
+  if (i < a.items) forward_3s2_item<kChannelsLast, kLanes>(a, i);
 }
 
-template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes>
+template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes, int kBlocks>
 __global__ void __launch_bounds__(kThreads, 4)
     backward_3s2_kernel(const Backward3s2<scalar_t, argmax_t> a) {
   const int i = blockIdx.x * kThreads + threadIdx.x;
-  if (i < a.items) backward_3s2_item<kChannelsLast, kLanes>(a, i);
+  if (i < a.items) backward_3s2_item<kChannelsLast, kLanes, kBlocks>(a, i);
 }
 
 template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
@@ -157,11 +157,19 @@ void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, 
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
   if (cuda_3s2(g) && fits_int32(x, out)) {
-    const auto a = make_forward_3s2(in_p, out_p, arg_p, g, channels_last);
+    const int lanes = channel_lanes_3s2(in_p, arg_p, out_p, g, channels_last);
+    const auto a = make_forward_3s2(in_p, out_p, arg_p, g, channels_last, lanes);
+    if constexpr (sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t>) {
+      if (lanes == 2) {
+        forward_3s2_kernel<scalar_t, argmax_t, true, 2><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     if (channels_last) {
-      forward_3s2_kernel<scalar_t, argmax_t, true><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      forward_3s2_kernel<scalar_t, argmax_t, true, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     } else {
-      forward_3s2_kernel<scalar_t, argmax_t, false><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      forward_3s2_kernel<scalar_t, argmax_t, false, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
@@ -189,19 +197,23 @@ void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry&
   const argmax_t* am_p = am.const_data_ptr<argmax_t>();
   scalar_t* gi_p = grad_input.mutable_data_ptr<scalar_t>();
   if (cuda_3s2(g) && fits_int32(go, grad_input)) {
-    const int lanes = backward_lanes_3s2(go_p, am_p, gi_p, g, channels_last);
+    const int lanes = channel_lanes_3s2(go_p, am_p, gi_p, g, channels_last);
     const auto a = make_backward_3s2(go_p, am_p, gi_p, g, channels_last, lanes);
     if constexpr (sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t>) {
       if (lanes == 2) {
-        backward_3s2_kernel<scalar_t, argmax_t, true, 2><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+        if (backward_blocks_3s2(g.w.size, lanes) == 5) {
+          backward_3s2_kernel<scalar_t, argmax_t, true, 2, 5><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+        } else {
+          backward_3s2_kernel<scalar_t, argmax_t, true, 2, 4><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+        }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
       }
     }
     if (channels_last) {
-      backward_3s2_kernel<scalar_t, argmax_t, true, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      backward_3s2_kernel<scalar_t, argmax_t, true, 1, kBlocks3s2><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     } else {
-      backward_3s2_kernel<scalar_t, argmax_t, false, 1><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
+      backward_3s2_kernel<scalar_t, argmax_t, false, 1, kBlocks3s2><<<num_blocks(a.items), kThreads, 0, stream>>>(a);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
