@@ -59,7 +59,7 @@ ROUNDS = (21, 101)        # rounds per timing: --quick, full
 CALLS = {"fwd": 20, "fwd+bwd": 5}
 
 
-def _stock_stage(x):
+def _stock_relu_lrn_max_pool2d(x):
     x = F.relu(x)
     x = torch.cat([F.local_response_norm(p, **PAPER) for p in x.chunk(2, dim=1)], dim=1)
     return F.max_pool2d(x, 3, 2)
@@ -72,7 +72,7 @@ OPS = {
     "max_pool2d": ("F.max_pool2d", lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [SHAPE]),
     "relu_lrn_max_pool2d": ("relu -> F.local_response_norm per group (2) -> F.max_pool2d",
                             lambda x: relu_lrn_max_pool2d(x, **PAPER, kernel_size=3, stride=2, lrn_groups=2),
-                            _stock_stage, [SHAPE]),
+                            _stock_relu_lrn_max_pool2d, [SHAPE]),
     "conv2d_relu": ("F.conv2d + relu", lambda x, w, b: conv2d_relu(x, w, b, padding=1),
                     lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), [SHAPE, (8, 8, 3, 3), (8,)]),
 }
