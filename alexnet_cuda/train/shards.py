@@ -324,7 +324,7 @@ def _prepared_stats(cfg, info, root: str, train_ds, stats_path: str):
     (the same pixels the ImageFolder path decodes) and cached like the ImageFolder path's."""
     from .data import default_stats_path, load_or_compute_stats
     from .logs import make_progress
-    from .setup import make_loader
+    from .training_run import make_loader
 
     if not cfg.stats_file and not cfg.stats_max_images:
         return stats_path, DatasetStats.from_state_dict(torch.load(stats_path, map_location="cpu", weights_only=True))

@@ -46,7 +46,7 @@ from common import Config, describe_error, host_ms_per_call, summarize
 import alexnet_cuda
 from alexnet_cuda.models import AlexNet
 from alexnet_cuda.ops import conv2d_relu, local_response_norm, max_pool2d, relu_lrn_max_pool2d
-from alexnet_cuda.train.models import SmallAlexNet
+from alexnet_cuda.train.model_factory import SmallAlexNet
 from alexnet_cuda.train.optim import PaperSGD
 from alexnet_cuda.train.step import make_step
 from cases.model import check_training_step

@@ -44,7 +44,7 @@ from common import Config, describe_error, summarize, sync, time_stats
 from alexnet_cuda.train.config import TrainConfig
 from alexnet_cuda.train.data import SyntheticImages, collate_uint8, synthetic_stats
 from alexnet_cuda.train.loop import _loader, augment_batch, make_augment, train_step
-from alexnet_cuda.train.models import build_model
+from alexnet_cuda.train.model_factory import build_model
 from alexnet_cuda.train.optim import PaperSGD
 
 PREFETCH = 4  # alexnet_cuda.train.loop._loader's prefetch_factor
