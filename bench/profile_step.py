@@ -13,7 +13,7 @@ into categories (convolution, matmul, LRN/pool stage, max-pool, elementwise, opt
 copies, other) by kernel name. On a CPU-only machine it profiles CPU ops instead, at a
 small batch, and says so; the numbers that matter come from a GPU.
 
-This is the "where the time goes" table for the whole-model targets (issue 6); bench/run.py
+This is the "where the time goes" table for the whole-model targets; bench/run.py
 gives the end-to-end step time it should add up to.
 """
 

@@ -1,5 +1,5 @@
 """convert() only swaps in a fused layer where it computes the same function on every input the
-stock layers accept (issue 19, point 8); otherwise it keeps the stock layers and warns once."""
+stock layers accept; otherwise it keeps the stock layers and warns once."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Issue 19: the trainer's CLI honours what the user typed, validates every resume and refuses bad
+"""The trainer's CLI honours what the user typed, validates every resume and refuses bad
 values up front. Each test runs the command the way a user would (``main([...])`` in-process,
 on tiny synthetic or generated data) and asserts the exit code and the message.
 """

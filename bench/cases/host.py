@@ -1,6 +1,6 @@
 """Host time per call: ours against the stock composition, where the host is all there is.
 
-Issue 16: at a tiny shape the kernels take next to nothing, so the time per call is Python,
+At a tiny shape the kernels take next to nothing, so the time per call is Python,
 torch.library's dispatch and (on CUDA) the launches: what every call of an op costs a
 training step on top of its kernels. Per op, forward ("fwd", no autograd) and forward +
 backward ("fwd+bwd", gradients of every input):
