@@ -3,7 +3,6 @@ stock layers accept; otherwise it keeps the stock layers and warns once."""
 
 import warnings
 
-import pytest
 import torch
 from torch import nn
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import DEVICES, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
 from conftest import rand as _rand
 
 

@@ -37,15 +37,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import data as _data
 from .data import Batch, DatasetStats, Unreadable, _report_unreadable, _tv, collate_uint8
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 FORMATS = ("raw", "jpeg")
 STATS_FILE = "stats.pt"
-
-
-from . import data as _data
 
 # data.DataError (what the CLI reports as one message, exit 2) where this version has it.
 _DataError = getattr(_data, "DataError", ValueError)
