@@ -217,7 +217,6 @@ def main():
         ops_library = CUDAExtension(
             OPS_EXTENSION,
             sources + cuda_sources,
-            define_macros=[("ALEXNET_CUDA_WITH_CUDA", "1")],
             extra_compile_args={"cxx": host_flags(), "nvcc": NVCC_FLAGS + fatbin_flags(torch.version.cuda)},
             **dict(ops, include_dirs=include_dirs + cuda_library_includes(cuda_home)),
         )

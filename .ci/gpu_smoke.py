@@ -22,7 +22,7 @@ LAYOUTS = [torch.contiguous_format, torch.channels_last]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 
 
-def _stock_stage(x):
+def _stock_relu_lrn_max_pool2d(x):
     z = F.relu(x)
     z = torch.cat([F.local_response_norm(p, 5, 1e-4, 0.75, 2.0) for p in z.chunk(2, dim=1)], dim=1)
     return F.max_pool2d(z, 3, 2)
@@ -41,7 +41,7 @@ OPS = {
     "lrn": (lambda x: local_response_norm(x, 5, 1e-4, 0.75, 2.0),
             lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), [(2, 96, 55, 55)]),
     "max_pool2d": (lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [(2, 96, 55, 55)]),
-    "relu_lrn_max_pool2d": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=2), _stock_stage, [(2, 96, 55, 55)]),
+    "relu_lrn_max_pool2d": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=2), _stock_relu_lrn_max_pool2d, [(2, 96, 55, 55)]),
     "conv2d_relu": (_ours_conv, _stock_conv, [(2, 384, 13, 13), (256, 192, 3, 3), (256,)]),
 }
 

@@ -118,7 +118,7 @@ def _too_many_taps(pool) -> Optional[str]:
     return None
 
 
-def _stage(relu, lrn, pool, fnn) -> Optional[nn.Module]:
+def _relu_lrn_max_pool2d(relu, lrn, pool, fnn) -> Optional[nn.Module]:
     """The fused module for ReLU -> LRN -> MaxPool2d, or None when they do not match."""
     if not (type(relu) is nn.ReLU and type(lrn) is nn.LocalResponseNorm
             and type(pool) is nn.MaxPool2d):
@@ -131,7 +131,7 @@ def _stage(relu, lrn, pool, fnn) -> Optional[nn.Module]:
     return _same_mode(ConvertedReLULRNMaxPool2d(relu, lrn, pool, kernel, stride), relu)
 
 
-def _skip_stage(mods, names, i, prefix, skipped, keep) -> bool:
+def _skip_relu_lrn_max_pool2d(mods, names, i, prefix, skipped, keep) -> bool:
     """Record (and keep stock) a ReLU -> LRN -> MaxPool2d run at i that the fused stage cannot take."""
     run = mods[i:i + 3]
     if len(run) < 3 or not (type(run[0]) is nn.ReLU and type(run[1]) is nn.LocalResponseNorm
@@ -151,8 +151,8 @@ def _fuse_sequential(seq: nn.Sequential, fnn, prefix: str = "", skipped=None, ke
     skipped = [] if skipped is None else skipped
     keep = set() if keep is None else keep
 
-    def stage_at(i):
-        return _stage(*mods[i:i + 3], fnn) if i + 3 <= len(mods) else None
+    def fused_at(i):
+        return _relu_lrn_max_pool2d(*mods[i:i + 3], fnn) if i + 3 <= len(mods) else None
 
     def put(i, new):
         setattr(seq, names[i], new)
@@ -164,13 +164,13 @@ def _fuse_sequential(seq: nn.Sequential, fnn, prefix: str = "", skipped=None, ke
             put(i, _same_mode(fnn.Conv2dReLU.from_conv(mods[i]), mods[i]))
             i += 1  # now at the ReLU: it either starts a stage or becomes Identity
             conv_before = True
-        stage = stage_at(i)
-        if stage is not None:
-            put(i, stage)
+        fused = fused_at(i)
+        if fused is not None:
+            put(i, fused)
             put(i + 1, _same_mode(nn.Identity(), mods[i + 1]))
             put(i + 2, _same_mode(nn.Identity(), mods[i + 2]))
             i += 3
-        elif _skip_stage(mods, names, i, prefix, skipped, keep):
+        elif _skip_relu_lrn_max_pool2d(mods, names, i, prefix, skipped, keep):
             if conv_before:  # the conv applied this ReLU already
                 put(i, _same_mode(nn.Identity(), mods[i]))
             i += 3

@@ -1,8 +1,8 @@
-"""python -m alexnet_cuda.prepare --data IMAGEFOLDER --out PREPARED: see alexnet_cuda.train.prepare."""
+"""python -m alexnet_cuda.prepare --data IMAGEFOLDER --out PREPARED: see alexnet_cuda.train.preprocess."""
 
 import sys
 
-from .train.prepare import main
+from .train.preprocess import main
 
 if __name__ == "__main__":
     sys.exit(main())

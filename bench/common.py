@@ -33,11 +33,6 @@ class Config:
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
-# Group names before they were the ops' names: still accepted by --only, and read by
-# compare.py so that older results.json files match.
-GROUP_ALIASES = {"maxpool": "max_pool2d", "stage": "relu_lrn_max_pool2d", "conv": "conv2d_relu"}
-
-
 @dataclasses.dataclass
 class Case:
     group: str                                   # the op's name ("lrn", "max_pool2d", ...) or "model"

@@ -2,7 +2,7 @@
 
     python bench/compare.py OLD/results.json NEW/results.json [--threshold 0.10] [--allow-missing]
 
-Cases are matched by (group, case, dtype, layout, direction), older group names read as\ntoday's (common.GROUP_ALIASES). For each case in both files,
+Cases are matched by (group, case, dtype, layout, direction). For each case in both files,
 our time (``ours_ms``; for training-loop rows the full loop, the bare step and the
 augmentation) is compared. A slow-down counts as a REGRESSION only when it exceeds
 
@@ -25,21 +25,13 @@ full one); 0 otherwise.
 
 import argparse
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GROUP_ALIASES  # noqa: E402
 
 TIMED = ("ours", "loop", "bare", "augment")  # timings that are ours (stock ones are context)
 
 
 def key(row):
-    group = GROUP_ALIASES.get(row.get("group", ""), row.get("group", ""))
-    case = row["case"]
-    if case.startswith("maxpool "):  # the max-pool cases' label before it was the op's name
-        case = "max_pool2d " + case[len("maxpool "):]
-    return (group, case, row.get("dtype", ""), row.get("layout", ""), row.get("direction", ""))
+    return (row.get("group", ""), row["case"], row.get("dtype", ""), row.get("layout", ""), row.get("direction", ""))
 
 
 def label(k):

@@ -13,7 +13,7 @@ into categories (convolution, matmul, LRN/pool stage, max-pool, elementwise, opt
 copies, other) by kernel name. On a CPU-only machine it profiles CPU ops instead, at a
 small batch, and says so; the numbers that matter come from a GPU.
 
-This is the "where the time goes" table for the whole-model targets (issue 6); bench/run.py
+This is the "where the time goes" table for the whole-model targets; bench/run.py
 gives the end-to-end step time it should add up to.
 """
 
@@ -32,7 +32,7 @@ from alexnet_cuda.models import AlexNet, reference_alexnet
 # Python function's name (_conv2d_relu_kernel); cuDNN/cuBLAS kernels carry library names.
 CATEGORIES = [
     ("conv (ours, Triton)", r"conv2d_relu"),
-    ("fused ReLU->LRN->pool (ours)", r"relu_lrn_max_pool2d|alexnet_cuda::stage"),
+    ("fused ReLU->LRN->pool (ours)", r"relu_lrn_max_pool2d"),
     ("LRN (ours)", r"alexnet_cuda(::|_)lrn"),
     ("max-pool (ours)", r"alexnet_cuda(::|_)max_pool2d"),
     ("convolution (cuDNN/ATen)", r"conv|cudnn|implicit_gemm|xmma_fprop|dgrad|wgrad|fprop|sm\d+_xmma"),

@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import (DTYPES, GROUP_ALIASES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
+from common import (DTYPES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
                     measure_matmul_rate, sync, tf32, time_stats)
 
 # One group per op, named as the op (bench/cases/<op>.py), plus the whole-model groups.
@@ -72,14 +72,13 @@ CPU_REDUCED = ("fp32 only unless --dtype says otherwise; batch 4 (2 with --quick
                "do_bench runs; denormals flushed to zero (torch.set_flush_denormal) for stock and ours alike")
 
 
-def comma_list(valid, aliases=None):
+def comma_list(valid):
     """argparse type: a comma-separated, non-empty selection from ``valid``, as a list; an
     unknown name is an error listing the valid ones (a typo must not run nothing, or fail
-    after the ceilings were measured). ``aliases`` maps older short names to valid ones."""
-    aliases = aliases or {}
+    after the ceilings were measured)."""
 
     def parse(text):
-        names = [aliases.get(name.strip(), name.strip()) for name in text.split(",") if name.strip()]
+        names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in valid]
         if unknown or not names:
             raise argparse.ArgumentTypeError(
@@ -91,9 +90,8 @@ def comma_list(valid, aliases=None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS, GROUP_ALIASES),
+    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS),
                    help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
-                        "the short names maxpool, stage and conv still work; "
                         "groups whose op is not in this build are skipped with a note)")
     p.add_argument("--dtype", default=None, type=comma_list(list(DTYPES)),
                    help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)")

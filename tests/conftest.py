@@ -1,3 +1,4 @@
+import contextlib
 import glob
 import importlib.util
 import math
@@ -135,12 +136,21 @@ def pytest_addoption(parser):
         "--cpu-sweep",
         action="store_true",
         help="run every CPU test on the CUDA kernels' per-item code (the sweep kernels and "
-        "max-pool's gather backward, csrc/cpu_test_paths.h) where it applies, instead of the "
-        "CPU-native kernels: for the sanitizer run (.ci/sanitize)",
+        "max-pool's CUDA items, the alexnet_cuda_test ops) where it applies, instead of the "
+        "CPU kernels: for the sanitizer run (.ci/sanitize)",
     )
 
 
+# The CPU runs of the CUDA kernels' per-item code are private test ops, each with the
+# schema of the kernel op it stands in for: alexnet_cuda_test::<op> for alexnet_cuda::<op>
+# (csrc/library.cpp). "sweep" names the forward items (and relu_lrn_max_pool2d's backward),
+# "gather" max-pool's backward items.
+_CUDA_ITEM_OPS = {
+    "sweep": ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward", "max_pool2d_forward"),
+    "gather": ("max_pool2d_backward",),
+}
 _SESSION_PATHS = {"sweep": False, "gather": False}  # the paths --cpu-sweep forces
+_routes = {"library": None}  # the registrations in force, to remove
 
 
 def pytest_configure(config):
@@ -148,12 +158,36 @@ def pytest_configure(config):
         _SESSION_PATHS.update(sweep=True, gather=True)
 
 
-def _cpu_test_paths(**paths):
-    """Set the CPU test paths: the session's (--cpu-sweep), with `paths` on top."""
-    import alexnet_cuda  # noqa: F401  (loads the extension that defines the private op)
+def _route_cpu_calls(**paths):
+    """Route the kernel ops' CPU calls to the test ops for the session's paths (--cpu-sweep)
+    with `paths` on top: a CPU kernel registered from Python over the production one, so
+    the public ops (argument checks, autograd, 3-D inputs) run on the CUDA items. The
+    previous routes are removed first, which brings the production kernels back."""
+    import alexnet_cuda  # noqa: F401  (loads the extension that defines the ops)
 
+    if _routes["library"] is not None:
+        _routes["library"]._destroy()
+        _routes["library"] = None
     paths = {**_SESSION_PATHS, **paths}
-    torch.ops.alexnet_cuda._set_cpu_test_paths(paths["sweep"], paths["gather"])
+    names = [name for path, on in paths.items() if on for name in _CUDA_ITEM_OPS[path]]
+    if not names:
+        return
+    library = torch.library.Library("alexnet_cuda", "IMPL")
+    for name in names:
+        test_op = getattr(torch.ops.alexnet_cuda_test, name).default
+        library.impl(name, lambda *args, _op=test_op: _op(*args), "CPU")
+    _routes["library"] = library
+
+
+@contextlib.contextmanager
+def cpu_runs_cuda_items(sweep=True, gather=True):
+    """Within the block, CPU calls run the CUDA kernels' per-item code (the test ops) for
+    the paths asked for (both by default), the session's paths for the others."""
+    _route_cpu_calls(sweep=sweep, gather=gather)
+    try:
+        yield
+    finally:
+        _route_cpu_calls()
 
 
 def session_runs_cuda_items():
@@ -163,25 +197,23 @@ def session_runs_cuda_items():
 
 
 @pytest.fixture(autouse=True)
-def _session_cpu_test_paths():
+def _session_routes():
     # Every test starts on the session's paths, also after a test that set them itself.
     if any(_SESSION_PATHS.values()):
-        _cpu_test_paths()
+        _route_cpu_calls()
 
 
 @pytest.fixture
 def cpu_sweep():
-    """On CPU, run the CUDA kernels' per-item (sweep) code instead of the CPU-native
-    kernels wherever it applies (csrc/cpu_test_paths.h), so CI checks its arithmetic and
+    """On CPU, run the CUDA kernels' per-item (sweep) code instead of the CPU kernels
+    wherever it applies (the alexnet_cuda_test ops), so CI checks its arithmetic and
     indexing without a GPU."""
-    _cpu_test_paths(sweep=True)
-    yield
-    _cpu_test_paths()
+    with cpu_runs_cuda_items(sweep=True, gather=_SESSION_PATHS["gather"]):
+        yield
 
 
 @pytest.fixture
 def cpu_gather():
     """On CPU, run max-pool's CUDA gather backward instead of the CPU scatter."""
-    _cpu_test_paths(gather=True)
-    yield
-    _cpu_test_paths()
+    with cpu_runs_cuda_items(sweep=_SESSION_PATHS["sweep"], gather=True):
+        yield

@@ -68,13 +68,13 @@ BAD_VALUES = [
     ("max_pool2d kernel 0", lambda x: max_pool2d(x, 0)),
     ("max_pool2d padding > half kernel", lambda x: max_pool2d(x, 3, padding=2)),
     ("max_pool2d 3 strides", lambda x: max_pool2d(x, 3, (1, 1, 1))),
-    ("stage size 0", lambda x: relu_lrn_max_pool2d(x, size=0)),
-    ("stage kernel 0", lambda x: relu_lrn_max_pool2d(x, kernel_size=0)),
-    ("stage 3 strides", lambda x: relu_lrn_max_pool2d(x, stride=(1, 1, 1))),
-    ("stage groups", lambda x: relu_lrn_max_pool2d(x, lrn_groups=3)),
-    ("conv groups 0", lambda x: conv2d_relu(x, torch.randn(W), groups=0)),
-    ("conv channels", lambda x: conv2d_relu(x, torch.randn(8, 3, 3, 3))),
-    ("conv 3 strides", lambda x: conv2d_relu(x, torch.randn(W), stride=(1, 1, 1))),
+    ("relu_lrn_max_pool2d size 0", lambda x: relu_lrn_max_pool2d(x, size=0)),
+    ("relu_lrn_max_pool2d kernel 0", lambda x: relu_lrn_max_pool2d(x, kernel_size=0)),
+    ("relu_lrn_max_pool2d 3 strides", lambda x: relu_lrn_max_pool2d(x, stride=(1, 1, 1))),
+    ("relu_lrn_max_pool2d groups", lambda x: relu_lrn_max_pool2d(x, lrn_groups=3)),
+    ("conv2d_relu groups 0", lambda x: conv2d_relu(x, torch.randn(W), groups=0)),
+    ("conv2d_relu channels", lambda x: conv2d_relu(x, torch.randn(8, 3, 3, 3))),
+    ("conv2d_relu 3 strides", lambda x: conv2d_relu(x, torch.randn(W), stride=(1, 1, 1))),
 ]
 
 
@@ -87,8 +87,8 @@ def test_bad_values_are_value_and_runtime_errors(what, call):
 
 BAD_DTYPES = [
     ("lrn", lambda x: local_response_norm(x, 3)),
-    ("stage", lambda x: relu_lrn_max_pool2d(x)),
-    ("conv", lambda x: conv2d_relu(x, torch.ones(W, dtype=x.dtype))),
+    ("relu_lrn_max_pool2d", lambda x: relu_lrn_max_pool2d(x)),
+    ("conv2d_relu", lambda x: conv2d_relu(x, torch.ones(W, dtype=x.dtype))),
 ]
 
 
@@ -123,12 +123,12 @@ def test_conv_refuses_bool_groups():
         conv2d_relu(torch.randn(X), torch.randn(W), groups=True)
 
 
-def test_stage_module_checks_its_arguments_when_built():
+def test_relu_lrn_max_pool2d_module_checks_its_arguments_when_built():
     with pytest.raises(ArgumentError, match="kernel_size=.17, 17. has more than 256 taps"):
         ReLULRNMaxPool2d(kernel_size=17)
 
 
-def test_stage_module_takes_numpy_ints_as_the_op_does():
+def test_relu_lrn_max_pool2d_module_takes_numpy_ints_as_the_op_does():
     m = ReLULRNMaxPool2d(lrn_groups=np.int64(2), size=np.int64(5))
     x = rand(X, "cpu")
     torch.testing.assert_close(m(x), relu_lrn_max_pool2d(x, lrn_groups=2), rtol=0, atol=0)
@@ -144,6 +144,6 @@ def test_int_past_64_bits_is_named():
         local_response_norm(torch.randn(X), 2**63)
 
 
-def test_stage_stride_past_32_bits_names_the_stage():
+def test_relu_lrn_max_pool2d_stride_past_32_bits_names_the_op():
     with pytest.raises(ArgumentError, match=r"relu_lrn_max_pool2d: stride=\(2147483648, 2147483648\) is too large"):
         relu_lrn_max_pool2d(torch.randn(X), stride=2**31)

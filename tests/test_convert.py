@@ -1,9 +1,8 @@
 """convert() only swaps in a fused layer where it computes the same function on every input the
-stock layers accept (issue 19, point 8); otherwise it keeps the stock layers and warns once."""
+stock layers accept; otherwise it keeps the stock layers and warns once."""
 
 import warnings
 
-import pytest
 import torch
 from torch import nn
 
@@ -11,7 +10,7 @@ from alexnet_cuda.convert import convert
 from alexnet_cuda.ops._args import MAX_WINDOW_TAPS
 
 
-def _stage(pool):
+def _relu_lrn_max_pool2d(pool):
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), pool)
 
 
@@ -22,7 +21,7 @@ def _converted(model):
     return [str(w.message) for w in caught if "alexnet_cuda.convert" in str(w.message)]
 
 
-def test_stage_on_unbatched_3d_input_computes_what_the_stock_layers_compute():
+def test_relu_lrn_max_pool2d_on_unbatched_3d_input_computes_what_the_stock_layers_compute():
     # stock LRN reads a 3-D input as (N, C, L); the fused stage would read (C, H, W)
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2))
@@ -37,7 +36,7 @@ def test_stage_on_unbatched_3d_input_computes_what_the_stock_layers_compute():
 
 def test_pool_window_over_the_tap_limit_stays_stock_with_one_warning():
     torch.manual_seed(0)
-    model = _stage(nn.MaxPool2d(17, 1))
+    model = _relu_lrn_max_pool2d(nn.MaxPool2d(17, 1))
     assert 17 * 17 > MAX_WINDOW_TAPS
     x = torch.randn(2, 3, 24, 24, requires_grad=True)
     ref = model(x)
@@ -49,10 +48,10 @@ def test_pool_window_over_the_tap_limit_stays_stock_with_one_warning():
     out.sum().backward()
 
 
-def test_stage_within_the_limit_is_fused_and_matches_stock_forward_and_backward():
+def test_relu_lrn_max_pool2d_within_the_limit_is_fused_and_matches_stock_forward_and_backward():
     torch.manual_seed(1)
-    model = _stage(nn.MaxPool2d(3, 2))
-    ref_model = _stage(nn.MaxPool2d(3, 2))
+    model = _relu_lrn_max_pool2d(nn.MaxPool2d(3, 2))
+    ref_model = _relu_lrn_max_pool2d(nn.MaxPool2d(3, 2))
     ref_model.load_state_dict(model.state_dict())
     assert _converted(model) == []
     assert type(model[1]).__name__ == "ConvertedReLULRNMaxPool2d"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alexnet_cuda
 from alexnet_cuda.ops import local_response_norm
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import DEVICES, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
 from conftest import rand as _rand
 
 
@@ -367,7 +367,7 @@ def test_bad_inputs_raise_what_pytorch_raises(make, size):
 @pytest.mark.skipif(alexnet_cuda.has_cuda_kernels(), reason="this build has CUDA kernels (the check is "
                     "for a build without them: ALEXNET_CUDA_FORCE_CPU=1)")
 @pytest.mark.parametrize("op", [lambda x: local_response_norm(x, 3), lambda x: alexnet_cuda.ops.max_pool2d(x, 3),
-                                lambda x: alexnet_cuda.ops.relu_lrn_max_pool2d(x, 3)], ids=["lrn", "pool", "stage"])
+                                lambda x: alexnet_cuda.ops.relu_lrn_max_pool2d(x, 3)], ids=["lrn", "max_pool2d", "relu_lrn_max_pool2d"])
 def test_device_without_kernels_is_a_clear_error(op):
     from torch._subclasses.fake_tensor import FakeTensorMode
 

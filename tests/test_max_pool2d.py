@@ -16,8 +16,8 @@ from torch import nn
 from alexnet_cuda.nn.max_pool2d import MaxPool2d
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, poison, rand, saved_tensors, skip_unless_free_memory  # noqa: F401
-from conftest import offset_view, session_runs_cuda_items
+from conftest import DEVICES, big_randn, layout, poison, rand, saved_tensors, skip_unless_free_memory
+from conftest import cpu_runs_cuda_items, offset_view, session_runs_cuda_items
 
 FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -150,11 +150,10 @@ def test_cuda_gather_on_cpu(cpu_gather, shape, kw, kind):
 
 @pytest.fixture
 def cuda_items_on_cpu():
-    """Both CPU test paths at once (conftest's cpu_sweep and cpu_gather each set one and
-    clear the other): the CPU runs the CUDA forward items (sweep) and backward items (gather)."""
-    torch.ops.alexnet_cuda._set_cpu_test_paths(True, True)
-    yield
-    torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
+    """Both CPU test paths at once (conftest's cpu_sweep and cpu_gather each set one): the
+    CPU runs the CUDA forward items (sweep) and backward items (gather)."""
+    with cpu_runs_cuda_items(sweep=True, gather=True):
+        yield
 
 
 @pytest.mark.parametrize("shape,kw", CUDA_ITEM_CONFIGS, ids=str)

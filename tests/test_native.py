@@ -22,8 +22,8 @@ CASES = {
             OPS.local_response_norm.default, (5, 1e-2, 0.75, 2.0, False)),
     "max_pool2d": (max_pool2d, dict(kernel_size=3, stride=2), _C.max_pool2d, OPS.max_pool2d.default,
                    ([3, 3], [2, 2], [0, 0], [1, 1], False, False)),
-    "stage": (relu_lrn_max_pool2d, dict(lrn_groups=2), _C.relu_lrn_max_pool2d, OPS.relu_lrn_max_pool2d.default,
-              (5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], 2, False)),
+    "relu_lrn_max_pool2d": (relu_lrn_max_pool2d, dict(lrn_groups=2), _C.relu_lrn_max_pool2d,
+                            OPS.relu_lrn_max_pool2d.default, (5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], 2, False)),
 }
 
 
@@ -112,10 +112,10 @@ def test_dispatch_modes_see_the_kernels_ops():
 BAD = {
     "lrn": (lambda x: local_response_norm(x, 0), ArgumentError, "size must be positive"),
     "max_pool2d": (lambda x: max_pool2d(x, 3, 0), ArgumentError, "stride should not be zero"),
-    "stage": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=3), ArgumentError, "lrn_groups=3"),
+    "relu_lrn_max_pool2d": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=3), ArgumentError, "lrn_groups=3"),
     "lrn dtype": (lambda x: local_response_norm(x.int(), 3), DtypeError, "floating-point"),
     "max_pool2d dtype": (lambda x: max_pool2d(x.bool(), 3), DtypeError, "input dtype torch.bool"),
-    "stage dtype": (lambda x: relu_lrn_max_pool2d(x.int()), DtypeError, "got dtype torch.int32"),
+    "relu_lrn_max_pool2d dtype": (lambda x: relu_lrn_max_pool2d(x.int()), DtypeError, "got dtype torch.int32"),
 }
 
 
@@ -151,7 +151,7 @@ def test_compile_with_dynamic_shapes(name):
         torch.testing.assert_close(compiled(x), fn(x, **kw), rtol=0, atol=0)
 
 
-def test_stage_argument_check_without_an_input():
+def test_relu_lrn_max_pool2d_argument_check_without_an_input():
     # nn.ReLULRNMaxPool2d runs the C++ checks of its arguments when built.
     with pytest.raises(ArgumentError, match="kernel_size must be positive"):
         _C.check_relu_lrn_max_pool2d_args(5, [0, 3], [2, 2], 1)

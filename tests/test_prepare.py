@@ -25,9 +25,9 @@ from alexnet_cuda.train import TrainConfig, train  # noqa: E402
 from alexnet_cuda.train import data as Dt  # noqa: E402
 from alexnet_cuda.train import distributed as Dist  # noqa: E402
 from alexnet_cuda.train import shards as S  # noqa: E402
-from alexnet_cuda.train.prepare import main as prepare_main  # noqa: E402
-from alexnet_cuda.train.prepare import prepare  # noqa: E402
-from alexnet_cuda.train.setup import setup_run  # noqa: E402
+from alexnet_cuda.train.preprocess import main as prepare_main  # noqa: E402
+from alexnet_cuda.train.preprocess import prepare  # noqa: E402
+from alexnet_cuda.train.training_run import setup_run  # noqa: E402
 
 IMAGE, CROP, CLASSES = 32, 24, 3
 
@@ -247,7 +247,7 @@ def test_a_decoder_crash_costs_only_its_image(photos, tmp_path, monkeypatch):
     import faulthandler
     import signal
 
-    from alexnet_cuda.train import prepare as P
+    from alexnet_cuda.train import preprocess as P
 
     real = P.decode_image
 

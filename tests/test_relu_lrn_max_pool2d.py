@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.relu_lrn_max_pool2d import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import CUDA, DEVICES, NO_CUDA_REASON, big_randn, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import DEVICES, big_randn, cpu_runs_cuda_items, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
 from conftest import rand as _rand
 
 
@@ -491,8 +491,8 @@ def test_indexing_past_2_31_elements(device, kind, cpu_sweep):
         torch.testing.assert_close(gx[sl].double(), gx_ref, atol=4e-2, rtol=4e-2)
 
 
-# The CPU's default kernels are CPU-native (one task per image and LRN group, each LRN
-# value computed once); the sweep test path runs the CUDA kernels' per-item code
+# The CPU's kernels are CPU-native (one task per image and LRN group, each LRN
+# value computed once); the sweep test ops run the CUDA kernels' per-item code
 # (the GPU's) where it applies. Same formulas, same order of every sum: the same bits, NaN
 # included. (Size 9 is beyond the sweep kernels: both modes run the native kernels.)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
@@ -504,23 +504,14 @@ def test_cpu_native_matches_sweep_kernels(dtype, kind, size, groups, stride):
     x[1, 7, 4, 5] = 0.0
     gy = torch.randn(2, 32, (13 - 3) // stride + 1, (15 - 3) // stride + 1, dtype=torch.float64).to(dtype)
 
-    def run(sweep):  # values, argmax and input gradient, with the sweep test path or not
-        torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, False)
-        xg = x.detach().clone().requires_grad_()
-        y = relu_lrn_max_pool2d(xg, size=size, stride=stride, lrn_groups=groups)
-        _, argmax = OP(x, size, 1e-4 / size, 0.75, 2.0, [3, 3], [stride, stride], groups)
-        return y, argmax, torch.autograd.grad(y, xg, gy)[0]
+    def run(sweep):  # values, argmax and input gradient, on the sweep test ops or not
+        with cpu_runs_cuda_items(sweep=sweep, gather=False):
+            xg = x.detach().clone().requires_grad_()
+            y = relu_lrn_max_pool2d(xg, size=size, stride=stride, lrn_groups=groups)
+            _, argmax = OP(x, size, 1e-4 / size, 0.75, 2.0, [3, 3], [stride, stride], groups)
+            return y, argmax, torch.autograd.grad(y, xg, gy)[0]
 
-    # One thread: the native kernels run when there are at least a third as many (image,
-    # group) tasks as threads, so with many cores this small batch would take the
-    # sweep kernels in both modes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        native, sweep = run(False), run(True)
-    finally:
-        torch.set_num_threads(threads)
-        torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
+    native, sweep = run(False), run(True)
     for a, b in zip(native, sweep):
         assert torch.equal(a.isnan(), b.isnan())
         assert torch.equal(a.nan_to_num(), b.nan_to_num())
@@ -547,11 +538,8 @@ def test_low_precision_ties_on_stored_values(device, dtype, kind, sweep):
     stored = lrn64.to(dtype)
     assert stored[0, 0, 0, 1] == stored[0, 0, 0, 0]  # ... but they tie as stored
     y_ref, idx = F.max_pool2d(stored.float(), 3, 2, return_indices=True)  # stock: pools stored values
-    torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, False)
-    try:
+    with cpu_runs_cuda_items(sweep=sweep, gather=False):
         y, argmax = OP(x, 3, 1e-4 / 3, 0.75, 1.0, [3, 3], [2, 2], 1)
-    finally:
-        torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
     assert argmax[0, 0, 0, 0] == 0  # the first of the tied taps
     torch.testing.assert_close(flat_indices(argmax, 3, 3, 3, 2), idx, rtol=0, atol=0)
     torch.testing.assert_close(y.float(), y_ref, rtol=0, atol=0)

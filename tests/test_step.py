@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import alexnet_cuda
-from alexnet_cuda.train.models import SmallAlexNet
+from alexnet_cuda.train.model_factory import SmallAlexNet
 from alexnet_cuda.train.optim import PaperSGD
 from alexnet_cuda.train.step import make_inference, make_step
 

@@ -236,9 +236,9 @@ def test_augment_matches_per_image_reference_and_bounds():
     assert int(d.top.min()) >= 0 and int(d.top.max()) <= s - c
     assert int(d.left.min()) >= 0 and int(d.left.max()) <= s - c
     for i in range(n):
-        t, l = int(d.top[i]), int(d.left[i])
+        top, left = int(d.top[i]), int(d.left[i])
         ref = imgs[i].float() - mean
-        ref = ref[:, t:t + c, l:l + c]
+        ref = ref[:, top:top + c, left:left + c]
         if d.flip[i]:
             ref = ref.flip(-1)
         off = (vecs @ (d.alpha[i] * vals)) * 255
@@ -554,8 +554,8 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint_before_it
     with pytest.raises(NonFiniteLossError, match=r"at step 3 \(training loss nan, not finite\)") as err:
         train(cfg, model=_NaNAt(3))
     assert err.value.step == 3
-    assert f"(step 2) had its weights checked before it was written: resume from it with a tenth of the lr (or " \
-           f"check the data, the model and the options that set the size of the updates: --lr 0.01, --momentum " \
+    assert "(step 2) had its weights checked before it was written: resume from it with a tenth of the lr (or " \
+           "check the data, the model and the options that set the size of the updates: --lr 0.01, --momentum " \
            in str(err.value)
     assert str(err.value).endswith(f"); run the same command followed by: --resume {last} --lr 0.001")
     assert load_checkpoint(last)["step"] == 2

@@ -1,4 +1,4 @@
-"""Issue 19: the trainer's CLI honours what the user typed, validates every resume and refuses bad
+"""The trainer's CLI honours what the user typed, validates every resume and refuses bad
 values up front. Each test runs the command the way a user would (``main([...])`` in-process,
 on tiny synthetic or generated data) and asserts the exit code and the message.
 """
@@ -214,7 +214,7 @@ def test_skip_count_reports_distinct_files(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------
 def test_no_bias_decay_puts_biases_in_a_group_without_decay():
     from alexnet_cuda.train.config import TrainConfig
-    from alexnet_cuda.train.setup import build_optimisation
+    from alexnet_cuda.train.training_run import build_optimisation
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
@@ -272,7 +272,7 @@ def test_demo_divergence_advice_resumes_with_a_lower_lr(tmp_path, caplog, monkey
 def test_resume_rescales_the_velocity_to_the_new_lr_with_every_schedule(schedule):
     from alexnet_cuda.train.config import TrainConfig
     from alexnet_cuda.train.resume import apply_safe_changes
-    from alexnet_cuda.train.setup import build_optimisation
+    from alexnet_cuda.train.training_run import build_optimisation
 
     model = torch.nn.Linear(3, 1, bias=False)
     w = model.weight

@@ -137,9 +137,9 @@ class AlexNet(nn.Module):
         # fc6 and fc7 gives their ReLUs positive inputs early in training.
         self.features = self._container([
             ("conv1", conv(3, w["conv1"], 11, stride=4, padding=2 if image_size == 224 else 0)),
-            ("pool1", self._stage()),
+            ("pool1", self._relu_lrn_max_pool2d()),
             ("conv2", conv(w["conv1"], w["conv2"], 5, padding=2, own_tower=True, bias=bias_init)),
-            ("pool2", self._stage()),
+            ("pool2", self._relu_lrn_max_pool2d()),
             ("conv3", conv(w["conv2"], w["conv3"], 3, padding=1)),
             ("relu3", relu()),
             ("conv4", conv(w["conv3"], w["conv4"], 3, padding=1, own_tower=True, bias=bias_init)),
@@ -191,7 +191,7 @@ class AlexNet(nn.Module):
         # fused convolutions (Conv2dReLU) already apply the ReLU
         return nn.Identity() if self.fused else nn.ReLU(inplace=True)
 
-    def _stage(self) -> nn.Module:
+    def _relu_lrn_max_pool2d(self) -> nn.Module:
         """ReLU -> LRN -> max-pool 3/2 after conv1 and conv2.
 
         The LRN's windows never cross the tower boundary: on one device it is grouped

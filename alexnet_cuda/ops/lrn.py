@@ -18,18 +18,13 @@ implementations that torch.compile traces with.
 import torch
 
 from .. import _C
-from ._args import ArgumentError, DtypeError, int_arg, real_arg, tensor_arg
+from ._args import int_arg, real_arg, tensor_arg
 from ._layout import empty_like_kernel_output
 from ._native import call
 
 _OP = "local_response_norm"
 # The overload itself, looked up once (the packet's lookup costs host time per call).
 _LOCAL_RESPONSE_NORM = torch.ops.alexnet_cuda.local_response_norm.default
-
-# The names these errors had before every op shared them (kept for code that catches them).
-LRNArgumentError = ArgumentError
-LRNDtypeError = DtypeError
-
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alpha=False):
     """Drop-in for ``torch.nn.functional.local_response_norm`` on CPU and CUDA tensors.

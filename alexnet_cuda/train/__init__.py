@@ -8,15 +8,15 @@ Importable API::
 See README.md here for the recipe, resuming and the demo. Modules: data (ImageFolder
 decoding, 256x256 preprocessing, mean/PCA cache), augment (GPU crops/flips/PCA noise, 10-crop views), optim (the paper's SGD, lr schedules), evaluate
 (centre and 10-crop top-1/top-5), checkpoint (atomic, exact resume), distributed (torchrun,
-DDP), setup (data, model, optimiser, resume), loop (epochs, evaluation, checkpoint and
-stop), monitor (the NaN/inf guard), resume (what a resume may change), models (model factory, the demo's SmallAlexNet), demo
+DDP), training_run (data, model, optimiser, resume), loop (epochs, evaluation, checkpoint and
+stop), monitor (the NaN/inf guard), resume (what a resume may change), model_factory (model factory, the demo's SmallAlexNet), demo
 (scikit-learn digits as an ImageFolder), logs (progress, CSV, TensorBoard, curves).
 """
 
 from .config import TrainConfig
 from .loop import train
+from .model_factory import SmallAlexNet, build_model
 from .monitor import NonFiniteLossError
-from .models import SmallAlexNet, build_model
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 
 __all__ = ["TrainConfig", "train", "NonFiniteLossError", "build_model", "SmallAlexNet", "PaperSGD", "PlateauSchedule",

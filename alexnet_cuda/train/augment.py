@@ -145,8 +145,8 @@ class GPUAugment:
 def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
     """The central crop x crop patch of (N, C, S, S) (the paper's single-view test)."""
     h, w = x.shape[-2:]
-    t, l = (h - crop) // 2, (w - crop) // 2
-    return x[..., t:t + crop, l:l + crop]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top:top + crop, left:left + crop]
 
 
 def ten_crops(x: torch.Tensor, crop: int) -> torch.Tensor:

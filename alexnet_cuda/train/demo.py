@@ -14,7 +14,7 @@ ends near 88% instead of ~97% centre-crop accuracy. The 10-crop evaluation still
 the flipped views, as the paper's does, which is why it scores a little below the centre
 crop here.
 
-The net is :class:`alexnet_cuda.train.models.SmallAlexNet` (AlexNet's layer types and
+The net is :class:`alexnet_cuda.train.model_factory.SmallAlexNet` (AlexNet's layer types and
 two-tower grouping, scaled down to 24x24 inputs), because AlexNet proper needs 227x227.
 The digits are grey, so the PCA has one dominant component (R = G = B) and the colour
 noise is in effect a brightness jitter.

@@ -53,7 +53,7 @@ from .evaluate import evaluate
 from .logs import log, make_progress, plot_curves, setup_logging
 from .monitor import NonFiniteLossError
 from .optim import MilestoneSchedule
-from .setup import Run, make_augment, make_loader, setup_run
+from .training_run import Run, make_augment, make_loader, setup_run
 
 # bench/cases/loop.py times the trainer's own loader, augmentation and step from here.
 _loader = make_loader

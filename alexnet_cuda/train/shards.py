@@ -37,15 +37,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import data as _data
 from .data import Batch, DatasetStats, Unreadable, _report_unreadable, _tv, collate_uint8
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 FORMATS = ("raw", "jpeg")
 STATS_FILE = "stats.pt"
-
-
-from . import data as _data
 
 # data.DataError (what the CLI reports as one message, exit 2) where this version has it.
 _DataError = getattr(_data, "DataError", ValueError)
@@ -324,7 +322,7 @@ def _prepared_stats(cfg, info, root: str, train_ds, stats_path: str):
     (the same pixels the ImageFolder path decodes) and cached like the ImageFolder path's."""
     from .data import default_stats_path, load_or_compute_stats
     from .logs import make_progress
-    from .setup import make_loader
+    from .training_run import make_loader
 
     if not cfg.stats_file and not cfg.stats_max_images:
         return stats_path, DatasetStats.from_state_dict(torch.load(stats_path, map_location="cpu", weights_only=True))

@@ -53,9 +53,9 @@ from alexnet_cuda.train import data as D
 from alexnet_cuda.train import shards as S
 from alexnet_cuda.train.config import TrainConfig
 from alexnet_cuda.train.loop import _loader, augment_batch, make_augment, train_step
-from alexnet_cuda.train.models import build_model
+from alexnet_cuda.train.model_factory import build_model
 from alexnet_cuda.train.optim import PaperSGD
-from alexnet_cuda.train.prepare import prepare
+from alexnet_cuda.train.preprocess import prepare
 
 RATES = {"9.77 ms step": 13_100, "3.5 ms step": 36_600}  # images/s one GPU's step consumes at batch 128
 TARGETS = {"raw": 10_000, "jpeg": 700}                   # images/s on one core

@@ -1,6 +1,6 @@
 """Host time per call: ours against the stock composition, where the host is all there is.
 
-Issue 16: at a tiny shape the kernels take next to nothing, so the time per call is Python,
+At a tiny shape the kernels take next to nothing, so the time per call is Python,
 torch.library's dispatch and (on CUDA) the launches: what every call of an op costs a
 training step on top of its kernels. Per op, forward ("fwd", no autograd) and forward +
 backward ("fwd+bwd", gradients of every input):
@@ -46,7 +46,7 @@ from common import Config, describe_error, host_ms_per_call, summarize
 import alexnet_cuda
 from alexnet_cuda.models import AlexNet
 from alexnet_cuda.ops import conv2d_relu, local_response_norm, max_pool2d, relu_lrn_max_pool2d
-from alexnet_cuda.train.models import SmallAlexNet
+from alexnet_cuda.train.model_factory import SmallAlexNet
 from alexnet_cuda.train.optim import PaperSGD
 from alexnet_cuda.train.step import make_step
 from cases.model import check_training_step
@@ -59,7 +59,7 @@ ROUNDS = (21, 101)        # rounds per timing: --quick, full
 CALLS = {"fwd": 20, "fwd+bwd": 5}
 
 
-def _stock_stage(x):
+def _stock_relu_lrn_max_pool2d(x):
     x = F.relu(x)
     x = torch.cat([F.local_response_norm(p, **PAPER) for p in x.chunk(2, dim=1)], dim=1)
     return F.max_pool2d(x, 3, 2)
@@ -72,7 +72,7 @@ OPS = {
     "max_pool2d": ("F.max_pool2d", lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [SHAPE]),
     "relu_lrn_max_pool2d": ("relu -> F.local_response_norm per group (2) -> F.max_pool2d",
                             lambda x: relu_lrn_max_pool2d(x, **PAPER, kernel_size=3, stride=2, lrn_groups=2),
-                            _stock_stage, [SHAPE]),
+                            _stock_relu_lrn_max_pool2d, [SHAPE]),
     "conv2d_relu": ("F.conv2d + relu", lambda x, w, b: conv2d_relu(x, w, b, padding=1),
                     lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), [SHAPE, (8, 8, 3, 3), (8,)]),
 }

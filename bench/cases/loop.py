@@ -44,7 +44,7 @@ from common import Config, describe_error, summarize, sync, time_stats
 from alexnet_cuda.train.config import TrainConfig
 from alexnet_cuda.train.data import SyntheticImages, collate_uint8, synthetic_stats
 from alexnet_cuda.train.loop import _loader, augment_batch, make_augment, train_step
-from alexnet_cuda.train.models import build_model
+from alexnet_cuda.train.model_factory import build_model
 from alexnet_cuda.train.optim import PaperSGD
 
 PREFETCH = 4  # alexnet_cuda.train.loop._loader's prefetch_factor
@@ -162,7 +162,8 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
             row["loop_img_per_s"] = cfg.batch / (row["loop_ms"] * 1e-3)
             row["loop_vs_bare_pct"] = 100 * row["bare_ms"] / row["loop_ms"]
             row["augment_pct_of_step"] = 100 * row["augment_ms"] / row["bare_ms"]
-            del model, opt, x, images, labels, first
+            # Freed before the next case; None, not del: the closures above name them.
+            model = opt = x = images = labels = first = None
         except Exception as exc:  # noqa: BLE001 - report and move on
             row["error"] = describe_error(exc)
         if cfg.device == "cuda":
@@ -177,5 +178,5 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
                 f"{row['augment_ms']:.3f} ms per batch = {row['augment_pct_of_step']:.0f}% of a step; the data "
                 f"pipeline alone delivers {row['data_img_per_s']:,.0f} img/s with {row['workers']} worker(s)"
                 + (f"; {verdict}" if not cfg.reduced else " (CPU smoke run: not the GPU check)"))
-    del it, loader
+    it = loader = None  # (None, not del: fetch() names it)
     return rows, notes

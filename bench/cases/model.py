@@ -505,7 +505,7 @@ def peak_memory_rows(cfg):
                 rows.append({"group": "model", "case": f"AlexNet train step b{cfg.batch} peak memory",
                              "impl": impl, "dtype": dt, "layout": lay, "batch": cfg.batch,
                              "peak_mib": round(peak / 2**20, 1)})
-                del model, opt, run, step, x, y
+                model = opt = run = step = x = y = None  # (None, not del: the lambdas name them)
     torch.cuda.empty_cache()
     return rows
 

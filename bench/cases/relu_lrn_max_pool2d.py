@@ -82,7 +82,7 @@ def _close(dtype_name: str, last_input: dict):
         ref_t = ref if isinstance(ref, tuple) else (ref,)
         for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
             if a.shape != b.shape:
-                raise AssertionError(f"stage {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
+                raise AssertionError(f"relu_lrn_max_pool2d {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
             if label == "out":
                 torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
                 continue
@@ -93,14 +93,14 @@ def _close(dtype_name: str, last_input: dict):
                 # bf16/fp16 inputs have many equal values and coarse rounding: near-tied
                 # windows are common. Allow such windows (<= 1e-4 of the elements).
                 if bad > max(4, 1e-4 * a.numel()):
-                    raise AssertionError(f"stage {label}: {bad} of {a.numel()} elements differ")
+                    raise AssertionError(f"relu_lrn_max_pool2d {label}: {bad} of {a.numel()} elements differ")
                 continue
             # fp32: every differing element must be explained by a near-tied window (a
             # flipped argmax changes at most two pixels' gradients per window, and a
             # pixel is in at most four 3/2 windows).
             ties = _near_tie_windows(last_input["x"], rel=1e-6)
             if bad > 4 * ties:
-                raise AssertionError(f"stage {label}: {bad} of {a.numel()} elements differ; only {ties} "
+                raise AssertionError(f"relu_lrn_max_pool2d {label}: {bad} of {a.numel()} elements differ; only {ties} "
                                      f"windows are near-tied (relative gap <= 1e-6 in float64)")
 
     return check
@@ -168,7 +168,7 @@ def extra_rows(cfg: Config) -> List[str]:
             ours = saved_tensor_bytes(_ours, x)
             stock = saved_tensor_bytes(_Eager(), x)
             notes.append(
-                f"stage {tuple(shape)} {dtype_name} lrn_groups={GROUPS}: saved for backward after one "
+                f"relu_lrn_max_pool2d {tuple(shape)} {dtype_name} lrn_groups={GROUPS}: saved for backward after one "
                 f"forward: ours {ours / 2**20:.1f} MiB (input + 1 B/output), stock eager "
                 f"{stock / 2**20:.1f} MiB ({stock / max(ours, 1):.1f}x)"
             )

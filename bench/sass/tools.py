@@ -94,8 +94,7 @@ def compile_cubins(workdir, stems):
 
     includes = [os.path.join(ROOT, "csrc")] + setup.cuda_library_includes(cuda_home)
     includes += cpp_extension.include_paths(device_type="cuda")
-    flags = setup.NVCC_FLAGS + cpp_extension.COMMON_NVCC_FLAGS + ["-std=c++20", "-DALEXNET_CUDA_WITH_CUDA=1",
-                                                                  "-DTORCH_EXTENSION_NAME=_C",
+    flags = setup.NVCC_FLAGS + cpp_extension.COMMON_NVCC_FLAGS + ["-std=c++20", "-DTORCH_EXTENSION_NAME=_C",
                                                                   "-DTORCH_API_INCLUDE_EXTENSION_H"]
     out = {}
     for stem in stems:

@@ -1,6 +1,7 @@
 // AlexNet's 3x3, stride-2 max-pool (no padding, no dilation, every window inside the
-// input): per-item code of the specialized CUDA kernels, shared with the CPU (which runs it
-// under the tests' sweep/gather paths, cpu_test_paths.h) so that CI checks it without a GPU.
+// input): per-item code of the specialized CUDA kernels, shared with the CPU (the
+// alexnet_cuda_test ops of max_pool2d_cuda_items_cpu.cpp run it) so that CI checks it
+// without a GPU.
 //
 // Variants (max_pool2d_cuda.cu launches them; anything else takes the general kernels):
 //   forward_3s2_item   one thread = a chunk of L <= kRows outputs of one output column
@@ -11,7 +12,7 @@
 //                      columns 2bw, 2bw+1): it reads the (2 x kBlocks+1) windows that can
 //                      name those pixels and compares their argmax with compile-time codes,
 //                      so a pixel needs no division to find its windows. kLanes = 2
-//                      (channels_last fp16/bf16, uint8 argmax, even C: backward_lanes_3s2):
+//                      (channels_last fp16/bf16, uint8 argmax, even C: channel_lanes_3s2):
 //                      two adjacent channels, each load and store one access for both.
 //
 // Work: every output (forward) and every input pixel (backward) is computed once, up to

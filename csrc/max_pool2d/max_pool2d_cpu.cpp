@@ -1,7 +1,8 @@
 // Overlapping max-pooling: op schemas and CPU kernels.
 //
-// Two ops (schemas below); alexnet_cuda/ops/max_pool2d.py adds argument checking with
-// PyTorch's conditions, 3-D (unbatched) inputs, fake kernels and autograd:
+// Two kernel ops (schemas below), called by the public op alexnet_cuda::max_pool2d
+// (max_pool2d.cpp: argument checks with PyTorch's conditions, 3-D inputs) and its autograd
+// (max_pool2d_autograd.cpp):
 //
 //   max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode,
 //                      return_indices) -> (out, argmax)
@@ -18,7 +19,8 @@
 //     input_size, in channels_last or contiguous format as asked (the forward input's
 //     format); nothing else of the input is needed.
 //
-// CPU variants (all give PyTorch's CPU bits):
+// CPU kernels, two per direction (all give PyTorch's CPU bits), chosen at each op's entry
+// from its arguments alone:
 //   forward_3s2         AlexNet's pool (3x3, stride 2, no padding/dilation, is_3s2), both layouts:
 //                       separable, the row maxima of the even input rows computed once for
 //                       the two output rows that share them; branch-free vectorized loops.
@@ -30,13 +32,12 @@
 //                       window over a pixel's contiguous channels.
 //   backward_scatter_*  NCHW, and any other pool: each output adds its gradient at its argmax
 //                       (fp32 NCHW: straight into grad_input, as PyTorch does).
-// Test paths (cpu_test_paths.h): sweep runs the CUDA forward items, gather the CUDA backward
-// items (max_pool2d_3s2.h, max_pool2d.h), so CI checks the CUDA arithmetic without a GPU.
+// The CUDA kernels' own per-item code runs on the CPU only in the test ops of
+// max_pool2d_cuda_items_cpu.cpp.
 #include "max_pool2d/max_pool2d.h"
 #include "max_pool2d/max_pool2d_3s2.h"
 
 #include "cpu_clones.h"
-#include "cpu_test_paths.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -268,12 +269,6 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
   const int64_t C = g.C, Ho = g.h.out_size, Wo = g.w.out_size;
-  // 3/2, both layouts: separable. (NHWC measured slower than pool_window over 32 channels
-  // while fold_rows_3s2 was a scalar loop; vectorized, it is ~1.4-1.6x faster.)
-  if (is_3s2(g.h) && is_3s2(g.w)) {
-    return forward_3s2<scalar_t, argmax_t>(input, g, channels_last, out, argmax);
-  }
-
   if (!channels_last) {
     // One task per (n, c) plane.
     const int s = g.w.stride;
@@ -295,10 +290,6 @@ void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_la
   }
 }
 
-// The CUDA kernels' per-item code, run on the CPU only under the tests' paths
-// (cpu_test_paths.h; tests/test_max_pool2d.py), so that CI checks it without a GPU:
-// sweep runs the CUDA forward items, gather the CUDA backward items, in the launchers'
-// choice of kernel (the 3/2 kernels of max_pool2d_3s2.h when they apply).
 // Backward of the 3/2 pool as a gather without divisions (max_pool2d_3s2.h's rule): input
 // row h lies in window rows h/2 - 1 (tap row 2, h even) and h/2 (tap row h % 2), and
 // column w likewise. Every element is written once, its windows added in row-major order
@@ -403,93 +394,6 @@ void backward_3s2_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, 
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / H, h = t % H;
       backward_3s2_row_nhwc(go + n * Ho * Wo * C, am + n * Ho * Wo * C, gi + n * H * W * C, g, h);
-    }
-  });
-}
-
-bool use_cuda_forward() { return cpu_test_paths().sweep.load(std::memory_order_relaxed); }
-bool use_cuda_gather() { return cpu_test_paths().gather.load(std::memory_order_relaxed); }
-
-bool cuda_takes_3s2(const Geometry& g, const at::Tensor& a, const at::Tensor& b) {
-  const int64_t limit = std::numeric_limits<int32_t>::max();
-  return cuda_3s2(g) && a.numel() <= limit && b.numel() <= limit;
-}
-
-template <typename scalar_t, typename argmax_t>
-void forward_cuda_items(const at::Tensor& input, const Geometry& g, bool channels_last,
-                        at::Tensor& out, at::Tensor& argmax) {
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
-  argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
-  if (cuda_takes_3s2(g, input, out)) {
-    const int lanes = channel_lanes_3s2(in, arg_p, out_p, g, channels_last);  // as the CUDA launcher
-    const auto a = make_forward_3s2(in, out_p, arg_p, g, channels_last, lanes);
-    at::parallel_for(0, a.items, grain(9 * kRows3s2), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        lanes == 2       ? forward_3s2_item<true, 2>(a, static_cast<int>(i))
-        : channels_last ? forward_3s2_item<true, 1>(a, static_cast<int>(i))
-                        : forward_3s2_item<false, 1>(a, static_cast<int>(i));
-      }
-    });
-    return;
-  }
-  // forward_kernel: one output element per item, pool_window with CUDA's channels_last rule.
-  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  at::parallel_for(0, g.N * C * Ho * Wo, grain(9), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (channels_last) {  // i = ((n * Ho + oh) * Wo + ow) * C + c
-        const int64_t c = i % C, ow = i / C % Wo, oh = i / C / Wo % Ho, n = i / C / Wo / Ho;
-        pool_window<1, scalar_t, argmax_t, int64_t, true>(in + n * H * W * C + c, W * C, C, g.h, g.w,
-                                                          oh, ow, out_p + i, arg_p + i);
-      } else {  // i = (nc * Ho + oh) * Wo + ow
-        const int64_t ow = i % Wo, oh = i / Wo % Ho, nc = i / Wo / Ho;
-        pool_window<1, scalar_t, argmax_t, int64_t>(in + nc * H * W, W, 1, g.h, g.w, oh, ow,
-                                                    out_p + i, arg_p + i);
-      }
-    }
-  });
-}
-
-// Backward as the CUDA kernels do it: each input element gathers over the windows that
-// contain it (gather_grad), or, for the 3/2 pool, each item gathers for its 2x2 blocks.
-// Slower on a CPU than the scatter below; it runs only when the cpu_test_paths() gather
-// flag is set, so that the CPU tests can check the CUDA backward's arithmetic
-// (tests/test_max_pool2d.py::test_cuda_gather_on_cpu).
-template <typename scalar_t, typename argmax_t>
-void backward_gather(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
-                     bool channels_last, at::Tensor& grad_input) {
-  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
-  const argmax_t* am = argmax.const_data_ptr<argmax_t>();
-  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-  if (cuda_takes_3s2(g, grad_output, grad_input)) {
-    const int lanes = channel_lanes_3s2(go, am, gi, g, channels_last);  // as the CUDA launcher
-    const auto a = make_backward_3s2(go, am, gi, g, channels_last, lanes);
-    const int blocks = backward_blocks_3s2(g.w.size, lanes);
-    at::parallel_for(0, a.items, grain(4 * kBlocks3s2), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        lanes == 2 && blocks == 5 ? backward_3s2_item<true, 2, 5>(a, static_cast<int>(i))
-        : lanes == 2             ? backward_3s2_item<true, 2, 4>(a, static_cast<int>(i))
-        : channels_last          ? backward_3s2_item<true, 1, kBlocks3s2>(a, static_cast<int>(i))
-                                 : backward_3s2_item<false, 1, kBlocks3s2>(a, static_cast<int>(i));
-      }
-    });
-    return;
-  }
-  const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
-  // Element (h, w) of plane (n, c) is at gi[in0 + h*in_sh + w*in_sw], output (oh, ow) at
-  // [out0 + oh*out_sh + ow*out_sw], as in the CUDA kernel.
-  at::parallel_for(0, g.N * C, grain(H * W), [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / C, c = plane % C;
-      const int64_t in0 = channels_last ? n * H * W * C + c : plane * H * W;
-      const int64_t out0 = channels_last ? n * Ho * Wo * C + c : plane * Ho * Wo;
-      const int64_t in_sw = channels_last ? C : 1, out_sw = channels_last ? C : 1;
-      for (int h = 0; h < H; ++h) {
-        for (int w = 0; w < W; ++w) {
-          gi[in0 + (h * W + w) * in_sw] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, int64_t>(
-              go + out0, am + out0, Wo * out_sw, out_sw, g.h, g.w, h, w));
-        }
-      }
     }
   });
 }
@@ -658,6 +562,8 @@ void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argm
   });
 }
 
+// Routing, from the arguments only: AlexNet's 3/2 pool (is_3s2 along H and W) runs
+// forward_3s2, any other pool forward_kernel; both layouts either way.
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
@@ -674,8 +580,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
     auto run = [&](auto argmax_zero) {
       using argmax_t = decltype(argmax_zero);
       const bool channels_last = format == at::MemoryFormat::ChannelsLast;
-      if (use_cuda_forward()) {
-        forward_cuda_items<scalar_t, argmax_t>(x, g, channels_last, out, argmax);
+      if (is_3s2(g.h) && is_3s2(g.w)) {
+        forward_3s2<scalar_t, argmax_t>(x, g, channels_last, out, argmax);
       } else {
         forward_kernel<scalar_t, argmax_t>(x, g, channels_last, out, argmax);
       }
@@ -685,6 +591,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
   return {out, argmax};
 }
 
+// Routing, from the arguments only: the 3/2 pool in channels_last runs backward_3s2_nhwc,
+// everything else the scatter of its layout (in NCHW the scatter is the faster one for the
+// 3/2 pool too).
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
                                    at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                    at::IntArrayRef stride, at::IntArrayRef padding,
@@ -701,9 +610,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "max_pool2d_backward_cpu", [&] {
     auto run = [&](auto argmax_zero) {
       using argmax_t = decltype(argmax_zero);
-      if (use_cuda_gather()) {
-        backward_gather<scalar_t, argmax_t>(go, am, g, channels_last, grad_input);
-      } else if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
+      if (channels_last && is_3s2(g.h) && is_3s2(g.w)) {
         backward_3s2_nhwc<scalar_t, argmax_t>(go, am, g, grad_input);
       } else {
         channels_last ? backward_scatter_nhwc<scalar_t, argmax_t>(go, am, g, grad_input)

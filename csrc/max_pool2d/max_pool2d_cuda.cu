@@ -25,7 +25,7 @@
 // kernels use int32 or int64 indices as the tensors allow.
 //
 // The per-item math is shared with the CPU (max_pool2d.h, max_pool2d_3s2.h), where the
-// tests run it through cpu_test_paths.h (sweep: the forward items, gather: the backward).
+// tests run it through the alexnet_cuda_test ops (max_pool2d_cuda_items_cpu.cpp).
 #include "max_pool2d/max_pool2d.h"
 #include "max_pool2d/max_pool2d_3s2.h"
 

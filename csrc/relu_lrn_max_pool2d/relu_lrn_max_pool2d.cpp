@@ -33,8 +33,7 @@ void check_input(const at::Tensor& input, at::IntArrayRef kernel, int64_t lrn_gr
 
 }  // namespace
 
-void check_args(int64_t size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                    int64_t lrn_groups) {
+void check_args(int64_t size, at::IntArrayRef kernel_size, at::IntArrayRef stride, int64_t lrn_groups) {
   TORCH_CHECK_VALUE(size > 0, kOp, ": size must be positive, got ", size);
   TORCH_CHECK_VALUE(lrn_groups >= 1, kOp, ": lrn_groups must be >= 1, got ", lrn_groups);
   for (auto [v, name] : {std::pair{kernel_size, "kernel_size"}, {stride, "stride"}}) {

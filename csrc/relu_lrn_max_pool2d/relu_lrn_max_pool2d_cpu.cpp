@@ -1,26 +1,21 @@
 // Fused ReLU -> LRN -> max-pool: schemas and CPU kernels. See relu_lrn_max_pool2d.h
 // for the math.
 //
-// Two sets of CPU kernels, with the same formulas and the same order of every sum, so the
-// same result bits (tests/test_relu_lrn_max_pool2d.py checks it). Kernel variants:
-//   forward_native / backward_native   default: one task per (image, LRN group)
-//   forward_sweep / backward_sweep     the CUDA kernels' per-item code (PowAny here)
-
+// The op's CPU kernels (forward_native, backward_native): one task per (image, LRN group),
+// channel-major task-local buffers, every LRN value computed once. 2-2.4x the speed of
+// PyTorch's three ops on 2 cores. Any strides are read through the tensors' own strides (no
+// layout copies beyond making the input dense in its suggested memory format).
 //
-// CPU-native (forward_native, backward_native; the default, and the fallback): one task
-// per (image, LRN group), channel-major task-local buffers, every LRN value computed once.
-// 2-2.4x the speed of PyTorch's three ops on 2 cores, where the sweep kernels reach
-// 0.6-1.0x. Any strides are read through the tensors' own strides (no layout copies beyond
-// making the input dense in its suggested memory format).
-//
-// Sweep (when the tests ask for it, cpu_test_paths.h, and when there are fewer than a
-// third as many (image, group) tasks as threads, e.g. batch 1): 3x3 pooling with LRN size
-// <= 7 runs relu_lrn_max_pool2d_sweep.h's kernels: the same per-item code as the CUDA
-// kernels, one parallel_for index per GPU thread, so the CPU tests check the GPU kernels' indexing
+// Test ops (alexnet_cuda_test::relu_lrn_max_pool2d_forward/_backward, at the end of this
+// file; nothing in the production op calls them): the CUDA kernels' per-item code of
+// relu_lrn_max_pool2d_sweep.h run on the CPU (forward_sweep, backward_sweep), one
+// parallel_for index per GPU thread, so that the CPU tests check the GPU kernels' indexing
 // and order of operations (not the last bits: the power and FMA contraction differ, see
-// lrn/lrn_sweep.h) (channels-last needs 16-byte vectors: each group's channel count a
-// multiple of 16 / element size, aligned data; the NCHW forward a multiple of 4). Other
-// shapes run the native kernels.
+// lrn/lrn_sweep.h). The sweep covers 3x3 pooling with LRN size <= 7 (channels-last needs
+// 16-byte vectors: each group's channel count a multiple of 16 / element size, aligned
+// data; the NCHW forward a multiple of 4); the test ops run the native kernels for other
+// shapes. Both sets of kernels use the same formulas and the same order of every sum
+// (tests/test_relu_lrn_max_pool2d.py checks that they agree).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -30,7 +25,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu_test_paths.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 #include "relu_lrn_max_pool2d/relu_lrn_max_pool2d_sweep.h"
 
@@ -235,16 +229,7 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   });
 }
 
-// Whether to try the sweep kernels (the CUDA kernels' per-item code, where it applies)
-// before the native ones: always when the tests ask for them (cpu_test_paths.h), and when
-// the native kernels' (image, group) tasks are too few to keep the threads busy (the
-// sweep ones do ~3x the work per output but spread it over far more items).
-bool use_sweep_kernels(const Geo& g) {
-  if (cpu_test_paths().sweep.load(std::memory_order_relaxed)) return true;
-  const int64_t tasks = int64_t(g.N) * (g.C / g.Cg);
-  return 3 * tasks < at::get_num_threads();
-}
-
+// Routing: every call runs the native kernels (one per direction), whatever its arguments.
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t size, double scale,
                                                double beta, double k, at::IntArrayRef kernel_size,
                                                at::IntArrayRef stride, int64_t groups) {
@@ -253,8 +238,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t 
   ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
   if (t.out.numel() == 0) return {t.out, t.argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    if (!(use_sweep_kernels(t.g) && forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k)))
-      forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
+    forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
   return {t.out, t.argmax};
 }
@@ -267,7 +251,35 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
   BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
   if (t.dx.numel() == 0) return t.dx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    if (!(use_sweep_kernels(t.g) && backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k)))
+    backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
+  });
+  return t.dx;
+}
+
+// The test ops: the sweep kernels where they cover the call, else the native ones.
+std::tuple<at::Tensor, at::Tensor> forward_sweep_cpu(const at::Tensor& input, int64_t size, double scale,
+                                                     double beta, double k, at::IntArrayRef kernel_size,
+                                                     at::IntArrayRef stride, int64_t groups) {
+  const char* op = "relu_lrn_max_pool2d_forward";  // the production op's messages
+  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
+  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
+  if (t.out.numel() == 0) return {t.out, t.argmax};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_sweep", [&] {
+    if (!forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k))
+      forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
+  });
+  return {t.out, t.argmax};
+}
+
+at::Tensor backward_sweep_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
+                              int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
+                              at::IntArrayRef stride, int64_t groups) {
+  const char* op = "relu_lrn_max_pool2d_backward";
+  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
+  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
+  if (t.dx.numel() == 0) return t.dx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_sweep", [&] {
+    if (!backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k))
       backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
   return t.dx;
@@ -289,6 +301,18 @@ TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
   m.impl("relu_lrn_max_pool2d_forward", &forward_cpu);
   m.impl("relu_lrn_max_pool2d_backward", &backward_cpu);
+}
+
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
+  m.def("relu_lrn_max_pool2d_forward(Tensor input, int size, float scale, float beta, float k, "
+        "int[2] kernel_size, int[2] stride, int groups) -> (Tensor out, Tensor argmax)");
+  m.def("relu_lrn_max_pool2d_backward(Tensor grad_output, Tensor argmax, Tensor input, int size, "
+        "float scale, float beta, float k, int[2] kernel_size, int[2] stride, int groups) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
+  m.impl("relu_lrn_max_pool2d_forward", &forward_sweep_cpu);
+  m.impl("relu_lrn_max_pool2d_backward", &backward_sweep_cpu);
 }
 
 }  // namespace relu_lrn_max_pool2d

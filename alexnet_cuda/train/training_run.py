@@ -26,7 +26,7 @@ from .data import (ImageFolderBytes, ImageFolderUint8, SyntheticImages, check_cl
                    collate_bytes, collate_uint8, default_stats_path, find_classes, first_readable,
                    load_or_compute_stats, make_samples, reset_reported, synthetic_stats)
 from .logs import MetricsWriter, log, make_progress
-from .models import build_model
+from .model_factory import build_model
 from .monitor import LossMonitor
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 from .resume import apply_safe_changes, compare, refusal
