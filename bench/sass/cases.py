@@ -332,7 +332,8 @@ def stage_geo(case):
 
 def stage_items(case):
     """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
-    rows of one pooled column, kPoolChannels channels (channels-first) or V (channels-last)."""
+    rows of one pooled column, kPoolChannels channels (channels-first: Wo + 1 columns, the
+    last a helper; warps of 31 positions) or V (channels-last)."""
     g = stage_geo(case)
     vec = stage_vector(case)
     bwd = case.direction == "bwd"
@@ -340,6 +341,8 @@ def stage_items(case):
     if bwd:  # channels-first backward: pixel pairs; channels-last: runs of lane_pixels(vec)
         cols = -(-cols // (lane_pixels(vec) if case.cl else 2))
     row_run = 1
+    if not bwd and not case.cl:  # the helper column of each row (locate_run)
+        cols += 1
     if not bwd:
         n = -(-rows // POOL_ROWS)
         row_run = -(-rows // n)
@@ -353,13 +356,14 @@ def stage_items(case):
     pair_start, pair_dividers = [0] * (PAIR_CLASSES + 1), [0] * 5
     run_images, run_start, run_dividers = 0, [0] * (RUN_CLASSES + 1), [0] * 4
     if not bwd and not case.cl:  # make_items: the run classes of a chunk of images (locate_run)
-        run_images = math.gcd(g["N"], 8)
+        run_images = math.gcd(g["N"], 16)  # kRunImages
         groups = g["C"] // g["cg"]
         per_group = [max(runs_per_group - 2, 0), int(runs_per_group >= 2), int(runs_per_group >= 2),
                      int(runs_per_group == 1)]
         for c in range(RUN_CLASSES):
             items = run_images * groups * per_group[c] * rows * cols
-            run_start[c + 1] = run_start[c] + -(-items // WARP) * WARP
+            lanes = -(-items // RUN_LANES) * WARP  # warps overlap by a lane
+            run_start[c + 1] = run_start[c] + -(-lanes // THREADS) * THREADS  # classes in whole blocks
         count = g["N"] // run_images * run_start[RUN_CLASSES]
         run_dividers = [run_start[RUN_CLASSES], rows * cols, per_group[0], groups]
     classes = vector_classes(0, 1, 1, 0)
@@ -379,6 +383,7 @@ def stage_items(case):
 
 
 PAIR_CLASSES = 4  # kPairClasses: odd / even interior rows, odd / even edge pairs
+RUN_LANES = 31  # kRunLanes: positions a channels-first forward warp owns
 RUN_CLASSES = 4  # kRunClasses: middle, first, last, only run of a group (channels-first forward)
 
 

@@ -50,7 +50,8 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(CL)::value>(
-            xp, op, ap, g, it, i, acc_t(scale), lrn::PowAny<acc_t>{acc_t(beta)}, acc_t(k));
+            xp, op, ap, g, it, i & ~int64_t(sweep::kRunBlock - 1), int(i & (sweep::kRunBlock - 1)), acc_t(scale),
+            lrn::PowAny<acc_t>{acc_t(beta)}, acc_t(k));
     });
   });
   return true;

@@ -294,16 +294,20 @@ __global__ void __launch_bounds__(kThreads)
 
 // Sweep kernels: one work item per thread (relu_lrn_max_pool2d_sweep.h).
 constexpr int kSweepThreads = lrn::sweep::kThreads;  // (kThreads is the tile kernels')
+static_assert(kSweepThreads == sweep::kRunBlock, "channels-first forward classes come in whole blocks");
 
 // Launched only where lrn::Pow34 applies (lrn::pow34_applies, decided per launch). The
-// forward at most 64 registers (4 blocks, 50% occupancy): left to itself nvcc issues the
-// NCHW item's row streams far ahead and takes 125.
+// forward is bounded to 4 blocks an SM (50% occupancy): left to itself nvcc issues the
+// NCHW item's row streams far ahead and needs twice the registers (bench/SASS.md).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads, 4)
     forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
                          Geo g, sweep::Items it, acc_t scale, lrn::Pow34 pw, acc_t k) {
-  const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
-  if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i, scale, pw, k);
+  const int64_t i0 = int64_t(blockIdx.x) * kSweepThreads;
+  // Channels-first: whole blocks of items (make_items pads each class to kRunBlock), every
+  // lane runs (the lanes exchange columns by shuffles).
+  if (CL && i0 + threadIdx.x >= it.count) return;
+  sweep::forward_item<SPAN, V, CL>(x, out, am, g, it, i0, int(threadIdx.x), scale, pw, k);
 }
 
 // Backward NCHW (V = 1, CL = false): one item per thread, the items numbered by class

@@ -19,14 +19,16 @@
 // Forward, PyTorch's tie/NaN rules (pool_window's order):
 //  * channels-first (NCHW): an item is one pooled column ow, a run of up to kPoolRows
 //    pooled rows and kPoolChannels channels of one group. Per pooled row it computes the
-//    LRN at the window's middle and bottom input rows, 3 taps each, streaming the
-//    channels cb - PRE .. cb + 3 + POST of a row through a ring of SPAN + 1 (lrn_row);
-//    with stride 2 the window's top row is the previous window's bottom row, whose
-//    maximum is carried (fold: a row's maximum is a segment of the window's scan). So
-//    6 LRN values per pooled output instead of 9 (the unique pixels of a 3/2 window are
-//    4; the other 2 are the column shared with the neighbouring thread), and each input
-//    value is loaded (KC + SPAN) / KC = 2 times per row. Adjacent GPU threads own adjacent
-//    pooled columns.
+//    LRN at the window's middle and bottom input rows, streaming the channels
+//    cb - PRE .. cb + 3 + POST of a row through a ring of SPAN + 1 (lrn_row); with stride
+//    2 the window's top row is the previous window's bottom row, whose maximum is carried
+//    (fold: a row's maximum is a segment of the window's scan). Adjacent GPU lanes own
+//    adjacent pooled columns (locate_run), and with stride 2 across a window's right
+//    column is the next window's left one: a lane computes its 2 left columns and takes
+//    the right one from the next lane by a shuffle. So 4 LRN values per pooled output
+//    instead of 9 (the unique pixels of a 3/2 window), and each input value is loaded
+//    (KC + SPAN) / KC = 2 times per row. The CPU (and other strides) computes the third
+//    column itself: the same values by the same code.
 //  * channels-last (NHWC): an item is one pooled column, a run of up to kPoolRows pooled
 //    rows and one vector of V channels, its rows walked as channels-first's (6 LRN values
 //    per pooled output and channel). A tap loads the vector and its neighbours (the LRN
@@ -45,6 +47,7 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
 
 #include <type_traits>
 #include <utility>
@@ -130,37 +133,91 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void fold(acc_t& best, int& arg, acc_t v, int 
   }
 }
 
+// relu (torch.relu: NaN stays NaN) in one instruction on the GPU: max.NaN(v, 0). It
+// differs from relu() only for v = -0, which it makes +0: the LRN value of either is a
+// zero, the pooling compares them equal, and only the sign of an all-zero window's
+// output can differ.
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t relu_max(acc_t v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<acc_t, float>::value) {
+    float r;
+    asm("max.NaN.f32 %0, %1, 0f00000000;" : "=f"(r) : "f"(v));
+    return r;
+  }
+#endif
+  return relu(v);
+}
+
+// y[i] = as_stored<scalar_t>(y[i]) for i < N. bf16 on the GPU: pairs in one packed
+// conversion (cvt.rn.bf16x2.f32, the rounding of a single one), each half shifted back.
+template <typename scalar_t, int N, typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void as_stored_all(acc_t* y) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<scalar_t, c10::BFloat16>::value && std::is_same<acc_t, float>::value) {
+LRN_UNROLL
+    for (int i = 0; i + 1 < N; i += 2) {
+      unsigned u;
+      asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(y[i + 1]), "f"(y[i]));
+      y[i] = __uint_as_float(u << 16);
+      y[i + 1] = __uint_as_float(u & 0xffff0000u);
+    }
+    if constexpr (N % 2 == 1) y[N - 1] = as_stored<scalar_t>(y[N - 1]);
+    return;
+  }
+#endif
+LRN_UNROLL
+  for (int i = 0; i < N; ++i) y[i] = as_stored<scalar_t>(y[i]);
+}
+
 // One window row of the channels-first forward: the LRN values y (as stored, as_stored)
-// of channels cb .. cb + KC - 1 at the 3 taps of one input row. p points at that row's
-// first tap in channel cb - PRE; channel cb - PRE + i is at p + i * cs (the pointer steps
-// by cs), a window row is three adjacent elements at immediate offsets. The channels
-// stream through a ring of SPAN + 1 channel triples (a constant index after unrolling:
-// register renaming, no moves); once channel j's window is in, its 3 values go to
-// tap(j, tw, y), tw = 0, 1, 2. FIRST: the item starts its LRN group, so the PRE stream
-// channels behind it are outside; LAST: it ends the group, the POST channels after it are
-// outside. Those read as zero, unloaded (known at compile time: no test per load).
-template <int SPAN, int KC, bool FIRST, bool LAST, typename scalar_t, typename acc_t, typename Pow, typename Tap>
+// of channels cb .. cb + KC - 1 at the first NT taps of one input row. p points at that
+// row's first tap in channel cb - PRE; channel cb - PRE + i is at p + i * cs (the pointer
+// steps by cs), a window row is NT adjacent elements at immediate offsets. The channels
+// stream through a ring of SPAN + 1 channel tuples (a constant index after unrolling:
+// register renaming, no moves); once channel j's window is in, its NT values go to
+// tap(j, tw, y), tw = 0 .. NT - 1. FIRST: the item starts its LRN group, so the PRE
+// stream channels behind it are outside; LAST: it ends the group, the POST channels after
+// it are outside. Those read as zero, unloaded (known at compile time: no test per load).
+template <int SPAN, int KC, int NT, bool FIRST, bool LAST, typename scalar_t, typename acc_t, typename Pow,
+          typename Tap>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lrn_row(const scalar_t* p, int cs, acc_t scale, const Pow& pw, acc_t k,
                                                Tap&& tap) {
   constexpr int PRE = (SPAN + 1) / 2, NR = SPAN + 1;
-  acc_t ring[NR][K];
+  acc_t ring[NR][NT];
 LRN_UNROLL
   for (int i = 0; i < KC + SPAN; ++i) {
     const bool in = !(FIRST && i < PRE) && !(LAST && i >= PRE + KC);
 LRN_UNROLL
-    for (int tw = 0; tw < K; ++tw) ring[i % NR][tw] = in ? relu(static_cast<acc_t>(p[tw])) : acc_t(0);
+    for (int tw = 0; tw < NT; ++tw) ring[i % NR][tw] = in ? relu_max(static_cast<acc_t>(p[tw])) : acc_t(0);
     p += cs;
     if (i < SPAN) continue;
     const int j = i - SPAN;  // channel cb + j: its window is stream channels j .. j + SPAN
+    acc_t y[NT];
 LRN_UNROLL
-    for (int tw = 0; tw < K; ++tw) {
+    for (int tw = 0; tw < NT; ++tw) {
       acc_t sumsq = ring[j % NR][tw] * ring[j % NR][tw];
 LRN_UNROLL
       for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(ring[(j + t) % NR][tw], ring[(j + t) % NR][tw], sumsq);
-      // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
-      tap(j, tw, as_stored<scalar_t>(lrn::forward_value(ring[(j + PRE) % NR][tw], sumsq, scale, pw, k)));
+      y[tw] = lrn::forward_value(ring[(j + PRE) % NR][tw], sumsq, scale, pw, k);
     }
+    // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
+    as_stored_all<scalar_t, NT>(y);
+LRN_UNROLL
+    for (int tw = 0; tw < NT; ++tw) tap(j, tw, y[tw]);
   }
+}
+
+// The value lane + 1 of the warp holds in v (lane 31: its own). The channels-first
+// forward's neighbouring lanes own neighbouring pooled columns (locate_run), so with
+// stride 2 a window's right tap column is the next lane's left one.
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t from_next_lane(acc_t v) {
+#if defined(__CUDA_ARCH__)
+  return __shfl_down_sync(0xffffffffu, v, 1);
+#else
+  return v;  // (unused: the CPU computes the column itself, SHARE = false)
+#endif
 }
 
 // x, out, am point at image n; the item is pooled column ow, pooled rows [ohb, ohe) and
@@ -169,20 +226,45 @@ LRN_UNROLL
 // row offsets, and that kPoolChannels divides the group). Each pooled row takes the
 // window's middle and bottom input rows (lrn_row) and, with stride 2, the previous
 // window's bottom row as its top row: that row's maximum (a segment, see fold) is carried
-// over instead of recomputed. Other strides compute the top row too. Per pooled row and
-// channel: 6 LRN values (2 MUFU each), 6 folds, 6 loads (8 channels x 3 taps x 2 rows / 4).
-template <int SPAN, bool FIRST, bool LAST, typename scalar_t, typename acc_t, typename Pow>
+// over instead of recomputed. Other strides compute the top row too.
+// SHARE (the GPU, stride 2 across): a 3/2 window's right column 2 ow + 2 is the left
+// column of window ow + 1, which the next lane computes (locate_run): the lane computes
+// its 2 left columns and takes the right one from the next lane (from_next_lane). So 4
+// LRN values per pooled output and channel (the unique pixels of a 3/2 window: 2 x 2)
+// instead of 6, 2 MUFU each. A lane that is its row's extra column (locate_run's helper,
+// `shift`) has no window: it reads the columns 2 ow - 1 and 2 ow (inside the row) and
+// passes on column 2 ow, its tap 1. Without SHARE (the CPU, other strides) an item
+// computes all 3 columns: the same values, by the same code, as the next lane's. Per
+// pooled row and channel (SHARE): 4 LRN values, 7 folds, 2 shuffles, 4 loads. Only
+// `store` items write.
+template <int SPAN, bool FIRST, bool LAST, bool SHARE, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
-                                                      int cb, int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
-                                                      acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, KC = kPoolChannels;
+                                                      int cb, int ohb, int run, int ow, bool shift, bool store,
+                                                      acc_t scale, const Pow& pw, acc_t k) {
+  constexpr int PRE = (SPAN + 1) / 2, KC = kPoolChannels, NT = SHARE ? 2 : K;
   const int cs = static_cast<int>(g.xs[1]), rs = static_cast<int>(g.xs[2]);
   const int ocs = static_cast<int>(g.os[1]), ors = static_cast<int>(g.os[2]);
-  const scalar_t* px = x + int64_t(cb - PRE) * g.xs[1] + int64_t(ohb) * g.SH * g.xs[2] + int64_t(ow) * g.SW;
+  const scalar_t* px = x + int64_t(cb - PRE) * g.xs[1] + int64_t(ohb) * g.SH * g.xs[2] + int64_t(ow) * g.SW -
+                       (SHARE && shift ? 1 : 0);
   const int64_t obase = int64_t(cb) * g.os[1] + int64_t(ohb) * g.os[2] + int64_t(ow) * g.os[3];
   scalar_t* po = out + obase;
   uint8_t* pa = am + obase;
-  auto row = [&](const scalar_t* p, auto&& tap) { lrn_row<SPAN, KC, FIRST, LAST, scalar_t>(p, cs, scale, pw, k, tap); };
+  // tap(j, tw, y) for the 3 columns of a window row, each channel's in order (the pooling
+  // scan's); with SHARE the right column comes from the next lane after the row.
+  auto row = [&](const scalar_t* p, auto&& tap) {
+    if constexpr (SHARE) {
+      acc_t left[KC];  // what the previous lane needs: column 0 (a helper's: tap 1)
+      lrn_row<SPAN, KC, NT, FIRST, LAST, scalar_t>(p, cs, scale, pw, k, [&](int j, int tw, acc_t v) {
+        if (tw == 0) left[j] = v;
+        if (tw == 1 && shift) left[j] = v;
+        tap(j, tw, v);
+      });
+LRN_UNROLL
+      for (int j = 0; j < KC; ++j) tap(j, 2, from_next_lane(left[j]));
+    } else {
+      lrn_row<SPAN, KC, NT, FIRST, LAST, scalar_t>(p, cs, scale, pw, k, tap);
+    }
+  };
   // best/arg: the running maximum of the current window; rb/ra: the maximum of its bottom
   // row alone (tap columns 0..2), the next window's top row when the stride is 2.
   acc_t best[KC], rb[KC];
@@ -198,20 +280,26 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_
       }
     };
   };
+  // `run` pooled rows (the items' row_run, the same for every lane: the shuffles need the
+  // whole warp); rows past Ho (a shorter last run) repeat the last row and store nothing.
   row(px, start_row(best, arg));
-  for (int oh = ohb;;) {
+  for (int oh = ohb, r = 0;;) {
     row(px + rs, [&](int j, int tw, acc_t v) { fold(best[j], arg[j], v, K + tw); });
     row(px + 2 * rs, start_row(rb, ra));
+    const bool live = store && oh < g.Ho;
 LRN_UNROLL
     for (int j = 0; j < KC; ++j) {
       fold(best[j], arg[j], rb[j], ra[j] + 2 * K);  // the bottom row, as one segment
-      po[j * ocs] = static_cast<scalar_t>(best[j]);
-      pa[j * ocs] = static_cast<uint8_t>(arg[j]);
+      if (live) {
+        po[j * ocs] = static_cast<scalar_t>(best[j]);
+        pa[j * ocs] = static_cast<uint8_t>(arg[j]);
+      }
     }
-    if (++oh == ohe) break;
-    px += g.SH * rs;
-    po += ors;
-    pa += ors;
+    if (++r == run) break;
+    const int step = ++oh < g.Ho ? 1 : 0;
+    px += step * g.SH * rs;
+    po += step * ors;
+    pa += step * ors;
     if (g.SH == 2) {  // the new top row is the old bottom row
 LRN_UNROLL
       for (int j = 0; j < KC; ++j) {
@@ -224,23 +312,26 @@ LRN_UNROLL
   }
 }
 
-template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
+// The item's variant is its class (locate_run): 0 neither, 1 FIRST (the run starts its
+// group: with kPoolChannels | Cg (vector_width) and PRE, POST < kPoolChannels only a
+// group's first run has halo channels behind the group), 2 LAST (ends it: halo ahead
+// outside), 3 both. SHARE: see forward_column (the caller's choice: the GPU with stride 2
+// across).
+template <int SPAN, bool SHARE, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                              const Geo& g, int gb, int ge, int cb, int ohb, int ohe,
-                                                              int ow, acc_t scale, const Pow& pw, acc_t k) {
-  // With kPoolChannels | Cg (vector_width) and PRE, POST < kPoolChannels, only the halo of
-  // a group's first item reaches behind the group, only its last item's ahead.
+                                                              const Geo& g, int cls, int cb, int ohb, int run,
+                                                              int ow, bool shift, bool store, acc_t scale,
+                                                              const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, KC = kPoolChannels;
   static_assert(PRE < KC && POST < KC, "the halo reaches past the neighbouring item");
-  const bool first = PRE > 0 && cb == gb, last = POST > 0 && cb + KC == ge;
-  if (!first && !last)
-    forward_column<SPAN, false, false>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
-  else if (!last)
-    forward_column<SPAN, true, false>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
-  else if (!first)
-    forward_column<SPAN, false, true>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+  if (cls == 0)
+    forward_column<SPAN, false, false, SHARE>(x, out, am, g, cb, ohb, run, ow, shift, store, scale, pw, k);
+  else if (cls == 1)
+    forward_column<SPAN, true, false, SHARE>(x, out, am, g, cb, ohb, run, ow, shift, store, scale, pw, k);
+  else if (cls == 2)
+    forward_column<SPAN, false, true, SHARE>(x, out, am, g, cb, ohb, run, ow, shift, store, scale, pw, k);
   else
-    forward_column<SPAN, true, true>(x, out, am, g, cb, ohb, ohe, ow, scale, pw, k);
+    forward_column<SPAN, true, true, SHARE>(x, out, am, g, cb, ohb, run, ow, shift, store, scale, pw, k);
 }
 
 // Channels-last (x, out, am channel-contiguous): pooled column ow, pooled rows
@@ -266,20 +357,25 @@ LRN_UNROLL
     acc_t r[(2 * H + 1) * V];
 LRN_UNROLL
     for (int b = -H; b <= H; ++b) load_or_zero<V>(p + c + b * V, in[b + H], r + (b + H) * V);
-    relu_all<(2 * H + 1) * V>(r);
+LRN_UNROLL
+    for (int i = 0; i < (2 * H + 1) * V; ++i) r[i] = relu_max(r[i]);
+    acc_t y[V];
 LRN_UNROLL
     for (int i = 0; i < V; ++i) {
       const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i
       acc_t sumsq = w[0] * w[0];
 LRN_UNROLL
       for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(w[t], w[t], sumsq);
-      f(i, as_stored<scalar_t>(lrn::forward_value(r[H * V + i], sumsq, scale, pw, k)));
+      y[i] = lrn::forward_value(r[H * V + i], sumsq, scale, pw, k);
     }
+    as_stored_all<scalar_t, V>(y);
+LRN_UNROLL
+    for (int i = 0; i < V; ++i) f(i, y[i]);
   };
   // A window row's maximum, the scan started at its first tap (fold). Taps 1 and 2 as a
-  // runtime loop: unrolled, nvcc issues all taps' vector loads at once (92 registers for
-  // bf16 when the 9 taps of a window were unrolled); one tap at a time keeps the
-  // registers at one tap's vectors, whose 2H + 1 loads are still in flight together.
+  // runtime loop: unrolled, nvcc issues all taps' vector loads at once and the bf16
+  // kernel no longer fits its register bound; one tap at a time keeps the registers at
+  // one tap's vectors, whose 2H + 1 loads are still in flight together.
   auto row_max = [&](const scalar_t* p, acc_t* b, int* a) {
     lrn_tap(p, [&](int i, acc_t v) {
       b[i] = v;
@@ -329,7 +425,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, 
                                                              int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
                                                              acc_t k) {
   // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
-  // maxima take 32 registers, and the two variants together spilled at 64 (12 LDL/STL).
+  // 4 x 8 maxima and arguments leave too few registers for two variants (bench/SASS.md).
   if constexpr (V <= 4) {
     if (inside) {
       forward_pixels_last<SPAN, V, true>(x, out, am, g, gb, ge, c, ohb, ohe, ow, scale, pw, k);
@@ -494,19 +590,36 @@ constexpr int kPairWarp = 32;  // lanes of a warp: each class starts at a multip
 // group (its halo on that side is outside, unloaded). In run-major order a warp's 32
 // items (pooled columns: 27 or 13 a row run) straddle runs, and one in 10 (55 x 55) to
 // one in 6.5 (27 x 27) of them ran two variants. So the images go in chunks of
-// K = gcd(N, 8), and a chunk's items in four classes by variant, each padded to whole
-// warps (kPairWarp):
+// K = gcd(N, kRunImages), and a chunk's items in four classes by variant:
 //   class 0: the middle runs 1 .. rpg - 2 of each group   (neither)
 //   class 1: the first run of each group                   (FIRST)
 //   class 2: the last run of each group                    (LAST)
 //   class 3: the only run of a group of one run            (FIRST and LAST)
 // (rpg: runs per group). Inside class c with rc runs a group (rpg - 2, 1, 1, 1; zero
 // where the class is empty): k = ((n * groups + group) * rc + u) * positions + p, p =
-// row * cols + col over the positions (row runs x pooled columns), u the run's place in
-// the class. AlexNet, per chunk of 8 images: (96, 55, 55): groups of 12 runs, 81
-// positions: 12960 + 1312 + 1312 lanes for 15552 items (0.2% idle); (256, 27, 27): 32
-// runs, 13 positions: 6240 + 224 + 224 lanes for 6656 (0.5%). A chunk is 8 images (9.3 /
-// 6 MB of fp32 x): the halo channels an item reads from its neighbour runs are L2 hits.
+// row * cols + col over the positions (row runs x (Wo + 1) columns), u the run's place in
+// the class. The GPU's lanes take a window's right column from the next lane
+// (forward_column, SHARE), so the next lane must hold the next column of the same row:
+//  * each row has one extra position, col = Wo (a helper: it computes the row's last
+//    input column, 2 Wo, for the lane before it, and stores nothing);
+//  * the warps of a class overlap by one position: warp w's lanes 0 .. 31 hold positions
+//    31 w .. 31 w + 31, and lane 31 (the next warp's lane 0 again) only feeds lane 30.
+// A class of P positions takes ceil(P / 31) warps; lanes past its positions (padding)
+// repeat its last one and store nothing, so every lane of a warp runs to the end (the
+// shuffles need all 32). Each class is then padded to whole blocks (kRunBlock). AlexNet,
+// per chunk of 16 images: (96, 55, 55): groups of 12 runs, 84 positions: 27904 + 2816 +
+// 2816 lanes for 31104 outputs (7% idle), 131 blocks, 1048 in all: 1.98 waves of 4 blocks
+// an SM on 132 SMs; (256, 27, 27): 32 runs, 14 positions: 14080 + 512 + 512 lanes for
+// 13312 (12%), 472 blocks: 0.89 waves. (Chunks of 8 took 1072 blocks at 55 x 55: a third
+// wave for 16 of them.) A chunk of 16 images (18.6 / 12 MB of fp32 x) fits in L2, so the
+// halo channels an item reads from its neighbour runs are L2 hits.
+constexpr int kRunImages = 16;
+constexpr int kRunLanes = 31;  // positions a warp owns (its lane 31 repeats the next warp's first)
+// Classes are padded to whole blocks of the launch (lrn::sweep::kThreads), so a block's
+// class, and so its compiled variant, follows from blockIdx alone: nvcc then knows every
+// lane of a warp takes the same variant and row loop, and emits the shuffles as single
+// instructions (with a lane-dependent variant it wraps each in a collective fallback).
+constexpr int kRunBlock = lrn::sweep::kThreads;
 constexpr int kRunClasses = 4;
 
 struct Items {
@@ -541,6 +654,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   // backward: channels-first pixel pairs, channels-last runs of kLanePixels<V> pixels
   const int run_pixels = lane_pixels(vec);
   it.cols = backward ? (channels_last ? (g.W + run_pixels - 1) / run_pixels : (g.W + 1) / 2) : g.Wo;
+  if (!backward && !channels_last) it.cols = g.Wo + 1;  // the helper column (locate_run)
   it.row_run = 1;
   if (!backward) {  // runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
@@ -560,14 +674,15 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.run_images = 0;
   for (int c = 0; c <= kRunClasses; ++c) it.run_start[c] = 0;
   if (!backward && !channels_last) {  // the run classes (locate_run)
-    int k = 8;
+    int k = kRunImages;
     while (g.N % k != 0) k /= 2;
     it.run_images = k;
     const int rpg = it.runs_per_group, groups = g.C / g.Cg, positions = it.rows * it.cols;
     const int per_group[kRunClasses] = {rpg > 2 ? rpg - 2 : 0, rpg >= 2, rpg >= 2, rpg == 1};
     for (int c = 0; c < kRunClasses; ++c) {
       const int items = k * groups * per_group[c] * positions;
-      it.run_start[c + 1] = it.run_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
+      const int lanes = (items + kRunLanes - 1) / kRunLanes * kPairWarp;
+      it.run_start[c + 1] = it.run_start[c] + (lanes + kRunBlock - 1) / kRunBlock * kRunBlock;
     }
     it.count = int64_t(g.N / k) * it.run_start[kRunClasses];
     it.by_run_chunk = IntDivider(it.run_start[kRunClasses]);
@@ -651,33 +766,45 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, in
   return wh;
 }
 
-// Channels-first forward item i (the run classes above Items): where it is; false for a
-// padding lane (no item).
-C10_HOST_DEVICE C10_ALWAYS_INLINE bool locate_run(const Geo& g, const Items& it, int64_t i, Where& wh) {
+// Channels-first forward item i = i0 + t, i0 the start of its block of kRunBlock items
+// (t < kRunBlock): where it is, its class (the variant: 0 middle, 1 FIRST, 2 LAST, 3
+// both; from i0 alone, see kRunBlock), and whether it stores (false: a helper column, a
+// warp's lane 31, a padding lane; a padding lane repeats its class's last position).
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_run(const Geo& g, const Items& it, int64_t i0, int t, int& cls,
+                                                   bool& store) {
+  Where wh;
   int64_t chunk, rem;
-  it.by_run_chunk.divmod(i, chunk, rem);
-  const int r = static_cast<int>(rem);
-  const int cls = (r >= it.run_start[1]) + (r >= it.run_start[2]) + (r >= it.run_start[3]);
+  it.by_run_chunk.divmod(i0, chunk, rem);
+  const int r0 = static_cast<int>(rem);
+  cls = (r0 >= it.run_start[1]) + (r0 >= it.run_start[2]) + (r0 >= it.run_start[3]);
   const int start = cls == 0 ? 0 : cls == 1 ? it.run_start[1] : cls == 2 ? it.run_start[2] : it.run_start[3];
-  const uint32_t k = static_cast<uint32_t>(r - start), t = it.by_positions.div(k);
-  const uint32_t p = k - t * it.by_positions.d;
-  uint32_t rest = t, u = 0;  // u: the run's place in its group
+  const uint32_t r = static_cast<uint32_t>(r0 - start + t);
+  const uint32_t lane = r % kPairWarp;
+  uint32_t k = r / kPairWarp * kRunLanes + lane;
+  // The class's positions: run_images images x groups x its runs a group x positions.
+  const uint32_t positions = it.by_positions.d, rc = cls == 0 ? it.by_middle_runs.d : 1;
+  const uint32_t last = static_cast<uint32_t>(it.run_images) * it.by_groups.d * rc * positions - 1;
+  store = lane != kRunLanes && k <= last;
+  if (k > last) k = last;
+  const uint32_t q = it.by_positions.div(k);
+  const uint32_t p = k - q * positions;
+  uint32_t rest = q, u = 0;  // u: the run's place in its group
   if (cls == 0) {
-    rest = it.by_middle_runs.div(t);
-    u = 1 + (t - rest * it.by_middle_runs.d);
+    rest = it.by_middle_runs.div(q);
+    u = 1 + (q - rest * it.by_middle_runs.d);
   } else if (cls == 2) {
     u = static_cast<uint32_t>(it.runs_per_group - 1);
   }
   const uint32_t image = it.by_groups.div(rest), grp = rest - image * it.by_groups.d;
-  if (image >= static_cast<uint32_t>(it.run_images)) return false;
   wh.n = static_cast<int>(chunk) * it.run_images + static_cast<int>(image);
   wh.row = static_cast<int>(it.by_cols.div(p));
   wh.col = static_cast<int>(p) - wh.row * it.cols;
+  store = store && wh.col < g.Wo;
   wh.gb = static_cast<int>(grp) * g.Cg;
   wh.ge = wh.gb + g.Cg;
   wh.cb = wh.gb + static_cast<int>(u) * it.run;
   wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
-  return true;
+  return wh;
 }
 
 // Channels-first backward item i (the classes above Items): where it is, and its class
@@ -715,26 +842,39 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& i
   return wh;
 }
 
+// Item i0 + t, i0 the start of its block of kRunBlock items (the GPU: blockIdx.x *
+// kRunBlock, t = threadIdx.x; then the channels-first class is block-uniform: kRunBlock).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
-                                                    const Items& it, int64_t i, acc_t scale, const Pow& pw, acc_t k) {
-  bool inside = false;
-  Where wh;
+                                                    const Items& it, int64_t i0, int t, acc_t scale, const Pow& pw,
+                                                    acc_t k) {
   if constexpr (CL) {
-    const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i);
-    wh = locate_vector(g, it, o.pixel, o.vec);
-    inside = it.classes.lo > 0 && o.interior;
-  } else if (!locate_run(g, it, i, wh)) {
-    return;  // a padding lane
-  }
-  const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
-  const int64_t on = int64_t(wh.n) * g.os[0];
-  const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
-  if constexpr (CL) {
-    forward_channels_last<SPAN, V>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside, ohb, ohe, wh.col, scale,
-                                   pw, k);
+    const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i0 + t);
+    const Where wh = locate_vector(g, it, o.pixel, o.vec);
+    const bool inside = it.classes.lo > 0 && o.interior;
+    const int64_t on = int64_t(wh.n) * g.os[0];
+    const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
+    forward_channels_last<SPAN, V>(x + int64_t(wh.n) * g.xs[0], out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside,
+                                   ohb, ohe, wh.col, scale, pw, k);
   } else {
-    forward_channels_first<SPAN>(xn, out + on, am + on, g, wh.gb, wh.ge, wh.cb, ohb, ohe, wh.col, scale, pw, k);
+    int cls;
+    bool store;
+    const Where wh = locate_run(g, it, i0, t, cls, store);
+    const int64_t on = int64_t(wh.n) * g.os[0];
+    const scalar_t* xn = x + int64_t(wh.n) * g.xs[0];
+    const int ohb = wh.row * it.row_run;
+#if defined(__CUDA_ARCH__)
+    if (g.SW == 2) {  // every lane runs, its right column from the next lane
+      // A helper column (col == Wo) exists for the next-lane exchange only.
+      const bool helper = wh.col == g.Wo;
+      forward_channels_first<SPAN, true>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, helper,
+                                         store, scale, pw, k);
+      return;
+    }
+#endif
+    if (!store) return;  // (without the exchange nothing needs it)
+    forward_channels_first<SPAN, false>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, false,
+                                        true, scale, pw, k);
   }
 }
 
