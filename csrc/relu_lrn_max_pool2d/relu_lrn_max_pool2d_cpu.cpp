@@ -275,20 +275,9 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  // (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `groups` equal
-  // channel groups; scale = alpha / size (PyTorch) or alpha (paper); argmax uint8
-  // window-local (t_h * kernel_w + t_w). No padding, no dilation, floor mode.
-  m.def("relu_lrn_max_pool2d_forward(Tensor input, int size, float scale, float beta, float k, "
-        "int[2] kernel_size, int[2] stride, int groups) -> (Tensor out, Tensor argmax)");
-  // Gradient w.r.t. input from the input and the argmax (the LRN is recomputed).
-  m.def("relu_lrn_max_pool2d_backward(Tensor grad_output, Tensor argmax, Tensor input, int size, "
-        "float scale, float beta, float k, int[2] kernel_size, int[2] stride, int groups) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  m.impl("relu_lrn_max_pool2d_forward", &forward_cpu);
-  m.impl("relu_lrn_max_pool2d_backward", &backward_cpu);
+  impl<Forward>(m, &forward_cpu);
+  impl<Backward>(m, &backward_cpu);
 }
 
 }  // namespace relu_lrn_max_pool2d
