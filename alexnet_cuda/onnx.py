@@ -45,6 +45,8 @@ from typing import Optional, Sequence, Tuple, TypeVar
 
 import torch
 
+from .ops._args import MAX_WINDOW_TAPS
+
 try:
     import onnxscript
     from onnxscript import opset18 as op
@@ -58,10 +60,6 @@ __all__ = ["export", "TRANSLATIONS"]
 # Tensor inputs of the translation functions (any dtype); plain Python annotations (int,
 # float, bool, Sequence[int]) make the other arguments ONNX attributes.
 T = TypeVar("T", bound=onnxscript.onnx_types.TensorType)
-
-# Windows of at most this many taps get the compact uint8 argmax (csrc/max_pool2d).
-_MAX_WINDOW_TAPS = 256
-
 
 # --------------------------------------------------------------------------------------
 # Building blocks.
@@ -115,7 +113,7 @@ def _max_pool(x, hw, kernel_size, stride, padding, dilation, ceil_mode: bool, re
     )
     # MaxPool's indices count over the whole (N, C, H, W) tensor; ours within the plane.
     plane = op.Mod(flat, op.ReduceProd(op.Shape(x, start=2), keepdims=1))
-    if return_indices or kernel_size[0] * kernel_size[1] > _MAX_WINDOW_TAPS:
+    if return_indices or kernel_size[0] * kernel_size[1] > MAX_WINDOW_TAPS:
         return out, plane
     return out, _window_argmax(plane, out, x, kernel_size, stride, padding, dilation)
 

@@ -5,24 +5,19 @@
 // then costs what a native op's does, with no Python frame, context object or argument
 // normalization on the way (about 10x less host time per forward+backward on a small
 // input). torch.compile and torch.export trace through these kernels like any other:
-// the Function's forward and backward call the ops below autograd, whose fake kernels
-// are registered in Python (alexnet_cuda/ops/<op>.py).
+// the Function's forward and backward call the ops below autograd, whose Meta kernels
+// give the fake tensors' shapes (csrc/<op>/<op>.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 
 #include <functional>
 #include <string>
 
-namespace alexnet_cuda {
+#include "descriptor.h"
 
-// The op `name` ("alexnet_cuda::<name>"), looked up once.
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
+namespace alexnet_cuda {
 
 // Whether a call must record a node for backward. When it need not (inference, or no input
 // needing a gradient), the ops' autograd kernels call the op below autograd directly:

@@ -11,15 +11,19 @@
 // the op's CompositeImplicitAutograd kernel (ops.h: same checks, same dispatch below),
 // and raise the C++ argument errors as alexnet_cuda's own classes (checks.h). For
 // anything else (a Tensor subclass or an active __torch_function__ mode, which torch.ops
-// honours; a SymInt) they return NotImplemented and the Python side calls torch.ops.
+// honours; a SymInt) they return NotImplemented and the Python side calls torch.ops
+// through `call_op`, which raises the errors as the same classes: the classes are this
+// module's (ArgumentError, DtypeError; alexnet_cuda.ops._args exports them), and the
+// one place that turns the C++ checks' errors into them is here.
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <Python.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <array>
-#include <variant>
 #include <tuple>
+#include <type_traits>
+#include <variant>
 
 #include "ops.h"
 
@@ -60,6 +64,28 @@ bool read(PyObject* o, Pair& v) {
          read(PyList_GET_ITEM(o, 1), v[1]);
 }
 
+// What a C++ parameter type is read into: a tensor by pointer, an int[2] as a Pair,
+// a scalar as itself.
+template <typename T>
+struct Held {
+  using type = std::decay_t<T>;
+};
+template <>
+struct Held<const at::Tensor&> {
+  using type = const at::Tensor*;
+};
+template <>
+struct Held<at::IntArrayRef> {
+  using type = Pair;
+};
+
+const at::Tensor& pass(const at::Tensor* t) { return *t; }
+at::IntArrayRef pass(const Pair& v) { return v; }
+template <typename T>
+T pass(T v) {
+  return v;
+}
+
 // Reads args[0..n) into `out`'s members, in order; false if any is not plain.
 template <typename... T>
 bool read_all(PyObject* const* args, Py_ssize_t nargs, std::tuple<T...>& out) {
@@ -84,15 +110,12 @@ PyObject* wrap(std::tuple<at::Tensor, at::Tensor> t) {
 
 PyObject* wrap(std::monostate) { Py_RETURN_NONE; }
 
-// Sets alexnet_cuda.ops._args.<name> (ArgumentError or DtypeError) with e's message.
-PyObject* raise(const char* name, const c10::Error& e) {
-  PyObject* module = PyImport_ImportModule("alexnet_cuda.ops._args");
-  if (!module) return nullptr;
-  PyObject* cls = PyObject_GetAttrString(module, name);
-  Py_DECREF(module);
-  if (!cls) return nullptr;
-  PyErr_SetString(cls, e.what_without_backtrace());
-  Py_DECREF(cls);
+// alexnet_cuda's error classes (alexnet_cuda.ops._args documents them), created with the module.
+PyObject* argument_error = nullptr;  // ArgumentError(ValueError, RuntimeError)
+PyObject* dtype_error = nullptr;     // DtypeError(TypeError, NotImplementedError)
+
+PyObject* raise(PyObject* cls, const char* message) {
+  PyErr_SetString(cls, message);
   return nullptr;
 }
 
@@ -110,61 +133,115 @@ PyObject* run(Fn fn) {
   try {
     auto result = [&] {
       ReleaseGil release;
-      return fn();
+      if constexpr (std::is_void_v<decltype(fn())>) {
+        fn();
+        return std::monostate{};
+      } else {
+        return fn();
+      }
     }();
     return wrap(std::move(result));
   } catch (const c10::ValueError& e) {
-    return raise("ArgumentError", e);
+    return raise(argument_error, e.what_without_backtrace());
   } catch (const c10::TypeError& e) {
-    return raise("DtypeError", e);
+    return raise(dtype_error, e.what_without_backtrace());
   }
   END_HANDLE_TH_ERRORS
 }
 
-// ---- the bindings: the ops' arguments in ops.h's order.
+// ---- the bindings: one per function of ops.h, its arguments read as that function's
+// parameter types say.
 
-PyObject* local_response_norm_native(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  std::tuple<const at::Tensor*, int64_t, double, double, double, bool> a;
-  if (!read_all(args, nargs, a)) Py_RETURN_NOTIMPLEMENTED;
-  return run([&] { return std::apply([](auto input, auto... rest) { return lrn::local_response_norm(*input, rest...); }, a); });
+template <auto fn>
+struct Binding;
+
+template <typename R, typename... A, R (*fn)(A...)>
+struct Binding<fn> {
+  static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    std::tuple<typename Held<A>::type...> held;
+    if (!read_all(args, nargs, held)) Py_RETURN_NOTIMPLEMENTED;
+    return run([&] { return std::apply([](const auto&... v) { return fn(pass(v)...); }, held); });
+  }
+};
+
+// call_op(op, *args): op(*args) (a torch.ops overload: the path for what the bindings
+// decline), its C++ checks' errors raised as the bindings raise them. torch.ops turns
+// them into exactly ValueError and TypeError.
+PyObject* call_op(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1) return raise(PyExc_TypeError, "call_op: expected the op to call");
+  PyObject* out = PyObject_Vectorcall(args[0], args + 1, nargs - 1, nullptr);
+  if (out) return out;
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyObject* cls = type == PyExc_ValueError ? argument_error : type == PyExc_TypeError ? dtype_error : nullptr;
+  if (!cls) {
+    PyErr_Restore(type, value, traceback);
+    return nullptr;
+  }
+  PyErr_NormalizeException(&type, &value, &traceback);
+  PyObject* message = PyObject_Str(value);
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(traceback);
+  if (!message) return nullptr;
+  PyErr_SetObject(cls, message);
+  Py_DECREF(message);
+  return nullptr;
 }
 
-PyObject* max_pool2d_native(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  std::tuple<const at::Tensor*, Pair, Pair, Pair, Pair, bool, bool> a;
-  if (!read_all(args, nargs, a)) Py_RETURN_NOTIMPLEMENTED;
-  return run([&] { return std::apply([](auto input, auto... rest) { return max_pool2d::max_pool2d(*input, rest...); }, a); });
+template <typename Fn>
+constexpr PyCFunction fastcall(Fn* f) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f));
 }
 
-PyObject* relu_lrn_max_pool2d_native(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  std::tuple<const at::Tensor*, int64_t, double, double, double, Pair, Pair, int64_t, bool> a;
-  if (!read_all(args, nargs, a)) Py_RETURN_NOTIMPLEMENTED;
-  return run([&] { return std::apply([](auto input, auto... rest) { return relu_lrn_max_pool2d::relu_lrn_max_pool2d(*input, rest...); }, a); });
-}
-
-PyObject* check_relu_lrn_max_pool2d_args_native(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  std::tuple<int64_t, Pair, Pair, int64_t> a;
-  if (!read_all(args, nargs, a)) Py_RETURN_NOTIMPLEMENTED;
-  return run([&] {
-    std::apply([](auto... v) { relu_lrn_max_pool2d::check_args(v...); }, a);
-    return std::monostate{};
-  });
-}
-
-#define ALEXNET_METHOD(name) \
-  { #name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name##_native)), METH_FASTCALL, nullptr }
+#define ALEXNET_BINDING(name, fn) {name, fastcall(&Binding<&fn>::call), METH_FASTCALL, nullptr}
 
 PyMethodDef methods[] = {
-    ALEXNET_METHOD(local_response_norm),
-    ALEXNET_METHOD(max_pool2d),
-    ALEXNET_METHOD(relu_lrn_max_pool2d),
-    ALEXNET_METHOD(check_relu_lrn_max_pool2d_args),
+    ALEXNET_BINDING("local_response_norm", lrn::local_response_norm),
+    ALEXNET_BINDING("max_pool2d", max_pool2d::pooled<&max_pool2d::max_pool2d>),
+    ALEXNET_BINDING("relu_lrn_max_pool2d", relu_lrn_max_pool2d::relu_lrn_max_pool2d),
+    ALEXNET_BINDING("check_relu_lrn_max_pool2d_args", relu_lrn_max_pool2d::check_args),
+    {"call_op", fastcall(&call_op), METH_FASTCALL, nullptr},
     {nullptr, nullptr, 0, nullptr},
 };
+
+// A new exception class named alexnet_cuda.ops._args.<name>, deriving from both bases.
+PyObject* error_class(const char* name, const char* doc, PyObject* base1, PyObject* base2) {
+  PyObject* bases = PyTuple_Pack(2, base1, base2);
+  if (!bases) return nullptr;
+  PyObject* cls = PyErr_NewExceptionWithDoc(name, doc, bases, nullptr);
+  Py_DECREF(bases);
+  return cls;
+}
+
+bool add(PyObject* module, const char* name, PyObject* value) {
+  if (!value) return false;
+  Py_INCREF(value);
+  if (PyModule_AddObject(module, name, value) < 0) {
+    Py_DECREF(value);
+    return false;
+  }
+  return true;
+}
 
 }  // namespace
 }  // namespace alexnet_cuda
 
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, alexnet_cuda::methods};
-  return PyModule_Create(&module_def);
+  using namespace alexnet_cuda;
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
+  PyObject* module = PyModule_Create(&module_def);
+  if (!module) return nullptr;
+  argument_error = error_class("alexnet_cuda.ops._args.ArgumentError",
+                               "A bad argument value: a ValueError, and the RuntimeError PyTorch raises for it.",
+                               PyExc_ValueError, PyExc_RuntimeError);
+  dtype_error = error_class("alexnet_cuda.ops._args.DtypeError",
+                            "A dtype without a kernel: a TypeError, and the NotImplementedError PyTorch raises.",
+                            PyExc_TypeError, PyExc_NotImplementedError);
+  if (!add(module, "ArgumentError", argument_error) || !add(module, "DtypeError", dtype_error) ||
+      PyModule_AddIntConstant(module, "MAX_WINDOW_TAPS", max_pool2d::kMaxLocalArgmaxWindow) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }

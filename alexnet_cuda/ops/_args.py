@@ -14,7 +14,8 @@ Errors, the same way for every op:
   the ``NotImplementedError`` (a ``RuntimeError``) PyTorch raises.
 
 So code written against ``torch.nn.functional`` catches ours, and so does code that
-catches the Python class that describes the mistake.
+catches the Python class that describes the mistake. The two classes are the extension's
+(csrc/python_module.cpp), which raises them for the C++ ops' checks.
 """
 
 import numbers
@@ -22,18 +23,14 @@ import operator
 
 import torch
 
-# A window-local argmax is one byte, t_h * kernel_w + t_w: windows of at most 256 taps.
-MAX_WINDOW_TAPS = 256
+from .._C import ArgumentError, DtypeError  # noqa: F401  (this module's names for them)
+
+# A window-local argmax is one byte, t_h * kernel_w + t_w: windows of at most this many
+# taps (the C++ kernels' limit, csrc/max_pool2d/max_pool2d.h).
+from .._C import MAX_WINDOW_TAPS  # noqa: E402,F401
+
 # The C++/CUDA kernels index window sizes, strides and channels with 32-bit ints.
 MAX_INT32 = 2**31 - 1
-
-
-class ArgumentError(ValueError, RuntimeError):
-    """A bad argument value: a ValueError, and the RuntimeError PyTorch raises for it."""
-
-
-class DtypeError(TypeError, NotImplementedError):
-    """A dtype without a kernel: a TypeError, and the NotImplementedError PyTorch raises."""
 
 
 def type_name(value):

@@ -17,27 +17,13 @@ subclass, an active ``__torch_function__`` mode, a SymInt).
 
 import torch
 
-from ._args import ArgumentError, DtypeError
+from .. import _C
 
 
 def call(native, op, *args):
-    """``op(*args)``, through the native binding ``native`` when in eager mode."""
+    """``op(*args)``, through the native binding ``native`` when in eager mode. Either way
+    the C++ checks' errors come as ArgumentError and DtypeError (csrc/python_module.cpp)."""
     if not torch.compiler.is_compiling():
         out = native(*args)
-        if out is not NotImplemented:
-            return out
-        try:
-            return op(*args)
-        except (ValueError, TypeError) as error:  # the C++ checks' classes, through torch.ops
-            raise _as_ours(error) from None
+        return _C.call_op(op, *args) if out is NotImplemented else out
     return op(*args)
-
-
-def _as_ours(error):
-    """The C++ checks raise ValueError and TypeError through torch.ops (checks.h); the
-    native binding raises ArgumentError and DtypeError: give both paths the same classes."""
-    if type(error) is ValueError:
-        return ArgumentError(str(error))
-    if type(error) is TypeError:
-        return DtypeError(str(error))
-    return error

@@ -11,15 +11,14 @@ alpha turned into the kernels' scale). Its kernels live in csrc/lrn/ and are reg
 as ``alexnet_cuda::lrn_forward`` and ``alexnet_cuda::lrn_backward``, with their autograd
 in C++ (csrc/lrn/lrn_autograd.cpp: backward saves only the input; the normalizing scale
 is recomputed, never stored, and the output is not kept). This file reads the Python
-arguments, calls the op (through ops/_native.py) and adds the fake (meta)
-implementations that torch.compile traces with.
+arguments and calls the op (through ops/_native.py); the kernels' Meta kernels, which
+torch.compile traces with, are in C++ too (lrn.cpp).
 """
 
 import torch
 
 from .. import _C
 from ._args import int_arg, real_arg, tensor_arg
-from ._layout import empty_like_kernel_output
 from ._native import call
 
 _OP = "local_response_norm"
@@ -46,12 +45,3 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     alpha, beta, k = real_arg(alpha, _OP, "alpha"), real_arg(beta, _OP, "beta"), real_arg(k, _OP, "k")
     return call(_C.local_response_norm, _LOCAL_RESPONSE_NORM, input, size, alpha, beta, k, bool(paper_alpha))
 
-
-@torch.library.register_fake("alexnet_cuda::lrn_forward")
-def _lrn_forward_fake(input, size, scale, beta, k):
-    return empty_like_kernel_output(input)
-
-
-@torch.library.register_fake("alexnet_cuda::lrn_backward")
-def _lrn_backward_fake(grad_output, input, size, scale, beta, k):
-    return empty_like_kernel_output(input)

@@ -17,8 +17,8 @@ calls the kernels, registered as two ops:
 
 Autograd, in C++ (csrc/max_pool2d/max_pool2d_autograd.cpp), saves only ``argmax`` (and
 the input's shape and memory format): nothing input-sized; double backward is a gather.
-This file reads the Python arguments, calls the op (through ops/_native.py) and adds
-the fake (meta) implementations torch.compile traces with.
+This file reads the Python arguments and calls the op (through ops/_native.py); the
+kernels' Meta kernels, which torch.compile traces with, are in C++ too (max_pool2d.cpp).
 
 Results are bit-identical to PyTorch's: values, int64 indices (first maximum in
 row-major order wins ties; NaN propagates and the window's last NaN is reported;
@@ -29,10 +29,9 @@ PyTorch's order, and are PyTorch's but for windows with no tap inside the input 
 """
 
 import torch
-from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format() in Python
 
 from .. import _C
-from ._args import MAX_WINDOW_TAPS, bool_arg, pair_arg, tensor_arg
+from ._args import bool_arg, pair_arg, tensor_arg
 from ._native import call
 
 _OP = "max_pool2d"
@@ -93,43 +92,3 @@ def max_pool2d(
     out, argmax = call(_C.max_pool2d, _MAX_POOL2D, input, k, s, p, d, ceil_mode, bool(return_indices))
     return (out, argmax) if return_indices else out
 
-
-def _output_size(size, kernel, pad, stride, dilation, ceil_mode):
-    """PyTorch's pooling_output_shape; works on ints and SymInts."""
-    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out = out - 1  # the last window would start past input + left padding
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# Fake (meta) implementations: shapes, dtypes and memory formats of the C++ outputs.
-
-
-def _argmax_dtype(kernel_size, return_indices):
-    local = not return_indices and kernel_size[0] * kernel_size[1] <= MAX_WINDOW_TAPS
-    return torch.uint8 if local else torch.int64
-
-
-@torch.library.register_fake("alexnet_cuda::max_pool2d_forward")
-def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    torch._check(input.dim() == 4, lambda: "alexnet_cuda::max_pool2d_forward: expected a 4-D input")
-    N, C, H, W = input.shape
-    shape = (
-        N,
-        C,
-        _output_size(H, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode),
-        _output_size(W, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode),
-    )
-    fmt = suggest_memory_format(input)
-    out = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
-    argmax = torch.empty(
-        shape, dtype=_argmax_dtype(kernel_size, return_indices), device=input.device, memory_format=fmt
-    )
-    return out, argmax
-
-
-@torch.library.register_fake("alexnet_cuda::max_pool2d_backward")
-def _backward_fake(grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt)

@@ -26,13 +26,12 @@ intermediate tensors, the LRN output and int64 pooling indices.
 The op users call is ``alexnet_cuda::relu_lrn_max_pool2d``
 (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d.cpp: the argument checks, with errors that
 name the argument, and 3-D (unbatched) inputs), which calls the forward op above.
-Autograd is in C++ (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d_autograd.cpp). This
-file reads the Python arguments, calls the op (through ops/_native.py) and adds the fake
-(meta) implementations torch.compile traces with.
+Autograd is in C++ (csrc/relu_lrn_max_pool2d/relu_lrn_max_pool2d_autograd.cpp), and so
+are the Meta kernels torch.compile traces with. This file reads the Python arguments and
+calls the op (through ops/_native.py).
 """
 
 import torch
-from torch._prims_common import suggest_memory_format
 
 from .. import _C
 from ._args import int_arg, pair_arg, real_arg, tensor_arg
@@ -98,24 +97,3 @@ def check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
     _C.check_relu_lrn_max_pool2d_args(size, kernel, strides, lrn_groups)
     return args
 
-
-# --------------------------------------------------------------------------------------
-# Fake (meta) implementations: shapes, dtypes and memory formats of the C++ outputs.
-
-
-@torch.library.register_fake("alexnet_cuda::relu_lrn_max_pool2d_forward")
-def _forward_fake(input, size, scale, beta, k, kernel_size, stride, groups):
-    torch._check(input.dim() == 4, lambda: f"alexnet_cuda::{_OP}_forward: expected a 4-D input")
-    N, C, H, W = input.shape
-    shape = (N, C, (H - kernel_size[0]) // stride[0] + 1, (W - kernel_size[1]) // stride[1] + 1)
-    fmt = suggest_memory_format(input)
-    out = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
-    argmax = torch.empty(shape, dtype=torch.uint8, device=input.device, memory_format=fmt)
-    return out, argmax
-
-
-@torch.library.register_fake("alexnet_cuda::relu_lrn_max_pool2d_backward")
-def _backward_fake(grad_output, argmax, input, size, scale, beta, k, kernel_size, stride, groups):
-    # The kernels make the input dense in its suggested format and give dx its strides.
-    x = input.contiguous(memory_format=suggest_memory_format(input))
-    return torch.empty_like(x)

@@ -4,9 +4,13 @@
 // PyTorch's convention, or alpha itself: the paper's text) and calls lrn_forward, whose
 // autograd is in C++ (lrn_autograd.cpp). CompositeImplicitAutograd: torch.compile and
 // torch.export trace through it to lrn_forward, running these checks on the fake input.
+//
+// Also the schemas of the three LRN ops (ops.h) and the Meta kernels of the kernels' two:
+// their output has the layout the kernels give it (lrn.h's kernel_layout).
 #include <torch/library.h>
 
 #include "checks.h"
+#include "lrn/lrn.h"
 #include "ops.h"
 
 namespace alexnet_cuda {
@@ -31,20 +35,35 @@ void check(const at::Tensor& input, int64_t size) {
 at::Tensor local_response_norm(const at::Tensor& input, int64_t size, double alpha, double beta,
                                double k, bool paper_alpha) {
   check(input, size);
-  static auto forward = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("alexnet_cuda::lrn_forward", "")
-                            .typed<at::Tensor(const at::Tensor&, int64_t, double, double, double)>();
   const double scale = paper_alpha ? alpha : alpha / static_cast<double>(size);
-  return forward.call(input, size, scale, beta, k);
+  return call<Forward>(input, size, scale, beta, k);
 }
 
+namespace {
+
+at::Tensor forward_meta(const at::Tensor& input, int64_t, double, double, double) {
+  return at::empty_like(kernel_layout(input));
+}
+
+at::Tensor backward_meta(const at::Tensor&, const at::Tensor& input, int64_t, double, double, double) {
+  return at::empty_like(kernel_layout(input));
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  m.def("local_response_norm(Tensor input, int size, float alpha, float beta, float k, "
-        "bool paper_alpha) -> Tensor");
+  define<LocalResponseNorm>(m);
+  define<Forward>(m);
+  define<Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
-  m.impl("local_response_norm", &local_response_norm);
+  impl_symbolic<LocalResponseNorm>(m, &local_response_norm);
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
+  impl_symbolic<Forward>(m, &forward_meta);
+  impl_symbolic<Backward>(m, &backward_meta);
 }
 
 }  // namespace lrn

@@ -174,6 +174,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t forward_value(acc_t x, acc_t sumsq, acc_
 #include <ATen/ATen.h>
 #include <vector>
 
+#include "descriptor.h"
+
 namespace alexnet_cuda {
 namespace lrn {
 
@@ -230,6 +232,32 @@ inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
   if (t.strides() == like.strides()) return t;
   return at::empty_strided(like.sizes(), like.strides(), t.options()).copy_(t);
 }
+
+// ---- The op's descriptors (descriptor.h): the public op and the kernels' two, each one's
+// schema and C++ signature, written once.
+
+struct LocalResponseNorm {
+  static constexpr const char* kName = "local_response_norm";
+  static constexpr const char* kArguments =
+      "(Tensor input, int size, float alpha, float beta, float k, bool paper_alpha) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, int64_t, double, double, double, bool);
+};
+
+// y = x * (k + scale * sum_window x^2)^-beta over a channel window of `size`
+// (scale = alpha / size for PyTorch's convention, alpha for the paper's).
+struct Forward {
+  static constexpr const char* kName = "lrn_forward";
+  static constexpr const char* kArguments = "(Tensor input, int size, float scale, float beta, float k) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, int64_t, double, double, double);
+};
+
+// Gradient w.r.t. input, recomputing the scale from input (nothing else saved).
+struct Backward {
+  static constexpr const char* kName = "lrn_backward";
+  static constexpr const char* kArguments =
+      "(Tensor grad_output, Tensor input, int size, float scale, float beta, float k) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, double, double, double);
+};
 
 }  // namespace lrn
 }  // namespace alexnet_cuda

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "autograd.h"
+#include "lrn/lrn.h"
 
 namespace alexnet_cuda {
 namespace lrn {
@@ -11,13 +12,11 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using ForwardSig = at::Tensor(const at::Tensor&, int64_t, double, double, double);
-using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, double, double, double);
 
 struct LRNFunction : public torch::autograd::Function<LRNFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, int64_t size,
                             double scale, double beta, double k) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::lrn_forward");
+    static const auto& op = handle<Forward>();
     ctx->save_for_backward({input});
     ctx->saved_data["size"] = size;
     ctx->saved_data["scale"] = scale;
@@ -28,7 +27,7 @@ struct LRNFunction : public torch::autograd::Function<LRNFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = op_handle<BackwardSig>("alexnet_cuda::lrn_backward");
+    static const auto& op = handle<Backward>();
     const at::Tensor input = ctx->get_saved_variables()[0];
     const auto& d = ctx->saved_data;
     at::Tensor grad_input = op.call(grads[0], input, d.at("size").toInt(), d.at("scale").toDouble(),
@@ -40,7 +39,7 @@ struct LRNFunction : public torch::autograd::Function<LRNFunction> {
 at::Tensor lrn_forward_autograd(const at::Tensor& input, int64_t size, double scale, double beta,
                                 double k) {
   if (!records_grad(input)) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::lrn_forward");
+    static const auto& op = handle<Forward>();
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(input, size, scale, beta, k);
   }
@@ -49,7 +48,7 @@ at::Tensor lrn_forward_autograd(const at::Tensor& input, int64_t size, double sc
 
 at::Tensor lrn_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                  int64_t size, double scale, double beta, double k) {
-  static auto op = op_handle<BackwardSig>("alexnet_cuda::lrn_backward");
+  static const auto& op = handle<Backward>();
   static const std::string message =
       no_double_backward_message("local_response_norm", "torch.nn.functional.local_response_norm");
   return no_double_backward(grad_output, input, message, std::function<at::Tensor()>([&] {
@@ -60,8 +59,8 @@ at::Tensor lrn_backward_autograd(const at::Tensor& grad_output, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Autograd, m) {
-  m.impl("lrn_forward", &lrn_forward_autograd);
-  m.impl("lrn_backward", &lrn_backward_autograd);
+  impl_symbolic<Forward>(m, &lrn_forward_autograd);
+  impl_symbolic<Backward>(m, &lrn_backward_autograd);
 }
 
 }  // namespace lrn

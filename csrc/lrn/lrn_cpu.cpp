@@ -197,17 +197,9 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  // y = x * (k + scale * sum_window x^2)^-beta over a channel window of `size`
-  // (scale = alpha / size for PyTorch's convention, alpha for the paper's).
-  m.def("lrn_forward(Tensor input, int size, float scale, float beta, float k) -> Tensor");
-  // Gradient w.r.t. input, recomputing the scale from input (nothing else saved).
-  m.def("lrn_backward(Tensor grad_output, Tensor input, int size, float scale, float beta, float k) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  m.impl("lrn_forward", &lrn_forward_cpu);
-  m.impl("lrn_backward", &lrn_backward_cpu);
+  impl<Forward>(m, &lrn_forward_cpu);
+  impl<Backward>(m, &lrn_backward_cpu);
 }
 
 }  // namespace lrn

@@ -346,8 +346,8 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  m.impl("lrn_forward", &lrn_forward_cuda);
-  m.impl("lrn_backward", &lrn_backward_cuda);
+  impl<Forward>(m, &lrn_forward_cuda);
+  impl<Backward>(m, &lrn_backward_cuda);
 }
 
 }  // namespace lrn

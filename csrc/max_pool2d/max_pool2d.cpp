@@ -4,9 +4,14 @@
 // 3-D (C, H, W) input one image, and calls max_pool2d_forward, whose autograd is in C++
 // (max_pool2d_autograd.cpp). CompositeImplicitAutograd: torch.compile and torch.export
 // trace through it to max_pool2d_forward, running these checks on the fake input.
+//
+// Also the schemas of the three max-pool ops (max_pool2d.h) and the Meta kernels of the kernels'
+// two, which torch.compile, torch.export and opcheck run on fake tensors: the shapes come
+// from the output_size that the checks and the kernels use (max_pool2d.h).
 #include <torch/library.h>
 
 #include "checks.h"
+#include "max_pool2d/max_pool2d.h"
 #include "ops.h"
 
 namespace alexnet_cuda {
@@ -14,15 +19,6 @@ namespace max_pool2d {
 namespace {
 
 constexpr const char* kOp = "max_pool2d";
-
-// PyTorch's pooling_output_shape.
-c10::SymInt output_size(const c10::SymInt& size, int64_t kernel, int64_t pad, int64_t stride,
-                        int64_t dilation, bool ceil_mode) {
-  c10::SymInt out =
-      floor_div(size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0), stride) + 1;
-  if (ceil_mode && (out - 1) * stride >= size + pad) out = out - 1;  // the last window would
-  return out;                                                        // start in the padding
-}
 
 void check_input(const at::Tensor& input) {
   const auto shape = input.sym_sizes();
@@ -51,53 +47,71 @@ void check_window(at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p, at::I
                     pair(p), " and kernel_size=", pair(k));
 }
 
-void check_output(const at::Tensor& input, at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p,
-                  at::IntArrayRef d, bool ceil_mode) {
+void check_output(const at::Tensor& input, const Pool& pool) {
   const c10::SymInt H = input.sym_size(-2), W = input.sym_size(-1);
-  const c10::SymInt Ho = output_size(H, k[0], p[0], s[0], d[0], ceil_mode);
-  const c10::SymInt Wo = output_size(W, k[1], p[1], s[1], d[1], ceil_mode);
-  TORCH_CHECK_VALUE(Ho >= 1 && Wo >= 1, kOp, ": kernel_size=", python_tuple(k), " with dilation=",
-                    python_tuple(d), " does not fit the input of size ", H, "x", W, " padded by padding=",
-                    python_tuple(p), ": calculated output size ", Ho, "x", Wo, " is too small");
+  const auto [Ho, Wo] = output_hw(H, W, pool);
+  TORCH_CHECK_VALUE(Ho >= 1 && Wo >= 1, kOp, ": kernel_size=", python_tuple(pool.kernel_size), " with dilation=",
+                    python_tuple(pool.dilation), " does not fit the input of size ", H, "x", W, " padded by padding=",
+                    python_tuple(pool.padding), ": calculated output size ", Ho, "x", Wo, " is too small");
 }
 
-void check_pairs(at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p, at::IntArrayRef d) {
+void check_lengths(const Pool& pool) {
   // alexnet_cuda.ops.max_pool2d reads each argument into a pair; a direct torch.ops call
   // may pass any length.
-  for (auto [v, name] : {std::pair{k, "kernel_size"}, {s, "stride"}, {p, "padding"}, {d, "dilation"}})
+  for (auto [v, name] : {std::pair{pool.kernel_size, "kernel_size"}, {pool.stride, "stride"},
+                         {pool.padding, "padding"}, {pool.dilation, "dilation"}})
     TORCH_CHECK_VALUE(v.size() == 2, kOp, ": ", name, " must be a pair of ints, got ", python_tuple(v));
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                              at::IntArrayRef stride, at::IntArrayRef padding,
-                                              at::IntArrayRef dilation, bool ceil_mode,
-                                              bool return_indices) {
-  check_pairs(kernel_size, stride, padding, dilation);
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, const Pool& pool) {
+  check_lengths(pool);
   check_input(input);
-  check_window(kernel_size, stride, padding, dilation);
-  check_output(input, kernel_size, stride, padding, dilation, ceil_mode);
-  static auto forward = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("alexnet_cuda::max_pool2d_forward", "")
-                            .typed<std::tuple<at::Tensor, at::Tensor>(
-                                const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                                at::IntArrayRef, bool, bool)>();
-  if (input.dim() == 4)
-    return forward.call(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices);
+  check_window(pool.kernel_size, pool.stride, pool.padding, pool.dilation);
+  check_output(input, pool);
+  if (input.dim() == 4) return call_pooled<Forward>(input, pool);
   // PyTorch computes 3-D inputs in contiguous format: make them so, then add N = 1.
-  auto [out, argmax] = forward.call(input.contiguous().unsqueeze(0), kernel_size, stride, padding,
-                                    dilation, ceil_mode, return_indices);
+  auto [out, argmax] = call_pooled<Forward>(input.contiguous().unsqueeze(0), pool);
   return {out.squeeze(0), argmax.squeeze(0)};
 }
 
+namespace {
+
+// The kernels' shapes, dtypes and memory formats on meta (fake) tensors.
+std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& input, const Pool& pool) {
+  TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D input");
+  check_pairs(pool);
+  const auto size = input.sym_sizes();
+  const auto [Ho, Wo] = output_hw(size[2], size[3], pool);
+  const std::vector<c10::SymInt> shape{size[0], size[1], Ho, Wo};
+  const auto options = input.options().memory_format(input.suggest_memory_format());
+  const auto argmax = argmax_dtype(pool.kernel_size[0], pool.kernel_size[1], pool.return_indices);
+  return {at::empty_symint(shape, options), at::empty_symint(shape, options.dtype(argmax))};
+}
+
+at::Tensor backward_meta(const at::Tensor& grad_output, const at::Tensor& argmax,
+                         c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return at::empty_symint(input_size, grad_output.options().memory_format(format));
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
-        "bool ceil_mode, bool return_indices) -> (Tensor, Tensor)");
+  define<MaxPool2d>(m);
+  define<Forward>(m);
+  define<Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
-  m.impl("max_pool2d", &max_pool2d);
+  impl_symbolic<MaxPool2d>(m, &pooled<&max_pool2d>);
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
+  impl_symbolic<Forward>(m, &pooled<&forward_meta>);
+  impl_symbolic<Backward>(m, &backward_meta);
 }
 
 }  // namespace max_pool2d

@@ -12,8 +12,8 @@
 //   input extent  I, kernel k, stride s, padding p, dilation d
 //   window o starts at      start(o) = o*s - p         (negative: that part is padding)
 //   its taps are            start(o) + t*d,  t = 0 .. k-1
-//   output extent           O = floor((I + 2p - d(k-1) - 1 [+ s-1 if ceil_mode]) / s) + 1
-//                           and, in ceil_mode, O -= 1 if (O-1)*s >= I + p
+//   output extent           O = floor((I + 2p - d(k-1) - 1 [+ s-1 in ceil mode]) / s) + 1
+//                           and, in ceil mode, O -= 1 if (O-1)*s >= I + p
 //                           (the last window must start inside the input or the left
 //                           padding). This is PyTorch's pooling_output_shape.
 //
@@ -62,6 +62,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <c10/core/SymInt.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
@@ -69,7 +70,10 @@
 #include <limits>
 #include <tuple>
 #include <type_traits>
+#include <array>
 #include <vector>
+
+#include "descriptor.h"
 
 namespace alexnet_cuda {
 namespace max_pool2d {
@@ -85,15 +89,16 @@ struct Axis {
   int kernel, stride, pad, dilation;
 };
 
-// PyTorch's pooling_output_shape (host only; arguments already validated).
-inline int64_t output_size(int64_t size, int64_t kernel, int64_t pad, int64_t stride,
-                           int64_t dilation, bool ceil_mode) {
-  const int64_t span = dilation * (kernel - 1) + 1;
-  const int64_t numer = size + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
+// PyTorch's pooling_output_shape (arguments already validated): the one copy of it. A
+// SymInt, so that the public op's checks (max_pool2d.cpp) and the Meta kernel run it on
+// the symbolic sizes torch.compile traces with; the kernels take .expect_int().
+inline c10::SymInt output_size(const c10::SymInt& size, int64_t kernel, int64_t pad, int64_t stride,
+                               int64_t dilation, bool ceil_mode) {
+  const c10::SymInt numer = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
   // floor division (numer can be negative when the kernel is larger than the input)
-  int64_t out = (numer >= 0 ? numer / stride : -((-numer + stride - 1) / stride)) + 1;
+  c10::SymInt out = (numer >= 0 ? numer / stride : -((-numer + (stride - 1)) / stride)) + 1;
   if (ceil_mode && (out - 1) * stride >= size + pad) {
-    --out;  // the last window would start past input + left padding: drop it
+    out = out - 1;  // the last window would start past input + left padding: drop it
   }
   return out;
 }
@@ -271,6 +276,91 @@ C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(
 }  // namespace alexnet_cuda
 
 // ---------------------------------------------------------------------------------
+// The op's descriptors (descriptor.h), and its pooling arguments named once.
+namespace alexnet_cuda {
+namespace max_pool2d {
+
+struct MaxPool2d {
+  static constexpr const char* kName = "max_pool2d";
+  static constexpr const char* kArguments =
+      "(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, bool return_indices) -> (Tensor, Tensor)";
+  using Signature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                       at::IntArrayRef, at::IntArrayRef, bool, bool);
+};
+
+// (out, argmax) of a 4-D input, in its suggested memory format. argmax is int64 flat
+// indices h * W + w when indices are returned or the window has more than 256 taps, else
+// uint8 window-local t_h * kernel_w + t_w (the top of this file).
+struct Forward {
+  static constexpr const char* kName = "max_pool2d_forward";
+  static constexpr const char* kArguments =
+      "(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, bool return_indices) -> (Tensor out, Tensor argmax)";
+  using Signature = MaxPool2d::Signature;
+};
+
+// grad_input of shape input_size, routed through either argmax encoding, in channels_last
+// or contiguous format as asked (the forward input's).
+struct Backward {
+  static constexpr const char* kName = "max_pool2d_backward";
+  static constexpr const char* kArguments =
+      "(Tensor grad_output, Tensor argmax, SymInt[4] input_size, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, bool channels_last) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, at::IntArrayRef,
+                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool);
+  using Kernel = at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                            at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool);
+};
+
+
+// The pooling arguments of max_pool2d and max_pool2d_forward (all but the input). The
+// public op, and the forward's Meta, CPU, CUDA and autograd kernels, are functions
+// f(input, pool), registered as pooled<&f>: only this file names the arguments.
+struct Pool {
+  at::IntArrayRef kernel_size, stride, padding, dilation;
+  bool ceil_mode, return_indices;
+};
+
+// f(input, pool) as a kernel of MaxPool2d's and Forward's signature.
+template <auto f>
+std::tuple<at::Tensor, at::Tensor> pooled(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+  return f(input, Pool{kernel_size, stride, padding, dilation, ceil_mode, return_indices});
+}
+
+// Op(input, pool) through the dispatcher (Op: MaxPool2d or Forward).
+template <typename Op>
+std::tuple<at::Tensor, at::Tensor> call_pooled(const at::Tensor& input, const Pool& pool) {
+  return call<Op>(input, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode,
+                  pool.return_indices);
+}
+
+// The pooled extents (Ho, Wo) of an H x W input: the public op's check, the Meta kernel
+// and the kernels' geometry take them from here.
+inline std::array<c10::SymInt, 2> output_hw(const c10::SymInt& H, const c10::SymInt& W, const Pool& pool) {
+  const auto k = pool.kernel_size, s = pool.stride, p = pool.padding, d = pool.dilation;
+  return {output_size(H, k[0], p[0], s[0], d[0], pool.ceil_mode),
+          output_size(W, k[1], p[1], s[1], d[1], pool.ceil_mode)};
+}
+
+inline void check_pair(c10::IntArrayRef v, const char* name) {
+  TORCH_CHECK(v.size() == 2, "alexnet_cuda::max_pool2d: ", name, " must have 2 elements, got ",
+              v.size());
+}
+
+inline void check_pairs(const Pool& pool) {
+  check_pair(pool.kernel_size, "kernel_size");
+  check_pair(pool.stride, "stride");
+  check_pair(pool.padding, "padding");
+  check_pair(pool.dilation, "dilation");
+}
+
+}  // namespace max_pool2d
+}  // namespace alexnet_cuda
+
+// ---------------------------------------------------------------------------------
 // Host side, shared by max_pool2d_cpu.cpp and max_pool2d_cuda.cu: defensive argument
 // checks (the user-facing checks, with PyTorch's conditions, are in the public op,
 // max_pool2d.cpp) and output allocation.
@@ -295,7 +385,7 @@ inline Axis make_axis(const char* dim, int64_t size, int64_t kernel, int64_t str
   constexpr int64_t kLimit = int64_t(1) << 30;
   TORCH_CHECK(size < kLimit && stride < kLimit && dilation * (kernel - 1) + 1 < kLimit,
               "alexnet_cuda::max_pool2d: sizes along ", dim, " must be below 2^30");
-  if (out_size < 0) out_size = output_size(size, kernel, pad, stride, dilation, ceil_mode);
+  if (out_size < 0) out_size = output_size(size, kernel, pad, stride, dilation, ceil_mode).expect_int();
   TORCH_CHECK(out_size >= 1, "alexnet_cuda::max_pool2d: output ", dim, " would be ", out_size,
               " (input ", size, ", kernel ", kernel, ", padding ", pad, ", dilation ", dilation,
               "): output size is too small");
@@ -303,34 +393,27 @@ inline Axis make_axis(const char* dim, int64_t size, int64_t kernel, int64_t str
               static_cast<int>(stride), static_cast<int>(pad), static_cast<int>(dilation)};
 }
 
-inline void check_pair(c10::IntArrayRef v, const char* name) {
-  TORCH_CHECK(v.size() == 2, "alexnet_cuda::max_pool2d: ", name, " must have 2 elements, got ",
-              v.size());
-}
-
-inline Geometry forward_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size,
-                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                 c10::IntArrayRef dilation, bool ceil_mode) {
+inline Geometry forward_geometry(const at::Tensor& input, const Pool& pool) {
   TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D (N, C, H, W) ",
               "input, got ", input.dim(), "-D (the public op, max_pool2d, takes 3-D inputs)");
   TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
               "alexnet_cuda::max_pool2d_forward: only the batch dimension may be empty, got ",
               input.sizes());
-  check_pair(kernel_size, "kernel_size");
-  check_pair(stride, "stride");
-  check_pair(padding, "padding");
-  check_pair(dilation, "dilation");
+  check_pairs(pool);
+  const auto k = pool.kernel_size, s = pool.stride, p = pool.padding, d = pool.dilation;
   return Geometry{input.size(0), input.size(1),
-                  make_axis("H", input.size(2), kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode),
-                  make_axis("W", input.size(3), kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)};
+                  make_axis("H", input.size(2), k[0], s[0], p[0], d[0], pool.ceil_mode),
+                  make_axis("W", input.size(3), k[1], s[1], p[1], d[1], pool.ceil_mode)};
 }
 
 // Window-local uint8 argmax when indices are not returned and the window fits in a
 // byte; flat int64 indices (F.max_pool2d's return_indices) otherwise.
-inline at::ScalarType argmax_dtype(const Geometry& g, bool return_indices) {
-  const bool local = !return_indices &&
-                     int64_t(g.h.kernel) * g.w.kernel <= kMaxLocalArgmaxWindow;
+inline at::ScalarType argmax_dtype(int64_t kernel_h, int64_t kernel_w, bool return_indices) {
+  const bool local = !return_indices && kernel_h * kernel_w <= kMaxLocalArgmaxWindow;
   return local ? at::kByte : at::kLong;
+}
+inline at::ScalarType argmax_dtype(const Geometry& g, bool return_indices) {
+  return argmax_dtype(g.h.kernel, g.w.kernel, return_indices);
 }
 
 // Output and argmax, in the input's memory format (what PyTorch does).
@@ -373,8 +456,8 @@ inline Geometry backward_geometry(const at::Tensor& grad_output, const at::Tenso
                        false, grad_output.size(3))};
   // The output extent must be the floor- or the ceil-mode one for this input.
   for (const Axis* a : {&g.h, &g.w}) {
-    const int64_t lo = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, false);
-    const int64_t hi = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, true);
+    const int64_t lo = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, false).expect_int();
+    const int64_t hi = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, true).expect_int();
     TORCH_CHECK(a->out_size == lo || a->out_size == hi,
                 "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
                 " is not the pooled shape of input_size ", input_size);

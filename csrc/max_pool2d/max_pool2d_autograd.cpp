@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "autograd.h"
+#include "max_pool2d/max_pool2d.h"
 
 namespace alexnet_cuda {
 namespace max_pool2d {
@@ -15,12 +16,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef,
-                                                      at::IntArrayRef, at::IntArrayRef,
-                                                      at::IntArrayRef, bool, bool);
-using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                               bool);
 
 void save_geometry(AutogradContext* ctx, c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
@@ -67,7 +62,7 @@ struct MaxPool2dBackwardFunction : public torch::autograd::Function<MaxPool2dBac
                             const at::Tensor& argmax, c10::SymIntArrayRef input_size,
                             at::IntArrayRef kernel_size, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
-    static auto op = op_handle<BackwardSig>("alexnet_cuda::max_pool2d_backward");
+    static const auto& op = handle<Backward>();
     ctx->save_for_backward({argmax});
     save_geometry(ctx, input_size, kernel_size, stride, padding, dilation);
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -93,50 +88,38 @@ struct MaxPool2dBackwardFunction : public torch::autograd::Function<MaxPool2dBac
 };
 
 struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
-                               at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
-                               bool return_indices) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::max_pool2d_forward");
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const Pool& pool) {
     at::Tensor out, argmax;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(out, argmax) =
-          op.call(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices);
+      std::tie(out, argmax) = call_pooled<Forward>(input, pool);
     }
     ctx->save_for_backward({argmax});
     ctx->mark_non_differentiable({argmax});
-    save_geometry(ctx, input.sym_sizes(), kernel_size, stride, padding, dilation);
+    save_geometry(ctx, input.sym_sizes(), pool.kernel_size, pool.stride, pool.padding, pool.dilation);
     ctx->saved_data["channels_last"] =
         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
     return {out, argmax};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = op_handle<BackwardSig>("alexnet_cuda::max_pool2d_backward");
+    static const auto& op = handle<Backward>();
     const at::Tensor argmax = ctx->get_saved_variables()[0];
     const auto size = ctx->saved_data.at("input_size").toSymIntVector();
     at::Tensor grad_input =
         op.call(grads[0], argmax, size, saved_ints(ctx, "kernel_size"), saved_ints(ctx, "stride"),
                 saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
                 ctx->saved_data.at("channels_last").toBool());
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_input, at::Tensor()};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input,
-                                                    at::IntArrayRef kernel_size,
-                                                    at::IntArrayRef stride, at::IntArrayRef padding,
-                                                    at::IntArrayRef dilation, bool ceil_mode,
-                                                    bool return_indices) {
+std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, const Pool& pool) {
   if (!records_grad(input)) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::max_pool2d_forward");
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices);
+    return call_pooled<Forward>(input, pool);
   }
-  auto r = MaxPool2dFunction::apply(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                    return_indices);
+  auto r = MaxPool2dFunction::apply(input, pool);
   return {r[0], r[1]};
 }
 
@@ -145,7 +128,7 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& ar
                              at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation, bool channels_last) {
   if (!records_grad(grad_output)) {  // a plain backward pass: no double backward to record
-    static auto op = op_handle<BackwardSig>("alexnet_cuda::max_pool2d_backward");
+    static const auto& op = handle<Backward>();
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(grad_output, argmax, input_size, kernel_size, stride, padding, dilation,
                    channels_last);
@@ -157,8 +140,8 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& ar
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Autograd, m) {
-  m.impl("max_pool2d_forward", &forward_autograd);
-  m.impl("max_pool2d_backward", &backward_autograd);
+  impl_symbolic<Forward>(m, &pooled<&forward_autograd>);
+  impl_symbolic<Backward>(m, &backward_autograd);
 }
 
 }  // namespace max_pool2d

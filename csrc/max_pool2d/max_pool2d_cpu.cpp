@@ -1,23 +1,6 @@
-// Overlapping max-pooling: op schemas and CPU kernels.
-//
-// Two kernel ops (schemas below), called by the public op alexnet_cuda::max_pool2d
-// (max_pool2d.cpp: argument checks with PyTorch's conditions, 3-D inputs) and its autograd
-// (max_pool2d_autograd.cpp):
-//
-//   max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode,
-//                      return_indices) -> (out, argmax)
-//     input is 4-D (N, C, H, W), any strides; computed in input.suggest_memory_format()
-//     (contiguous or channels_last), and out/argmax come back in that format.
-//     argmax is int64 flat indices h*W + w (exactly F.max_pool2d's indices) when
-//     return_indices or kernel_h*kernel_w > 256, else uint8 window-local indices
-//     t_h*kernel_w + t_w: 1 byte instead of 8 per output element, which is all the
-//     backward needs.
-//
-//   max_pool2d_backward(grad_output, argmax, input_size, kernel_size, stride, padding,
-//                       dilation, channels_last) -> grad_input
-//     argmax is either encoding (told apart by its dtype). grad_input has shape
-//     input_size, in channels_last or contiguous format as asked (the forward input's
-//     format); nothing else of the input is needed.
+// Overlapping max-pooling: the CPU kernels of max_pool2d_forward and max_pool2d_backward
+// (schemas and what the arguments mean: max_pool2d.h; argument checks, 3-D inputs, Meta
+// kernels: max_pool2d.cpp; autograd: max_pool2d_autograd.cpp).
 //
 // CPU kernels, two per direction (all give PyTorch's CPU bits), chosen at each op's entry
 // from its arguments alone:
@@ -564,15 +547,13 @@ void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argm
 
 // Routing, from the arguments only: AlexNet's 3/2 pool (is_3s2 along H and W) runs
 // forward_3s2, any other pool forward_kernel; both layouts either way.
-std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& input, const Pool& pool) {
   TORCH_CHECK(input.device().is_cpu(), "max_pool2d_forward_cpu: input must be a CPU tensor");
-  const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
+  const Geometry g = forward_geometry(input, pool);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
   at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
-  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
+  std::tie(out, argmax) = allocate_forward(x, g, pool.return_indices);
   if (out.numel() == 0) return {out, argmax};
 
   // Integer inputs are pooled too on CPU, like PyTorch's CPU kernel (CUDA: floating only).
@@ -626,17 +607,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 }  // namespace max_pool2d
 }  // namespace alexnet_cuda
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  m.def(
-      "max_pool2d_forward(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, bool ceil_mode, bool return_indices) -> (Tensor out, Tensor argmax)");
-  m.def(
-      "max_pool2d_backward(Tensor grad_output, Tensor argmax, SymInt[4] input_size, "
-      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
-      "bool channels_last) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  m.impl("max_pool2d_forward", &alexnet_cuda::max_pool2d::max_pool2d_forward_cpu);
-  m.impl("max_pool2d_backward", &alexnet_cuda::max_pool2d::max_pool2d_backward_cpu);
+  using namespace alexnet_cuda::max_pool2d;
+  alexnet_cuda::impl<Forward>(m, &pooled<&max_pool2d_forward_cpu>);
+  alexnet_cuda::impl<Backward>(m, &max_pool2d_backward_cpu);
 }

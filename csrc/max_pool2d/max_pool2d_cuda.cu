@@ -232,19 +232,17 @@ void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry&
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& input, const Pool& pool) {
   TORCH_CHECK(input.is_cuda(), "max_pool2d_forward_cuda: input must be a CUDA tensor");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
               "max_pool2d_forward_cuda: input must be floating point (as in PyTorch's CUDA ",
               "max-pool), got ", input.scalar_type());
   const c10::cuda::CUDAGuard guard(input.device());
-  const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
+  const Geometry g = forward_geometry(input, pool);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
   at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
-  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
+  std::tie(out, argmax) = allocate_forward(x, g, pool.return_indices);
   if (out.numel() == 0) return {out, argmax};  // N == 0: nothing to launch
 
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
@@ -287,6 +285,7 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
 }  // namespace alexnet_cuda
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  m.impl("max_pool2d_forward", &alexnet_cuda::max_pool2d::max_pool2d_forward_cuda);
-  m.impl("max_pool2d_backward", &alexnet_cuda::max_pool2d::max_pool2d_backward_cuda);
+  using namespace alexnet_cuda::max_pool2d;
+  alexnet_cuda::impl<Forward>(m, &pooled<&max_pool2d_forward_cuda>);
+  alexnet_cuda::impl<Backward>(m, &max_pool2d_backward_cuda);
 }

@@ -114,15 +114,13 @@ void backward_items(const at::Tensor& grad_output, const at::Tensor& argmax, con
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride, at::IntArrayRef padding,
-                                               at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, const Pool& pool) {
   TORCH_CHECK(input.device().is_cpu(), "max_pool2d_forward_cpu: input must be a CPU tensor");
-  const Geometry g = forward_geometry(input, kernel_size, stride, padding, dilation, ceil_mode);
+  const Geometry g = forward_geometry(input, pool);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);
   at::Tensor out, argmax;
-  std::tie(out, argmax) = allocate_forward(x, g, return_indices);
+  std::tie(out, argmax) = allocate_forward(x, g, pool.return_indices);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d_forward_items", [&] {
     const bool channels_last = format == at::MemoryFormat::ChannelsLast;
@@ -152,17 +150,14 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
 }  // namespace max_pool2d
 }  // namespace alexnet_cuda
 
+// The same schemas as the kernel ops (max_pool2d.h's descriptors), in the test namespace.
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
-  m.def(
-      "max_pool2d_forward(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, bool ceil_mode, bool return_indices) -> (Tensor out, Tensor argmax)");
-  m.def(
-      "max_pool2d_backward(Tensor grad_output, Tensor argmax, SymInt[4] input_size, "
-      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
-      "bool channels_last) -> Tensor");
+  alexnet_cuda::define<alexnet_cuda::max_pool2d::Forward>(m);
+  alexnet_cuda::define<alexnet_cuda::max_pool2d::Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
-  m.impl("max_pool2d_forward", &alexnet_cuda::max_pool2d::forward_cpu);
-  m.impl("max_pool2d_backward", &alexnet_cuda::max_pool2d::backward_cpu);
+  using namespace alexnet_cuda::max_pool2d;
+  alexnet_cuda::impl<Forward>(m, &pooled<&forward_cpu>);
+  alexnet_cuda::impl<Backward>(m, &backward_cpu);
 }

@@ -4,11 +4,15 @@
 // (C, H, W) input one image and calls relu_lrn_max_pool2d_forward, whose autograd is in
 // C++ (relu_lrn_max_pool2d_autograd.cpp). CompositeImplicitAutograd: torch.compile and
 // torch.export trace through it to the forward op, running these checks on the fake input.
+//
+// Also the schemas of the three ops (ops.h) and the Meta kernels of the kernels' two:
+// shapes from max-pool's output_size, layouts the kernels' (kernel_format).
 #include <torch/library.h>
 
 #include "checks.h"
-#include "max_pool2d/max_pool2d.h"  // kMaxLocalArgmaxWindow
+#include "max_pool2d/max_pool2d.h"  // kMaxLocalArgmaxWindow, output_size
 #include "ops.h"
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"  // kernel_format
 
 namespace alexnet_cuda {
 namespace relu_lrn_max_pool2d {
@@ -54,25 +58,49 @@ at::Tensor relu_lrn_max_pool2d(const at::Tensor& input, int64_t size, double alp
                                int64_t lrn_groups, bool paper_alpha) {
   check_args(size, kernel_size, stride, lrn_groups);
   check_input(input, kernel_size, lrn_groups);
-  static auto forward = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("alexnet_cuda::relu_lrn_max_pool2d_forward", "")
-                            .typed<std::tuple<at::Tensor, at::Tensor>(
-                                const at::Tensor&, int64_t, double, double, double, at::IntArrayRef,
-                                at::IntArrayRef, int64_t)>();
   const double scale = paper_alpha ? alpha : alpha / static_cast<double>(size);
   if (input.dim() == 4)
-    return std::get<0>(forward.call(input, size, scale, beta, k, kernel_size, stride, lrn_groups));
-  return std::get<0>(forward.call(input.unsqueeze(0), size, scale, beta, k, kernel_size, stride, lrn_groups))
+    return std::get<0>(call<Forward>(input, size, scale, beta, k, kernel_size, stride, lrn_groups));
+  return std::get<0>(call<Forward>(input.unsqueeze(0), size, scale, beta, k, kernel_size, stride, lrn_groups))
       .squeeze(0);
 }
 
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& input, int64_t, double, double, double,
+                                                at::IntArrayRef kernel_size, at::IntArrayRef stride, int64_t) {
+  TORCH_CHECK(input.dim() == 4, "alexnet_cuda::relu_lrn_max_pool2d_forward: expected a 4-D input");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2,
+              "alexnet_cuda::relu_lrn_max_pool2d_forward: kernel_size and stride must have 2 elements");
+  const auto size = input.sym_sizes();
+  const std::vector<c10::SymInt> shape{
+      size[0], size[1], max_pool2d::output_size(size[2], kernel_size[0], 0, stride[0], 1, false),
+      max_pool2d::output_size(size[3], kernel_size[1], 0, stride[1], 1, false)};
+  const auto options = input.options().memory_format(kernel_format(input));
+  return {at::empty_symint(shape, options), at::empty_symint(shape, options.dtype(at::kByte))};
+}
+
+at::Tensor backward_meta(const at::Tensor&, const at::Tensor&, const at::Tensor& input, int64_t, double,
+                         double, double, at::IntArrayRef, at::IntArrayRef, int64_t) {
+  // The kernels make the input dense in its suggested format and give dx its strides.
+  return at::empty_like(input.contiguous(kernel_format(input)));
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  m.def("relu_lrn_max_pool2d(Tensor input, int size, float alpha, float beta, float k, int[2] kernel_size, "
-        "int[2] stride, int lrn_groups, bool paper_alpha) -> Tensor");
+  define<ReluLrnMaxPool2d>(m);
+  define<Forward>(m);
+  define<Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
-  m.impl("relu_lrn_max_pool2d", &relu_lrn_max_pool2d);
+  impl_symbolic<ReluLrnMaxPool2d>(m, &relu_lrn_max_pool2d);
+}
+
+TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
+  impl_symbolic<Forward>(m, &forward_meta);
+  impl_symbolic<Backward>(m, &backward_meta);
 }
 
 }  // namespace relu_lrn_max_pool2d

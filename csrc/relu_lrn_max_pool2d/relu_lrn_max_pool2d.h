@@ -119,6 +119,8 @@ C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64
 #include <ATen/ATen.h>
 #include <vector>
 
+#include "descriptor.h"
+
 namespace alexnet_cuda {
 namespace relu_lrn_max_pool2d {
 
@@ -222,6 +224,40 @@ inline BackwardTensors prepare_backward(const at::Tensor& grad_output, const at:
   for (int d = 0; d < 4; ++d) t.g.os[d] = t.am.stride(d);
   return t;
 }
+
+// ---- The op's descriptors (descriptor.h): the public op and the kernels' two, each one's
+// schema and C++ signature, written once.
+
+struct ReluLrnMaxPool2d {
+  static constexpr const char* kName = "relu_lrn_max_pool2d";
+  static constexpr const char* kArguments =
+      "(Tensor input, int size, float alpha, float beta, float k, int[2] kernel_size, int[2] stride, "
+      "int lrn_groups, bool paper_alpha) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, int64_t, double, double, double, at::IntArrayRef,
+                               at::IntArrayRef, int64_t, bool);
+};
+
+// (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `groups` equal
+// channel groups; scale = alpha / size (PyTorch) or alpha (paper); argmax uint8
+// window-local (t_h * kernel_w + t_w). No padding, no dilation, floor mode.
+struct Forward {
+  static constexpr const char* kName = "relu_lrn_max_pool2d_forward";
+  static constexpr const char* kArguments =
+      "(Tensor input, int size, float scale, float beta, float k, int[2] kernel_size, int[2] stride, "
+      "int groups) -> (Tensor out, Tensor argmax)";
+  using Signature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, double, double, double,
+                                                       at::IntArrayRef, at::IntArrayRef, int64_t);
+};
+
+// Gradient w.r.t. input from the input and the argmax (the LRN is recomputed).
+struct Backward {
+  static constexpr const char* kName = "relu_lrn_max_pool2d_backward";
+  static constexpr const char* kArguments =
+      "(Tensor grad_output, Tensor argmax, Tensor input, int size, float scale, float beta, float k, "
+      "int[2] kernel_size, int[2] stride, int groups) -> Tensor";
+  using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
+                               double, double, at::IntArrayRef, at::IntArrayRef, int64_t);
+};
 
 }  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda

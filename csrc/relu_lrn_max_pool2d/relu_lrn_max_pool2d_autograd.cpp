@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "autograd.h"
+#include "relu_lrn_max_pool2d/relu_lrn_max_pool2d.h"
 
 namespace alexnet_cuda {
 namespace relu_lrn_max_pool2d {
@@ -12,11 +13,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, double, double,
-                                                      double, at::IntArrayRef, at::IntArrayRef,
-                                                      int64_t);
-using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                               double, double, double, at::IntArrayRef, at::IntArrayRef, int64_t);
 
 struct Params {  // everything but the tensors, as saved in the context
   int64_t size;
@@ -36,7 +32,7 @@ struct StageFunction : public torch::autograd::Function<StageFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, int64_t size,
                                double scale, double beta, double k, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, int64_t groups) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::relu_lrn_max_pool2d_forward");
+    static const auto& op = handle<Forward>();
     at::Tensor out, argmax;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
@@ -56,7 +52,7 @@ struct StageFunction : public torch::autograd::Function<StageFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = op_handle<BackwardSig>("alexnet_cuda::relu_lrn_max_pool2d_backward");
+    static const auto& op = handle<Backward>();
     const auto saved = ctx->get_saved_variables();
     const Params p = load(ctx);
     at::Tensor grad_input = op.call(grads[0], saved[1], saved[0], p.size, p.scale, p.beta, p.k,
@@ -71,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, int
                                                     at::IntArrayRef kernel_size,
                                                     at::IntArrayRef stride, int64_t groups) {
   if (!records_grad(input)) {
-    static auto op = op_handle<ForwardSig>("alexnet_cuda::relu_lrn_max_pool2d_forward");
+    static const auto& op = handle<Forward>();
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(input, size, scale, beta, k, kernel_size, stride, groups);
   }
@@ -83,7 +79,7 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& ar
                              const at::Tensor& input, int64_t size, double scale, double beta,
                              double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                              int64_t groups) {
-  static auto op = op_handle<BackwardSig>("alexnet_cuda::relu_lrn_max_pool2d_backward");
+  static const auto& op = handle<Backward>();
   static const std::string message = no_double_backward_message(
       "relu_lrn_max_pool2d", "the stock composition (F.relu, F.local_response_norm, F.max_pool2d)");
   return no_double_backward(grad_output, input, message, std::function<at::Tensor()>([&] {
@@ -95,8 +91,8 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& ar
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Autograd, m) {
-  m.impl("relu_lrn_max_pool2d_forward", &forward_autograd);
-  m.impl("relu_lrn_max_pool2d_backward", &backward_autograd);
+  impl_symbolic<Forward>(m, &forward_autograd);
+  impl_symbolic<Backward>(m, &backward_autograd);
 }
 
 }  // namespace relu_lrn_max_pool2d

@@ -288,32 +288,20 @@ at::Tensor backward_sweep_cpu(const at::Tensor& grad_output, const at::Tensor& a
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  // (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `groups` equal
-  // channel groups; scale = alpha / size (PyTorch) or alpha (paper); argmax uint8
-  // window-local (t_h * kernel_w + t_w). No padding, no dilation, floor mode.
-  m.def("relu_lrn_max_pool2d_forward(Tensor input, int size, float scale, float beta, float k, "
-        "int[2] kernel_size, int[2] stride, int groups) -> (Tensor out, Tensor argmax)");
-  // Gradient w.r.t. input from the input and the argmax (the LRN is recomputed).
-  m.def("relu_lrn_max_pool2d_backward(Tensor grad_output, Tensor argmax, Tensor input, int size, "
-        "float scale, float beta, float k, int[2] kernel_size, int[2] stride, int groups) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  m.impl("relu_lrn_max_pool2d_forward", &forward_cpu);
-  m.impl("relu_lrn_max_pool2d_backward", &backward_cpu);
+  impl<Forward>(m, &forward_cpu);
+  impl<Backward>(m, &backward_cpu);
 }
 
+// The same schemas as the kernel ops (relu_lrn_max_pool2d.h's descriptors), in the test namespace.
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
-  m.def("relu_lrn_max_pool2d_forward(Tensor input, int size, float scale, float beta, float k, "
-        "int[2] kernel_size, int[2] stride, int groups) -> (Tensor out, Tensor argmax)");
-  m.def("relu_lrn_max_pool2d_backward(Tensor grad_output, Tensor argmax, Tensor input, int size, "
-        "float scale, float beta, float k, int[2] kernel_size, int[2] stride, int groups) -> Tensor");
+  define<Forward>(m);
+  define<Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
-  m.impl("relu_lrn_max_pool2d_forward", &forward_sweep_cpu);
-  m.impl("relu_lrn_max_pool2d_backward", &backward_sweep_cpu);
+  impl<Forward>(m, &forward_sweep_cpu);
+  impl<Backward>(m, &backward_sweep_cpu);
 }
 
 }  // namespace relu_lrn_max_pool2d

@@ -512,8 +512,8 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  m.impl("relu_lrn_max_pool2d_forward", &forward_cuda);
-  m.impl("relu_lrn_max_pool2d_backward", &backward_cuda);
+  impl<Forward>(m, &forward_cuda);
+  impl<Backward>(m, &backward_cuda);
 }
 
 }  // namespace relu_lrn_max_pool2d
