@@ -87,9 +87,9 @@ inline bool cuda_3s2(const Geometry& g) {
 }
 
 // backward: 2x2 input blocks per thread, along W: 7 for one channel. Channel pairs
-// (kLanes = 2) take 4 or 5 (at 7 their 2 x 8 windows of two channels spilled under the
-// 64-register bound), whichever leaves fewer phantom blocks at the row's end: 4 for 55
-// pixels (28 blocks), 5 for 27 (14 blocks: 15 computed, where 4 computes 16).
+// (kLanes = 2) take 4 or 5 (7 blocks' 2 x 8 windows of two channels do not fit the
+// 4-block register bound: they spill), whichever leaves fewer phantom blocks at the
+// row's end: 4 for 55 pixels (28 blocks), 5 for 27 (14 blocks: 15 computed, 4 computes 16).
 constexpr int kBlocks3s2 = 7;
 
 inline int backward_blocks_3s2(int W, int lanes) {
