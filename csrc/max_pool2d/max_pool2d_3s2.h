@@ -412,12 +412,12 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
   auto blocks = [&](auto half) {
     constexpr bool kHalf = decltype(half)::value;
     if constexpr (kChannelsLast) {
-      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
-                                         a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
-                                         bw0);
+      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C,
+                                                  a.C, a.Ho, a.Wo, a.grad_in, n * a.H * a.W * a.C + c,
+                                                  a.W * a.C, a.C, a.H, a.W, bh, bw0);
     } else {
-      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
-                                    n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
+      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo,
+                                             a.grad_in, n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
     }
   };
   if (2 * bh + 1 < a.H)
