@@ -808,7 +808,7 @@ inline bool covers(Window w) {
 
 // Elements per vector. Channels-last: 16 bytes' worth. Channels-first: at most 4 (16
 // bytes of fp32, 8 of fp16/bf16): the sweep keeps ~3 (SPAN + 1) V values in registers, and
-// V = 8 would take the bf16 backward to ~170 registers a thread (ptxas -v). Vectors need
+// V = 8 would need more registers than the bf16 backward can hold (bench/SASS.md). Vectors need
 // the contiguous dim to be a multiple of V and every tensor's data 16-byte aligned
 // (then every vector is aligned); otherwise V = 1.
 template <typename scalar_t>

@@ -88,9 +88,9 @@ inline bool cuda_3s2(const Geometry& g) {
 }
 
 // backward: 2x2 input blocks per thread, along W: 7 for one channel. Channel pairs
-// (kLanes = 2) take 4 or 5 (at 7 their 2 x 8 windows of two channels spilled under the
-// 64-register bound), whichever leaves fewer phantom blocks at the row's end: 4 for 55
-// pixels (28 blocks), 5 for 27 (14 blocks: 15 computed, where 4 computes 16).
+// (kLanes = 2) take 4 or 5 (7 blocks' 2 x 8 windows of two channels do not fit the
+// 4-block register bound: they spill), whichever leaves fewer phantom blocks at the
+// row's end: 4 for 55 pixels (28 blocks), 5 for 27 (14 blocks: 15 computed, 4 computes 16).
 constexpr int kBlocks3s2 = 7;
 
 inline int backward_blocks_3s2(int W, int lanes) {
@@ -413,12 +413,12 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
   auto blocks = [&](auto half) {
     constexpr bool kHalf = decltype(half)::value;
     if constexpr (kChannelsLast) {
-      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C, a.Ho,
-                                         a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H, a.W, bh,
-                                         bw0);
+      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C,
+                                                  a.C, a.Ho, a.Wo, a.grad_in, n * a.H * a.W * a.C + c,
+                                                  a.W * a.C, a.C, a.H, a.W, bh, bw0);
     } else {
-      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
-                                    n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
+      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo,
+                                             a.grad_in, n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
     }
   };
   if (2 * bh + 1 < a.H)

@@ -82,8 +82,10 @@ __global__ void __launch_bounds__(kThreads)
                                                              argmax + i);
 }
 
-// Occupancy: 4 blocks of 256 threads per SM at most 64 registers each (50%): the 3/2
-// kernels hold up to 27 loaded values (forward) or 32 (backward) per thread.
+// Occupancy: room for 4 blocks of 256 threads per SM (50%, the budget's floor) so that
+// the 3/2 kernels keep every load of an item in flight: 27 taps (forward), 16 windows'
+// values and codes (backward), twice the values for channel pairs. (Their register
+// counts: bench/SASS.md.)
 template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes>
 __global__ void __launch_bounds__(kThreads, 4)
     forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {
