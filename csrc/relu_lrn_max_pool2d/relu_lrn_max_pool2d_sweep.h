@@ -1256,6 +1256,13 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
       return 0;
     // The backward's pixel pairs: stride 2, right windows and second pixels at +1.
     if (backward && (g.SH != 2 || g.SW != 2 || g.os[3] != 1)) return 0;
+    // make_items counts a chunk's class sizes in int: the forward's kRunImages images of
+    // (C / kPoolChannels runs) x (Ho x (Wo + 1) positions), 32 lanes for 31 and each class
+    // padded to a block; the backward's one image of runs x pixel pairs. Bounded by twice
+    // the items here.
+    const int64_t chunk_items = backward ? int64_t(g.C) * (g.H + 2) * (g.W + 2)
+                                         : int64_t(kRunImages) * (g.C / kPoolChannels + 4) * (g.Ho + 1) * (g.Wo + 2);
+    if (2 * chunk_items + 4 * kRunBlock >= limit) return 0;
     return 1;
   }
   constexpr int vec = 16 / sizeof(scalar_t);
