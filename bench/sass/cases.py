@@ -22,6 +22,7 @@ SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
 DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
+BACKWARD_CHANNEL_RUN = 64  # lrn::sweep::kBackwardChannelRun (make_backward_items: even runs of at most 64)
 STAGE_CHANNEL_RUN = 64  # relu_lrn_max_pool2d::sweep::kChannelRun (channels-first backward items)
 POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
@@ -217,6 +218,8 @@ def lrn_items(case):
     else:
         cols = pixels // vec
         run = min(c, CHANNEL_RUN)
+        if case.direction == "bwd":  # make_backward_items
+            run = -(-c // -(-c // BACKWARD_CHANNEL_RUN))
         runs = -(-c // run)
         count = outer * runs * cols
     return dict(count=count, cols=cols, runs=runs, run=run, vec=vec, classes=classes)
