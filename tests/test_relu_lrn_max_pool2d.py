@@ -517,6 +517,32 @@ def test_cpu_native_matches_sweep_kernels(dtype, kind, size, groups, stride):
         assert torch.equal(a.nan_to_num(), b.nan_to_num())
 
 
+# Channels-last backward warps that hold whole LRN groups (C / V a multiple of 32 and
+# the group's vectors dividing 32: 128 fp32 channels in groups of 128 or 32, 256 bf16 in
+# groups of 128) give all 32 lanes items, no halo lanes: the sweep path still matches the
+# CPU-native kernels bit for bit.
+@pytest.mark.parametrize("dtype,channels,groups", [(torch.float32, 128, 1), (torch.float32, 128, 4),
+                                                   (torch.bfloat16, 256, 2)], ids=str)
+def test_cpu_sweep_backward_warps_of_whole_groups(dtype, channels, groups):
+    x = layout(rand((2, channels, 9, 11), "cpu", dtype) * 3, "channels_last")
+    gy = torch.randn(2, channels, 4, 5, dtype=torch.float64).to(dtype)
+
+    def run(sweep):
+        torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, False)
+        xg = x.detach().clone().requires_grad_()
+        y = relu_lrn_max_pool2d(xg, lrn_groups=groups)
+        return torch.autograd.grad(y, xg, gy)[0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        native, sweep = run(False), run(True)
+    finally:
+        torch.set_num_threads(threads)
+        torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
+    assert torch.equal(native, sweep)
+
+
 # fp16/bf16: stock pools the LRN output as stored (rounded to the dtype), so two LRN values
 # that differ in fp32 but round to the same fp16/bf16 tie, and the first tap in row-major
 # order wins. Constructed: in the one 3x3 window of channel 0, taps 0 and 1 hold x = 1;

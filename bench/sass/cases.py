@@ -22,7 +22,17 @@ SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
 DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
-STAGE_CHANNEL_RUN = 64  # relu_lrn_max_pool2d::sweep::kChannelRun (channels-first backward items)
+BACKWARD_CHANNEL_RUN = 64  # lrn::sweep::kBackwardChannelRun (make_backward_items: even runs of at most 64)
+STAGE_CHANNEL_RUN, STAGE_LONG_GROUP_RUN = 64, 32  # relu_lrn_max_pool2d::sweep::kChannelRun, kLongGroupRun
+
+
+def stage_backward_run(cg):
+    """backward_run (relu_lrn_max_pool2d_sweep.h): one run a group of up to 64 channels,
+    else even runs of at most 32."""
+    if cg <= STAGE_CHANNEL_RUN:
+        return cg
+    runs = -(-cg // STAGE_LONG_GROUP_RUN)
+    return -(-cg // runs)
 POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
 # The kernels' pointer arguments, in order (the names are the tensors of reference.py).
@@ -48,7 +58,8 @@ def outputs(case):
 
 def launch_threads(case):
     """Threads the launcher starts with work (blocks = ceil(threads / 256)): one per item,
-    except the channels-last stage backward, whose warps own 30 items each
+    except the channels-last stage backward, whose warps own 30 items each (32 where
+    they hold whole LRN groups: lane_items)
     (backward_lane_warps(it) * kWarpLanes in relu_lrn_max_pool2d_cuda.cu)."""
     if case.op == "lrn":
         return lrn_items(case)["count"]
@@ -56,7 +67,7 @@ def launch_threads(case):
         return maxpool_grid(case)[0]
     count = stage_items(case)["count"]
     if case.direction == "bwd" and case.cl:
-        return -(-count // LANE_ITEMS) * WARP
+        return -(-count // lane_items(case)) * WARP
     return count
 
 
@@ -159,9 +170,10 @@ def kernel_pattern(case):
                 rf"{maxpool_blocks(case)}>\(")
     which = "forward" if case.direction == "fwd" else "backward"
     if case.direction == "bwd" and case.cl:
-        # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, scalar_t>, warps
-        # sharing LRN halos (relu_lrn_max_pool2d_sweep.h backward_lanes)
-        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {stage_vector(case)}, {t}, float>\("
+        # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, GROUPS, scalar_t>, warps
+        # sharing LRN halos (relu_lrn_max_pool2d_sweep.h backward_lanes; GROUPS: lane_items)
+        groups = "true" if lane_items(case) == WARP else "false"
+        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {stage_vector(case)}, {groups}, {t}, float>\("
     # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
     return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
 
@@ -218,6 +230,8 @@ def lrn_items(case):
     else:
         cols = pixels // vec
         run = min(c, CHANNEL_RUN)
+        if case.direction == "bwd":  # make_backward_items
+            run = -(-c // -(-c // BACKWARD_CHANNEL_RUN))
         runs = -(-c // run)
         count = outer * runs * cols
     return dict(count=count, cols=cols, runs=runs, run=run, vec=vec, classes=classes)
@@ -347,7 +361,7 @@ def stage_items(case):
         n = -(-rows // POOL_ROWS)
         row_run = -(-rows // n)
         rows = -(-rows // row_run)
-    run = min(g["cg"], STAGE_CHANNEL_RUN if bwd else POOL_CHANNELS)
+    run = stage_backward_run(g["cg"]) if bwd else min(g["cg"], POOL_CHANNELS)
     runs_per_group = -(-g["cg"] // run)
     runs = runs_per_group * (g["C"] // g["cg"])
     vecs = g["C"] // vec
@@ -439,6 +453,13 @@ def stage_params(case):
 
 
 LANE_ITEMS = 30  # backward_lanes: lanes 1..30 of a warp own its 30 items
+
+
+def lane_items(case):
+    """lane_items (relu_lrn_max_pool2d_sweep.h): 32 where warps hold whole LRN groups
+    (lanes_hold_groups: C / V a multiple of 32, 32 a multiple of Cg / V), else 30."""
+    g, vec = stage_geo(case), stage_vector(case)
+    return WARP if (g["C"] // vec) % WARP == 0 and WARP % (g["cg"] // vec) == 0 else LANE_ITEMS
 RUN_VALUES = 16  # kRunValues: a channels-last backward item is a run of 16 / V pixels of a row
 
 

@@ -43,7 +43,7 @@ template <typename scalar_t>
 void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const View& v, Window w,
                     at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
   const int vec = sweep::vector_width<scalar_t>(v, {dy, x, dx});
-  const sweep::Items it = sweep::make_items(v, vec, w.span());
+  const sweep::Items it = sweep::make_backward_items(v, vec, w.span());
   const PowAny<at::opmath_type<scalar_t>> pw{beta};
   sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {

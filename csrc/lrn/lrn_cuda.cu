@@ -324,7 +324,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     if constexpr (sweep::has_cuda_sweep_kernels<scalar_t>()) {
       if (sweep::covers(w) && pow34_applies<acc_t>(scale, beta, k)) {
         const int vec = sweep::vector_width<scalar_t>(v, {dyp, xp, dxp});
-        const sweep::Items it = sweep::make_items(v, vec, w.span());
+        const sweep::Items it = sweep::make_backward_items(v, vec, w.span());
         const unsigned blocks = sweep::blocks_for("local_response_norm", it.count);
         sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
           lrn_backward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(cl)::value, scalar_t>

@@ -6,7 +6,7 @@
 //                                          channels-last needs 16-byte vectors, see
 //                                          sweep::vector_width): one work item per thread
 //   backward_sweep_kernel<SPAN, V, CL, T>  the same cases, backward NCHW (stride 2)
-//   backward_lanes_kernel<SPAN, V, T>      backward NHWC (SPAN <= V), warps sharing LRN halos
+//   backward_lanes_kernel<SPAN, V, G, T>   backward NHWC (SPAN <= V), warps sharing LRN halos
 //   forward_kernel<CL, T>                  everything else (float64, other windows, any
 //                                          beta/k): shared-memory tiles, exp2/log2 power
 //   backward_kernel<CL, T>                 the same, backward
@@ -313,11 +313,10 @@ __global__ void __launch_bounds__(kSweepThreads, 4)
 // Backward NCHW (V = 1, CL = false): one item per thread, the items numbered by class
 // (sweep::locate_pair: interior odd rows, interior even rows, odd and even edge pairs, each
 // class padded to whole warps) so that all 32 lanes of a warp run one compiled variant;
-// padding lanes store nothing. At AlexNet's LRN size 5 (SPAN
-// 4) its batches of 2 channels (sweep::backward_channels_first) took 72 registers
-// unbounded, so that span is bounded to 64 (4 blocks, 50% occupancy, no spills). Under
-// the bound other spans spilled (4 to 161 LDL/STL), so there ptxas keeps its own count
-// (56 to 105 registers, no spills).
+// padding lanes store nothing. At AlexNet's LRN size 5 (SPAN 4) the register count is
+// bounded to 4 blocks an SM (50% occupancy), where ptxas fits its batches of 2 channels
+// without spills. Under that bound other spans spilled, so there ptxas keeps its own
+// count (bench/SASS.md has the figures).
 template <int SPAN>
 constexpr int backward_min_blocks() {
   return SPAN == 4 ? 4 : 1;
@@ -334,17 +333,17 @@ __global__ void __launch_bounds__(kSweepThreads, backward_min_blocks<SPAN>())
 }
 
 // Backward NHWC: the lanes of a warp share their LRN halos (sweep::backward_lanes), so
-// every thread runs to the end, those past the last item included. At most 80 registers
-// (3 blocks): at LRN size 5 ptxas takes 54 (fp32) / 55 (bf16), 50% occupancy. Unbounded
-// or bounded to 64 it spilled bf16 at sizes 1 to 3 (2 to 9 LDL/STL).
-template <int SPAN, int V, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+// every thread runs to the end, those past the last item included. Registers bounded to
+// 3 blocks an SM: at LRN size 5 ptxas stays within 4 blocks' worth (50% occupancy), and
+// unbounded or bounded to 4 blocks it spilled bf16 at sizes 1 to 3 (bench/SASS.md).
+template <int SPAN, int V, bool GROUPS, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads, 3)
     backward_lanes_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
                           const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
   static_assert(kSweepThreads % sweep::kWarpLanes == 0, "blocks of whole warps");
   const int64_t t = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
-  sweep::backward_lanes<SPAN, V>(dy, am, x, dx, g, it, t / sweep::kWarpLanes, int(t % sweep::kWarpLanes), scale,
+  sweep::backward_lanes<SPAN, V, GROUPS>(dy, am, x, dx, g, it, t / sweep::kWarpLanes, int(t % sweep::kWarpLanes), scale,
                                  pw, k);
 }
 
@@ -486,10 +485,12 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           constexpr int S = decltype(span)::value, VV = decltype(V)::value;
           if constexpr (decltype(CL)::value) {
-            if constexpr (S <= VV)  // (vector_width's condition: no other span comes here)
-              backward_lanes_kernel<S, VV, scalar_t>
-                  <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},
-                                                         acc_t(k));
+            if constexpr (S <= VV) {  // (vector_width's condition: no other span comes here)
+              auto kernel = sweep::lanes_hold_groups(it) ? backward_lanes_kernel<S, VV, true, scalar_t>
+                                                         : backward_lanes_kernel<S, VV, false, scalar_t>;
+              kernel<<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},
+                                                           acc_t(k));
+            }
           } else
             backward_sweep_kernel<S, VV, false, scalar_t>
                 <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},

@@ -67,9 +67,21 @@ using lrn::sweep::Vec;
 
 constexpr int K = 3;          // pooling window (K x K) handled here
 constexpr int KK = K * K;
-// Channels per channels-first backward item: each item's sweep spends SPAN priming steps
-// before its first output, 4 per 64 here (AlexNet's groups of 48 take one item each).
+// Channels per channels-first backward item: a group of up to kChannelRun channels is one
+// run (AlexNet's groups of 48: SPAN = 4 priming steps per 48 outputs); larger groups split
+// evenly into runs of at most kLongGroupRun. Each run pays its SPAN priming steps, but at
+// the 256-channel stage (groups of 128) two runs of 64 made 768 blocks a batch of 128
+// images: 1.45 waves of the 528 resident blocks (132 SMs x 4), a 1.38 tail factor; four
+// runs of 32 make 1512 blocks, 2.86 waves (tail 1.05), for 6% more steps.
 constexpr int kChannelRun = 64;
+constexpr int kLongGroupRun = 32;
+
+// The channels-first backward's run length for groups of Cg channels.
+inline int backward_run(int Cg) {
+  if (Cg <= kChannelRun) return Cg;
+  const int runs = (Cg + kLongGroupRun - 1) / kLongGroupRun;
+  return (Cg + runs - 1) / runs;
+}
 
 template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_all(acc_t* v) {
@@ -479,9 +491,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
                                                                int ge, int cb, int ce, int h, int q, acc_t scale,
                                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
-  // Channels per batch of loads: 2, so the kernel fits 64 registers (50% occupancy); 1
-  // for bf16 / fp16 even rows (their 4 windows per channel spilled 19 registers at 2).
-  constexpr int U = NR == 1 || sizeof(scalar_t) >= 4 ? 2 : 1;
+  // Channels per batch of loads: 1. Batches of 2 spilled under the launch's register bound
+  // (50% occupancy) once the steady state's loads went untested.
+  constexpr int U = 1;
   const int w = 2 * q;
   const bool pair = !EDGE || w + 1 < g.W;           // the second pixel is inside the image
   const int oh0 = first_window_3s2<NR>(h);           // the first window row
@@ -501,15 +513,15 @@ LRN_UNROLL
   const uint8_t* amp = am + o;
   scalar_t* dxp = dx + px + cb * xcs;
   lrn::sweep::backward_sweep<SPAN, 2, U>(
-      [&](int c, acc_t* v) {
-        const bool in = c >= gb && c < ge;
+      [&](int c, acc_t* v, auto check) {
+        const bool in = lrn::sweep::in_range<decltype(check)::value>(c, gb, ge);
         v[0] = in ? relu(static_cast<acc_t>(xp[0])) : acc_t(0);
         v[1] = in && pair ? relu(static_cast<acc_t>(xp[1])) : acc_t(0);
         xp += xcs;
       },
-      [&](int c, acc_t* v) {
+      [&](int c, acc_t* v, auto check) {
         v[0] = v[1] = acc_t(0);
-        if (c >= gb && c < ge) {
+        if (lrn::sweep::in_range<decltype(check)::value>(c, gb, ge)) {
 LRN_UNROLL
           for (int r = 0; r < NR; ++r) {
             const int th3 = 3 * tap_3s2<NR>(r);  // t_h * 3 of the pair in this row
@@ -579,7 +591,8 @@ LRN_UNROLL
 // is (interior row m / 2, q = Wo if m is odd else 0), the rest row-major over the edge
 // rows. Padding lanes (m past the class) store nothing. AlexNet: (96, 55, 55) with groups
 // of 48 has 2 runs, 1352 + 1352 + 160 + 216 = 3080 pairs per image in 3136 lanes (1.8%
-// idle); (256, 27, 27) with runs of 64, 4 runs, 576 + 576 + 152 + 208 = 1512 in 1536 (1.6%).
+// idle); (256, 27, 27) with runs of 32 (backward_run), 8 runs, 1152 + 1152 + 304 + 416 =
+// 3024 in 3040 (0.5%).
 // The classes of one image run in neighbouring blocks, so the pooled rows that odd and
 // even rows both read (dy, argmax) are L2 hits the second time.
 constexpr int kPairClasses = 4;
@@ -662,8 +675,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
   }
   it.vec = vec;
-  const int run = backward ? kChannelRun : kPoolChannels;
-  it.run = g.Cg < run ? g.Cg : run;
+  it.run = backward ? backward_run(g.Cg) : (g.Cg < kPoolChannels ? g.Cg : kPoolChannels);
   it.runs_per_group = (g.Cg + it.run - 1) / it.run;
   it.runs = it.runs_per_group * (g.C / g.Cg);
   it.vecs = g.C / vec;
@@ -923,10 +935,13 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 //   3. store:   dx_i = [x_i > 0] (g_i s_i^-beta - 2 scale beta z_i sum t over
 //               [c+i-POST, c+i+PRE]) (halo t from lanes l -+ 1)
 // Halo channels outside the item's group read as zero (its own channels never are:
-// Cg % V == 0). Lane l of warp w owns item w * kLaneItems + l - 1; lanes 0 and 31 own
-// the items just outside the warp's share and store nothing: their own z and t, which
-// are all the neighbours read of them, need only their one inner neighbour as long as
-// SPAN <= V (vector_width), so one halo lane per side suffices. An item is a run of
+// Cg % V == 0). Where warps hold whole LRN groups (lanes_hold_groups: 32 items a warp,
+// every warp boundary a group boundary) lane l of warp w owns item 32 w + l, and the
+// halo beyond lanes 0 and 31 is zero padding. Otherwise lane l owns item
+// w * kLaneItems + l - 1; lanes 0 and 31 own the items just outside the warp's share and
+// store nothing: their own z and t, which are all the neighbours read of them, need only
+// their one inner neighbour as long as SPAN <= V (vector_width), so one halo lane per
+// side suffices. An item is a run of
 // kLanePixels<V> pixels of a row, phases 2 and 3 taken pixel after pixel by the whole
 // warp (locate's index arithmetic once per run). Every window sum runs in order from its
 // first channel, and every gather in window order, as the CPU-native kernels sum: CPU
@@ -934,8 +949,34 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 constexpr int kWarpLanes = 32;
 constexpr int kLaneItems = kWarpLanes - 2;
 
+// Whether every warp of 32 consecutive items starts and ends LRN groups: a pixel's vectors
+// fill whole warps and a group's vectors divide 32 (AlexNet's 256 channels: groups of 32
+// fp32 / 16 bf16 vectors; its 96: groups of 12 / 6, which do not). The launcher picks the
+// kernel by it (GROUPS), so the lanes' item arithmetic has constants.
+inline bool lanes_hold_groups(const Items& it) {
+  const int gv = it.by_group_vecs.d;
+  return it.vecs % kWarpLanes == 0 && kWarpLanes % gv == 0;
+}
+
+// Items a channels-last backward warp owns (all its lanes, or all but the halo lanes 0
+// and 31), and the lane that owns the first.
+constexpr int lane_items(bool groups) { return groups ? kWarpLanes : kLaneItems; }
+constexpr int first_item_lane(bool groups) { return groups ? 0 : 1; }
+
 // Warps (of kWarpLanes threads) a channels-last backward launch takes.
-inline int64_t backward_lane_warps(const Items& it) { return (it.count + kLaneItems - 1) / kLaneItems; }
+inline int64_t backward_lane_warps(const Items& it) {
+  const int n = lane_items(lanes_hold_groups(it));
+  return (it.count + n - 1) / n;
+}
+
+// The item of `lane` in `warp` (for a halo lane, one just outside the warp's share), and
+// whether the lane owns (stores) it.
+C10_HOST_DEVICE C10_ALWAYS_INLINE int64_t lane_item(int64_t warp, int lane, bool groups) {
+  return warp * lane_items(groups) + lane - first_item_lane(groups);
+}
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool lane_owns(int lane, bool groups) {
+  return lane >= first_item_lane(groups) && lane < first_item_lane(groups) + lane_items(groups);
+}
 
 // f(integral_constant<int, P>) for each pixel P of a lane's run, in order (P is a
 // compile-time index: its column parity picks the gather).
@@ -1162,14 +1203,14 @@ constexpr int halo_size() { return N > 0 ? N : 1; }
 
 #if defined(__CUDACC__)
 // One GPU thread: lane `lane` of warp `warp`. Every lane of the warp runs to the end (the
-// shuffles need all 32), items outside the launch included.
-template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
+// shuffles need all 32), items outside the launch included. GROUPS: lanes_hold_groups.
+template <int SPAN, int V, bool GROUPS, typename scalar_t, typename acc_t, typename Pow>
 __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx,
                                                const Geo& g, const Items& it, int64_t warp, int lane, acc_t scale,
                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr unsigned kAll = 0xffffffffu;
-  Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, warp * kLaneItems + lane - 1, lane >= 1 && lane <= kLaneItems);
+  Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, lane_item(warp, lane, GROUPS), lane_owns(lane, GROUPS));
   acc_t gsum[kLanePixels<V>][V];
   lane_gather(L, dy, am, g, gsum);
   auto pixel = [&](auto p) {
@@ -1205,8 +1246,9 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
                         const Items& it, int64_t warp, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   Lane<V, acc_t> L[kWarpLanes];
+  const bool groups = lanes_hold_groups(it);
   for (int l = 0; l < kWarpLanes; ++l)
-    L[l] = lane_locate<V, acc_t>(g, it, warp * kLaneItems + l - 1, l >= 1 && l <= kLaneItems);
+    L[l] = lane_locate<V, acc_t>(g, it, lane_item(warp, l, groups), lane_owns(l, groups));
   auto up = [](int l) { return l > 0 ? l - 1 : l; };
   auto down = [](int l) { return l < kWarpLanes - 1 ? l + 1 : l; };
   acc_t gsum[kWarpLanes][kLanePixels<V>][V];
