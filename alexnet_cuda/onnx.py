@@ -215,8 +215,8 @@ def relu_lrn_max_pool2d(input: T, size: int, alpha: float, beta: float, k: float
 
 
 def relu_lrn_max_pool2d_forward(input: T, size: int, scale: float, beta: float, k: float,
-                                kernel_size: Sequence[int], stride: Sequence[int], groups: int) -> Tuple[T, T]:
-    return _relu_lrn_max_pool(input, size, scale, beta, k, kernel_size, stride, groups)
+                                kernel_size: Sequence[int], stride: Sequence[int], lrn_groups: int) -> Tuple[T, T]:
+    return _relu_lrn_max_pool(input, size, scale, beta, k, kernel_size, stride, lrn_groups)
 
 
 def conv2d_relu(input: T, weight: T, bias: Optional[T], stride: Sequence[int], padding: Sequence[int],

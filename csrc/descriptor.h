@@ -7,8 +7,8 @@
 //   Signature   the C++ function type the dispatcher calls its kernels with;
 //   Kernel      (optional) the device kernels' type, where it differs from Signature:
 //               a SymInt[] argument is an IntArrayRef for the CPU and CUDA kernels.
-// define<Op> adds the schema, impl<Op> registers a kernel (a kernel of another type does
-// not compile), call<Op> runs the op through the dispatcher.
+// define<Ops...> adds the schemas, impl<Ops...> registers one kernel for each op (a kernel
+// of another type does not compile), call<Op> runs the op through the dispatcher.
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -20,9 +20,9 @@
 
 namespace alexnet_cuda {
 
-template <typename Op>
+template <typename... Ops>
 void define(torch::Library& m) {
-  m.def((std::string(Op::kName) + Op::kArguments).c_str());
+  (m.def((std::string(Ops::kName) + Ops::kArguments).c_str()), ...);
 }
 
 template <typename Op, typename = void>
@@ -34,16 +34,16 @@ struct KernelOf<Op, std::void_t<typename Op::Kernel>> {
   using type = typename Op::Kernel;
 };
 
-// A CPU or CUDA kernel.
-template <typename Op>
-void impl(torch::Library& m, typename KernelOf<Op>::type* kernel) {
-  m.impl(Op::kName, kernel);
+// CPU or CUDA kernels, one for each op named: impl<Forward, Backward>(m, &fwd, &bwd).
+template <typename... Ops>
+void impl(torch::Library& m, typename KernelOf<Ops>::type*... kernels) {
+  (m.impl(Ops::kName, kernels), ...);
 }
 
-// A kernel that takes the op's own signature: autograd, Meta, CompositeImplicitAutograd.
-template <typename Op>
-void impl_symbolic(torch::Library& m, typename Op::Signature* kernel) {
-  m.impl(Op::kName, kernel);
+// Kernels that take their op's own signature: autograd, Meta, CompositeImplicitAutograd.
+template <typename... Ops>
+void impl_symbolic(torch::Library& m, typename Ops::Signature*... kernels) {
+  (m.impl(Ops::kName, kernels), ...);
 }
 
 // The op's dispatcher handle, looked up once.

@@ -10,11 +10,11 @@ holds with x.unsqueeze(0) (and the result squeezed back).
 The kernels live in csrc/relu_lrn_max_pool2d/ and are registered as two ops:
 
 * ``alexnet_cuda::relu_lrn_max_pool2d_forward(input, size, scale, beta, k, kernel_size,
-  stride, groups) -> (out, argmax)``: one CUDA kernel that reads the input once and writes
+  stride, lrn_groups) -> (out, argmax)``: one CUDA kernel that reads the input once and writes
   the pooled output plus a uint8 window-local argmax (``t_h * kernel_w + t_w``); the LRN
   result never goes to memory.
 * ``alexnet_cuda::relu_lrn_max_pool2d_backward(grad_output, argmax, input, size, scale,
-  beta, k, kernel_size, stride, groups) -> grad_input``: one CUDA kernel that routes the
+  beta, k, kernel_size, stride, lrn_groups) -> grad_input``: one CUDA kernel that routes the
   pooled gradient through the argmax (a deterministic gather, no atomics), recomputes the
   LRN scale from the input, applies the LRN backward and the ReLU mask.
 

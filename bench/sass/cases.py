@@ -23,15 +23,15 @@ DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
 BACKWARD_CHANNEL_RUN = 64  # lrn::sweep::kBackwardChannelRun (make_backward_items: even runs of at most 64)
-STAGE_CHANNEL_RUN, STAGE_LONG_GROUP_RUN = 64, 32  # relu_lrn_max_pool2d::sweep::kChannelRun, kLongGroupRun
+RELU_LRN_MAX_POOL2D_CHANNEL_RUN, RELU_LRN_MAX_POOL2D_LONG_GROUP_RUN = 64, 32  # relu_lrn_max_pool2d::sweep::kChannelRun, kLongGroupRun
 
 
-def stage_backward_run(cg):
+def relu_lrn_max_pool2d_backward_run(cg):
     """backward_run (relu_lrn_max_pool2d_sweep.h): one run a group of up to 64 channels,
     else even runs of at most 32."""
-    if cg <= STAGE_CHANNEL_RUN:
+    if cg <= RELU_LRN_MAX_POOL2D_CHANNEL_RUN:
         return cg
-    runs = -(-cg // STAGE_LONG_GROUP_RUN)
+    runs = -(-cg // RELU_LRN_MAX_POOL2D_LONG_GROUP_RUN)
     return -(-cg // runs)
 POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
@@ -39,10 +39,10 @@ POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPo
 POINTER_ARGS = {
     ("lrn", "fwd"): ("x", "y"),  # lrn_forward_sweep_kernel(x, y, ...)
     ("lrn", "bwd"): ("dy", "x", "dx"),  # lrn_backward_sweep_kernel(dy, x, dx, ...)
-    ("maxpool", "fwd"): ("x", "y", "argmax"),  # Forward3s2{in, out, argmax, ...}
-    ("maxpool", "bwd"): ("dy", "argmax", "dx"),  # Backward3s2{grad_out, argmax, grad_in, ...}
-    ("stage", "fwd"): ("x", "y", "argmax"),  # forward_sweep_kernel(x, out, am, ...)
-    ("stage", "bwd"): ("dy", "argmax", "x", "dx"),  # backward_{sweep,lanes}_kernel(dy, am, x, dx, ...)
+    ("max_pool2d", "fwd"): ("x", "y", "argmax"),  # Forward3s2{in, out, argmax, ...}
+    ("max_pool2d", "bwd"): ("dy", "argmax", "dx"),  # Backward3s2{grad_out, argmax, grad_in, ...}
+    ("relu_lrn_max_pool2d", "fwd"): ("x", "y", "argmax"),  # forward_sweep_kernel(x, out, am, ...)
+    ("relu_lrn_max_pool2d", "bwd"): ("dy", "argmax", "x", "dx"),  # backward_{sweep,lanes}_kernel(dy, am, x, dx, ...)
 }
 OUTPUTS = {"fwd": ("y", "argmax"), "bwd": ("dx",)}
 
@@ -63,9 +63,9 @@ def launch_threads(case):
     (backward_lane_warps(it) * kWarpLanes in relu_lrn_max_pool2d_cuda.cu)."""
     if case.op == "lrn":
         return lrn_items(case)["count"]
-    if case.op == "maxpool":
-        return maxpool_grid(case)[0]
-    count = stage_items(case)["count"]
+    if case.op == "max_pool2d":
+        return max_pool2d_grid(case)[0]
+    count = relu_lrn_max_pool2d_items(case)["count"]
     if case.direction == "bwd" and case.cl:
         return -(-count // lane_items(case)) * WARP
     return count
@@ -111,7 +111,7 @@ class Packer:
 
 @dataclass
 class Case:
-    op: str  # 'lrn', 'maxpool', 'stage'
+    op: str  # 'lrn', 'max_pool2d', 'relu_lrn_max_pool2d'
     direction: str  # 'fwd', 'bwd'
     dtype: str
     layout: str
@@ -147,7 +147,7 @@ def lrn_vector(case):
     return vec if (c if case.cl else h * w) % vec == 0 else 1
 
 
-def stage_vector(case):
+def relu_lrn_max_pool2d_vector(case):
     """relu_lrn_max_pool2d_sweep.h vector_width: 1 channels-first, 16 bytes channels-last."""
     return 16 // case.esize if case.cl else 1
 
@@ -160,26 +160,26 @@ def kernel_pattern(case):
         # lrn_cuda.cu: lrn_{forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
         which = "forward" if case.direction == "fwd" else "backward"
         return rf"lrn::.*lrn_{which}_sweep_kernel<{SPAN}, {lrn_vector(case)}, {cl}, {t}, float>\("
-    if case.op == "maxpool":
+    if case.op == "max_pool2d":
         # max_pool2d_cuda.cu: forward_3s2_kernel<scalar_t, argmax_t, CL, kLanes> and
         # backward_3s2_kernel<scalar_t, argmax_t, CL, kLanes, kBlocks>, the 3/2 kernels (is_3s2,
         # fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
         if case.direction == "fwd":
-            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}>\("
-        return (rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {maxpool_lanes(case)}, "
-                rf"{maxpool_blocks(case)}>\(")
+            return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}, {max_pool2d_lanes(case)}>\("
+        return (rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {max_pool2d_lanes(case)}, "
+                rf"{max_pool2d_blocks(case)}>\(")
     which = "forward" if case.direction == "fwd" else "backward"
     if case.direction == "bwd" and case.cl:
         # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, GROUPS, scalar_t>, warps
         # sharing LRN halos (relu_lrn_max_pool2d_sweep.h backward_lanes; GROUPS: lane_items)
         groups = "true" if lane_items(case) == WARP else "false"
-        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {stage_vector(case)}, {groups}, {t}, float>\("
+        return rf"relu_lrn_max_pool2d::.*::backward_lanes_kernel<{SPAN}, {relu_lrn_max_pool2d_vector(case)}, {groups}, {t}, float>\("
     # relu_lrn_max_pool2d_cuda.cu: {forward,backward}_sweep_kernel<SPAN, V, CL, scalar_t>
-    return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {stage_vector(case)}, {cl}, {t}, float>\("
+    return rf"relu_lrn_max_pool2d::.*::{which}_sweep_kernel<{SPAN}, {relu_lrn_max_pool2d_vector(case)}, {cl}, {t}, float>\("
 
 
 def cubin_stem(case):
-    return {"lrn": "lrn_cuda", "maxpool": "max_pool2d_cuda", "stage": "relu_lrn_max_pool2d_cuda"}[case.op]
+    return {"lrn": "lrn_cuda", "max_pool2d": "max_pool2d_cuda", "relu_lrn_max_pool2d": "relu_lrn_max_pool2d_cuda"}[case.op]
 
 
 # ---- vector classes (lrn_sweep.h VectorClasses / make_vector_classes / vector_item)
@@ -208,12 +208,12 @@ def pack_vector_classes(q, c):
     q.struct_(fill, 8)
 
 
-# ---- LRN (lrn.h View, lrn_sweep.h Items / make_items)
+# ---- LRN (lrn.h Geometry, lrn_sweep.h Items / make_items)
 
 
 def lrn_view(case):
     n, c, h, w = case.shape
-    if case.cl:  # make_view: View{1, c, n * p, 0, 1, c, true}
+    if case.cl:  # make_geometry: Geometry{1, c, n * p, 0, 1, c, true}
         return (1, c, n * h * w, 0, 1, c, True)
     return (n, c, h * w, c * h * w, h * w, 1, False)
 
@@ -265,61 +265,61 @@ def lrn_params(case):
 
 # ---- max-pool (max_pool2d_3s2.h Forward3s2 / Backward3s2; forward_3s2_item, backward_3s2_item)
 
-MAXPOOL_ROWS = 4  # kRows3s2: forward outputs per thread (at most), down one column
-MAXPOOL_BLOCKS = 7  # kBlocks3s2: backward 2x2 input blocks per thread, along W (one channel)
+MAX_POOL2D_ROWS = 4  # kRows3s2: forward outputs per thread (at most), down one column
+MAX_POOL2D_BLOCKS = 7  # kBlocks3s2: backward 2x2 input blocks per thread, along W (one channel)
 
 
-def maxpool_chunks(case):
+def max_pool2d_chunks(case):
     """make_forward_3s2: (chunks, rows, longer): chunk k holds rows + (k < longer) outputs."""
     ho = case.pooled[2]
-    chunks = -(-ho // MAXPOOL_ROWS)
+    chunks = -(-ho // MAX_POOL2D_ROWS)
     return chunks, ho // chunks, ho % chunks
 
 
-def maxpool_plane_chunk(case):
+def max_pool2d_plane_chunk(case):
     """plane_chunk_3s2: channels-first items take planes in chunks of gcd(N C, 32)."""
     return math.gcd(case.shape[0] * case.shape[1], 32)
 
 
-def maxpool_lanes(case):
+def max_pool2d_lanes(case):
     """channel_lanes_3s2: channels per thread, forward and backward (2: channels_last 16-bit, even C)."""
     return 2 if case.cl and DTYPES[case.dtype][1] == 2 and case.shape[1] % 2 == 0 else 1
 
 
-def maxpool_blocks(case):
+def max_pool2d_blocks(case):
     """backward_blocks_3s2: 7 for one channel; channel pairs 4 or 5, the fewer phantom blocks."""
-    if maxpool_lanes(case) == 1:
-        return MAXPOOL_BLOCKS
+    if max_pool2d_lanes(case) == 1:
+        return MAX_POOL2D_BLOCKS
     bw = -(-case.shape[3] // 2)
     return 5 if -(-bw // 5) * 5 < -(-bw // 4) * 4 else 4
 
 
-def maxpool_grid(case):
+def max_pool2d_grid(case):
     """(items, dividers, (rows, cols) of a plane's item grid): the launch of the 3/2 kernel.
     Forward items: (row chunk of kRows outputs, output column); backward: (block row,
     group of kBlocks 2x2 blocks). NCHW items (plane, r, q); NHWC (image, r, q, channel)."""
     n, c, h, w = case.shape
     ho, wo = case.pooled[2:]
     if case.direction == "fwd":
-        rows, cols = maxpool_chunks(case)[0], wo
+        rows, cols = max_pool2d_chunks(case)[0], wo
     else:
-        rows, cols = -(-h // 2), -(-(-(-w // 2)) // maxpool_blocks(case))
-    lanes = maxpool_lanes(case)
-    divisors = (c // lanes, cols, rows) if case.cl else (cols, maxpool_plane_chunk(case), rows)
+        rows, cols = -(-h // 2), -(-(-(-w // 2)) // max_pool2d_blocks(case))
+    lanes = max_pool2d_lanes(case)
+    divisors = (c // lanes, cols, rows) if case.cl else (cols, max_pool2d_plane_chunk(case), rows)
     return n * (c // lanes) * rows * cols, [int_divider(d) for d in divisors], (rows, cols)
 
 
-def maxpool_params(case):
+def max_pool2d_params(case):
     n, c, h, w = case.shape
     po = case.pooled
-    items, dividers, _ = maxpool_grid(case)
+    items, dividers, _ = max_pool2d_grid(case)
     p = Packer()
     for ptr in pointers(3):
         p.ptr(ptr)
     for v in (items, c, h, w, po[2], po[3]):
         p.i32(v)
     if case.direction == "fwd":  # Forward3s2: rows, longer
-        for v in maxpool_chunks(case)[1:]:
+        for v in max_pool2d_chunks(case)[1:]:
             p.i32(v)
     for divider in dividers:  # IntDivider inner, middle, outer
         for v in divider:
@@ -327,10 +327,10 @@ def maxpool_params(case):
     return bytes(p.buf)
 
 
-# ---- fused stage (relu_lrn_max_pool2d.h Geo; relu_lrn_max_pool2d_sweep.h Items / locate)
+# ---- fused stage (relu_lrn_max_pool2d.h Geometry; relu_lrn_max_pool2d_sweep.h Items / locate)
 
 
-def stage_geo(case):
+def relu_lrn_max_pool2d_geo(case):
     n, c, h, w = case.shape
     po = case.pooled
     cg = c // LRN_GROUPS
@@ -344,12 +344,12 @@ def stage_geo(case):
                 os=strides(po))
 
 
-def stage_items(case):
+def relu_lrn_max_pool2d_items(case):
     """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
     rows of one pooled column, kPoolChannels channels (channels-first: Wo + 1 columns, the
     last a helper; warps of 31 positions) or V (channels-last)."""
-    g = stage_geo(case)
-    vec = stage_vector(case)
+    g = relu_lrn_max_pool2d_geo(case)
+    vec = relu_lrn_max_pool2d_vector(case)
     bwd = case.direction == "bwd"
     rows, cols = (g["H"], g["W"]) if bwd else (g["Ho"], g["Wo"])
     if bwd:  # channels-first backward: pixel pairs; channels-last: runs of lane_pixels(vec)
@@ -361,7 +361,7 @@ def stage_items(case):
         n = -(-rows // POOL_ROWS)
         row_run = -(-rows // n)
         rows = -(-rows // row_run)
-    run = stage_backward_run(g["cg"]) if bwd else min(g["cg"], POOL_CHANNELS)
+    run = relu_lrn_max_pool2d_backward_run(g["cg"]) if bwd else min(g["cg"], POOL_CHANNELS)
     runs_per_group = -(-g["cg"] // run)
     runs = runs_per_group * (g["C"] // g["cg"])
     vecs = g["C"] // vec
@@ -411,9 +411,9 @@ def int_divider(d):
     return d, m - (1 << 32) if m >= 1 << 31 else m, s
 
 
-def stage_params(case):
-    g = stage_geo(case)
-    it = stage_items(case)
+def relu_lrn_max_pool2d_params(case):
+    g = relu_lrn_max_pool2d_geo(case)
+    it = relu_lrn_max_pool2d_items(case)
     p = Packer()
     for ptr in pointers(3 if case.direction == "fwd" else 4):
         p.ptr(ptr)
@@ -457,8 +457,8 @@ LANE_ITEMS = 30  # backward_lanes: lanes 1..30 of a warp own its 30 items
 
 def lane_items(case):
     """lane_items (relu_lrn_max_pool2d_sweep.h): 32 where warps hold whole LRN groups
-    (lanes_hold_groups: C / V a multiple of 32, 32 a multiple of Cg / V), else 30."""
-    g, vec = stage_geo(case), stage_vector(case)
+    (lanes_hold_groups: C / V a multiple of 32, 32 a multiple of group_channels / V), else 30."""
+    g, vec = relu_lrn_max_pool2d_geo(case), relu_lrn_max_pool2d_vector(case)
     return WARP if (g["C"] // vec) % WARP == 0 and WARP % (g["cg"] // vec) == 0 else LANE_ITEMS
 RUN_VALUES = 16  # kRunValues: a channels-last backward item is a run of 16 / V pixels of a row
 
@@ -468,13 +468,13 @@ def lane_pixels(vec):
     return RUN_VALUES // vec
 
 
-PARAMS = {"lrn": lrn_params, "maxpool": maxpool_params, "stage": stage_params}
+PARAMS = {"lrn": lrn_params, "max_pool2d": max_pool2d_params, "relu_lrn_max_pool2d": relu_lrn_max_pool2d_params}
 
 
 def elements_total(case):
     """Elements the launch processes (what instr_per_elem is per): LRN every element;
     max-pool and stage forward the pooled outputs, backward the input elements."""
-    if case.direction == "fwd" and case.op in ("maxpool", "stage"):
+    if case.direction == "fwd" and case.op in ("max_pool2d", "relu_lrn_max_pool2d"):
         return numel(case.pooled)
     return numel(case.shape)
 
@@ -488,13 +488,13 @@ def fewest_bytes(case):
         return (2 if case.direction == "fwd" else 3) * x * e
     if case.direction == "fwd":  # read x; write out + argmax
         return x * e + y * (e + 1)
-    if case.op == "maxpool":  # read dy + argmax; write dx
+    if case.op == "max_pool2d":  # read dy + argmax; write dx
         return y * (e + 1) + x * e
     return y * (e + 1) + 2 * x * e  # stage: read dy + argmax + x; write dx
 
 
 def all_cases():
-    return [Case(op, d, dt, lay, shape) for op in ("lrn", "maxpool", "stage") for d in ("fwd", "bwd")
+    return [Case(op, d, dt, lay, shape) for op in ("lrn", "max_pool2d", "relu_lrn_max_pool2d") for d in ("fwd", "bwd")
             for dt in DTYPES for lay in LAYOUTS for shape in SHAPES]
 
 

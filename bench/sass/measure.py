@@ -119,7 +119,7 @@ def steady_load_bytes(case, fn, path):
     """Bytes a lane has in flight before their first use: in the middle iteration of the
     steady-state loop for the channel sweeps (NCHW LRN and stage), else over the whole path."""
     segments, taken = hot_loop(fn, path)
-    if not case.cl and case.op != "maxpool" and segments:
+    if not case.cl and case.op != "max_pool2d" and segments:
         middle = segments[len(segments) // 2]
         return max(load_groups(fn, middle), default=0), len(middle), taken + 1
     return max(load_groups(fn, path), default=0), None, None

@@ -85,12 +85,12 @@ def forward_tensors(case, seed):
     dtype = torch.float32 if case.dtype == "fp32" else torch.bfloat16
     fmt = torch.channels_last if case.cl else torch.contiguous_format
     x = torch.randn(case.shape, generator=gen)
-    x = (x if case.op == "stage" else x.relu()).to(dtype).contiguous(memory_format=fmt)
+    x = (x if case.op == "relu_lrn_max_pool2d" else x.relu()).to(dtype).contiguous(memory_format=fmt)
     t = {"x": x}
     pool, stride = [POOL_K] * 2, [POOL_S] * 2
     if case.op == "lrn":
         t["y"] = ops.lrn_forward(x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K)
-    elif case.op == "maxpool":
+    elif case.op == "max_pool2d":
         t["y"], t["argmax"] = ops.max_pool2d_forward(x, pool, stride, [0, 0], [1, 1], False, False)
     else:
         t["y"], t["argmax"] = ops.relu_lrn_max_pool2d_forward(x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K, pool, stride,
@@ -118,7 +118,7 @@ class Reference:
             pool, stride = [POOL_K] * 2, [POOL_S] * 2
             if case.op == "lrn":
                 t["dx"] = ops.lrn_backward(dy, x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K)
-            elif case.op == "maxpool":
+            elif case.op == "max_pool2d":
                 t["dx"] = ops.max_pool2d_backward(dy, t["argmax"], list(case.shape), pool, stride, [0, 0], [1, 1],
                                                   case.cl)
             else:
@@ -158,7 +158,7 @@ class Reference:
         if self._pooled_input is None:
             import torch
 
-            if self.case.op == "maxpool":
+            if self.case.op == "max_pool2d":
                 self._pooled_input = self.x.float()
             else:
                 ops = torch.ops.alexnet_cuda
@@ -191,7 +191,7 @@ class Reference:
         return checked
 
     def _check_values(self, name, elems, got, want, kind):
-        exact = self.case.op == "maxpool" and self.case.direction == "fwd"
+        exact = self.case.op == "max_pool2d" and self.case.direction == "fwd"
         rtol, atol = (0.0, 0.0) if exact else TOLERANCE[kind]
         bad = ~(np.abs(got - want) <= rtol * np.abs(want) + atol * self.scale[name])
         if bad.any():
@@ -230,6 +230,6 @@ class Reference:
             import torch
 
             va, vb = (float(torch.tensor(v).to(torch.bfloat16)) for v in (va, vb))
-        exact = self.case.op == "maxpool"
+        exact = self.case.op == "max_pool2d"
         rtol = 0.0 if exact else TOLERANCE[self.case.dtype][0]
         return abs(va - vb) <= rtol * abs(vb)

@@ -34,7 +34,7 @@ def shape_str(shape):
 
 
 def format_table(records):
-    head = (f"{'kernel':<12}{'dtype':<6}{'layout':<7}{'shape':<15}{'instr/el':>9}{'diverg':>7}{'mufu/el':>8}"
+    head = (f"{'kernel':<25}{'dtype':<6}{'layout':<7}{'shape':<15}{'instr/el':>9}{'diverg':>7}{'mufu/el':>8}"
             f"{'body':>6}{'trips':>6}{'regs':>5}{'spill':>6}{'occ':>5}{'KB/SM':>7}{'tail':>6}{'issue ms':>9}"
             f"{'mufu ms':>9}{'time ms':>9}{'floor ms':>9}{'checked':>9}  "
             f"{'t<=.7fl':<8}{'spills':<7}{'occ>=50%':<9}{'>=32KB':<7}")
@@ -42,7 +42,7 @@ def format_table(records):
     for r in records:
         mark = ["PASS" if ok else "over" for ok in verdicts(r).values()]
         lines.append(
-            f"{r['kernel']:<12}{r['dtype']:<6}{r['layout']:<7}{shape_str(r['shape']):<15}{r['instr_per_elem']:>9.1f}"
+            f"{r['kernel']:<25}{r['dtype']:<6}{r['layout']:<7}{shape_str(r['shape']):<15}{r['instr_per_elem']:>9.1f}"
             f"{r['divergence']:>7.2f}{r['mufu_per_elem']:>8.2f}{(r['loop_body_instr'] or 0):>6.0f}"
             f"{(r['loop_trips'] or 0):>6.0f}{r['registers']:>5}{r['spills']:>6}{r['occupancy'] * 100:>4.0f}%"
             f"{r['bytes_in_flight_per_sm'] / 1024:>7.1f}{r['tail']:>6.2f}{r['issue_bound_ms']:>9.4f}"
@@ -79,7 +79,7 @@ def main(argv=None):
                         help="compile csrc/*.cu for sm_90 (setup.py's flags) instead of reading the built extension")
     parser.add_argument("--update", action="store_true",
                         help=f"print the BUDGETS table for tests/test_sass.py (samples its {TEST_WARPS} warps)")
-    parser.add_argument("--only", help="comma-separated ops: lrn,maxpool,stage")
+    parser.add_argument("--only", help="comma-separated ops: lrn,max_pool2d,relu_lrn_max_pool2d")
     parser.add_argument("--warps", type=int, default=FULL_RUN_WARPS,
                         help=f"sampled warps per record (default {FULL_RUN_WARPS}; tests/test_sass.py takes fewer)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each record's emulation time")

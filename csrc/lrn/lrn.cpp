@@ -52,9 +52,7 @@ at::Tensor backward_meta(const at::Tensor&, const at::Tensor& input, int64_t, do
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  define<LocalResponseNorm>(m);
-  define<Forward>(m);
-  define<Backward>(m);
+  define<LocalResponseNorm, Forward, Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
@@ -62,8 +60,7 @@ TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
-  impl_symbolic<Forward>(m, &forward_meta);
-  impl_symbolic<Backward>(m, &backward_meta);
+  impl_symbolic<Forward, Backward>(m, &forward_meta, &backward_meta);
 }
 
 }  // namespace lrn

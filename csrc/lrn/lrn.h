@@ -179,7 +179,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t forward_value(acc_t x, acc_t sumsq, acc_
 namespace alexnet_cuda {
 namespace lrn {
 
-struct View {
+struct Geometry {
   int64_t outer, channels, pixels;
   int64_t outer_stride, channel_stride, pixel_stride;
   bool channels_last;
@@ -194,11 +194,11 @@ inline bool is_channels_last_dense(const at::Tensor& x) {
   return x.permute(order).is_contiguous();
 }
 
-inline View make_view(const at::Tensor& x) {
+inline Geometry make_geometry(const at::Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1);
   const int64_t p = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
-  if (is_channels_last_dense(x)) return View{1, c, n * p, 0, 1, c, true};
-  return View{n, c, p, c * p, p, 1, false};
+  if (is_channels_last_dense(x)) return Geometry{1, c, n * p, 0, 1, c, true};
+  return Geometry{n, c, p, c * p, p, 1, false};
 }
 
 // Argument checks shared by the CPU and CUDA entry points (user-facing errors come from

@@ -59,8 +59,7 @@ at::Tensor lrn_backward_autograd(const at::Tensor& grad_output, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Autograd, m) {
-  impl_symbolic<Forward>(m, &lrn_forward_autograd);
-  impl_symbolic<Backward>(m, &lrn_backward_autograd);
+  impl_symbolic<Forward, Backward>(m, &lrn_forward_autograd, &lrn_backward_autograd);
 }
 
 }  // namespace lrn

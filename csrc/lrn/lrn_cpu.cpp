@@ -25,7 +25,7 @@ namespace {
 constexpr int64_t kSweepGrain = 64;
 
 template <typename scalar_t>
-void forward_sweep(const scalar_t* x, scalar_t* y, const View& v, Window w, at::opmath_type<scalar_t> scale,
+void forward_sweep(const scalar_t* x, scalar_t* y, const Geometry& v, Window w, at::opmath_type<scalar_t> scale,
                    at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
   const int vec = sweep::vector_width<scalar_t>(v, {x, y});
   const sweep::Items it = sweep::make_items(v, vec, w.span());
@@ -40,7 +40,7 @@ void forward_sweep(const scalar_t* x, scalar_t* y, const View& v, Window w, at::
 }
 
 template <typename scalar_t>
-void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const View& v, Window w,
+void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const Geometry& v, Window w,
                     at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k) {
   const int vec = sweep::vector_width<scalar_t>(v, {dy, x, dx});
   const sweep::Items it = sweep::make_backward_items(v, vec, w.span());
@@ -61,7 +61,7 @@ void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const V
 constexpr int64_t kPixelBlock = 64;
 
 template <typename scalar_t>
-void forward_block(const scalar_t* x, scalar_t* y, const View& v, int64_t o, int64_t p0,
+void forward_block(const scalar_t* x, scalar_t* y, const Geometry& v, int64_t o, int64_t p0,
                    int64_t nb, Window w, at::opmath_type<scalar_t> scale,
                    at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
                    std::vector<at::opmath_type<scalar_t>>& sq) {
@@ -93,7 +93,7 @@ void forward_block(const scalar_t* x, scalar_t* y, const View& v, int64_t o, int
 }
 
 template <typename scalar_t>
-void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const View& v, int64_t o,
+void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const Geometry& v, int64_t o,
                     int64_t p0, int64_t nb, Window w, at::opmath_type<scalar_t> scale,
                     at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
                     std::vector<at::opmath_type<scalar_t>>& sq) {
@@ -140,7 +140,7 @@ void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const V
 
 // Runs fn(o, p0, nb) over every (outer, pixel block) in parallel.
 template <typename Fn>
-void for_each_block(const View& v, Fn fn) {
+void for_each_block(const Geometry& v, Fn fn) {
   const int64_t blocks_per_outer = (v.pixels + kPixelBlock - 1) / kPixelBlock;
   const int64_t total = v.outer * blocks_per_outer;
   at::parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
@@ -156,7 +156,7 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, 
   const at::Tensor x = kernel_layout(input);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
-  const View v = make_view(x);
+  const Geometry v = make_geometry(x);
   const Window w = make_window(size, v.channels);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -179,7 +179,7 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
   const at::Tensor dy = with_layout_of(grad_output, x);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
-  const View v = make_view(x);
+  const Geometry v = make_geometry(x);
   const Window w = make_window(size, v.channels);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -198,8 +198,7 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  impl<Forward>(m, &lrn_forward_cpu);
-  impl<Backward>(m, &lrn_backward_cpu);
+  impl<Forward, Backward>(m, &lrn_forward_cpu, &lrn_backward_cpu);
 }
 
 }  // namespace lrn

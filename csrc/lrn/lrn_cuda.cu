@@ -52,7 +52,7 @@ constexpr int kSmemBytes = 48 * 1024;  // no opt-in needed below 48 KiB
 struct Tile {
   int64_t o, p0;
   int c0, tc, tp;
-  __device__ int64_t global(const View& v, int c, int q) const {
+  __device__ int64_t global(const Geometry& v, int c, int q) const {
     return o * v.outer_stride + int64_t(c) * v.channel_stride + (p0 + q) * v.pixel_stride;
   }
 };
@@ -81,7 +81,7 @@ __device__ __forceinline__ void for_tile(int rows, int tp, Fn fn) {
 // Load channels [c_first, c_first + rows) x the tile's pixels into shared memory as acc_t
 // (zero outside [0, C) and past the last pixel).
 template <bool CL, typename acc_t, typename scalar_t>
-__device__ __forceinline__ void load_rows(acc_t* dst, const scalar_t* __restrict__ src, const View& v,
+__device__ __forceinline__ void load_rows(acc_t* dst, const scalar_t* __restrict__ src, const Geometry& v,
                                           const Tile& t, int c_first, int rows) {
   const int64_t valid = v.pixels - t.p0;
   for_tile<CL>(rows, t.tp, [&](int r, int q) {
@@ -92,7 +92,7 @@ __device__ __forceinline__ void load_rows(acc_t* dst, const scalar_t* __restrict
   });
 }
 
-__device__ __forceinline__ Tile make_tile(const View& v, int tc, int tp) {
+__device__ __forceinline__ Tile make_tile(const Geometry& v, int tc, int tp) {
   const int64_t tiles_per_outer = (v.pixels + tp - 1) / tp;  // once per block
   Tile t;
   t.o = blockIdx.x / tiles_per_outer;
@@ -114,7 +114,7 @@ __device__ __forceinline__ acc_t* shared_buffer() {
 // window in rows cc .. cc + span and x_c in row cc + pre.
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kWarp * kRowsPerPass)
-    lrn_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, Window w,
+    lrn_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Geometry v, Window w,
                        int tc, int tp, acc_t scale, acc_t beta, acc_t k) {
   acc_t* xs = shared_buffer<acc_t>();
   const Tile t = make_tile(v, tc, tp);
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kWarp * kRowsPerPass)
     lrn_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-                        scalar_t* __restrict__ dx, View v, Window w, int tc, int tp, acc_t scale,
+                        scalar_t* __restrict__ dx, Geometry v, Window w, int tc, int tp, acc_t scale,
                         acc_t beta, acc_t k) {
   const Tile t = make_tile(v, tc, tp);
   const int span = w.span();
@@ -213,7 +213,7 @@ constexpr int forward_sweep_min_blocks() {
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads, forward_sweep_min_blocks<CL, V, scalar_t>())
-    lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, View v, sweep::Items it,
+    lrn_forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Geometry v, sweep::Items it,
                              acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < it.count) sweep::forward_item<SPAN, V, CL>(x, y, v, it, i, scale, pw, k);
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, forward_sweep_min_blocks<CL, V, scal
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, true, V>())
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-                              scalar_t* __restrict__ dx, View v, sweep::Items it, acc_t scale, Pow34 pw,
+                              scalar_t* __restrict__ dx, Geometry v, sweep::Items it, acc_t scale, Pow34 pw,
                               acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, pw, k);
@@ -237,7 +237,7 @@ struct LaunchShape {
   size_t smem;
 };
 
-LaunchShape pick_shape(const View& v, Window w, bool backward, size_t elem) {
+LaunchShape pick_shape(const Geometry& v, Window w, bool backward, size_t elem) {
   LaunchShape s;
   s.tc = static_cast<int>(std::min<int64_t>(v.channels, 128));
   const int rows = backward ? 3 * s.tc + 3 * w.span() : s.tc + w.span();
@@ -258,7 +258,7 @@ LaunchShape pick_shape(const View& v, Window w, bool backward, size_t elem) {
   return s;
 }
 
-dim3 grid_for(const View& v, const LaunchShape& s) {
+dim3 grid_for(const Geometry& v, const LaunchShape& s) {
   const int64_t tiles = v.outer * ((v.pixels + s.tp - 1) / s.tp);
   const int64_t channel_tiles = (v.channels + s.tc - 1) / s.tc;
   TORCH_CHECK(tiles < (int64_t(1) << 31), "local_response_norm (CUDA): input too large");
@@ -276,7 +276,7 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
   const at::Tensor x = kernel_layout(input);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
-  const View v = make_view(x);
+  const Geometry v = make_geometry(x);
   const Window w = make_window(size, v.channels);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cuda", [&] {
@@ -313,7 +313,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
   const at::Tensor dy = with_layout_of(grad_output, x);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
-  const View v = make_view(x);
+  const Geometry v = make_geometry(x);
   const Window w = make_window(size, v.channels);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cuda", [&] {
@@ -346,8 +346,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  impl<Forward>(m, &lrn_forward_cuda);
-  impl<Backward>(m, &lrn_backward_cuda);
+  impl<Forward, Backward>(m, &lrn_forward_cuda, &lrn_backward_cuda);
 }
 
 }  // namespace lrn

@@ -734,7 +734,7 @@ constexpr int kChannelRun = 32;
 
 // span: the LRN window's (Window::span()): the channels-last backward's edge vectors are
 // the first and last HX = ceil(span / V) of a pixel (backward_channels_last).
-inline Items make_items(const View& v, int vec, int span) {
+inline Items make_items(const Geometry& v, int vec, int span) {
   Items it;
   it.vec = vec;
   it.classes = make_vector_classes(0, 1, 1, 0);
@@ -761,7 +761,7 @@ inline Items make_items(const View& v, int vec, int span) {
 // 36 / 32: 4-6% fewer instructions, and still 2-4 runs per column in flight.
 constexpr int kBackwardChannelRun = 64;
 
-inline Items make_backward_items(const View& v, int vec, int span) {
+inline Items make_backward_items(const Geometry& v, int vec, int span) {
   Items it = make_items(v, vec, span);
   if (!v.channels_last && v.channels > 0) {
     it.runs = static_cast<int>((v.channels + kBackwardChannelRun - 1) / kBackwardChannelRun);
@@ -785,7 +785,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void divmod(int64_t a, int64_t b, int64_t& q, 
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const View& v,
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const Geometry& v,
                                                     const Items& it, int64_t i, acc_t scale, const Pow& pw,
                                                     acc_t k) {
   const int C = static_cast<int>(v.channels);
@@ -805,7 +805,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
-                                                     const View& v, const Items& it, int64_t i, acc_t scale,
+                                                     const Geometry& v, const Items& it, int64_t i, acc_t scale,
                                                      const Pow& pw, acc_t k) {
   const int C = static_cast<int>(v.channels);
   if constexpr (CL) {
@@ -857,7 +857,7 @@ constexpr int max_vector(bool channels_last) {
 }
 
 template <typename scalar_t>
-int vector_width(const View& v, std::initializer_list<const void*> ptrs) {
+int vector_width(const Geometry& v, std::initializer_list<const void*> ptrs) {
   const int vec = max_vector<scalar_t>(v.channels_last);
   const int64_t contiguous = v.channels_last ? v.channels : v.pixels;
   if (vec <= 1 || contiguous % vec != 0) return 1;

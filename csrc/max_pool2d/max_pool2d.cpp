@@ -100,9 +100,7 @@ at::Tensor backward_meta(const at::Tensor& grad_output, const at::Tensor& argmax
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  define<MaxPool2d>(m);
-  define<Forward>(m);
-  define<Backward>(m);
+  define<MaxPool2d, Forward, Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
@@ -110,8 +108,7 @@ TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
-  impl_symbolic<Forward>(m, &pooled<&forward_meta>);
-  impl_symbolic<Backward>(m, &backward_meta);
+  impl_symbolic<Forward, Backward>(m, &pooled<&forward_meta>, &backward_meta);
 }
 
 }  // namespace max_pool2d

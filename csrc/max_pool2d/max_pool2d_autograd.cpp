@@ -140,8 +140,7 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& ar
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Autograd, m) {
-  impl_symbolic<Forward>(m, &pooled<&forward_autograd>);
-  impl_symbolic<Backward>(m, &backward_autograd);
+  impl_symbolic<Forward, Backward>(m, &pooled<&forward_autograd>, &backward_autograd);
 }
 
 }  // namespace max_pool2d

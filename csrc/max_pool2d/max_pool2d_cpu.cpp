@@ -36,13 +36,6 @@ namespace alexnet_cuda {
 namespace max_pool2d {
 namespace {
 
-// Grain for at::parallel_for: hand each thread at least ~32K elements of work
-// (ATen's usual GRAIN_SIZE), so small inputs do not pay for threading.
-int64_t grain(int64_t elements_per_item) {
-  constexpr int64_t kGrainElements = 32768;
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-}
-
 // The forward hands pool_window several lanes at a time: adjacent channels (NHWC: 32,
 // then 16, then 1; the compiler vectorizes the per-lane loops, and 32 lanes amortize each
 // call's window setup over two AVX-512 vectors) or adjacent output columns (NCHW: 16,
@@ -432,15 +425,15 @@ inline bool windows_inside(const Axis& a) {
 // One NCHW plane: acc (H x W, zeroed) += the scatter of go/am (Ho x Wo). For fp32, acc is
 // grad_input's plane itself; for half/bf16 an fp32 buffer (opmath, as PyTorch's CUDA
 // kernel sums) rounded afterwards.
-template <typename scalar_t, typename opmath_t>
-void scatter_plane(const scalar_t* go, const uint8_t* am, opmath_t* acc, const Geometry& g,
+template <typename scalar_t, typename argmax_t, typename opmath_t>
+void scatter_plane(const scalar_t* go, const argmax_t* am, opmath_t* acc, const Geometry& g,
                    const TapOffsets& taps, const int* offset, bool inside) {
   const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size, sh = g.h.stride, sw = g.w.stride;
-  if (inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
+  if (std::is_same_v<argmax_t, uint8_t> && inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
     for (int oh = 0; oh < Ho; ++oh) {
       opmath_t* row = acc + static_cast<int64_t>(oh) * sh * W;  // window row start h0 = oh*sh
       const scalar_t* gr = go + static_cast<int64_t>(oh) * Wo;
-      const uint8_t* ar = am + static_cast<int64_t>(oh) * Wo;
+      const argmax_t* ar = am + static_cast<int64_t>(oh) * Wo;
       for (int ow = 0; ow < Wo; ++ow) {
         const int o = offset[ar[ow]];
         if (o >= 0) row[ow * sw + o] += static_cast<opmath_t>(gr[ow]);
@@ -448,20 +441,6 @@ void scatter_plane(const scalar_t* go, const uint8_t* am, opmath_t* acc, const G
     }
     return;
   }
-  for (int oh = 0; oh < Ho; ++oh) {
-    for (int ow = 0; ow < Wo; ++ow) {
-      const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
-      int h, w;
-      if (scatter_position(taps, am[i], g, oh, ow, &h, &w)) {
-        acc[static_cast<int64_t>(h) * W + w] += static_cast<opmath_t>(go[i]);
-      }
-    }
-  }
-}
-template <typename scalar_t, typename opmath_t>
-void scatter_plane(const scalar_t* go, const int64_t* am, opmath_t* acc, const Geometry& g,
-                   const TapOffsets& taps, const int*, bool) {
-  const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   for (int oh = 0; oh < Ho; ++oh) {
     for (int ow = 0; ow < Wo; ++ow) {
       const int64_t i = static_cast<int64_t>(oh) * Wo + ow;
@@ -609,6 +588,5 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
   using namespace alexnet_cuda::max_pool2d;
-  alexnet_cuda::impl<Forward>(m, &pooled<&max_pool2d_forward_cpu>);
-  alexnet_cuda::impl<Backward>(m, &max_pool2d_backward_cpu);
+  alexnet_cuda::impl<Forward, Backward>(m, &pooled<&max_pool2d_forward_cpu>, &max_pool2d_backward_cpu);
 }

@@ -288,6 +288,5 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
   using namespace alexnet_cuda::max_pool2d;
-  alexnet_cuda::impl<Forward>(m, &pooled<&max_pool2d_forward_cuda>);
-  alexnet_cuda::impl<Backward>(m, &max_pool2d_backward_cuda);
+  alexnet_cuda::impl<Forward, Backward>(m, &pooled<&max_pool2d_forward_cuda>, &max_pool2d_backward_cuda);
 }

@@ -26,12 +26,6 @@ namespace alexnet_cuda {
 namespace max_pool2d {
 namespace {
 
-// At least ~32K elements of work per thread (ATen's usual GRAIN_SIZE).
-int64_t grain(int64_t elements_per_item) {
-  constexpr int64_t kGrainElements = 32768;
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-}
-
 // The CUDA launchers' condition for the 3/2 kernels: their item indices are 32-bit.
 bool cuda_takes_3s2(const Geometry& g, const at::Tensor& a, const at::Tensor& b) {
   const int64_t limit = std::numeric_limits<int32_t>::max();
@@ -152,12 +146,10 @@ at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
 
 // The same schemas as the kernel ops (max_pool2d.h's descriptors), in the test namespace.
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
-  alexnet_cuda::define<alexnet_cuda::max_pool2d::Forward>(m);
-  alexnet_cuda::define<alexnet_cuda::max_pool2d::Backward>(m);
+  alexnet_cuda::define<alexnet_cuda::max_pool2d::Forward, alexnet_cuda::max_pool2d::Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
   using namespace alexnet_cuda::max_pool2d;
-  alexnet_cuda::impl<Forward>(m, &pooled<&forward_cpu>);
-  alexnet_cuda::impl<Backward>(m, &backward_cpu);
+  alexnet_cuda::impl<Forward, Backward>(m, &pooled<&forward_cpu>, &backward_cpu);
 }

@@ -89,9 +89,7 @@ at::Tensor backward_meta(const at::Tensor&, const at::Tensor&, const at::Tensor&
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  define<ReluLrnMaxPool2d>(m);
-  define<Forward>(m);
-  define<Backward>(m);
+  define<ReluLrnMaxPool2d, Forward, Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
@@ -99,8 +97,7 @@ TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
-  impl_symbolic<Forward>(m, &forward_meta);
-  impl_symbolic<Backward>(m, &backward_meta);
+  impl_symbolic<Forward, Backward>(m, &forward_meta, &backward_meta);
 }
 
 }  // namespace relu_lrn_max_pool2d

@@ -58,11 +58,11 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t as_stored(acc_t v) {
 
 // Problem geometry (plain ints: every extent is checked < 2^30 on the host; element
 // offsets are int64 through the strides).
-struct Geo {
+struct Geometry {
   int N, C, H, W, Ho, Wo;
   int KH, KW, SH, SW;
-  int Cg;                  // channels per LRN group
-  lrn::Window win;         // pre/post, clamped to Cg - 1
+  int group_channels;                  // channels per LRN group
+  lrn::Window win;         // pre/post, clamped to group_channels - 1
   int64_t xs[4];           // strides (elements) of x and dx: n, c, h, w
   int64_t os[4];           // strides of out, argmax and dy: n, c, h, w
 };
@@ -124,16 +124,16 @@ C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64
 namespace alexnet_cuda {
 namespace relu_lrn_max_pool2d {
 
-inline Geo make_geo(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_size,
-                    c10::IntArrayRef stride, int64_t groups, const char* op) {
+inline Geometry make_geometry(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_size,
+                    c10::IntArrayRef stride, int64_t lrn_groups, const char* op) {
   TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D (N, C, H, W) input, got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
               x.scalar_type());
   TORCH_CHECK(x.size(1) > 0 && x.size(2) > 0 && x.size(3) > 0, op,
               ": only the batch dimension may be empty, got ", x.sizes());
   TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
-  TORCH_CHECK(groups > 0 && x.size(1) % groups == 0, op, ": ", x.size(1),
-              " channels do not split into lrn_groups=", groups, " equal groups");
+  TORCH_CHECK(lrn_groups > 0 && x.size(1) % lrn_groups == 0, op, ": ", x.size(1),
+              " channels do not split into lrn_groups=", lrn_groups, " equal groups");
   TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2, op,
               ": kernel_size and stride must have 2 elements");
   TORCH_CHECK(kernel_size[0] * kernel_size[1] <= max_pool2d::kMaxLocalArgmaxWindow, op,
@@ -142,7 +142,7 @@ inline Geo make_geo(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_s
               ": N and C must be below 2^30");
   const max_pool2d::Axis ah = max_pool2d::make_axis("H", x.size(2), kernel_size[0], stride[0], 0, 1, false);
   const max_pool2d::Axis aw = max_pool2d::make_axis("W", x.size(3), kernel_size[1], stride[1], 0, 1, false);
-  Geo g;
+  Geometry g;
   g.N = static_cast<int>(x.size(0));
   g.C = static_cast<int>(x.size(1));
   g.H = ah.size;
@@ -153,21 +153,21 @@ inline Geo make_geo(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_s
   g.KW = aw.kernel;
   g.SH = ah.stride;
   g.SW = aw.stride;
-  g.Cg = static_cast<int>(x.size(1) / groups);
-  g.win = lrn::make_window(size, g.Cg);
+  g.group_channels = static_cast<int>(x.size(1) / lrn_groups);
+  g.win = lrn::make_window(size, g.group_channels);
   for (int d = 0; d < 4; ++d) g.xs[d] = x.stride(d);
   return g;
 }
 
-inline max_pool2d::Axis axis_h(const Geo& g) { return max_pool2d::Axis{g.H, g.Ho, g.KH, g.SH, 0, 1}; }
-inline max_pool2d::Axis axis_w(const Geo& g) { return max_pool2d::Axis{g.W, g.Wo, g.KW, g.SW, 0, 1}; }
+inline max_pool2d::Axis axis_h(const Geometry& g) { return max_pool2d::Axis{g.H, g.Ho, g.KH, g.SH, 0, 1}; }
+inline max_pool2d::Axis axis_w(const Geometry& g) { return max_pool2d::Axis{g.W, g.Wo, g.KW, g.SW, 0, 1}; }
 
 // The pooled output's shape for x.
-inline std::vector<int64_t> out_shape(const Geo& g) { return {g.N, g.C, g.Ho, g.Wo}; }
+inline std::vector<int64_t> out_shape(const Geometry& g) { return {g.N, g.C, g.Ho, g.Wo}; }
 
 // Backward inputs: checks and the common layout (x's suggested memory format).
 inline void check_backward(const at::Tensor& grad_output, const at::Tensor& argmax,
-                           const at::Tensor& x, const Geo& g, const char* op) {
+                           const at::Tensor& x, const Geometry& g, const char* op) {
   const std::vector<int64_t> shape = out_shape(g);
   TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) && argmax.sizes() == c10::IntArrayRef(shape),
               op, ": grad_output ", grad_output.sizes(), " and argmax ", argmax.sizes(),
@@ -188,15 +188,15 @@ inline at::MemoryFormat kernel_format(const at::Tensor& input) {
 
 struct ForwardTensors {
   at::Tensor x, out, argmax;
-  Geo g;  // with the output strides filled in
+  Geometry g;  // with the output strides filled in
 };
 
 inline ForwardTensors prepare_forward(const at::Tensor& input, int64_t size, c10::IntArrayRef kernel_size,
-                                      c10::IntArrayRef stride, int64_t groups, const char* op) {
+                                      c10::IntArrayRef stride, int64_t lrn_groups, const char* op) {
   const auto format = kernel_format(input);
   ForwardTensors t;
   t.x = input.contiguous(format);
-  t.g = make_geo(t.x, size, kernel_size, stride, groups, op);
+  t.g = make_geometry(t.x, size, kernel_size, stride, lrn_groups, op);
   const auto shape = out_shape(t.g);
   t.out = at::empty(shape, t.x.options().memory_format(format));
   t.argmax = at::empty(shape, t.x.options().dtype(at::kByte).memory_format(format));
@@ -206,16 +206,16 @@ inline ForwardTensors prepare_forward(const at::Tensor& input, int64_t size, c10
 
 struct BackwardTensors {
   at::Tensor x, dy, am, dx;
-  Geo g;  // with the pooled tensors' strides filled in
+  Geometry g;  // with the pooled tensors' strides filled in
 };
 
 inline BackwardTensors prepare_backward(const at::Tensor& grad_output, const at::Tensor& argmax,
                                         const at::Tensor& input, int64_t size, c10::IntArrayRef kernel_size,
-                                        c10::IntArrayRef stride, int64_t groups, const char* op) {
+                                        c10::IntArrayRef stride, int64_t lrn_groups, const char* op) {
   const auto format = kernel_format(input);
   BackwardTensors t;
   t.x = input.contiguous(format);
-  t.g = make_geo(t.x, size, kernel_size, stride, groups, op);
+  t.g = make_geometry(t.x, size, kernel_size, stride, lrn_groups, op);
   check_backward(grad_output, argmax, t.x, t.g, op);
   // dy and argmax in one layout (the pooled output's), so one set of strides reads both.
   t.am = argmax.contiguous(format);
@@ -237,14 +237,14 @@ struct ReluLrnMaxPool2d {
                                at::IntArrayRef, int64_t, bool);
 };
 
-// (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `groups` equal
+// (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `lrn_groups` equal
 // channel groups; scale = alpha / size (PyTorch) or alpha (paper); argmax uint8
 // window-local (t_h * kernel_w + t_w). No padding, no dilation, floor mode.
 struct Forward {
   static constexpr const char* kName = "relu_lrn_max_pool2d_forward";
   static constexpr const char* kArguments =
       "(Tensor input, int size, float scale, float beta, float k, int[2] kernel_size, int[2] stride, "
-      "int groups) -> (Tensor out, Tensor argmax)";
+      "int lrn_groups) -> (Tensor out, Tensor argmax)";
   using Signature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, double, double, double,
                                                        at::IntArrayRef, at::IntArrayRef, int64_t);
 };
@@ -254,7 +254,7 @@ struct Backward {
   static constexpr const char* kName = "relu_lrn_max_pool2d_backward";
   static constexpr const char* kArguments =
       "(Tensor grad_output, Tensor argmax, Tensor input, int size, float scale, float beta, float k, "
-      "int[2] kernel_size, int[2] stride, int groups) -> Tensor";
+      "int[2] kernel_size, int[2] stride, int lrn_groups) -> Tensor";
   using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
                                double, double, at::IntArrayRef, at::IntArrayRef, int64_t);
 };

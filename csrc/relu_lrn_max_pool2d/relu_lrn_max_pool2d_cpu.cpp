@@ -36,7 +36,7 @@ constexpr int64_t kSweepGrain = 16;
 
 // The sweep kernels, when they cover the problem: returns false otherwise.
 template <typename scalar_t>
-bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g, double scale,
+bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geometry& g, double scale,
                    double beta, double k) {
   using acc_t = at::opmath_type<scalar_t>;
   const bool cl = kernel_format(x) == at::MemoryFormat::ChannelsLast;
@@ -45,7 +45,7 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
   uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
   const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
   if (vec == 0) return false;
-  const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
+  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec);
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
@@ -58,7 +58,7 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
 }
 
 template <typename scalar_t>
-bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx, const Geo& g,
+bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx, const Geometry& g,
                     double scale, double beta, double k) {
   using acc_t = at::opmath_type<scalar_t>;
   const bool cl = kernel_format(x) == at::MemoryFormat::ChannelsLast;
@@ -68,7 +68,7 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
   const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
   if (vec == 0) return false;
-  const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec);
   const lrn::PowAny<acc_t> pw{acc_t(beta)};
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
     constexpr int S = decltype(span)::value;
@@ -93,7 +93,7 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
 // Pools one (H, W) plane of LRN values y (row-major, opmath) into the output and argmax
 // elements whose plane starts at offset obase (strides g.os).
 template <typename scalar_t, typename acc_t>
-void pool_plane(const acc_t* y, const Geo& g, int64_t obase, scalar_t* op, uint8_t* ap) {
+void pool_plane(const acc_t* y, const Geometry& g, int64_t obase, scalar_t* op, uint8_t* ap) {
   for (int oh = 0; oh < g.Ho; ++oh) {
     for (int ow = 0; ow < g.Wo; ++ow) {
       acc_t best;
@@ -106,12 +106,12 @@ void pool_plane(const acc_t* y, const Geo& g, int64_t obase, scalar_t* op, uint8
   }
 }
 
-// Loads relu(x) of channels [c0, c0 + Cg) of image n into z[c][p], p = h * W + w.
+// Loads relu(x) of channels [c0, c0 + group_channels) of image n into z[c][p], p = h * W + w.
 template <typename scalar_t, typename acc_t>
-void load_relu_group(const scalar_t* xp, const Geo& g, int64_t n, int c0, acc_t* z) {
+void load_relu_group(const scalar_t* xp, const Geometry& g, int64_t n, int c0, acc_t* z) {
   const int64_t HW = int64_t(g.H) * g.W;
   const scalar_t* xg = xp + n * g.xs[0] + c0 * g.xs[1];
-  for (int c = 0; c < g.Cg; ++c)
+  for (int c = 0; c < g.group_channels; ++c)
     for (int h = 0; h < g.H; ++h)
       for (int w = 0; w < g.W; ++w)
         z[c * HW + h * g.W + w] = relu(static_cast<acc_t>(xg[c * g.xs[1] + h * g.xs[2] + w * g.xs[3]]));
@@ -135,7 +135,7 @@ void window_squares(const acc_t* z, int64_t HW, int lo, int hi, acc_t* ss) {
 // pooling. Each LRN value is computed once, where the sweep kernels recompute it at
 // every window that holds it; the arithmetic per value is the same.
 template <typename scalar_t>
-void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geo& g, double scale_d,
+void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, const Geometry& g, double scale_d,
                     double beta_d, double k_d) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
@@ -143,15 +143,15 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
   const int64_t HW = int64_t(g.H) * g.W;
-  const int groups = g.C / g.Cg;
+  const int groups = g.C / g.group_channels;
   at::parallel_for(0, int64_t(g.N) * groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> z(g.Cg * HW), ss(HW), y(HW);
+    std::vector<acc_t> z(g.group_channels * HW), ss(HW), y(HW);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / groups;
-      const int c0 = static_cast<int>(task % groups) * g.Cg;
+      const int c0 = static_cast<int>(task % groups) * g.group_channels;
       load_relu_group(xp, g, n, c0, z.data());
-      for (int c = 0; c < g.Cg; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.Cg - 1), ss.data());
+      for (int c = 0; c < g.group_channels; ++c) {
+        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1), ss.data());
         const acc_t* zc = &z[c * HW];
         for (int64_t p = 0; p < HW; ++p)
           y[p] = as_stored<scalar_t>(lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k));
@@ -169,7 +169,7 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
 //   dx[c][p]  = [relu(x) > 0] * (GS - 2 * scale * beta * z * sum of T over the mirrored window)
 template <typename scalar_t>
 void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx,
-                     const Geo& g, double scale_d, double beta_d, double k_d) {
+                     const Geometry& g, double scale_d, double beta_d, double k_d) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
   const acc_t coef = acc_t(2) * scale * beta;
@@ -177,16 +177,16 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
   const uint8_t* amp = am.const_data_ptr<uint8_t>();
   scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-  const int64_t HW = int64_t(g.H) * g.W, CHW = g.Cg * HW;
-  const int groups = g.C / g.Cg;
+  const int64_t HW = int64_t(g.H) * g.W, CHW = g.group_channels * HW;
+  const int groups = g.C / g.group_channels;
   at::parallel_for(0, int64_t(g.N) * groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> z(CHW), G(CHW), T(CHW), GS(CHW), ss(HW);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / groups;
-      const int c0 = static_cast<int>(task % groups) * g.Cg;
+      const int c0 = static_cast<int>(task % groups) * g.group_channels;
       load_relu_group(xp, g, n, c0, z.data());
       std::fill(G.begin(), G.end(), acc_t(0));
-      for (int c = 0; c < g.Cg; ++c) {
+      for (int c = 0; c < g.group_channels; ++c) {
         const int64_t obase = n * g.os[0] + (c0 + c) * g.os[1];
         for (int oh = 0; oh < g.Ho; ++oh) {
           for (int ow = 0; ow < g.Wo; ++ow) {
@@ -198,8 +198,8 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
           }
         }
       }
-      for (int c = 0; c < g.Cg; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.Cg - 1), ss.data());
+      for (int c = 0; c < g.group_channels; ++c) {
+        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1), ss.data());
         for (int64_t p = 0; p < HW; ++p) {
           const int64_t i = c * HW + p;
           acc_t p0, p1;
@@ -209,8 +209,8 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
         }
       }
       scalar_t* dxg = dxp + n * g.xs[0] + c0 * g.xs[1];
-      for (int c = 0; c < g.Cg; ++c) {
-        const int lo = std::max(c - g.win.post, 0), hi = std::min(c + g.win.pre, g.Cg - 1);
+      for (int c = 0; c < g.group_channels; ++c) {
+        const int lo = std::max(c - g.win.post, 0), hi = std::min(c + g.win.pre, g.group_channels - 1);
         const acc_t* Tl = &T[lo * HW];
         for (int64_t p = 0; p < HW; ++p) ss[p] = acc_t(0) + Tl[p];  // ss reused: the sum of T
         for (int j = lo + 1; j <= hi; ++j) {
@@ -230,57 +230,34 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
   });
 }
 
-// Routing: every call runs the native kernels (one per direction), whatever its arguments.
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, int64_t size, double scale,
-                                               double beta, double k, at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride, int64_t groups) {
+// The op's entries. Routing: every production call runs the native kernels (one per
+// direction), whatever its arguments. The test ops (kSweep) run the sweep kernels where they
+// cover the call, else the native ones too; their messages are the production op's.
+template <bool kSweep>
+std::tuple<at::Tensor, at::Tensor> forward_entry(const at::Tensor& input, int64_t size, double scale,
+                                                 double beta, double k, at::IntArrayRef kernel_size,
+                                                 at::IntArrayRef stride, int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
+  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, lrn_groups, op);
   if (t.out.numel() == 0) return {t.out, t.argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
-    forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
-  });
-  return {t.out, t.argmax};
-}
-
-at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
-                        int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
-                        at::IntArrayRef stride, int64_t groups) {
-  const char* op = "relu_lrn_max_pool2d_backward";
-  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
-  if (t.dx.numel() == 0) return t.dx;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
-    backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
-  });
-  return t.dx;
-}
-
-// The test ops: the sweep kernels where they cover the call, else the native ones.
-std::tuple<at::Tensor, at::Tensor> forward_sweep_cpu(const at::Tensor& input, int64_t size, double scale,
-                                                     double beta, double k, at::IntArrayRef kernel_size,
-                                                     at::IntArrayRef stride, int64_t groups) {
-  const char* op = "relu_lrn_max_pool2d_forward";  // the production op's messages
-  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
-  if (t.out.numel() == 0) return {t.out, t.argmax};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_forward_sweep", [&] {
-    if (!forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k))
+    if (!(kSweep && forward_sweep<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k)))
       forward_native<scalar_t>(t.x, t.out, t.argmax, t.g, scale, beta, k);
   });
   return {t.out, t.argmax};
 }
 
-at::Tensor backward_sweep_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
-                              int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
-                              at::IntArrayRef stride, int64_t groups) {
+template <bool kSweep>
+at::Tensor backward_entry(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
+                          int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
+                          at::IntArrayRef stride, int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_backward";
   TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
-  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
+  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, lrn_groups, op);
   if (t.dx.numel() == 0) return t.dx;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_sweep", [&] {
-    if (!backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k))
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
+    if (!(kSweep && backward_sweep<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k)))
       backward_native<scalar_t>(t.dy, t.am, t.x, t.dx, t.g, scale, beta, k);
   });
   return t.dx;
@@ -289,19 +266,16 @@ at::Tensor backward_sweep_cpu(const at::Tensor& grad_output, const at::Tensor& a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  impl<Forward>(m, &forward_cpu);
-  impl<Backward>(m, &backward_cpu);
+  impl<Forward, Backward>(m, &forward_entry<false>, &backward_entry<false>);
 }
 
 // The same schemas as the kernel ops (relu_lrn_max_pool2d.h's descriptors), in the test namespace.
 TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
-  define<Forward>(m);
-  define<Backward>(m);
+  define<Forward, Backward>(m);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
-  impl<Forward>(m, &forward_sweep_cpu);
-  impl<Backward>(m, &backward_sweep_cpu);
+  impl<Forward, Backward>(m, &forward_entry<true>, &backward_entry<true>);
 }
 
 }  // namespace relu_lrn_max_pool2d

@@ -66,7 +66,7 @@ constexpr size_t kSmemBytes = 48 * 1024;  // no opt-in needed at or below 48 KiB
 // How blocks map to tiles. Forward: rows/cols are pooled outputs; backward: input pixels.
 struct Tiling {
   int tc, th, tw;        // tile extents: channels, rows, cols
-  int tiles_per_group;   // ceil(Cg / tc)
+  int tiles_per_group;   // ceil(group_channels / tc)
   int nct, nth, ntw;     // tile counts along channels (all groups), rows, cols
 };
 
@@ -80,7 +80,7 @@ struct Tile {
 
 // blockIdx.x -> tile; channel tiles fastest, so the blocks sharing a spatial patch (and
 // each other's channel halos) run together. Divisions once per block.
-__device__ __forceinline__ Tile tile_of_block(const Tiling& t, int rows_total, int cols_total, int Cg) {
+__device__ __forceinline__ Tile tile_of_block(const Tiling& t, int rows_total, int cols_total, int group_channels) {
   int64_t b = blockIdx.x;
   const int ct = static_cast<int>(b % t.nct);
   b /= t.nct;
@@ -90,8 +90,8 @@ __device__ __forceinline__ Tile tile_of_block(const Tiling& t, int rows_total, i
   Tile r;
   r.n = static_cast<int>(b / t.nth);
   const int grp = ct / t.tiles_per_group;
-  r.gbeg = grp * Cg;
-  r.gend = r.gbeg + Cg;
+  r.gbeg = grp * group_channels;
+  r.gend = r.gbeg + group_channels;
   r.c0 = r.gbeg + (ct - grp * t.tiles_per_group) * t.tc;
   r.tc = min(t.tc, r.gend - r.c0);
   r.r0 = ty * t.th;
@@ -139,8 +139,8 @@ __device__ __forceinline__ int sidx(int r, int q, int rows, int P) {
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t* shared_buffer() {
-  extern __shared__ __align__(16) unsigned char stage_smem[];
-  return reinterpret_cast<acc_t*>(stage_smem);
+  extern __shared__ __align__(16) unsigned char tile_smem[];
+  return reinterpret_cast<acc_t*>(tile_smem);
 }
 
 // Shared: z rows for channels [c0 - pre, c0 + tc + post) x patch, then y rows for
@@ -148,8 +148,8 @@ __device__ __forceinline__ acc_t* shared_buffer() {
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-                   uint8_t* __restrict__ argmax, Geo g, Tiling t, acc_t scale, acc_t beta, acc_t k) {
-  const Tile tl = tile_of_block(t, g.Ho, g.Wo, g.Cg);
+                   uint8_t* __restrict__ argmax, Geometry g, Tiling t, acc_t scale, acc_t beta, acc_t k) {
+  const Tile tl = tile_of_block(t, g.Ho, g.Wo, g.group_channels);
   const int pre = g.win.pre, span = g.win.span();
   const int pr = (tl.nr - 1) * g.SH + g.KH, pc = (tl.nq - 1) * g.SW + g.KW, P = pr * pc;
   const int zrows = tl.tc + span;
@@ -208,9 +208,9 @@ __global__ void __launch_bounds__(kThreads)
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
-                    const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, Tiling t,
+                    const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geometry g, Tiling t,
                     acc_t scale, acc_t beta, acc_t k) {
-  const Tile tl = tile_of_block(t, g.H, g.W, g.Cg);
+  const Tile tl = tile_of_block(t, g.H, g.W, g.group_channels);
   const int pre = g.win.pre, post = g.win.post, span = pre + post;
   const int nh = tl.nr, nw = tl.nq, P = nh * nw;
   const int zrows = tl.tc + 2 * span, trows = tl.tc + span;
@@ -302,7 +302,7 @@ static_assert(kSweepThreads == sweep::kRunBlock, "channels-first forward classes
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads, 4)
     forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
-                         Geo g, sweep::Items it, acc_t scale, lrn::Pow34 pw, acc_t k) {
+                         Geometry g, sweep::FusedItems it, acc_t scale, lrn::Pow34 pw, acc_t k) {
   const int64_t i0 = int64_t(blockIdx.x) * kSweepThreads;
   // Channels-first: whole blocks of items (make_items pads each class to kRunBlock), every
   // lane runs (the lanes exchange columns by shuffles).
@@ -325,7 +325,7 @@ constexpr int backward_min_blocks() {
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads, backward_min_blocks<SPAN>())
     backward_sweep_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
-                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
+                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geometry g, sweep::FusedItems it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
   static_assert(V == 1 && !CL, "channels-last runs backward_lanes_kernel");
   const int64_t i = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(kSweepThreads, backward_min_blocks<SPAN>())
 template <int SPAN, int V, bool GROUPS, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kSweepThreads, 3)
     backward_lanes_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
-                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geo g, sweep::Items it,
+                          const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geometry g, sweep::FusedItems it,
                           acc_t scale, lrn::Pow34 pw, acc_t k) {
   static_assert(kSweepThreads % sweep::kWarpLanes == 0, "blocks of whole warps");
   const int64_t t = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
@@ -349,12 +349,12 @@ __global__ void __launch_bounds__(kSweepThreads, 3)
 
 // ------------------------------------------------------------------------ host side
 
-size_t forward_smem(const Geo& g, int tc, int th, int tw, size_t elem) {
+size_t forward_smem(const Geometry& g, int tc, int th, int tw, size_t elem) {
   const int64_t pr = int64_t(th - 1) * g.SH + g.KH, pc = int64_t(tw - 1) * g.SW + g.KW;
   return size_t(2 * tc + g.win.span()) * size_t(pr * pc) * elem;
 }
 
-size_t backward_smem(const Geo& g, int tc, int th, int tw, size_t elem) {
+size_t backward_smem(const Geometry& g, int tc, int th, int tw, size_t elem) {
   return size_t(3 * tc + 3 * g.win.span()) * size_t(th) * size_t(tw) * elem +
          size_t(2 * (th + tw)) * sizeof(int);
 }
@@ -371,14 +371,14 @@ struct Launch {
 //            NHWC: 64 channels x 2 x 4 pooled outputs (5 x 9 patch).
 //   backward NCHW: 32 channels x 1 row x up to 64 cols; NHWC: 64 channels x 2 x 8 pixels.
 // Each extent shrinks (rows first) until the tile fits in 48 KiB.
-Launch pick_launch(const Geo& g, bool cl, bool backward, size_t elem) {
+Launch pick_launch(const Geometry& g, bool cl, bool backward, size_t elem) {
   int tc, th, tw;
   if (!backward) {
-    tc = std::min(g.Cg, cl ? 64 : 16);
+    tc = std::min(g.group_channels, cl ? 64 : 16);
     th = 2;
     tw = cl ? 4 : std::max(1, (64 - g.KW) / g.SW + 1);
   } else {
-    tc = std::min(g.Cg, cl ? 64 : 32);
+    tc = std::min(g.group_channels, cl ? 64 : 32);
     th = cl ? 2 : 1;
     tw = cl ? 8 : 64;
   }
@@ -404,8 +404,8 @@ Launch pick_launch(const Geo& g, bool cl, bool backward, size_t elem) {
   L.t.tc = tc;
   L.t.th = th;
   L.t.tw = tw;
-  L.t.tiles_per_group = (g.Cg + tc - 1) / tc;
-  L.t.nct = L.t.tiles_per_group * (g.C / g.Cg);
+  L.t.tiles_per_group = (g.group_channels + tc - 1) / tc;
+  L.t.nct = L.t.tiles_per_group * (g.C / g.group_channels);
   L.t.nth = (rows_total + th - 1) / th;
   L.t.ntw = (cols_total + tw - 1) / tw;
   const int64_t blocks = int64_t(g.N) * L.t.nth * L.t.ntw * L.t.nct;
@@ -420,13 +420,13 @@ const dim3 kBlock(kWarp, kRows);
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t size, double scale,
                                                 double beta, double k, at::IntArrayRef kernel_size,
-                                                at::IntArrayRef stride, int64_t groups) {
+                                                at::IntArrayRef stride, int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
-  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, groups, op);
+  ForwardTensors t = prepare_forward(input, size, kernel_size, stride, lrn_groups, op);
   const at::Tensor &x = t.x, &out = t.out, &argmax = t.argmax;
-  const Geo& g = t.g;
+  const Geometry& g = t.g;
   if (out.numel() == 0) return {out, argmax};
   const bool cl = kernel_format(input) == at::MemoryFormat::ChannelsLast;
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -438,7 +438,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
-        const sweep::Items it = sweep::make_items(g, cl, /*backward=*/false, vec);
+        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
@@ -460,13 +460,13 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
 
 at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
                          int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
-                         at::IntArrayRef stride, int64_t groups) {
+                         at::IntArrayRef stride, int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_backward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
-  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, groups, op);
+  BackwardTensors t = prepare_backward(grad_output, argmax, input, size, kernel_size, stride, lrn_groups, op);
   const at::Tensor &x = t.x, &dy = t.dy, &am = t.am, &dx = t.dx;
-  const Geo& g = t.g;
+  const Geometry& g = t.g;
   if (dx.numel() == 0) return dx;
   const bool cl = kernel_format(input) == at::MemoryFormat::ChannelsLast;
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -479,7 +479,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
-        const sweep::Items it = sweep::make_items(g, cl, /*backward=*/true, vec);
+        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec);
         const int64_t threads = cl ? sweep::backward_lane_warps(it) * sweep::kWarpLanes : it.count;
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", threads);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
@@ -513,8 +513,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  impl<Forward>(m, &forward_cuda);
-  impl<Backward>(m, &backward_cuda);
+  impl<Forward, Backward>(m, &forward_cuda, &backward_cuda);
 }
 
 }  // namespace relu_lrn_max_pool2d

@@ -76,11 +76,11 @@ constexpr int KK = K * K;
 constexpr int kChannelRun = 64;
 constexpr int kLongGroupRun = 32;
 
-// The channels-first backward's run length for groups of Cg channels.
-inline int backward_run(int Cg) {
-  if (Cg <= kChannelRun) return Cg;
-  const int runs = (Cg + kLongGroupRun - 1) / kLongGroupRun;
-  return (Cg + runs - 1) / runs;
+// The channels-first backward's run length for groups of group_channels channels.
+inline int backward_run(int group_channels) {
+  if (group_channels <= kChannelRun) return group_channels;
+  const int runs = (group_channels + kLongGroupRun - 1) / kLongGroupRun;
+  return (group_channels + runs - 1) / runs;
 }
 
 template <int V, typename acc_t>
@@ -250,7 +250,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t from_next_lane(acc_t v) {
 // pooled row and channel (SHARE): 4 LRN values, 7 folds, 2 shuffles, 4 loads. Only
 // `store` items write.
 template <int SPAN, bool FIRST, bool LAST, bool SHARE, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_t* out, uint8_t* am, const Geometry& g,
                                                       int cb, int ohb, int run, int ow, bool shift, bool store,
                                                       acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, KC = kPoolChannels, NT = SHARE ? 2 : K;
@@ -325,13 +325,13 @@ LRN_UNROLL
 }
 
 // The item's variant is its class (locate_run): 0 neither, 1 FIRST (the run starts its
-// group: with kPoolChannels | Cg (vector_width) and PRE, POST < kPoolChannels only a
+// group: with kPoolChannels | group_channels (vector_width) and PRE, POST < kPoolChannels only a
 // group's first run has halo channels behind the group), 2 LAST (ends it: halo ahead
 // outside), 3 both. SHARE: see forward_column (the caller's choice: the GPU with stride 2
 // across).
 template <int SPAN, bool SHARE, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                              const Geo& g, int cls, int cb, int ohb, int run,
+                                                              const Geometry& g, int cls, int cb, int ohb, int run,
                                                               int ow, bool shift, bool store, acc_t scale,
                                                               const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, KC = kPoolChannels;
@@ -347,7 +347,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x,
 }
 
 // Channels-last (x, out, am channel-contiguous): pooled column ow, pooled rows
-// [ohb, ohe), channels [c, c + V) inside the group [gb, ge) (Cg a multiple of V). The
+// [ohb, ohe), channels [c, c + V) inside the group [gb, ge) (group_channels a multiple of V). The
 // rows are walked as in forward_column: per pooled row the window's middle and bottom
 // input rows, the top row's maximum carried over from the previous window when the
 // stride is 2. One tap = one input pixel: the item's vector and its H halo vectors on
@@ -356,7 +356,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x,
 // vector): plain loads, no zeroing.
 template <int SPAN, int V, bool INSIDE, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_pixels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                           const Geo& g, int gb, int ge, int c, int ohb, int ohe,
+                                                           const Geometry& g, int gb, int ge, int c, int ohb, int ohe,
                                                            int ow, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, H = (PRE + V - 1) / V;
   const int ws = static_cast<int>(g.xs[3]), rs = static_cast<int>(g.xs[2]);  // 32-bit: vector_width
@@ -433,7 +433,7 @@ LRN_UNROLL
 // c + (H + 1) V <= ge (its vector class: make_items, inside_halo_vectors).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* out, uint8_t* am,
-                                                             const Geo& g, int gb, int ge, int c, bool inside,
+                                                             const Geometry& g, int gb, int ge, int c, bool inside,
                                                              int ohb, int ohe, int ow, acc_t scale, const Pow& pw,
                                                              acc_t k) {
   // The INSIDE variant for 4-channel vectors (fp32) only: with 8 (fp16/bf16) the item's
@@ -487,7 +487,7 @@ C10_HOST_DEVICE constexpr int tap_3s2(int r) {
 // second pixel the first's (xs[3] == 1): immediate offsets (vector_width checks both).
 template <int NR, bool EDGE, int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
-                                                               const scalar_t* x, scalar_t* dx, const Geo& g, int gb,
+                                                               const scalar_t* x, scalar_t* dx, const Geometry& g, int gb,
                                                                int ge, int cb, int ce, int h, int q, acc_t scale,
                                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
@@ -635,7 +635,7 @@ constexpr int kRunLanes = 31;  // positions a warp owns (its lane 31 repeats the
 constexpr int kRunBlock = lrn::sweep::kThreads;
 constexpr int kRunClasses = 4;
 
-struct Items {
+struct FusedItems {
   int64_t count;
   int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
                    // (channels-first: column pairs)
@@ -661,8 +661,8 @@ struct Items {
   lrn::sweep::VectorClasses classes;  // channels-last forward (forward_item)
 };
 
-inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec) {
-  Items it;
+inline FusedItems make_items(const Geometry& g, bool channels_last, bool backward, int vec) {
+  FusedItems it;
   it.rows = backward ? g.H : g.Ho;
   // backward: channels-first pixel pairs, channels-last runs of kLanePixels<V> pixels
   const int run_pixels = lane_pixels(vec);
@@ -675,9 +675,9 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
   }
   it.vec = vec;
-  it.run = backward ? backward_run(g.Cg) : (g.Cg < kPoolChannels ? g.Cg : kPoolChannels);
-  it.runs_per_group = (g.Cg + it.run - 1) / it.run;
-  it.runs = it.runs_per_group * (g.C / g.Cg);
+  it.run = backward ? backward_run(g.group_channels) : (g.group_channels < kPoolChannels ? g.group_channels : kPoolChannels);
+  it.runs_per_group = (g.group_channels + it.run - 1) / it.run;
+  it.runs = it.runs_per_group * (g.C / g.group_channels);
   it.vecs = g.C / vec;
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
@@ -689,7 +689,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
     int k = kRunImages;
     while (g.N % k != 0) k /= 2;
     it.run_images = k;
-    const int rpg = it.runs_per_group, groups = g.C / g.Cg, positions = it.rows * it.cols;
+    const int rpg = it.runs_per_group, groups = g.C / g.group_channels, positions = it.rows * it.cols;
     const int per_group[kRunClasses] = {rpg > 2 ? rpg - 2 : 0, rpg >= 2, rpg >= 2, rpg == 1};
     for (int c = 0; c < kRunClasses; ++c) {
       const int items = k * groups * per_group[c] * positions;
@@ -704,7 +704,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   }
   if (!backward && channels_last)  // the INSIDE items' class (forward_channels_last)
     it.classes = lrn::sweep::make_vector_classes(
-        pixels, it.vecs, g.Cg / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
+        pixels, it.vecs, g.group_channels / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
   if (backward && !channels_last) {  // the pair classes (locate_pair; stride 2: vector_width)
     const int inner = (g.Ho - 1) * (g.Wo - 1), edge_rows = 2 * (g.Ho - 1);
     const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols,
@@ -725,7 +725,7 @@ inline Items make_items(const Geo& g, bool channels_last, bool backward, int vec
   it.by_rows = IntDivider(it.rows);
   it.by_runs = IntDivider(it.runs);
   it.by_runs_per_group = IntDivider(it.runs_per_group);
-  it.by_group_vecs = IntDivider(g.Cg / vec);
+  it.by_group_vecs = IntDivider(g.group_channels / vec);
   return it;
 }
 
@@ -736,20 +736,20 @@ struct Where {
 };
 
 // Channel run `run` of image n: its group [gb, ge) and channels [cb, ce).
-C10_HOST_DEVICE C10_ALWAYS_INLINE void run_channels(const Geo& g, const Items& it, int run, Where& wh) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void run_channels(const Geometry& g, const FusedItems& it, int run, Where& wh) {
   const int grp = static_cast<int>(it.by_runs_per_group.div(run));
-  wh.gb = grp * g.Cg;
-  wh.ge = wh.gb + g.Cg;
+  wh.gb = grp * g.group_channels;
+  wh.ge = wh.gb + g.group_channels;
   wh.cb = wh.gb + (run - grp * it.runs_per_group) * it.run;
   wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
 }
 
 // Channels-last: position p = (n * rows + row) * cols + col, vector `vec` of its pixel.
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_vector(const Geo& g, const Items& it, int64_t p, int vec) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_vector(const Geometry& g, const FusedItems& it, int64_t p, int vec) {
   Where wh;
   wh.cb = vec * it.vec;
-  wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(vec))) * g.Cg;
-  wh.ge = wh.gb + g.Cg;
+  wh.gb = static_cast<int>(it.by_group_vecs.div(static_cast<uint32_t>(vec))) * g.group_channels;
+  wh.ge = wh.gb + g.group_channels;
   wh.ce = wh.cb + it.vec;
   int64_t q = p, r;
   it.by_cols.divmod(q, q, r);
@@ -760,7 +760,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_vector(const Geo& g, const Items&
   return wh;
 }
 
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, int64_t i, bool channels_last) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geometry& g, const FusedItems& it, int64_t i, bool channels_last) {
   // Peel the indices innermost first: [vec (channels-last)], col, row, [run (channels-first)], n.
   int64_t q = i, r;
   if (channels_last) {
@@ -782,7 +782,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate(const Geo& g, const Items& it, in
 // (t < kRunBlock): where it is, its class (the variant: 0 middle, 1 FIRST, 2 LAST, 3
 // both; from i0 alone, see kRunBlock), and whether it stores (false: a helper column, a
 // warp's lane 31, a padding lane; a padding lane repeats its class's last position).
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_run(const Geo& g, const Items& it, int64_t i0, int t, int& cls,
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_run(const Geometry& g, const FusedItems& it, int64_t i0, int t, int& cls,
                                                    bool& store) {
   Where wh;
   int64_t chunk, rem;
@@ -812,16 +812,16 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_run(const Geo& g, const Items& it
   wh.row = static_cast<int>(it.by_cols.div(p));
   wh.col = static_cast<int>(p) - wh.row * it.cols;
   store = store && wh.col < g.Wo;
-  wh.gb = static_cast<int>(grp) * g.Cg;
-  wh.ge = wh.gb + g.Cg;
+  wh.gb = static_cast<int>(grp) * g.group_channels;
+  wh.ge = wh.gb + g.group_channels;
   wh.cb = wh.gb + static_cast<int>(u) * it.run;
   wh.ce = wh.cb + it.run < wh.ge ? wh.cb + it.run : wh.ge;
   return wh;
 }
 
-// Channels-first backward item i (the classes above Items): where it is, and its class
+// Channels-first backward item i (the classes above FusedItems): where it is, and its class
 // (-1: a padding lane, no item).
-C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& it, int64_t i, int& cls) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geometry& g, const FusedItems& it, int64_t i, int& cls) {
   Where wh;
   int64_t n, rem;
   it.by_image.divmod(i, n, rem);
@@ -857,8 +857,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Where locate_pair(const Geo& g, const Items& i
 // Item i0 + t, i0 the start of its block of kRunBlock items (the GPU: blockIdx.x *
 // kRunBlock, t = threadIdx.x; then the channels-first class is block-uniform: kRunBlock).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geo& g,
-                                                    const Items& it, int64_t i0, int t, acc_t scale, const Pow& pw,
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* out, uint8_t* am, const Geometry& g,
+                                                    const FusedItems& it, int64_t i0, int t, acc_t scale, const Pow& pw,
                                                     acc_t k) {
   if constexpr (CL) {
     const lrn::sweep::VectorItem o = lrn::sweep::vector_item(it.classes, i0 + t);
@@ -898,7 +898,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
 // image) test neither windows nor pixels.
 template <int SPAN, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
-                                                     scalar_t* dx, const Geo& g, const Items& it, int64_t i,
+                                                     scalar_t* dx, const Geometry& g, const FusedItems& it, int64_t i,
                                                      acc_t scale, const Pow& pw, acc_t k) {
   int cls;
   const Where wh = locate_pair(g, it, i, cls);
@@ -935,7 +935,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_item(const scalar_t* dy, const u
 //   3. store:   dx_i = [x_i > 0] (g_i s_i^-beta - 2 scale beta z_i sum t over
 //               [c+i-POST, c+i+PRE]) (halo t from lanes l -+ 1)
 // Halo channels outside the item's group read as zero (its own channels never are:
-// Cg % V == 0). Where warps hold whole LRN groups (lanes_hold_groups: 32 items a warp,
+// group_channels % V == 0). Where warps hold whole LRN groups (lanes_hold_groups: 32 items a warp,
 // every warp boundary a group boundary) lane l of warp w owns item 32 w + l, and the
 // halo beyond lanes 0 and 31 is zero padding. Otherwise lane l owns item
 // w * kLaneItems + l - 1; lanes 0 and 31 own the items just outside the warp's share and
@@ -953,18 +953,18 @@ constexpr int kLaneItems = kWarpLanes - 2;
 // fill whole warps and a group's vectors divide 32 (AlexNet's 256 channels: groups of 32
 // fp32 / 16 bf16 vectors; its 96: groups of 12 / 6, which do not). The launcher picks the
 // kernel by it (GROUPS), so the lanes' item arithmetic has constants.
-inline bool lanes_hold_groups(const Items& it) {
+inline bool lanes_hold_groups(const FusedItems& it) {
   const int gv = it.by_group_vecs.d;
   return it.vecs % kWarpLanes == 0 && kWarpLanes % gv == 0;
 }
 
-// Items a channels-last backward warp owns (all its lanes, or all but the halo lanes 0
+// FusedItems a channels-last backward warp owns (all its lanes, or all but the halo lanes 0
 // and 31), and the lane that owns the first.
 constexpr int lane_items(bool groups) { return groups ? kWarpLanes : kLaneItems; }
 constexpr int first_item_lane(bool groups) { return groups ? 0 : 1; }
 
 // Warps (of kWarpLanes threads) a channels-last backward launch takes.
-inline int64_t backward_lane_warps(const Items& it) {
+inline int64_t backward_lane_warps(const FusedItems& it) {
   const int n = lane_items(lanes_hold_groups(it));
   return (it.count + n - 1) / n;
 }
@@ -1000,7 +1000,7 @@ template <int V>
 constexpr int kRunWindows = kLanePixels<V> / 2 + 1;
 
 template <int V, typename scalar_t>
-struct Window {
+struct PooledWindow {
   Vec<uint8_t, V> a;   // argmax codes
   Vec<scalar_t, V> d;  // dy
 };
@@ -1010,7 +1010,7 @@ struct Lane {
   acc_t z[V], g[V];   // relu(x), the gathered gradient (phase 2: g s^-beta)
   acc_t t[V];         // g z s^(-beta-1)
   bool first, last;   // its V channels start / end their LRN group (so the halo
-                      // channels on that side are outside it: Cg % V == 0, SPAN <= V)
+                      // channels on that side are outside it: group_channels % V == 0, SPAN <= V)
   int w0;             // first pixel of the item's run
   bool odd;           // its row is odd: one window row
   bool rows[2];       // window rows oh0, oh0 + 1 inside the pooled output
@@ -1027,14 +1027,14 @@ struct Lane {
 // (lane_gather's branch), and a warp's 30 items span a row end about once in 11 (fp32,
 // 336 items a 55-wide row): in row order every such warp would run both gathers. So
 // parities change once per image, and warps straddling rows of one parity run one.
-C10_HOST_DEVICE C10_ALWAYS_INLINE int lane_row(const Geo& g, int r) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE int lane_row(const Geometry& g, int r) {
   const int odd_rows = g.H / 2;
   return r < odd_rows ? 2 * r + 1 : 2 * (r - odd_rows);
 }
 
 // The lane's item (none: an empty group, nothing loaded or stored).
 template <int V, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const Items& it, int64_t item,
+C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geometry& g, const FusedItems& it, int64_t item,
                                                              bool owner) {
   Lane<V, acc_t> L;
   L.w0 = L.ow0 = L.o0 = 0;
@@ -1063,8 +1063,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geo& g, const
 // sum[i] += dy of the run's window row `row` (argmax codes th3 + tap column there) whose
 // argmax is pixel w0 + P, channels c .. c + V - 1, in window order.
 template <int P, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_pixel(const Window<V, scalar_t>* row, int th3, acc_t* sum) {
-  auto add = [&](const Window<V, scalar_t>& w, int code) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_pixel(const PooledWindow<V, scalar_t>* row, int th3, acc_t* sum) {
+  auto add = [&](const PooledWindow<V, scalar_t>& w, int code) {
 LRN_UNROLL
     for (int i = 0; i < V; ++i)
       if (int(w.a.v[i]) == code) sum[i] += static_cast<acc_t>(w.d.v[i]);
@@ -1077,18 +1077,18 @@ LRN_UNROLL
   }
 }
 
-// Window row R of the lane's run (argmax codes th3 + tap column there), added to the
+// PooledWindow row R of the lane's run (argmax codes th3 + tap column there), added to the
 // gradients sum[P] of its pixels. A window outside the pooled output loads nothing and
 // matches nothing (argmax 0xff).
 template <int R, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_window_row(const Lane<V, acc_t>& L, const scalar_t* dy,
-                                                         const uint8_t* am, const Geo& g, int th3,
+                                                         const uint8_t* am, const Geometry& g, int th3,
                                                          acc_t (*sum)[V]) {
-  Window<V, scalar_t> row[kRunWindows<V>];
+  PooledWindow<V, scalar_t> row[kRunWindows<V>];
 LRN_UNROLL
   for (int s = 0; s < kRunWindows<V>; ++s) {
     const int ow = L.ow0 + s;
-    Window<V, scalar_t>& w = row[s];
+    PooledWindow<V, scalar_t>& w = row[s];
     if (L.rows[R] && ow >= 0 && ow < g.Wo) {
       const int64_t o = L.on + (L.o0 + R * static_cast<int>(g.os[2]) + s * static_cast<int>(g.os[3]));
       lrn::sweep::check_aligned<uint8_t, V>(am + o);
@@ -1110,7 +1110,7 @@ LRN_UNROLL
 // whose argmax it is, row-major as relu_lrn_max_pool2d::gather's); zeros for no item.
 template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_gather(const Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
-                                                   const Geo& g, acc_t (*sum)[V]) {
+                                                   const Geometry& g, acc_t (*sum)[V]) {
 LRN_UNROLL
   for (int p = 0; p < kLanePixels<V>; ++p)
 LRN_UNROLL
@@ -1128,7 +1128,7 @@ LRN_UNROLL
 // for a pixel past the image.
 template <int P, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* x, const acc_t* gp,
-                                                 const Geo& g) {
+                                                 const Geometry& g) {
 LRN_UNROLL
   for (int i = 0; i < V; ++i) L.z[i] = L.g[i] = acc_t(0);
   const int w = L.w0 + P;
@@ -1206,7 +1206,7 @@ constexpr int halo_size() { return N > 0 ? N : 1; }
 // shuffles need all 32), items outside the launch included. GROUPS: lanes_hold_groups.
 template <int SPAN, int V, bool GROUPS, typename scalar_t, typename acc_t, typename Pow>
 __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx,
-                                               const Geo& g, const Items& it, int64_t warp, int lane, acc_t scale,
+                                               const Geometry& g, const FusedItems& it, int64_t warp, int lane, acc_t scale,
                                                const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr unsigned kAll = 0xffffffffu;
@@ -1242,8 +1242,8 @@ __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t
 // shuffle a read of the neighbour's value (lanes 0 and 31 read their own, as
 // __shfl_up_sync / __shfl_down_sync give them).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx, const Geo& g,
-                        const Items& it, int64_t warp, acc_t scale, const Pow& pw, acc_t k) {
+void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx, const Geometry& g,
+                        const FusedItems& it, int64_t warp, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   Lane<V, acc_t> L[kWarpLanes];
   const bool groups = lanes_hold_groups(it);
@@ -1274,14 +1274,14 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
 // ---------------------------------------------------------------- host-side dispatch
 
 // The sweep kernels take 3x3 pooling and LRN windows lrn::sweep covers.
-inline bool covers(const Geo& g) { return g.KH == K && g.KW == K && lrn::sweep::covers(g.win); }
+inline bool covers(const Geometry& g) { return g.KH == K && g.KW == K && lrn::sweep::covers(g.win); }
 
 // The items' width V, or 0 when the sweep kernels do not apply (then the tile
 // kernels take over): they need covers(g); channels-first items are single pixels
 // (V = 1); channels-last items are vectors of 16 bytes (V = 16 / sizeof), so each
 // group's channel count must be a multiple of V and every tensor 16-byte aligned.
 template <typename scalar_t>
-int vector_width(const Geo& g, bool channels_last, bool backward, std::initializer_list<const void*> ptrs) {
+int vector_width(const Geometry& g, bool channels_last, bool backward, std::initializer_list<const void*> ptrs) {
   if (!covers(g)) return 0;
   if (!channels_last && g.xs[3] != 1) return 0;  // forward_channels_first reads rows at immediate offsets
   // 32-bit offsets inside one plane (the window offsets of the forward, the gather's).
@@ -1293,7 +1293,7 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
     // The forward's items: kPoolChannels whole channels of one group, channel offsets
     // inside an item 32-bit too (forward_column).
     const int64_t cs = g.xs[1] < 0 ? -g.xs[1] : g.xs[1], ocs = g.os[1] < 0 ? -g.os[1] : g.os[1];
-    if (!backward && (g.Cg % kPoolChannels != 0 || (kPoolChannels + lrn::sweep::kMaxSpan) * cs >= limit ||
+    if (!backward && (g.group_channels % kPoolChannels != 0 || (kPoolChannels + lrn::sweep::kMaxSpan) * cs >= limit ||
                       kPoolChannels * ocs >= limit))
       return 0;
     // The backward's pixel pairs: stride 2, right windows and second pixels at +1.
@@ -1308,7 +1308,7 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
     return 1;
   }
   constexpr int vec = 16 / sizeof(scalar_t);
-  if (vec < 2 || g.Cg % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
+  if (vec < 2 || g.group_channels % vec != 0 || g.xs[1] != 1 || g.os[1] != 1) return 0;
   // backward_lanes: one halo lane per side; the 3/2 gather.
   if (backward && (g.win.span() > vec || g.SH != 2 || g.SW != 2)) return 0;
   for (const void* p : ptrs)
@@ -1318,7 +1318,7 @@ int vector_width(const Geo& g, bool channels_last, bool backward, std::initializ
 
 // fn(integral_constant<SPAN>, integral_constant<V>, integral_constant<bool, CL>).
 template <typename scalar_t, typename Fn>
-void dispatch(const Geo& g, bool channels_last, Fn&& fn) {
+void dispatch(const Geometry& g, bool channels_last, Fn&& fn) {
   auto with_span = [&](auto span) {
     if (channels_last)
       fn(span, std::integral_constant<int, int(16 / sizeof(scalar_t))>{}, std::true_type{});
