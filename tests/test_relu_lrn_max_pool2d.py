@@ -528,10 +528,10 @@ def test_cpu_sweep_backward_warps_of_whole_groups(dtype, channels, groups):
     gy = torch.randn(2, channels, 4, 5, dtype=torch.float64).to(dtype)
 
     def run(sweep):
-        torch.ops.alexnet_cuda._set_cpu_test_paths(sweep, False)
-        xg = x.detach().clone().requires_grad_()
-        y = relu_lrn_max_pool2d(xg, lrn_groups=groups)
-        return torch.autograd.grad(y, xg, gy)[0]
+        with cpu_runs_cuda_items(sweep=sweep, gather=False):
+            xg = x.detach().clone().requires_grad_()
+            y = relu_lrn_max_pool2d(xg, lrn_groups=groups)
+            return torch.autograd.grad(y, xg, gy)[0]
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -539,7 +539,6 @@ def test_cpu_sweep_backward_warps_of_whole_groups(dtype, channels, groups):
         native, sweep = run(False), run(True)
     finally:
         torch.set_num_threads(threads)
-        torch.ops.alexnet_cuda._set_cpu_test_paths(False, False)
     assert torch.equal(native, sweep)
 
 
