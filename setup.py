@@ -65,8 +65,10 @@ def _log(msg):
 
 
 def _is_toolkit(path):
-    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
-        os.path.join(path, "include", "cuda_runtime.h")
+    return (
+        bool(path)
+        and os.path.isfile(os.path.join(path, "bin", "nvcc"))
+        and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
     )
 
 
@@ -92,9 +94,7 @@ def find_cuda_home(fallback_dirs=None):
         # `nvcc --dryrun` prints `#$ _HERE_=<toolkit>/bin`: the real binary's directory,
         # even when the nvcc on PATH is a shell wrapper that execs it from elsewhere.
         try:
-            out = subprocess.run(
-                [nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True, timeout=60
-            )
+            out = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True, timeout=60)
             match = re.search(r"^#\$ _HERE_=(.+)$", out.stdout + out.stderr, re.M)
             if match and _is_toolkit(os.path.dirname(match.group(1).strip())):
                 return os.path.realpath(os.path.dirname(match.group(1).strip()))

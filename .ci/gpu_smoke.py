@@ -38,10 +38,17 @@ def _ours_conv(x, w, b):
 
 # op -> (ours, stock, input shapes (the first is the one the gradient is taken of))
 OPS = {
-    "lrn": (lambda x: local_response_norm(x, 5, 1e-4, 0.75, 2.0),
-            lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), [(2, 96, 55, 55)]),
+    "lrn": (
+        lambda x: local_response_norm(x, 5, 1e-4, 0.75, 2.0),
+        lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 2.0),
+        [(2, 96, 55, 55)],
+    ),
     "max_pool2d": (lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [(2, 96, 55, 55)]),
-    "relu_lrn_max_pool2d": (lambda x: relu_lrn_max_pool2d(x, lrn_groups=2), _stock_relu_lrn_max_pool2d, [(2, 96, 55, 55)]),
+    "relu_lrn_max_pool2d": (
+        lambda x: relu_lrn_max_pool2d(x, lrn_groups=2),
+        _stock_relu_lrn_max_pool2d,
+        [(2, 96, 55, 55)],
+    ),
     "conv2d_relu": (_ours_conv, _stock_conv, [(2, 384, 13, 13), (256, 192, 3, 3), (256,)]),
 }
 
@@ -91,8 +98,11 @@ def main(argv):
                 problem = check(name, dtype, fmt, device)
                 if problem:
                     bad.append(f"{str(dtype)[6:]} {'nhwc' if fmt == torch.channels_last else 'nchw'}: {problem}")
-        print(f"smoke {name}: {'ok' if not bad else 'WRONG'} ({time.perf_counter() - t0:.1f} s)"
-              + "".join(f"\n  {b}" for b in bad), flush=True)
+        print(
+            f"smoke {name}: {'ok' if not bad else 'WRONG'} ({time.perf_counter() - t0:.1f} s)"
+            + "".join(f"\n  {b}" for b in bad),
+            flush=True,
+        )
         failures += bool(bad)
     return 1 if failures else 0
 

@@ -27,8 +27,11 @@ def cache_dir() -> str:
     if os.path.lexists(chosen) and not os.path.isdir(chosen):
         if chosen not in _warned:
             _warned.add(chosen)
-            _log.warning("ALEXNET_CUDA_CACHE=%s is not a folder: caching in %s instead (point it at a folder)",
-                         chosen, default_cache_dir())
+            _log.warning(
+                "ALEXNET_CUDA_CACHE=%s is not a folder: caching in %s instead (point it at a folder)",
+                chosen,
+                default_cache_dir(),
+            )
         return default_cache_dir()
     return chosen
 
@@ -59,18 +62,27 @@ def read_json_cache(path: str, valid_entry, warn: bool = True) -> dict:
             data = json.load(f)
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         if warn:
-            _warn_once(path, f"cache file {path}: not readable as JSON ({type(exc).__name__}); ignored "
-                             f"(computed again and rewritten; deleting it is safe)")
+            _warn_once(
+                path,
+                f"cache file {path}: not readable as JSON ({type(exc).__name__}); ignored "
+                f"(computed again and rewritten; deleting it is safe)",
+            )
         return {}
     if not isinstance(data, dict):
         if warn:
-            _warn_once(path, f"cache file {path}: holds a JSON {type(data).__name__}, not an object; ignored "
-                             f"(computed again and rewritten; deleting it is safe)")
+            _warn_once(
+                path,
+                f"cache file {path}: holds a JSON {type(data).__name__}, not an object; ignored "
+                f"(computed again and rewritten; deleting it is safe)",
+            )
         return {}
     good = {k: v for k, v in data.items() if valid_entry(k, v)}
     if len(good) < len(data) and warn:
-        _warn_once(path, f"cache file {path}: {len(data) - len(good)} of its {len(data)} entries are not what "
-                         f"this library writes; those are ignored (computed again; deleting the file is safe)")
+        _warn_once(
+            path,
+            f"cache file {path}: {len(data) - len(good)} of its {len(data)} entries are not what "
+            f"this library writes; those are ignored (computed again; deleting the file is safe)",
+        )
     return good
 
 

@@ -40,6 +40,7 @@ from .ops._args import MAX_WINDOW_TAPS
 
 __all__ = ["convert"]
 
+
 def convert(module: nn.Module) -> nn.Module:
     """Replace stock layers in ``module`` with fused alexnet_cuda layers (in place).
 
@@ -49,8 +50,11 @@ def convert(module: nn.Module) -> nn.Module:
     skipped: List[str] = []
     out = _convert(module, fused_nn, "", skipped, set())
     if skipped:
-        warnings.warn("alexnet_cuda.convert left these stock layers in place, where a fused layer would not "
-                      "compute the same function on every input: " + "; ".join(skipped), stacklevel=2)
+        warnings.warn(
+            "alexnet_cuda.convert left these stock layers in place, where a fused layer would not "
+            "compute the same function on every input: " + "; ".join(skipped),
+            stacklevel=2,
+        )
     return out
 
 
@@ -91,12 +95,19 @@ def _same_mode(new: nn.Module, old: nn.Module) -> nn.Module:
 
 def _replace_single(module: nn.Module, fnn) -> Optional[nn.Module]:
     if type(module) is nn.LocalResponseNorm:
-        return _same_mode(fnn.LocalResponseNorm(module.size, module.alpha, module.beta, module.k),
-                          module)
+        return _same_mode(fnn.LocalResponseNorm(module.size, module.alpha, module.beta, module.k), module)
     if type(module) is nn.MaxPool2d:
-        return _same_mode(fnn.MaxPool2d(module.kernel_size, module.stride, module.padding,
-                                        module.dilation, module.return_indices,
-                                        module.ceil_mode), module)
+        return _same_mode(
+            fnn.MaxPool2d(
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.return_indices,
+                module.ceil_mode,
+            ),
+            module,
+        )
     return None
 
 
@@ -113,29 +124,37 @@ def _too_many_taps(pool) -> Optional[str]:
     """Why the fused stage cannot take this pooling window, or None."""
     kernel = _square(pool.kernel_size)
     if kernel is not None and kernel * kernel > MAX_WINDOW_TAPS:
-        return (f"MaxPool2d(kernel_size={kernel}) after LRN: {kernel * kernel} taps, the fused stage takes "
-                f"at most {MAX_WINDOW_TAPS}")
+        return (
+            f"MaxPool2d(kernel_size={kernel}) after LRN: {kernel * kernel} taps, the fused stage takes "
+            f"at most {MAX_WINDOW_TAPS}"
+        )
     return None
 
 
 def _relu_lrn_max_pool2d(relu, lrn, pool, fnn) -> Optional[nn.Module]:
     """The fused module for ReLU -> LRN -> MaxPool2d, or None when they do not match."""
-    if not (type(relu) is nn.ReLU and type(lrn) is nn.LocalResponseNorm
-            and type(pool) is nn.MaxPool2d):
+    if not (type(relu) is nn.ReLU and type(lrn) is nn.LocalResponseNorm and type(pool) is nn.MaxPool2d):
         return None
     kernel, stride = _square(pool.kernel_size), _square(pool.stride)
-    if (kernel is None or stride is None or _square(pool.padding) != 0
-            or _square(pool.dilation) != 1 or pool.ceil_mode or pool.return_indices
-            or _too_many_taps(pool)):
+    if (
+        kernel is None
+        or stride is None
+        or _square(pool.padding) != 0
+        or _square(pool.dilation) != 1
+        or pool.ceil_mode
+        or pool.return_indices
+        or _too_many_taps(pool)
+    ):
         return None
     return _same_mode(ConvertedReLULRNMaxPool2d(relu, lrn, pool, kernel, stride), relu)
 
 
 def _skip_relu_lrn_max_pool2d(mods, names, i, prefix, skipped, keep) -> bool:
     """Record (and keep stock) a ReLU -> LRN -> MaxPool2d run at i that the fused stage cannot take."""
-    run = mods[i:i + 3]
-    if len(run) < 3 or not (type(run[0]) is nn.ReLU and type(run[1]) is nn.LocalResponseNorm
-                            and type(run[2]) is nn.MaxPool2d):
+    run = mods[i : i + 3]
+    if len(run) < 3 or not (
+        type(run[0]) is nn.ReLU and type(run[1]) is nn.LocalResponseNorm and type(run[2]) is nn.MaxPool2d
+    ):
         return False
     why = _too_many_taps(run[2])
     if why is None:
@@ -152,7 +171,7 @@ def _fuse_sequential(seq: nn.Sequential, fnn, prefix: str = "", skipped=None, ke
     keep = set() if keep is None else keep
 
     def fused_at(i):
-        return _relu_lrn_max_pool2d(*mods[i:i + 3], fnn) if i + 3 <= len(mods) else None
+        return _relu_lrn_max_pool2d(*mods[i : i + 3], fnn) if i + 3 <= len(mods) else None
 
     def put(i, new):
         setattr(seq, names[i], new)

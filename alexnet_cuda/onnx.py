@@ -84,11 +84,21 @@ def _lrn_decomposed(x, size: int, scale: float, beta: float, k: float):
     F.local_response_norm computes it: for even sizes, whose window ONNX's LRN places
     one channel higher (and onnxruntime's LRN refuses)."""
     shape = op.Shape(x)
-    planes = op.Concat(op.Shape(x, start=0, end=1), op.Constant(value_ints=[1]),
-                       op.Shape(x, start=1, end=2), op.Constant(value_ints=[-1]), axis=0)
+    planes = op.Concat(
+        op.Shape(x, start=0, end=1),
+        op.Constant(value_ints=[1]),
+        op.Shape(x, start=1, end=2),
+        op.Constant(value_ints=[-1]),
+        axis=0,
+    )
     x = op.Reshape(x, planes)
-    mean = op.AveragePool(op.Mul(x, x), kernel_shape=[size, 1], strides=[1, 1],
-                          pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
+    mean = op.AveragePool(
+        op.Mul(x, x),
+        kernel_shape=[size, 1],
+        strides=[1, 1],
+        pads=[size // 2, 0, (size - 1) // 2, 0],
+        count_include_pad=1,
+    )
     like = lambda value: op.CastLike(op.Constant(value_float=float(value)), x)  # noqa: E731
     denominator = op.Pow(op.Add(like(k), op.Mul(like(scale * size), mean)), like(beta))
     return op.Reshape(op.Div(x, denominator), shape)
@@ -159,9 +169,10 @@ def _window_argmax(plane, out, x, kernel_size, stride, padding, dilation):
     taps = []
     for axis, coordinate in ((2, h), (3, w)):
         i = axis - 2
-        start = op.Sub(op.Mul(_output_positions(out, axis, [-1, 1] if axis == 2 else [-1]),
-                              op.Constant(value_int=stride[i])),
-                       op.Constant(value_int=padding[i]))
+        start = op.Sub(
+            op.Mul(_output_positions(out, axis, [-1, 1] if axis == 2 else [-1]), op.Constant(value_int=stride[i])),
+            op.Constant(value_int=padding[i]),
+        )
         taps.append(op.Div(op.Sub(coordinate, start), op.Constant(value_int=dilation[i])))
     local = op.Add(op.Mul(taps[0], op.Constant(value_int=kernel_size[1])), taps[1])
     return op.Cast(local, to=onnxscript.ir.DataType.UINT8)
@@ -194,45 +205,98 @@ def lrn_forward(input: T, size: int, scale: float, beta: float, k: float) -> T:
     return _lrn(input, len(input.shape), size, scale, beta, k)
 
 
-def max_pool2d(input: T, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               dilation: Sequence[int], ceil_mode: bool, return_indices: bool) -> Tuple[T, T]:
+def max_pool2d(
+    input: T,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+    return_indices: bool,
+) -> Tuple[T, T]:
     hw = tuple(input.shape)[-2:]
-    return _batched(lambda x: _max_pool(x, hw, kernel_size, stride, padding, dilation, ceil_mode, return_indices),
-                    input)
+    return _batched(
+        lambda x: _max_pool(x, hw, kernel_size, stride, padding, dilation, ceil_mode, return_indices), input
+    )
 
 
-def max_pool2d_forward(input: T, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                       dilation: Sequence[int], ceil_mode: bool, return_indices: bool) -> Tuple[T, T]:
+def max_pool2d_forward(
+    input: T,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+    return_indices: bool,
+) -> Tuple[T, T]:
     hw = tuple(input.shape)[-2:]
     return _max_pool(input, hw, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def relu_lrn_max_pool2d(input: T, size: int, alpha: float, beta: float, k: float, kernel_size: Sequence[int],
-                        stride: Sequence[int], lrn_groups: int, paper_alpha: bool) -> T:
+def relu_lrn_max_pool2d(
+    input: T,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    lrn_groups: int,
+    paper_alpha: bool,
+) -> T:
     scale = alpha if paper_alpha else alpha / size
-    return _batched(lambda x: _relu_lrn_max_pool(x, size, scale, beta, k, kernel_size, stride, lrn_groups)[0],
-                    input)
+    return _batched(lambda x: _relu_lrn_max_pool(x, size, scale, beta, k, kernel_size, stride, lrn_groups)[0], input)
 
 
-def relu_lrn_max_pool2d_forward(input: T, size: int, scale: float, beta: float, k: float,
-                                kernel_size: Sequence[int], stride: Sequence[int], lrn_groups: int) -> Tuple[T, T]:
+def relu_lrn_max_pool2d_forward(
+    input: T,
+    size: int,
+    scale: float,
+    beta: float,
+    k: float,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    lrn_groups: int,
+) -> Tuple[T, T]:
     return _relu_lrn_max_pool(input, size, scale, beta, k, kernel_size, stride, lrn_groups)
 
 
-def conv2d_relu(input: T, weight: T, bias: Optional[T], stride: Sequence[int], padding: Sequence[int],
-                dilation: Sequence[int], groups: int, allow_tf32: bool) -> T:
+def conv2d_relu(
+    input: T,
+    weight: T,
+    bias: Optional[T],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    allow_tf32: bool,
+) -> T:
     def conv(x):
         inputs = (x, weight) if bias is None else (x, weight, bias)
-        return op.Relu(op.Conv(*inputs, strides=list(stride), dilations=list(dilation), group=groups,
-                               pads=[padding[0], padding[1], padding[0], padding[1]]))
+        return op.Relu(
+            op.Conv(
+                *inputs,
+                strides=list(stride),
+                dilations=list(dilation),
+                group=groups,
+                pads=[padding[0], padding[1], padding[0], padding[1]],
+            )
+        )
 
     return _batched(conv, input)
 
 
 def _translations():
     ops = torch.ops.alexnet_cuda
-    functions = (local_response_norm, lrn_forward, max_pool2d, max_pool2d_forward,
-                 relu_lrn_max_pool2d, relu_lrn_max_pool2d_forward, conv2d_relu)
+    functions = (
+        local_response_norm,
+        lrn_forward,
+        max_pool2d,
+        max_pool2d_forward,
+        relu_lrn_max_pool2d,
+        relu_lrn_max_pool2d_forward,
+        conv2d_relu,
+    )
     return {getattr(ops, fn.__name__).default: fn for fn in functions}
 
 

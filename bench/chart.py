@@ -18,9 +18,11 @@ def plot(results, path):
         return None
     rows = [r for r in results["rows"] if r.get("ours_ms")]
     env = results["environment"]
-    title = (f"alexnet_cuda on {env.get('gpu') or env.get('cpu')} ({env['device']}), "
-             f"batch {results['batch']}, {env['date'][:10]}"
-             + (" -- reduced CPU run, not a GPU result" if results.get("reduced") else ""))
+    title = (
+        f"alexnet_cuda on {env.get('gpu') or env.get('cpu')} ({env['device']}), "
+        f"batch {results['batch']}, {env['date'][:10]}"
+        + (" -- reduced CPU run, not a GPU result" if results.get("reduced") else "")
+    )
     if not rows:  # e.g. --only loop: nothing of the "ours vs stock" kind to draw
         fig, ax = plt.subplots(figsize=(8, 2))
         ax.axis("off")

@@ -103,10 +103,10 @@ def _signature(jit, args, constexprs, backend):
             signature[name] = "constexpr"
             constants[name] = 1
         else:
-            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
             if value % 16 == 0:
                 attrs[(i,)] = divisible
-    for name in names[len(args):]:
+    for name in names[len(args) :]:
         signature[name] = "constexpr"
     constants.update(constexprs)
     return signature, constants, attrs
@@ -118,8 +118,7 @@ def _resource_usage(cubin: bytes):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+)", out)
     if not m:
         raise RuntimeError(f"cannot parse cuobjdump's resource usage:\n{out}")
@@ -129,6 +128,7 @@ def _resource_usage(cubin: bytes):
 def _cuobjdump() -> str:
     try:
         from triton import knobs
+
         return knobs.nvidia.cuobjdump.path
     except (ImportError, AttributeError):
         return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -150,29 +150,44 @@ def _codegen(kernel, layer: str, config: str, path: str) -> Codegen:
     ptx = kernel.asm["ptx"]
     regs, spill = _resource_usage(kernel.asm["cubin"])
     return Codegen(
-        layer=layer, config=config, path=path, regs=regs, spill=spill, smem=kernel.metadata.shared,
-        wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"),
+        layer=layer,
+        config=config,
+        path=path,
+        regs=regs,
+        spill=spill,
+        smem=kernel.metadata.shared,
+        wgmma=ptx.count("wgmma.mma_async"),
+        mma_sync=ptx.count("mma.sync"),
         cp_async=len(re.findall(r"cp\.async\.c[ag]\.shared", ptx)),
         ld_global=len(re.findall(r"\bld\.global", ptx)),
     )
 
 
-def compile_layer(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
-                  nchw_policy: Optional[str] = None, allow_tf32: bool = True) -> List[Codegen]:
+def compile_layer(
+    layer,
+    dtype: torch.dtype,
+    layout: torch.memory_format,
+    configs,
+    arch: int = 90,
+    nchw_policy: Optional[str] = None,
+    allow_tf32: bool = True,
+) -> List[Codegen]:
     """Compile the op's conv launch for `layer` once per config for sm_<arch>; one Codegen each."""
     x, w, b, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout)
     policy = config.conv_nchw_input
     if nchw_policy is not None:
         config.conv_nchw_input = nchw_policy
     try:
-        _, args, constexprs, _ = kmod._kernel_arguments(x, w, b, stride, padding, dilation, groups,
-                                                        allow_tf32=allow_tf32)
+        _, args, constexprs, _ = kmod._kernel_arguments(
+            x, w, b, stride, padding, dilation, groups, allow_tf32=allow_tf32
+        )
     finally:
         config.conv_nchw_input = policy
     rows = []
     for cfg in configs:
-        kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, args, {**constexprs, **cfg.kwargs},
-                                cfg.num_warps, cfg.num_stages, arch)
+        kernel = compile_kernel(
+            kmod._conv2d_relu_kernel.fn, args, {**constexprs, **cfg.kwargs}, cfg.num_warps, cfg.num_stages, arch
+        )
         tap = constexprs["C_INNER"] and constexprs["CG_POW2"] % cfg.kwargs["BLOCK_K"] == 0
         rows.append(_codegen(kernel, layer[0], config_label(cfg), "tap" if tap else "general"))
     return rows
@@ -185,38 +200,47 @@ def dgrad_tensors(layer, dtype: torch.dtype, layout: torch.memory_format, batch:
     from alexnet_cuda.ops.conv2d_relu import backward as bwd
 
     x, w, _, stride, padding, dilation, groups = layer_tensors(layer, dtype, layout, batch)
-    ho, wo = kmod.conv_output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], stride, padding,
-                                   dilation)
-    y = torch.empty((batch, w.shape[0], ho, wo), device="meta", dtype=dtype,
-                    memory_format=kmod.output_memory_format(x, w))
+    ho, wo = kmod.conv_output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], stride, padding, dilation)
+    y = torch.empty(
+        (batch, w.shape[0], ho, wo), device="meta", dtype=dtype, memory_format=kmod.output_memory_format(x, w)
+    )
     if not bwd.dgrad_takes(y, w, stride, padding, dilation, groups):
         return None
     w_t = bwd.flipped_weight(w, groups, kmod.output_memory_format(y, w))
     return y, w_t, bwd.dgrad_padding(w.shape, padding, dilation), dilation, groups, kmod.output_memory_format(x, w)
 
 
-def compile_dgrad(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
-                  allow_tf32: bool = True) -> List[Codegen]:
+def compile_dgrad(
+    layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90, allow_tf32: bool = True
+) -> List[Codegen]:
     """Compile `layer`'s dgrad launch (the forward kernel with MASK_A, no ReLU, no bias)
     once per config; [] for layers whose input gradient stays cuDNN's (conv1)."""
     tensors = dgrad_tensors(layer, dtype, layout)
     if tensors is None:
         return []
     y, w_t, pad, dilation, groups, out_format = tensors
-    plan = kmod._plan(y, w_t, None, [1, 1], pad, dilation, groups, allow_tf32, relu=False,
-                      masked=True, out_format=out_format)
+    plan = kmod._plan(
+        y, w_t, None, [1, 1], pad, dilation, groups, allow_tf32, relu=False, masked=True, out_format=out_format
+    )
     _, pointers = kmod._bind(plan, y, w_t, None, mask=y)
     rows = []
     for cfg in configs:
-        kernel = compile_kernel(kmod._conv2d_relu_kernel.fn, pointers + plan.scalars,
-                                {**plan.constexprs, **cfg.kwargs}, cfg.num_warps, cfg.num_stages, arch)
+        kernel = compile_kernel(
+            kmod._conv2d_relu_kernel.fn,
+            pointers + plan.scalars,
+            {**plan.constexprs, **cfg.kwargs},
+            cfg.num_warps,
+            cfg.num_stages,
+            arch,
+        )
         tap = plan.constexprs["C_INNER"] and plan.constexprs["CG_POW2"] % cfg.kwargs["BLOCK_K"] == 0
         rows.append(_codegen(kernel, layer[0] + " dgrad", config_label(cfg), "tap" if tap else "general"))
     return rows
 
 
-def compile_wgrad(layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90,
-                  allow_tf32: bool = True) -> List[Codegen]:
+def compile_wgrad(
+    layer, dtype: torch.dtype, layout: torch.memory_format, configs, arch: int = 90, allow_tf32: bool = True
+) -> List[Codegen]:
     """Compile `layer`'s Triton weight-gradient launch (bias gradient fused) once per config,
     as backward.wgrad_triton_layer makes it: conv1 on its space-to-depth form."""
     from alexnet_cuda.ops.conv2d_relu import wgrad as wg
@@ -232,19 +256,35 @@ def compile_wgrad(layer, dtype: torch.dtype, layout: torch.memory_format, config
         x = s2d.input_to_depth(x, s, padding, hs, ws_)
         cg, h, wd = s * s * cg, hs, ws_
         stride, padding = [1, 1], [0, 0]
-    y = torch.empty((n, cout, ho, wo), device="meta", dtype=dtype,
-                    memory_format=kmod.output_memory_format(x, w))
+    y = torch.empty((n, cout, ho, wo), device="meta", dtype=dtype, memory_format=kmod.output_memory_format(x, w))
     k_total, m_total = cg * kh * kw, n * ho * wo
     m_split, splits = wg.split_sizes(m_total, wg.default_splits(m_total, cout // groups, k_total, groups))
     ws = torch.empty((splits, cout, k_total), device="meta")
     dbws = torch.empty((splits, cout), device="meta")
     args, constexprs, _ = wg.wgrad_arguments(
-        x, y, y, ws, dbws, (n, h, wd, cout, ho, wo, kh, kw, cg, cout // groups), m_total, k_total,
-        m_split, splits, stride, padding, dilation, groups, True, x.stride(1) <= x.stride(3), allow_tf32)
+        x,
+        y,
+        y,
+        ws,
+        dbws,
+        (n, h, wd, cout, ho, wo, kh, kw, cg, cout // groups),
+        m_total,
+        k_total,
+        m_split,
+        splits,
+        stride,
+        padding,
+        dilation,
+        groups,
+        True,
+        x.stride(1) <= x.stride(3),
+        allow_tf32,
+    )
     rows = []
     for cfg in configs:
-        kernel = compile_kernel(wg._conv2d_relu_wgrad_kernel.fn, args, {**constexprs, **cfg.kwargs},
-                                cfg.num_warps, cfg.num_stages, arch)
+        kernel = compile_kernel(
+            wg._conv2d_relu_wgrad_kernel.fn, args, {**constexprs, **cfg.kwargs}, cfg.num_warps, cfg.num_stages, arch
+        )
         k = cfg.kwargs
         label = f"{k['BLOCK_CO']}x{k['BLOCK_K']}x{k['BLOCK_M']} w{cfg.num_warps} s{cfg.num_stages}"
         rows.append(_codegen(kernel, f"{layer[0]} wgrad ({splits} splits)", label, "general"))
@@ -272,33 +312,51 @@ def compile_space_to_depth(layer, dtype: torch.dtype, layout: torch.memory_forma
 
 def report(rows: List[Codegen], arch: int) -> str:
     limit = SMEM_LIMIT.get(arch)
-    lines = ["| layer | config | path | regs | spill B | smem KiB | MMA | cp.async | ld.global |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layer | config | path | regs | spill B | smem KiB | MMA | cp.async | ld.global |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         smem = f"{r.smem / 1024:.0f}" + (" (over the limit)" if limit and r.smem > limit else "")
-        lines.append(f"| {r.layer} | {r.config} | {r.path} | {r.regs} | {r.spill} | {smem} | {r.mma} | "
-                     f"{r.cp_async} | {r.ld_global} |")
+        lines.append(
+            f"| {r.layer} | {r.config} | {r.path} | {r.regs} | {r.spill} | {smem} | {r.mma} | "
+            f"{r.cp_async} | {r.ld_global} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Counts are static instruction counts in the PTX (per "
-                                       "kernel, not per iteration).")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Counts are static instruction counts in the PTX (per kernel, not per iteration).",
+    )
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100, 80 = A100)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="nhwc")
-    p.add_argument("--nchw-policy", choices=["channels_last", "direct"], default=None,
-                   help="NCHW input handling (default: alexnet_cuda.config.conv_nchw_input)")
-    p.add_argument("--layers", default=",".join(layer[0] for layer in LAYERS),
-                   help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS))
-    p.add_argument("--configs", choices=["tuning", "test"], default="tuning",
-                   help="the autotuner's configs, or the single one of test runs")
-    p.add_argument("--dgrad", action="store_true",
-                   help="also the input-gradient (dgrad) launches of the stride-1 layers")
-    p.add_argument("--wgrad", action="store_true",
-                   help="also the weight-gradient (wgrad) launches (their own tuning configs)")
+    p.add_argument(
+        "--nchw-policy",
+        choices=["channels_last", "direct"],
+        default=None,
+        help="NCHW input handling (default: alexnet_cuda.config.conv_nchw_input)",
+    )
+    p.add_argument(
+        "--layers",
+        default=",".join(layer[0] for layer in LAYERS),
+        help="comma-separated, from: " + ", ".join(layer[0] for layer in LAYERS),
+    )
+    p.add_argument(
+        "--configs",
+        choices=["tuning", "test"],
+        default="tuning",
+        help="the autotuner's configs, or the single one of test runs",
+    )
+    p.add_argument(
+        "--dgrad", action="store_true", help="also the input-gradient (dgrad) launches of the stride-1 layers"
+    )
+    p.add_argument(
+        "--wgrad", action="store_true", help="also the weight-gradient (wgrad) launches (their own tuning configs)"
+    )
     p.add_argument("--out", help="also write the table to this Markdown file")
     a = p.parse_args(argv)
     by_name = {layer[0]: layer for layer in LAYERS}
@@ -309,24 +367,30 @@ def main(argv=None) -> int:
     configs = kmod.gpu_tuning_configs() if a.configs == "tuning" else [kmod.TEST_CONFIG]
     rows = []
     for name in names:
-        rows += compile_layer(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch,
-                              a.nchw_policy)
+        rows += compile_layer(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch, a.nchw_policy)
         if a.dgrad:
             rows += compile_dgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], configs, a.arch)
         if a.wgrad:
             from alexnet_cuda.ops.conv2d_relu import wgrad as wg
-            rows += compile_wgrad(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout],
-                                  wg.gpu_tuning_configs() if a.configs == "tuning" else [wg.TEST_CONFIG],
-                                  a.arch)
+
+            rows += compile_wgrad(
+                by_name[name],
+                DTYPES[a.dtype],
+                LAYOUTS[a.layout],
+                wg.gpu_tuning_configs() if a.configs == "tuning" else [wg.TEST_CONFIG],
+                a.arch,
+            )
         try:  # conv1's space-to-depth pass, when the layer has one
             rows.append(compile_space_to_depth(by_name[name], DTYPES[a.dtype], LAYOUTS[a.layout], a.arch))
         except ValueError:
             pass
         print(f"compiled {name}", file=sys.stderr, flush=True)
     policy = a.nchw_policy or config.conv_nchw_input
-    title = (f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"
-             + (f" (NCHW input policy: {policy})" if a.layout == "nchw" else "")
-             + f", batch 128, triton {triton.__version__}")
+    title = (
+        f"conv2d_relu codegen: sm_{a.arch}, {a.dtype}, {a.layout}"
+        + (f" (NCHW input policy: {policy})" if a.layout == "nchw" else "")
+        + f", batch 128, triton {triton.__version__}"
+    )
     text = f"{title}\n\n{report(rows, a.arch)}\n"
     print(text)
     if a.out:

@@ -18,12 +18,12 @@ import torch
 
 @dataclasses.dataclass
 class Config:
-    device: str            # "cuda" or "cpu"
-    batch: int             # batch size used for the op cases
-    dtypes: List[str]      # subset of ["fp32", "bf16", "fp16"]
-    layouts: List[str]     # subset of ["nchw", "nhwc"]
-    quick: bool            # fewer repetitions, fewer shapes
-    compile: bool          # also time torch.compile versions
+    device: str  # "cuda" or "cpu"
+    batch: int  # batch size used for the op cases
+    dtypes: List[str]  # subset of ["fp32", "bf16", "fp16"]
+    layouts: List[str]  # subset of ["nchw", "nhwc"]
+    quick: bool  # fewer repetitions, fewer shapes
+    compile: bool  # also time torch.compile versions
     # CPU runs are reduced (fewer layers, model cases and repetitions; see bench/run.py)
     # so that a 2-core machine finishes in minutes; CUDA runs never are.
     reduced: bool = False
@@ -33,13 +33,15 @@ class Config:
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
 @dataclasses.dataclass
 class Case:
-    group: str                                   # the op's name ("lrn", "max_pool2d", ...) or "model"
-    name: str                                    # human label, e.g. "LRN (128,96,55,55)"
+    group: str  # the op's name ("lrn", "max_pool2d", ...) or "model"
+    name: str  # human label, e.g. "LRN (128,96,55,55)"
     dtype: str
     layout: str
-    direction: str                               # "fwd" or "fwd+bwd"
+    direction: str  # "fwd" or "fwd+bwd"
     # make_inputs() -> tuple of tensors (fresh random data, never zeros); called a few
     # times to rotate buffers so repeated runs do not measure the cache.
     make_inputs: Callable[[], tuple]
@@ -58,8 +60,8 @@ class Case:
     # fp32 cases on CUDA: run (gate and timings) with both TF32 switches (cuDNN, CUDA matmul)
     # set to this, restored after, and recorded as the row's "tf32"; None leaves them as set.
     tf32: Optional[bool] = None
-    bytes: int = 0                               # fewest bytes the case must move
-    flops: int = 0                               # useful floating-point operations
+    bytes: int = 0  # fewest bytes the case must move
+    flops: int = 0  # useful floating-point operations
     extra: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
@@ -71,11 +73,13 @@ def batched_shapes(cfg: Config, shapes_chw) -> List[tuple]:
 def case_grid(cfg: Config, items, make_case: Callable) -> List[Case]:
     """make_case(cfg, item, dtype, layout, direction) for every item (a shape, a layer)
     x cfg.dtypes x cfg.layouts x ("fwd", "fwd+bwd"), in that nesting order."""
-    return [make_case(cfg, item, dtype_name, layout_name, direction)
-            for item in items
-            for dtype_name in cfg.dtypes
-            for layout_name in cfg.layouts
-            for direction in ("fwd", "fwd+bwd")]
+    return [
+        make_case(cfg, item, dtype_name, layout_name, direction)
+        for item in items
+        for dtype_name in cfg.dtypes
+        for layout_name in cfg.layouts
+        for direction in ("fwd", "fwd+bwd")
+    ]
 
 
 def pooled_size(size: int, kernel: int, stride: int) -> int:
@@ -104,8 +108,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
-               warmup: bool = True) -> Dict[str, float]:
+def time_stats(
+    fn: Callable, inputs_list: List[tuple], device: str, quick: bool, warmup: bool = True
+) -> Dict[str, float]:
     """Median milliseconds of fn(*inputs), rotating inputs, with the spread of the runs.
 
     Returns {"ms": median, "q1_ms": 25th percentile, "q3_ms": 75th percentile, "n": runs}.
@@ -133,8 +138,7 @@ def time_stats(fn: Callable, inputs_list: List[tuple], device: str, quick: bool,
     if device == "cuda":
         import triton.testing
 
-        times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200,
-                                        return_mode="all")
+        times = triton.testing.do_bench(step, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="all")
         # A row whose host time reaches its GPU time is bound by the host, not its kernels.
         return {**summarize(times), "host_ms": host_ms_per_call(step, device)}
     else:

@@ -55,8 +55,7 @@ def errors(row):
 
 def compare(old, new, threshold):
     """(lines to print, counts) for two loaded results files."""
-    lines, counts = [], {"regression": 0, "faster": 0, "error": 0, "missing": 0, "new": 0, "fixed": 0,
-                         "same": 0}
+    lines, counts = [], {"regression": 0, "faster": 0, "error": 0, "missing": 0, "new": 0, "fixed": 0, "same": 0}
     for field, name in (("device", "device"), ("gpu", "GPU"), ("cpu", "CPU")):
         a, b = old["environment"].get(field), new["environment"].get(field)
         if a != b:
@@ -80,13 +79,17 @@ def compare(old, new, threshold):
         if before is None:
             counts["new"] += 1
             ms = next((row[f"{i}_ms"] for i in TIMED if row.get(f"{i}_ms") is not None), None)
-            lines.append(f"{label(k):66s} {'':8s} {'-':>9s} {'-' if ms is None else format(ms, '9.3f'):>9s} "
-                         f"{'':>8s} {'':>6s}  new")
+            lines.append(
+                f"{label(k):66s} {'':8s} {'-':>9s} {'-' if ms is None else format(ms, '9.3f'):>9s} "
+                f"{'':>8s} {'':>6s}  new"
+            )
             continue
         if errors(before):  # no old timing to compare with: say that it passes now
             counts["fixed"] += 1
-            lines.append(f"{label(k):66s} {'':8s} {'':>9s} {'':>9s} {'':>8s} {'':>6s}  "
-                         f"fixed (was ERROR: {errors(before)[0][:60]})")
+            lines.append(
+                f"{label(k):66s} {'':8s} {'':>9s} {'':>9s} {'':>8s} {'':>6s}  "
+                f"fixed (was ERROR: {errors(before)[0][:60]})"
+            )
         for impl in TIMED:
             a, b = before.get(f"{impl}_ms"), row.get(f"{impl}_ms")
             if not a or not b:
@@ -103,15 +106,19 @@ def compare(old, new, threshold):
             else:
                 verdict = "" if abs(change) <= threshold else f"within noise ({100 * noise:.0f}%)"
                 counts["same"] += 1
-            lines.append(f"{label(k):66s} {impl:8s} {a:9.3f} {b:9.3f} {100 * change:+7.1f}% {100 * noise:5.0f}%  {verdict}")
+            lines.append(
+                f"{label(k):66s} {impl:8s} {a:9.3f} {b:9.3f} {100 * change:+7.1f}% {100 * noise:5.0f}%  {verdict}"
+            )
     for k in old_rows:
         if k not in new_rows:
             counts["missing"] += 1
             lines.append(f"{label(k):66s} {'':8s} {'':>9s} {'':>9s} {'':>8s} {'':>6s}  MISSING from the new run")
     lines.append("")
-    lines.append(f"{counts['regression']} regression(s) beyond max({100 * threshold:.0f}%, noise), "
-                 f"{counts['error']} error(s), {counts['missing']} missing case(s), {counts['new']} new, "
-                 f"{counts['fixed']} fixed, {counts['faster']} faster")
+    lines.append(
+        f"{counts['regression']} regression(s) beyond max({100 * threshold:.0f}%, noise), "
+        f"{counts['error']} error(s), {counts['missing']} missing case(s), {counts['new']} new, "
+        f"{counts['fixed']} fixed, {counts['faster']} faster"
+    )
     return lines, counts
 
 
@@ -119,10 +126,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("old")
     p.add_argument("new")
-    p.add_argument("--threshold", type=float, default=0.10,
-                   help="relative slow-down that counts when the runs' own noise is smaller (default 0.10)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="cases of OLD that NEW lacks are listed but do not fail the comparison")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.10,
+        help="relative slow-down that counts when the runs' own noise is smaller (default 0.10)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="cases of OLD that NEW lacks are listed but do not fail the comparison",
+    )
     args = p.parse_args(argv)
     with open(args.old) as f:
         old = json.load(f)

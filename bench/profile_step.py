@@ -56,8 +56,12 @@ def category(name: str) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["ours", "stock"], default="ours",
-                   help="ours: alexnet_cuda.models.AlexNet (fused kernels); stock: the seed-style model")
+    p.add_argument(
+        "--model",
+        choices=["ours", "stock"],
+        default="ours",
+        help="ours: alexnet_cuda.models.AlexNet (fused kernels); stock: the seed-style model",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16", help="bf16 = bf16 autocast")
     p.add_argument("--layout", choices=["nchw", "nhwc"], default="nhwc")
@@ -123,21 +127,34 @@ def main(argv=None):
         by_cat[category(name)] += us
 
     label = f"{args.model}{' (torch.compile)' if args.compile else ''}, {args.dtype}, {args.layout}, batch {batch}"
-    what = "device time (CUDA kernels)" if device == "cuda" else "CPU self time per op (CPU-only machine: not GPU numbers)"
+    what = (
+        "device time (CUDA kernels)" if device == "cuda" else "CPU self time per op (CPU-only machine: not GPU numbers)"
+    )
     gpu = torch.cuda.get_device_name() if device == "cuda" else "none"
-    lines = [f"# AlexNet training step profile: {label}", "",
-             f"GPU: {gpu}; torch {torch.__version__}; {what}; per step, averaged over {args.steps} steps.",
-             f"Total: {total / 1e3:.3f} ms per step (kernels only: launch gaps and host time excluded).", "",
-             "| category | ms/step | share |", "|---|---|---|"]
+    lines = [
+        f"# AlexNet training step profile: {label}",
+        "",
+        f"GPU: {gpu}; torch {torch.__version__}; {what}; per step, averaged over {args.steps} steps.",
+        f"Total: {total / 1e3:.3f} ms per step (kernels only: launch gaps and host time excluded).",
+        "",
+        "| category | ms/step | share |",
+        "|---|---|---|",
+    ]
     for cat, us in sorted(by_cat.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {cat} | {us / 1e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |")
-    lines += ["", f"Top {args.top} kernels:", "", "| kernel | category | calls/step | ms/step | share |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Top {args.top} kernels:",
+        "",
+        "| kernel | category | calls/step | ms/step | share |",
+        "|---|---|---|---|---|",
+    ]
     for name, us in sorted(per_kernel.items(), key=lambda kv: -kv[1])[: args.top]:
         short = name if len(name) <= 90 else name[:87] + "..."
         short = short.replace("|", "\\|")
-        lines.append(f"| `{short}` | {category(name)} | {counts[name]} | {us / 1e3:.3f} | "
-                     f"{100 * us / max(total, 1e-9):.1f}% |")
+        lines.append(
+            f"| `{short}` | {category(name)} | {counts[name]} | {us / 1e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", device)

@@ -47,8 +47,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chart import plot  # noqa: E402
-from common import (DTYPES, LAYOUTS, Config, describe_error, measure_copy_bandwidth,  # noqa: E402
-                    measure_matmul_rate, sync, tf32, time_stats)
+from common import (
+    DTYPES,
+    LAYOUTS,
+    Config,
+    describe_error,
+    measure_copy_bandwidth,  # noqa: E402
+    measure_matmul_rate,
+    sync,
+    tf32,
+    time_stats,
+)
 
 # One group per op, named as the op (bench/cases/<op>.py), plus the whole-model groups.
 GROUPS = ["lrn", "max_pool2d", "relu_lrn_max_pool2d", "conv2d_relu", "model", "loop", "host", "data"]
@@ -64,12 +73,14 @@ TITLES = {
 }
 # What a CPU run leaves out, compared with a CUDA run (CPU runs are smoke tests and CPU-kernel
 # checks at a small batch; their times say nothing about a GPU).
-CPU_REDUCED = ("fp32 only unless --dtype says otherwise; batch 4 (2 with --quick); "
-               "conv: conv1, conv2 and conv5 (conv5 with --quick); model: fp32 only, one model pair "
-               "shared by the inference and training cases (inference first), nchw only with --quick; "
-               "loop: the demo's SmallAlexNet on 28x28 images instead of AlexNet; on CPU every timing "
-               "is 2 or more runs within a 0.2 s (--quick) / 0.5 s budget instead of CUDA's 40 / 200 ms of "
-               "do_bench runs; denormals flushed to zero (torch.set_flush_denormal) for stock and ours alike")
+CPU_REDUCED = (
+    "fp32 only unless --dtype says otherwise; batch 4 (2 with --quick); "
+    "conv: conv1, conv2 and conv5 (conv5 with --quick); model: fp32 only, one model pair "
+    "shared by the inference and training cases (inference first), nchw only with --quick; "
+    "loop: the demo's SmallAlexNet on 28x28 images instead of AlexNet; on CPU every timing "
+    "is 2 or more runs within a 0.2 s (--quick) / 0.5 s budget instead of CUDA's 40 / 200 ms of "
+    "do_bench runs; denormals flushed to zero (torch.set_flush_denormal) for stock and ours alike"
+)
 
 
 def comma_list(valid):
@@ -82,7 +93,8 @@ def comma_list(valid):
         unknown = [name for name in names if name not in valid]
         if unknown or not names:
             raise argparse.ArgumentTypeError(
-                f"{', '.join(unknown) if unknown else 'nothing'} given; choose from {','.join(valid)}")
+                f"{', '.join(unknown) if unknown else 'nothing'} given; choose from {','.join(valid)}"
+            )
         return names
 
     return parse
@@ -90,25 +102,46 @@ def comma_list(valid):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(GROUPS), type=comma_list(GROUPS),
-                   help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
-                        "groups whose op is not in this build are skipped with a note)")
-    p.add_argument("--dtype", default=None, type=comma_list(list(DTYPES)),
-                   help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--layout", default="nchw,nhwc", type=comma_list(list(LAYOUTS)),
-                   help="comma-separated: nchw,nhwc (default both)")
-    p.add_argument("--batch", type=int, default=None,
-                   help="batch size (default 128 on CUDA, 4 on CPU, 2 with --quick on CPU)")
-    p.add_argument("--quick", action="store_true",
-                   help="first shape of each op only, fewer conv layers and repetitions: a smoke run "
-                        "(10-30 s on a 2-core CPU, depending on what else runs there)")
+    p.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        type=comma_list(GROUPS),
+        help=f"comma-separated groups to run (default: all of {','.join(GROUPS)}; "
+        "groups whose op is not in this build are skipped with a note)",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        type=comma_list(list(DTYPES)),
+        help="comma-separated: fp32,bf16,fp16 (default fp32,bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--layout",
+        default="nchw,nhwc",
+        type=comma_list(list(LAYOUTS)),
+        help="comma-separated: nchw,nhwc (default both)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=None, help="batch size (default 128 on CUDA, 4 on CPU, 2 with --quick on CPU)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="first shape of each op only, fewer conv layers and repetitions: a smoke run "
+        "(10-30 s on a 2-core CPU, depending on what else runs there)",
+    )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
-    p.add_argument("--compile", action="store_true",
-                   help="time torch.compile baselines on CPU too (on by default on CUDA only: "
-                        "compiling every case takes minutes on a small CPU)")
-    p.add_argument("--max-autotune", action="store_true",
-                   help="the model group's torch.compile rows (stock and ours) in mode 'max-autotune' "
-                        "(default mode otherwise)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="time torch.compile baselines on CPU too (on by default on CUDA only: "
+        "compiling every case takes minutes on a small CPU)",
+    )
+    p.add_argument(
+        "--max-autotune",
+        action="store_true",
+        help="the model group's torch.compile rows (stock and ours) in mode 'max-autotune' (default mode otherwise)",
+    )
     p.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda or cpu (default: cuda if available)")
     p.add_argument("--out", default=None, help="output folder (default bench/results/<device>)")
     return p.parse_args(argv)
@@ -130,9 +163,11 @@ def environment(device):
         env["triton"] = None
     if device == "cuda":
         on = {True: "on", False: "off"}
-        env["tf32"] = (f"cudnn {on[bool(torch.backends.cudnn.allow_tf32)]}, matmul "
-                       f"{on[bool(torch.backends.cuda.matmul.allow_tf32)]} unless a row's tf32 says "
-                       "otherwise (fp32 model rows: both on)")
+        env["tf32"] = (
+            f"cudnn {on[bool(torch.backends.cudnn.allow_tf32)]}, matmul "
+            f"{on[bool(torch.backends.cuda.matmul.allow_tf32)]} unless a row's tf32 says "
+            "otherwise (fp32 model rows: both on)"
+        )
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
         try:
@@ -140,7 +175,10 @@ def environment(device):
 
             env["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20).stdout.strip()
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except Exception:
             env["driver"] = None
     else:
@@ -157,8 +195,16 @@ def run_case(case, cfg, ceilings):
 
 
 def _run_case(case, cfg, ceilings):
-    row = {"group": case.group, "case": case.name, "dtype": case.dtype, "layout": case.layout,
-           "direction": case.direction, "bytes": case.bytes, "flops": case.flops, **case.extra}
+    row = {
+        "group": case.group,
+        "case": case.name,
+        "dtype": case.dtype,
+        "layout": case.layout,
+        "direction": case.direction,
+        "bytes": case.bytes,
+        "flops": case.flops,
+        **case.extra,
+    }
     if case.tf32 is not None:
         row["tf32"] = case.tf32
     # Every case compiles its own graphs: forget the previous cases' (same Python functions
@@ -264,24 +310,43 @@ def _peak(r, foot):
     return " / ".join("-" if v is None else f"{v:,.0f}" for v in vals)
 
 
-_ID = [("case", lambda r, f: r["case"]), ("dtype", lambda r, f: r["dtype"]),
-       ("layout", lambda r, f: r["layout"]), ("dir", lambda r, f: r.get("direction"))]
+_ID = [
+    ("case", lambda r, f: r["case"]),
+    ("dtype", lambda r, f: r["dtype"]),
+    ("layout", lambda r, f: r["layout"]),
+    ("dir", lambda r, f: r.get("direction")),
+]
 OP_COLUMNS = _ID + [
-    ("ours ms", _impl_ms("ours")), ("eager ms", _impl_ms("eager")), ("compile ms", _impl_ms("compile")),
-    ("ours IQR", _spread("ours")), ("ours host ms", _num("ours_host_ms", ".3f")),
-    ("vs eager", _num("speedup_vs_eager", ".2f", "x")), ("vs compile", _num("speedup_vs_compile", ".2f", "x")),
-    ("floor ms", _num("floor_ms", ".3f")), ("GB/s", _num("ours_GBps", ".0f")), ("% copy BW", _num("pct_copy_bw", ".0f")),
-    ("TFLOP/s", _num("ours_TFLOPs", ".1f")), ("% matmul", _num("pct_matmul", ".0f")),
-    ("img/s", _num("ours_img_per_s", ",.0f")), ("peak MiB ours / eager / compile", _peak),
+    ("ours ms", _impl_ms("ours")),
+    ("eager ms", _impl_ms("eager")),
+    ("compile ms", _impl_ms("compile")),
+    ("ours IQR", _spread("ours")),
+    ("ours host ms", _num("ours_host_ms", ".3f")),
+    ("vs eager", _num("speedup_vs_eager", ".2f", "x")),
+    ("vs compile", _num("speedup_vs_compile", ".2f", "x")),
+    ("floor ms", _num("floor_ms", ".3f")),
+    ("GB/s", _num("ours_GBps", ".0f")),
+    ("% copy BW", _num("pct_copy_bw", ".0f")),
+    ("TFLOP/s", _num("ours_TFLOPs", ".1f")),
+    ("% matmul", _num("pct_matmul", ".0f")),
+    ("img/s", _num("ours_img_per_s", ",.0f")),
+    ("peak MiB ours / eager / compile", _peak),
     ("compile s", _num("compile_s", ".1f")),
 ]
 LOOP_COLUMNS = _ID[:3] + [
-    ("batch", _num("images", "d")), ("workers", _num("workers", "d")),
-    ("bare step ms", _impl_ms("bare")), ("full loop ms", _impl_ms("loop")), ("augment ms", _impl_ms("augment")),
+    ("batch", _num("images", "d")),
+    ("workers", _num("workers", "d")),
+    ("bare step ms", _impl_ms("bare")),
+    ("full loop ms", _impl_ms("loop")),
+    ("augment ms", _impl_ms("augment")),
     ("full loop IQR", _spread("loop")),
-    ("bare img/s", _num("bare_img_per_s", ",.0f")), ("full loop img/s", _num("loop_img_per_s", ",.0f")),
-    ("full / bare", _num("loop_vs_bare_pct", ".0f", "%")), ("data only img/s", _num("data_img_per_s", ",.0f")),
+    ("bare img/s", _num("bare_img_per_s", ",.0f")),
+    ("full loop img/s", _num("loop_img_per_s", ",.0f")),
+    ("full / bare", _num("loop_vs_bare_pct", ".0f", "%")),
+    ("data only img/s", _num("data_img_per_s", ",.0f")),
 ]
+
+
 def _us(impl):
     """An implementation's median in microseconds (the host group's scale), or ours' error."""
 
@@ -294,21 +359,32 @@ def _us(impl):
 
 
 HOST_COLUMNS = _ID + [
-    ("ours us", _us("ours")), ("stock us", _us("eager")),
-    ("ours / stock", _num("ours_over_stock", ".2f")), ("ours IQR", _spread("ours")), ("stock IQR", _spread("eager")),
+    ("ours us", _us("ours")),
+    ("stock us", _us("eager")),
+    ("ours / stock", _num("ours_over_stock", ".2f")),
+    ("ours IQR", _spread("ours")),
+    ("stock IQR", _spread("eager")),
     ("stock", lambda r, f: r.get("stock")),
 ]
 DATA_COLUMNS = [
-    ("case", lambda r, f: r["case"]), ("workers", _num("workers", "d")),
+    ("case", lambda r, f: r["case"]),
+    ("workers", _num("workers", "d")),
     ("img/s", lambda r, f: f(r["error"]) if "error" in r else _num("img_per_s", ",.0f")(r, f)),
-    ("min..max img/s", lambda r, f: None if r.get("min_img_per_s") is None
-     else f"{r['min_img_per_s']:,.0f}..{r['max_img_per_s']:,.0f}"),
+    (
+        "min..max img/s",
+        lambda r, f: (
+            None if r.get("min_img_per_s") is None else f"{r['min_img_per_s']:,.0f}..{r['max_img_per_s']:,.0f}"
+        ),
+    ),
     ("img/s per core", _num("img_per_s_per_core", ",.0f")),
-    ("cores for 13,100/s", _num("cores_for_13100", "d")), ("cores for 36,600/s", _num("cores_for_36600", "d")),
+    ("cores for 13,100/s", _num("cores_for_13100", "d")),
+    ("cores for 36,600/s", _num("cores_for_36600", "d")),
     ("KB/image", lambda r, f: None if r.get("bytes_per_image") is None else f"{r['bytes_per_image'] / 1e3:.1f}"),
-    ("bare img/s", _num("bare_img_per_s", ",.0f")), ("in-memory loop img/s", _num("memory_img_per_s", ",.0f")),
+    ("bare img/s", _num("bare_img_per_s", ",.0f")),
+    ("in-memory loop img/s", _num("memory_img_per_s", ",.0f")),
     ("loop img/s", _num("loop_img_per_s", ",.0f")),
-    ("loop / bare", _num("loop_vs_bare_pct", ".0f", "%")), ("loop / in-memory", _num("loop_vs_memory_pct", ".0f", "%")),
+    ("loop / bare", _num("loop_vs_bare_pct", ".0f", "%")),
+    ("loop / in-memory", _num("loop_vs_memory_pct", ".0f", "%")),
 ]
 COLUMNS = {"loop": LOOP_COLUMNS, "host": HOST_COLUMNS, "data": DATA_COLUMNS}  # other groups: OP_COLUMNS
 ALWAYS = {"case", "dtype", "layout", "dir", "ours ms", "ours us"}
@@ -324,8 +400,7 @@ def table(rows, columns=OP_COLUMNS):
         return f"error [{len(notes)}]"
 
     cells = [[fn(r, foot) for _, fn in columns] for r in rows]
-    keep = [j for j, (head, _) in enumerate(columns)
-            if head in ALWAYS or any(c[j] is not None for c in cells)]
+    keep = [j for j, (head, _) in enumerate(columns) if head in ALWAYS or any(c[j] is not None for c in cells)]
     lines = ["| " + " | ".join(columns[j][0] for j in keep) + " |", "|" + "---|" * len(keep)]
     for c in cells:
         lines.append("| " + " | ".join("-" if c[j] is None else str(c[j]) for j in keep) + " |")
@@ -357,33 +432,55 @@ def _write_atomic(path, text):
 def write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=False):
     """report.md, results.json and (final=True) chart.png; also called after every case,
     so an interrupted run keeps what it measured."""
-    report = [f"# alexnet_cuda benchmark ({env['date']})", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None), ""]
+    report = [
+        f"# alexnet_cuda benchmark ({env['date']})",
+        "",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None),
+        "",
+    ]
     if cfg.reduced:
-        report += [f"**Reduced CPU run**: {CPU_REDUCED}. CPU times measure this project's CPU kernels "
-                   "at a small batch and say nothing about a GPU.", ""]
-    report += [f"Batch {cfg.batch}{', --quick' if cfg.quick else ''}. Ceilings measured in this run: "
-               + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), "",
-               "Median ms; IQR = interquartile range of the timed runs over the median (n runs); "
-               "host ms (CUDA) = the host's time per call of ours (Python, dispatch, launches), "
-               "which bounds its ms from below; "
-               "speed-up = stock ms / ours ms; floor = the case's fewest bytes at the measured copy "
-               "bandwidth; % copy BW = floor / ours; % matmul = our TFLOP/s against the measured matmul "
-               "rate (bf16 for bf16/fp16 cases, tf32 for fp32). '-' = not run or not applicable "
-               "(e.g. compile off); errors are footnoted under each table.", "",
-               tables(rows, groups)]
+        report += [
+            f"**Reduced CPU run**: {CPU_REDUCED}. CPU times measure this project's CPU kernels "
+            "at a small batch and say nothing about a GPU.",
+            "",
+        ]
+    report += [
+        f"Batch {cfg.batch}{', --quick' if cfg.quick else ''}. Ceilings measured in this run: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()),
+        "",
+        "Median ms; IQR = interquartile range of the timed runs over the median (n runs); "
+        "host ms (CUDA) = the host's time per call of ours (Python, dispatch, launches), "
+        "which bounds its ms from below; "
+        "speed-up = stock ms / ours ms; floor = the case's fewest bytes at the measured copy "
+        "bandwidth; % copy BW = floor / ours; % matmul = our TFLOP/s against the measured matmul "
+        "rate (bf16 for bf16/fp16 cases, tf32 for fp32). '-' = not run or not applicable "
+        "(e.g. compile off); errors are footnoted under each table.",
+        "",
+        tables(rows, groups),
+    ]
     if notes:
         report += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     _write_atomic(os.path.join(out_dir, "report.md"), "\n".join(report))
-    results = {"environment": env, "batch": cfg.batch, "quick": cfg.quick, "reduced": cfg.reduced,
-               "reduced_note": CPU_REDUCED if cfg.reduced else None, "groups": groups,
-               "ceilings": ceilings, "rows": rows, "notes": notes}
+    results = {
+        "environment": env,
+        "batch": cfg.batch,
+        "quick": cfg.quick,
+        "reduced": cfg.reduced,
+        "reduced_note": CPU_REDUCED if cfg.reduced else None,
+        "groups": groups,
+        "ceilings": ceilings,
+        "rows": rows,
+        "notes": notes,
+    }
     _write_atomic(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
     chart = plot(results, os.path.join(out_dir, "chart.png")) if final else None
     if final:
         print()
         print(tables(rows, groups))
-        print(f"\nwrote {out_dir}/report.md, results.json" + (", chart.png" if chart else " (no chart: matplotlib missing)"))
+        print(
+            f"\nwrote {out_dir}/report.md, results.json"
+            + (", chart.png" if chart else " (no chart: matplotlib missing)")
+        )
 
 
 def _status(row):
@@ -394,11 +491,20 @@ def _status(row):
             return f"loop {fmt(row.get('loop_img_per_s'), ',.0f')} img/s = {row['loop_vs_bare_pct']:.0f}% of bare"
         return f"{row['case']}, {row['workers']} worker(s): {fmt(row.get('img_per_s'), ',.0f')} img/s"
     if row.get("group") == "loop":
-        return (f"bare {fmt(row.get('bare_img_per_s'), ',.0f')} img/s, full loop {fmt(row.get('loop_img_per_s'), ',.0f')}"
-                f" img/s ({fmt(row.get('loop_vs_bare_pct'), '.0f')}%), augment {fmt(row.get('augment_ms'), '.3f')} ms")
-    return ", ".join(f"{impl} " + (fmt(row.get(f"{impl}_ms"), ".3f") + " ms" if f"{impl}_error" not in row
-                                   else f"error ({row[f'{impl}_error'][:60]})")
-                     for impl in ("ours", "eager", "compile") if f"{impl}_ms" in row or f"{impl}_error" in row)
+        return (
+            f"bare {fmt(row.get('bare_img_per_s'), ',.0f')} img/s, full loop {fmt(row.get('loop_img_per_s'), ',.0f')}"
+            f" img/s ({fmt(row.get('loop_vs_bare_pct'), '.0f')}%), augment {fmt(row.get('augment_ms'), '.3f')} ms"
+        )
+    return ", ".join(
+        f"{impl} "
+        + (
+            fmt(row.get(f"{impl}_ms"), ".3f") + " ms"
+            if f"{impl}_error" not in row
+            else f"error ({row[f'{impl}_error'][:60]})"
+        )
+        for impl in ("ours", "eager", "compile")
+        if f"{impl}_ms" in row or f"{impl}_error" in row
+    )
 
 
 def main(argv=None):
@@ -440,15 +546,22 @@ def main(argv=None):
         if device == "cuda":
             ceilings["matmul_bf16_TFLOPs"] = measure_matmul_rate(device, torch.bfloat16)
             ceilings["matmul_tf32_TFLOPs"] = measure_matmul_rate(device, torch.float32, tf32=True)
-        print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()),
-              flush=True)
+        print("ceilings measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
         for group in args.only:
-            _run_group(group, cfg, ceilings, rows, notes, groups, lambda: write_outputs(
-                out_dir, env, cfg, ceilings, rows, notes, groups))
+            _run_group(
+                group,
+                cfg,
+                ceilings,
+                rows,
+                notes,
+                groups,
+                lambda: write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups),
+            )
     except (KeyboardInterrupt, _Stopped) as exc:
         why = "SIGTERM (time limit)" if isinstance(exc, _Stopped) else "Ctrl-C"
-        notes.append(f"Interrupted by {why} after {len(rows)} cases: the groups and cases after "
-                     "that point were not run.")
+        notes.append(
+            f"Interrupted by {why} after {len(rows)} cases: the groups and cases after that point were not run."
+        )
         print(f"\n[interrupted] {why}; writing what was measured", flush=True)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the final write is not interrupted
     write_outputs(out_dir, env, cfg, ceilings, rows, notes, groups, final=True)
@@ -487,8 +600,11 @@ def _run_group(group, cfg, ceilings, rows, notes, groups, save):
     groups.append(group)
 
     def progress(i, n, row):
-        print(f"[{group} {i}/{n}] {row['case']} {row['dtype']} {row['layout']} {row.get('direction', '')}: "
-              f"{_status(row)}", flush=True)
+        print(
+            f"[{group} {i}/{n}] {row['case']} {row['dtype']} {row['layout']} {row.get('direction', '')}: "
+            f"{_status(row)}",
+            flush=True,
+        )
 
     first = len(rows)
     if hasattr(module, "run_group"):  # groups that are not "ours vs stock" cases (loop)
@@ -505,8 +621,10 @@ def _run_group(group, cfg, ceilings, rows, notes, groups, save):
     notes += getattr(module, "annotate", lambda cfg, rows: [])(cfg, rows[first:])
     notes += getattr(module, "extra_rows", lambda cfg: [])(cfg)
     secs = time.perf_counter() - t_group
-    notes.append(f"{group}: {len(rows) - first} rows in {secs:.0f} s of wall time (compilation, "
-                 "tuning and correctness checks included)")
+    notes.append(
+        f"{group}: {len(rows) - first} rows in {secs:.0f} s of wall time (compilation, "
+        "tuning and correctness checks included)"
+    )
     save()
     print(f"[{group}] {secs:.1f} s", flush=True)
 

@@ -58,9 +58,7 @@ std::string python_tuple(const Ints& v) {
 }
 
 // Python's n // d for d > 0 (C++'s / truncates toward zero).
-inline c10::SymInt floor_div(const c10::SymInt& n, int64_t d) {
-  return n >= 0 ? n / d : -((-n + (d - 1)) / d);
-}
+inline c10::SymInt floor_div(const c10::SymInt& n, int64_t d) { return n >= 0 ? n / d : -((-n + (d - 1)) / d); }
 
 // Whether the extension was compiled with CUDA kernels (asked of the dispatcher once).
 inline bool has_cuda_kernels() {
@@ -87,8 +85,7 @@ inline void check_device(const at::Tensor& t, const char* name, const char* op) 
 
 // The op's input: a floating-point tensor (TypeError naming its dtype otherwise).
 inline void check_floating(const at::Tensor& input, const char* op) {
-  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
-                   ": input must be a floating-point tensor, got dtype ",
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op, ": input must be a floating-point tensor, got dtype ",
                    python_dtype(input.scalar_type()));
 }
 

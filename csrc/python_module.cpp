@@ -90,10 +90,12 @@ T pass(T v) {
 template <typename... T>
 bool read_all(PyObject* const* args, Py_ssize_t nargs, std::tuple<T...>& out) {
   if (nargs != static_cast<Py_ssize_t>(sizeof...(T))) return false;
-  return std::apply([&](auto&... v) {
-    Py_ssize_t i = 0;
-    return (read(args[i++], v) && ...);
-  }, out);
+  return std::apply(
+      [&](auto&... v) {
+        Py_ssize_t i = 0;
+        return (read(args[i++], v) && ...);
+      },
+      out);
 }
 
 // ---- results and errors.

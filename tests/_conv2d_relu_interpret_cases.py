@@ -99,8 +99,9 @@ def test_kernel_matches_conv2d_relu(case, dtype, layout, policy, monkeypatch):
         monkeypatch.setattr(config, "conv_nchw_input", policy)
     stride, padding, dilation, groups = case[8], case[9], case[10], case[11]
     x, weight, bias = _inputs(case, dtype, layout)
-    out = kmod._conv2d_relu_triton(x, weight, bias, list(stride), list(padding), list(dilation),
-                                   groups, allow_tf32=False)
+    out = kmod._conv2d_relu_triton(
+        x, weight, bias, list(stride), list(padding), list(dilation), groups, allow_tf32=False
+    )
     ref = _reference(x, weight, bias, stride, padding, dilation, groups)
     assert out.dtype == dtype and out.shape == ref.shape
     assert out.is_contiguous(memory_format=layout)
@@ -224,7 +225,7 @@ def test_space_to_depth_tensors(layout):
     w = torch.randn(5, 3, 11, 11)
     hs, ws = 5, 5  # rows/cols of the rewritten input the conv needs (here: some cropped)
     xs = s2d.input_to_depth(x, s, pad, hs, ws)
-    padded = torch.nn.functional.pad(x, (pad[1], ws * s, pad[0], hs * s))[:, :, :hs * s, :ws * s]
+    padded = torch.nn.functional.pad(x, (pad[1], ws * s, pad[0], hs * s))[:, :, : hs * s, : ws * s]
     ref = padded.reshape(2, 3, hs, s, ws, s).permute(0, 3, 5, 1, 2, 4).reshape(2, s * s * 3, hs, ws)
     assert torch.equal(xs, ref) and xs.is_contiguous(memory_format=torch.channels_last)
     wsd = s2d.weight_to_depth(w, s)
@@ -234,14 +235,14 @@ def test_space_to_depth_tensors(layout):
 
 
 def test_space_to_depth_factor():
-    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 55) == 4     # AlexNet's conv1: 48 channels, 3x3
-    assert s2d.factor(4, 7, 7, [2, 2], [1, 1], 1, 55) == 2       # 16 channels, 4x4 (64 taps for 49)
-    assert s2d.factor(3, 11, 11, [4, 2], [1, 1], 1, 55) == 0     # unequal strides
-    assert s2d.factor(3, 11, 11, [4, 4], [2, 1], 1, 55) == 0     # dilation
-    assert s2d.factor(6, 11, 11, [4, 4], [1, 1], 2, 55) == 0     # groups
-    assert s2d.factor(96, 5, 5, [2, 2], [1, 1], 1, 55) == 0      # many channels already
-    assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1, 55) == 0       # 64 taps for 25: too many zeros
-    assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1, 55) == 0       # 20 channels: not 16-divisible
+    assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 55) == 4  # AlexNet's conv1: 48 channels, 3x3
+    assert s2d.factor(4, 7, 7, [2, 2], [1, 1], 1, 55) == 2  # 16 channels, 4x4 (64 taps for 49)
+    assert s2d.factor(3, 11, 11, [4, 2], [1, 1], 1, 55) == 0  # unequal strides
+    assert s2d.factor(3, 11, 11, [4, 4], [2, 1], 1, 55) == 0  # dilation
+    assert s2d.factor(6, 11, 11, [4, 4], [1, 1], 2, 55) == 0  # groups
+    assert s2d.factor(96, 5, 5, [2, 2], [1, 1], 1, 55) == 0  # many channels already
+    assert s2d.factor(1, 5, 5, [4, 4], [1, 1], 1, 55) == 0  # 64 taps for 25: too many zeros
+    assert s2d.factor(5, 3, 3, [2, 2], [1, 1], 1, 55) == 0  # 20 channels: not 16-divisible
     assert s2d.factor(3, 11, 11, [4, 4], [1, 1], 1, 2**21) == 0  # rows too long for the grid
 
 
@@ -321,8 +322,7 @@ select = importlib.import_module("alexnet_cuda.ops.conv2d_relu.select")
 # the dgrad's K per tap: 8, 24, 8, 6 (K tails under the 16-wide K blocks: the general
 # path); "dgrad_taps" has 16 (NHWC: one tap per K block); "dgrad_dil_nopad" has padding
 # 0 (dgrad padding d*(k-1)) and dilation 2.
-DGRAD_CASES = ["alexnet_conv2", "alexnet_conv3", "alexnet_conv4", "alexnet_conv5",
-               "dgrad_taps", "dgrad_dil_nopad"]
+DGRAD_CASES = ["alexnet_conv2", "alexnet_conv3", "alexnet_conv4", "alexnet_conv5", "dgrad_taps", "dgrad_dil_nopad"]
 BY_NAME["dgrad_taps"] = ("dgrad_taps", 2, 8, 6, 7, 32, 3, 3, (1, 1), (1, 1), (1, 1), 2, False)
 BY_NAME["dgrad_dil_nopad"] = ("dgrad_dil_nopad", 2, 6, 9, 8, 10, 3, 2, (1, 1), (0, 1), (2, 2), 1, True)
 
@@ -353,8 +353,9 @@ def test_dgrad_matches_float64(name, dtype, layout, policy, monkeypatch):
     x, weight, y, dy = _layer_with_mask(case, dtype, layout, seed=20)
     assert bwd.dgrad_takes(y, weight, [1, 1], padding, dilation, groups)
     fmt = kmod.output_memory_format(x, weight)
-    dx = bwd.dgrad_triton(dy.to(dtype).contiguous(memory_format=layout), y, weight, fmt, padding,
-                          dilation, groups, allow_tf32=False)
+    dx = bwd.dgrad_triton(
+        dy.to(dtype).contiguous(memory_format=layout), y, weight, fmt, padding, dilation, groups, allow_tf32=False
+    )
     ref = _dgrad_reference(x, weight, y, dy, padding, dilation, groups)
     assert dx.shape == x.shape and dx.dtype == dtype and dx.is_contiguous(memory_format=fmt)
     assert not dx.isnan().any()
@@ -373,9 +374,18 @@ def test_dgrad_non_contiguous_dy_and_exact_zeros():
     assert not dy_view.is_contiguous() and not dy_view.is_contiguous(memory_format=torch.channels_last)
     dx = bwd.dgrad_triton(dy_view, y, weight, torch.channels_last, padding, dilation, groups, False)
     ref = torch.ops.aten.convolution_backward(
-        torch.ops.aten.threshold_backward(dy_view.double(), y.double(), 0), x.double(),
-        weight.double(), None, [1, 1], padding, dilation, False, [0, 0], groups,
-        [True, False, False])[0]
+        torch.ops.aten.threshold_backward(dy_view.double(), y.double(), 0),
+        x.double(),
+        weight.double(),
+        None,
+        [1, 1],
+        padding,
+        dilation,
+        False,
+        [0, 0],
+        groups,
+        [True, False, False],
+    )[0]
     assert _rel_err(dx, ref) < 1e-5
 
 
@@ -401,8 +411,15 @@ class _FakeTimer:
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("name,winner", [("alexnet_conv2", "triton"), ("alexnet_conv5", "cudnn"),
-                                         ("alexnet_conv1", "triton"), ("groups2_nobias", "triton")])
+@pytest.mark.parametrize(
+    "name,winner",
+    [
+        ("alexnet_conv2", "triton"),
+        ("alexnet_conv5", "cudnn"),
+        ("alexnet_conv1", "triton"),
+        ("groups2_nobias", "triton"),
+    ],
+)
 def test_backward_with_selection_matches_float64(name, winner, layout, monkeypatch):
     """The whole eager backward (_TritonConv2dReLU) with the selection: dgrad and wgrad
     each Triton or cuDNN as a fake timer says, against float64 F.conv2d + relu. Strided
@@ -438,8 +455,16 @@ wgrad = importlib.import_module("alexnet_cuda.ops.conv2d_relu.wgrad")
 
 # Every stride, padding and dilation: conv1 (stride 4, no padding) directly, conv2-5,
 # rectangular strides/dilations, groups without bias.
-WGRAD_CASES = ["alexnet_conv1", "alexnet_conv2", "alexnet_conv3", "alexnet_conv4", "alexnet_conv5",
-               "stride_pad_dil_rect", "groups2_nobias", "dgrad_taps"]
+WGRAD_CASES = [
+    "alexnet_conv1",
+    "alexnet_conv2",
+    "alexnet_conv3",
+    "alexnet_conv4",
+    "alexnet_conv5",
+    "stride_pad_dil_rect",
+    "groups2_nobias",
+    "dgrad_taps",
+]
 
 
 def _wgrad_reference(x, weight, y, dy, stride, padding, dilation, groups):
@@ -451,8 +476,7 @@ def _wgrad_reference(x, weight, y, dy, stride, padding, dilation, groups):
 @pytest.fixture
 def nan_workspace(monkeypatch):
     """The workspace filled with NaN: an element the kernel fails to write shows."""
-    monkeypatch.setattr(wgrad, "_workspace",
-                        lambda shape, device: torch.full(shape, float("nan"), device=device))
+    monkeypatch.setattr(wgrad, "_workspace", lambda shape, device: torch.full(shape, float("nan"), device=device))
 
 
 # The wgrad reads NCHW input in place (no copy policy): NCHW and NHWC, fp16 in NHWC.
@@ -474,9 +498,11 @@ def test_wgrad_split_k(name, nan_workspace):
     """Forced splits of the reduction (the default for these tiny shapes is one): stride,
     padding, groups and no bias with three workspace slices."""
     case = BY_NAME[name]
-    m_total = case[1] * kmod.conv_output_size(case[3], case[4], case[6], case[7], case[8], case[9],
-                                              case[10])[0] * kmod.conv_output_size(
-        case[3], case[4], case[6], case[7], case[8], case[9], case[10])[1]
+    m_total = (
+        case[1]
+        * kmod.conv_output_size(case[3], case[4], case[6], case[7], case[8], case[9], case[10])[0]
+        * kmod.conv_output_size(case[3], case[4], case[6], case[7], case[8], case[9], case[10])[1]
+    )
     assert wgrad.split_sizes(m_total, 3)[1] == 3
     _check_wgrad(name, torch.float32, torch.channels_last, splits=3)
 
@@ -488,9 +514,20 @@ def _check_wgrad(name, dtype, layout, splits):
     has_bias = case[12]
     assert wgrad.wgrad_takes(x, y, weight.shape, groups)
     fmt = kmod.output_memory_format(x, weight)
-    gw, gb = wgrad.wgrad_triton(dy.to(dtype).contiguous(memory_format=layout), x, y, weight.shape, fmt,
-                                stride, padding, dilation, groups, has_bias, allow_tf32=False,
-                                splits=splits)
+    gw, gb = wgrad.wgrad_triton(
+        dy.to(dtype).contiguous(memory_format=layout),
+        x,
+        y,
+        weight.shape,
+        fmt,
+        stride,
+        padding,
+        dilation,
+        groups,
+        has_bias,
+        allow_tf32=False,
+        splits=splits,
+    )
     ref_w, ref_b = _wgrad_reference(x, weight, y, dy, stride, padding, dilation, groups)
     assert gw.shape == weight.shape and gw.dtype == dtype and gw.is_contiguous(memory_format=fmt)
     assert _rel_err(gw, ref_w) < TOL[dtype], f"relative error {_rel_err(gw, ref_w):.2e}"
@@ -507,14 +544,12 @@ def test_wgrad_is_deterministic_and_splits_agree(nan_workspace):
     args = (list(case[8]), list(case[9]), list(case[10]), case[11], True)
     x, weight, y, dy = _layer_with_mask(case, torch.float32, torch.channels_last, seed=31)
     dy = dy.float().contiguous(memory_format=torch.channels_last)
-    runs = [wgrad.wgrad_triton(dy, x, y, weight.shape, torch.contiguous_format, *args, splits=4)
-            for _ in range(2)]
+    runs = [wgrad.wgrad_triton(dy, x, y, weight.shape, torch.contiguous_format, *args, splits=4) for _ in range(2)]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     big = torch.randn(dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3] * 2)
     dy_view = big[..., ::2].copy_(dy)
     for splits in (1, 2, 7):
-        gw, gb = wgrad.wgrad_triton(dy_view, x, y, weight.shape, torch.contiguous_format, *args,
-                                    splits=splits)
+        gw, gb = wgrad.wgrad_triton(dy_view, x, y, weight.shape, torch.contiguous_format, *args, splits=splits)
         assert _rel_err(gw, runs[0][0].double()) < 1e-6 and _rel_err(gb, runs[0][1].double()) < 1e-6
 
 
@@ -527,9 +562,13 @@ def test_training_step_with_the_triton_backward_matches_stock(monkeypatch):
     monkeypatch.setattr(select, "SELECTOR", select.Selector(timer=timer, path=None, tag="step"))
     g = torch.Generator().manual_seed(40)
     x = torch.randn(2, 3, 19, 19, generator=g).contiguous(memory_format=torch.channels_last)
-    params = [torch.randn(16, 3, 11, 11, generator=g) / 20, torch.randn(16, generator=g) * 0.1,
-              torch.randn(12, 8, 3, 3, generator=g) / 8, torch.randn(12, generator=g) * 0.1,
-              torch.randn(5, 12 * 3 * 3, generator=g) / 10]
+    params = [
+        torch.randn(16, 3, 11, 11, generator=g) / 20,
+        torch.randn(16, generator=g) * 0.1,
+        torch.randn(12, 8, 3, 3, generator=g) / 8,
+        torch.randn(12, generator=g) * 0.1,
+        torch.randn(5, 12 * 3 * 3, generator=g) / 10,
+    ]
     target = torch.randint(0, 5, (2,), generator=g)
 
     def step(conv, params):
@@ -587,11 +626,10 @@ def test_double_backward_takes_the_differentiable_path(monkeypatch):
     args = (list(case[8]), list(case[9]), list(case[10]), case[11])
     x, weight, bias = _inputs(case, torch.float32, torch.contiguous_format, seed=42)
     results = []
-    for conv in (lambda *t: cr._TritonConv2dReLU.apply(*t, *args, False),
-                 lambda *t: torch.relu(F.conv2d(*t, *args))):
+    for conv in (lambda *t: cr._TritonConv2dReLU.apply(*t, *args, False), lambda *t: torch.relu(F.conv2d(*t, *args))):
         leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
         out = conv(*leaves)
-        gx, = torch.autograd.grad(out, leaves[0], torch.ones_like(out), create_graph=True)
+        (gx,) = torch.autograd.grad(out, leaves[0], torch.ones_like(out), create_graph=True)
         assert gx.grad_fn is not None  # a Triton result would have none
-        results.append(torch.autograd.grad((gx ** 2).sum(), leaves[1])[0])
+        results.append(torch.autograd.grad((gx**2).sum(), leaves[1])[0])
     assert _rel_err(results[0], results[1].double()) < 1e-5

@@ -18,10 +18,36 @@ def image_folder(root, classes=("a", "b"), n=3, seed=0):
 
 def folder_args(data, out, *extra):
     """A one-epoch run of the small net on an image folder, quiet, with its own stats file."""
-    return ["--data", str(data), "--arch", "small", "--width", "8", "--image-size", "28", "--crop", "24",
-            "--batch-size", "4", "--workers", "0", "--output", str(out), "--progress", "off", "--no-tensorboard",
-            "--no-plot", "--stats-file", str(out) + "-stats.pt", "--no-ten-crop", "--epochs", "1",
-            "--input-scale", "0.015625", *extra]
+    return [
+        "--data",
+        str(data),
+        "--arch",
+        "small",
+        "--width",
+        "8",
+        "--image-size",
+        "28",
+        "--crop",
+        "24",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--output",
+        str(out),
+        "--progress",
+        "off",
+        "--no-tensorboard",
+        "--no-plot",
+        "--stats-file",
+        str(out) + "-stats.pt",
+        "--no-ten-crop",
+        "--epochs",
+        "1",
+        "--input-scale",
+        "0.015625",
+        *extra,
+    ]
 
 
 def log_messages(caplog):

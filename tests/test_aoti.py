@@ -58,8 +58,13 @@ def test_package_runs_from_python_without_alexnet_cuda(package, tmp_path):
     path, x, expected = package
     inputs, outputs = tmp_path / "x.pt", tmp_path / "y.pt"
     torch.save(x, inputs)
-    proc = subprocess.run([sys.executable, "-c", RUN_IN_PYTHON, alexnet_cuda.library_path(), path,
-                           str(inputs), str(outputs)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_IN_PYTHON, alexnet_cuda.library_path(), path, str(inputs), str(outputs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(outputs)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -74,14 +79,20 @@ def test_package_runs_from_cpp(package, tmp_path):
         pytest.skip("examples/aoti is not next to the tests (installed-package test run)")
     build = tmp_path / "build"
     torch_install = os.path.dirname(torch.__file__)
-    for cmd in ([cmake, "-S", EXAMPLE, "-B", str(build), f"-DTORCH_INSTALL={torch_install}",
-                 "-DCMAKE_BUILD_TYPE=Release"], [cmake, "--build", str(build)]):
+    for cmd in (
+        [cmake, "-S", EXAMPLE, "-B", str(build), f"-DTORCH_INSTALL={torch_install}", "-DCMAKE_BUILD_TYPE=Release"],
+        [cmake, "--build", str(build)],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     inputs, outputs = tmp_path / "x.bin", tmp_path / "y.bin"
     x.numpy().tofile(inputs)
-    proc = subprocess.run([str(build / "run_package"), path, alexnet_cuda.library_path(), str(inputs),
-                           *map(str, x.shape), str(outputs)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(build / "run_package"), path, alexnet_cuda.library_path(), str(inputs), *map(str, x.shape), str(outputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.from_file(str(outputs), size=expected.numel(), dtype=torch.float32).view(expected.shape)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

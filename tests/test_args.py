@@ -104,10 +104,13 @@ def test_max_pool2d_bad_dtype_is_a_dtype_error():
         max_pool2d(torch.ones(X, dtype=torch.bool), 3)
 
 
-@pytest.mark.parametrize("op", [
-    lambda x: local_response_norm(x, 3),
-    lambda x: relu_lrn_max_pool2d(x),
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x: local_response_norm(x, 3),
+        lambda x: relu_lrn_max_pool2d(x),
+    ],
+)
 def test_no_double_backward_says_so(op):
     x = rand(X, "cpu", torch.float64).requires_grad_()
     (gx,) = torch.autograd.grad(op(x).sum(), x, create_graph=True)

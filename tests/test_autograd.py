@@ -58,16 +58,21 @@ def test_saved_tensors_are_what_backward_needs():
     assert a.data_ptr() == x.data_ptr() and b.dtype == torch.uint8 and b.shape == (2, 8, 4, 4)
 
 
-@pytest.mark.parametrize("name,stock", [
-    ("lrn", "torch.nn.functional.local_response_norm"),
-    ("relu_lrn_max_pool2d", "the stock composition"),
-])
+@pytest.mark.parametrize(
+    "name,stock",
+    [
+        ("lrn", "torch.nn.functional.local_response_norm"),
+        ("relu_lrn_max_pool2d", "the stock composition"),
+    ],
+)
 def test_double_backward_is_refused_by_name(name, stock):
     x = rand(X, "cpu", torch.float64).requires_grad_()
     (gx,) = torch.autograd.grad(OPS[name](x).sum(), x, create_graph=True)
     op = "local_response_norm" if name == "lrn" else name
-    with pytest.raises(NotImplementedError, match=f"^{op}: double backward .gradients of gradients. "
-                       f"is not implemented by alexnet_cuda; use {stock}"):
+    with pytest.raises(
+        NotImplementedError,
+        match=f"^{op}: double backward .gradients of gradients. is not implemented by alexnet_cuda; use {stock}",
+    ):
         gx.sum().backward()
 
 
@@ -80,8 +85,7 @@ def test_max_pool2d_double_backward_matches_pytorch():
     w = torch.randn_like(x)
     (gx,) = torch.autograd.grad(max_pool2d(x, 3, 2), x, g, create_graph=True)
     (gx_ref,) = torch.autograd.grad(F.max_pool2d(x, 3, 2), x, g, create_graph=True)
-    torch.testing.assert_close(torch.autograd.grad((gx * w).sum(), g),
-                               torch.autograd.grad((gx_ref * w).sum(), g))
+    torch.testing.assert_close(torch.autograd.grad((gx * w).sum(), g), torch.autograd.grad((gx_ref * w).sum(), g))
 
 
 class _Three(torch.nn.Module):

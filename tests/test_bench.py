@@ -20,34 +20,63 @@ def _row(case, ms, q1=None, q3=None, group="lrn", **kw):
 
 
 def _results(rows, device="NVIDIA H100"):
-    return {"environment": {"device": "cuda", "gpu": device, "date": "2026-01-01"}, "batch": 128,
-            "quick": False, "reduced": False, "rows": rows}
+    return {
+        "environment": {"device": "cuda", "gpu": device, "date": "2026-01-01"},
+        "batch": 128,
+        "quick": False,
+        "reduced": False,
+        "rows": rows,
+    }
 
 
-OLD = _results([
-    _row("steady", 1.00, 0.99, 1.01),
-    _row("slower", 1.00, 0.99, 1.01),
-    _row("noisy", 1.00, 0.70, 1.30),           # 60% IQR: a 20% slow-down is within its noise
-    _row("noisy but much slower", 1.00, 0.90, 1.10),
-    _row("quicker", 1.00, 0.99, 1.01),
-    _row("breaks", 1.00),
-    _row("dropped", 1.00),
-    {"group": "loop", "case": "AlexNet loop b128", "dtype": "bf16", "layout": "nhwc", "direction": "fwd+bwd",
-     "bare_ms": 10.0, "bare_q1_ms": 9.9, "bare_q3_ms": 10.1, "loop_ms": 10.5, "loop_q1_ms": 10.4,
-     "loop_q3_ms": 10.6},
-])
-NEW = _results([
-    _row("steady", 1.05, 1.04, 1.06),
-    _row("slower", 1.20, 1.19, 1.21),
-    _row("noisy", 1.20, 0.90, 1.50),
-    _row("noisy but much slower", 1.50, 1.40, 1.60),
-    _row("quicker", 0.50, 0.49, 0.51),
-    {**_row("breaks", None), "error": "WRONG: AssertionError: max abs diff 0.5"},
-    _row("brand new", 2.00),
-    {"group": "loop", "case": "AlexNet loop b128", "dtype": "bf16", "layout": "nhwc", "direction": "fwd+bwd",
-     "bare_ms": 10.0, "bare_q1_ms": 9.9, "bare_q3_ms": 10.1, "loop_ms": 14.0, "loop_q1_ms": 13.9,
-     "loop_q3_ms": 14.1},
-])
+OLD = _results(
+    [
+        _row("steady", 1.00, 0.99, 1.01),
+        _row("slower", 1.00, 0.99, 1.01),
+        _row("noisy", 1.00, 0.70, 1.30),  # 60% IQR: a 20% slow-down is within its noise
+        _row("noisy but much slower", 1.00, 0.90, 1.10),
+        _row("quicker", 1.00, 0.99, 1.01),
+        _row("breaks", 1.00),
+        _row("dropped", 1.00),
+        {
+            "group": "loop",
+            "case": "AlexNet loop b128",
+            "dtype": "bf16",
+            "layout": "nhwc",
+            "direction": "fwd+bwd",
+            "bare_ms": 10.0,
+            "bare_q1_ms": 9.9,
+            "bare_q3_ms": 10.1,
+            "loop_ms": 10.5,
+            "loop_q1_ms": 10.4,
+            "loop_q3_ms": 10.6,
+        },
+    ]
+)
+NEW = _results(
+    [
+        _row("steady", 1.05, 1.04, 1.06),
+        _row("slower", 1.20, 1.19, 1.21),
+        _row("noisy", 1.20, 0.90, 1.50),
+        _row("noisy but much slower", 1.50, 1.40, 1.60),
+        _row("quicker", 0.50, 0.49, 0.51),
+        {**_row("breaks", None), "error": "WRONG: AssertionError: max abs diff 0.5"},
+        _row("brand new", 2.00),
+        {
+            "group": "loop",
+            "case": "AlexNet loop b128",
+            "dtype": "bf16",
+            "layout": "nhwc",
+            "direction": "fwd+bwd",
+            "bare_ms": 10.0,
+            "bare_q1_ms": 9.9,
+            "bare_q3_ms": 10.1,
+            "loop_ms": 14.0,
+            "loop_q1_ms": 13.9,
+            "loop_q3_ms": 14.1,
+        },
+    ]
+)
 
 
 @pytest.fixture
@@ -61,8 +90,17 @@ def files(tmp_path):
 def _verdicts(out):
     v = {}
     for line in out.splitlines():
-        for case in ("steady", "slower", "noisy", "noisy but much slower", "quicker", "breaks", "dropped",
-                     "brand new", "AlexNet loop b128"):
+        for case in (
+            "steady",
+            "slower",
+            "noisy",
+            "noisy but much slower",
+            "quicker",
+            "breaks",
+            "dropped",
+            "brand new",
+            "AlexNet loop b128",
+        ):
             if line.startswith(case + " "):
                 v.setdefault(case, []).append(line)
     return v
@@ -73,10 +111,10 @@ def test_compare_flags_regressions_beyond_noise_errors_missing_and_new(files, ca
     out = capsys.readouterr().out
     v = _verdicts(out)
     assert rc == 1
-    assert "REGRESSION" not in v["steady"][0]                        # +5% < 10%
-    assert "REGRESSION (> 10%)" in v["slower"][0]                    # +20%, noise 2%
+    assert "REGRESSION" not in v["steady"][0]  # +5% < 10%
+    assert "REGRESSION (> 10%)" in v["slower"][0]  # +20%, noise 2%
     assert "REGRESSION" not in v["noisy"][0] and "within noise" in v["noisy"][0]  # +20% < 50% IQR
-    assert "REGRESSION (> 20%)" in v["noisy but much slower"][0]     # +50% > 20% IQR
+    assert "REGRESSION (> 20%)" in v["noisy but much slower"][0]  # +50% > 20% IQR
     assert "faster" in v["quicker"][0]
     assert "ERROR (passed before)" in v["breaks"][0]
     assert "MISSING" in v["dropped"][0]
@@ -89,7 +127,7 @@ def test_compare_flags_regressions_beyond_noise_errors_missing_and_new(files, ca
 
 def test_compare_exit_codes(files, tmp_path, capsys):
     old, _ = files
-    assert compare.main([old, old]) == 0                              # a run against itself
+    assert compare.main([old, old]) == 0  # a run against itself
     # only missing cases: fails unless --allow-missing
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps(_results([r for r in OLD["rows"] if r["case"] != "dropped"])))
@@ -110,21 +148,29 @@ def test_report_groups_tables_and_footnotes_errors():
     pytest.importorskip("torch")
     run = _load("run")
     rows = [
-        _row("LRN a", 1.0, 0.9, 1.1, eager_ms=2.0, speedup_vs_eager=2.0, compile_error="BackendCompilerFailed: boom",
-             ours_host_ms=0.25),
+        _row(
+            "LRN a",
+            1.0,
+            0.9,
+            1.1,
+            eager_ms=2.0,
+            speedup_vs_eager=2.0,
+            compile_error="BackendCompilerFailed: boom",
+            ours_host_ms=0.25,
+        ),
         {**_row("pool b", None, group="max_pool2d"), "error": "WRONG: AssertionError: differs"},
         _row("train", 10.0, group="model", direction="fwd+bwd", ours_peak_mib=1193.0, eager_peak_mib=2201.0),
     ]
     text = run.tables(rows, ["lrn", "max_pool2d", "model"])
     assert text.index("## lrn") < text.index("## max_pool2d") < text.index("## model")
-    lrn = text[text.index("## lrn"):text.index("## max_pool2d")]
+    lrn = text[text.index("## lrn") : text.index("## max_pool2d")]
     assert "error [1]" in lrn and "[1] compile: BackendCompilerFailed: boom" in lrn
     assert "20% (n=20)" in lrn  # IQR / median
     assert "peak MiB" not in lrn  # empty columns are left out
     assert "| ours host ms |" in lrn and "| 0.250 |" in lrn
-    pool = text[text.index("## max_pool2d"):text.index("## model")]
+    pool = text[text.index("## max_pool2d") : text.index("## model")]
     assert "[1] WRONG: AssertionError: differs" in pool
-    model = text[text.index("## model"):]
+    model = text[text.index("## model") :]
     assert "1,193 / 2,201 / -" in model
 
 
@@ -135,8 +181,9 @@ def test_loop_group_runs_on_cpu(monkeypatch):
     from common import Config
 
     loop = _load("cases/loop")
-    cfg = Config(device="cpu", batch=2, dtypes=["fp32"], layouts=["nchw", "nhwc"], quick=True, compile=False,
-                 reduced=True)
+    cfg = Config(
+        device="cpu", batch=2, dtypes=["fp32"], layouts=["nchw", "nhwc"], quick=True, compile=False, reduced=True
+    )
     seen = []
     rows, notes = loop.run_group(cfg, lambda i, n, row: seen.append((i, n)))
     assert seen == [(1, 1)] and len(rows) == 1  # --quick on CPU: the first layout only
@@ -227,12 +274,18 @@ def test_inference_gate_catches_a_wrong_layer(monkeypatch):
         model_case.check_inference(wrong, twin, x, "cpu", "fp32")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--only", "modle"], "argument --only: modle given; choose from lrn,max_pool2d,relu_lrn_max_pool2d,conv2d_relu,model,loop"),
-    (["--dtype", "fp32,fp64"], "argument --dtype: fp64 given; choose from fp32,bf16,fp16"),
-    (["--layout", "channels_last"], "argument --layout: channels_last given; choose from nchw,nhwc"),
-    (["--layout", ","], "argument --layout: nothing given; choose from nchw,nhwc"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--only", "modle"],
+            "argument --only: modle given; choose from lrn,max_pool2d,relu_lrn_max_pool2d,conv2d_relu,model,loop",
+        ),
+        (["--dtype", "fp32,fp64"], "argument --dtype: fp64 given; choose from fp32,bf16,fp16"),
+        (["--layout", "channels_last"], "argument --layout: channels_last given; choose from nchw,nhwc"),
+        (["--layout", ","], "argument --layout: nothing given; choose from nchw,nhwc"),
+    ],
+)
 def test_run_rejects_unknown_groups_dtypes_and_layouts(argv, message, capsys):
     pytest.importorskip("torch")
     run = _load("run")
@@ -287,8 +340,17 @@ def test_run_case_sets_records_and_restores_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
     try:
         cfg = Config(device="cpu", batch=1, dtypes=["fp32"], layouts=["nchw"], quick=True, compile=False)
-        case = Case("model", "fake", "fp32", "nchw", "fwd", lambda: (torch.ones(4),),
-                    {"ours": ours, "eager": lambda x: x}, tf32=True, flops=10**6)
+        case = Case(
+            "model",
+            "fake",
+            "fp32",
+            "nchw",
+            "fwd",
+            lambda: (torch.ones(4),),
+            {"ours": ours, "eager": lambda x: x},
+            tf32=True,
+            flops=10**6,
+        )
         row = run.run_case(case, cfg, {"copy_GBps": 1.0, "matmul_tf32_TFLOPs": 1.0})
         assert seen and set(seen) == {(True, True)}
         assert row["tf32"] is True and row["pct_matmul"] > 0
@@ -312,7 +374,10 @@ def test_quick_op_groups_pass_their_gates_on_cpu(tmp_path, capsys):
     """Every op group's CPU cases pass their correctness gate (a case whose check is
     miswired, e.g. a reference passed where the gate goes, fails the whole run)."""
     run = _load("run")
-    assert run.main(["--quick", "--only", "lrn,max_pool2d,relu_lrn_max_pool2d", "--no-compile", "--out", str(tmp_path)]) == 0
+    assert (
+        run.main(["--quick", "--only", "lrn,max_pool2d,relu_lrn_max_pool2d", "--no-compile", "--out", str(tmp_path)])
+        == 0
+    )
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert rows and not [r for r in rows if "error" in r or "ours_error" in r]
 
@@ -365,8 +430,15 @@ def test_model_variant_gates_run_the_variant(monkeypatch):
     twin = AlexNet(fused=False, width=0.125).double()
     torch._dynamo.reset()
     facts = model_case.check_training_step(
-        ours, None, twin, x, y, "cpu", "fp32",
-        make_ours_step=lambda m, o: make_step(m, o, compile=True, compile_backend="aot_eager"))
+        ours,
+        None,
+        twin,
+        x,
+        y,
+        "cpu",
+        "fp32",
+        make_ours_step=lambda m, o: make_step(m, o, compile=True, compile_backend="aot_eager"),
+    )
     assert facts["check_max_rel_err"] < 1e-5, facts
     ours.eval()
     forward = make_inference(ours, compile=True, compile_backend="aot_eager")

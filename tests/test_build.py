@@ -102,8 +102,7 @@ def test_mismatched_torch_is_a_clear_import_error():
         else:
             print("imported")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
     running = out.split("RUNNING:")[-1].strip()
     assert "IMPORT ERROR: alexnet_cuda was compiled against torch 2.0.0+built" in out, out
     assert f"but torch {running} is installed" in out

@@ -52,8 +52,22 @@ def rel_err(out, ref):
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
-def make_inputs(n, cin, h, w, cout, kh, kw, groups=1, bias=True, dtype=torch.float32,
-                device="cpu", layout=torch.contiguous_format, seed=0, requires_grad=False):
+def make_inputs(
+    n,
+    cin,
+    h,
+    w,
+    cout,
+    kh,
+    kw,
+    groups=1,
+    bias=True,
+    dtype=torch.float32,
+    device="cpu",
+    layout=torch.contiguous_format,
+    seed=0,
+    requires_grad=False,
+):
     """Fresh random data (never zeros), weights scaled so outputs are O(1)."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, cin, h, w) if n is not None else (cin, h, w)
@@ -77,6 +91,7 @@ def make_inputs(n, cin, h, w, cout, kh, kw, groups=1, bias=True, dtype=torch.flo
 # The Triton kernel itself, on CPU, under the Triton interpreter (in a subprocess).
 # ---------------------------------------------------------------------------------------
 
+
 def test_triton_kernel_under_interpreter():
     pytest.importorskip("triton")
     env = dict(os.environ)
@@ -84,12 +99,18 @@ def test_triton_kernel_under_interpreter():
     # Make the subprocess import the same alexnet_cuda as this process.
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(alexnet_cuda.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           os.path.join(HERE, "_conv2d_relu_interpret_cases.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        os.path.join(HERE, "_conv2d_relu_interpret_cases.py"),
+    ]
     # cwd: not the repository root, whose source tree (no compiled _C) `python -m` would
     # put first on sys.path, ahead of the installed package.
-    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"interpreter tests failed:\n{proc.stdout}\n{proc.stderr}"
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout
 
@@ -181,9 +202,12 @@ def test_cpu_autocast_matches_conv2d():
 # Autograd.
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(0, 1), groups=2),
-                                    dict(padding="same", dilation=2)],
-                         ids=["pad1", "stride_groups", "same_dil"])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(padding=1), dict(stride=2, padding=(0, 1), groups=2), dict(padding="same", dilation=2)],
+    ids=["pad1", "stride_groups", "same_dil"],
+)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_cpu_gradients_match_eager(kwargs, bias):
     x, wt, b = make_inputs(2, 4, 9, 9, 6, 3, 3, kwargs.get("groups", 1), bias, requires_grad=True)
@@ -210,8 +234,7 @@ def test_gradcheck_float64():
     # Random data: the chance that an output sits within eps of the ReLU kink is negligible.
     fn = lambda x, w, b: conv2d_relu(x, w, b, stride=(1, 2), padding=1, groups=2)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, wt, b), eps=1e-6, atol=1e-5)
-    x1, w1, _ = make_inputs(None, 3, 5, 5, 2, 2, 2, bias=False, dtype=torch.float64,
-                            requires_grad=True)
+    x1, w1, _ = make_inputs(None, 3, 5, 5, 2, 2, 2, bias=False, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w: conv2d_relu(x, w, padding="same"), (x1, w1))
 
 
@@ -268,18 +291,16 @@ def test_export_keeps_the_op(strict):
 # Registration: opcheck, fake tensors, torch.compile.
 # ---------------------------------------------------------------------------------------
 
+
 def _op_args(device, dtype=torch.float32, requires_grad=True, groups=2, bias=True):
-    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3, groups, bias, dtype=dtype, device=device,
-                           requires_grad=requires_grad)
+    x, wt, b = make_inputs(2, 4, 7, 7, 6, 3, 3, groups, bias, dtype=dtype, device=device, requires_grad=requires_grad)
     return (x, wt, b, [2, 1], [1, 0], [1, 2], groups, False)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_opcheck_cpu(bias):
-    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
-                          _op_args("cpu", bias=bias))
-    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
-                          _op_args("cpu", requires_grad=False, bias=bias))
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default, _op_args("cpu", bias=bias))
+    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default, _op_args("cpu", requires_grad=False, bias=bias))
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
@@ -348,6 +369,7 @@ def test_torch_compile_fullgraph_cpu(backend):
 # The module.
 # ---------------------------------------------------------------------------------------
 
+
 def test_module_matches_conv2d_and_shares_state_dict():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
@@ -390,31 +412,35 @@ def test_module_padding_modes(padding_mode):
 # Bad arguments: clear errors, raised before any kernel runs.
 # ---------------------------------------------------------------------------------------
 
+
 def _ok():
     return make_inputs(2, 4, 8, 8, 6, 3, 3)
 
 
-@pytest.mark.parametrize("mutate, exc, match", [
-    (lambda x, w, b: (x[:, :3], w, b, {}), ValueError, "channels"),
-    (lambda x, w, b: (x, w, b, {"groups": 4}), ValueError, "groups"),
-    (lambda x, w, b: (x, w[0], b, {}), ValueError, "weight must be 4-D"),
-    (lambda x, w, b: (x[0, 0], w, b, {}), ValueError, "input must be 4-D"),
-    (lambda x, w, b: (x, w.double(), b, {}), TypeError, "weight dtype"),  # DtypeError: a NotImplementedError too
-    (lambda x, w, b: (x, w, b.double(), {}), TypeError, "bias dtype"),
-    (lambda x, w, b: (x, w, b[:5], {}), ValueError, "bias must have shape"),
-    (lambda x, w, b: (x.long(), w.long(), None, {}), TypeError, "floating-point"),
-    (lambda x, w, b: (x, w.to("meta"), b, {}), ValueError, "weight is on meta"),
-    (lambda x, w, b: (x, w, b.to("meta"), {}), ValueError, "bias is on meta"),
-    (lambda x, w, b: (x, w, b, {"stride": 0}), ValueError, "stride"),
-    (lambda x, w, b: (x, w, b, {"stride": (1, 2, 3)}), ValueError, "stride"),
-    (lambda x, w, b: (x, w, b, {"padding": -1}), ValueError, "padding"),
-    (lambda x, w, b: (x, w, b, {"padding": "full"}), ValueError, "padding"),
-    (lambda x, w, b: (x, w, b, {"padding": "same", "stride": 2}), ValueError, "same"),
-    (lambda x, w, b: (x, w, b, {"dilation": 0}), ValueError, "dilation"),
-    (lambda x, w, b: (x, w, b, {"groups": 0}), ValueError, "groups"),
-    (lambda x, w, b: (x[:, :, :2, :2], w, b, {}), ValueError, "output would be"),
-    (lambda x, w, b: (x.numpy(), w, b, {}), TypeError, "input must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "mutate, exc, match",
+    [
+        (lambda x, w, b: (x[:, :3], w, b, {}), ValueError, "channels"),
+        (lambda x, w, b: (x, w, b, {"groups": 4}), ValueError, "groups"),
+        (lambda x, w, b: (x, w[0], b, {}), ValueError, "weight must be 4-D"),
+        (lambda x, w, b: (x[0, 0], w, b, {}), ValueError, "input must be 4-D"),
+        (lambda x, w, b: (x, w.double(), b, {}), TypeError, "weight dtype"),  # DtypeError: a NotImplementedError too
+        (lambda x, w, b: (x, w, b.double(), {}), TypeError, "bias dtype"),
+        (lambda x, w, b: (x, w, b[:5], {}), ValueError, "bias must have shape"),
+        (lambda x, w, b: (x.long(), w.long(), None, {}), TypeError, "floating-point"),
+        (lambda x, w, b: (x, w.to("meta"), b, {}), ValueError, "weight is on meta"),
+        (lambda x, w, b: (x, w, b.to("meta"), {}), ValueError, "bias is on meta"),
+        (lambda x, w, b: (x, w, b, {"stride": 0}), ValueError, "stride"),
+        (lambda x, w, b: (x, w, b, {"stride": (1, 2, 3)}), ValueError, "stride"),
+        (lambda x, w, b: (x, w, b, {"padding": -1}), ValueError, "padding"),
+        (lambda x, w, b: (x, w, b, {"padding": "full"}), ValueError, "padding"),
+        (lambda x, w, b: (x, w, b, {"padding": "same", "stride": 2}), ValueError, "same"),
+        (lambda x, w, b: (x, w, b, {"dilation": 0}), ValueError, "dilation"),
+        (lambda x, w, b: (x, w, b, {"groups": 0}), ValueError, "groups"),
+        (lambda x, w, b: (x[:, :, :2, :2], w, b, {}), ValueError, "output would be"),
+        (lambda x, w, b: (x.numpy(), w, b, {}), TypeError, "input must be a torch.Tensor"),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(mutate, exc, match):
     x, w, b, kwargs = mutate(*_ok())
     with pytest.raises(exc, match=match):
@@ -429,16 +455,20 @@ def test_errors_are_runtime_errors_like_f_conv2d():
             fn(x[:, :3], w, b)
 
 
-@pytest.mark.parametrize("args, match", [
-    (lambda x, w, b: (x[:, :3], w, b, [1, 1], [0, 0], [1, 1], 1), "channels"),
-    (lambda x, w, b: (x[0], w, b, [1, 1], [0, 0], [1, 1], 1), "4-D"),
-    (lambda x, w, b: (x, w, b[:5], [1, 1], [0, 0], [1, 1], 1), "bias must have shape"),
-    (lambda x, w, b: (x, w, b, [1], [0, 0], [1, 1], 1), "stride"),
-    (lambda x, w, b: (x, w, b, [1, 1], [-1, 0], [1, 1], 1), "padding"),
-    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [0, 1], 1), "dilation"),
-    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [1, 1], 3), "groups"),
-    (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [9, 9], 1), "output would be"),
-], ids=["channels", "rank", "bias", "stride", "padding", "dilation", "groups", "size"])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (lambda x, w, b: (x[:, :3], w, b, [1, 1], [0, 0], [1, 1], 1), "channels"),
+        (lambda x, w, b: (x[0], w, b, [1, 1], [0, 0], [1, 1], 1), "4-D"),
+        (lambda x, w, b: (x, w, b[:5], [1, 1], [0, 0], [1, 1], 1), "bias must have shape"),
+        (lambda x, w, b: (x, w, b, [1], [0, 0], [1, 1], 1), "stride"),
+        (lambda x, w, b: (x, w, b, [1, 1], [-1, 0], [1, 1], 1), "padding"),
+        (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [0, 1], 1), "dilation"),
+        (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [1, 1], 3), "groups"),
+        (lambda x, w, b: (x, w, b, [1, 1], [0, 0], [9, 9], 1), "output would be"),
+    ],
+    ids=["channels", "rank", "bias", "stride", "padding", "dilation", "groups", "size"],
+)
 @pytest.mark.parametrize("device", DEVICES)
 def test_op_called_directly_checks_its_arguments(args, match, device):
     # torch.ops.alexnet_cuda.conv2d_relu skips the Python wrapper: its own checks must stop
@@ -502,8 +532,9 @@ def _ieee_reference(x, w, b, **kwargs):
 def test_cuda_alexnet_layers(layer, mode, layout, restore_tf32):
     cin, h, cout, k, stride, padding, groups = ALEXNET_LAYERS[layer]
     dtype, tf32, tol = MODES[mode]
-    x, w, b = make_inputs(128, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda",
-                          layout=layout, seed=hash(layer) % 1000)
+    x, w, b = make_inputs(
+        128, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda", layout=layout, seed=hash(layer) % 1000
+    )
     torch.backends.cudnn.allow_tf32 = tf32
     out = conv2d_relu(x, w, b, stride, padding, 1, groups)
     ref = _ieee_reference(x, w, b, stride=stride, padding=padding, groups=groups)
@@ -534,8 +565,7 @@ def test_cuda_tf32_flag_is_followed(restore_tf32):
 def test_cuda_argument_forms(case, layout, restore_tf32):
     torch.backends.cudnn.allow_tf32 = False
     n, cin, h, w, cout, kh, kw, kwargs = case
-    x, wt, b = make_inputs(n, cin, h, w, cout, kh, kw, kwargs.get("groups", 1), device="cuda",
-                           layout=layout)
+    x, wt, b = make_inputs(n, cin, h, w, cout, kh, kw, kwargs.get("groups", 1), device="cuda", layout=layout)
     out = conv2d_relu(x, wt, b, **kwargs)
     ref = ref_conv_relu(x, wt, b, **kwargs)
     assert out.shape == ref.shape
@@ -551,11 +581,12 @@ def test_cuda_gradients_match_eager(dtype, restore_tf32):
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     # conv2's shape, then conv1's (its weight gradient goes through space-to-depth), with
     # the input's gradient asked for and not (as in a model, where conv1's input is data).
-    for shape, kwargs, input_grad in [((8, 96, 27, 27, 256, 5, 5, 2), dict(padding=2, groups=2), True),
-                                      ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), True),
-                                      ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), False)]:
-        x, w, b = make_inputs(*shape, dtype=dtype, device="cuda", layout=torch.channels_last,
-                              requires_grad=True)
+    for shape, kwargs, input_grad in [
+        ((8, 96, 27, 27, 256, 5, 5, 2), dict(padding=2, groups=2), True),
+        ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), True),
+        ((8, 3, 227, 227, 96, 11, 11, 1), dict(stride=4), False),
+    ]:
+        x, w, b = make_inputs(*shape, dtype=dtype, device="cuda", layout=torch.channels_last, requires_grad=True)
         x.requires_grad_(input_grad)
         out = conv2d_relu(x, w, b, **kwargs)
         ref = ref_conv_relu(x, w, b, **kwargs)
@@ -578,8 +609,9 @@ def test_cuda_triton_backward_alexnet_layers(layer, mode, layout, restore_tf32, 
     dtype, allow_tf32, tol = MODES[mode]
     torch.backends.cudnn.allow_tf32 = allow_tf32
     cin, h, cout, k, stride, padding, groups = ALEXNET_LAYERS[layer]
-    x, w, b = make_inputs(8, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda", layout=layout,
-                          requires_grad=True)
+    x, w, b = make_inputs(
+        8, cin, h, h, cout, k, k, groups, dtype=dtype, device="cuda", layout=layout, requires_grad=True
+    )
     out = conv2d_relu(x, w, b, stride, padding, 1, groups)
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, (x, w, b), grad)
@@ -597,12 +629,11 @@ def test_cuda_triton_backward_alexnet_layers(layer, mode, layout, restore_tf32, 
 @pytest.mark.cuda
 def test_cuda_opcheck_and_float64_fallback():
     torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default, _op_args("cuda"))
-    torch.library.opcheck(torch.ops.alexnet_cuda.conv2d_relu.default,
-                          _op_args("cuda", dtype=torch.float16, requires_grad=False))
-    x, w, b = make_inputs(2, 4, 6, 5, 4, 3, 2, 2, dtype=torch.float64, device="cuda",
-                          requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: conv2d_relu(x, w, b, padding=1, groups=2),
-                                    (x, w, b))
+    torch.library.opcheck(
+        torch.ops.alexnet_cuda.conv2d_relu.default, _op_args("cuda", dtype=torch.float16, requires_grad=False)
+    )
+    x, w, b = make_inputs(2, 4, 6, 5, 4, 3, 2, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv2d_relu(x, w, b, padding=1, groups=2), (x, w, b))
 
 
 @needs_cuda
@@ -651,13 +682,13 @@ def test_shapes_past_the_kernel_limits_go_to_aten():
         wt = torch.empty(cout, c // groups, k, k, device="meta")
         return triton_kernel_takes(x, wt, [1, 1], [padding] * 2, [1, 1], groups)
 
-    assert takes(128, 256, 13, 13, 384, 3)                        # AlexNet's conv3
+    assert takes(128, 256, 13, 13, 384, 3)  # AlexNet's conv3
     assert takes(128, 3, 227, 227, 96, 11, memory_format=torch.contiguous_format)
-    assert not takes(1, 70000, 3, 3, 70000, 1, groups=70000)     # grid axis 1 > 65535
-    assert not takes(2**15, 1, 256, 256, 1, 1)                    # N*Ho*Wo = 2^31
-    assert takes(2**15 - 1, 1, 256, 256, 1, 1)                    # 2^31 - 65536: fine
-    assert takes(1, 2**16, 2**8, 2**7, 1, 1)                      # an image of 2^31 elements: offsets fit
-    assert not takes(1, 2**16, 2**8 + 1, 2**7, 1, 1)              # one more row: they do not
+    assert not takes(1, 70000, 3, 3, 70000, 1, groups=70000)  # grid axis 1 > 65535
+    assert not takes(2**15, 1, 256, 256, 1, 1)  # N*Ho*Wo = 2^31
+    assert takes(2**15 - 1, 1, 256, 256, 1, 1)  # 2^31 - 65536: fine
+    assert takes(1, 2**16, 2**8, 2**7, 1, 1)  # an image of 2^31 elements: offsets fit
+    assert not takes(1, 2**16, 2**8 + 1, 2**7, 1, 1)  # one more row: they do not
     # Padding: a tap starting above the image reaches PH rows past its end.
     assert not takes(1, 2**16, 2**8, 2**7, 1, 3, padding=1)
     assert not takes(1, 2**16, 2**8, 2**7, 1, 3, padding=1, memory_format=torch.contiguous_format)
@@ -669,8 +700,9 @@ def test_integer_like_arguments_like_f_conv2d():
 
     x, w = torch.randn(1, 4, 9, 9), torch.randn(6, 4, 3, 3)
     for stride in (np.int64(2), (np.int32(2), 1), torch.tensor(2), [torch.tensor(1), 2]):
-        torch.testing.assert_close(conv2d_relu(x, w, stride=stride, padding=np.int64(1)),
-                                   torch.relu(F.conv2d(x, w, stride=stride, padding=1)))
+        torch.testing.assert_close(
+            conv2d_relu(x, w, stride=stride, padding=np.int64(1)), torch.relu(F.conv2d(x, w, stride=stride, padding=1))
+        )
 
 
 def test_output_layout_rule_is_cudnns():
@@ -687,8 +719,10 @@ def test_output_layout_rule_is_cudnns():
     try:
         with FakeTensorMode():
             for (n, c, h, w), (lx, lw), sliced in itertools.product(
-                    [(2, 4, 5, 5), (2, 1, 5, 5), (2, 4, 1, 1), (1, 4, 1, 5)],
-                    itertools.product(layouts, layouts), [False, True]):
+                [(2, 4, 5, 5), (2, 1, 5, 5), (2, 4, 1, 1), (1, 4, 1, 5)],
+                itertools.product(layouts, layouts),
+                [False, True],
+            ):
                 x = torch.empty(n, 2 * c if sliced else c, h, w, device="cuda").contiguous(memory_format=lx)
                 x = x[:, :c]  # a channel slice of a bigger tensor: not dense
                 wt = torch.empty(6, c, 1, 1, device="cuda").contiguous(memory_format=lw)

@@ -23,8 +23,9 @@ def _candidates():
     return {"triton": lambda: "triton", "cudnn": lambda: "cudnn"}
 
 
-@pytest.mark.parametrize("triton_ms, expected", [(1.0, "triton"), (3.0, "cudnn"), (1.99, "cudnn")],
-                         ids=["faster", "slower", "within_margin"])
+@pytest.mark.parametrize(
+    "triton_ms, expected", [(1.0, "triton"), (3.0, "cudnn"), (1.99, "cudnn")], ids=["faster", "slower", "within_margin"]
+)
 def test_picks_the_faster_and_cudnn_on_ties(triton_ms, expected):
     timer = FakeTimer({"triton": triton_ms, "cudnn": 2.0})
     selector = select.Selector(timer=timer, tag="t")
@@ -78,10 +79,18 @@ def test_cache_path_is_in_the_library_cache_folder(monkeypatch, tmp_path):
     assert select.cache_path() == str(tmp_path / "conv_select.json")
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"t|dgrad|k": {"times": {}}}',
-                                     '{"t|dgrad|k": {"choice": ["triton"]}}', "[" * 100_000 + "]" * 100_000,
-                                     '{"t|dgrad|k": 3}'],
-                         ids=["list", "null", "no_choice", "list_choice", "deep", "number"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        '{"t|dgrad|k": {"times": {}}}',
+        '{"t|dgrad|k": {"choice": ["triton"]}}',
+        "[" * 100_000 + "]" * 100_000,
+        '{"t|dgrad|k": 3}',
+    ],
+    ids=["list", "null", "no_choice", "list_choice", "deep", "number"],
+)
 def test_a_cache_file_of_another_shape_is_a_miss_with_one_warning(tmp_path, content, caplog):
     """Valid JSON that is not what choose() writes is a cache miss (timed again), never an
     AttributeError/TypeError/KeyError/RecursionError in the conv call; one warning names the file."""
@@ -211,6 +220,7 @@ def test_a_traced_first_call_times_real_stand_ins(monkeypatch):
         def run(input, weight, *rest):
             seen.append((name, type(input), input.shape, input.stride(), bool(input.abs().sum() > 0)))
             return name
+
         return run
 
     monkeypatch.setattr(op, "_conv2d_relu_triton", spy("triton"))

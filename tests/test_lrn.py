@@ -42,12 +42,12 @@ def paper_reference(x, size, alpha, beta, k):
 
 
 SHAPES = [
-    (2, 96, 13, 15),   # AlexNet's channel count, odd spatial size
+    (2, 96, 13, 15),  # AlexNet's channel count, odd spatial size
     (3, 16, 8, 8),
-    (2, 3, 5, 4),      # fewer channels than the window
-    (2, 1, 4, 4),      # one channel
-    (2, 7, 11),        # 3-D (N, C, L)
-    (2, 6, 3, 4, 5),   # 5-D (N, C, D, H, W)
+    (2, 3, 5, 4),  # fewer channels than the window
+    (2, 1, 4, 4),  # one channel
+    (2, 7, 11),  # 3-D (N, C, L)
+    (2, 6, 3, 4, 5),  # 5-D (N, C, D, H, W)
 ]
 
 
@@ -167,8 +167,12 @@ def test_gradcheck(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck_3d_and_5d(device):
-    for shape, size, kind in [((2, 5, 4), 3, "contiguous"), ((2, 5, 4), 4, "channels_last"),
-                              ((1, 4, 2, 3, 2), 3, "contiguous"), ((1, 4, 2, 3, 2), 6, "channels_last")]:
+    for shape, size, kind in [
+        ((2, 5, 4), 3, "contiguous"),
+        ((2, 5, 4), 4, "channels_last"),
+        ((1, 4, 2, 3, 2), 3, "contiguous"),
+        ((1, 4, 2, 3, 2), 6, "channels_last"),
+    ]:
         x = layout(rand(shape, device, torch.float64, scale=1.0), kind).requires_grad_()
         assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.5, 0.75, 1.0), (x,))
 
@@ -354,8 +358,14 @@ def test_bad_inputs(make, size, error, match):
         local_response_norm(make(), size)
 
 
-@pytest.mark.parametrize("make, size", [(lambda: torch.randn(2, 4, 3), 0), (lambda: torch.randn(2, 4, 3), -2),
-                                        (lambda: torch.randint(0, 5, (2, 4, 3), dtype=torch.int32), 3)])
+@pytest.mark.parametrize(
+    "make, size",
+    [
+        (lambda: torch.randn(2, 4, 3), 0),
+        (lambda: torch.randn(2, 4, 3), -2),
+        (lambda: torch.randint(0, 5, (2, 4, 3), dtype=torch.int32), 3),
+    ],
+)
 def test_bad_inputs_raise_what_pytorch_raises(make, size):
     """Code catching F.local_response_norm's exception type catches ours too."""
     with pytest.raises(Exception) as theirs:
@@ -364,10 +374,19 @@ def test_bad_inputs_raise_what_pytorch_raises(make, size):
         local_response_norm(make(), size)
 
 
-@pytest.mark.skipif(alexnet_cuda.has_cuda_kernels(), reason="this build has CUDA kernels (the check is "
-                    "for a build without them: ALEXNET_CUDA_FORCE_CPU=1)")
-@pytest.mark.parametrize("op", [lambda x: local_response_norm(x, 3), lambda x: alexnet_cuda.ops.max_pool2d(x, 3),
-                                lambda x: alexnet_cuda.ops.relu_lrn_max_pool2d(x, 3)], ids=["lrn", "max_pool2d", "relu_lrn_max_pool2d"])
+@pytest.mark.skipif(
+    alexnet_cuda.has_cuda_kernels(),
+    reason="this build has CUDA kernels (the check is for a build without them: ALEXNET_CUDA_FORCE_CPU=1)",
+)
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x: local_response_norm(x, 3),
+        lambda x: alexnet_cuda.ops.max_pool2d(x, 3),
+        lambda x: alexnet_cuda.ops.relu_lrn_max_pool2d(x, 3),
+    ],
+    ids=["lrn", "max_pool2d", "relu_lrn_max_pool2d"],
+)
 def test_device_without_kernels_is_a_clear_error(op):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -391,15 +410,15 @@ def test_indexing_past_2_31_elements(device, kind):
     out = local_response_norm(x, 5, 0.3, 0.75, 2.0)
     for lo in (0, P - 4096):  # check the first and the last pixels of every channel
         xs = x[:, :, lo : lo + 4096]
-        torch.testing.assert_close(out[:, :, lo : lo + 4096].double(), reference(xs, 5, 0.3, 0.75, 2.0),
-                                   atol=8e-3, rtol=1.6e-2)
+        torch.testing.assert_close(
+            out[:, :, lo : lo + 4096].double(), reference(xs, 5, 0.3, 0.75, 2.0), atol=8e-3, rtol=1.6e-2
+        )
     del out
     g = layout(big_randn((1, 8, P), device, torch.bfloat16, period=999_983), kind)
     gx = torch.ops.alexnet_cuda.lrn_backward(g, x, 5, 0.3 / 5, 0.75, 2.0)
     for lo in (0, P - 4096):
         xs = x[:, :, lo : lo + 4096].double().requires_grad_()
-        (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs,
-                                    g[:, :, lo : lo + 4096].double())
+        (gr,) = torch.autograd.grad(F.local_response_norm(xs, 5, 0.3, 0.75, 2.0), xs, g[:, :, lo : lo + 4096].double())
         torch.testing.assert_close(gx[:, :, lo : lo + 4096].double(), gr, atol=3e-2, rtol=3e-2)
 
 
@@ -414,7 +433,7 @@ def test_indexing_past_2_31_elements(device, kind):
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_pow34_error_bound(device, kind):
     exps = torch.linspace(-15, 15, 8 * 4096, dtype=torch.float64)
-    x64 = (10.0 ** exps) * torch.where(torch.arange(exps.numel()) % 2 == 0, 1.0, -1.0)
+    x64 = (10.0**exps) * torch.where(torch.arange(exps.numel()) % 2 == 0, 1.0, -1.0)
     x = layout(x64.float().view(8, 4, 32, 32).to(device), kind)  # 4 channels, size 1
     k, alpha = 1e-30, 1.0  # >= FLT_MIN: the fast path applies (pow34_applies)
     xd = x.double().cpu()

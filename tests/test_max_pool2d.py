@@ -6,7 +6,6 @@ once: our kernels (like PyTorch's CUDA kernel) sum in fp32, while PyTorch's CPU 
 sums in fp16/bf16 and rounds after every addition.
 """
 
-
 import numpy as np
 import pytest
 import torch
@@ -113,7 +112,8 @@ def test_matches_pytorch(device, shape, kw):
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided", "channels_last_strided"])
 @pytest.mark.parametrize(
-    "kw", [dict(kernel_size=3, stride=2), dict(kernel_size=(3, 2), stride=(1, 2), padding=1, ceil_mode=True)],
+    "kw",
+    [dict(kernel_size=3, stride=2), dict(kernel_size=(3, 2), stride=(1, 2), padding=1, ceil_mode=True)],
     ids=["3/2", "mixed"],
 )
 def test_dtypes_and_layouts(device, dtype, kind, kw):

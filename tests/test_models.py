@@ -56,6 +56,7 @@ def assert_close_rel(actual, expected, rtol):
 
 # --- structure -------------------------------------------------------------------------
 
+
 def test_parameter_count():
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(AlexNet(fused=False)) == 60_965_224
@@ -105,6 +106,7 @@ def test_state_dict_keys_identical_across_placements():
 
 
 # --- two towers on two devices == grouped single device ----------------------------------
+
 
 def test_towers_match_grouped_fp64():
     torch.manual_seed(0)
@@ -167,6 +169,7 @@ def test_per_tower_lrn_differs_from_one_lrn_over_all_channels():
 
 # --- checkpoints ----------------------------------------------------------------------------
 
+
 def test_checkpoint_loads_across_placements():
     torch.manual_seed(0)
     single = small().eval()
@@ -225,6 +228,7 @@ def test_load_reference_state_dict():
 
 # --- options ------------------------------------------------------------------------------
 
+
 def test_paper_alpha_and_no_lrn():
     torch.manual_seed(0)
     literal = small(lrn=LRNParams(alpha=2e-3, paper_alpha=True)).eval()
@@ -268,6 +272,7 @@ def test_bf16_autocast(fused):
 
 # --- fused == unfused ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("devices", [None, TOWERS_CPU], ids=["single", "towers"])
 def test_fused_matches_unfused(devices):
     # float64: in fp32 the two stages' LRN values differ by rounding, so near-tied pooling
@@ -278,8 +283,7 @@ def test_fused_matches_unfused(devices):
     assert list(fused.state_dict()) == list(stock.state_dict())
     fused.load_state_dict(stock.state_dict())
     x, y = images(2).double(), torch.randint(0, 1000, (2,))
-    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-            for m in (stock, fused)]
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for m in (stock, fused)]
     for step in range(3):
         losses = []
         for model, opt in zip((stock, fused), opts):
@@ -314,6 +318,7 @@ def test_compile_fullgraph():
 
 
 # --- convert() ---------------------------------------------------------------------------
+
 
 def test_convert_reference_alexnet():
     fnn = alexnet_cuda.nn
@@ -362,8 +367,9 @@ def test_convert_single_layers_and_non_matching_runs():
     fnn = alexnet_cuda.nn
     assert isinstance(convert(nn.MaxPool2d(3, 2)), fnn.MaxPool2d)
     assert isinstance(convert(nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)), fnn.LocalResponseNorm)
-    seq = nn.Sequential(nn.ReLU(), nn.LocalResponseNorm(5), nn.MaxPool2d(3, 2, padding=1),
-                        nn.Conv2d(3, 4, 3), nn.Sigmoid())
+    seq = nn.Sequential(
+        nn.ReLU(), nn.LocalResponseNorm(5), nn.MaxPool2d(3, 2, padding=1), nn.Conv2d(3, 4, 3), nn.Sigmoid()
+    )
     convert(seq)
     assert type(seq[0]) is nn.ReLU  # padded pool: no fused stage
     assert isinstance(seq[1], fnn.LocalResponseNorm) and isinstance(seq[2], fnn.MaxPool2d)
@@ -371,6 +377,7 @@ def test_convert_single_layers_and_non_matching_runs():
 
 
 # --- errors ------------------------------------------------------------------------------
+
 
 def test_input_errors():
     model = small()
@@ -382,14 +389,17 @@ def test_input_errors():
         model(torch.randn(3, 227, 227))
 
 
-@pytest.mark.parametrize("devices, match", [
-    ("cpu", "pair of devices"),
-    (("cpu",), "pair of devices"),
-    (("cpu", "cpu", "cpu"), "pair of devices"),
-    (("cpu", "nonsense"), r"devices\[1\]"),
-    (("meta", "cpu"), "cpu and cuda"),
-    (("cuda:0", "cuda:99"), "cuda"),
-])
+@pytest.mark.parametrize(
+    "devices, match",
+    [
+        ("cpu", "pair of devices"),
+        (("cpu",), "pair of devices"),
+        (("cpu", "cpu", "cpu"), "pair of devices"),
+        (("cpu", "nonsense"), r"devices\[1\]"),
+        (("meta", "cpu"), "cpu and cuda"),
+        (("cuda:0", "cuda:99"), "cuda"),
+    ],
+)
 def test_bad_devices(devices, match):
     with pytest.raises(ValueError, match=match):
         small(devices=devices)
@@ -403,6 +413,7 @@ def test_bad_options():
 
 
 # --- CUDA ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_tf32():

@@ -18,12 +18,27 @@ OPS = torch.ops.alexnet_cuda
 # (public function, its keyword arguments, native binding, torch.ops overload, the
 # binding's arguments after the input)
 CASES = {
-    "lrn": (local_response_norm, dict(size=5, alpha=1e-2, k=2.0), _C.local_response_norm,
-            OPS.local_response_norm.default, (5, 1e-2, 0.75, 2.0, False)),
-    "max_pool2d": (max_pool2d, dict(kernel_size=3, stride=2), _C.max_pool2d, OPS.max_pool2d.default,
-                   ([3, 3], [2, 2], [0, 0], [1, 1], False, False)),
-    "relu_lrn_max_pool2d": (relu_lrn_max_pool2d, dict(lrn_groups=2), _C.relu_lrn_max_pool2d,
-                            OPS.relu_lrn_max_pool2d.default, (5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], 2, False)),
+    "lrn": (
+        local_response_norm,
+        dict(size=5, alpha=1e-2, k=2.0),
+        _C.local_response_norm,
+        OPS.local_response_norm.default,
+        (5, 1e-2, 0.75, 2.0, False),
+    ),
+    "max_pool2d": (
+        max_pool2d,
+        dict(kernel_size=3, stride=2),
+        _C.max_pool2d,
+        OPS.max_pool2d.default,
+        ([3, 3], [2, 2], [0, 0], [1, 1], False, False),
+    ),
+    "relu_lrn_max_pool2d": (
+        relu_lrn_max_pool2d,
+        dict(lrn_groups=2),
+        _C.relu_lrn_max_pool2d,
+        OPS.relu_lrn_max_pool2d.default,
+        (5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], 2, False),
+    ),
 }
 
 

@@ -54,8 +54,14 @@ def assert_exports_exactly(fn, x, tmp_path):
 
 @pytest.mark.parametrize("size, paper_alpha", [(1, False), (2, True), (3, True), (4, False), (5, False), (6, True)])
 def test_local_response_norm_odd_and_even_sizes(size, paper_alpha, tmp_path):
-    fn = lambda x: ops.local_response_norm(x, size, alpha=0.5, beta=0.75, k=1.5,  # noqa: E731
-                                           paper_alpha=paper_alpha)
+    fn = lambda x: ops.local_response_norm(
+        x,
+        size,
+        alpha=0.5,
+        beta=0.75,
+        k=1.5,  # noqa: E731
+        paper_alpha=paper_alpha,
+    )
     assert_exports_exactly(fn, torch.randn(2, 9, 5, 4), tmp_path)
 
 
@@ -96,8 +102,9 @@ def test_max_pool2d_compact_argmax_is_the_kernels():
     x = torch.randn(2, 3, 9, 10)
     args = ([3, 2], [2, 1], [1, 1], [2, 1], True, False)
     fn = lambda t: torch.ops.alexnet_cuda.max_pool2d_forward(t, *args)  # noqa: E731
-    program = torch.onnx.export(Call(fn).eval(), (x,), dynamo=True,
-                                custom_translation_table=alexnet_onnx.TRANSLATIONS, optimize=False)
+    program = torch.onnx.export(
+        Call(fn).eval(), (x,), dynamo=True, custom_translation_table=alexnet_onnx.TRANSLATIONS, optimize=False
+    )
     out, argmax = program(x)
     expected_out, expected_argmax = fn(x)
     torch.testing.assert_close(out, expected_out, atol=ATOL, rtol=1e-5)
@@ -107,8 +114,17 @@ def test_max_pool2d_compact_argmax_is_the_kernels():
 
 @pytest.mark.parametrize("lrn_groups, size, paper_alpha", [(1, 5, False), (2, 5, True), (1, 4, True), (2, 6, False)])
 def test_relu_lrn_max_pool2d(lrn_groups, size, paper_alpha, tmp_path):
-    fn = lambda x: ops.relu_lrn_max_pool2d(x, size, 0.2, 0.75, 2.0, 3, 2,  # noqa: E731
-                                           lrn_groups=lrn_groups, paper_alpha=paper_alpha)
+    fn = lambda x: ops.relu_lrn_max_pool2d(
+        x,
+        size,
+        0.2,
+        0.75,
+        2.0,
+        3,
+        2,  # noqa: E731
+        lrn_groups=lrn_groups,
+        paper_alpha=paper_alpha,
+    )
     (got,), x, proto = export_and_run(Call(fn).eval(), torch.randn(2, 8, 11, 11), tmp_path, batch=3)
     torch.testing.assert_close(got, fn(x), atol=ATOL, rtol=1e-5)
     used = [node.op_type for node in proto.graph.node]
@@ -145,9 +161,16 @@ def test_fused_alexnet_with_a_dynamic_batch(tmp_path):
 
 def test_converted_torchvision_style_model(tmp_path):
     stock = nn.Sequential(
-        nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.LocalResponseNorm(4, alpha=0.1, k=2.0), nn.MaxPool2d(3, 2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.LocalResponseNorm(3), nn.MaxPool2d(2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 5),
+        nn.Conv2d(3, 8, 5, stride=2),
+        nn.ReLU(),
+        nn.LocalResponseNorm(4, alpha=0.1, k=2.0),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.LocalResponseNorm(3),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
     ).eval()
     model = alexnet_cuda.convert(stock)
     assert any(isinstance(m, alexnet_cuda.nn.ReLULRNMaxPool2d) for m in model.modules())

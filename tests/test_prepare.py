@@ -37,8 +37,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 class Net(nn.Module):
     def __init__(self, dropout=0.5):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
-                                 nn.Dropout(dropout), nn.Linear(8 * 4 * 4, CLASSES))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 5, stride=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(8 * 4 * 4, CLASSES),
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(m.weight, 0, 0.01)
@@ -64,8 +70,9 @@ def write_photo_folder(root, rng, per_class=(7, 3)):
                 photo = photos[(c + i) % len(photos)]
                 h, w = rng.integers(60, 300, size=2)
                 top, left = rng.integers(0, photo.shape[0] - h), rng.integers(0, photo.shape[1] - w)
-                im = Image.fromarray(photo[top:top + h, left:left + w]).resize(
-                    tuple(int(v) for v in rng.integers(30, 60, size=2)), Image.BILINEAR)
+                im = Image.fromarray(photo[top : top + h, left : left + w]).resize(
+                    tuple(int(v) for v in rng.integers(30, 60, size=2)), Image.BILINEAR
+                )
                 if i % 2:
                     im.save(os.path.join(d, f"{i}.png"))
                 else:
@@ -86,8 +93,21 @@ def prepared(photos, tmp_path_factory):
 
 
 def _cfg(data, tmp_path, **kw):
-    base = dict(data=data, image_size=IMAGE, crop=CROP, epochs=1, batch_size=4, workers=0, output=str(tmp_path / "run"),
-                progress="off", tensorboard=False, plot=False, log_every=1, input_scale=1 / 64, schedule="constant")
+    base = dict(
+        data=data,
+        image_size=IMAGE,
+        crop=CROP,
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        output=str(tmp_path / "run"),
+        progress="off",
+        tensorboard=False,
+        plot=False,
+        log_every=1,
+        input_scale=1 / 64,
+        schedule="constant",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -176,8 +196,11 @@ def test_jpeg_only_folder_trains(photos, tmp_path):
 # resume, damage, bad images
 # ----------------------------------------------------------------------------------------
 def _snapshot(folder):
-    return {n: (os.stat(os.path.join(folder, n)).st_mtime_ns, open(os.path.join(folder, n), "rb").read())
-            for n in sorted(os.listdir(folder)) if n != S.MANIFEST}
+    return {
+        n: (os.stat(os.path.join(folder, n)).st_mtime_ns, open(os.path.join(folder, n), "rb").read())
+        for n in sorted(os.listdir(folder))
+        if n != S.MANIFEST
+    }
 
 
 def test_prepare_killed_halfway_resumes(photos, tmp_path):
@@ -229,20 +252,26 @@ def test_bad_images_are_counted_and_listed_never_fatal(tmp_path):
     good = open(os.path.join(root, "train", "class0", "1.png"), "rb").read()
     open(os.path.join(d, "damaged.png"), "wb").write(good[:60] + bytes(20) + good[80:])  # libpng's crash
     Image.fromarray(np.random.default_rng(2).integers(0, 65535, (40, 50), dtype=np.uint16)).save(
-        os.path.join(d, "grey16.png"))  # 16-bit: becomes 8-bit RGB, not an error
+        os.path.join(d, "grey16.png")
+    )  # 16-bit: becomes 8-bit RGB, not an error
     with open(os.path.join(os.fsencode(d), b"bad\xff.png"), "wb") as f:  # a name that is not UTF-8
         f.write(open(os.path.join(d, "1.png"), "rb").read())
     out = str(tmp_path / "out")
     man = prepare(root, out, size=IMAGE, formats=["raw"], shard_size=2, workers=2, progress="off")
     bad = man["splits"]["train"]["unreadable"]
-    assert sorted(u["file"] for u in bad) == [os.path.join("class1", "corrupt.jpg"), os.path.join("class1", "damaged.png")]
+    assert sorted(u["file"] for u in bad) == [
+        os.path.join("class1", "corrupt.jpg"),
+        os.path.join("class1", "damaged.png"),
+    ]
     assert man["splits"]["train"]["count"] == 9 + 2
     assert man["train_images_per_class"] == [3, 5, 3]
     json.dumps(man)  # the manifest (and the records) hold printable names only
 
 
-@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
-                    reason="the crashing decoder is patched into the workers by fork")
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork",
+    reason="the crashing decoder is patched into the workers by fork",
+)
 def test_a_decoder_crash_costs_only_its_image(photos, tmp_path, monkeypatch):
     import faulthandler
     import signal
@@ -289,7 +318,7 @@ def _free_port():
 def _first_batch_grads(run):
     """Gradients of the loss on the first batch (mean-subtracted, centre crop: no random draws)."""
     batch = next(iter(run.train_loader))
-    x = run.augment.normalize(batch.images)[..., 4:4 + CROP, 4:4 + CROP]
+    x = run.augment.normalize(batch.images)[..., 4 : 4 + CROP, 4 : 4 + CROP]
     F.cross_entropy(run.net(x), batch.labels).backward()
     return {k: p.grad.clone() for k, p in run.model.named_parameters()}
 
@@ -300,8 +329,9 @@ def _epoch_images(run, epoch):
 
 
 def _ddp_worker(rank, world, port, out_dir, prepared):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     info = Dist.init_distributed("cpu")
     try:
@@ -310,8 +340,10 @@ def _ddp_worker(rank, world, port, out_dir, prepared):
         cfg = _cfg(prepared, pathlib.Path(out_dir) / f"r{rank}", batch_size=8)
         run = setup_run(cfg, _model(dropout=0.0), info, step_fn=None)
         run.sampler.set_epoch(0)
-        torch.save({"grads": _first_batch_grads(run), "epoch0": _epoch_images(run, 0),
-                    "epoch1": _epoch_images(run, 1)}, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"grads": _first_batch_grads(run), "epoch0": _epoch_images(run, 0), "epoch1": _epoch_images(run, 1)},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         Dist.cleanup(info)
 
@@ -321,8 +353,7 @@ def test_ddp_ranks_read_disjoint_shards_and_match_one_process(prepared, tmp_path
 
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), prepared), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    one = setup_run(_cfg(prepared, tmp_path / "one", batch_size=8), _model(dropout=0.0), Dist.DistInfo(),
-                    step_fn=None)
+    one = setup_run(_cfg(prepared, tmp_path / "one", batch_size=8), _model(dropout=0.0), Dist.DistInfo(), step_fn=None)
     one.sampler.set_epoch(0)
     grads = _first_batch_grads(one)
     for k, g in grads.items():  # DDP averages the two halves' gradients: the combined batch's

@@ -13,7 +13,16 @@ import torch.nn.functional as F
 import alexnet_cuda  # noqa: F401  (loads the ops)
 from alexnet_cuda.nn.relu_lrn_max_pool2d import ReLULRNMaxPool2d
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
-from conftest import DEVICES, big_randn, cpu_runs_cuda_items, layout, offset_view, poison, saved_tensors, skip_unless_free_memory
+from conftest import (
+    DEVICES,
+    big_randn,
+    cpu_runs_cuda_items,
+    layout,
+    offset_view,
+    poison,
+    saved_tensors,
+    skip_unless_free_memory,
+)
 from conftest import rand as _rand
 
 
@@ -25,8 +34,19 @@ OP = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_forward
 BWD = torch.ops.alexnet_cuda.relu_lrn_max_pool2d_backward
 
 
-def reference(x, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, *, lrn_groups=1,
-              paper_alpha=False, return_indices=False):
+def reference(
+    x,
+    size=5,
+    alpha=1e-4,
+    beta=0.75,
+    k=2.0,
+    kernel_size=3,
+    stride=2,
+    *,
+    lrn_groups=1,
+    paper_alpha=False,
+    return_indices=False,
+):
     a = alpha * size if paper_alpha else alpha
     z = F.relu(x)
     z = torch.cat([F.local_response_norm(p, size, a, beta, k) for p in z.chunk(lrn_groups, dim=1)], dim=1)
@@ -63,11 +83,18 @@ def check_parity(x, atol=1e-12, rtol=1e-10, **kw):
     # argmax == the stock max-pool's indices on the stock LRN output
     kernel_size, stride = kw.get("kernel_size", 3), kw.get("stride", 2)
     _, idx = reference(x, **kw, return_indices=True)
-    _, argmax = OP(x, kw.get("size", 5), _scale(kw), kw.get("beta", 0.75), kw.get("k", 2.0),
-                   _pair(kernel_size), _pair(stride), kw.get("lrn_groups", 1))
+    _, argmax = OP(
+        x,
+        kw.get("size", 5),
+        _scale(kw),
+        kw.get("beta", 0.75),
+        kw.get("k", 2.0),
+        _pair(kernel_size),
+        _pair(stride),
+        kw.get("lrn_groups", 1),
+    )
     assert argmax.dtype == torch.uint8
-    torch.testing.assert_close(flat_indices(argmax, x.shape[-2], x.shape[-1], kernel_size, stride), idx,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(flat_indices(argmax, x.shape[-2], x.shape[-1], kernel_size, stride), idx, rtol=0, atol=0)
     return y, gx
 
 
@@ -521,8 +548,9 @@ def test_cpu_native_matches_sweep_kernels(dtype, kind, size, groups, stride):
 # the group's vectors dividing 32: 128 fp32 channels in groups of 128 or 32, 256 bf16 in
 # groups of 128) give all 32 lanes items, no halo lanes: the sweep path still matches the
 # CPU-native kernels bit for bit.
-@pytest.mark.parametrize("dtype,channels,groups", [(torch.float32, 128, 1), (torch.float32, 128, 4),
-                                                   (torch.bfloat16, 256, 2)], ids=str)
+@pytest.mark.parametrize(
+    "dtype,channels,groups", [(torch.float32, 128, 1), (torch.float32, 128, 4), (torch.bfloat16, 256, 2)], ids=str
+)
 def test_cpu_sweep_backward_warps_of_whole_groups(dtype, channels, groups):
     x = layout(rand((2, channels, 9, 11), "cpu", dtype) * 3, "channels_last")
     gy = torch.randn(2, channels, 4, 5, dtype=torch.float64).to(dtype)

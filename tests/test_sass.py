@@ -173,7 +173,9 @@ def test_divergent_paths_run_one_after_another_and_reconverge_at_bsync(sass):
     # Lanes 16-31 take an out-of-line path placed after EXIT and come back to the BSYNC.
     # The warp issues both paths, then the rest once with all lanes (the convergence
     # barrier), so the shuffle's lane 15 reads lane 16's value.
-    warp, out = run_sass(sass, """
+    warp, out = run_sass(
+        sass,
+        """
         S2R R0, SR_LANEID
         ISETP.GE.AND P0, PT, R0, 0x10, PT
         BSSY B0, `(.L_x_1)
@@ -182,11 +184,14 @@ def test_divergent_paths_run_one_after_another_and_reconverge_at_bsync(sass):
     .L_x_1:
         BSYNC B0
         SHFL.DOWN PT, R2, R1, 0x1, 0x1f
-    """ + STORE_R2_AT_LANE + """
+    """
+        + STORE_R2_AT_LANE
+        + """
     .L_x_0:
         IADD3 R1, R0, 0x2, RZ
         BRA `(.L_x_1)
-    """)
+    """,
+    )
     r1 = np.arange(32) + np.where(np.arange(32) >= 16, 2, 1)
     assert out.tolist() == r1[np.minimum(np.arange(32) + 1, 31)].tolist()
     # 4 together; IADD3 + BSYNC (lanes 0-15); IADD3, BRA + BSYNC (lanes 16-31); 6 together.
@@ -196,12 +201,16 @@ def test_divergent_paths_run_one_after_another_and_reconverge_at_bsync(sass):
 
 
 def test_predicated_off_lanes_take_the_issue_slot(sass):
-    warp, out = run_sass(sass, """
+    warp, out = run_sass(
+        sass,
+        """
         S2R R0, SR_LANEID
         ISETP.LT.AND P0, PT, R0, 0x1, PT
         MOV R2, 0x7
         @P0 MOV R2, 0x9
-    """ + STORE_R2_AT_LANE)
+    """
+        + STORE_R2_AT_LANE,
+    )
     assert out.tolist() == [9] + [7] * 31
     assert warp.issues == 9 and (warp.lane_instrs == 9).all()
 
@@ -209,13 +218,17 @@ def test_predicated_off_lanes_take_the_issue_slot(sass):
 def test_imad_wide_negates_the_whole_64_bit_addend(sass):
     # R3:R2 = 2^32 + 8: the high word of 4 lane - (2^32 + 8) is -2 for lanes 0-1, -1 after
     # (negating R2 alone, a 32-bit -8, would give 0 from lane 2 on).
-    warp, out = run_sass(sass, """
+    warp, out = run_sass(
+        sass,
+        """
         S2R R0, SR_LANEID
         MOV R2, 0x8
         MOV R3, 0x1
         IMAD.WIDE R6, R0, 0x4, -R2
         MOV R2, R7
-    """ + STORE_R2_AT_LANE)
+    """
+        + STORE_R2_AT_LANE,
+    )
     assert out.tolist() == [(4 * lane - (1 << 32) - 8) >> 32 for lane in range(32)]
 
 
@@ -230,12 +243,16 @@ def test_64_bit_constants_keep_their_top_bit(sass):
 def test_iadd3_carries_a_negated_zero(sass):
     # 64-bit a - b as the compiler writes it: IADD3 lo, P0, a.lo, -b.lo; IADD3.X hi, a.hi,
     # ~b.hi, P0. With b.lo = 0 the low add must carry (-0 = ~0 + 1), else hi is one short.
-    warp, out = run_sass(sass, """
+    warp, out = run_sass(
+        sass,
+        """
         S2R R0, SR_LANEID
         MOV R6, 0x5
         MOV R7, 0x0
         MOV R8, 0x2
         IADD3 R10, P0, R0, -R7, RZ
         IADD3.X R2, R6, ~R8, RZ, P0, !PT
-    """ + STORE_R2_AT_LANE)
+    """
+        + STORE_R2_AT_LANE,
+    )
     assert out.tolist() == [3] * 32  # (5:lane) - (2:0) has high word 3

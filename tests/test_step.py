@@ -72,7 +72,8 @@ def test_compiled_step_matches_eager_with_our_ops_in_one_graph():
     batches = [_batch() for _ in range(3)]
     graphs = []
     step, compiled, c_params = _run(
-        lambda m, o: make_step(m, o, compile=True, compile_backend=_counting_backend(graphs)), model, batches)
+        lambda m, o: make_step(m, o, compile=True, compile_backend=_counting_backend(graphs)), model, batches
+    )
     _, eager, e_params = _run(lambda m, o: make_step(m, o), model, batches)
     assert step.mode == "compile"
     # One graph for the whole model (traced once: same shapes), no break anywhere in it.
@@ -92,8 +93,9 @@ def test_compiled_step_through_aot_autograd_matches_eager():
     torch._dynamo.reset()
     model = _small_ours()
     batches = [_batch() for _ in range(2)]
-    _, compiled, c_params = _run(lambda m, o: make_step(m, o, compile=True, compile_backend="aot_eager"),
-                                 model, batches)
+    _, compiled, c_params = _run(
+        lambda m, o: make_step(m, o, compile=True, compile_backend="aot_eager"), model, batches
+    )
     _, eager, e_params = _run(lambda m, o: make_step(m, o), model, batches)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     for p, q in zip(c_params, e_params):
@@ -192,12 +194,30 @@ def test_cuda_graph_step_returns_fresh_tensors_and_graphed_inference_matches():
 
 # ---- the trainer's flags: --cuda-graphs and --compile go through make_step ----
 
+
 def _synthetic_cfg(tmp_path, **kw):
     from alexnet_cuda.train import TrainConfig
 
-    base = dict(synthetic=16, synthetic_classes=10, arch="small", width=8, image_size=28, crop=24, epochs=1,
-                batch_size=8, workers=0, device="cpu", output=str(tmp_path / "run"), progress="off",
-                tensorboard=False, plot=False, log_every=1, input_scale=1 / 64, schedule="constant", dropout=0.0)
+    base = dict(
+        synthetic=16,
+        synthetic_classes=10,
+        arch="small",
+        width=8,
+        image_size=28,
+        crop=24,
+        epochs=1,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+        output=str(tmp_path / "run"),
+        progress="off",
+        tensorboard=False,
+        plot=False,
+        log_every=1,
+        input_scale=1 / 64,
+        schedule="constant",
+        dropout=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

@@ -58,8 +58,7 @@ def test_load_splits_into_the_towers_and_round_trips():
 
 def test_load_errors_use_canonical_names():
     model = nn.ModuleDict({"fc": pair()})
-    result = model.load_state_dict({"fc.weight": torch.zeros(5, 3), "fc.extra": torch.zeros(1)},
-                                   strict=False)
+    result = model.load_state_dict({"fc.weight": torch.zeros(5, 3), "fc.extra": torch.zeros(1)}, strict=False)
     assert result.missing_keys == ["fc.bias"]
     assert result.unexpected_keys == ["fc.extra"]
     with pytest.raises(RuntimeError, match=r"size mismatch for fc.weight.*\(5, 3\)"):

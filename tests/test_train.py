@@ -40,8 +40,15 @@ class StandIn(nn.Module):
         super().__init__()
         s = ((crop - 5) // 2 + 1 - 3) // 2 + 1
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
-            nn.Dropout(0.5), nn.Linear(8 * s * s, 16), nn.ReLU(), nn.Linear(16, num_classes))
+            nn.Conv2d(3, 8, 5, stride=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Flatten(),
+            nn.Dropout(0.5),
+            nn.Linear(8 * s * s, 16),
+            nn.ReLU(),
+            nn.Linear(16, num_classes),
+        )
         for m in self.modules():  # inputs are ~0..255 minus the mean: keep activations sane
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(m.weight, 0, 0.01)
@@ -79,10 +86,23 @@ def folder(tmp_path_factory):
 
 
 def _cfg(folder, tmp_path, **kw):
-    base = dict(data=folder, image_size=IMAGE, crop=CROP, epochs=2, batch_size=8, workers=0,
-                output=str(tmp_path / "run"), stats_file=str(tmp_path.parent / "stats.pt"),
-                progress="off", tensorboard=False, plot=False, log_every=1, input_scale=1.0,
-                schedule="plateau", lr_patience=0)
+    base = dict(
+        data=folder,
+        image_size=IMAGE,
+        crop=CROP,
+        epochs=2,
+        batch_size=8,
+        workers=0,
+        output=str(tmp_path / "run"),
+        stats_file=str(tmp_path.parent / "stats.pt"),
+        progress="off",
+        tensorboard=False,
+        plot=False,
+        log_every=1,
+        input_scale=1.0,
+        schedule="plateau",
+        lr_patience=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -118,11 +138,42 @@ def test_cli_small_arch(folder, tmp_path):
     from alexnet_cuda.train.cli import main
 
     out = tmp_path / "cli"
-    rc = main(["--data", folder, "--arch", "small", "--width", "8", "--image-size", str(IMAGE), "--crop",
-               str(CROP), "--epochs", "1", "--batch-size", "8", "--workers", "0", "--output", str(out),
-               "--stats-file", str(tmp_path.parent / "stats.pt"), "--no-ten-crop", "--progress", "off",
-               "--no-tensorboard", "--no-plot", "--schedule", "milestones", "--lr-milestones", "0",
-               "--amp", "bf16", "--channels-last"])
+    rc = main(
+        [
+            "--data",
+            folder,
+            "--arch",
+            "small",
+            "--width",
+            "8",
+            "--image-size",
+            str(IMAGE),
+            "--crop",
+            str(CROP),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--output",
+            str(out),
+            "--stats-file",
+            str(tmp_path.parent / "stats.pt"),
+            "--no-ten-crop",
+            "--progress",
+            "off",
+            "--no-tensorboard",
+            "--no-plot",
+            "--schedule",
+            "milestones",
+            "--lr-milestones",
+            "0",
+            "--amp",
+            "bf16",
+            "--channels-last",
+        ]
+    )
     assert rc == 0
     ck = load_checkpoint(str(out / "last.pt"))
     assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)  # milestone at epoch 0
@@ -156,8 +207,9 @@ def test_resume_equals_uninterrupted_bit_for_bit(folder, tmp_path):
     resumed = part1["step_losses"] + part2["step_losses"] + part2b["step_losses"] + part3["step_losses"]
     assert resumed == losses  # bit for bit
     # epoch means: same numbers, summed in a different grouping across the interruptions
-    assert [h["train_loss"] for h in part3["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
-                                                                        rel=1e-12)
+    assert [h["train_loss"] for h in part3["history"]] == pytest.approx(
+        [h["train_loss"] for h in full["history"]], rel=1e-12
+    )
     a = load_checkpoint(os.path.join(full["output"], "last.pt"))["model"]
     b = load_checkpoint(os.path.join(cfg.output, "last.pt"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -171,20 +223,57 @@ def test_ctrl_c_from_a_terminal_saves_and_exits_cleanly(folder, tmp_path):
 
     out = tmp_path / "ctrlc"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    cmd = [sys.executable, "-m", "alexnet_cuda.train", "--data", folder, "--arch", "small", "--width", "8",
-           "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "100000", "--batch-size", "4",
-           "--workers", "2", "--output", str(out), "--stats-file", str(tmp_path / "stats.pt"),
-           "--progress", "off", "--no-tensorboard", "--no-plot", "--log-every", "1",
-           # raw 0..255 inputs make this small net diverge within ~6 steps (the NaN guard stops it)
-           "--input-scale", "0.015625"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alexnet_cuda.train",
+        "--data",
+        folder,
+        "--arch",
+        "small",
+        "--width",
+        "8",
+        "--image-size",
+        str(IMAGE),
+        "--crop",
+        str(CROP),
+        "--epochs",
+        "100000",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--output",
+        str(out),
+        "--stats-file",
+        str(tmp_path / "stats.pt"),
+        "--progress",
+        "off",
+        "--no-tensorboard",
+        "--no-plot",
+        "--log-every",
+        "1",
+        # raw 0..255 inputs make this small net diverge within ~6 steps (the NaN guard stops it)
+        "--input-scale",
+        "0.015625",
+    ]
     # cwd: not the repository root, whose source tree (no compiled _C) `python -m` would
     # put first on sys.path, ahead of the installed package.
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(tmp_path),
+    )
     try:
         deadline = time.time() + 120
         while not (out / "steps.csv").exists() or len((out / "steps.csv").read_text().splitlines()) < 10:
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+            assert proc.poll() is None and time.time() < deadline, (
+                proc.stdout.read() if proc.poll() is not None else "timeout"
+            )
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
@@ -238,7 +327,7 @@ def test_augment_matches_per_image_reference_and_bounds():
     for i in range(n):
         top, left = int(d.top[i]), int(d.left[i])
         ref = imgs[i].float() - mean
-        ref = ref[:, top:top + c, left:left + c]
+        ref = ref[:, top : top + c, left : left + c]
         if d.flip[i]:
             ref = ref.flip(-1)
         off = (vecs @ (d.alpha[i] * vals)) * 255
@@ -401,8 +490,9 @@ def _free_port():
 
 
 def _ddp_worker(rank, world, port, out_dir, folder):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     info = Dist.init_distributed("cpu")
     assert info.initialized and info.world_size == world
@@ -418,8 +508,14 @@ def _ddp_worker(rank, world, port, out_dir, folder):
     if rank == 0:
         torch.save({k: p.grad for k, p in model.named_parameters()}, os.path.join(out_dir, "ddp_grads.pt"))
     # and the training loop itself under DDP (sharded sampler, all-reduced eval, stop flag)
-    cfg = _cfg(folder, __import__("pathlib").Path(out_dir) / f"loop{rank}", epochs=1, batch_size=8,
-               stats_file=os.path.join(out_dir, "ddp_stats.pt"), output=os.path.join(out_dir, "ddp_run"))
+    cfg = _cfg(
+        folder,
+        __import__("pathlib").Path(out_dir) / f"loop{rank}",
+        epochs=1,
+        batch_size=8,
+        stats_file=os.path.join(out_dir, "ddp_stats.pt"),
+        output=os.path.join(out_dir, "ddp_run"),
+    )
     res = train(cfg, model=_model())
     if rank == 0:
         torch.save(res["history"], os.path.join(out_dir, "ddp_history.pt"))
@@ -496,9 +592,20 @@ def test_demo_data_and_defaults(tmp_path, monkeypatch):
 # synthetic in-memory data, and the NaN/inf guard
 # ----------------------------------------------------------------------------------------
 def _synthetic_cfg(tmp_path, **kw):
-    base = dict(synthetic=20, synthetic_classes=CLASSES, image_size=IMAGE, crop=CROP, epochs=1, batch_size=8,
-                workers=0, output=str(tmp_path / "run"), progress="off", tensorboard=False, plot=False,
-                log_every=1)
+    base = dict(
+        synthetic=20,
+        synthetic_classes=CLASSES,
+        image_size=IMAGE,
+        crop=CROP,
+        epochs=1,
+        batch_size=8,
+        workers=0,
+        output=str(tmp_path / "run"),
+        progress="off",
+        tensorboard=False,
+        plot=False,
+        log_every=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -518,10 +625,36 @@ def test_synthetic_data_trains_a_few_steps(tmp_path):
     # a whole epoch (20 images, batch 8: 3 steps) with no validation set, through the CLI
     from alexnet_cuda.train.cli import main
 
-    rc = main(["--synthetic", "20", "--synthetic-classes", "10", "--arch", "small", "--width", "8",
-               "--image-size", str(IMAGE), "--crop", str(CROP), "--epochs", "1", "--batch-size", "8",
-               "--workers", "0", "--output", str(tmp_path / "cli"), "--progress", "off", "--no-tensorboard",
-               "--no-plot", "--input-scale", "0.015625"])  # the demo's scale: raw pixels make this net diverge
+    rc = main(
+        [
+            "--synthetic",
+            "20",
+            "--synthetic-classes",
+            "10",
+            "--arch",
+            "small",
+            "--width",
+            "8",
+            "--image-size",
+            str(IMAGE),
+            "--crop",
+            str(CROP),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--output",
+            str(tmp_path / "cli"),
+            "--progress",
+            "off",
+            "--no-tensorboard",
+            "--no-plot",
+            "--input-scale",
+            "0.015625",
+        ]
+    )  # the demo's scale: raw pixels make this net diverge
     assert rc == 0
     ck = load_checkpoint(str(tmp_path / "cli" / "last.pt"))
     assert ck["step"] == 3 and "val_top1_err" not in ck["history"][0]
@@ -554,9 +687,11 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint_before_it
     with pytest.raises(NonFiniteLossError, match=r"at step 3 \(training loss nan, not finite\)") as err:
         train(cfg, model=_NaNAt(3))
     assert err.value.step == 3
-    assert "(step 2) had its weights checked before it was written: resume from it with a tenth of the lr (or " \
-           "check the data, the model and the options that set the size of the updates: --lr 0.01, --momentum " \
-           in str(err.value)
+    assert (
+        "(step 2) had its weights checked before it was written: resume from it with a tenth of the lr (or "
+        "check the data, the model and the options that set the size of the updates: --lr 0.01, --momentum "
+        in str(err.value)
+    )
     assert str(err.value).endswith(f"); run the same command followed by: --resume {last} --lr 0.001")
     assert load_checkpoint(last)["step"] == 2
 
@@ -591,8 +726,11 @@ def test_checkpoint_is_not_written_when_its_own_weights_diverged(tmp_path):
     # A step's loss is that of the weights before it: the weights after step 4 are checked on
     # step 4's batch before they are saved, so the checkpoint of step 2 stays the newest.
     cfg = _synthetic_cfg(tmp_path, synthetic=64, log_every=1, save_every=2, epochs=2, lr=0.02)
-    with pytest.raises(NonFiniteLossError, match=r"at step 4 \(loss of the weights after it .*above the limit "
-                                                 r".*followed by: --resume \S+last.pt --lr 0.002$") as err:
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"at step 4 \(loss of the weights after it .*above the limit "
+        r".*followed by: --resume \S+last.pt --lr 0.002$",
+    ) as err:
         train(cfg, model=_BlowsUpAfter(4))
     assert err.value.step == 4
     ck = load_checkpoint(os.path.join(cfg.output, "last.pt"))

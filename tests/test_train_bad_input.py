@@ -60,8 +60,9 @@ def rgb16_png(path, rng, h=5, w=7):
 
     header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        )
     return values
 
 
@@ -253,14 +254,28 @@ def test_row15_file_name_that_is_not_utf8_trains(tmp_path, caplog):
 # --------------------------------------------------------------------------------------
 def _choice_entry(key, value):
     """An entry as conv2d_relu's choice cache writes it: {"choice": name, "times": {name: ms}}."""
-    return (isinstance(key, str) and isinstance(value, dict) and isinstance(value.get("choice"), str)
-            and isinstance(value.get("times", {}), dict))
+    return (
+        isinstance(key, str)
+        and isinstance(value, dict)
+        and isinstance(value.get("choice"), str)
+        and isinstance(value.get("times", {}), dict)
+    )
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"t|dgrad|k": {}}', '{"t|dgrad|k": {"choice": ["triton"]}}',
-                                     '{"t|dgrad|k": {"choice": "triton", "times": 3}}', "[" * 100_000, "{\"a\": 1",
-                                     "\udcff"], ids=["list", "null", "no_choice", "list_choice", "bad_times", "deep",
-                                                     "truncated", "binary"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        '{"t|dgrad|k": {}}',
+        '{"t|dgrad|k": {"choice": ["triton"]}}',
+        '{"t|dgrad|k": {"choice": "triton", "times": 3}}',
+        "[" * 100_000,
+        "{\"a\": 1",
+        "\udcff",
+    ],
+    ids=["list", "null", "no_choice", "list_choice", "bad_times", "deep", "truncated", "binary"],
+)
 def test_row5_json_cache_of_any_shape_is_a_miss_with_one_warning(tmp_path, caplog, content):
     """The helpers conv2d_relu's choice cache (conv_select.json) is to read and write with."""
     from alexnet_cuda import _cache
@@ -282,8 +297,7 @@ def _merge_keys(path, start, n):
     from alexnet_cuda import _cache
 
     for i in range(start, start + n):
-        _cache.merge_json_cache(path, {f"t|dgrad|k{i}": {"choice": "cudnn", "times": {"cudnn": 1.0}}},
-                                _choice_entry)
+        _cache.merge_json_cache(path, {f"t|dgrad|k{i}": {"choice": "cudnn", "times": {"cudnn": 1.0}}}, _choice_entry)
 
 
 def test_row17_concurrent_writers_keep_every_entry(tmp_path):
@@ -355,10 +369,38 @@ def test_row7_cache_variable_naming_a_file_falls_back_with_a_warning(tmp_path, m
 # Options: checked before any work, exit 2 and one message naming the option
 # --------------------------------------------------------------------------------------
 def _synthetic(out, *extra):
-    return ["--synthetic", "32", "--synthetic-classes", "4", "--arch", "small", "--width", "8", "--image-size", "32",
-            "--crop", "24", "--batch-size", "8", "--workers", "0", "--output", str(out), "--progress", "off",
-            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop", "--input-scale", "0.015625",
-            "--epochs", "1", *extra]
+    return [
+        "--synthetic",
+        "32",
+        "--synthetic-classes",
+        "4",
+        "--arch",
+        "small",
+        "--width",
+        "8",
+        "--image-size",
+        "32",
+        "--crop",
+        "24",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--output",
+        str(out),
+        "--progress",
+        "off",
+        "--no-tensorboard",
+        "--no-plot",
+        "--log-every",
+        "1",
+        "--no-ten-crop",
+        "--input-scale",
+        "0.015625",
+        "--epochs",
+        "1",
+        *extra,
+    ]
 
 
 def _refused(capsys, argv, expected):
@@ -375,42 +417,45 @@ def _refused(capsys, argv, expected):
 BIG = "99999999999999999999"
 
 
-@pytest.mark.parametrize("args, expected", [
-    # row 9
-    (["--seed", "18446744073709551616"], "--seed: 18446744073709551616 is out of range"),
-    (["--batch-size", BIG], f"--batch-size: {BIG} is out of range"),
-    (["--image-size", BIG], f"--image-size: {BIG} is out of range"),
-    (["--device", "tpu"], "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
-    (["--device", ""], "--device '': expected"),
-    (["--device", "meta"], "--device 'meta': expected"),
-    (["--device", "cuda:-1"], "--device 'cuda:-1': expected"),
-    (["--device", "cuda:"], "--device 'cuda:': expected"),
-    (["--device", "cuda:99"], "--device cuda:99: "),
-    (["--model-parallel", "--device", "cpu"], "--model-parallel puts AlexNet's two towers on two GPUs"),
-    (["--stats-file", "{tmp}"], "--stats-file {tmp}: is a folder"),
-    (["--output", "{tmp}/file"], "--output {tmp}/file: exists and is not a folder"),
-    (["--output", "{tmp}/file/run"], "--output {tmp}/file/run: {tmp}/file is not a folder"),
-    # row 10
-    (["--workers", BIG], f"--workers: {BIG} is out of range"),
-    (["--workers", str(4 * (os.cpu_count() or 1) + 1)], "on this machine (4 per CPU core"),
-    (["--image-size", "100000"], "--image-size: 100000 is out of range: must be >= 1 and <= 1024"),
-    (["--width", "4096"], "--width: 4096 is out of range: must be >= 2 and <= 512"),
-    (["--synthetic", str(2 ** 40)], f"--synthetic {2 ** 40}: "),
-    # row 11
-    (["--lr", "inf"], "--lr: inf is not a finite number"),
-    (["--weight-decay", "inf"], "--weight-decay: inf is not a finite number"),
-    (["--pca-std", "inf"], "--pca-std: inf is not a finite number"),
-    (["--input-scale", "inf"], "--input-scale: inf is not a finite number"),
-    (["--lr-threshold", "inf"], "--lr-threshold: inf is not a finite number"),
-    (["--lr", "nan"], "--lr: nan is not a finite number"),
-    # rows 13 and 18
-    (["--output="], "--output '': give a folder"),
-    (["--resume="], "--resume '': give a checkpoint file or a run folder"),
-    (["--resume", "{tmp}/nope.pt"], "--resume {tmp}/nope.pt: no such file or folder"),
-    (["--resume", "{tmp}"], "a folder without last.pt"),
-    (["--stats-file="], "--stats-file '': give a file name"),
-    (["--data", "{tmp}/nodata"], "--data {tmp}/nodata: no folder"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # row 9
+        (["--seed", "18446744073709551616"], "--seed: 18446744073709551616 is out of range"),
+        (["--batch-size", BIG], f"--batch-size: {BIG} is out of range"),
+        (["--image-size", BIG], f"--image-size: {BIG} is out of range"),
+        (["--device", "tpu"], "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
+        (["--device", ""], "--device '': expected"),
+        (["--device", "meta"], "--device 'meta': expected"),
+        (["--device", "cuda:-1"], "--device 'cuda:-1': expected"),
+        (["--device", "cuda:"], "--device 'cuda:': expected"),
+        (["--device", "cuda:99"], "--device cuda:99: "),
+        (["--model-parallel", "--device", "cpu"], "--model-parallel puts AlexNet's two towers on two GPUs"),
+        (["--stats-file", "{tmp}"], "--stats-file {tmp}: is a folder"),
+        (["--output", "{tmp}/file"], "--output {tmp}/file: exists and is not a folder"),
+        (["--output", "{tmp}/file/run"], "--output {tmp}/file/run: {tmp}/file is not a folder"),
+        # row 10
+        (["--workers", BIG], f"--workers: {BIG} is out of range"),
+        (["--workers", str(4 * (os.cpu_count() or 1) + 1)], "on this machine (4 per CPU core"),
+        (["--image-size", "100000"], "--image-size: 100000 is out of range: must be >= 1 and <= 1024"),
+        (["--width", "4096"], "--width: 4096 is out of range: must be >= 2 and <= 512"),
+        (["--synthetic", str(2**40)], f"--synthetic {2**40}: "),
+        # row 11
+        (["--lr", "inf"], "--lr: inf is not a finite number"),
+        (["--weight-decay", "inf"], "--weight-decay: inf is not a finite number"),
+        (["--pca-std", "inf"], "--pca-std: inf is not a finite number"),
+        (["--input-scale", "inf"], "--input-scale: inf is not a finite number"),
+        (["--lr-threshold", "inf"], "--lr-threshold: inf is not a finite number"),
+        (["--lr", "nan"], "--lr: nan is not a finite number"),
+        # rows 13 and 18
+        (["--output="], "--output '': give a folder"),
+        (["--resume="], "--resume '': give a checkpoint file or a run folder"),
+        (["--resume", "{tmp}/nope.pt"], "--resume {tmp}/nope.pt: no such file or folder"),
+        (["--resume", "{tmp}"], "a folder without last.pt"),
+        (["--stats-file="], "--stats-file '': give a file name"),
+        (["--data", "{tmp}/nodata"], "--data {tmp}/nodata: no folder"),
+    ],
+)
 def test_rows9_10_11_13_18_bad_options_exit_2_before_any_work(tmp_path, capsys, args, expected):
     if "cuda" in " ".join(args) and torch.cuda.is_available() and "99" not in " ".join(args):
         pytest.skip("checks the message for a machine without that GPU")
@@ -426,8 +471,11 @@ def test_rows9_10_11_13_18_bad_options_exit_2_before_any_work(tmp_path, capsys, 
 def test_row13_stats_file_in_an_unwritable_place_is_refused_at_parse_time(tmp_path, capsys):
     if not os.path.isdir("/proc/self"):
         pytest.skip("no /proc here")
-    _refused(capsys, _synthetic(tmp_path / "run", "--stats-file", "/proc/nope.pt"),
-             "--stats-file /proc/nope.pt: cannot write in /proc")
+    _refused(
+        capsys,
+        _synthetic(tmp_path / "run", "--stats-file", "/proc/nope.pt"),
+        "--stats-file /proc/nope.pt: cannot write in /proc",
+    )
 
 
 def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
@@ -439,8 +487,9 @@ def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
 def test_row11_divergence_advice_names_the_options_that_size_the_update(tmp_path, caplog):
     from alexnet_cuda.train.monitor import resume_advice
 
-    text = resume_advice(("r/last.pt", 4), 0.001, "the options that set the size of the updates: --lr 0.01, "
-                                                   "--weight-decay 0.5")
+    text = resume_advice(
+        ("r/last.pt", 4), 0.001, "the options that set the size of the updates: --lr 0.01, --weight-decay 0.5"
+    )
     assert "--weight-decay 0.5" in text and text.endswith("followed by: --resume r/last.pt --lr 0.001")
     # a real divergence: --weight-decay 400 is what blows up, and the message names it
     rc = _run(caplog, *_synthetic(tmp_path / "r", "--weight-decay", "400", "--max-steps", "6"))
@@ -496,14 +545,17 @@ def test_row12_checksum_covers_the_whole_payload(checkpoint, tmp_path, what):
         load_checkpoint(str(_edited(checkpoint, tmp_path, edit)))
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda c: c["extra"].update(loss_limit=float("inf")), "loss limit inf"),
-    (lambda c: c["extra"].update(loss_limit=-1.0), "loss limit -1.0"),
-    (lambda c: c["optimizer"]["param_groups"][0].update(lr=float("nan")), "not all finite"),
-    (lambda c: c["optimizer"]["param_groups"][0].update(lr=1.0), "above the run's --lr"),
-    (lambda c: c["optimizer"]["param_groups"][0].update(momentum=1.5), "out of range"),
-    (lambda c: c.update(step=-3), "step -3 is not a count"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["extra"].update(loss_limit=float("inf")), "loss limit inf"),
+        (lambda c: c["extra"].update(loss_limit=-1.0), "loss limit -1.0"),
+        (lambda c: c["optimizer"]["param_groups"][0].update(lr=float("nan")), "not all finite"),
+        (lambda c: c["optimizer"]["param_groups"][0].update(lr=1.0), "above the run's --lr"),
+        (lambda c: c["optimizer"]["param_groups"][0].update(momentum=1.5), "out of range"),
+        (lambda c: c.update(step=-3), "step -3 is not a count"),
+    ],
+)
 def test_row12_values_that_matter_are_validated_on_load(checkpoint, tmp_path, edit, expected):
     from alexnet_cuda.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -514,8 +566,9 @@ def test_row12_values_that_matter_are_validated_on_load(checkpoint, tmp_path, ed
 def test_row14_shape_change_names_tensors_shapes_and_option(tmp_path, caplog):
     out = tmp_path / "r"
     assert _run(caplog, *_synthetic(out, "--max-steps", "1", "--epochs", "1")) == 0
-    rc = _run(caplog, *_synthetic(out, "--epochs", "2", "--resume", str(out), "--resume-allow-changes",
-                                  "--width", "16"))
+    rc = _run(
+        caplog, *_synthetic(out, "--epochs", "2", "--resume", str(out), "--resume-allow-changes", "--width", "16")
+    )
     assert rc == 2
     text = log_messages(caplog)
     assert "weights do not fit this model" in text

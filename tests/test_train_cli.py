@@ -25,10 +25,36 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 
 
 def _synthetic_args(out, *extra):
-    return ["--synthetic", "32", "--synthetic-classes", "4", "--arch", "small", "--width", "8", "--image-size", "32",
-            "--crop", "24", "--batch-size", "8", "--workers", "0", "--output", str(out), "--progress", "off",
-            "--no-tensorboard", "--no-plot", "--log-every", "1", "--no-ten-crop",
-            "--input-scale", "0.015625", *extra]  # the demo's scale: on raw pixels this small net diverges
+    return [
+        "--synthetic",
+        "32",
+        "--synthetic-classes",
+        "4",
+        "--arch",
+        "small",
+        "--width",
+        "8",
+        "--image-size",
+        "32",
+        "--crop",
+        "24",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--output",
+        str(out),
+        "--progress",
+        "off",
+        "--no-tensorboard",
+        "--no-plot",
+        "--log-every",
+        "1",
+        "--no-ten-crop",
+        "--input-scale",
+        "0.015625",
+        *extra,
+    ]  # the demo's scale: on raw pixels this small net diverges
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,8 +64,23 @@ def test_resume_applies_new_lr_momentum_and_weight_decay(tmp_path, caplog):
     out = tmp_path / "r"
     assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2", "--lr", "0.02")) == 0
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
-    rc = main(_synthetic_args(out, "--epochs", "2", "--max-steps", "3", "--lr", "0.001", "--momentum", "0.5",
-                              "--weight-decay", "0.001", "--resume", str(out)))
+    rc = main(
+        _synthetic_args(
+            out,
+            "--epochs",
+            "2",
+            "--max-steps",
+            "3",
+            "--lr",
+            "0.001",
+            "--momentum",
+            "0.5",
+            "--weight-decay",
+            "0.001",
+            "--resume",
+            str(out),
+        )
+    )
     assert rc == 0
     group = load_checkpoint(str(out / "last.pt"))["optimizer"]["param_groups"][0]
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.001, 0.5, 0.001)
@@ -58,8 +99,20 @@ def test_resume_refuses_a_new_batch_size_unless_allowed(tmp_path, caplog):
     assert "--batch-size: 8 in the checkpoint, 16 now" in msg and "--resume-allow-changes" in msg
     caplog.clear()
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
-    rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16",
-                              "--resume-allow-changes", "--max-steps", "3"))
+    rc = main(
+        _synthetic_args(
+            out,
+            "--epochs",
+            "2",
+            "--resume",
+            str(out),
+            "--batch-size",
+            "16",
+            "--resume-allow-changes",
+            "--max-steps",
+            "3",
+        )
+    )
     assert rc == 0
     assert "restarts from its beginning" in log_messages(caplog)
     ck = load_checkpoint(str(out / "last.pt"))
@@ -79,10 +132,16 @@ def test_resume_refuses_a_renamed_class_folder(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------
 # 3. --demo keeps every option the user typed
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("typed, name, value", [
-    (["--flip"], "flip", True), (["--batch-size", "128"], "batch_size", 128), (["--workers", "4"], "workers", 4),
-    (["--epochs", "90"], "epochs", 90), (["--output", "runs/alexnet"], "output", "runs/alexnet"),
-])
+@pytest.mark.parametrize(
+    "typed, name, value",
+    [
+        (["--flip"], "flip", True),
+        (["--batch-size", "128"], "batch_size", 128),
+        (["--workers", "4"], "workers", 4),
+        (["--epochs", "90"], "epochs", 90),
+        (["--output", "runs/alexnet"], "output", "runs/alexnet"),
+    ],
+)
 def test_demo_keeps_typed_values_equal_to_the_general_defaults(typed, name, value):
     cfg, demo, given = config_from_args(["--demo", *typed])
     cfg = apply_demo_defaults(cfg, given)
@@ -95,9 +154,32 @@ def test_demo_keeps_typed_values_equal_to_the_general_defaults(typed, name, valu
 # ---------------------------------------------------------------------------------------------
 def test_crop_224_alexnet_end_to_end(tmp_path):
     out = tmp_path / "a224"
-    rc = main(["--synthetic", "2", "--synthetic-classes", "4", "--image-size", "224", "--crop", "224",
-               "--arch", "alexnet", "--batch-size", "2", "--max-steps", "1", "--workers", "0", "--output", str(out),
-               "--progress", "off", "--no-tensorboard", "--no-plot"])
+    rc = main(
+        [
+            "--synthetic",
+            "2",
+            "--synthetic-classes",
+            "4",
+            "--image-size",
+            "224",
+            "--crop",
+            "224",
+            "--arch",
+            "alexnet",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--workers",
+            "0",
+            "--output",
+            str(out),
+            "--progress",
+            "off",
+            "--no-tensorboard",
+            "--no-plot",
+        ]
+    )
     assert rc == 0
     assert load_checkpoint(str(out / "last.pt"))["config"]["crop"] == 224
 
@@ -105,17 +187,20 @@ def test_crop_224_alexnet_end_to_end(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 5. bad values are refused at parse time, naming the option and the range
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, expected", [
-    (["--eval-every", "0"], "--eval-every: 0 is out of range: must be >= 1"),
-    (["--log-every", "0"], "--log-every: 0 is out of range: must be >= 1"),
-    (["--epochs", "0"], "--epochs: 0 is out of range: must be >= 1"),
-    (["--epochs", "-1"], "--epochs: -1 is out of range: must be >= 1"),
-    (["--max-steps", "-1"], "--max-steps: -1 is out of range: must be >= 0"),
-    (["--batch-size", "0"], "--batch-size: 0 is out of range: must be >= 1"),
-    (["--momentum", "1.5"], "--momentum: 1.5 is out of range: must be >= 0 and < 1"),
-    (["--crop", "40"], "--crop 40 is larger than the images (--image-size 32)"),
-    (["--arch", "alexnet", "--image-size", "256"], "--crop 24: --arch alexnet takes 227"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--eval-every", "0"], "--eval-every: 0 is out of range: must be >= 1"),
+        (["--log-every", "0"], "--log-every: 0 is out of range: must be >= 1"),
+        (["--epochs", "0"], "--epochs: 0 is out of range: must be >= 1"),
+        (["--epochs", "-1"], "--epochs: -1 is out of range: must be >= 1"),
+        (["--max-steps", "-1"], "--max-steps: -1 is out of range: must be >= 0"),
+        (["--batch-size", "0"], "--batch-size: 0 is out of range: must be >= 1"),
+        (["--momentum", "1.5"], "--momentum: 1.5 is out of range: must be >= 0 and < 1"),
+        (["--crop", "40"], "--crop 40 is larger than the images (--image-size 32)"),
+        (["--arch", "alexnet", "--image-size", "256"], "--crop 24: --arch alexnet takes 227"),
+    ],
+)
 def test_bad_values_fail_at_parse_time(tmp_path, capsys, args, expected):
     with pytest.raises(SystemExit) as exc:
         main(_synthetic_args(tmp_path / "bad") + args)
@@ -127,11 +212,14 @@ def test_bad_values_fail_at_parse_time(tmp_path, capsys, args, expected):
 # ---------------------------------------------------------------------------------------------
 # 6. checkpoints: clear load errors, a checksum, temp files and steps.csv after a crash
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind, expected", [
-    ("empty", "the file is empty (0 bytes)"),
-    ("random", "not a readable PyTorch file"),
-    ("foreign", "not a checkpoint of alexnet_cuda.train"),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("empty", "the file is empty (0 bytes)"),
+        ("random", "not a readable PyTorch file"),
+        ("foreign", "not a checkpoint of alexnet_cuda.train"),
+    ],
+)
 def test_bad_checkpoint_files_give_one_clear_message(tmp_path, caplog, kind, expected):
     bad = tmp_path / "bad.pt"
     if kind == "empty":
@@ -248,8 +336,25 @@ def test_demo_divergence_advice_resumes_with_a_lower_lr(tmp_path, caplog, monkey
     # (10 x the first loss); the checkpoint of step 2 is the newest, its weights checked. (lr 0.3
     # diverged at step 4 with the libraries of 2026-12-05; with today's it diverges at step 2,
     # before any checkpoint.)
-    command = ["--demo", "--lr", "0.25", "--save-every", "2", "--log-every", "1", "--max-steps", "6",
-               "--output", str(out), "--workers", "0", "--progress", "off", "--no-tensorboard", "--no-plot"]
+    command = [
+        "--demo",
+        "--lr",
+        "0.25",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--max-steps",
+        "6",
+        "--output",
+        str(out),
+        "--workers",
+        "0",
+        "--progress",
+        "off",
+        "--no-tensorboard",
+        "--no-plot",
+    ]
     assert main(command) == 3
     message = log_messages(caplog)
     assert "training diverged at step 4" in message

@@ -24,9 +24,18 @@ class StockReLULRNMaxPool2d(nn.Module):
     original cuda-convnet code computed.
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 kernel_size: int = 3, stride: int = 2, *, lrn_groups: int = 1,
-                 paper_alpha: bool = False):
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        kernel_size: int = 3,
+        stride: int = 2,
+        *,
+        lrn_groups: int = 1,
+        paper_alpha: bool = False,
+    ):
         super().__init__()
         if lrn_groups < 1:
             raise ValueError(f"lrn_groups must be >= 1, got {lrn_groups}")
@@ -41,8 +50,7 @@ class StockReLULRNMaxPool2d(nn.Module):
             x = self.lrn(x)
         else:
             if x.shape[1] % self.lrn_groups:
-                raise ValueError(f"{x.shape[1]} channels do not split into {self.lrn_groups} "
-                                 "equal LRN groups")
+                raise ValueError(f"{x.shape[1]} channels do not split into {self.lrn_groups} equal LRN groups")
             x = torch.cat([self.lrn(part) for part in x.chunk(self.lrn_groups, dim=1)], dim=1)
         return self.pool(x)
 

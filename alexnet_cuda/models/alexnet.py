@@ -81,8 +81,7 @@ def _check_options(num_classes: int, image_size: int, lrn, width: float) -> None
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if image_size not in (224, 227):
-        raise ValueError(f"image_size must be 227 (conv1 without padding) or 224 (conv1 "
-                         f"padding 2); got {image_size}")
+        raise ValueError(f"image_size must be 227 (conv1 without padding) or 224 (conv1 padding 2); got {image_size}")
     if lrn is not None and not isinstance(lrn, LRNParams):
         raise ValueError(f"lrn must be an LRNParams or None, got {lrn!r}")
     if not width > 0:
@@ -119,9 +118,18 @@ class AlexNet(nn.Module):
             experiments; state_dicts load only between models of equal width.
     """
 
-    def __init__(self, num_classes: int = 1000, *, devices: Optional[Sequence[DeviceLike]] = None,
-                 fused: bool = True, dropout: float = 0.5, lrn: Optional[LRNParams] = PAPER_LRN,
-                 bias_init: float = 1.0, image_size: int = 227, width: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        devices: Optional[Sequence[DeviceLike]] = None,
+        fused: bool = True,
+        dropout: float = 0.5,
+        lrn: Optional[LRNParams] = PAPER_LRN,
+        bias_init: float = 1.0,
+        image_size: int = 227,
+        width: float = 1.0,
+    ):
         super().__init__()
         _check_options(num_classes, image_size, lrn, width)
         self.devices = parse_devices(devices)
@@ -129,32 +137,37 @@ class AlexNet(nn.Module):
         self.lrn = lrn
         self.image_size = image_size
         self.num_classes = num_classes
-        self.widths = w = {name: max(2, 2 * round(c * width / 2))
-                           for name, c in _PAPER_WIDTHS.items()}
+        self.widths = w = {name: max(2, 2 * round(c * width / 2)) for name, c in _PAPER_WIDTHS.items()}
         conv, fc, relu = self._conv, self._fc, self._relu
         # conv2, conv4 and conv5 read only the maps of their own tower (GPU); conv3 and the
         # fully-connected layers read both. The paper's bias of 1 in conv2, conv4, conv5,
         # fc6 and fc7 gives their ReLUs positive inputs early in training.
-        self.features = self._container([
-            ("conv1", conv(3, w["conv1"], 11, stride=4, padding=2 if image_size == 224 else 0)),
-            ("pool1", self._relu_lrn_max_pool2d()),
-            ("conv2", conv(w["conv1"], w["conv2"], 5, padding=2, own_tower=True, bias=bias_init)),
-            ("pool2", self._relu_lrn_max_pool2d()),
-            ("conv3", conv(w["conv2"], w["conv3"], 3, padding=1)),
-            ("relu3", relu()),
-            ("conv4", conv(w["conv3"], w["conv4"], 3, padding=1, own_tower=True, bias=bias_init)),
-            ("relu4", relu()),
-            ("conv5", conv(w["conv4"], w["conv5"], 3, padding=1, own_tower=True, bias=bias_init)),
-            ("relu5", relu()),
-            ("pool5", fused_nn.MaxPool2d(3, 2) if self.fused else nn.MaxPool2d(3, 2)),
-        ])
-        self.classifier = self._container([
-            ("fc6", fc(w["conv5"] * 6 * 6, w["fc"], bias=bias_init)),
-            ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(dropout)),
-            ("fc7", fc(w["fc"], w["fc"], bias=bias_init)),
-            ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
-            ("fc8", fc(w["fc"], num_classes)),
-        ])
+        self.features = self._container(
+            [
+                ("conv1", conv(3, w["conv1"], 11, stride=4, padding=2 if image_size == 224 else 0)),
+                ("pool1", self._relu_lrn_max_pool2d()),
+                ("conv2", conv(w["conv1"], w["conv2"], 5, padding=2, own_tower=True, bias=bias_init)),
+                ("pool2", self._relu_lrn_max_pool2d()),
+                ("conv3", conv(w["conv2"], w["conv3"], 3, padding=1)),
+                ("relu3", relu()),
+                ("conv4", conv(w["conv3"], w["conv4"], 3, padding=1, own_tower=True, bias=bias_init)),
+                ("relu4", relu()),
+                ("conv5", conv(w["conv4"], w["conv5"], 3, padding=1, own_tower=True, bias=bias_init)),
+                ("relu5", relu()),
+                ("pool5", fused_nn.MaxPool2d(3, 2) if self.fused else nn.MaxPool2d(3, 2)),
+            ]
+        )
+        self.classifier = self._container(
+            [
+                ("fc6", fc(w["conv5"] * 6 * 6, w["fc"], bias=bias_init)),
+                ("relu6", nn.ReLU(inplace=True)),
+                ("drop6", nn.Dropout(dropout)),
+                ("fc7", fc(w["fc"], w["fc"], bias=bias_init)),
+                ("relu7", nn.ReLU(inplace=True)),
+                ("drop7", nn.Dropout(dropout)),
+                ("fc8", fc(w["fc"], num_classes)),
+            ]
+        )
 
     # -- building blocks: one module on one device, a TowerPair on two ----------------------
 
@@ -162,24 +175,34 @@ class AlexNet(nn.Module):
         # one device: run in order; two devices: _forward_towers picks the layers by name
         return (nn.Sequential if self.devices is None else nn.ModuleDict)(OrderedDict(layers))
 
-    def _conv(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, *,
-              own_tower: bool = False, bias: float = 0.0) -> nn.Module:
+    def _conv(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        own_tower: bool = False,
+        bias: float = 0.0,
+    ) -> nn.Module:
         """A convolution (with its ReLU when fused). ``own_tower``: each tower's kernels
         see only that tower's half of the input maps (``groups=2`` on one device)."""
         cls = fused_nn.Conv2dReLU if self.fused else nn.Conv2d
 
         def make(cin: int, cout: int, groups: int, device) -> nn.Module:
-            return _paper_init(cls(cin, cout, kernel, stride=stride, padding=padding,
-                                   groups=groups, device=device), bias)
+            return _paper_init(
+                cls(cin, cout, kernel, stride=stride, padding=padding, groups=groups, device=device), bias
+            )
 
         if self.devices is None:
             return make(cin, cout, 2 if own_tower else 1, None)
         tower_cin = cin // 2 if own_tower else cin
-        return TowerPair.split(lambda rows, device: make(tower_cin, rows, 1, device),
-                               cout, self.devices)
+        return TowerPair.split(lambda rows, device: make(tower_cin, rows, 1, device), cout, self.devices)
 
     def _fc(self, fin: int, fout: int, *, bias: float = 0.0) -> nn.Module:
         """A fully-connected layer (it reads both towers)."""
+
         def make(rows: int, device) -> nn.Module:
             return _paper_init(nn.Linear(fin, rows, device=device), bias)
 
@@ -206,8 +229,7 @@ class AlexNet(nn.Module):
         p = self.lrn
         cls = fused_nn.ReLULRNMaxPool2d if self.fused else StockReLULRNMaxPool2d
         lrn_groups = 2 if self.devices is None else 1
-        return cls(p.size, p.alpha, p.beta, p.k, 3, 2, lrn_groups=lrn_groups,
-                   paper_alpha=p.paper_alpha)
+        return cls(p.size, p.alpha, p.beta, p.k, 3, 2, lrn_groups=lrn_groups, paper_alpha=p.paper_alpha)
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -217,13 +239,17 @@ class AlexNet(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"AlexNet expects a batch of images shaped (N, 3, {s}, {s}); got {shape}")
         if x.shape[1] != 3:
-            raise ValueError(f"AlexNet expects 3 input channels (RGB); got {x.shape[1]} channels "
-                             f"in an input of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"AlexNet expects 3 input channels (RGB); got {x.shape[1]} channels "
+                f"in an input of shape {tuple(x.shape)}"
+            )
         if x.shape[2] != s or x.shape[3] != s:
             other = 224 if s == 227 else 227
-            raise ValueError(f"this AlexNet was built for {s}x{s} inputs (image_size={s}); got "
-                             f"{x.shape[2]}x{x.shape[3]}. Build it with image_size={other} for "
-                             f"{other}x{other} inputs")
+            raise ValueError(
+                f"this AlexNet was built for {s}x{s} inputs (image_size={s}); got "
+                f"{x.shape[2]}x{x.shape[3]}. Build it with image_size={other} for "
+                f"{other}x{other} inputs"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -280,5 +306,7 @@ class AlexNet(nn.Module):
 
     def extra_repr(self) -> str:
         devices = "None" if self.devices is None else f"({self.devices[0]}, {self.devices[1]})"
-        return (f"num_classes={self.num_classes}, devices={devices}, fused={self.fused}, "
-                f"image_size={self.image_size}, lrn={self.lrn}")
+        return (
+            f"num_classes={self.num_classes}, devices={devices}, fused={self.fused}, "
+            f"image_size={self.image_size}, lrn={self.lrn}"
+        )

@@ -86,7 +86,9 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict
     for key, value in state_dict.items():
         prefix, _, leaf = key.rpartition(".")
         if prefix not in REFERENCE_KEY_MAP:
-            raise ValueError(f"unexpected key {key!r} in a reference AlexNet state_dict; known layers: "
-                             f"{', '.join(REFERENCE_KEY_MAP)}")
+            raise ValueError(
+                f"unexpected key {key!r} in a reference AlexNet state_dict; known layers: "
+                f"{', '.join(REFERENCE_KEY_MAP)}"
+            )
         out[f"{REFERENCE_KEY_MAP[prefix]}.{leaf}"] = value
     return out

@@ -52,10 +52,10 @@ def parse_devices(devices) -> Optional[Tuple[torch.device, torch.device]]:
     """
     if devices is None:
         return None
-    if isinstance(devices, (str, int, torch.device)) or not isinstance(devices, Sequence) \
-            or len(devices) != 2:
-        raise ValueError("devices must be None (one device) or a pair of devices such as "
-                         f"('cuda:0', 'cuda:1'); got {devices!r}")
+    if isinstance(devices, (str, int, torch.device)) or not isinstance(devices, Sequence) or len(devices) != 2:
+        raise ValueError(
+            f"devices must be None (one device) or a pair of devices such as ('cuda:0', 'cuda:1'); got {devices!r}"
+        )
     parsed = []
     for i, spec in enumerate(devices):
         try:
@@ -63,16 +63,18 @@ def parse_devices(devices) -> Optional[Tuple[torch.device, torch.device]]:
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"devices[{i}] = {spec!r} is not a device: {exc}") from None
         if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"devices[{i}] = {spec!r}: the two-tower AlexNet supports cpu and cuda "
-                             f"devices, not {dev.type}")
+            raise ValueError(
+                f"devices[{i}] = {spec!r}: the two-tower AlexNet supports cpu and cuda devices, not {dev.type}"
+            )
         if dev.type == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError(f"devices[{i}] = {spec!r} but CUDA is not available")
             if dev.index is None:
                 dev = torch.device("cuda", torch.cuda.current_device())
             if dev.index >= torch.cuda.device_count():
-                raise ValueError(f"devices[{i}] = {spec!r} but only {torch.cuda.device_count()} "
-                                 "CUDA device(s) are visible")
+                raise ValueError(
+                    f"devices[{i}] = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                )
         parsed.append(dev)
     return parsed[0], parsed[1]
 
@@ -101,8 +103,7 @@ def _combine_halves(module, state_dict, prefix, local_metadata):
             del metadata[key]
 
 
-def _split_halves(module, state_dict, prefix, local_metadata, strict, missing_keys,
-                  unexpected_keys, error_msgs):
+def _split_halves(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
     """load_state_dict pre-hook: <p> -> towers.0.<p> + towers.1.<p>, each on its device."""
     for name, _ in module.towers[0].named_parameters(recurse=False):
         key = prefix + name
@@ -113,9 +114,11 @@ def _split_halves(module, state_dict, prefix, local_metadata, strict, missing_ke
         rows = [h.shape[0] for h in halves]
         expected = (sum(rows), *halves[0].shape[1:])
         if tuple(full.shape) != expected:
-            error_msgs.append(f"size mismatch for {key}: copying a param with shape "
-                              f"{tuple(full.shape)} from checkpoint, the shape in current model "
-                              f"is {expected}.")
+            error_msgs.append(
+                f"size mismatch for {key}: copying a param with shape "
+                f"{tuple(full.shape)} from checkpoint, the shape in current model "
+                f"is {expected}."
+            )
             parts = [h.detach() for h in halves]  # placeholders; the load raises anyway
         else:
             parts = [p.to(h.device) for p, h in zip(full.split(rows), halves)]
@@ -148,8 +151,9 @@ class TowerPair(nn.Module):
         self.register_load_state_dict_post_hook(_rename_missing)
 
     @classmethod
-    def split(cls, make: Callable[[int, torch.device], nn.Module], rows: int,
-              devices: Tuple[torch.device, torch.device]) -> "TowerPair":
+    def split(
+        cls, make: Callable[[int, torch.device], nn.Module], rows: int, devices: Tuple[torch.device, torch.device]
+    ) -> "TowerPair":
         """A layer of ``rows`` outputs: ``towers[g] = make(tower g's rows, devices[g])``."""
         return cls(*[make(r, d) for r, d in zip(tower_rows(rows), devices)])
 
@@ -177,10 +181,8 @@ class TowerRunner:
 
     def __init__(self, devices: Tuple[torch.device, torch.device]):
         self.devices = devices
-        self.streams = [_tower_stream(d, g) if d.type == "cuda" else None
-                        for g, d in enumerate(devices)]
-        self.callers = [torch.cuda.current_stream(d) if s is not None else None
-                        for d, s in zip(devices, self.streams)]
+        self.streams = [_tower_stream(d, g) if d.type == "cuda" else None for g, d in enumerate(devices)]
+        self.callers = [torch.cuda.current_stream(d) if s is not None else None for d, s in zip(devices, self.streams)]
         for stream, caller in zip(self.streams, self.callers):
             if stream is not None:  # start after the caller's queued work (input, optimizer step)
                 stream.wait_stream(caller)

@@ -25,10 +25,8 @@ class Conv2dReLU(nn.Conv2d):
     def forward(self, input: Tensor) -> Tensor:
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv2d_relu(input, self.weight, self.bias, self.stride, 0, self.dilation,
-                               self.groups)
-        return conv2d_relu(input, self.weight, self.bias, self.stride, self.padding,
-                           self.dilation, self.groups)
+            return conv2d_relu(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv2d_relu(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, share_weights: bool = True) -> "Conv2dReLU":
@@ -41,10 +39,19 @@ class Conv2dReLU(nn.Conv2d):
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"Conv2dReLU.from_conv: conv must be an nn.Conv2d, got {type(conv).__name__}")
         # Build on the meta device (no init work), then install conv's parameters.
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                  padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                  bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
-                  dtype=conv.weight.dtype)
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device="meta",
+            dtype=conv.weight.dtype,
+        )
         for name in ("weight", "bias"):
             param = getattr(conv, name)
             if param is not None and not share_weights:

@@ -17,8 +17,9 @@ class ReLULRNMaxPool2d(nn.Module):
     Backward keeps only the input and one byte per pooled output.
     """
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, *,
-                 lrn_groups=1, paper_alpha=False):
+    def __init__(
+        self, size=5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, *, lrn_groups=1, paper_alpha=False
+    ):
         super().__init__()
         # Every argument but the input is checked now, with the op's own rules and errors,
         # so a bad layer fails where it is built, not at its first forward.
@@ -33,10 +34,21 @@ class ReLULRNMaxPool2d(nn.Module):
         self.paper_alpha = paper_alpha
 
     def forward(self, input):
-        return relu_lrn_max_pool2d(input, self.size, self.alpha, self.beta, self.k, self.kernel_size,
-                                   self.stride, lrn_groups=self.lrn_groups, paper_alpha=self.paper_alpha)
+        return relu_lrn_max_pool2d(
+            input,
+            self.size,
+            self.alpha,
+            self.beta,
+            self.k,
+            self.kernel_size,
+            self.stride,
+            lrn_groups=self.lrn_groups,
+            paper_alpha=self.paper_alpha,
+        )
 
     def extra_repr(self):
-        s = (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-             f"kernel_size={self.kernel_size}, stride={self.stride}, lrn_groups={self.lrn_groups}")
+        s = (
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, lrn_groups={self.lrn_groups}"
+        )
         return s + (", paper_alpha=True" if self.paper_alpha else "")

@@ -25,6 +25,7 @@ _OP = "local_response_norm"
 # The overload itself, looked up once (the packet's lookup costs host time per call).
 _LOCAL_RESPONSE_NORM = torch.ops.alexnet_cuda.local_response_norm.default
 
+
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alpha=False):
     """Drop-in for ``torch.nn.functional.local_response_norm`` on CPU and CUDA tensors.
 
@@ -44,4 +45,3 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, paper_alph
     size = int_arg(size, _OP, "size")
     alpha, beta, k = real_arg(alpha, _OP, "alpha"), real_arg(beta, _OP, "beta"), real_arg(k, _OP, "k")
     return call(_C.local_response_norm, _LOCAL_RESPONSE_NORM, input, size, alpha, beta, k, bool(paper_alpha))
-

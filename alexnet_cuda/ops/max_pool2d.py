@@ -91,4 +91,3 @@ def max_pool2d(
     d = pair_arg(dilation, _OP, "dilation")
     out, argmax = call(_C.max_pool2d, _MAX_POOL2D, input, k, s, p, d, ceil_mode, bool(return_indices))
     return (out, argmax) if return_indices else out
-

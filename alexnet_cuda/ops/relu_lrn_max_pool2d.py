@@ -96,4 +96,3 @@ def check_args(size, alpha, beta, k, kernel_size, stride, lrn_groups):
     # (The binding returns NotImplemented for a SymInt: the op checks it when called.)
     _C.check_relu_lrn_max_pool2d_args(size, kernel, strides, lrn_groups)
     return args
-

@@ -19,5 +19,13 @@ from .model_factory import SmallAlexNet, build_model
 from .monitor import NonFiniteLossError
 from .optim import MilestoneSchedule, PaperSGD, PlateauSchedule
 
-__all__ = ["TrainConfig", "train", "NonFiniteLossError", "build_model", "SmallAlexNet", "PaperSGD", "PlateauSchedule",
-           "MilestoneSchedule"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "NonFiniteLossError",
+    "build_model",
+    "SmallAlexNet",
+    "PaperSGD",
+    "PlateauSchedule",
+    "MilestoneSchedule",
+]

@@ -40,8 +40,9 @@ class AugmentDraws:
     alpha: torch.Tensor  # (N, 3) float32, N(0, pca_std)
 
 
-def draw(n: int, size: int, crop: int, generator: Optional[torch.Generator] = None,
-         pca_std: float = 0.1, flip: bool = True) -> AugmentDraws:
+def draw(
+    n: int, size: int, crop: int, generator: Optional[torch.Generator] = None, pca_std: float = 0.1, flip: bool = True
+) -> AugmentDraws:
     """Uniform crop offsets in [0, size - crop], fair coin flips, alpha ~ N(0, pca_std)."""
     top = torch.randint(0, size - crop + 1, (n,), generator=generator)
     left = torch.randint(0, size - crop + 1, (n,), generator=generator)
@@ -53,8 +54,9 @@ def draw(n: int, size: int, crop: int, generator: Optional[torch.Generator] = No
     return AugmentDraws(top, left, fl, alpha)
 
 
-def pca_offset(alpha: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor,
-               pixel_scale: float = 255.0) -> torch.Tensor:
+def pca_offset(
+    alpha: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, pixel_scale: float = 255.0
+) -> torch.Tensor:
     """(N, 3) RGB offsets: eigvecs @ (alpha * eigvals), converted from [0,1] to pixel units."""
     return (alpha * eigvals.to(alpha)) @ eigvecs.to(alpha).T * pixel_scale
 
@@ -90,9 +92,18 @@ class GPUAugment:
             as the paper and Caffe feed the net).
     """
 
-    def __init__(self, mean: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, *,
-                 crop: int = 227, pca_std: float = 0.1, flip: bool = True, input_scale: float = 1.0,
-                 device=None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        eigvals: torch.Tensor,
+        eigvecs: torch.Tensor,
+        *,
+        crop: int = 227,
+        pca_std: float = 0.1,
+        flip: bool = True,
+        input_scale: float = 1.0,
+        device=None,
+    ):
         device = torch.device(device) if device is not None else mean.device
         self.mean = mean.to(device=device, dtype=torch.float32)
         self.eigvals = eigvals.to(device=device, dtype=torch.float32)
@@ -116,8 +127,9 @@ class GPUAugment:
         x = images.to(self.device, non_blocking=True).float() - self.mean
         return x * self.input_scale if self.input_scale != 1.0 else x
 
-    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 draws: Optional[AugmentDraws] = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, generator: Optional[torch.Generator] = None, draws: Optional[AugmentDraws] = None
+    ) -> torch.Tensor:
         n, _, h, w = images.shape
         if n == 0:  # every image of the batch was unreadable: an empty batch, still a step
             return torch.zeros(0, 3, self.crop, self.crop, device=self.device)
@@ -146,7 +158,7 @@ def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
     """The central crop x crop patch of (N, C, S, S) (the paper's single-view test)."""
     h, w = x.shape[-2:]
     top, left = (h - crop) // 2, (w - crop) // 2
-    return x[..., top:top + crop, left:left + crop]
+    return x[..., top : top + crop, left : left + crop]
 
 
 def ten_crops(x: torch.Tensor, crop: int) -> torch.Tensor:
@@ -158,9 +170,9 @@ def ten_crops(x: torch.Tensor, crop: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     views = [
         x[..., :crop, :crop],
-        x[..., :crop, w - crop:],
-        x[..., h - crop:, :crop],
-        x[..., h - crop:, w - crop:],
+        x[..., :crop, w - crop :],
+        x[..., h - crop :, :crop],
+        x[..., h - crop :, w - crop :],
         center_crop(x, crop),
     ]
     views += [v.flip(-1) for v in views]

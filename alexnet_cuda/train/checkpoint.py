@@ -134,9 +134,19 @@ def set_rng_state(state: Dict[str, Any]) -> None:
                 torch.cuda.set_rng_state(s, i)
 
 
-def save_checkpoint(path: str, *, model, optimizer, scheduler, epoch: int, step: int, epoch_step: int,
-                    history: Optional[list] = None, config: Optional[dict] = None,
-                    extra: Optional[dict] = None) -> None:
+def save_checkpoint(
+    path: str,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    epoch: int,
+    step: int,
+    epoch_step: int,
+    history: Optional[list] = None,
+    config: Optional[dict] = None,
+    extra: Optional[dict] = None,
+) -> None:
     """Write the checkpoint atomically. ``epoch_step`` = batches already done in ``epoch``."""
     state = {
         "format": FORMAT,
@@ -168,8 +178,9 @@ def _read(path: str, map_location) -> Any:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         why = (str(exc).splitlines() or [""])[0][:200]
-        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file, truncated or corrupt "
-                              f"({type(exc).__name__}: {why})") from exc
+        raise CheckpointError(
+            f"checkpoint {path}: not a readable PyTorch file, truncated or corrupt ({type(exc).__name__}: {why})"
+        ) from exc
 
 
 def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
@@ -177,18 +188,21 @@ def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
     ckpt = _read(path, map_location)
     missing = [k for k in _REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise CheckpointError(f"checkpoint {path}: not a checkpoint of alexnet_cuda.train (no "
-                              f"{', '.join(repr(k) for k in missing)}; a bare state_dict? load it with "
-                              f"torch.load and model.load_state_dict instead)")
+        raise CheckpointError(
+            f"checkpoint {path}: not a checkpoint of alexnet_cuda.train (no "
+            f"{', '.join(repr(k) for k in missing)}; a bare state_dict? load it with "
+            f"torch.load and model.load_state_dict instead)"
+        )
     if not isinstance(ckpt["format"], int) or ckpt["format"] > FORMAT:
-        raise CheckpointError(f"checkpoint {path}: format {ckpt['format']!r}, newer than this version "
-                              f"reads ({FORMAT})")
+        raise CheckpointError(f"checkpoint {path}: format {ckpt['format']!r}, newer than this version reads ({FORMAT})")
     if "checksum" in ckpt:
         saved = ckpt.pop("checksum")
         if tensor_checksum(ckpt, whole=ckpt["format"] >= 3) != saved:
             what = "its tensors and other values" if ckpt["format"] >= 3 else "its tensor data"
-            raise CheckpointError(f"checkpoint {path}: {what} do not match the checksum saved with them: the "
-                                  f"file is corrupt or was edited (use an earlier copy)")
+            raise CheckpointError(
+                f"checkpoint {path}: {what} do not match the checksum saved with them: the "
+                f"file is corrupt or was edited (use an earlier copy)"
+            )
     problem = _value_problem(ckpt)
     if problem:
         raise CheckpointError(f"checkpoint {path}: {problem}: the file is corrupt or was edited (use an earlier copy)")
@@ -213,7 +227,9 @@ def _value_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     for g in groups:
         lr, momentum, decay = g.get("lr"), g.get("momentum", 0.0), g.get("weight_decay", 0.0)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lr, momentum, decay)):
-            return f"optimiser values lr {lr!r}, momentum {momentum!r}, weight decay {decay!r} are not all finite numbers"
+            return (
+                f"optimiser values lr {lr!r}, momentum {momentum!r}, weight decay {decay!r} are not all finite numbers"
+            )
         if lr <= 0 or not 0 <= momentum < 1 or decay < 0:
             return f"optimiser values out of range: lr {lr!r}, momentum {momentum!r}, weight decay {decay!r}"
         if isinstance(run_lr, (int, float)) and lr > run_lr * (1 + 1e-6):
@@ -244,17 +260,29 @@ def shape_mismatches(model_state: Dict[str, Any], saved_state: Dict[str, Any]) -
 
 def _misfit(path: str, lines: list, changed: Sequence[str]) -> CheckpointError:
     shaping = [c for c in changed if c.startswith(SHAPING)] or list(changed)
-    cause = (f"changed since the checkpoint: {'; '.join(shaping)}" if shaping
-             else "no option that shapes the model changed: the file belongs to another model")
+    cause = (
+        f"changed since the checkpoint: {'; '.join(shaping)}"
+        if shaping
+        else "no option that shapes the model changed: the file belongs to another model"
+    )
     shown = "\n  ".join(lines[:10]) + ("\n  ..." if len(lines) > 10 else "")
     return CheckpointError(
         f"{path}: its weights do not fit this model ({len(lines)} tensor(s)):\n  {shown}\n{cause}. "
         f"--resume-allow-changes accepts a new data order, not another model shape: resume with the "
-        f"checkpoint's values of these options, or start a new run (another --output).")
+        f"checkpoint's values of these options, or start a new run (another --output)."
+    )
 
 
-def restore(ckpt: Dict[str, Any], *, model, optimizer, scheduler, restore_rng: bool = True,
-            path: str = "checkpoint", changed: Sequence[str] = ()) -> None:
+def restore(
+    ckpt: Dict[str, Any],
+    *,
+    model,
+    optimizer,
+    scheduler,
+    restore_rng: bool = True,
+    path: str = "checkpoint",
+    changed: Sequence[str] = (),
+) -> None:
     """Load the checkpoint's states. ``changed``: the options that differ from the checkpoint's run
     (resume.compare's lines), named when the weights do not fit."""
     target = unwrap(model)
@@ -270,8 +298,9 @@ def restore(ckpt: Dict[str, Any], *, model, optimizer, scheduler, restore_rng: b
             set_rng_state(ckpt["rng"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         why = (str(exc).splitlines() or [""])[0][:300]
-        raise CheckpointError(f"{path}: does not fit this model, optimiser or schedule ({type(exc).__name__}: "
-                              f"{why})") from exc
+        raise CheckpointError(
+            f"{path}: does not fit this model, optimiser or schedule ({type(exc).__name__}: {why})"
+        ) from exc
 
 
 def find_resume(path_or_dir: str) -> str:

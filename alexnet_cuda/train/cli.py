@@ -38,10 +38,12 @@ def _summary(result, t0: float) -> None:
     hist = result["history"]
     if hist:
         last = hist[-1]
-        summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("val_top1_err", "val_top5_err", "val10_top1_err",
-                                                          "val10_top5_err") if k in last)
-        log.info("done in %.0f s: %d epochs%s%s", time.perf_counter() - t0, len(hist),
-                 "; " if summary else "", summary)
+        summary = ", ".join(
+            f"{k} {last[k]:.4f}"
+            for k in ("val_top1_err", "val_top5_err", "val10_top1_err", "val10_top5_err")
+            if k in last
+        )
+        log.info("done in %.0f s: %d epochs%s%s", time.perf_counter() - t0, len(hist), "; " if summary else "", summary)
     if result["skipped_train"]:
         log.warning("%d unreadable training images were skipped", result["skipped_train"])
 

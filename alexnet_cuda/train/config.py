@@ -13,59 +13,59 @@ from typing import List, Optional
 @dataclass
 class TrainConfig:
     # data
-    data: Optional[str] = None          # folder with train/ and val/ (ImageFolder layout)
+    data: Optional[str] = None  # folder with train/ and val/ (ImageFolder layout)
     train_dir: str = "train"
     val_dir: str = "val"
-    image_size: int = 256               # shorter side -> 256, centre 256x256 (paper)
-    crop: int = 227                     # 227 (sizes work out) or 224 (paper text)
-    mean: str = "pixel"                 # pixel (paper) | channel | none
-    pca_std: float = 0.1                # std of the PCA colour-noise alphas; 0 disables
+    image_size: int = 256  # shorter side -> 256, centre 256x256 (paper)
+    crop: int = 227  # 227 (sizes work out) or 224 (paper text)
+    mean: str = "pixel"  # pixel (paper) | channel | none
+    pca_std: float = 0.1  # std of the PCA colour-noise alphas; 0 disables
     flip: bool = True
-    input_scale: float = 1.0            # 1.0 = raw 0..255 units minus mean, as the paper
-    stats_file: Optional[str] = None    # cache of the mean image + RGB PCA
-    stats_max_images: int = 0           # 0 = the whole training set
-    stats_only: bool = False            # compute/cache the mean and PCA, then exit
+    input_scale: float = 1.0  # 1.0 = raw 0..255 units minus mean, as the paper
+    stats_file: Optional[str] = None  # cache of the mean image + RGB PCA
+    stats_max_images: int = 0  # 0 = the whole training set
+    stats_only: bool = False  # compute/cache the mean and PCA, then exit
     workers: int = 4
-    gpu_decode: bool = False            # nvJPEG via torchvision.io.decode_jpeg(device='cuda')
-    synthetic: int = 0                  # N random in-memory images instead of --data (benchmarking)
+    gpu_decode: bool = False  # nvJPEG via torchvision.io.decode_jpeg(device='cuda')
+    synthetic: int = 0  # N random in-memory images instead of --data (benchmarking)
     synthetic_classes: int = 1000
     # model
-    arch: str = "alexnet"               # alexnet | small (demo)
-    width: int = 32                     # SmallAlexNet width
+    arch: str = "alexnet"  # alexnet | small (demo)
+    width: int = 32  # SmallAlexNet width
     fused: bool = True
     dropout: float = 0.5
-    model_parallel: bool = False        # the two towers on two GPUs per process
+    model_parallel: bool = False  # the two towers on two GPUs per process
     # optimisation (paper, section 5)
     epochs: int = 90
-    batch_size: int = 128               # global batch, split over DDP processes
+    batch_size: int = 128  # global batch, split over DDP processes
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "plateau"           # plateau | milestones | constant
+    schedule: str = "plateau"  # plateau | milestones | constant
     lr_patience: int = 5
     lr_max_drops: int = 3
     lr_threshold: float = 1e-3
-    lr_milestones: str = "25,51,79"     # an example spread over 90 epochs (see optim.MilestoneSchedule)
-    bias_decay: bool = True             # weight decay on biases too (the paper's text); see README
+    lr_milestones: str = "25,51,79"  # an example spread over 90 epochs (see optim.MilestoneSchedule)
+    bias_decay: bool = True  # weight decay on biases too (the paper's text); see README
     # execution
     device: str = "auto"
-    amp: str = "none"                   # none | bf16
+    amp: str = "none"  # none | bf16
     channels_last: bool = False
     compile: bool = False
-    cuda_graphs: bool = False           # the whole step replayed from one CUDA graph (train/step.py)
+    cuda_graphs: bool = False  # the whole step replayed from one CUDA graph (train/step.py)
     seed: int = 0
     # evaluation
     eval_every: int = 1
     ten_crop: bool = True
-    eval_batch_size: int = 0            # 0 = batch_size
+    eval_batch_size: int = 0  # 0 = batch_size
     # output
     output: str = "runs/alexnet"
     resume: Optional[str] = None
     resume_allow_changes: bool = False  # resume even if batch size, seed, crop, classes... changed
-    save_every: int = 0                 # also checkpoint every N steps (0: at epoch ends only)
-    max_steps: int = 0                  # stop (and checkpoint) after this many steps in total
+    save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    max_steps: int = 0  # stop (and checkpoint) after this many steps in total
     log_every: int = 20
-    progress: str = "auto"              # auto | on | off
+    progress: str = "auto"  # auto | on | off
     tensorboard: bool = True
     plot: bool = True
 
@@ -98,8 +98,8 @@ _HELP = {
     "workers": "DataLoader worker processes (decoding runs there)",
     "gpu_decode": "decode JPEGs on the GPU with nvJPEG (workers only read bytes)",
     "synthetic": "instead of --data: N random uint8 images of --image-size held in memory (no disk, no "
-                 "decoding, no validation set), for measuring the loader + augmentation + step pipeline; "
-                 "nothing is learnt from them",
+    "decoding, no validation set), for measuring the loader + augmentation + step pipeline; "
+    "nothing is learnt from them",
     "synthetic_classes": "number of (random) labels of --synthetic",
     "arch": "alexnet (alexnet_cuda.models.AlexNet) or small (the demo's AlexNet-style net)",
     "width": "channel width of --arch small",
@@ -110,23 +110,23 @@ _HELP = {
     "lr_patience": "plateau: epochs without improvement before dividing lr by 10",
     "lr_max_drops": "plateau: at most this many drops",
     "lr_milestones": "milestones: comma-separated 0-based epochs at which lr is divided by 10 (the "
-                     "default is an example spread over 90 epochs, not taken from a published log)",
+    "default is an example spread over 90 epochs, not taken from a published log)",
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "bf16: autocast the forward pass to bfloat16",
     "channels_last": "NHWC memory format for the model and its inputs",
     "compile": "torch.compile the model (train/step.py)",
     "cuda_graphs": "capture the whole training step (forward, loss, backward, SGD update) in one CUDA graph "
-                   "after 3 warm-up steps and replay it: no per-kernel launches on the host; without CUDA "
-                   "(or if the capture fails) it says so and runs the ordinary step; not with "
-                   "--model-parallel or several processes (train/step.py)",
+    "after 3 warm-up steps and replay it: no per-kernel launches on the host; without CUDA "
+    "(or if the capture fails) it says so and runs the ordinary step; not with "
+    "--model-parallel or several processes (train/step.py)",
     "ten_crop": "also evaluate the paper's 10-crop average",
     "output": "run folder: checkpoints, metrics.csv, steps.csv, TensorBoard logs, curves.png",
     "resume": "checkpoint file or run folder to continue from (exactly); --lr, --momentum, "
-              "--weight-decay, --epochs, cadences and workers may change, and apply",
+    "--weight-decay, --epochs, cadences and workers may change, and apply",
     "resume_allow_changes": "with --resume: accept changes that alter the data order, labels or model "
-                            "(batch size, seed, crop, classes, ...); the epoch then restarts from its start",
+    "(batch size, seed, crop, classes, ...); the epoch then restarts from its start",
     "bias_decay": "apply weight decay to biases too (the paper's text is silent; cuda-convnet and Caffe's "
-                  "bvlc_alexnet exclude biases, --no-bias-decay)",
+    "bvlc_alexnet exclude biases, --no-bias-decay)",
     "save_every": "also checkpoint every N steps",
     "max_steps": "stop after N optimiser steps in total (checkpointed; resume continues)",
     "train_dir": "training subfolder of --data",
@@ -155,18 +155,32 @@ _HELP = {
 # (numpy's generator takes no more), 100k classes (fc8 alone is 1.6 GB at 100k). Counts of steps and
 # epochs are only kept below 2**62 (no C integer overflows). The worker count and --synthetic's
 # memory depend on the machine: see check_machine.
-_BIG = 2 ** 62
+_BIG = 2**62
 _RANGES = {
-    "image_size": (1, 1024, True, True), "crop": (1, 1024, True, True), "pca_std": (0, 1e3, True, True),
-    "input_scale": (0, 1e6, False, True), "stats_max_images": (0, _BIG, True, True),
-    "workers": (0, 1024, True, True), "synthetic": (0, _BIG, True, True),
+    "image_size": (1, 1024, True, True),
+    "crop": (1, 1024, True, True),
+    "pca_std": (0, 1e3, True, True),
+    "input_scale": (0, 1e6, False, True),
+    "stats_max_images": (0, _BIG, True, True),
+    "workers": (0, 1024, True, True),
+    "synthetic": (0, _BIG, True, True),
     "synthetic_classes": (1, 100_000, True, True),
-    "width": (2, 512, True, True), "dropout": (0, 1, True, False), "epochs": (1, _BIG, True, True),
-    "batch_size": (1, 65536, True, True), "lr": (0, 1e3, False, True), "momentum": (0, 1, True, False),
-    "weight_decay": (0, 1e3, True, True), "lr_patience": (0, _BIG, True, True),
-    "lr_max_drops": (0, _BIG, True, True), "lr_threshold": (0, 1, True, True), "seed": (0, 2 ** 32 - 1, True, True),
-    "eval_every": (1, _BIG, True, True), "eval_batch_size": (0, 65536, True, True),
-    "save_every": (0, _BIG, True, True), "max_steps": (0, _BIG, True, True), "log_every": (1, _BIG, True, True),
+    "width": (2, 512, True, True),
+    "dropout": (0, 1, True, False),
+    "epochs": (1, _BIG, True, True),
+    "batch_size": (1, 65536, True, True),
+    "lr": (0, 1e3, False, True),
+    "momentum": (0, 1, True, False),
+    "weight_decay": (0, 1e3, True, True),
+    "lr_patience": (0, _BIG, True, True),
+    "lr_max_drops": (0, _BIG, True, True),
+    "lr_threshold": (0, 1, True, True),
+    "seed": (0, 2**32 - 1, True, True),
+    "eval_every": (1, _BIG, True, True),
+    "eval_batch_size": (0, 65536, True, True),
+    "save_every": (0, _BIG, True, True),
+    "max_steps": (0, _BIG, True, True),
+    "log_every": (1, _BIG, True, True),
 }
 
 
@@ -191,6 +205,7 @@ def _in_range(name: str, value) -> bool:
 
 def _ranged(name: str, typ):
     """argparse type: ``typ`` within _RANGES[name], else an error naming the accepted range."""
+
     def parse(text: str):
         try:
             value = typ(text)
@@ -201,6 +216,7 @@ def _ranged(name: str, typ):
         if not _in_range(name, value):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_range_text(name)}")
         return value
+
     parse.__name__ = typ.__name__  # argparse names the type in its own messages
     return parse
 
@@ -220,13 +236,18 @@ def check_config(cfg: TrainConfig, own_model: bool = False) -> List[str]:
     The ranges of single options, and what depends on several: the crop must fit in the
     image, AlexNet takes 227 or 224 crops, SmallAlexNet's grouped convs need an even width
     (not checked with ``own_model``: train() was given a model, --arch does not apply)."""
-    problems = [f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be {_range_text(name)}"
-                for name in _RANGES if not _in_range(name, getattr(cfg, name))]
+    problems = [
+        f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be {_range_text(name)}"
+        for name in _RANGES
+        if not _in_range(name, getattr(cfg, name))
+    ]
     if problems:
         return problems
     if cfg.crop > cfg.image_size:
-        problems.append(f"--crop {cfg.crop} is larger than the images (--image-size {cfg.image_size}): "
-                        f"the crop must be <= --image-size")
+        problems.append(
+            f"--crop {cfg.crop} is larger than the images (--image-size {cfg.image_size}): "
+            f"the crop must be <= --image-size"
+        )
     if own_model:
         pass
     elif cfg.arch == "alexnet" and cfg.crop not in (224, 227):
@@ -236,8 +257,9 @@ def check_config(cfg: TrainConfig, own_model: bool = False) -> List[str]:
     if cfg.synthetic and (cfg.gpu_decode or cfg.stats_only):
         problems.append("--synthetic has no files: --gpu-decode and --stats-only do not apply")
     if cfg.cuda_graphs and cfg.model_parallel:
-        problems.append("--cuda-graphs with --model-parallel: one CUDA graph captures one device's work; "
-                        "drop one of them")
+        problems.append(
+            "--cuda-graphs with --model-parallel: one CUDA graph captures one device's work; drop one of them"
+        )
     milestones = _milestones_problem(cfg.lr_milestones)
     return problems + ([milestones] if milestones else [])
 
@@ -255,8 +277,10 @@ def _device_problem(device: str, model_parallel: bool) -> Optional[str]:
     if index and int(index) >= gpus:
         return f"--device {device}: this machine has {gpus} CUDA GPU(s), numbered 0 to {gpus - 1}"
     if model_parallel and (device == "cpu" or gpus < 2):
-        return (f"--model-parallel puts AlexNet's two towers on two GPUs: it needs two CUDA GPUs per process, "
-                f"this machine has {gpus}" + (" (and --device is cpu)" if device == "cpu" else ""))
+        return (
+            f"--model-parallel puts AlexNet's two towers on two GPUs: it needs two CUDA GPUs per process, "
+            f"this machine has {gpus}" + (" (and --device is cpu)" if device == "cpu" else "")
+        )
     return None
 
 
@@ -277,13 +301,14 @@ def check_machine(cfg: TrainConfig) -> List[str]:
         problems.append(device)
     cpus = os.cpu_count() or 1
     if cfg.workers > 4 * cpus:
-        problems.append(f"--workers {cfg.workers}: at most {4 * cpus} on this machine (4 per CPU core, "
-                        f"{cpus} cores)")
+        problems.append(f"--workers {cfg.workers}: at most {4 * cpus} on this machine (4 per CPU core, {cpus} cores)")
     memory = _total_memory()
-    need = cfg.synthetic * 3 * cfg.image_size ** 2
+    need = cfg.synthetic * 3 * cfg.image_size**2
     if memory and need > memory // 2:
-        problems.append(f"--synthetic {cfg.synthetic}: {cfg.synthetic} images of {cfg.image_size}x{cfg.image_size} "
-                        f"take {need / 2 ** 30:.1f} GiB, over half of this machine's {memory / 2 ** 30:.0f} GiB")
+        problems.append(
+            f"--synthetic {cfg.synthetic}: {cfg.synthetic} images of {cfg.image_size}x{cfg.image_size} "
+            f"take {need / 2**30:.1f} GiB, over half of this machine's {memory / 2**30:.0f} GiB"
+        )
     return problems
 
 
@@ -357,8 +382,10 @@ def check_paths(cfg: TrainConfig) -> List[str]:
         if not cfg.data:
             problems.append("--data '': give the dataset folder (holding train/ and val/)")
         elif not os.path.isdir(train) and not os.path.isfile(os.path.join(cfg.data, "manifest.json")):
-            problems.append(f"--data {cfg.data}: no folder {train} (expected {cfg.train_dir}/ and {cfg.val_dir}/, "
-                            f"one folder per class in each, or a prepared folder with its manifest.json)")
+            problems.append(
+                f"--data {cfg.data}: no folder {train} (expected {cfg.train_dir}/ and {cfg.val_dir}/, "
+                f"one folder per class in each, or a prepared folder with its manifest.json)"
+            )
     return [p for p in problems if p]
 
 
@@ -368,15 +395,18 @@ def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m alexnet_cuda.train",
         description="Train AlexNet the way Krizhevsky et al. (2012) did: 256x256 images minus the "
-                    "mean, random 227 crops + flips + PCA colour noise on the GPU, SGD with momentum "
-                    "0.9 and weight decay 5e-4 (the paper's update), lr 0.01 divided by 10 on "
-                    "plateaus, centre and 10-crop evaluation. Scale out with torchrun.",
+        "mean, random 227 crops + flips + PCA colour noise on the GPU, SGD with momentum "
+        "0.9 and weight decay 5e-4 (the paper's update), lr 0.01 divided by 10 on "
+        "plateaus, centre and 10-crop evaluation. Scale out with torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--demo", action="store_true",
-                   help="no-download demo: scikit-learn's bundled 8x8 digits upscaled to 28x28, a small "
-                        "AlexNet-style net, about a minute on a CPU (NOT ImageNet); options typed on the "
-                        "command line override the demo's settings")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="no-download demo: scikit-learn's bundled 8x8 digits upscaled to 28x28, a small "
+        "AlexNet-style net, about a minute on a CPU (NOT ImageNet); options typed on the "
+        "command line override the demo's settings",
+    )
     for f in fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         default = argparse.SUPPRESS if typed_only else f.default

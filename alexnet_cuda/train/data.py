@@ -45,8 +45,9 @@ log = logging.getLogger("alexnet_cuda.train")
 
 # torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec but they work
 # (and decode_jpeg(device="cuda") is the nvJPEG path this module wants); keep logs readable.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -58,9 +59,7 @@ def _tv():
         import torchvision.io as tvio
         import torchvision.transforms.v2.functional as tvf
     except ImportError as exc:  # pragma: no cover - environment problem
-        raise ImportError(
-            "alexnet_cuda.train needs torchvision to decode images: pip install torchvision"
-        ) from exc
+        raise ImportError("alexnet_cuda.train needs torchvision to decode images: pip install torchvision") from exc
     return tvio, tvf
 
 
@@ -80,8 +79,9 @@ def first_names(names: Sequence[str], most: int = 10) -> str:
     return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
-def check_class_folders(train_root: str, val_root: str, classes: Sequence[str],
-                        train_samples: Sequence[Tuple[str, int]]) -> None:
+def check_class_folders(
+    train_root: str, val_root: str, classes: Sequence[str], train_samples: Sequence[Tuple[str, int]]
+) -> None:
     """torchvision's rules: raise on a training class folder without images; warn about class
     folders that only val/ has (ignored)."""
     have = {label for _, label in train_samples}
@@ -90,13 +90,16 @@ def check_class_folders(train_root: str, val_root: str, classes: Sequence[str],
         raise FileNotFoundError(
             f"class folders without images under {train_root}: {first_names(empty)} "
             f"(image extensions: {', '.join(IMG_EXTENSIONS)}); add images "
-            f"or remove the folders (torchvision's ImageFolder refuses them too)")
+            f"or remove the folders (torchvision's ImageFolder refuses them too)"
+        )
     if os.path.isdir(val_root):
-        extra = sorted(set(e.name for e in os.scandir(val_root) if e.is_dir() and not e.name.startswith("."))
-                       - set(classes))
+        extra = sorted(
+            set(e.name for e in os.scandir(val_root) if e.is_dir() and not e.name.startswith(".")) - set(classes)
+        )
         if extra:
-            log.warning("class folders only in %s, not in training: %s: their images are ignored", val_root,
-                        first_names(extra))
+            log.warning(
+                "class folders only in %s, not in training: %s: their images are ignored", val_root, first_names(extra)
+            )
 
 
 def make_samples(root: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
@@ -145,17 +148,28 @@ def make_samples(root: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
 def _warn_links(root: str, skipped_dirs, repeated_files) -> None:
     if skipped_dirs:
         shown = ", ".join(f"{display_path(d)} -> {display_path(r)}" for d, r in skipped_dirs[:5])
-        log.warning("%s: %d linked folder(s) lead to a folder already walked (a link cycle, or a link to "
-                    "another class), not walked again: %s%s", display_path(root), len(skipped_dirs), shown,
-                    " ..." if len(skipped_dirs) > 5 else "")
+        log.warning(
+            "%s: %d linked folder(s) lead to a folder already walked (a link cycle, or a link to "
+            "another class), not walked again: %s%s",
+            display_path(root),
+            len(skipped_dirs),
+            shown,
+            " ..." if len(skipped_dirs) > 5 else "",
+        )
     if repeated_files:
         shown = ", ".join(display_path(p) for p in repeated_files[:5])
-        log.warning("%s: %d image(s) reached a second time through a link, counted once: %s%s",
-                    display_path(root), len(repeated_files), shown, " ..." if len(repeated_files) > 5 else "")
+        log.warning(
+            "%s: %d image(s) reached a second time through a link, counted once: %s%s",
+            display_path(root),
+            len(repeated_files),
+            shown,
+            " ..." if len(repeated_files) > 5 else "",
+        )
 
 
-def check_readable_classes(train_root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]],
-                           decode: Callable = None) -> None:
+def check_readable_classes(
+    train_root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]], decode: Callable = None
+) -> None:
     """Refuse, like an empty class folder, a class none of whose images decodes: training would
     have a class without examples. Decodes each class's files in order up to the first that
     works (one per class in a healthy tree)."""
@@ -174,7 +188,8 @@ def check_readable_classes(train_root: str, classes: Sequence[str], samples: Seq
         raise DataError(
             f"class folders whose images are all unreadable under {display_path(train_root)}: "
             f"{first_names(dead)} ({len(dead)} of {len(classes)} "
-            f"classes); replace the files or remove the folders (a class without examples cannot be learnt)")
+            f"classes); replace the files or remove the folders (a class without examples cannot be learnt)"
+        )
 
 
 def first_readable(samples: Sequence[Tuple[str, int]], decode: Callable = None) -> Optional[str]:
@@ -266,8 +281,9 @@ def _decode_with_pillow(fp, where) -> torch.Tensor:
             with Image.open(fp) as im:
                 w, h = im.size
                 if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
-                    raise UnreadableImage(where, f"{w}x{h} pixels: the longer side is over {MAX_ASPECT} "
-                                                 f"times the shorter one")
+                    raise UnreadableImage(
+                        where, f"{w}x{h} pixels: the longer side is over {MAX_ASPECT} times the shorter one"
+                    )
                 im.load()
                 return _pil_to_rgb_uint8(im)
     except UnreadableImage:
@@ -469,11 +485,11 @@ def decode_batch(batch: Batch, device: torch.device, size: int = 256) -> Batch:
                 _report_unreadable(exc, exc.path)
     keep = [i for i, d in enumerate(decoded) if d is not None]
     skipped = batch.skipped + len(items) - len(keep)
-    bad = batch.skipped_paths + tuple(batch.paths[i] for i, d in enumerate(decoded)
-                                      if d is None and i < len(batch.paths) and batch.paths[i])
+    bad = batch.skipped_paths + tuple(
+        batch.paths[i] for i, d in enumerate(decoded) if d is None and i < len(batch.paths) and batch.paths[i]
+    )
     if not keep:
-        return Batch(torch.empty(0, 3, size, size, dtype=torch.uint8, device=device),
-                     batch.labels[:0], skipped, bad)
+        return Batch(torch.empty(0, 3, size, size, dtype=torch.uint8, device=device), batch.labels[:0], skipped, bad)
     images = torch.stack([preprocess(decoded[i].to(device), size) for i in keep])
     return Batch(images, batch.labels[keep], skipped, bad)
 
@@ -508,8 +524,7 @@ class DatasetStats:
         raise ValueError(f"unknown mean mode {mode!r} (pixel, channel, none)")
 
     def state_dict(self):
-        return {"mean_image": self.mean_image, "eigvals": self.eigvals, "eigvecs": self.eigvecs,
-                "count": self.count}
+        return {"mean_image": self.mean_image, "eigvals": self.eigvals, "eigvecs": self.eigvecs, "count": self.count}
 
     @classmethod
     def from_state_dict(cls, d):
@@ -618,13 +633,22 @@ def read_stats(path: str, size: Optional[int] = None) -> Tuple[Optional[DatasetS
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, empty, garbage, a pickle with foreign objects
-        return None, f"not a statistics file torch.save wrote ({type(exc).__name__}: truncated, garbage or other objects)"
+        return (
+            None,
+            f"not a statistics file torch.save wrote ({type(exc).__name__}: truncated, garbage or other objects)",
+        )
     why = _stats_problem(d, size)
     return (None, why) if why else (DatasetStats.from_state_dict(d), None)
 
 
-def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True,
-                          progress_factory=None, poll_s: float = 2.0, size: Optional[int] = None) -> DatasetStats:
+def load_or_compute_stats(
+    path: str,
+    make_loader: Callable,
+    is_main: bool = True,
+    progress_factory=None,
+    poll_s: float = 2.0,
+    size: Optional[int] = None,
+) -> DatasetStats:
     """Load the cached statistics, or compute them (``is_main``) and cache them.
 
     A file that is not what this function wrote (truncated, garbage, another program's, for
@@ -647,8 +671,11 @@ def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True
             stats, _ = read_stats(path, size)
         return stats
     if why != "missing":
-        log.warning("statistics cache %s: %s; it is not what this program wrote, so it is computed again "
-                    "(and replaced)", display_path(path), why)
+        log.warning(
+            "statistics cache %s: %s; it is not what this program wrote, so it is computed again (and replaced)",
+            display_path(path),
+            why,
+        )
     log.info("computing the training-set mean and RGB PCA (cached to %s)", display_path(path))
     prog = progress_factory() if progress_factory else None
     stats = compute_stats(make_loader(), progress=prog.update if prog else None)
@@ -659,8 +686,11 @@ def load_or_compute_stats(path: str, make_loader: Callable, is_main: bool = True
             raise IsADirectoryError(21, "is a folder", path)
         atomic_torch_save(stats.state_dict(), path)
     except OSError as exc:
-        log.warning("cannot write the statistics cache %s (%s): the statistics serve this run only",
-                    display_path(path), exc.strerror or exc)
+        log.warning(
+            "cannot write the statistics cache %s (%s): the statistics serve this run only",
+            display_path(path),
+            exc.strerror or exc,
+        )
     return stats
 
 
@@ -695,4 +725,4 @@ def synthetic_stats(dataset: SyntheticImages, max_images: int = 0) -> DatasetSta
     """Mean image and RGB PCA of (the first ``max_images`` of) a synthetic set, not cached."""
     n = len(dataset) if not max_images else min(max_images, len(dataset))
     images = dataset.images[:n]
-    return compute_stats(Batch(images[i:i + 64], torch.empty(0)) for i in range(0, n, 64))
+    return compute_stats(Batch(images[i : i + 64], torch.empty(0)) for i in range(0, n, 64))

@@ -56,7 +56,9 @@ def prepare_digits_imagefolder(root: str = None, size: int = 28, val_every: int 
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise ImportError("the demo needs scikit-learn (its bundled digits data set): pip install scikit-learn") from exc
+        raise ImportError(
+            "the demo needs scikit-learn (its bundled digits data set): pip install scikit-learn"
+        ) from exc
     from PIL import Image
     import numpy as np
 

@@ -72,7 +72,8 @@ def pick_devices(device: str, info: DistInfo, model_parallel: bool) -> Tuple[tor
             if first + 1 >= torch.cuda.device_count():
                 raise RuntimeError(
                     f"--model-parallel needs 2 GPUs per process: local rank {info.local_rank} wants "
-                    f"cuda:{first} and cuda:{first + 1}, {torch.cuda.device_count()} visible")
+                    f"cuda:{first} and cuda:{first + 1}, {torch.cuda.device_count()} visible"
+                )
             devs = (f"cuda:{first}", f"cuda:{first + 1}")
             torch.cuda.set_device(first)
             return torch.device(devs[0]), devs
@@ -106,8 +107,9 @@ class ResumableDistributedSampler(torch.utils.data.Sampler):
     Works without a process group too (num_replicas=1, rank=0).
     """
 
-    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(
+        self, n: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0, drop_last: bool = False
+    ):
         self.n = n
         self.num_replicas = num_replicas
         self.rank = rank
@@ -138,10 +140,10 @@ class ResumableDistributedSampler(torch.utils.data.Sampler):
             idx += (idx * math.ceil(pad / max(len(idx), 1)))[:pad]
         else:
             idx = idx[: self.total]
-        return idx[self.rank: self.total: self.num_replicas]
+        return idx[self.rank : self.total : self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start:])
+        return iter(self.indices()[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -23,7 +23,7 @@ def topk_correct(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5))
     maxk = min(max(ks), logits_or_probs.shape[1])
     top = logits_or_probs.topk(maxk, dim=1).indices
     hit = top == labels[:, None]
-    return [int(hit[:, :min(k, maxk)].any(1).sum()) for k in ks]
+    return [int(hit[:, : min(k, maxk)].any(1).sum()) for k in ks]
 
 
 def ten_crop_probs(model: Callable, x: torch.Tensor, crop: int, chunk: Optional[int] = None) -> torch.Tensor:
@@ -36,7 +36,7 @@ def ten_crop_probs(model: Callable, x: torch.Tensor, crop: int, chunk: Optional[
     if chunk is None or chunk >= 10 * n:
         logits = model(views)
     else:
-        logits = torch.cat([model(views[i:i + chunk]) for i in range(0, 10 * n, chunk)])
+        logits = torch.cat([model(views[i : i + chunk]) for i in range(0, 10 * n, chunk)])
     probs = F.softmax(logits.float(), dim=1)
     return probs.reshape(10, n, -1).mean(0)
 
@@ -57,8 +57,11 @@ class EvalResult:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
     def as_tensor(self, device) -> torch.Tensor:
-        return torch.tensor([self.count, self.loss_sum, self.top1, self.top5, self.top1_10crop,
-                             self.top5_10crop, self.skipped], dtype=torch.float64, device=device)
+        return torch.tensor(
+            [self.count, self.loss_sum, self.top1, self.top5, self.top1_10crop, self.top5_10crop, self.skipped],
+            dtype=torch.float64,
+            device=device,
+        )
 
     @classmethod
     def from_tensor(cls, t: torch.Tensor) -> "EvalResult":
@@ -85,9 +88,18 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable, normalize: Callable, crop: int, *,
-             ten_crop: bool = True, autocast_dtype: Optional[torch.dtype] = None,
-             channels_last: bool = False, out_device=None, all_reduce: Optional[Callable] = None) -> EvalResult:
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable,
+    normalize: Callable,
+    crop: int,
+    *,
+    ten_crop: bool = True,
+    autocast_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    out_device=None,
+    all_reduce: Optional[Callable] = None,
+) -> EvalResult:
     """Run ``model`` over ``batches`` (data.Batch of uint8 (N,3,S,S)), centre and 10-crop.
 
     ``normalize`` turns the uint8 batch into the model's input scale on the right device

@@ -93,8 +93,10 @@ class MetricsWriter:
         ``epoch`` on, which a run killed after its last checkpoint wrote; they are written again."""
         if not self.enabled:
             return
-        for path, key, keep in ((self.step_path, "step", lambda v: int(v) <= step),
-                                (self.epoch_path, "epoch", lambda v: int(v) < epoch)):
+        for path, key, keep in (
+            (self.step_path, "step", lambda v: int(v) <= step),
+            (self.epoch_path, "epoch", lambda v: int(v) < epoch),
+        ):
             if not os.path.exists(path):
                 continue
             with open(path, newline="") as f:
@@ -158,8 +160,12 @@ def plot_curves(history: List[Dict], path: str) -> bool:
     a1.set_ylabel("cross-entropy")
     a1.legend()
     a2.plot(ep, [h["train_top1_err"] for h in history], label="train top-1 (augmented)")
-    for k, lab in (("val_top1_err", "val top-1 (centre)"), ("val_top5_err", "val top-5 (centre)"),
-                   ("val10_top1_err", "val top-1 (10-crop)"), ("val10_top5_err", "val top-5 (10-crop)")):
+    for k, lab in (
+        ("val_top1_err", "val top-1 (centre)"),
+        ("val_top5_err", "val top-5 (centre)"),
+        ("val10_top1_err", "val top-1 (10-crop)"),
+        ("val10_top5_err", "val top-5 (10-crop)"),
+    ):
         if k in history[0]:
             a2.plot(ep, [h.get(k) for h in history], label=lab)
     a2.set_xlabel("epoch")

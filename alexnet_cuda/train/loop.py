@@ -62,7 +62,7 @@ __all__ = ["train", "train_step", "augment_batch", "make_augment", "NonFiniteLos
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     # Distinct, well-spread 63-bit seeds per (seed, step, rank).
-    return (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB) % (2 ** 63)
+    return (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB) % (2**63)
 
 
 class _StopFlag:
@@ -78,8 +78,11 @@ class _StopFlag:
     def _handler(self, signum, frame):
         self.stop = True
         self.signal_name = signal.Signals(signum).name
-        log.warning("%s received: finishing this step, saving a checkpoint and exiting "
-                    "(press Ctrl-C again to abort without saving)", self.signal_name)
+        log.warning(
+            "%s received: finishing this step, saving a checkpoint and exiting "
+            "(press Ctrl-C again to abort without saving)",
+            self.signal_name,
+        )
         for s, h in self._old.items():
             signal.signal(s, h)
 
@@ -127,8 +130,9 @@ def train_step(net, optimizer, x: torch.Tensor, labels: torch.Tensor, amp_dtype=
 # ------------------------------------------------------------------------------------------
 # the whole run
 # ------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
-          on_step: Optional[Callable[[int, float], None]] = None) -> Dict:
+def train(
+    cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *, on_step: Optional[Callable[[int, float], None]] = None
+) -> Dict:
     """Train according to ``cfg``. ``model``: any nn.Module taking (N, 3, crop, crop) (default:
     :func:`models.build_model` from ``cfg.arch``). ``on_step(step, loss)`` is called after each
     optimiser step (it forces a device sync to read the loss; for tests and hooks).
@@ -143,7 +147,9 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
     problems = check_config(cfg, own_model=model is not None) or check_machine(cfg) + check_paths(cfg)
     if problems:
         raise ValueError("; ".join(problems))
-    dev_type = "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
+    dev_type = (
+        "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
+    )
     info = D.init_distributed(dev_type)
     setup_logging(info.is_main)
     try:
@@ -155,8 +161,16 @@ def train(cfg: TrainConfig, model: Optional[torch.nn.Module] = None, *,
 def _train(cfg: TrainConfig, model, on_step, info: D.DistInfo) -> Dict:
     run = setup_run(cfg, model, info, step_fn=train_step, on_step=on_step)
     if not isinstance(run, Run):  # --stats-only: the statistics were the whole job
-        return {"history": [], "step_losses": [], "interrupted": False, "checkpoint": None, "skipped_train": 0,
-                "output": cfg.output, "classes": run["classes"], "stats_file": run["stats_file"]}
+        return {
+            "history": [],
+            "step_losses": [],
+            "interrupted": False,
+            "checkpoint": None,
+            "skipped_train": 0,
+            "output": cfg.output,
+            "classes": run["classes"],
+            "stats_file": run["stats_file"],
+        }
     try:
         with _StopFlag() as stop:
             for epoch in range(run.start_epoch, cfg.epochs):
@@ -239,8 +253,10 @@ def update_size_options(run: Run) -> str:
     """The options whose values set the size of an update, with this run's values: a divergence
     is one of them too large (or the data or model), not always --lr."""
     cfg = run.cfg
-    return (f"the options that set the size of the updates: --lr {run.optimizer.param_groups[0]['lr']:.3g}, "
-            f"--momentum {cfg.momentum:g}, --weight-decay {cfg.weight_decay:g}, --input-scale {cfg.input_scale:g}")
+    return (
+        f"the options that set the size of the updates: --lr {run.optimizer.param_groups[0]['lr']:.3g}, "
+        f"--momentum {cfg.momentum:g}, --weight-decay {cfg.weight_decay:g}, --input-scale {cfg.input_scale:g}"
+    )
 
 
 def _check_losses(run: Run, epoch: int) -> None:
@@ -255,11 +271,12 @@ def run_epoch(run: Run, epoch: int, stop: _StopFlag) -> bool:
     lr = run.optimizer.param_groups[0]["lr"]
     run.lr_at_epoch_start = lr
     run.net.train()
-    bar = make_progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, run.info.is_main,
-                        initial=first)
+    bar = make_progress(
+        run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, run.info.is_main, initial=first
+    )
     meter, t_epoch = _Throughput(run.info.world_size), time.perf_counter()
     try:
-        for batch in (run.train_loader if first < run.steps_per_epoch else []):
+        for batch in run.train_loader if first < run.steps_per_epoch else []:
             meter.n += train_batch(run, batch)
             bar.update(1)
             if run.step % cfg.log_every == 0 or run.epoch_step == run.steps_per_epoch:
@@ -298,13 +315,22 @@ def evaluate_run(run: Run) -> Dict:
     # The bare module, not the DDP wrapper: ranks may see different numbers of eval batches
     # and nothing here must issue collectives (counts are all-reduced once at the end).
     out_device = run.device if info.initialized and run.device.type == "cuda" else "cpu"
-    res = evaluate(run.model, batches, run.augment.normalize, cfg.crop, ten_crop=cfg.ten_crop,
-                   autocast_dtype=run.amp_dtype, channels_last=cfg.channels_last, out_device=out_device,
-                   all_reduce=(lambda t: D.all_reduce_sum(info, t)) if info.initialized else None)
+    res = evaluate(
+        run.model,
+        batches,
+        run.augment.normalize,
+        cfg.crop,
+        ten_crop=cfg.ten_crop,
+        autocast_dtype=run.amp_dtype,
+        channels_last=cfg.channels_last,
+        out_device=out_device,
+        all_reduce=(lambda t: D.all_reduce_sum(info, t)) if info.initialized else None,
+    )
     metrics = res.metrics(cfg.ten_crop)
     if "val_top1_err" not in metrics:
-        log.warning("validation skipped: none of its %d images could be read (no validation metrics this epoch)",
-                    res.skipped)
+        log.warning(
+            "validation skipped: none of its %d images could be read (no validation metrics this epoch)", res.skipped
+        )
     return metrics
 
 
@@ -313,14 +339,19 @@ def epoch_metrics(run: Run, epoch: int) -> Dict:
     acc = run.acc
     tot = {k: acc[k] for k in ("loss_sum", "correct", "count", "skipped")}
     if run.info.initialized:
-        t = torch.tensor([tot[k] for k in tot], dtype=torch.float64,
-                         device=run.device if run.device.type == "cuda" else "cpu")
+        t = torch.tensor(
+            [tot[k] for k in tot], dtype=torch.float64, device=run.device if run.device.type == "cuda" else "cpu"
+        )
         tot = dict(zip(tot, D.all_reduce_sum(run.info, t).tolist()))
-    return {"epoch": epoch, "step": run.step, "lr": run.lr_at_epoch_start,
-            "train_loss": tot["loss_sum"] / max(tot["count"], 1),
-            "train_top1_err": 1 - tot["correct"] / max(tot["count"], 1),
-            "train_img_per_s": tot["count"] / max(acc["time"], 1e-9),
-            "train_skipped": int(tot["skipped"])}
+    return {
+        "epoch": epoch,
+        "step": run.step,
+        "lr": run.lr_at_epoch_start,
+        "train_loss": tot["loss_sum"] / max(tot["count"], 1),
+        "train_top1_err": 1 - tot["correct"] / max(tot["count"], 1),
+        "train_img_per_s": tot["count"] / max(acc["time"], 1e-9),
+        "train_skipped": int(tot["skipped"]),
+    }
 
 
 def end_epoch(run: Run, epoch: int) -> None:
@@ -335,8 +366,12 @@ def end_epoch(run: Run, epoch: int) -> None:
         log.info("validation error plateaued: lr -> %g", run.optimizer.param_groups[0]["lr"])
     run.history.append(row)
     run.writer.epoch(row)
-    log.info("epoch %d/%d: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                         for k, v in row.items() if k != "epoch"), epoch + 1, cfg.epochs)
+    log.info(
+        "epoch %d/%d: "
+        + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"),
+        epoch + 1,
+        cfg.epochs,
+    )
     save(run, epoch + 1, 0)
     run.epoch_step = 0
 
@@ -371,11 +406,23 @@ def save(run: Run, epoch: int, epoch_step: int) -> None:
     check_weights(run)
     _check_losses(run, epoch if epoch_step else max(epoch - 1, 0))  # the epoch the weights come from
     if run.info.is_main:
-        save_checkpoint(run.last_ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
-                        epoch=epoch, step=run.step, epoch_step=epoch_step, history=run.history,
-                        config=run.cfg.to_dict(),
-                        extra={"epoch_acc": dict(run.acc), "skipped_files": sorted(run.skipped_files),
-                               "loss_limit": run.monitor.limit, **run.facts()})
+        save_checkpoint(
+            run.last_ckpt,
+            model=run.model,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            epoch=epoch,
+            step=run.step,
+            epoch_step=epoch_step,
+            history=run.history,
+            config=run.cfg.to_dict(),
+            extra={
+                "epoch_acc": dict(run.acc),
+                "skipped_files": sorted(run.skipped_files),
+                "loss_limit": run.monitor.limit,
+                **run.facts(),
+            },
+        )
     D.barrier(run.info)
     run.checkpoint, run.checkpoint_step = run.last_ckpt, run.step
 
@@ -403,5 +450,10 @@ def stop_run(run: Run, epoch: int, stop: _StopFlag, t_epoch: float) -> None:
     save(run, epoch, run.epoch_step)
     run.interrupted = bool(stop.stop)
     why = stop.signal_name or f"--max-steps {run.cfg.max_steps}"
-    log.info("stopped at step %d (%s); checkpoint %s; continue with --resume %s",
-             run.step, why, run.last_ckpt, run.cfg.output)
+    log.info(
+        "stopped at step %d (%s); checkpoint %s; continue with --resume %s",
+        run.step,
+        why,
+        run.last_ckpt,
+        run.cfg.output,
+    )

@@ -34,18 +34,24 @@ def _pool_out(s: int) -> int:
 
 
 class SmallAlexNet(nn.Module):
-    def __init__(self, num_classes: int = 10, width: int = 32, crop: int = 28, dropout: float = 0.5,
-                 init: str = "he"):
+    def __init__(self, num_classes: int = 10, width: int = 32, crop: int = 28, dropout: float = 0.5, init: str = "he"):
         super().__init__()
         w1, w2, w3, w5, fc = width, 2 * width, 3 * width, 2 * width, 8 * width
         self.features = nn.Sequential(
-            nn.Conv2d(3, w1, 5, padding=2), nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
-            nn.Conv2d(w1, w2, 5, padding=2, groups=2), nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
-            nn.Conv2d(w2, w3, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w3, w3, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-            nn.Conv2d(w3, w5, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, w1, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(w1, w2, 5, padding=2, groups=2),
+            nn.ReLU(inplace=True),
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(w2, w3, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w3, w3, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w3, w5, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
         )
         s = _pool_out(_pool_out(_pool_out(crop)))
@@ -54,8 +60,12 @@ class SmallAlexNet(nn.Module):
         self.classifier = nn.Sequential(
             # dropout on the outputs of fc6 and fc7, where the paper puts it
             nn.Flatten(),
-            nn.Linear(w5 * s * s, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(w5 * s * s, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(fc, num_classes),
         )
 
@@ -80,8 +90,16 @@ class SmallAlexNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(arch: str, num_classes: int, *, crop: int = 227, fused: bool = True, dropout: float = 0.5,
-                devices: Optional[Sequence[str]] = None, width: int = 32) -> nn.Module:
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    crop: int = 227,
+    fused: bool = True,
+    dropout: float = 0.5,
+    devices: Optional[Sequence[str]] = None,
+    width: int = 32,
+) -> nn.Module:
     """The network named by ``--arch``.
 
     ``alexnet``: alexnet_cuda.models.AlexNet for ``crop`` x ``crop`` inputs (227 or 224; the
@@ -93,7 +111,8 @@ def build_model(arch: str, num_classes: int, *, crop: int = 227, fused: bool = T
         except ImportError as exc:
             raise ImportError(
                 "--arch alexnet needs alexnet_cuda.models.AlexNet, which could not be imported "
-                f"({exc}); use --arch small for the demo network") from exc
+                f"({exc}); use --arch small for the demo network"
+            ) from exc
         kwargs = dict(fused=fused, dropout=dropout, image_size=crop)  # 227, or 224 (conv1 padding 2)
         if devices is not None:
             kwargs["devices"] = tuple(devices)

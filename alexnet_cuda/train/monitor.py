@@ -49,11 +49,15 @@ def resume_advice(resume_from: Optional[Tuple[str, int]], lower_lr: float, cause
     lr = f"{lower_lr:.3g}"
     check = f"or check the data, the model and {causes}" if causes else "or check the data and the model"
     if resume_from is None:
-        return (f"No checkpoint to resume from: restart with a tenth of the lr ({check}); run the same command "
-                f"followed by: --lr {lr}")
+        return (
+            f"No checkpoint to resume from: restart with a tenth of the lr ({check}); run the same command "
+            f"followed by: --lr {lr}"
+        )
     path, step = resume_from
-    return (f"{path} (step {step}) had its weights checked before it was written: resume from it with a tenth "
-            f"of the lr ({check}); run the same command followed by: --resume {shlex.quote(path)} --lr {lr}")
+    return (
+        f"{path} (step {step}) had its weights checked before it was written: resume from it with a tenth "
+        f"of the lr ({check}); run the same command followed by: --resume {shlex.quote(path)} --lr {lr}"
+    )
 
 
 class LossMonitor:
@@ -124,8 +128,9 @@ class LossMonitor:
         flag = torch.tensor([1.0 if seen else 0.0], device=self.flag_device)
         return D.all_reduce_sum(self.info, flag).item() > 0
 
-    def check(self, step: int, epoch: int, resume_from: Optional[Tuple[str, int]], lower_lr: float,
-              causes: str = "") -> None:
+    def check(
+        self, step: int, epoch: int, resume_from: Optional[Tuple[str, int]], lower_lr: float, causes: str = ""
+    ) -> None:
         """Read the pending losses, then raise :class:`NonFiniteLossError` if any diverged (here or
         on another rank). ``resume_from``: (file, step) of the newest checkpoint this run wrote or
         resumed from; ``lower_lr``: the --lr to advise; ``causes``: see :func:`resume_advice`."""
@@ -141,4 +146,5 @@ class LossMonitor:
         raise NonFiniteLossError(
             f"training diverged {where}, epoch {epoch + 1}: training stopped and no checkpoint was written "
             f"after it. {resume_advice(resume_from, lower_lr, causes)}",
-            step=bad["step"] if bad is not None else None)
+            step=bad["step"] if bad is not None else None,
+        )

@@ -35,8 +35,14 @@ class PaperSGD(torch.optim.Optimizer):
     op for all parameters of a device/dtype) where available.
     """
 
-    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 foreach: Optional[bool] = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        foreach: Optional[bool] = None,
+    ):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError("lr, momentum and weight_decay must be non-negative")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach))
@@ -98,8 +104,7 @@ class PlateauSchedule:
     error fraction). After a drop the patience counter restarts.
     """
 
-    def __init__(self, optimizer, factor: float = 0.1, patience: int = 5, max_drops: int = 3,
-                 threshold: float = 1e-3):
+    def __init__(self, optimizer, factor: float = 0.1, patience: int = 5, max_drops: int = 3, threshold: float = 1e-3):
         self.optimizer = optimizer
         self.factor = factor
         self.patience = patience
@@ -128,8 +133,10 @@ class PlateauSchedule:
         return False
 
     def state_dict(self):
-        return {k: getattr(self, k) for k in ("factor", "patience", "max_drops", "threshold", "best",
-                                              "bad_epochs", "drops", "drop_epochs")}
+        return {
+            k: getattr(self, k)
+            for k in ("factor", "patience", "max_drops", "threshold", "best", "bad_epochs", "drops", "drop_epochs")
+        }
 
     def load_state_dict(self, d):
         for k, v in d.items():
@@ -165,8 +172,12 @@ class MilestoneSchedule:
         return False  # nothing depends on validation
 
     def state_dict(self):
-        return {"milestones": self.milestones, "factor": self.factor, "base_lr": self.base_lr,
-                "drop_epochs": self.drop_epochs}
+        return {
+            "milestones": self.milestones,
+            "factor": self.factor,
+            "base_lr": self.base_lr,
+            "drop_epochs": self.drop_epochs,
+        }
 
     def load_state_dict(self, d):
         for k, v in d.items():

@@ -38,8 +38,17 @@ import torch
 
 from . import data as D
 from .logs import make_progress
-from .shards import (FORMAT_VERSION, FORMATS, MANIFEST, STATS_FILE, check_files, read_manifest, sha256_file,
-                     shard_files, verify)
+from .shards import (
+    FORMAT_VERSION,
+    FORMATS,
+    MANIFEST,
+    STATS_FILE,
+    check_files,
+    read_manifest,
+    sha256_file,
+    shard_files,
+    verify,
+)
 
 log = logging.getLogger("alexnet_cuda.prepare")
 
@@ -61,15 +70,24 @@ def _stat_sums(images: np.ndarray) -> Dict[str, np.ndarray]:
     n = images.shape[0]
     if n == 0:
         s = images.shape[-1]
-        return {"n": np.int64(0), "pixels": np.int64(0), "sum_img": np.zeros((3, s, s), np.int64),
-                "sum_rgb": np.zeros(3, np.int64), "sum_outer": np.zeros((3, 3), np.int64)}
+        return {
+            "n": np.int64(0),
+            "pixels": np.int64(0),
+            "sum_img": np.zeros((3, s, s), np.int64),
+            "sum_rgb": np.zeros(3, np.int64),
+            "sum_outer": np.zeros((3, 3), np.int64),
+        }
     sum_outer = np.zeros((3, 3), np.int64)
     for img in images:  # per image: each sum below 2**53, so exact in float64
         rgb = img.reshape(3, -1).astype(np.float64)
         sum_outer += np.rint(rgb @ rgb.T).astype(np.int64)
-    return {"n": np.int64(n), "pixels": np.int64(n * images.shape[2] * images.shape[3]),
-            "sum_img": images.sum(0, dtype=np.int64), "sum_rgb": images.sum((0, 2, 3), dtype=np.int64),
-            "sum_outer": sum_outer}
+    return {
+        "n": np.int64(n),
+        "pixels": np.int64(n * images.shape[2] * images.shape[3]),
+        "sum_img": images.sum(0, dtype=np.int64),
+        "sum_rgb": images.sum((0, 2, 3), dtype=np.int64),
+        "sum_outer": sum_outer,
+    }
 
 
 def stats_from_sums(sums: Sequence[Dict[str, np.ndarray]]) -> D.DatasetStats:
@@ -80,18 +98,20 @@ def stats_from_sums(sums: Sequence[Dict[str, np.ndarray]]) -> D.DatasetStats:
     pixels = sum(int(s["pixels"]) for s in sums)
     sum_img = sum(torch.from_numpy(s["sum_img"]) for s in sums).to(torch.float64)
     sum_rgb = sum(torch.from_numpy(s["sum_rgb"]) for s in sums).to(torch.float64) / 255.0
-    sum_outer = sum(torch.from_numpy(s["sum_outer"]) for s in sums).to(torch.float64) / 255.0 ** 2
+    sum_outer = sum(torch.from_numpy(s["sum_outer"]) for s in sums).to(torch.float64) / 255.0**2
     mean_image = (sum_img / n).to(torch.float32)
     mu = sum_rgb / pixels
     cov = sum_outer / pixels - torch.outer(mu, mu)
     eigvals, eigvecs = torch.linalg.eigh(cov)
     order = torch.argsort(eigvals, descending=True)
-    return D.DatasetStats(mean_image, eigvals[order].clamp_min(0).to(torch.float32),
-                          eigvecs[:, order].to(torch.float32), n)
+    return D.DatasetStats(
+        mean_image, eigvals[order].clamp_min(0).to(torch.float32), eigvecs[:, order].to(torch.float32), n
+    )
 
 
 def _write_tar(path: str, keys: Sequence[str], jpegs: Sequence[bytes], labels: Sequence[int]) -> np.ndarray:
     """WebDataset-style tar (KEY.jpg, KEY.cls); returns each JPEG's (offset, size) in it."""
+
     def write(f):
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for key, jpg, label in zip(keys, jpegs, labels):
@@ -103,8 +123,9 @@ def _write_tar(path: str, keys: Sequence[str], jpegs: Sequence[bytes], labels: S
     D.write_replace(path, write)
     with tarfile.open(path) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    return np.array([[members[f"{k}.jpg"].offset_data, members[f"{k}.jpg"].size] for k in keys],
-                    dtype=np.int64).reshape(-1, 2)
+    return np.array(
+        [[members[f"{k}.jpg"].offset_data, members[f"{k}.jpg"].size] for k in keys], dtype=np.int64
+    ).reshape(-1, 2)
 
 
 def _encode_jpeg(img: torch.Tensor, quality: int) -> bytes:
@@ -144,18 +165,28 @@ def make_shard(job: Dict) -> Dict:
     if "raw" in job["formats"]:
         D.write_replace(path(".npy"), lambda f: np.save(f, arr))
     if "jpeg" in job["formats"]:
-        offsets = _write_tar(path(".tar"), keys, [_encode_jpeg(torch.from_numpy(a), job["quality"]) for a in arr],
-                             labels)
+        offsets = _write_tar(
+            path(".tar"), keys, [_encode_jpeg(torch.from_numpy(a), job["quality"]) for a in arr], labels
+        )
         D.write_replace(path(".idx.npy"), lambda f: np.save(f, offsets))
     files = shard_files(name, job["formats"])
     if job["stats"]:
         sums = _stat_sums(arr)
         D.write_replace(path(".stats.npz"), lambda f: np.savez(f, **sums))
         files.append(f"{name}.stats.npz")
-    record = {"name": name, "split": job["split"], "params": job["params"], "count": len(lab),
-              "sources": [rel for rel, _, _ in job["items"]], "kept": sources, "unreadable": unreadable,
-              "files": {f: {"bytes": os.path.getsize(os.path.join(out, f)), "sha256": sha256_file(os.path.join(out, f))}
-                        for f in files}}
+    record = {
+        "name": name,
+        "split": job["split"],
+        "params": job["params"],
+        "count": len(lab),
+        "sources": [rel for rel, _, _ in job["items"]],
+        "kept": sources,
+        "unreadable": unreadable,
+        "files": {
+            f: {"bytes": os.path.getsize(os.path.join(out, f)), "sha256": sha256_file(os.path.join(out, f))}
+            for f in files
+        },
+    }
     D.write_replace(path(".json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
     return record
 
@@ -187,8 +218,10 @@ def plan(src: str, split_dirs: Dict[str, str], classes: List[str], shard_size: i
         root = os.path.join(src, sub)
         samples = D.make_samples(root, classes) if os.path.isdir(root) else []
         items = [(os.path.relpath(p, root), label, f"{i:09d}") for i, (p, label) in enumerate(samples)]
-        jobs[split] = [{"split": split, "root": root, "name": f"{split}-{k // shard_size:05d}",
-                        "items": items[k:k + shard_size]} for k in range(0, len(items), shard_size)]
+        jobs[split] = [
+            {"split": split, "root": root, "name": f"{split}-{k // shard_size:05d}", "items": items[k : k + shard_size]}
+            for k in range(0, len(items), shard_size)
+        ]
     return jobs
 
 
@@ -276,8 +309,9 @@ def run_jobs(jobs: List[Dict], workers: int, progress) -> Tuple[List[Dict], List
                 pending.remove(job)
                 progress(len(job["items"]))
     except BrokenProcessPool:
-        log.warning("a worker process died (a crash in native code); the %d shards left run one process each",
-                    len(pending))
+        log.warning(
+            "a worker process died (a crash in native code); the %d shards left run one process each", len(pending)
+        )
         for job in pending:
             try:
                 records.append(_run_isolated(job))
@@ -290,9 +324,11 @@ def run_jobs(jobs: List[Dict], workers: int, progress) -> Tuple[List[Dict], List
 
 def _split_summary(records: List[Dict]) -> Dict:
     records = sorted(records, key=lambda r: r["name"])
-    return {"count": sum(r["count"] for r in records),
-            "unreadable": [u for r in records for u in r["unreadable"]],
-            "shards": [{"name": r["name"], "count": r["count"], "files": r["files"]} for r in records]}
+    return {
+        "count": sum(r["count"] for r in records),
+        "unreadable": [u for r in records for u in r["unreadable"]],
+        "shards": [{"name": r["name"], "count": r["count"], "files": r["files"]} for r in records],
+    }
 
 
 def write_manifest(out: str, src: str, classes: List[str], params: Dict, records: Dict[str, List[Dict]]) -> Dict:
@@ -308,20 +344,41 @@ def write_manifest(out: str, src: str, classes: List[str], params: Dict, records
     counts = np.zeros(len(classes), np.int64)
     for r in train:
         counts += np.bincount(np.load(os.path.join(out, f"{r['name']}.labels.npy")), minlength=len(classes))
-    man = {"format_version": FORMAT_VERSION, "tool": "python -m alexnet_cuda.prepare", "source": os.path.abspath(src),
-           "classes": classes, "train_images_per_class": counts.tolist(), **params,
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "stats": {"file": {"bytes": os.path.getsize(os.path.join(out, STATS_FILE)),
-                              "sha256": sha256_file(os.path.join(out, STATS_FILE))},
-                     "count": stats.count, "eigvals": stats.eigvals.tolist()},
-           "splits": splits}
+    man = {
+        "format_version": FORMAT_VERSION,
+        "tool": "python -m alexnet_cuda.prepare",
+        "source": os.path.abspath(src),
+        "classes": classes,
+        "train_images_per_class": counts.tolist(),
+        **params,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stats": {
+            "file": {
+                "bytes": os.path.getsize(os.path.join(out, STATS_FILE)),
+                "sha256": sha256_file(os.path.join(out, STATS_FILE)),
+            },
+            "count": stats.count,
+            "eigvals": stats.eigvals.tolist(),
+        },
+        "splits": splits,
+    }
     D.write_replace(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(man, indent=1).encode()))
     return man
 
 
-def prepare(src: str, out: str, *, size: int = 256, formats: Sequence[str] = ("raw",), quality: int = JPEG_QUALITY,
-            shard_size: int = 1000, workers: int = 0, train_dir: str = "train", val_dir: str = "val",
-            progress: str = "auto") -> Dict:
+def prepare(
+    src: str,
+    out: str,
+    *,
+    size: int = 256,
+    formats: Sequence[str] = ("raw",),
+    quality: int = JPEG_QUALITY,
+    shard_size: int = 1000,
+    workers: int = 0,
+    train_dir: str = "train",
+    val_dir: str = "val",
+    progress: str = "auto",
+) -> Dict:
     """Prepare ``src`` (train/ and val/ ImageFolder trees) into ``out``; returns the manifest.
     Resumes a killed run (see the module docstring). Raises ValueError on bad arguments."""
     formats = sorted(set(formats))
@@ -335,10 +392,14 @@ def prepare(src: str, out: str, *, size: int = 256, formats: Sequence[str] = ("r
     if os.path.exists(os.path.join(out, MANIFEST)):
         os.remove(os.path.join(out, MANIFEST))  # rewritten when every shard is done
     remove_temps(out)
-    preprocessing = {"size": size, "resize": "shorter side to size, bilinear antialiased "
-                     "(torchvision.transforms.v2.functional.resize, as alexnet_cuda.train.data.preprocess)",
-                     "crop": "centre size x size", "layout": "uint8 (N, 3, size, size) RGB",
-                     "jpeg_quality": quality if "jpeg" in formats else None}
+    preprocessing = {
+        "size": size,
+        "resize": "shorter side to size, bilinear antialiased "
+        "(torchvision.transforms.v2.functional.resize, as alexnet_cuda.train.data.preprocess)",
+        "crop": "centre size x size",
+        "layout": "uint8 (N, 3, size, size) RGB",
+        "jpeg_quality": quality if "jpeg" in formats else None,
+    }
     params = {"preprocessing": preprocessing, "formats": formats, "shard_size": shard_size, "classes": classes}
     plans = plan(src, {"train": train_dir, "val": val_dir}, classes, shard_size)
     if not plans["train"]:
@@ -365,8 +426,9 @@ def prepare(src: str, out: str, *, size: int = 256, formats: Sequence[str] = ("r
     man = write_manifest(out, src, classes, {k: v for k, v in params.items() if k != "classes"}, records)
     empty = [c for c, n in zip(classes, man["train_images_per_class"]) if n == 0]
     if empty:
-        log.warning("training classes without a readable image: %s (the trainer refuses such a set)",
-                    ", ".join(empty[:10]))
+        log.warning(
+            "training classes without a readable image: %s (the trainer refuses such a set)", ", ".join(empty[:10])
+        )
     return man
 
 
@@ -374,24 +436,40 @@ def prepare(src: str, out: str, *, size: int = 256, formats: Sequence[str] = ("r
 # command line
 # --------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m alexnet_cuda.prepare", description=(
-        "Resize an ImageFolder dataset once to the paper's 256x256 (shorter side to 256, centre crop), "
-        "into shards the trainer reads (--data OUT), with its mean image and RGB PCA. Resumes when run "
-        "again. --verify OUT checks a prepared folder's checksums."))
+    p = argparse.ArgumentParser(
+        prog="python -m alexnet_cuda.prepare",
+        description=(
+            "Resize an ImageFolder dataset once to the paper's 256x256 (shorter side to 256, centre crop), "
+            "into shards the trainer reads (--data OUT), with its mean image and RGB PCA. Resumes when run "
+            "again. --verify OUT checks a prepared folder's checksums."
+        ),
+    )
     p.add_argument("--data", help="dataset root holding train/ and val/, one folder per class")
     p.add_argument("--out", help="output folder (a fast local disk)")
-    p.add_argument("--format", default="raw", help="raw, jpeg or raw,jpeg (default raw: 197 KB per image, no "
-                   "decoding when training; jpeg: ~20 KB per image at quality 90, decoded when training)")
+    p.add_argument(
+        "--format",
+        default="raw",
+        help="raw, jpeg or raw,jpeg (default raw: 197 KB per image, no "
+        "decoding when training; jpeg: ~20 KB per image at quality 90, decoded when training)",
+    )
     p.add_argument("--quality", type=int, default=JPEG_QUALITY, help="JPEG quality of the jpeg format (default 90)")
     p.add_argument("--size", type=int, default=256, help="image side (default 256, the paper's)")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes decoding in parallel (default: every core; 0 = in this process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes decoding in parallel (default: every core; 0 = in this process)",
+    )
     p.add_argument("--train-dir", default="train")
     p.add_argument("--val-dir", default="val")
     p.add_argument("--progress", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--verify", metavar="OUT", help="check OUT's files against its manifest (sizes and sha256) "
-                   "and exit: 0 intact, 1 damaged (each damaged file named)")
+    p.add_argument(
+        "--verify",
+        metavar="OUT",
+        help="check OUT's files against its manifest (sizes and sha256) "
+        "and exit: 0 intact, 1 damaged (each damaged file named)",
+    )
     args = p.parse_args(argv)
     if args.verify is None and (not args.data or not args.out):
         p.error("--data and --out are required (or --verify OUT)")
@@ -401,8 +479,12 @@ def parse_args(argv=None):
         p.error(f"--out {args.out!r} is a file, not a folder")
     for name in ("quality", "size", "shard_size", "workers"):
         v = getattr(args, name)
-        lo, hi = {"quality": (1, 100), "size": (1, 4096), "shard_size": (1, 10 ** 6),
-                  "workers": (0, 4 * (os.cpu_count() or 1))}[name]
+        lo, hi = {
+            "quality": (1, 100),
+            "size": (1, 4096),
+            "shard_size": (1, 10**6),
+            "workers": (0, 4 * (os.cpu_count() or 1)),
+        }[name]
         if not lo <= v <= hi:
             p.error(f"--{name.replace('_', '-')} {v}: must be in {lo}..{hi}")
     args.format = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -422,9 +504,18 @@ def main(argv=None) -> int:
         return 1 if problems else 0
     t0 = time.perf_counter()
     try:
-        man = prepare(args.data, args.out, size=args.size, formats=args.format, quality=args.quality,
-                      shard_size=args.shard_size, workers=args.workers, train_dir=args.train_dir,
-                      val_dir=args.val_dir, progress=args.progress)
+        man = prepare(
+            args.data,
+            args.out,
+            size=args.size,
+            formats=args.format,
+            quality=args.quality,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            train_dir=args.train_dir,
+            val_dir=args.val_dir,
+            progress=args.progress,
+        )
     except (OSError, ValueError) as exc:  # no images, no class folders, an unwritable --out: one message
         log.error("%s", exc)
         return 2
@@ -432,10 +523,20 @@ def main(argv=None) -> int:
         log.error("%s", exc)
         return 1
     for split, s in man["splits"].items():
-        log.info("%s: %d images in %d shards, %d unreadable%s", split, s["count"], len(s["shards"]),
-                 len(s["unreadable"]), "".join(f"\n  unreadable: {u['file']}: {u['error']}" for u in s["unreadable"]))
-    log.info("done in %.0f s: %s (train with: python -m alexnet_cuda.train --data %s)",
-             time.perf_counter() - t0, os.path.join(args.out, MANIFEST), args.out)
+        log.info(
+            "%s: %d images in %d shards, %d unreadable%s",
+            split,
+            s["count"],
+            len(s["shards"]),
+            len(s["unreadable"]),
+            "".join(f"\n  unreadable: {u['file']}: {u['error']}" for u in s["unreadable"]),
+        )
+    log.info(
+        "done in %.0f s: %s (train with: python -m alexnet_cuda.train --data %s)",
+        time.perf_counter() - t0,
+        os.path.join(args.out, MANIFEST),
+        args.out,
+    )
     return 0
 
 

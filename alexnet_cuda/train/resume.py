@@ -22,9 +22,25 @@ from .optim import MilestoneSchedule, PlateauSchedule
 
 # Changing these mid-run changes which images come in which order, their labels, what the
 # model sees or the model itself: refused unless --resume-allow-changes.
-RESTARTING = ("batch_size", "seed", "crop", "image_size", "train_dir", "synthetic", "synthetic_classes",
-              "mean", "pca_std", "flip", "input_scale", "stats_max_images", "arch", "width", "dropout",
-              "schedule", "bias_decay")
+RESTARTING = (
+    "batch_size",
+    "seed",
+    "crop",
+    "image_size",
+    "train_dir",
+    "synthetic",
+    "synthetic_classes",
+    "mean",
+    "pca_std",
+    "flip",
+    "input_scale",
+    "stats_max_images",
+    "arch",
+    "width",
+    "dropout",
+    "schedule",
+    "bias_decay",
+)
 # Written into the optimiser (and the schedule) after its state is restored.
 OPTIMISER = ("lr", "momentum", "weight_decay")
 SCHEDULE = ("lr_patience", "lr_max_drops", "lr_threshold", "lr_milestones")
@@ -56,8 +72,9 @@ def compare(saved: Dict, cfg: TrainConfig, run_facts: Dict, saved_facts: Dict) -
     if old is not None and list(old) != list(new):
         gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
         detail = f"missing now: {gone[:5]}, new: {added[:5]}" if gone or added else "same names, other order"
-        restarting.append(f"class list ({len(old)} in the checkpoint, {len(new)} now; {detail}): "
-                          f"labels would change meaning")
+        restarting.append(
+            f"class list ({len(old)} in the checkpoint, {len(new)} now; {detail}): labels would change meaning"
+        )
     return safe, restarting
 
 
@@ -66,7 +83,8 @@ def refusal(path: str, restarting: List[str]) -> ResumeError:
     return ResumeError(
         f"cannot resume {path} exactly: these differ from the checkpoint's run and would change the data "
         f"order, the labels or the model:\n  {lines}\nResume with the checkpoint's values, or add "
-        f"--resume-allow-changes to accept them (the current epoch then restarts from its beginning).")
+        f"--resume-allow-changes to accept them (the current epoch then restarts from its beginning)."
+    )
 
 
 def apply_safe_changes(cfg: TrainConfig, saved: Dict, optimizer, scheduler) -> List[str]:

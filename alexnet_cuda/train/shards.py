@@ -102,8 +102,10 @@ def read_manifest(root: str) -> Dict:
     except (OSError, ValueError) as exc:
         raise PreparedDataError(f"cannot read {path}: {exc}; rerun python -m alexnet_cuda.prepare") from exc
     if not isinstance(man, dict) or man.get("format_version") != FORMAT_VERSION:
-        raise PreparedDataError(f"{path} is not a version-{FORMAT_VERSION} manifest of alexnet_cuda.prepare; "
-                                "rerun python -m alexnet_cuda.prepare")
+        raise PreparedDataError(
+            f"{path} is not a version-{FORMAT_VERSION} manifest of alexnet_cuda.prepare; "
+            "rerun python -m alexnet_cuda.prepare"
+        )
     return man
 
 
@@ -130,11 +132,14 @@ class _Shards:
         self.names = [s["name"] for s in split["shards"]]
         counts = [int(s["count"]) for s in split["shards"]]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.labels = np.concatenate([np.load(os.path.join(root, f"{n}.labels.npy")) for n in self.names]
-                                     or [np.zeros(0, np.int64)]).astype(np.int64)
+        self.labels = np.concatenate(
+            [np.load(os.path.join(root, f"{n}.labels.npy")) for n in self.names] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
         if len(self.labels) != self.starts[-1]:
-            raise PreparedDataError(f"{root}: the label files hold {len(self.labels)} labels, the manifest "
-                                    f"counts {self.starts[-1]} images; rerun python -m alexnet_cuda.prepare")
+            raise PreparedDataError(
+                f"{root}: the label files hold {len(self.labels)} labels, the manifest "
+                f"counts {self.starts[-1]} images; rerun python -m alexnet_cuda.prepare"
+            )
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -238,8 +243,9 @@ class GatherLoader:
                 yield self.dataset.gather(chunk, self.pin)
             return
         init = (torch.cuda.set_device, (self.device,)) if self.device is not None else (None, ())
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="gather", initializer=init[0],
-                                initargs=init[1]) as pool:
+        with ThreadPoolExecutor(
+            self.threads, thread_name_prefix="gather", initializer=init[0], initargs=init[1]
+        ) as pool:
             ahead: collections.deque = collections.deque()
             for chunk in self._batches():
                 ahead.append(pool.submit(self.dataset.gather, chunk, self.pin))
@@ -332,24 +338,36 @@ def _prepared_stats(cfg, info, root: str, train_ds, stats_path: str):
     def loader():
         return make_loader(train_ds, 64, list(range(n)), cfg.workers, collate_prepared, False)
 
-    return path, load_or_compute_stats(path, loader, info.local_rank == 0, progress_factory=lambda: make_progress(
-        n, "mean/PCA", cfg.progress, info.is_main))
+    return path, load_or_compute_stats(
+        path,
+        loader,
+        info.local_rank == 0,
+        progress_factory=lambda: make_progress(n, "mean/PCA", cfg.progress, info.is_main),
+    )
 
 
 def _check_prepared(root: str, man: Dict, cfg) -> None:
     size = man["preprocessing"]["size"]
     if size != cfg.image_size:
-        raise PreparedDataError(f"--data {root} holds {size}x{size} images and --image-size is {cfg.image_size}: "
-                                f"use --image-size {size}, or prepare again with --size {cfg.image_size}")
-    problems = verify(root, checksums=False)  # sizes only: instant (python -m alexnet_cuda.prepare --verify checks sha256)
+        raise PreparedDataError(
+            f"--data {root} holds {size}x{size} images and --image-size is {cfg.image_size}: "
+            f"use --image-size {size}, or prepare again with --size {cfg.image_size}"
+        )
+    problems = verify(
+        root, checksums=False
+    )  # sizes only: instant (python -m alexnet_cuda.prepare --verify checks sha256)
     if problems:
-        raise PreparedDataError(f"--data {root} is damaged: {'; '.join(problems[:5])}"
-                                f"{' ...' if len(problems) > 5 else ''}; rerun python -m alexnet_cuda.prepare with the "
-                                f"same arguments (it keeps the intact shards and makes the others again)")
+        raise PreparedDataError(
+            f"--data {root} is damaged: {'; '.join(problems[:5])}"
+            f"{' ...' if len(problems) > 5 else ''}; rerun python -m alexnet_cuda.prepare with the "
+            f"same arguments (it keeps the intact shards and makes the others again)"
+        )
     empty = [c for c, n in zip(man["classes"], man["train_images_per_class"]) if n == 0]
     if empty:
-        raise PreparedDataError(f"--data {root}: training classes without a readable image: {', '.join(empty[:10])}"
-                                " (a class no image has); fix or remove them and prepare again")
+        raise PreparedDataError(
+            f"--data {root}: training classes without a readable image: {', '.join(empty[:10])}"
+            " (a class no image has); fix or remove them and prepare again"
+        )
 
 
 def prepared_data(cfg, info, device, per_rank_bs: int) -> Dict:
@@ -375,9 +393,18 @@ def prepared_data(cfg, info, device, per_rank_bs: int) -> Dict:
     # statistics need decoded images, also when training decodes on the GPU
     stats_ds = PreparedJpeg(root, man["splits"]["train"], cfg.image_size) if gpu_bytes else train_ds
     unreadable = sum(len(s["unreadable"]) for s in man["splits"].values())
-    log.info("prepared data %s (%s shards): %d classes, %d training images, %d validation images (%d files were "
-             "unreadable when prepared); %d process(es), batch %d per process", root, fmt, len(man["classes"]),
-             len(train_ds), len(val_ds) if val_ds is not None else 0, unreadable, info.world_size, per_rank_bs)
+    log.info(
+        "prepared data %s (%s shards): %d classes, %d training images, %d validation images (%d files were "
+        "unreadable when prepared); %d process(es), batch %d per process",
+        root,
+        fmt,
+        len(man["classes"]),
+        len(train_ds),
+        len(val_ds) if val_ds is not None else 0,
+        unreadable,
+        info.world_size,
+        per_rank_bs,
+    )
     if val_ds is None or not len(val_ds):
         log.warning("no validation images in %s: no evaluation, and the plateau schedule will keep lr constant", root)
     stats_file, stats = _prepared_stats(cfg, info, root, stats_ds, os.path.join(root, STATS_FILE))
@@ -386,5 +413,10 @@ def prepared_data(cfg, info, device, per_rank_bs: int) -> Dict:
         return {"stats_only": True, "classes": man["classes"], "stats_file": stats_file}
     from .data import collate_bytes
 
-    return {"classes": list(man["classes"]), "stats": stats, "train_ds": train_ds, "val_ds": val_ds,
-            "collate": collate_bytes if gpu_bytes else collate_prepared}
+    return {
+        "classes": list(man["classes"]),
+        "stats": stats,
+        "train_ds": train_ds,
+        "val_ds": val_ds,
+        "collate": collate_bytes if gpu_bytes else collate_prepared,
+    }

@@ -44,8 +44,7 @@ StepOutput = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 def forward_loss(net, x: torch.Tensor, labels: torch.Tensor, amp_dtype=None, autocast_cache: bool = True):
     """Forward (autocast to ``amp_dtype`` if given) and the ``sum / n`` cross-entropy.
     Returns (loss, fp32 logits, labels on the logits' device)."""
-    cast = (torch.autocast(x.device.type, dtype=amp_dtype, cache_enabled=autocast_cache) if amp_dtype
-            else nullcontext())
+    cast = torch.autocast(x.device.type, dtype=amp_dtype, cache_enabled=autocast_cache) if amp_dtype else nullcontext()
     with cast:
         logits = net(x)
     logits = logits.float()
@@ -80,8 +79,17 @@ class TrainStep:
         return lambda net, optimizer, x, labels, amp_dtype=None: self(x, labels)
 
 
-def make_step(net, optimizer, *, amp_dtype=None, compile: bool = False, cuda_graph: bool = False,
-              compile_backend: str = "inductor", compile_mode: Optional[str] = None, warmup: int = 3) -> TrainStep:
+def make_step(
+    net,
+    optimizer,
+    *,
+    amp_dtype=None,
+    compile: bool = False,
+    cuda_graph: bool = False,
+    compile_backend: str = "inductor",
+    compile_mode: Optional[str] = None,
+    warmup: int = 3,
+) -> TrainStep:
     """The training step for ``net`` (an nn.Module, possibly DDP-wrapped) and ``optimizer``.
 
     ``compile``: run ``torch.compile(net, backend=compile_backend, mode=compile_mode,
@@ -114,12 +122,16 @@ def _prepare(net, compile, cuda_graph, compile_backend, compile_mode, flag):
 def _graph_refusal(net) -> Optional[str]:
     """Why the step of ``net`` must not be graphed (a configuration error), or None."""
     if isinstance(net, torch.nn.parallel.DistributedDataParallel):
-        return ("not supported with DDP (torchrun with more than one process): its all-reduce "
-                "would need a graph-safe setup; run without --cuda-graphs")
+        return (
+            "not supported with DDP (torchrun with more than one process): its all-reduce "
+            "would need a graph-safe setup; run without --cuda-graphs"
+        )
     devices = {p.device for p in net.parameters()}
     if len(devices) > 1:
-        return (f"the model is on {len(devices)} devices ({', '.join(sorted(map(str, devices)))}); one CUDA "
-                "graph captures one device's stream: drop --model-parallel or --cuda-graphs")
+        return (
+            f"the model is on {len(devices)} devices ({', '.join(sorted(map(str, devices)))}); one CUDA "
+            "graph captures one device's stream: drop --model-parallel or --cuda-graphs"
+        )
     return None
 
 
@@ -162,12 +174,14 @@ class _GraphedStep(TrainStep):
         super().__init__(net, optimizer, amp_dtype, mode)
         self.warmup, self.calls = warmup, 0
         self.graph = None
-        self.static = None   # dict of the graph's input and output tensors
-        self.baked = None    # (hyper-parameters, state identities) at capture
+        self.static = None  # dict of the graph's input and output tensors
+        self.baked = None  # (hyper-parameters, state identities) at capture
 
     def _optimizer_key(self):
-        hyper = tuple(tuple(sorted(((k, v) for k, v in g.items() if k != "params"), key=lambda kv: kv[0]))
-                      for g in self.optimizer.param_groups)
+        hyper = tuple(
+            tuple(sorted(((k, v) for k, v in g.items() if k != "params"), key=lambda kv: kv[0]))
+            for g in self.optimizer.param_groups
+        )
         state = tuple(id(t) for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
         return hyper, state
 
@@ -195,8 +209,11 @@ class _GraphedStep(TrainStep):
         """Capture the step for x's geometry; False (logged, and eager from then on) on failure."""
         self.graph = self.static = None
         torch.cuda.synchronize()
-        static = {"x": torch.empty_like(x), "labels": torch.empty_like(labels, device=x.device),
-                  "geometry": (_geometry(x), _geometry(labels))}
+        static = {
+            "x": torch.empty_like(x),
+            "labels": torch.empty_like(labels, device=x.device),
+            "geometry": (_geometry(x), _geometry(labels)),
+        }
         self.optimizer.zero_grad(set_to_none=True)  # the capture allocates p.grad in its pool
         graph = torch.cuda.CUDAGraph()
         try:
@@ -204,8 +221,9 @@ class _GraphedStep(TrainStep):
             # allocating pinned buffers) must not invalidate the capture.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 # The autocast cache would keep casts made inside the capture past it.
-                loss, logits, y = forward_loss(self.net, static["x"], static["labels"], self.amp_dtype,
-                                               autocast_cache=False)
+                loss, logits, y = forward_loss(
+                    self.net, static["x"], static["labels"], self.amp_dtype, autocast_cache=False
+                )
                 loss.backward()
                 self.optimizer.step()
         except Exception as exc:  # noqa: BLE001 - any capture failure: say so, train on eagerly
@@ -228,8 +246,11 @@ class _Inference:
         self.net, self.amp_dtype, self.mode, self.note = net, amp_dtype, mode, note
 
     def run(self, x, autocast_cache=True):
-        cast = (torch.autocast(x.device.type, dtype=self.amp_dtype, cache_enabled=autocast_cache)
-                if self.amp_dtype else nullcontext())
+        cast = (
+            torch.autocast(x.device.type, dtype=self.amp_dtype, cache_enabled=autocast_cache)
+            if self.amp_dtype
+            else nullcontext()
+        )
         with torch.no_grad(), cast:
             return self.net(x)
 
@@ -269,8 +290,16 @@ class _GraphedInference(_Inference):
         return self.static["out"].clone()
 
 
-def make_inference(net, *, amp_dtype=None, compile: bool = False, cuda_graph: bool = False,
-                   compile_backend: str = "inductor", compile_mode: Optional[str] = None, warmup: int = 3):
+def make_inference(
+    net,
+    *,
+    amp_dtype=None,
+    compile: bool = False,
+    cuda_graph: bool = False,
+    compile_backend: str = "inductor",
+    compile_mode: Optional[str] = None,
+    warmup: int = 3,
+):
     """``forward(x) -> logits`` under no_grad (and autocast to ``amp_dtype``), eager, compiled
     or replayed from a CUDA graph, with make_step's rules (two devices and DDP refused, no
     CUDA or a failed capture: eager with a logged note)."""

@@ -77,6 +77,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
                 return fn(*inputs)
             finally:
                 config.conv_space_to_depth = enabled
+
         return wrapped
 
     def run(fwd):
@@ -88,6 +89,7 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
             x, w, b, grad = inputs
             out = fwd(x, w, b)
             return (out, *torch.autograd.grad(out, (x, w, b), grad))
+
         return fn
 
     impls = {"ours": without_s2d(run(ours_fwd)) if direct else run(ours_fwd), "eager": run(eager_fwd)}
@@ -104,8 +106,9 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
                 raise AssertionError(f"{name} {label}: shape {tuple(a.shape)} != {tuple(b.shape)}")
             err = _rel_err(a, b)
             if not err < tol:  # also catches NaN
-                raise AssertionError(f"{name} {dtype_name} {layout_name} {label}: "
-                                     f"relative error {err:.2e} >= {tol:.0e}")
+                raise AssertionError(
+                    f"{name} {dtype_name} {layout_name} {label}: relative error {err:.2e} >= {tol:.0e}"
+                )
 
     ours_uses_s2d = device == "cuda" and bool(_s2d.factor(cin // groups, k, k, [stride] * 2, [1, 1], groups, ho))
     el = torch.empty((), dtype=dtype).element_size()
@@ -116,8 +119,10 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
     bwd_bytes = (y_n + y_n + x_n + w_n + x_n + w_n + cout) * el
     return Case(
         group="conv2d_relu",
-        name=(f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})"
-              + (" direct (no space-to-depth)" if direct else "")),
+        name=(
+            f"{name} {cin}->{cout} {k}x{k}/{stride} g{groups} ({n},{cin},{h},{h})"
+            + (" direct (no space-to-depth)" if direct else "")
+        ),
         dtype=dtype_name,
         layout=layout_name,
         direction=direction,
@@ -126,8 +131,11 @@ def _case(cfg: Config, item, dtype_name: str, layout_name: str, direction: str) 
         check=check,
         bytes=fwd_bytes + (bwd_bytes if backward else 0),
         flops=fwd_flops * (3 if backward else 1),
-        extra={"layer": name, "space_to_depth": ours_uses_s2d and not direct,
-               "tf32": conv_allows_tf32() if dtype_name == "fp32" else None},
+        extra={
+            "layer": name,
+            "space_to_depth": ours_uses_s2d and not direct,
+            "tf32": conv_allows_tf32() if dtype_name == "fp32" else None,
+        },
     )
 
 
@@ -146,11 +154,15 @@ def annotate(cfg: Config, rows) -> List[str]:
         weight = str((cout, cin // groups, k, k))
         dtype = str(DTYPES[row["dtype"]])
         directions = ("forward",) if row.get("direction") == "fwd" else ("forward", "dgrad", "wgrad")
-        row["choices"] = sorted(f"{key.split('|')[-2]}: {entry['choice']}"
-                                for key, entry in chosen.items()
-                                if weight in key and dtype in key and key.split("|")[-2] in directions)
-    return [f"conv2d_relu choice {key.split('|', 3)[-1]}: {entry['choice']} "
-            f"(ms {entry['times']})" for key, entry in sorted(chosen.items())]
+        row["choices"] = sorted(
+            f"{key.split('|')[-2]}: {entry['choice']}"
+            for key, entry in chosen.items()
+            if weight in key and dtype in key and key.split("|")[-2] in directions
+        )
+    return [
+        f"conv2d_relu choice {key.split('|', 3)[-1]}: {entry['choice']} (ms {entry['times']})"
+        for key, entry in sorted(chosen.items())
+    ]
 
 
 def cases(cfg: Config) -> List[Case]:

@@ -58,7 +58,7 @@ from alexnet_cuda.train.optim import PaperSGD
 from alexnet_cuda.train.preprocess import prepare
 
 RATES = {"9.77 ms step": 13_100, "3.5 ms step": 36_600}  # images/s one GPU's step consumes at batch 128
-TARGETS = {"raw": 10_000, "jpeg": 700}                   # images/s on one core
+TARGETS = {"raw": 10_000, "jpeg": 700}  # images/s on one core
 SIZE = 256
 
 
@@ -88,12 +88,14 @@ def write_photos(root: str, copies: int) -> Dict[str, float]:
     return {"file_kb": float(np.mean(sizes)) / 1e3, "megapixels": float(np.mean(pixels)) / 1e6}
 
 
-def _time_loader(dataset, collate, workers: int, batch: int, seconds: float, repeats: int,
-                 finish: Callable = None, pin: bool = False) -> Dict[str, float]:
+def _time_loader(
+    dataset, collate, workers: int, batch: int, seconds: float, repeats: int, finish: Callable = None, pin: bool = False
+) -> Dict[str, float]:
     """Images/s of the trainer's DataLoader over ``dataset`` (random order, endless): the median
     over ``repeats`` windows of about ``seconds`` each, after one warm-up window."""
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
-                                             generator=torch.Generator().manual_seed(0))
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(0)
+    )
     loader = _loader(dataset, batch, sampler, workers, collate, pin)
     it = iter(loader)
     rates = []
@@ -117,9 +119,18 @@ def _time_loader(dataset, collate, workers: int, batch: int, seconds: float, rep
 def _row(path: str, workers: int, stats: Dict[str, float], extra: Dict) -> Dict:
     cores = max(workers, 1)
     per_core = stats["img_per_s"] / cores
-    row = {"group": "data", "case": path, "dtype": "uint8", "layout": "nchw", "direction": "read",
-           "workers": workers, **stats, "img_per_s_per_core": per_core,
-           "spread_pct": 100 * (stats["max_img_per_s"] - stats["min_img_per_s"]) / stats["img_per_s"], **extra}
+    row = {
+        "group": "data",
+        "case": path,
+        "dtype": "uint8",
+        "layout": "nchw",
+        "direction": "read",
+        "workers": workers,
+        **stats,
+        "img_per_s_per_core": per_core,
+        "spread_pct": 100 * (stats["max_img_per_s"] - stats["min_img_per_s"]) / stats["img_per_s"],
+        **extra,
+    }
     for label, rate in RATES.items():
         row[f"cores_for_{rate}"] = math.ceil(rate / per_core)
     return row
@@ -130,10 +141,16 @@ def _loop_setup(cfg: Config) -> Dict:
     channels last, 4 gather threads, pinned memory); on the CPU cases/loop.py's stand-in (the
     demo's SmallAlexNet, 24x24 crops) at batch 32, one torch thread, one gather thread."""
     if cfg.device == "cuda":
-        return dict(geo=dict(arch="alexnet", crop=227, workers=4, input_scale=1.0, amp="bf16", channels_last=True),
-                    batch=cfg.batch, name=f"whole loop, raw shards, AlexNet b{cfg.batch} bf16 NHWC")
-    return dict(geo=dict(arch="small", width=16, crop=24, workers=1, input_scale=1 / 64), batch=32,
-                name="whole CPU loop, raw shards, SmallAlexNet b32 crop 24")
+        return dict(
+            geo=dict(arch="alexnet", crop=227, workers=4, input_scale=1.0, amp="bf16", channels_last=True),
+            batch=cfg.batch,
+            name=f"whole loop, raw shards, AlexNet b{cfg.batch} bf16 NHWC",
+        )
+    return dict(
+        geo=dict(arch="small", width=16, crop=24, workers=1, input_scale=1 / 64),
+        batch=32,
+        name="whole CPU loop, raw shards, SmallAlexNet b32 crop 24",
+    )
 
 
 def _loop_row(cfg: Config, prepared: str, seconds: float) -> Dict:
@@ -148,12 +165,19 @@ def _loop_row(cfg: Config, prepared: str, seconds: float) -> Dict:
     man = S.read_manifest(prepared)
     dataset = S.PreparedRaw(prepared, man["splits"]["train"], SIZE)
     stats = D.DatasetStats.from_state_dict(torch.load(os.path.join(prepared, S.STATS_FILE), weights_only=True))
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
-                                             generator=torch.Generator().manual_seed(0))
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(0)
+    )
     it = iter(_loader(dataset, batch, sampler, run_cfg.workers, S.collate_prepared, device.type == "cuda"))
     torch.manual_seed(0)
-    model = build_model(run_cfg.arch, len(man["classes"]), crop=run_cfg.crop, fused=run_cfg.fused,
-                        dropout=run_cfg.dropout, width=run_cfg.width).to(device)
+    model = build_model(
+        run_cfg.arch,
+        len(man["classes"]),
+        crop=run_cfg.crop,
+        fused=run_cfg.fused,
+        dropout=run_cfg.dropout,
+        width=run_cfg.width,
+    ).to(device)
     if run_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = PaperSGD(model.parameters(), lr=run_cfg.lr, momentum=run_cfg.momentum, weight_decay=run_cfg.weight_decay)
@@ -200,13 +224,24 @@ def _loop_row(cfg: Config, prepared: str, seconds: float) -> Dict:
                 fn()
             sync(cfg.device)
             times[name].append((time.perf_counter() - t0) * 1e3 / window)
-    row = {"group": "data", "case": setup["name"], "dtype": run_cfg.amp if amp else "fp32",
-           "layout": "nhwc" if run_cfg.channels_last else "nchw", "direction": "fwd+bwd",
-           "workers": run_cfg.workers, "images": batch, "window_steps": window}
+    row = {
+        "group": "data",
+        "case": setup["name"],
+        "dtype": run_cfg.amp if amp else "fp32",
+        "layout": "nhwc" if run_cfg.channels_last else "nchw",
+        "direction": "fwd+bwd",
+        "workers": run_cfg.workers,
+        "images": batch,
+        "window_steps": window,
+    }
     for name, t in times.items():
         st = summarize(t)
         row[f"{name}_ms"], row[f"{name}_q1_ms"], row[f"{name}_q3_ms"], row[f"{name}_n"] = (
-            st["ms"], st["q1_ms"], st["q3_ms"], st["n"])
+            st["ms"],
+            st["q1_ms"],
+            st["q3_ms"],
+            st["n"],
+        )
         row[f"{name}_img_per_s"] = batch / (st["ms"] * 1e-3)
     row["loop_vs_bare_pct"] = 100 * row["bare_ms"] / row["loop_ms"]
     row["loop_vs_memory_pct"] = 100 * row["memory_ms"] / row["loop_ms"]
@@ -221,12 +256,24 @@ def _paths(prepared: str, source: str) -> List[Tuple[str, object, Callable, Dict
     raw_bytes = sum(s["files"][f"{s['name']}.npy"]["bytes"] for s in split["shards"]) / split["count"]
     jpeg_bytes = sum(s["files"][f"{s['name']}.tar"]["bytes"] for s in split["shards"]) / split["count"]
     return [
-        ("ImageFolder (today: full-size decode + resize to 256)", D.ImageFolderUint8(samples, SIZE), D.collate_uint8,
-         {"bytes_per_image": sum(os.path.getsize(p) for p, _ in samples) / len(samples)}),
-        ("JPEG-256 shards, quality 90, CPU decode", S.PreparedJpeg(prepared, split, SIZE), S.collate_prepared,
-         {"bytes_per_image": jpeg_bytes}),
-        ("raw uint8 shards (memory-map gather; workers = threads)", S.PreparedRaw(prepared, split, SIZE), S.collate_prepared,
-         {"bytes_per_image": raw_bytes}),
+        (
+            "ImageFolder (today: full-size decode + resize to 256)",
+            D.ImageFolderUint8(samples, SIZE),
+            D.collate_uint8,
+            {"bytes_per_image": sum(os.path.getsize(p) for p, _ in samples) / len(samples)},
+        ),
+        (
+            "JPEG-256 shards, quality 90, CPU decode",
+            S.PreparedJpeg(prepared, split, SIZE),
+            S.collate_prepared,
+            {"bytes_per_image": jpeg_bytes},
+        ),
+        (
+            "raw uint8 shards (memory-map gather; workers = threads)",
+            S.PreparedRaw(prepared, split, SIZE),
+            S.collate_prepared,
+            {"bytes_per_image": raw_bytes},
+        ),
     ]
 
 
@@ -249,9 +296,14 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
         prepare(source, prepared, size=SIZE, formats=["raw", "jpeg"], shard_size=64, workers=0, progress="off")
         prep_s = time.perf_counter() - t0
         n_all = n_train + 2 * 2 * 9
-        rows.append(_row("prepare (one-off: decode, resize, write raw + JPEG-256, mean/PCA)", 0,
-                         {"img_per_s": n_all / prep_s, "min_img_per_s": n_all / prep_s, "max_img_per_s": n_all / prep_s},
-                         {"images": n_all}))
+        rows.append(
+            _row(
+                "prepare (one-off: decode, resize, write raw + JPEG-256, mean/PCA)",
+                0,
+                {"img_per_s": n_all / prep_s, "min_img_per_s": n_all / prep_s, "max_img_per_s": n_all / prep_s},
+                {"images": n_all},
+            )
+        )
         progress(1, 1, rows[-1])
         paths = _paths(prepared, source)
         total = len(paths) * len(worker_counts) + (1 if cfg.device == "cuda" else 0) + 1
@@ -259,14 +311,34 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
         for name, dataset, collate, extra in paths:
             for workers in worker_counts:
                 try:
-                    stats = _time_loader(dataset, collate, workers, batch, seconds, repeats,
-                                         pin=cfg.device == "cuda")  # into pinned memory, as the trainer on CUDA
-                    rows.append(_row(name, workers, stats, {**extra, "images": batch,
-                                                            "photo_kb": photo["file_kb"],
-                                                            "photo_megapixels": photo["megapixels"]}))
+                    stats = _time_loader(
+                        dataset, collate, workers, batch, seconds, repeats, pin=cfg.device == "cuda"
+                    )  # into pinned memory, as the trainer on CUDA
+                    rows.append(
+                        _row(
+                            name,
+                            workers,
+                            stats,
+                            {
+                                **extra,
+                                "images": batch,
+                                "photo_kb": photo["file_kb"],
+                                "photo_megapixels": photo["megapixels"],
+                            },
+                        )
+                    )
                 except Exception as exc:  # noqa: BLE001 - report and move on
-                    rows.append({"group": "data", "case": name, "dtype": "uint8", "layout": "nchw",
-                                 "direction": "read", "workers": workers, "error": describe_error(exc)})
+                    rows.append(
+                        {
+                            "group": "data",
+                            "case": name,
+                            "dtype": "uint8",
+                            "layout": "nchw",
+                            "direction": "read",
+                            "workers": workers,
+                            "error": describe_error(exc),
+                        }
+                    )
                 i += 1
                 progress(i, total, rows[-1])
         if cfg.device == "cuda":
@@ -280,18 +352,42 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
 
             try:
                 stats = _time_loader(dataset, D.collate_bytes, 4, 128, seconds, repeats, finish=on_gpu, pin=True)
-                rows.append(_row("JPEG-256 shards, nvJPEG batched on the GPU (4 workers read the bytes; per core: "
-                                 "per reading worker)", 4, stats, {"images": 128}))
+                rows.append(
+                    _row(
+                        "JPEG-256 shards, nvJPEG batched on the GPU (4 workers read the bytes; per core: "
+                        "per reading worker)",
+                        4,
+                        stats,
+                        {"images": 128},
+                    )
+                )
             except Exception as exc:  # noqa: BLE001
-                rows.append({"group": "data", "case": "nvJPEG", "dtype": "uint8", "layout": "nchw",
-                             "direction": "read", "workers": 4, "error": describe_error(exc)})
+                rows.append(
+                    {
+                        "group": "data",
+                        "case": "nvJPEG",
+                        "dtype": "uint8",
+                        "layout": "nchw",
+                        "direction": "read",
+                        "workers": 4,
+                        "error": describe_error(exc),
+                    }
+                )
             i += 1
             progress(i, total, rows[-1])
         try:  # still one thread for the step: the gather thread has the other core
             rows.append(_loop_row(cfg, prepared, seconds))
         except Exception as exc:  # noqa: BLE001
-            rows.append({"group": "data", "case": "whole CPU loop", "dtype": "fp32", "layout": "nchw",
-                         "direction": "fwd+bwd", "error": describe_error(exc)})
+            rows.append(
+                {
+                    "group": "data",
+                    "case": "whole CPU loop",
+                    "dtype": "fp32",
+                    "layout": "nchw",
+                    "direction": "fwd+bwd",
+                    "error": describe_error(exc),
+                }
+            )
         progress(total, total, rows[-1])
     finally:
         torch.set_num_threads(threads)
@@ -301,28 +397,36 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
 
 
 def _notes(rows: List[Dict], photo: Dict, ncpu: int) -> List[str]:
-    notes = [f"photos: scikit-learn's two sample photos at 3 sizes x 3 JPEG qualities, mean {photo['file_kb']:.0f} KB, "
-             f"{photo['megapixels']:.2f} megapixels (ImageNet's training images: ~110 KB, ~0.18 megapixels); "
-             f"{ncpu} cores here, shared with other work: see the min..max spread of each row"]
+    notes = [
+        f"photos: scikit-learn's two sample photos at 3 sizes x 3 JPEG qualities, mean {photo['file_kb']:.0f} KB, "
+        f"{photo['megapixels']:.2f} megapixels (ImageNet's training images: ~110 KB, ~0.18 megapixels); "
+        f"{ncpu} cores here, shared with other work: see the min..max spread of each row"
+    ]
     one_core = {r["case"]: r for r in rows if r.get("workers") == 0 and "error" not in r}
     for key, target in TARGETS.items():
         row = next((r for c, r in one_core.items() if c.startswith("raw" if key == "raw" else "JPEG-256")), None)
         if row:
             verdict = "meets" if row["img_per_s"] >= target else "MISSES"
-            notes.append(f"{row['case']}: {row['img_per_s']:,.0f} images/s on one core: {verdict} the >= {target:,} "
-                         f"target; {row['cores_for_13100']} core(s) for 13,100 images/s, {row['cores_for_36600']} "
-                         f"for 36,600")
+            notes.append(
+                f"{row['case']}: {row['img_per_s']:,.0f} images/s on one core: {verdict} the >= {target:,} "
+                f"target; {row['cores_for_13100']} core(s) for 13,100 images/s, {row['cores_for_36600']} "
+                f"for 36,600"
+            )
     base = next((r for c, r in one_core.items() if c.startswith("ImageFolder")), None)
     if base:
-        notes.append(f"baseline ImageFolder: {base['img_per_s']:,.0f} images/s on one core: {base['cores_for_13100']} "
-                     f"cores for 13,100 images/s, {base['cores_for_36600']} for 36,600")
+        notes.append(
+            f"baseline ImageFolder: {base['img_per_s']:,.0f} images/s on one core: {base['cores_for_13100']} "
+            f"cores for 13,100 images/s, {base['cores_for_36600']} for 36,600"
+        )
     loop = next((r for r in rows if r["case"].startswith("whole") and "error" not in r), None)
     if loop:
         verdict = "meets" if loop["loop_vs_bare_pct"] >= 90 else "MISSES"
-        notes.append(f"{loop['case']}: {loop['loop_vs_bare_pct']:.0f}% of the bare step's images/s "
-                     f"({loop['loop_img_per_s']:,.0f} vs {loop['bare_img_per_s']:,.0f}): {verdict} the >= 90% target; "
-                     f"{loop['loop_vs_memory_pct']:.0f}% of the same loop (augmentation included) on batches already "
-                     f"in memory ({loop['memory_img_per_s']:,.0f}), so the shards cost "
-                     f"{100 - loop['loop_vs_memory_pct']:.0f}% and the augmentation "
-                     f"{100 * (1 - loop['bare_ms'] / loop['memory_ms']):.0f}% of the bare step's rate")
+        notes.append(
+            f"{loop['case']}: {loop['loop_vs_bare_pct']:.0f}% of the bare step's images/s "
+            f"({loop['loop_img_per_s']:,.0f} vs {loop['bare_img_per_s']:,.0f}): {verdict} the >= 90% target; "
+            f"{loop['loop_vs_memory_pct']:.0f}% of the same loop (augmentation included) on batches already "
+            f"in memory ({loop['memory_img_per_s']:,.0f}), so the shards cost "
+            f"{100 - loop['loop_vs_memory_pct']:.0f}% and the augmentation "
+            f"{100 * (1 - loop['bare_ms'] / loop['memory_ms']):.0f}% of the bare step's rate"
+        )
     return notes

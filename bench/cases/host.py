@@ -53,7 +53,7 @@ from cases.model import check_training_step
 
 SHAPE = (1, 8, 7, 7)
 PAPER = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-ROUNDS = (21, 101)        # rounds per timing: --quick, full
+ROUNDS = (21, 101)  # rounds per timing: --quick, full
 # Calls per round, the same for ours and stock (fixed, not calibrated: a row whose rounds
 # were one call each read 2.6x slower than with 16, from cold caches after the other rows).
 CALLS = {"fwd": 20, "fwd+bwd": 5}
@@ -67,14 +67,25 @@ def _stock_relu_lrn_max_pool2d(x):
 
 # name -> (stock composition, ours, stock, input shapes)
 OPS = {
-    "local_response_norm": ("F.local_response_norm", lambda x: local_response_norm(x, **PAPER),
-                            lambda x: F.local_response_norm(x, **PAPER), [SHAPE]),
+    "local_response_norm": (
+        "F.local_response_norm",
+        lambda x: local_response_norm(x, **PAPER),
+        lambda x: F.local_response_norm(x, **PAPER),
+        [SHAPE],
+    ),
     "max_pool2d": ("F.max_pool2d", lambda x: max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2), [SHAPE]),
-    "relu_lrn_max_pool2d": ("relu -> F.local_response_norm per group (2) -> F.max_pool2d",
-                            lambda x: relu_lrn_max_pool2d(x, **PAPER, kernel_size=3, stride=2, lrn_groups=2),
-                            _stock_relu_lrn_max_pool2d, [SHAPE]),
-    "conv2d_relu": ("F.conv2d + relu", lambda x, w, b: conv2d_relu(x, w, b, padding=1),
-                    lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), [SHAPE, (8, 8, 3, 3), (8,)]),
+    "relu_lrn_max_pool2d": (
+        "relu -> F.local_response_norm per group (2) -> F.max_pool2d",
+        lambda x: relu_lrn_max_pool2d(x, **PAPER, kernel_size=3, stride=2, lrn_groups=2),
+        _stock_relu_lrn_max_pool2d,
+        [SHAPE],
+    ),
+    "conv2d_relu": (
+        "F.conv2d + relu",
+        lambda x, w, b: conv2d_relu(x, w, b, padding=1),
+        lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)),
+        [SHAPE, (8, 8, 3, 3), (8,)],
+    ),
 }
 
 
@@ -83,9 +94,11 @@ def _op_call(fn: Callable, shapes, device: str, backward: bool) -> Callable[[], 
     and the gradients of every input (returning (out, grads))."""
     leaves = [torch.randn(s, device=device).requires_grad_(backward) for s in shapes]
     if not backward:
+
         def call():
             with torch.no_grad():
                 return fn(*leaves)
+
         return call
     grad_out = torch.randn_like(fn(*leaves))
 
@@ -151,14 +164,27 @@ def _step_entries(cfg: Config) -> List[Tuple[Dict, Dict[str, Callable], int]]:
     # On CUDA 3 calls per round: a training step's kernels then fit in the launch queue.
     calls_per_round = 3 if cfg.device == "cuda" else 1
     entries = []
-    for graphed in ([False, True] if cfg.device == "cuda" else [False]):
-        row = _stub(label + (" + CUDA graph" if graphed else ""), "fwd+bwd", images=batch,
-                    stock=f"the same step, {type(stock).__name__} of stock layers, eager")
+    for graphed in [False, True] if cfg.device == "cuda" else [False]:
+        row = _stub(
+            label + (" + CUDA graph" if graphed else ""),
+            "fwd+bwd",
+            images=batch,
+            stock=f"the same step, {type(stock).__name__} of stock layers, eager",
+        )
         try:
-            row.update(check_training_step(
-                copy.deepcopy(ours), None, copy.deepcopy(stock), x, y, cfg.device, "fp32",
-                make_ours_step=lambda m, o, graphed=graphed: make_step(m, o, cuda_graph=graphed),
-                warmup=3 if graphed else 0))
+            row.update(
+                check_training_step(
+                    copy.deepcopy(ours),
+                    None,
+                    copy.deepcopy(stock),
+                    x,
+                    y,
+                    cfg.device,
+                    "fp32",
+                    make_ours_step=lambda m, o, graphed=graphed: make_step(m, o, cuda_graph=graphed),
+                    warmup=3 if graphed else 0,
+                )
+            )
             calls = {}
             for name, model in (("ours", ours), ("stock", stock)):
                 step = make_step(model, PaperSGD(model.parameters()), cuda_graph=graphed and name == "ours")
@@ -191,8 +217,15 @@ def _measure(entries, device: str, rounds: int) -> None:
     for (row, impl, _, calls), ts in zip(timers, times):
         key = "ours" if impl == "ours" else "eager"
         s = summarize(ts)
-        row.update({f"{key}_ms": s["ms"], f"{key}_q1_ms": s["q1_ms"], f"{key}_q3_ms": s["q3_ms"],
-                    f"{key}_n": s["n"], f"{key}_calls_per_round": calls})
+        row.update(
+            {
+                f"{key}_ms": s["ms"],
+                f"{key}_q1_ms": s["q1_ms"],
+                f"{key}_q3_ms": s["q3_ms"],
+                f"{key}_n": s["n"],
+                f"{key}_calls_per_round": calls,
+            }
+        )
     for row, calls, _ in entries:
         if calls:
             row["speedup_vs_eager"] = row["eager_ms"] / row["ours_ms"]
@@ -212,9 +245,14 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
     rows = [row for row, _, _ in entries]
     for i, row in enumerate(rows, 1):
         progress(i, len(rows), row)
-    notes = [f"host: time per call on the host, one thread, median of {rounds} rounds of "
-             f"{CALLS['fwd']} (fwd) / {CALLS['fwd+bwd']} (fwd+bwd) calls per implementation, all rows' rounds taken in turn (ours and stock alike see the machine's "
-             "load); ours / stock < 1: ours costs the host less"
-             + ("; on CUDA launches are queued without waiting, so kernel time is not in it" if cfg.device == "cuda"
-                else "; on CPU the ops' tiny kernels are in it, and the training step's kernels too")]
+    notes = [
+        f"host: time per call on the host, one thread, median of {rounds} rounds of "
+        f"{CALLS['fwd']} (fwd) / {CALLS['fwd+bwd']} (fwd+bwd) calls per implementation, all rows' rounds taken in turn (ours and stock alike see the machine's "
+        "load); ours / stock < 1: ours costs the host less"
+        + (
+            "; on CUDA launches are queued without waiting, so kernel time is not in it"
+            if cfg.device == "cuda"
+            else "; on CPU the ops' tiny kernels are in it, and the training step's kernels too"
+        )
+    ]
     return rows, notes

@@ -56,12 +56,18 @@ def _setup(cfg: Config) -> Dict[str, object]:
         images, window, repeats = max(4 * cfg.batch, 512), 16, 5
         name = f"AlexNet loop b{cfg.batch}, {{n}} synthetic 256x256 images"
     else:
-        geo = dict(arch="small", width=16, image_size=28, crop=24, synthetic_classes=10, workers=1,
-                   input_scale=1 / 64)  # the demo's net and scale
+        geo = dict(
+            arch="small", width=16, image_size=28, crop=24, synthetic_classes=10, workers=1, input_scale=1 / 64
+        )  # the demo's net and scale
         images, window, repeats = max(8 * cfg.batch, 64), 5, 3
         name = f"SmallAlexNet (CPU stand-in) loop b{cfg.batch}, {{n}} synthetic 28x28 images"
-    return dict(geo=geo, images=images, window=max(window, PREFETCH * geo["workers"]), repeats=repeats,
-                name=name.format(n=images))
+    return dict(
+        geo=geo,
+        images=images,
+        window=max(window, PREFETCH * geo["workers"]),
+        repeats=repeats,
+        name=name.format(n=images),
+    )
 
 
 def _windows(step: Callable[[], None], device: str, window: int, repeats: int) -> Dict[str, float]:
@@ -96,8 +102,9 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
     base = TrainConfig(synthetic=s["images"], batch_size=cfg.batch, **s["geo"])
     dataset = SyntheticImages(base.synthetic, base.image_size, base.synthetic_classes, seed=base.seed)
     stats = synthetic_stats(dataset, 256)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
-                                             generator=torch.Generator().manual_seed(0))
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(0)
+    )
     loader = _loader(dataset, cfg.batch, sampler, base.workers, collate_uint8, device.type == "cuda")
     it = iter(loader)
     queue = PREFETCH * base.workers
@@ -115,22 +122,40 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
     data = _windows(fetch, cfg.device, window, repeats)
 
     for i, (dt, lay) in enumerate(combos, 1):
-        run_cfg = TrainConfig(**{**base.to_dict(), "amp": "bf16" if dt == "bf16" else "none",
-                                 "channels_last": lay == "nhwc"})
-        row = {"group": "loop", "case": s["name"], "dtype": dt, "layout": lay, "direction": "fwd+bwd",
-               "images": cfg.batch, "workers": run_cfg.workers, "arch": run_cfg.arch, "crop": run_cfg.crop,
-               "synthetic_images": len(dataset), "window_steps": window}
+        run_cfg = TrainConfig(
+            **{**base.to_dict(), "amp": "bf16" if dt == "bf16" else "none", "channels_last": lay == "nhwc"}
+        )
+        row = {
+            "group": "loop",
+            "case": s["name"],
+            "dtype": dt,
+            "layout": lay,
+            "direction": "fwd+bwd",
+            "images": cfg.batch,
+            "workers": run_cfg.workers,
+            "arch": run_cfg.arch,
+            "crop": run_cfg.crop,
+            "synthetic_images": len(dataset),
+            "window_steps": window,
+        }
         _put(row, "data", data)
         row["data_img_per_s"] = cfg.batch / (data["ms"] * 1e-3)
         try:
             torch.manual_seed(0)
-            model = build_model(run_cfg.arch, run_cfg.synthetic_classes, crop=run_cfg.crop, fused=run_cfg.fused,
-                                dropout=run_cfg.dropout, width=run_cfg.width).to(device)
+            model = build_model(
+                run_cfg.arch,
+                run_cfg.synthetic_classes,
+                crop=run_cfg.crop,
+                fused=run_cfg.fused,
+                dropout=run_cfg.dropout,
+                width=run_cfg.width,
+            ).to(device)
             if run_cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             model.train()
-            opt = PaperSGD(model.parameters(), lr=run_cfg.lr, momentum=run_cfg.momentum,
-                           weight_decay=run_cfg.weight_decay)
+            opt = PaperSGD(
+                model.parameters(), lr=run_cfg.lr, momentum=run_cfg.momentum, weight_decay=run_cfg.weight_decay
+            )
             augment = make_augment(run_cfg, stats, device)
             amp = torch.bfloat16 if run_cfg.amp == "bf16" else None
 
@@ -177,6 +202,7 @@ def run_group(cfg: Config, progress: Callable) -> Tuple[List[Dict], List[str]]:
                 f"({row['loop_img_per_s']:,.0f} vs {row['bare_img_per_s']:,.0f}); augmentation "
                 f"{row['augment_ms']:.3f} ms per batch = {row['augment_pct_of_step']:.0f}% of a step; the data "
                 f"pipeline alone delivers {row['data_img_per_s']:,.0f} img/s with {row['workers']} worker(s)"
-                + (f"; {verdict}" if not cfg.reduced else " (CPU smoke run: not the GPU check)"))
+                + (f"; {verdict}" if not cfg.reduced else " (CPU smoke run: not the GPU check)")
+            )
     it = loader = None  # (None, not del: fetch() names it)
     return rows, notes

@@ -64,11 +64,24 @@ def cases(cfg):
                 impls = {"ours": _ours, "eager": _stock}
                 if cfg.compile:  # one compiled graph per case: static shapes, no recompiles
                     impls["compile"] = torch.compile(_stock, dynamic=False)
-                out.append(Case("lrn", name, dt, lay, "fwd", make, impls, _close(dt), _upcast(_stock),
-                                bytes=2 * numel * elem))
+                out.append(
+                    Case("lrn", name, dt, lay, "fwd", make, impls, _close(dt), _upcast(_stock), bytes=2 * numel * elem)
+                )
                 impls_b = {k: _fwd_bwd(v) for k, v in impls.items()}
                 make_b = lambda make=make: make(grad=True)  # noqa: E731
                 # forward: read x, write y; backward: read x and dy, write dx.
-                out.append(Case("lrn", name, dt, lay, "fwd+bwd", make_b, impls_b, _close(dt),
-                                _upcast(_fwd_bwd(_stock)), bytes=5 * numel * elem))
+                out.append(
+                    Case(
+                        "lrn",
+                        name,
+                        dt,
+                        lay,
+                        "fwd+bwd",
+                        make_b,
+                        impls_b,
+                        _close(dt),
+                        _upcast(_fwd_bwd(_stock)),
+                        bytes=5 * numel * elem,
+                    )
+                )
     return out

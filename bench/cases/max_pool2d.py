@@ -16,8 +16,17 @@ from typing import List
 import torch
 from torch import nn
 
-from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, case_grid, forward_or_backward,
-                    pooled_size, saved_tensor_bytes)
+from common import (
+    DTYPES,
+    LAYOUTS,
+    Case,
+    Config,
+    batched_shapes,
+    case_grid,
+    forward_or_backward,
+    pooled_size,
+    saved_tensor_bytes,
+)
 
 from alexnet_cuda.ops.max_pool2d import max_pool2d
 
@@ -40,8 +49,9 @@ def _exact_check(dtype_name: str, device: str):
         ref_t = ref if isinstance(ref, tuple) else (ref,)
         for label, a, b in zip(("out", "grad_input"), ours_t, ref_t):
             if a.shape != b.shape or a.stride() != b.stride():
-                raise AssertionError(f"max_pool2d {label}: shape/strides {tuple(a.shape)}{a.stride()} "
-                                     f"!= {tuple(b.shape)}{b.stride()}")
+                raise AssertionError(
+                    f"max_pool2d {label}: shape/strides {tuple(a.shape)}{a.stride()} != {tuple(b.shape)}{b.stride()}"
+                )
             if label == "out" or grads_exact:
                 torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
             else:
@@ -111,6 +121,7 @@ def extra_rows(cfg: Config) -> List[str]:
                 f"max_pool2d {KERNEL}/{STRIDE} {tuple(shape)} {dtype_name}: saved for backward after one "
                 f"forward: ours {ours / 2**20:.1f} MiB (1 B/output argmax), stock "
                 f"{stock / 2**20:.1f} MiB (input + {8 * n_out / 2**20:.1f} MiB of int64 indices); "
-                f"indices {8 * n_out / max(ours, 1):.1f}x smaller")
+                f"indices {8 * n_out / max(ours, 1):.1f}x smaller"
+            )
             del x
     return notes

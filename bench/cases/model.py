@@ -53,7 +53,7 @@ from alexnet_cuda.models import AlexNet, reference_alexnet
 from alexnet_cuda.train.step import make_inference, make_step
 from common import LAYOUTS, Case, tf32
 
-_MODELS = {}    # (kind, layout, device, purpose) -> (model, optimizer)
+_MODELS = {}  # (kind, layout, device, purpose) -> (model, optimizer)
 _COMPILED = {}  # (layout, device, purpose) -> torch.compile(stock model)
 _VARIANTS = {}  # (variant, direction, dtype, layout, device) -> (model, step or forward)
 _PRIMED = set()  # ids of the _VARIANTS steps and forwards already primed (_primed)
@@ -219,10 +219,15 @@ def _compare_step(ours_t, stock_t, rtol):
     worst = max(errors, key=errors.get)
     over = [key for key, err in errors.items() if err > rtol]
     if over:
-        raise AssertionError(f"{len(over)} of {len(errors)} tensors off by more than {rtol} (relative L2); "
-                             f"worst: {worst} {errors[worst]:.3g}")
-    return {"check": f"one SGD step vs AlexNet(fused=False), dropout off, relative L2 <= {rtol}",
-            "check_max_rel_err": errors[worst], "check_worst": worst}
+        raise AssertionError(
+            f"{len(over)} of {len(errors)} tensors off by more than {rtol} (relative L2); "
+            f"worst: {worst} {errors[worst]:.3g}"
+        )
+    return {
+        "check": f"one SGD step vs AlexNet(fused=False), dropout off, relative L2 <= {rtol}",
+        "check_max_rel_err": errors[worst],
+        "check_worst": worst,
+    }
 
 
 # Relative L2 error allowed in the inference gate (features and logits, ours vs the unfused
@@ -266,8 +271,11 @@ def check_inference(ours, twin, x, device, dt, rtol=None, run=None):
     worst = max(errors, key=errors.get)
     if errors[worst] > rtol:
         raise AssertionError(f"{worst} off by {errors[worst]:.3g} > {rtol} (relative L2) vs AlexNet(fused=False)")
-    return {"check": f"features and logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
-            "check_max_rel_err": errors[worst], "check_worst": worst}
+    return {
+        "check": f"features and logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
+        "check_max_rel_err": errors[worst],
+        "check_worst": worst,
+    }
 
 
 def _check_inference_run(ours, twin, x, device, dt, rtol, run):
@@ -289,15 +297,23 @@ def _check_inference_run(ours, twin, x, device, dt, rtol, run):
     err = _rel_l2(got, ref)
     if err > rtol:
         raise AssertionError(f"logits off by {err:.3g} > {rtol} (relative L2) vs AlexNet(fused=False)")
-    return {"check": f"logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
-            "check_max_rel_err": err, "check_worst": "logits"}
+    return {
+        "check": f"logits vs AlexNet(fused=False), biases 0, relative L2 <= {rtol}",
+        "check_max_rel_err": err,
+        "check_worst": "logits",
+    }
 
 
 def forward_flops_per_image(image_size=227):
     """Multiply-adds x 2 of one forward pass (conv and FC layers), 1.449 GFLOP at 227."""
     # (output maps, output size, MACs per output)
-    layers = [(96, 55, 3 * 11 * 11), (256, 27, 48 * 5 * 5), (384, 13, 256 * 3 * 3),
-              (384, 13, 192 * 3 * 3), (256, 13, 192 * 3 * 3)]
+    layers = [
+        (96, 55, 3 * 11 * 11),
+        (256, 27, 48 * 5 * 5),
+        (384, 13, 256 * 3 * 3),
+        (384, 13, 192 * 3 * 3),
+        (256, 13, 192 * 3 * 3),
+    ]
     macs = sum(c * s * s * k for c, s, k in layers)
     macs += 9216 * 4096 + 4096 * 4096 + 4096 * 1000
     return 2 * macs
@@ -319,6 +335,7 @@ def cases(cfg):
         if dt not in ("fp32", "bf16"):  # fp16 training would need a GradScaler: not a case here
             continue
         for lay in layouts:
+
             def make(lay=lay):
                 x = torch.randn(batch, 3, 227, 227, device=device).to(memory_format=LAYOUTS[lay])
                 y = torch.randint(0, 1000, (batch,), device=device)
@@ -343,21 +360,47 @@ def cases(cfg):
                 return check_inference(model, _unfused_twin(lay, device), x, device, dt)
 
             extra = {"images": batch}
-            train = {"ours": _train_step(getter("ours", 0, fit), getter("ours", 1, fit), device, dt),
-                     "eager": _train_step(getter("stock", 0, fit), getter("stock", 1, fit), device, dt)}
-            infer = {"ours": _inference(getter("ours", 0, use), device, dt),
-                     "eager": _inference(getter("stock", 0, use), device, dt)}
+            train = {
+                "ours": _train_step(getter("ours", 0, fit), getter("ours", 1, fit), device, dt),
+                "eager": _train_step(getter("stock", 0, fit), getter("stock", 1, fit), device, dt),
+            }
+            infer = {
+                "ours": _inference(getter("ours", 0, use), device, dt),
+                "eager": _inference(getter("stock", 0, use), device, dt),
+            }
             if cfg.compile:
                 train["compile"] = _train_step(compiled(fit), getter("stock", 1, fit), device, dt)
                 infer["compile"] = _inference(compiled(use), device, dt)
             flops = forward_flops_per_image() * batch
             tf32_on = True if dt == "fp32" and device == "cuda" else None
-            pair = [Case("model", f"AlexNet train step (SGD) b{batch}", dt, lay, "fwd+bwd",
-                         make, train, gate=gate, tf32=tf32_on, flops=3 * flops,
-                         extra=dict(extra, what="forward + backward + SGD momentum step")),
-                    Case("model", f"AlexNet inference b{batch}", dt, lay, "fwd", make, infer,
-                         gate=infer_gate, tf32=tf32_on, flops=flops,
-                         extra=dict(extra, what="eval forward, no_grad"))]
+            pair = [
+                Case(
+                    "model",
+                    f"AlexNet train step (SGD) b{batch}",
+                    dt,
+                    lay,
+                    "fwd+bwd",
+                    make,
+                    train,
+                    gate=gate,
+                    tf32=tf32_on,
+                    flops=3 * flops,
+                    extra=dict(extra, what="forward + backward + SGD momentum step"),
+                ),
+                Case(
+                    "model",
+                    f"AlexNet inference b{batch}",
+                    dt,
+                    lay,
+                    "fwd",
+                    make,
+                    infer,
+                    gate=infer_gate,
+                    tf32=tf32_on,
+                    flops=flops,
+                    extra=dict(extra, what="eval forward, no_grad"),
+                ),
+            ]
             out += pair[::-1] if cfg.reduced else pair
             out += _variant_cases(cfg, dt, lay, make, flops, tf32_on, [c.name for c in pair])
     return out
@@ -396,7 +439,7 @@ def _variant(name, direction, dt, lay, device, mode):
 
 
 def _variant_cases(cfg, dt, lay, make, flops, tf32_on, base_names):
-    """"ours + CUDA graph" (CUDA only) and "ours + torch.compile" (cfg.compile) rows for the
+    """ "ours + CUDA graph" (CUDA only) and "ours + torch.compile" (cfg.compile) rows for the
     training step and inference, gated like the eager rows; their stock columns are the
     eager rows' (annotate copies them), not timed again."""
     device, batch, out = cfg.device, cfg.batch, []
@@ -418,24 +461,55 @@ def _variant_cases(cfg, dt, lay, make, flops, tf32_on, base_names):
             stock = AlexNet(fused=False).to(device=device, memory_format=LAYOUTS[lay])
             amp = torch.bfloat16 if dt == "bf16" else None
             facts = check_training_step(
-                model, opt, stock, x, y, device, dt, warmup=3 if opts.get("cuda_graph") else 0,
-                make_ours_step=lambda m, o: make_step(m, o, amp_dtype=amp, compile_mode=mode, **opts))
+                model,
+                opt,
+                stock,
+                x,
+                y,
+                device,
+                dt,
+                warmup=3 if opts.get("cuda_graph") else 0,
+                make_ours_step=lambda m, o: make_step(m, o, amp_dtype=amp, compile_mode=mode, **opts),
+            )
             train(x, y)
             return facts
 
         def infer_gate(x, y, name=name):
             model, forward = _variant(name, "fwd", dt, lay, device, mode)
-            return check_inference(model, _unfused_twin(lay, device), x, device, dt,
-                                   run=lambda x: _primed(forward, x))
+            return check_inference(model, _unfused_twin(lay, device), x, device, dt, run=lambda x: _primed(forward, x))
 
         def infer(x, y, name=name):
             return _primed(_variant(name, "fwd", dt, lay, device, mode)[1], x)
 
         extra = {"images": batch, "variant": label}
-        cases = [Case("model", f"{base_names[0]}, {label}", dt, lay, "fwd+bwd", make, {"ours": train},
-                      gate=train_gate, tf32=tf32_on, flops=3 * flops, extra=dict(extra, stock_from=base_names[0])),
-                 Case("model", f"{base_names[1]}, {label}", dt, lay, "fwd", make, {"ours": infer},
-                      gate=infer_gate, tf32=tf32_on, flops=flops, extra=dict(extra, stock_from=base_names[1]))]
+        cases = [
+            Case(
+                "model",
+                f"{base_names[0]}, {label}",
+                dt,
+                lay,
+                "fwd+bwd",
+                make,
+                {"ours": train},
+                gate=train_gate,
+                tf32=tf32_on,
+                flops=3 * flops,
+                extra=dict(extra, stock_from=base_names[0]),
+            ),
+            Case(
+                "model",
+                f"{base_names[1]}, {label}",
+                dt,
+                lay,
+                "fwd",
+                make,
+                {"ours": infer},
+                gate=infer_gate,
+                tf32=tf32_on,
+                flops=flops,
+                extra=dict(extra, stock_from=base_names[1]),
+            ),
+        ]
         out += cases[::-1] if cfg.reduced else cases
     return out
 
@@ -444,8 +518,14 @@ def _variant_stock_columns(cfg, rows):
     """Copy the stock times (eager, compile) of each eager row into its variant rows, with
     the speed-ups; notes on what was copied and which variants were skipped."""
     for r in rows:
-        base = next((b for b in rows if b["case"] == r.get("stock_from") and
-                     (b["dtype"], b["layout"]) == (r["dtype"], r["layout"])), None)
+        base = next(
+            (
+                b
+                for b in rows
+                if b["case"] == r.get("stock_from") and (b["dtype"], b["layout"]) == (r["dtype"], r["layout"])
+            ),
+            None,
+        )
         for impl in ("eager", "compile"):
             if base and base.get(f"{impl}_ms"):
                 r[f"{impl}_ms"] = base[f"{impl}_ms"]
@@ -453,14 +533,18 @@ def _variant_stock_columns(cfg, rows):
                     r[f"speedup_vs_{impl}"] = base[f"{impl}_ms"] / r["ours_ms"]
     notes = []
     if any(r.get("stock_from") for r in rows):
-        notes.append("model: the stock columns (eager ms, compile ms) of the 'ours + ...' rows are their eager "
-                     "row's, timed once; 'compile ms' is stock + torch.compile"
-                     + (" (mode max-autotune)" if cfg.max_autotune else ""))
+        notes.append(
+            "model: the stock columns (eager ms, compile ms) of the 'ours + ...' rows are their eager "
+            "row's, timed once; 'compile ms' is stock + torch.compile"
+            + (" (mode max-autotune)" if cfg.max_autotune else "")
+        )
     if cfg.device != "cuda":
         notes.append("model: the 'ours + CUDA graph' rows are CUDA-only: not run on CPU")
     if not cfg.compile:
-        notes.append("model: the 'ours + torch.compile' rows need torch.compile (on by default on CUDA, "
-                     "--compile on CPU): not run")
+        notes.append(
+            "model: the 'ours + torch.compile' rows need torch.compile (on by default on CUDA, "
+            "--compile on CPU): not run"
+        )
     return notes
 
 
@@ -488,7 +572,7 @@ def peak_memory_rows(cfg):
                 torch.cuda.empty_cache()
                 base = torch.cuda.memory_allocated()
                 torch.manual_seed(0)
-                model = (AlexNet() if impl == "ours" else reference_alexnet())
+                model = AlexNet() if impl == "ours" else reference_alexnet()
                 model = model.to(device="cuda", memory_format=LAYOUTS[lay])
                 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
                 run = torch.compile(model, dynamic=False) if impl == "compile" else model
@@ -502,9 +586,17 @@ def peak_memory_rows(cfg):
                     step(x, y)
                 torch.cuda.synchronize()
                 peak = torch.cuda.max_memory_allocated() - base
-                rows.append({"group": "model", "case": f"AlexNet train step b{cfg.batch} peak memory",
-                             "impl": impl, "dtype": dt, "layout": lay, "batch": cfg.batch,
-                             "peak_mib": round(peak / 2**20, 1)})
+                rows.append(
+                    {
+                        "group": "model",
+                        "case": f"AlexNet train step b{cfg.batch} peak memory",
+                        "impl": impl,
+                        "dtype": dt,
+                        "layout": lay,
+                        "batch": cfg.batch,
+                        "peak_mib": round(peak / 2**20, 1),
+                    }
+                )
                 model = opt = run = step = x = y = None  # (None, not del: the lambdas name them)
     torch.cuda.empty_cache()
     return rows
@@ -525,6 +617,8 @@ def annotate(cfg, rows):
         for lay in cfg.layouts:
             sel = [p for p in peaks if p["dtype"] == dt and p["layout"] == lay]
             if sel:
-                notes.append(f"peak training memory, {dt} {lay}, batch {cfg.batch}: "
-                             + ", ".join(f"{p['impl']} {p['peak_mib']:,.0f} MiB" for p in sel))
+                notes.append(
+                    f"peak training memory, {dt} {lay}, batch {cfg.batch}: "
+                    + ", ".join(f"{p['impl']} {p['peak_mib']:,.0f} MiB" for p in sel)
+                )
     return notes

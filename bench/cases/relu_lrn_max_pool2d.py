@@ -16,8 +16,17 @@ from typing import List
 import torch
 from torch import nn
 
-from common import (DTYPES, LAYOUTS, Case, Config, batched_shapes, case_grid, forward_or_backward,
-                    pooled_size, saved_tensor_bytes)
+from common import (
+    DTYPES,
+    LAYOUTS,
+    Case,
+    Config,
+    batched_shapes,
+    case_grid,
+    forward_or_backward,
+    pooled_size,
+    saved_tensor_bytes,
+)
 
 from alexnet_cuda.ops.relu_lrn_max_pool2d import relu_lrn_max_pool2d
 
@@ -100,8 +109,10 @@ def _close(dtype_name: str, last_input: dict):
             # pixel is in at most four 3/2 windows).
             ties = _near_tie_windows(last_input["x"], rel=1e-6)
             if bad > 4 * ties:
-                raise AssertionError(f"relu_lrn_max_pool2d {label}: {bad} of {a.numel()} elements differ; only {ties} "
-                                     f"windows are near-tied (relative gap <= 1e-6 in float64)")
+                raise AssertionError(
+                    f"relu_lrn_max_pool2d {label}: {bad} of {a.numel()} elements differ; only {ties} "
+                    f"windows are near-tied (relative gap <= 1e-6 in float64)"
+                )
 
     return check
 

@@ -21,5 +21,16 @@ from .measure import FULL_RUN_WARPS, TEST_WARPS, verdicts
 from .report import budget_key, budget_table, format_table, main, run_cases
 from .tools import ToolMissing, occupancy
 
-__all__ = ["all_cases", "FULL_RUN_WARPS", "TEST_WARPS", "verdicts", "budget_key", "budget_table", "format_table",
-           "main", "run_cases", "ToolMissing", "occupancy"]
+__all__ = [
+    "all_cases",
+    "FULL_RUN_WARPS",
+    "TEST_WARPS",
+    "verdicts",
+    "budget_key",
+    "budget_table",
+    "format_table",
+    "main",
+    "run_cases",
+    "ToolMissing",
+    "occupancy",
+]

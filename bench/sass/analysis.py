@@ -62,5 +62,5 @@ def hot_loop(fn, trace):
         return [], 0
     edge = max(takes, key=lambda s: (len(takes[s]), s))
     positions = takes[edge]
-    segments = [trace[positions[i] + 1:positions[i + 1] + 1] for i in range(len(positions) - 1)]
+    segments = [trace[positions[i] + 1 : positions[i + 1] + 1] for i in range(len(positions) - 1)]
     return segments, len(positions)

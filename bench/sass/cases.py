@@ -23,7 +23,10 @@ DTYPES = {"fp32": ("float", 4), "bf16": ("c10::BFloat16", 2)}
 LAYOUTS = ("nchw", "nhwc")
 CHANNEL_RUN = 32  # lrn::sweep::kChannelRun (lrn_sweep.h, make_items)
 BACKWARD_CHANNEL_RUN = 64  # lrn::sweep::kBackwardChannelRun (make_backward_items: even runs of at most 64)
-RELU_LRN_MAX_POOL2D_CHANNEL_RUN, RELU_LRN_MAX_POOL2D_LONG_GROUP_RUN = 64, 32  # relu_lrn_max_pool2d::sweep::kChannelRun, kLongGroupRun
+RELU_LRN_MAX_POOL2D_CHANNEL_RUN, RELU_LRN_MAX_POOL2D_LONG_GROUP_RUN = (
+    64,
+    32,
+)  # relu_lrn_max_pool2d::sweep::kChannelRun, kLongGroupRun
 
 
 def relu_lrn_max_pool2d_backward_run(cg):
@@ -33,6 +36,8 @@ def relu_lrn_max_pool2d_backward_run(cg):
         return cg
     runs = -(-cg // RELU_LRN_MAX_POOL2D_LONG_GROUP_RUN)
     return -(-cg // runs)
+
+
 POOL_CHANNELS, POOL_ROWS = 4, 13  # stage forward NCHW items: kPoolChannels, kPoolRows (sweep header)
 
 # The kernels' pointer arguments, in order (the names are the tensors of reference.py).
@@ -166,8 +171,10 @@ def kernel_pattern(case):
         # fits_int32); uint8 argmax (argmax_dtype: no return_indices, 3x3 <= 256).
         if case.direction == "fwd":
             return rf"max_pool2d::.*::forward_3s2_kernel<{t}, unsigned char, {cl}, {max_pool2d_lanes(case)}>\("
-        return (rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {max_pool2d_lanes(case)}, "
-                rf"{max_pool2d_blocks(case)}>\(")
+        return (
+            rf"max_pool2d::.*::backward_3s2_kernel<{t}, unsigned char, {cl}, {max_pool2d_lanes(case)}, "
+            rf"{max_pool2d_blocks(case)}>\("
+        )
     which = "forward" if case.direction == "fwd" else "backward"
     if case.direction == "bwd" and case.cl:
         # relu_lrn_max_pool2d_cuda.cu: backward_lanes_kernel<SPAN, V, GROUPS, scalar_t>, warps
@@ -179,7 +186,9 @@ def kernel_pattern(case):
 
 
 def cubin_stem(case):
-    return {"lrn": "lrn_cuda", "max_pool2d": "max_pool2d_cuda", "relu_lrn_max_pool2d": "relu_lrn_max_pool2d_cuda"}[case.op]
+    return {"lrn": "lrn_cuda", "max_pool2d": "max_pool2d_cuda", "relu_lrn_max_pool2d": "relu_lrn_max_pool2d_cuda"}[
+        case.op
+    ]
 
 
 # ---- vector classes (lrn_sweep.h VectorClasses / make_vector_classes / vector_item)
@@ -192,8 +201,15 @@ def vector_classes(pixels, vecs, gv, lo):
     lo_c = min(lo, gv)
     nig = max(gv - 2 * lo, 0)
     ni = vecs // gv * nig
-    return dict(pixels=pixels, vecs=vecs, gv=gv, lo=lo_c, nig=nig, ni=ni,
-                dividers=[CLASS_CHUNK * vecs, ni, vecs - ni, nig, gv - nig])
+    return dict(
+        pixels=pixels,
+        vecs=vecs,
+        gv=gv,
+        lo=lo_c,
+        nig=nig,
+        ni=ni,
+        dividers=[CLASS_CHUNK * vecs, ni, vecs - ni, nig, gv - nig],
+    )
 
 
 def pack_vector_classes(q, c):
@@ -340,8 +356,9 @@ def relu_lrn_max_pool2d_geo(case):
         nn, cc, hh, ww = shape
         return (cc * hh * ww, 1, ww * cc, cc) if case.cl else (cc * hh * ww, hh * ww, ww, 1)
 
-    return dict(N=n, C=c, H=h, W=w, Ho=po[2], Wo=po[3], cg=cg, pre=pre, post=post, xs=strides(case.shape),
-                os=strides(po))
+    return dict(
+        N=n, C=c, H=h, W=w, Ho=po[2], Wo=po[3], cg=cg, pre=pre, post=post, xs=strides(case.shape), os=strides(po)
+    )
 
 
 def relu_lrn_max_pool2d_items(case):
@@ -372,8 +389,12 @@ def relu_lrn_max_pool2d_items(case):
     if not bwd and not case.cl:  # make_items: the run classes of a chunk of images (locate_run)
         run_images = math.gcd(g["N"], 16)  # kRunImages
         groups = g["C"] // g["cg"]
-        per_group = [max(runs_per_group - 2, 0), int(runs_per_group >= 2), int(runs_per_group >= 2),
-                     int(runs_per_group == 1)]
+        per_group = [
+            max(runs_per_group - 2, 0),
+            int(runs_per_group >= 2),
+            int(runs_per_group >= 2),
+            int(runs_per_group == 1),
+        ]
         for c in range(RUN_CLASSES):
             items = run_images * groups * per_group[c] * rows * cols
             lanes = -(-items // RUN_LANES) * WARP  # warps overlap by a lane
@@ -391,9 +412,23 @@ def relu_lrn_max_pool2d_items(case):
             pair_start[c + 1] = pair_start[c] + -(-runs * per_run[c] // WARP) * WARP
         count = g["N"] * pair_start[PAIR_CLASSES]
         pair_dividers = [pair_start[PAIR_CLASSES], inner, g["Wo"] - 1, per_run[2], per_run[3]]
-    return dict(count=count, rows=rows, cols=cols, runs_per_group=runs_per_group, runs=runs, run=run,
-                row_run=row_run, vecs=vecs, vec=vec, pair_start=pair_start, pair_dividers=pair_dividers,
-                classes=classes, run_images=run_images, run_start=run_start, run_dividers=run_dividers)
+    return dict(
+        count=count,
+        rows=rows,
+        cols=cols,
+        runs_per_group=runs_per_group,
+        runs=runs,
+        run=run,
+        row_run=row_run,
+        vecs=vecs,
+        vec=vec,
+        pair_start=pair_start,
+        pair_dividers=pair_dividers,
+        classes=classes,
+        run_images=run_images,
+        run_start=run_start,
+        run_dividers=run_dividers,
+    )
 
 
 PAIR_CLASSES = 4  # kPairClasses: odd / even interior rows, odd / even edge pairs
@@ -419,8 +454,21 @@ def relu_lrn_max_pool2d_params(case):
         p.ptr(ptr)
 
     def fill_geo(q):
-        for v in (g["N"], g["C"], g["H"], g["W"], g["Ho"], g["Wo"], POOL_K, POOL_K, POOL_S, POOL_S, g["cg"],
-                  g["pre"], g["post"]):
+        for v in (
+            g["N"],
+            g["C"],
+            g["H"],
+            g["W"],
+            g["Ho"],
+            g["Wo"],
+            POOL_K,
+            POOL_K,
+            POOL_S,
+            POOL_S,
+            g["cg"],
+            g["pre"],
+            g["post"],
+        ):
             q.i32(v)
         for v in g["xs"] + g["os"]:
             q.i64(v)
@@ -460,6 +508,8 @@ def lane_items(case):
     (lanes_hold_groups: C / V a multiple of 32, 32 a multiple of group_channels / V), else 30."""
     g, vec = relu_lrn_max_pool2d_geo(case), relu_lrn_max_pool2d_vector(case)
     return WARP if (g["C"] // vec) % WARP == 0 and WARP % (g["cg"] // vec) == 0 else LANE_ITEMS
+
+
 RUN_VALUES = 16  # kRunValues: a channels-last backward item is a run of 16 / V pixels of a row
 
 
@@ -494,7 +544,11 @@ def fewest_bytes(case):
 
 
 def all_cases():
-    return [Case(op, d, dt, lay, shape) for op in ("lrn", "max_pool2d", "relu_lrn_max_pool2d") for d in ("fwd", "bwd")
-            for dt in DTYPES for lay in LAYOUTS for shape in SHAPES]
-
-
+    return [
+        Case(op, d, dt, lay, shape)
+        for op in ("lrn", "max_pool2d", "relu_lrn_max_pool2d")
+        for d in ("fwd", "bwd")
+        for dt in DTYPES
+        for lay in LAYOUTS
+        for shape in SHAPES
+    ]

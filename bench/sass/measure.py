@@ -18,9 +18,19 @@ import numpy as np
 
 from . import cases as cs
 from .analysis import hot_loop, lane_path, load_groups
-from .machine import (BUDGET_BYTES_IN_FLIGHT_PER_SM, BUDGET_OCCUPANCY, BUDGET_TIME_OVER_FLOOR, CLOCK_HZ,
-                      DRAM_BYTES_PER_S, MAX_WARPS_PER_SM, MUFU_LANES_PER_CLOCK, SCHEDULERS_PER_SM, SMS, THREADS,
-                      WARP)
+from .machine import (
+    BUDGET_BYTES_IN_FLIGHT_PER_SM,
+    BUDGET_OCCUPANCY,
+    BUDGET_TIME_OVER_FLOOR,
+    CLOCK_HZ,
+    DRAM_BYTES_PER_S,
+    MAX_WARPS_PER_SM,
+    MUFU_LANES_PER_CLOCK,
+    SCHEDULERS_PER_SM,
+    SMS,
+    THREADS,
+    WARP,
+)
 from .memory import Memory
 from .reference import Reference
 from .tools import ToolMissing, demangle, disassemble, elf_functions, occupancy, resource_usage
@@ -54,9 +64,11 @@ def load_kernels(cubins, cases):
             pattern = re.compile(cs.kernel_pattern(case))
             hits = [m for m, d in names.items() if pattern.search(d)]
             if len(hits) != 1:
-                raise LookupError(f"{case.name} {case.dtype} {case.layout} {case.shape}: expected one kernel "
-                                  f"matching /{pattern.pattern}/ in {stem}, found {len(hits)}: the launcher or the "
-                                  f"kernel names changed; update kernel_pattern() in bench/sass/cases.py")
+                raise LookupError(
+                    f"{case.name} {case.dtype} {case.layout} {case.shape}: expected one kernel "
+                    f"matching /{pattern.pattern}/ in {stem}, found {len(hits)}: the launcher or the "
+                    f"kernel names changed; update kernel_pattern() in bench/sass/cases.py"
+                )
             wanted[hits[0]] = symbols[hits[0]]
         functions.update(disassemble(cubins[stem], wanted.values()))
         demangled.update({m: names[m] for m in wanted})
@@ -72,7 +84,7 @@ def mangled_for(kernels, case):
 def instantiation(demangled):
     """'void alexnet_cuda::lrn::(anonymous namespace)::k<4, 1, false, float, float>(const float*, ...)'
     -> 'lrn::k<4, 1, false, float, float>'."""
-    name = demangled[:demangled.index(">(") + 1] if ">(" in demangled else demangled
+    name = demangled[: demangled.index(">(") + 1] if ">(" in demangled else demangled
     for noise in ("void ", "alexnet_cuda::", "(anonymous namespace)::"):
         name = name.replace(noise, "")
     return name
@@ -175,9 +187,11 @@ def measure(case, kernels, warps=FULL_RUN_WARPS):
     # far from it when cases.launch_threads() disagrees with the launcher.
     coverage = stored / ref.elements(main_output)
     if not 0.5 <= coverage <= 2.0:
-        raise AssertionError(f"{case.name} {case.dtype} {case.layout} {case.shape}: the sampled warps' stores "
-                             f"extrapolate to {coverage:.2f} x the output's elements: is cases.launch_threads() "
-                             f"still the launcher's thread count?")
+        raise AssertionError(
+            f"{case.name} {case.dtype} {case.layout} {case.shape}: the sampled warps' stores "
+            f"extrapolate to {coverage:.2f} x the output's elements: is cases.launch_threads() "
+            f"still the launcher's thread count?"
+        )
     rec = record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_flight, bodies, trips)
     rec["store_coverage"] = round(coverage, 3)
     return rec
@@ -195,18 +209,30 @@ def record(case, kernels, mangled, fn, res, issues, ideal, mufu, checked, in_fli
     tail = math.ceil(nblocks / slots) / (nblocks / slots)
     floor_ms = cs.fewest_bytes(case) / DRAM_BYTES_PER_S * 1e3
     return {
-        "kernel": case.name, "dtype": case.dtype, "layout": case.layout, "shape": list(case.shape),
+        "kernel": case.name,
+        "dtype": case.dtype,
+        "layout": case.layout,
+        "shape": list(case.shape),
         "instantiation": instantiation(kernels.demangled[mangled]),
-        "instr_per_elem": round(issues * WARP / total, 2), "mufu_per_elem": round(mufu * WARP / total, 3),
-        "divergence": round(issues / ideal, 3), "tail": round(tail, 3), "checked_outputs": checked,
+        "instr_per_elem": round(issues * WARP / total, 2),
+        "mufu_per_elem": round(mufu * WARP / total, 3),
+        "divergence": round(issues / ideal, 3),
+        "tail": round(tail, 3),
+        "checked_outputs": checked,
         "loop_body_instr": round(sum(bodies) / len(bodies), 1) if bodies else None,
         "loop_trips": round(sum(trips) / len(trips), 1) if trips else None,
-        "registers": res["registers"], "spills": spills, "local_bytes": res["local"],
-        "occupancy": round(warps / MAX_WARPS_PER_SM, 3), "blocks": nblocks, "resident_blocks": slots,
+        "registers": res["registers"],
+        "spills": spills,
+        "local_bytes": res["local"],
+        "occupancy": round(warps / MAX_WARPS_PER_SM, 3),
+        "blocks": nblocks,
+        "resident_blocks": slots,
         "load_bytes_in_flight_per_thread": per_lane_bytes,
         "bytes_in_flight_per_sm": round(warps * WARP * per_lane_bytes),
-        "issue_bound_ms": round(issue_ms, 4), "mufu_ms": round(mufu_ms, 4),
-        "time_ms": round(max(issue_ms * tail, mufu_ms), 4), "floor_ms": round(floor_ms, 4),
+        "issue_bound_ms": round(issue_ms, 4),
+        "mufu_ms": round(mufu_ms, 4),
+        "time_ms": round(max(issue_ms * tail, mufu_ms), 4),
+        "floor_ms": round(floor_ms, 4),
     }
 
 

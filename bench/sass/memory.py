@@ -41,8 +41,7 @@ class Memory:
             size = self.bufs[kk].size
             bad = off[k == kk] + width > size
             if bad.any():
-                raise OutOfBounds(f"{self.names[kk]}: byte {int(off[k == kk][bad][0])} + {width} past its "
-                                  f"{size} bytes")
+                raise OutOfBounds(f"{self.names[kk]}: byte {int(off[k == kk][bad][0])} + {width} past its {size} bytes")
         return k.astype(np.int64), off
 
     def load(self, addr, width):
@@ -107,6 +106,7 @@ def address(tok, const):
                 v = v | (rows[row + 1].astype(U64) << U64(32))
             a = a + v
         return a
+
     return get
 
 

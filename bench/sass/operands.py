@@ -36,8 +36,16 @@ class WarpState:
         self.UP = np.zeros((8, LANES), bool)
         self.P[7] = self.UP[7] = True  # PT, UPT
         self.const = const
-        self.sreg = {"SR_TID.X": tid, "SR_TID.Y": 0, "SR_TID.Z": 0, "SR_CTAID.X": ctaid, "SR_CTAID.Y": 0,
-                     "SR_CTAID.Z": 0, "SR_LANEID": np.arange(LANES, dtype=np.int64), "SRZ": 0}
+        self.sreg = {
+            "SR_TID.X": tid,
+            "SR_TID.Y": 0,
+            "SR_TID.Z": 0,
+            "SR_CTAID.X": ctaid,
+            "SR_CTAID.Y": 0,
+            "SR_CTAID.Z": 0,
+            "SR_LANEID": np.arange(LANES, dtype=np.int64),
+            "SRZ": 0,
+        }
         self.memory = memory
         self.local = [dict() for _ in range(LANES)]
         self.shared = memory.shared  # one block's shared memory: the warps of a block share it
@@ -82,8 +90,16 @@ def parse_float_imm(text):
     t = text.strip()
     if t.startswith("0x") or t.startswith("-0x"):
         return np.float32(f32_of(int(t, 16)))
-    special = {"+INF": math.inf, "INF": math.inf, "-INF": -math.inf, "+QNAN": math.nan, "QNAN": math.nan,
-               "-QNAN": math.nan, "+SNAN": math.nan, "-SNAN": math.nan}
+    special = {
+        "+INF": math.inf,
+        "INF": math.inf,
+        "-INF": -math.inf,
+        "+QNAN": math.nan,
+        "QNAN": math.nan,
+        "-QNAN": math.nan,
+        "+SNAN": math.nan,
+        "-SNAN": math.nan,
+    }
     return np.float32(special[t] if t in special else float(t))
 
 
@@ -146,7 +162,7 @@ def const_src(tok, const, width=4):
     off = int(m.group(3) or "0", 16)
     dtype = np.uint64 if width == 8 else np.int64  # 64-bit words may exceed int64
     if not m.group(2):
-        value = int.from_bytes(const[off:off + width], "little")
+        value = int.from_bytes(const[off : off + width], "little")
         if width == 8:
             value = np.uint64(value)
         return lambda w: value
@@ -154,7 +170,7 @@ def const_src(tok, const, width=4):
 
     def get(w):
         base = (w.R if file == "R" else w.UR)[row] + off
-        return np.array([int.from_bytes(const[b:b + width], "little") for b in base.tolist()], dtype)
+        return np.array([int.from_bytes(const[b : b + width], "little") for b in base.tolist()], dtype)
 
     return get
 
@@ -200,8 +216,11 @@ def pair_src(tok, const):
 
         def base(w):
             rows = w.R if file == "R" else w.UR
-            return rows[row].astype(np.uint64) | (rows[row + 1].astype(np.uint64) << np.uint64(32)) \
-                if row not in (ZERO, UZERO) else np.zeros(LANES, np.uint64)
+            return (
+                rows[row].astype(np.uint64) | (rows[row + 1].astype(np.uint64) << np.uint64(32))
+                if row not in (ZERO, UZERO)
+                else np.zeros(LANES, np.uint64)
+            )
     else:
         get32 = isrc(t, const)
         base = lambda w: np.asarray(get32(w), np.int64).astype(np.uint64)  # noqa: E731

@@ -23,7 +23,7 @@ from .cases import LRN_GROUPS, LRN_K, LRN_SCALE, LRN_BETA, LRN_SIZE, POOL_K, POO
 from .tools import ROOT
 
 # (rtol, atol relative to the tensor's largest magnitude), by storage dtype
-TOLERANCE = {"fp32": (1e-5, 1e-6), "bf16": (2.0 ** -7, 2.0 ** -9)}
+TOLERANCE = {"fp32": (1e-5, 1e-6), "bf16": (2.0**-7, 2.0**-9)}
 
 
 class Mismatch(AssertionError):
@@ -93,8 +93,9 @@ def forward_tensors(case, seed):
     elif case.op == "max_pool2d":
         t["y"], t["argmax"] = ops.max_pool2d_forward(x, pool, stride, [0, 0], [1, 1], False, False)
     else:
-        t["y"], t["argmax"] = ops.relu_lrn_max_pool2d_forward(x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K, pool, stride,
-                                                              LRN_GROUPS)
+        t["y"], t["argmax"] = ops.relu_lrn_max_pool2d_forward(
+            x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K, pool, stride, LRN_GROUPS
+        )
     _FORWARD.clear()
     _FORWARD[key] = t
     return t
@@ -119,11 +120,13 @@ class Reference:
             if case.op == "lrn":
                 t["dx"] = ops.lrn_backward(dy, x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K)
             elif case.op == "max_pool2d":
-                t["dx"] = ops.max_pool2d_backward(dy, t["argmax"], list(case.shape), pool, stride, [0, 0], [1, 1],
-                                                  case.cl)
+                t["dx"] = ops.max_pool2d_backward(
+                    dy, t["argmax"], list(case.shape), pool, stride, [0, 0], [1, 1], case.cl
+                )
             else:
-                t["dx"] = ops.relu_lrn_max_pool2d_backward(dy, t["argmax"], x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K,
-                                                           pool, stride, LRN_GROUPS)
+                t["dx"] = ops.relu_lrn_max_pool2d_backward(
+                    dy, t["argmax"], x, LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K, pool, stride, LRN_GROUPS
+                )
         self.x = x
         self._pooled_input = None
         self.expected = {}
@@ -139,8 +142,11 @@ class Reference:
                 data = np.full_like(data, 0xFF)
             buffers.append((name, data))
         self.buffers = buffers
-        self.scale = {name: float(np.abs(values(self.expected[name], k)).max())
-                      for name, k in self.kinds.items() if name in outs and k != "u8"}
+        self.scale = {
+            name: float(np.abs(values(self.expected[name], k)).max())
+            for name, k in self.kinds.items()
+            if name in outs and k != "u8"
+        }
 
     def elements(self, name):
         """Elements of an output tensor."""
@@ -165,8 +171,14 @@ class Reference:
                 cg = self.case.shape[1] // LRN_GROUPS
                 relu = self.x.relu()
                 self._pooled_input = torch.cat(
-                    [ops.lrn_forward(relu[:, g * cg:(g + 1) * cg].contiguous(), LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K)
-                     for g in range(LRN_GROUPS)], 1).float()
+                    [
+                        ops.lrn_forward(
+                            relu[:, g * cg : (g + 1) * cg].contiguous(), LRN_SIZE, LRN_SCALE, LRN_BETA, LRN_K
+                        )
+                        for g in range(LRN_GROUPS)
+                    ],
+                    1,
+                ).float()
         return self._pooled_input
 
     def check_stored(self, memory, stores):
@@ -196,9 +208,11 @@ class Reference:
         bad = ~(np.abs(got - want) <= rtol * np.abs(want) + atol * self.scale[name])
         if bad.any():
             i = np.nonzero(bad)[0]
-            raise Mismatch(f"{name}: {len(i)} of {len(elems)} stored elements differ from the CPU kernel's, e.g. "
-                           f"element {elems[i[0]]}: {got[i[0]]!r} vs {want[i[0]]!r} (rtol {rtol}, atol {atol} x "
-                           f"{self.scale[name]:.3g})")
+            raise Mismatch(
+                f"{name}: {len(i)} of {len(elems)} stored elements differ from the CPU kernel's, e.g. "
+                f"element {elems[i[0]]}: {got[i[0]]!r} vs {want[i[0]]!r} (rtol {rtol}, atol {atol} x "
+                f"{self.scale[name]:.3g})"
+            )
 
     def _check_codes(self, name, elems, got, want):
         bad = got != want
@@ -207,8 +221,10 @@ class Reference:
         ties = np.array([self._tie(e, int(a), int(b)) for e, a, b in zip(elems[bad], got[bad], want[bad])])
         if not ties.all():
             e = elems[bad][~ties][0]
-            raise Mismatch(f"argmax element {e}: code {got[bad][~ties][0]} vs the CPU's {want[bad][~ties][0]}, "
-                           "and the taps' values differ")
+            raise Mismatch(
+                f"argmax element {e}: code {got[bad][~ties][0]} vs the CPU's {want[bad][~ties][0]}, "
+                "and the taps' values differ"
+            )
 
     def _tie(self, elem, got, want):
         """Codes a and b of the same window name equal values in the storage dtype."""

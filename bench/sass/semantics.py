@@ -10,8 +10,27 @@ once more, which can differ from a fused multiply-add in the last bit (rarely).
 
 import numpy as np
 
-from .operands import (LANES, M32, Unsupported, bf16_bits, bits_f32, carry_split, dest, fsrc, half_bits, half_of,
-                       is_pred, isrc, pair_src, parse_float_imm, pdest, psrc, pwrite, write, write_pair)
+from .operands import (
+    LANES,
+    M32,
+    Unsupported,
+    bf16_bits,
+    bits_f32,
+    carry_split,
+    dest,
+    fsrc,
+    half_bits,
+    half_of,
+    is_pred,
+    isrc,
+    pair_src,
+    parse_float_imm,
+    pdest,
+    psrc,
+    pwrite,
+    write,
+    write_pair,
+)
 
 U64 = np.uint64
 
@@ -42,6 +61,7 @@ def _imad(op, a, const):
             else:
                 prod = x.astype(U64) * y.astype(U64)
             write_pair(w, dd, prod + gc(w) + np.asarray(cin(w)).astype(U64), m)
+
         return run
     if ".HI" in op:
         # The addend is the 64-bit pair {c+1:c}: the division sequences put q in c+1 and 0
@@ -60,6 +80,7 @@ def _imad(op, a, const):
             lo = (prod & U64(M32)) + (c & U64(M32))
             hi = (prod >> U64(32)) + (c >> U64(32)) + (lo >> U64(32))
             write(w, dd, hi.astype(np.int64) + cin(w), m)
+
         return run
     gz = isrc(srcs[2], const)
     pd = pdest(outs[0]) if outs else None
@@ -70,6 +91,7 @@ def _imad(op, a, const):
         if pd is not None:
             pwrite(w, pd, ((res >> U64(32)) & U64(1)).astype(bool), m)
         write(w, dd, (res & U64(M32)).astype(np.int64), m)
+
     return run
 
 
@@ -98,6 +120,7 @@ def _iadd3(op, a, const):
             if len(pds) > 1:
                 pwrite(w, pds[1], carry >= 2, m)
         write(w, dd, res, m)
+
     return run
 
 
@@ -130,6 +153,7 @@ def _lop3(op, a, const):
         write(w, dd, res, m)
         if pd is not None:
             pwrite(w, pd, (res != 0) | pin(w), m)
+
     return run
 
 
@@ -142,6 +166,7 @@ def _plop3(op, a, const):
         idx = (gx(w).astype(np.int64) << 2) | (gy(w).astype(np.int64) << 1) | gz(w).astype(np.int64)
         pwrite(w, d1, ((luts[0] >> idx) & 1).astype(bool), m)
         pwrite(w, d2, ((luts[1] >> idx) & 1).astype(bool) if len(luts) > 1 else np.zeros(LANES, bool), m)
+
     return run
 
 
@@ -166,6 +191,7 @@ def _shf(op, a, const):
         if hi_out:
             res = res >> U64(32)
         write(w, dd, (res & U64(M32)).astype(np.int64), m)
+
     return run
 
 
@@ -189,6 +215,7 @@ def _lea(op, a, const):
             if pd is not None:
                 pwrite(w, pd, (res >> 32).astype(bool), m)
             write(w, dd, res, m)
+
         return run
     gsh = isrc(srcs[2], const)
 
@@ -199,11 +226,11 @@ def _lea(op, a, const):
         if pd is not None:
             pwrite(w, pd, (res >> 32).astype(bool), m)
         write(w, dd, res, m)
+
     return run
 
 
-CMP = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less_equal, "GT": np.greater,
-       "GE": np.greater_equal}
+CMP = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less_equal, "GT": np.greater, "GE": np.greater_equal}
 BOOL = {"AND": np.logical_and, "OR": np.logical_or, "XOR": np.logical_xor}
 
 
@@ -236,6 +263,7 @@ def _isetp(op, a, const):
         pin = gpin(w)
         pwrite(w, p0, bop(c, pin), m)
         pwrite(w, p1, bop(~c, pin), m)
+
     return run
 
 
@@ -261,6 +289,7 @@ def _fsetp(op, a, const):
         pin = gpin(w)
         pwrite(w, p0, bop(c, pin), m)
         pwrite(w, p1, bop(~c, pin), m)
+
     return run
 
 
@@ -288,6 +317,7 @@ def _imnmx(op, a, const):
         if not unsigned:
             x, y = s32(x), s32(y)
         write(w, dd, np.where(gp(w), np.minimum(x, y), np.maximum(x, y)), m)
+
     return run
 
 
@@ -300,6 +330,7 @@ def _viaddmnmx(op, a, const):
         if not unsigned:
             x, y = s32(x), s32(y)
         write(w, dd, np.where(gp(w), np.minimum(x, y), np.maximum(x, y)), m)
+
     return run
 
 
@@ -327,17 +358,25 @@ def _f2i(op, a, const):
         x = np.where(np.isnan(x), 0.0, x)
         v = np.trunc(x) if trunc else np.rint(x)
         if wide:
-            write_pair(w, dd, np.clip(v, -2.0 ** 63, 2.0 ** 63 - 1).astype(np.int64), m)
+            write_pair(w, dd, np.clip(v, -(2.0**63), 2.0**63 - 1).astype(np.int64), m)
         else:
             write(w, dd, np.clip(v, lo, hi).astype(np.int64), m)
+
     return run
 
 
 def _mufu(op, a, const):
     dd, gx = dest(a[0]), fsrc(a[1], const)
     kind = op.split(".")[1]
-    fns = {"RCP": lambda x: 1.0 / x, "RSQ": lambda x: 1.0 / np.sqrt(x), "SQRT": np.sqrt, "LG2": np.log2,
-           "EX2": np.exp2, "SIN": np.sin, "COS": np.cos}
+    fns = {
+        "RCP": lambda x: 1.0 / x,
+        "RSQ": lambda x: 1.0 / np.sqrt(x),
+        "SQRT": np.sqrt,
+        "LG2": np.log2,
+        "EX2": np.exp2,
+        "SIN": np.sin,
+        "COS": np.cos,
+    }
     if kind not in fns:
         raise Unsupported(op)
     fn = fns[kind]
@@ -351,6 +390,7 @@ def _fbin(fn):
         dd = dest(a[0])
         gets = [fsrc(s, const) for s in a[1:]]
         return lambda w, m: write(w, dd, bits_f32(fn(*(g(w) for g in gets))), m)
+
     return compile_
 
 
@@ -365,6 +405,7 @@ def _fmnmx(op, a, const):
         x, y = gx(w), gy(w)
         v = np.where(gp(w), np.fmin(x, y), np.fmax(x, y))  # fmin/fmax: a NaN operand yields the other
         write(w, dd, bits_f32(v), m)
+
     return run
 
 
@@ -432,6 +473,7 @@ def _prmt(op, a, const):
             byte = np.where(nib & 8, np.where(byte & 0x80, 0xFF, 0), byte)
             res |= byte << (8 * k)
         write(w, dd, res, m)
+
     return run
 
 
@@ -442,6 +484,7 @@ def _p2r(op, a, const):
         bits = sum(w.P[k].astype(np.int64) << k for k in range(7))
         mask = np.asarray(gmask(w), np.int64)
         write(w, dd, (np.asarray(gbase(w), np.int64) & ~mask) | (bits & mask), m)
+
     return run
 
 
@@ -453,6 +496,7 @@ def _r2p(op, a, const):
         for k in range(7):
             sel = m & ((mask >> k) & 1).astype(bool)
             w.P[k] = np.where(sel, (v >> k) & 1, w.P[k]).astype(bool)
+
     return run
 
 
@@ -482,13 +526,50 @@ def _nop(op, a, const):
 
 
 RULES = {
-    "IMAD": _imad, "IADD3": _iadd3, "VIADD": _viadd, "MOV": _mov, "LOP3": _lop3, "PLOP3": _plop3, "SHF": _shf,
-    "LEA": _lea, "ISETP": _isetp, "FSETP": _fsetp, "SEL": _sel, "FSEL": _fsel, "IABS": _iabs, "IMNMX": _imnmx,
-    "VIMNMX": _imnmx, "VIADDMNMX": _viaddmnmx, "I2F": _i2f, "I2FP": _i2f, "F2I": _f2i, "MUFU": _mufu,
-    "FADD": _fbin(lambda x, y: x + y), "FMUL": _fbin(lambda x, y: x * y), "FFMA": _fbin(_ffma),
-    "FMNMX": _fmnmx, "FRND": _frnd, "FCHK": _fchk, "F2F": _f2f, "F2FP": _f2fp, "HADD2": _hadd2, "HFMA2": _hfma2,
-    "PRMT": _prmt, "P2R": _p2r, "R2P": _r2p, "S2R": _s2r, "S2UR": _s2r, "R2UR": _mov, "CS2R": _cs2r, "LDC": _ldc,
-    "NOP": _nop, "WARPSYNC": _nop, "BAR": _nop, "YIELD": _nop, "DEPBAR": _nop, "MEMBAR": _nop,
+    "IMAD": _imad,
+    "IADD3": _iadd3,
+    "VIADD": _viadd,
+    "MOV": _mov,
+    "LOP3": _lop3,
+    "PLOP3": _plop3,
+    "SHF": _shf,
+    "LEA": _lea,
+    "ISETP": _isetp,
+    "FSETP": _fsetp,
+    "SEL": _sel,
+    "FSEL": _fsel,
+    "IABS": _iabs,
+    "IMNMX": _imnmx,
+    "VIMNMX": _imnmx,
+    "VIADDMNMX": _viaddmnmx,
+    "I2F": _i2f,
+    "I2FP": _i2f,
+    "F2I": _f2i,
+    "MUFU": _mufu,
+    "FADD": _fbin(lambda x, y: x + y),
+    "FMUL": _fbin(lambda x, y: x * y),
+    "FFMA": _fbin(_ffma),
+    "FMNMX": _fmnmx,
+    "FRND": _frnd,
+    "FCHK": _fchk,
+    "F2F": _f2f,
+    "F2FP": _f2fp,
+    "HADD2": _hadd2,
+    "HFMA2": _hfma2,
+    "PRMT": _prmt,
+    "P2R": _p2r,
+    "R2P": _r2p,
+    "S2R": _s2r,
+    "S2UR": _s2r,
+    "R2UR": _mov,
+    "CS2R": _cs2r,
+    "LDC": _ldc,
+    "NOP": _nop,
+    "WARPSYNC": _nop,
+    "BAR": _nop,
+    "YIELD": _nop,
+    "DEPBAR": _nop,
+    "MEMBAR": _nop,
 }
 
 

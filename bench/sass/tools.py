@@ -60,8 +60,10 @@ def built_extension():
         path = os.path.join(d, "libalexnet_cuda_ops.so")
         if os.path.isfile(path):
             return path
-    raise ToolMissing("alexnet_cuda/libalexnet_cuda_ops.so is neither built in place nor installed "
-                      "(pip install . or python setup.py build_ext --inplace)")
+    raise ToolMissing(
+        "alexnet_cuda/libalexnet_cuda_ops.so is neither built in place nor installed "
+        "(pip install . or python setup.py build_ext --inplace)"
+    )
 
 
 def extract_cubins(so_path, workdir):
@@ -71,8 +73,7 @@ def extract_cubins(so_path, workdir):
     if not names:
         raise ToolMissing(f"{so_path} holds no sm_90 cubin: the extension was built without CUDA kernels")
     for name in names:
-        subprocess.run([find_tool("cuobjdump"), "-xelf", name, so_path], cwd=workdir, check=True,
-                       capture_output=True)
+        subprocess.run([find_tool("cuobjdump"), "-xelf", name, so_path], cwd=workdir, check=True, capture_output=True)
     return {name.split(".")[0]: os.path.join(workdir, name) for name in names}
 
 
@@ -94,14 +95,25 @@ def compile_cubins(workdir, stems):
 
     includes = [os.path.join(ROOT, "csrc")] + setup.cuda_library_includes(cuda_home)
     includes += cpp_extension.include_paths(device_type="cuda")
-    flags = setup.NVCC_FLAGS + cpp_extension.COMMON_NVCC_FLAGS + ["-std=c++20", "-DTORCH_EXTENSION_NAME=_C",
-                                                                  "-DTORCH_API_INCLUDE_EXTENSION_H"]
+    flags = (
+        setup.NVCC_FLAGS
+        + cpp_extension.COMMON_NVCC_FLAGS
+        + ["-std=c++20", "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H"]
+    )
     out = {}
     for stem in stems:
         (source,) = glob.glob(os.path.join(ROOT, "csrc", "**", stem + ".cu"), recursive=True)
         cubin = os.path.join(workdir, stem + ".sm_90.cubin")
-        cmd = [os.path.join(cuda_home, "bin", "nvcc"), "-cubin", "-arch=sm_90", *flags,
-               *[f"-I{d}" for d in includes], source, "-o", cubin]
+        cmd = [
+            os.path.join(cuda_home, "bin", "nvcc"),
+            "-cubin",
+            "-arch=sm_90",
+            *flags,
+            *[f"-I{d}" for d in includes],
+            source,
+            "-o",
+            cubin,
+        ]
         subprocess.run(cmd, check=True)
         out[stem] = cubin
     return out
@@ -114,7 +126,7 @@ def elf_functions(cubin):
     """{mangled name: symbol index} of the FUNC symbols (nvdisasm -fun takes the index)."""
     with open(cubin, "rb") as f:
         data = f.read()
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     out = {}
@@ -126,7 +138,7 @@ def elf_functions(cubin):
             name_off, info, _other, _shndx, _value, _size = struct.unpack_from("<IBBHQQ", data, sh[4] + k * 24)
             if info & 0xF == 2:  # STT_FUNC
                 start = strtab[4] + name_off
-                out[data[start:data.index(b"\0", start)].decode()] = k
+                out[data[start : data.index(b"\0", start)].decode()] = k
     return out
 
 
@@ -140,13 +152,18 @@ def demangle(names):
 
 def resource_usage(cubin):
     """{mangled name: dict(registers, shared, local, stack)} from cuobjdump -res-usage."""
-    text = subprocess.run([find_tool("cuobjdump"), "-res-usage", cubin], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(
+        [find_tool("cuobjdump"), "-res-usage", cubin], capture_output=True, text=True, check=True
+    ).stdout
     out = {}
     for name, body in re.findall(r"Function (\S+):\s*\n\s*(REG:.*)", text):
         fields = dict(re.findall(r"(\w+):(\d+)", body))
-        out[name] = {"registers": int(fields["REG"]), "shared": int(fields["SHARED"]),
-                     "local": int(fields["LOCAL"]), "stack": int(fields["STACK"])}
+        out[name] = {
+            "registers": int(fields["REG"]),
+            "shared": int(fields["SHARED"]),
+            "local": int(fields["LOCAL"]),
+            "stack": int(fields["STACK"]),
+        }
     return out
 
 
@@ -214,7 +231,7 @@ def parse_sass(text):
     functions, cur, line = {}, None, ""
     for raw in text.splitlines():
         if raw.startswith(".text."):
-            name = raw[len(".text."):].rstrip(":")
+            name = raw[len(".text.") :].rstrip(":")
             cur = functions[name] = Function(name, [], {})
             continue
         if cur is None:
@@ -225,8 +242,14 @@ def parse_sass(text):
             continue
         m = INSTR_RE.match(raw)
         if m:
-            ins = Instr(int(m.group(1), 16), (m.group(2) or "").lstrip("@"), m.group(3), split_operands(m.group(4)),
-                        raw.strip(), line)
+            ins = Instr(
+                int(m.group(1), 16),
+                (m.group(2) or "").lstrip("@"),
+                m.group(3),
+                split_operands(m.group(4)),
+                raw.strip(),
+                line,
+            )
             cur.by_addr[ins.addr] = len(cur.instrs)
             cur.instrs.append(ins)
             continue
@@ -234,5 +257,3 @@ def parse_sass(text):
         if m:
             cur.labels[m.group(1)] = len(cur.instrs)
     return functions
-
-

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import memory as mem
-from .operands import (LANES, M32, Unsupported, WarpState, dest, is_pred, isrc, pdest, psrc, pwrite, write)
+from .operands import LANES, M32, Unsupported, WarpState, dest, is_pred, isrc, pdest, psrc, pwrite, write
 from .semantics import rule_for
 
-POW2 = (1 << np.arange(LANES, dtype=np.int64))
+POW2 = 1 << np.arange(LANES, dtype=np.int64)
 
 
 @dataclass
 class Step:
     """One decoded instruction."""
+
     kind: str  # 'op', 'bra', 'exit', 'call', 'ret', 'bssy', 'bsync', 'break', 'mem'
     guard: object  # closure -> bool lanes, or None
     run: object = None  # closure(w, m) for 'op' and 'mem'
@@ -71,6 +72,7 @@ def _ldg(op, a, const):
             col = rows[d[1] + k].copy()
             col[m] = words[:, k]
             rows[d[1] + k] = col
+
     return run
 
 
@@ -83,11 +85,12 @@ def _stg(op, a, const):
         rows_of = lambda w: np.zeros((nwords, LANES), np.int64)  # noqa: E731
     else:
         file, row = ("UR" if src.startswith("UR") else "R"), int(re.match(r"U?R(\d+)", src).group(1))
-        rows_of = lambda w: (w.R if file == "R" else w.UR)[row:row + nwords]  # noqa: E731
+        rows_of = lambda w: (w.R if file == "R" else w.UR)[row : row + nwords]  # noqa: E731
 
     def run(w, m):
         if m.any():
             w.memory.store(addr(w)[m], mem.bytes_of(rows_of(w)[:, m].T, width))
+
     return run
 
 
@@ -110,6 +113,7 @@ def _local(op, a, const, store):
                     space[key] = 0 if d is None else int(rows[d[1] + k][lane])
                 elif d is not None:
                     rows[d[1] + k][lane] = space.get(key, 0)
+
     return run
 
 
@@ -145,6 +149,7 @@ def _shfl(op, a, const):
         j = np.where(ok, j, lane)
         write(w, d, src[j], m)
         pwrite(w, pd, ok, m)
+
     return run
 
 
@@ -164,12 +169,21 @@ def _vote(op, a, const):
         pwrite(w, pd, np.full(LANES, value), m)
         if rd is not None:
             write(w, rd, int(p @ POW2), m)
+
     return run
 
 
-MEMORY_RULES = {"LDG": _ldg, "STG": _stg, "SHFL": _shfl, "VOTE": _vote, "VOTEU": _vote,
-                "LDL": lambda o, a, c: _local(o, a, c, False), "STL": lambda o, a, c: _local(o, a, c, True),
-                "LDS": lambda o, a, c: _local(o, a, c, False), "STS": lambda o, a, c: _local(o, a, c, True)}
+MEMORY_RULES = {
+    "LDG": _ldg,
+    "STG": _stg,
+    "SHFL": _shfl,
+    "VOTE": _vote,
+    "VOTEU": _vote,
+    "LDL": lambda o, a, c: _local(o, a, c, False),
+    "STL": lambda o, a, c: _local(o, a, c, True),
+    "LDS": lambda o, a, c: _local(o, a, c, False),
+    "STS": lambda o, a, c: _local(o, a, c, True),
+}
 
 
 def decode(fn, const):
@@ -250,8 +264,10 @@ def run_warp(fn, steps, const, ctaid, warp_in_block, memory, max_issues=3_000_00
                 try:
                     step.run(w, m)
                 except mem.OutOfBounds as exc:
-                    raise mem.OutOfBounds(f"block {ctaid} warp {warp_in_block} lanes "
-                                          f"{np.nonzero(m)[0].tolist()}: {fn.instrs[pc].text}: {exc}") from None
+                    raise mem.OutOfBounds(
+                        f"block {ctaid} warp {warp_in_block} lanes "
+                        f"{np.nonzero(m)[0].tolist()}: {fn.instrs[pc].text}: {exc}"
+                    ) from None
                 mufu += step.mufu
                 pcs[group] = pc + 1
             elif kind == "bra":

@@ -32,8 +32,8 @@ void check(const at::Tensor& input, int64_t size) {
 
 }  // namespace
 
-at::Tensor local_response_norm(const at::Tensor& input, int64_t size, double alpha, double beta,
-                               double k, bool paper_alpha) {
+at::Tensor local_response_norm(const at::Tensor& input, int64_t size, double alpha, double beta, double k,
+                               bool paper_alpha) {
   check(input, size);
   const double scale = paper_alpha ? alpha : alpha / static_cast<double>(size);
   return call<Forward>(input, size, scale, beta, k);
@@ -51,17 +51,13 @@ at::Tensor backward_meta(const at::Tensor&, const at::Tensor& input, int64_t, do
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  define<LocalResponseNorm, Forward, Backward>(m);
-}
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) { define<LocalResponseNorm, Forward, Backward>(m); }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
   impl_symbolic<LocalResponseNorm>(m, &local_response_norm);
 }
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
-  impl_symbolic<Forward, Backward>(m, &forward_meta, &backward_meta);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) { impl_symbolic<Forward, Backward>(m, &forward_meta, &backward_meta); }
 
 }  // namespace lrn
 }  // namespace alexnet_cuda

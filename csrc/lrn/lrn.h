@@ -62,9 +62,7 @@ C10_HOST_DEVICE inline float inv_pow(float s, float beta) {
   return std::pow(s, -beta);
 #endif
 }
-C10_HOST_DEVICE inline double inv_pow(double s, double beta) {
-  return ::pow(s, -beta);
-}
+C10_HOST_DEVICE inline double inv_pow(double s, double beta) { return ::pow(s, -beta); }
 
 // Backward's two powers from one: p0 = s^(-beta), p1 = s^(-beta-1) = p0 / s. In this
 // order (not p0 = p1 * s) an overflowed s = +inf gives p0 = p1 = 0, as PyTorch's
@@ -145,8 +143,7 @@ struct PowAny {
 // s = k + scale * sum >= k >= FLT_MIN (or +inf, or NaN).
 template <typename acc_t>
 inline bool pow34_applies(double scale, double beta, double k) {
-  return std::is_same<acc_t, float>::value && beta == 0.75 && scale >= 0.0 &&
-         static_cast<float>(k) >= 1.17549435e-38f;
+  return std::is_same<acc_t, float>::value && beta == 0.75 && scale >= 0.0 && static_cast<float>(k) >= 1.17549435e-38f;
 }
 
 // y_c from x_c and the window's sum of squares.
@@ -205,8 +202,7 @@ inline Geometry make_geometry(const at::Tensor& x) {
 // the public op, lrn.cpp, first; these keep direct calls of the kernels' ops safe).
 inline void check_args(const at::Tensor& x, int64_t size, const char* op) {
   TORCH_CHECK(x.dim() >= 3, op, ": input must have 3 or more dims (N, C, *), got ", x.dim());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
-              x.scalar_type());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ", x.scalar_type());
   TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
   // Channel indices are 32-bit in the kernels (offsets are 64-bit).
   TORCH_CHECK(x.size(1) < (int64_t(1) << 30), op, ": the channel dim must be below 2^30, got ", x.size(1));
@@ -214,8 +210,8 @@ inline void check_args(const at::Tensor& x, int64_t size, const char* op) {
 
 inline void check_backward_args(const at::Tensor& grad_output, const at::Tensor& input, int64_t size) {
   check_args(input, size, "lrn_backward");
-  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ",
-              grad_output.sizes(), " but input has ", input.sizes());
+  TORCH_CHECK(grad_output.sizes() == input.sizes(), "lrn_backward: grad_output has shape ", grad_output.sizes(),
+              " but input has ", input.sizes());
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
               "lrn_backward: grad_output must match input's dtype and device");
 }

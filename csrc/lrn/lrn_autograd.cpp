@@ -14,8 +14,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 struct LRNFunction : public torch::autograd::Function<LRNFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, int64_t size,
-                            double scale, double beta, double k) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, int64_t size, double scale, double beta,
+                            double k) {
     static const auto& op = handle<Forward>();
     ctx->save_for_backward({input});
     ctx->saved_data["size"] = size;
@@ -36,8 +36,7 @@ struct LRNFunction : public torch::autograd::Function<LRNFunction> {
   }
 };
 
-at::Tensor lrn_forward_autograd(const at::Tensor& input, int64_t size, double scale, double beta,
-                                double k) {
+at::Tensor lrn_forward_autograd(const at::Tensor& input, int64_t size, double scale, double beta, double k) {
   if (!records_grad(input)) {
     static const auto& op = handle<Forward>();
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -46,14 +45,14 @@ at::Tensor lrn_forward_autograd(const at::Tensor& input, int64_t size, double sc
   return LRNFunction::apply(input, size, scale, beta, k);
 }
 
-at::Tensor lrn_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
-                                 int64_t size, double scale, double beta, double k) {
+at::Tensor lrn_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input, int64_t size, double scale,
+                                 double beta, double k) {
   static const auto& op = handle<Backward>();
   static const std::string message =
       no_double_backward_message("local_response_norm", "torch.nn.functional.local_response_norm");
   return no_double_backward(grad_output, input, message, std::function<at::Tensor()>([&] {
                               return op.call(grad_output, input, size, scale, beta, k);
-                                 }));
+                            }));
 }
 
 }  // namespace

@@ -33,8 +33,8 @@ void forward_sweep(const scalar_t* x, scalar_t* y, const Geometry& v, Window w, 
   sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(x, y, v, it, i, scale,
-                                                                                           pw, k);
+        sweep::forward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(x, y, v, it, i, scale, pw,
+                                                                                            k);
     });
   });
 }
@@ -48,8 +48,8 @@ void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const G
   sweep::dispatch<scalar_t>(w, vec, v.channels_last, [&](auto span, auto V, auto cl) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(dy, x, dx, v, it, i,
-                                                                                            scale, pw, k);
+        sweep::backward_item<decltype(span)::value, decltype(V)::value, decltype(cl)::value>(dy, x, dx, v, it, i, scale,
+                                                                                             pw, k);
     });
   });
 }
@@ -61,16 +61,13 @@ void backward_sweep(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const G
 constexpr int64_t kPixelBlock = 64;
 
 template <typename scalar_t>
-void forward_block(const scalar_t* x, scalar_t* y, const Geometry& v, int64_t o, int64_t p0,
-                   int64_t nb, Window w, at::opmath_type<scalar_t> scale,
-                   at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
+void forward_block(const scalar_t* x, scalar_t* y, const Geometry& v, int64_t o, int64_t p0, int64_t nb, Window w,
+                   at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
                    std::vector<at::opmath_type<scalar_t>>& sq) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = v.channels, B = nb;
   sq.assign((C + w.span()) * B, acc_t(0));
-  auto at = [&](int64_t c, int64_t b) {
-    return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride;
-  };
+  auto at = [&](int64_t c, int64_t b) { return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride; };
   for (int64_t c = 0; c < C; ++c) {
     acc_t* row = &sq[(c + w.pre) * B];
     for (int64_t b = 0; b < B; ++b) {
@@ -93,15 +90,12 @@ void forward_block(const scalar_t* x, scalar_t* y, const Geometry& v, int64_t o,
 }
 
 template <typename scalar_t>
-void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const Geometry& v, int64_t o,
-                    int64_t p0, int64_t nb, Window w, at::opmath_type<scalar_t> scale,
-                    at::opmath_type<scalar_t> beta, at::opmath_type<scalar_t> k,
-                    std::vector<at::opmath_type<scalar_t>>& sq) {
+void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const Geometry& v, int64_t o, int64_t p0,
+                    int64_t nb, Window w, at::opmath_type<scalar_t> scale, at::opmath_type<scalar_t> beta,
+                    at::opmath_type<scalar_t> k, std::vector<at::opmath_type<scalar_t>>& sq) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = v.channels, B = nb;
-  auto at = [&](int64_t c, int64_t b) {
-    return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride;
-  };
+  auto at = [&](int64_t c, int64_t b) { return o * v.outer_stride + c * v.channel_stride + (p0 + b) * v.pixel_stride; };
   // Buffers: squares (rows -pre .. C+post), t_j (rows -post .. C+pre), s_c^-beta (rows 0..C).
   const int64_t sq_rows = C + w.span(), t_rows = C + w.span();
   sq.assign((sq_rows + t_rows + C) * B, acc_t(0));
@@ -132,8 +126,8 @@ void backward_block(const scalar_t* dy, const scalar_t* x, scalar_t* dx, const G
       for (int64_t b = 0; b < B; ++b) sum[b] += t[(c + d) * B + b];
     for (int64_t b = 0; b < B; ++b) {
       const int64_t i = at(c, b);
-      dx[i] = static_cast<scalar_t>(static_cast<acc_t>(dy[i]) * sp[c * B + b] -
-                                    coef * static_cast<acc_t>(x[i]) * sum[b]);
+      dx[i] =
+          static_cast<scalar_t>(static_cast<acc_t>(dy[i]) * sp[c * B + b] - coef * static_cast<acc_t>(x[i]) * sum[b]);
     }
   }
 }
@@ -171,8 +165,8 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double scale, 
   return y;
 }
 
-at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
-                            double scale, double beta, double k) {
+at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, int64_t size, double scale,
+                            double beta, double k) {
   check_backward_args(grad_output, input, size);
   const at::Tensor x = kernel_layout(input);
   // The kernel walks both tensors with one set of strides: give dy x's layout.
@@ -197,9 +191,7 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  impl<Forward, Backward>(m, &lrn_forward_cpu, &lrn_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) { impl<Forward, Backward>(m, &lrn_forward_cpu, &lrn_backward_cpu); }
 
 }  // namespace lrn
 }  // namespace alexnet_cuda

@@ -113,9 +113,9 @@ __device__ __forceinline__ acc_t* shared_buffer() {
 // Forward. Shared: x for channels [c0 - pre, c0 + tc + post); channel c0 + cc has its
 // window in rows cc .. cc + span and x_c in row cc + pre.
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kWarp * kRowsPerPass)
-    lrn_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Geometry v, Window w,
-                       int tc, int tp, acc_t scale, acc_t beta, acc_t k) {
+__global__ void __launch_bounds__(kWarp* kRowsPerPass)
+    lrn_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Geometry v, Window w, int tc, int tp,
+                       acc_t scale, acc_t beta, acc_t k) {
   acc_t* xs = shared_buffer<acc_t>();
   const Tile t = make_tile(v, tc, tp);
   const int rows = t.tc + w.span();
@@ -140,10 +140,9 @@ __global__ void __launch_bounds__(kWarp * kRowsPerPass)
 //   gs: dy_c s_c^(-beta) for the tile's own channels                  (tc rows)
 // Phase 2 turns dy into t in place (each element read and written by one thread).
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kWarp * kRowsPerPass)
-    lrn_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-                        scalar_t* __restrict__ dx, Geometry v, Window w, int tc, int tp, acc_t scale,
-                        acc_t beta, acc_t k) {
+__global__ void __launch_bounds__(kWarp* kRowsPerPass)
+    lrn_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                        Geometry v, Window w, int tc, int tp, acc_t scale, acc_t beta, acc_t k) {
   const Tile t = make_tile(v, tc, tp);
   const int span = w.span();
   const int rows_x = t.tc + 2 * span, rows_t = t.tc + span;
@@ -222,8 +221,7 @@ __global__ void __launch_bounds__(kThreads, forward_sweep_min_blocks<CL, V, scal
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads, sweep_min_blocks<CL, true, V>())
     lrn_backward_sweep_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-                              scalar_t* __restrict__ dx, Geometry v, sweep::Items it, acc_t scale, Pow34 pw,
-                              acc_t k) {
+                              scalar_t* __restrict__ dx, Geometry v, sweep::Items it, acc_t scale, Pow34 pw, acc_t k) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < it.count) sweep::backward_item<SPAN, V, CL>(dy, x, dx, v, it, i, scale, pw, k);
 }
@@ -252,7 +250,8 @@ LaunchShape pick_shape(const Geometry& v, Window w, bool backward, size_t elem) 
   while (tp > 1 && size_t(rows) * tp * elem > kSmemBytes) tp /= 2;
   TORCH_CHECK(size_t(rows) * tp * elem <= kSmemBytes,
               "local_response_norm (CUDA): the window (size) is too large for the CUDA kernel's "
-              "shared-memory tile (", rows, " channel rows); use a smaller size or run on CPU");
+              "shared-memory tile (",
+              rows, " channel rows); use a smaller size or run on CPU");
   s.tp = tp;
   s.smem = size_t(rows) * tp * elem;
   return s;
@@ -298,15 +297,14 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double scale,
     }
     const LaunchShape s = pick_shape(v, w, /*backward=*/false, sizeof(acc_t));
     auto kernel = v.channels_last ? lrn_forward_kernel<true, scalar_t> : lrn_forward_kernel<false, scalar_t>;
-    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(xp, yp, v, w, s.tc, s.tp,
-                                                         acc_t(scale), acc_t(beta), acc_t(k));
+    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(xp, yp, v, w, s.tc, s.tp, acc_t(scale), acc_t(beta), acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
 
-at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
-                             double scale, double beta, double k) {
+at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input, int64_t size, double scale,
+                             double beta, double k) {
   check_backward_args(grad_output, input, size);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = kernel_layout(input);
@@ -336,8 +334,8 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     }
     const LaunchShape s = pick_shape(v, w, /*backward=*/true, sizeof(acc_t));
     auto kernel = v.channels_last ? lrn_backward_kernel<true, scalar_t> : lrn_backward_kernel<false, scalar_t>;
-    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(
-        dyp, xp, dxp, v, w, s.tc, s.tp, acc_t(scale), acc_t(beta), acc_t(k));
+    kernel<<<grid_for(v, s), kBlock, s.smem, stream>>>(dyp, xp, dxp, v, w, s.tc, s.tp, acc_t(scale), acc_t(beta),
+                                                       acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return dx;
@@ -345,9 +343,7 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  impl<Forward, Backward>(m, &lrn_forward_cuda, &lrn_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) { impl<Forward, Backward>(m, &lrn_forward_cuda, &lrn_backward_cuda); }
 
 }  // namespace lrn
 }  // namespace alexnet_cuda

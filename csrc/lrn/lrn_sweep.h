@@ -79,8 +79,8 @@ struct alignas(sizeof(T) * V) Vec {
 template <typename T, int V>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void check_aligned(const void* p) {
 #if !defined(__CUDA_ARCH__)
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(p) % alignof(Vec<T, V>) == 0,
-              "alexnet_cuda internal error: misaligned ", V, "-element vector access");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(p) % alignof(Vec<T, V>) == 0, "alexnet_cuda internal error: misaligned ", V,
+              "-element vector access");
 #endif
 }
 
@@ -89,7 +89,7 @@ template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void load(const scalar_t* p, acc_t* out) {
   check_aligned<scalar_t, V>(p);
   const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t>(a.v[i]);
 }
 
@@ -99,7 +99,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void load_or_zero(const scalar_t* p, bool insi
   if (inside) {
     load<V>(p, out);
   } else {
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < V; ++i) out[i] = acc_t(0);
   }
 }
@@ -108,7 +108,7 @@ template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void store(scalar_t* p, const acc_t* in) {
   check_aligned<scalar_t, V>(p);
   Vec<scalar_t, V> a;
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) a.v[i] = static_cast<scalar_t>(in[i]);
   *reinterpret_cast<Vec<scalar_t, V>*>(p) = a;
 }
@@ -116,7 +116,7 @@ LRN_UNROLL
 // Shift a register array down by `by` slots (the oldest drop out); unrolled to moves.
 template <int N, int by, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void shift(acc_t* r) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i + by < N; ++i) r[i] = r[i + by];
 }
 
@@ -139,15 +139,15 @@ constexpr int batch_channels() {
 // move and predicated address arithmetic, ~5 instructions a load in the bf16 SASS).
 template <int U, int V, bool CHECK, typename scalar_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void load_batch(const scalar_t*& p, int64_t cs, int c0, int C, scalar_t* out) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int u = 0; u < U; ++u) {
     check_aligned<scalar_t, V>(p);
     if (!CHECK || (c0 + u >= 0 && c0 + u < C)) {
       const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) out[u * V + i] = a.v[i];
     } else {
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) out[u * V + i] = scalar_t(0);
     }
     p += cs;
@@ -158,15 +158,15 @@ LRN_UNROLL
 // later ones are >= 0 but may pass C - 1: only those FROM .. U - 1 are tested.
 template <int U, int V, int FROM, typename scalar_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void load_batch_end(const scalar_t*& p, int64_t cs, int c0, int C, scalar_t* out) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int u = 0; u < U; ++u) {
     check_aligned<scalar_t, V>(p);
     if (u < FROM || c0 + u < C) {
       const Vec<scalar_t, V> a = *reinterpret_cast<const Vec<scalar_t, V>*>(p);
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) out[u * V + i] = a.v[i];
     } else {
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) out[u * V + i] = scalar_t(0);
     }
     p += cs;
@@ -194,12 +194,12 @@ constexpr int forward_batch_channels() {
 }
 
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C,
-                                                              int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_first(const scalar_t* x, scalar_t* y, int64_t cs, int C, int cb,
+                                                              int ce, acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V;
   constexpr int U = forward_batch_channels<scalar_t, V>();
   acc_t ring[N];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) {
     const int c = cb - PRE + i;
     load_or_zero<V>(x + c * cs, c >= 0 && c < C, ring + (i + 1) * V);
@@ -208,13 +208,13 @@ LRN_UNROLL
   scalar_t* yc = y + cb * cs;
   auto step = [&](const scalar_t* fresh) {
     shift<N, V>(ring);
-LRN_UNROLL
+    LRN_UNROLL
     for (int p = 0; p < V; ++p) ring[SPAN * V + p] = static_cast<acc_t>(fresh[p]);
     acc_t out[V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int p = 0; p < V; ++p) {
       acc_t sumsq = acc_t(0);
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) sumsq += ring[i * V + p] * ring[i * V + p];
       out[p] = forward_value(ring[PRE * V + p], sumsq, scale, pw, k);
     }
@@ -224,15 +224,15 @@ LRN_UNROLL
   // Channels c and c + 1 (fresh: channels c + POST, c + 1 + POST): e = x_{c-PRE .. c+1+POST}.
   auto step2 = [&](const scalar_t* fresh) {
     acc_t e[N + V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < SPAN * V; ++i) e[i] = ring[V + i];
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < 2 * V; ++i) e[SPAN * V + i] = static_cast<acc_t>(fresh[i]);
     acc_t out0[V], out1[V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int p = 0; p < V; ++p) {
       acc_t common = acc_t(0);  // x_{c+1-PRE .. c+POST}^2: both windows
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 1; i <= SPAN; ++i) common += e[i * V + p] * e[i * V + p];
       const acc_t s0 = common + e[p] * e[p], s1 = common + e[(SPAN + 1) * V + p] * e[(SPAN + 1) * V + p];
       out0[p] = forward_value(e[PRE * V + p], s0, scale, pw, k);
@@ -241,11 +241,11 @@ LRN_UNROLL
     store<V>(yc, out0);
     store<V>(yc + cs, out1);
     yc += 2 * cs;
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < N; ++i) ring[i] = e[V + i];
   };
   auto batch = [&](const scalar_t* fresh) {
-LRN_UNROLL
+    LRN_UNROLL
     for (int u = 0; u + 1 < U; u += 2) step2(fresh + u * V);
     if constexpr (U % 2 == 1) step(fresh + (U - 1) * V);
   };
@@ -276,14 +276,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_step(acc_t* xr, acc_t* tr, acc_t
                                                      const Pow& pw, acc_t k, acc_t coef) {
   constexpr int PRE = (SPAN + 1) / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   shift<N, V>(xr);
-LRN_UNROLL
+  LRN_UNROLL
   for (int p = 0; p < V; ++p) xr[SPAN * V + p] = xnew[p];
   shift<N, V>(tr);
   shift<NG, V>(gr);
-LRN_UNROLL
+  LRN_UNROLL
   for (int p = 0; p < V; ++p) {
     acc_t sumsq = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i <= SPAN; ++i) sumsq += xr[i * V + p] * xr[i * V + p];
     acc_t p0, p1;
     pw.both(k + scale * sumsq, p0, p1);
@@ -292,10 +292,10 @@ LRN_UNROLL
     gr[PRE * V + p] = dyj[p] * p0;
   }
   if (EMIT) {
-LRN_UNROLL
+    LRN_UNROLL
     for (int p = 0; p < V; ++p) {
       acc_t tsum = acc_t(0);
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i <= SPAN; ++i) tsum += tr[i * V + p];
       out[p] = gr[p] - coef * xr[p] * tsum;
     }
@@ -315,18 +315,18 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_step2(acc_t* xr, acc_t* tr, acc_
                                                       acc_t scale, const Pow& pw, acc_t k, acc_t coef) {
   constexpr int PRE = (SPAN + 1) / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   acc_t e[N + V], te[N + V], ge[NG + V];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < SPAN * V; ++i) e[i] = xr[V + i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < 2 * V; ++i) e[SPAN * V + i] = xnew[i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < SPAN * V; ++i) te[i] = tr[V + i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < PRE * V; ++i) ge[i] = gr[V + i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int p = 0; p < V; ++p) {
     acc_t common = acc_t(0);  // x_{j+1-PRE .. j+POST}^2: both windows
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 1; i <= SPAN; ++i) common += e[i * V + p] * e[i * V + p];
     const acc_t s0 = common + e[p] * e[p], s1 = common + e[(SPAN + 1) * V + p] * e[(SPAN + 1) * V + p];
     acc_t p0, p1, q0, q1;
@@ -340,20 +340,20 @@ LRN_UNROLL
     ge[(PRE + 1) * V + p] = d1 * q0;
   }
   if (EMIT) {
-LRN_UNROLL
+    LRN_UNROLL
     for (int p = 0; p < V; ++p) {
       acc_t common = acc_t(0);  // t_{j+1-SPAN .. j}: both mirrored windows
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 1; i <= SPAN; ++i) common += te[i * V + p];
       out[p] = ge[p] - coef * e[p] * (common + te[p]);
       out[V + p] = ge[V + p] - coef * e[V + p] * (common + te[(SPAN + 1) * V + p]);
     }
   }
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < N; ++i) xr[i] = e[V + i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < N; ++i) tr[i] = te[V + i];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < NG; ++i) gr[i] = ge[V + i];
 }
 
@@ -384,12 +384,12 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& l
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   const acc_t coef = acc_t(2) * scale * pw.beta;
   acc_t xr[N], tr[N], gr[NG];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
   const int j0 = cb - POST;
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V, check_t<kInRange>{});
   // B steps from channel j with x_{j+POST..} and dy_j.. loaded. One channel a step (not
   // backward_step2's shared sums): every window sum runs in order from its first channel,
@@ -397,7 +397,7 @@ LRN_UNROLL
   auto steps = [&](auto b, auto check, auto emit, int j, const acc_t* xn, const acc_t* d) {
     constexpr int B = decltype(b)::value, CHECK = decltype(check)::value;
     constexpr bool EMIT = decltype(emit)::value;
-LRN_UNROLL
+    LRN_UNROLL
     for (int u = 0; u < B; ++u) {
       const bool inside = in_range<CHECK>(j + u, lo, hi);
       acc_t out[V];
@@ -410,16 +410,16 @@ LRN_UNROLL
   auto batch = [&](auto b, auto check, auto emit) {
     constexpr int B = decltype(b)::value;
     acc_t xn[B * V], d[B * V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int u = 0; u < B; ++u) load_x(j + POST + u, xn + u * V, check);
-LRN_UNROLL
+    LRN_UNROLL
     for (int u = 0; u < B; ++u) load_dy(j + u, d + u * V, check);
     steps(b, check, emit, j, xn, d);
     j += B;
   };
   // SPAN priming steps (c = j - PRE < cb), in batches of at most U.
   constexpr int UP = U < SPAN ? U : (SPAN > 0 ? SPAN : 1);
-LRN_UNROLL
+  LRN_UNROLL
   for (int u = 0; u + UP <= SPAN; u += UP)
     batch(std::integral_constant<int, UP>{}, check_t<kInRange>{}, std::false_type{});
   if constexpr (SPAN % UP != 0) batch(std::integral_constant<int, SPAN % UP>{}, check_t<kInRange>{}, std::false_type{});
@@ -440,9 +440,9 @@ LRN_UNROLL
 // last batch and tail where they reach past channel C - 1, test the channel; the steady
 // state's batches (every x and dy inside [0, C)) take no test and no t select.
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x,
-                                                               scalar_t* dx, int64_t cs, int C, int cb, int ce,
-                                                               acc_t scale, const Pow& pw, acc_t k) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
+                                                               int64_t cs, int C, int cb, int ce, acc_t scale,
+                                                               const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, N = (SPAN + 1) * V, NG = (PRE + 1) * V;
   // Two arrays are loaded per step: half the forward's batch gives the same bytes in flight.
   constexpr int U = batch_channels<scalar_t, V>() > 1 ? batch_channels<scalar_t, V>() / 2 : 1;
@@ -452,25 +452,25 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
   const scalar_t* dyp = dy + j0 * cs;
   scalar_t* dxp = dx + cb * cs;
   acc_t xr[N], tr[N], gr[NG];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < N; ++i) tr[i] = acc_t(0);
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
   constexpr int NP = SPAN > 0 ? SPAN * V : 1;  // priming arrays (no zero-length array for SPAN = 0)
   {
     scalar_t raw[NP];
     load_batch<SPAN, V, true>(xp, cs, j0 - PRE, C, raw);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < SPAN * V; ++i) xr[V + i] = static_cast<acc_t>(raw[i]);
   }
   // One step per channel j of a batch of B loaded by the caller (raw x_{j+POST}, dy_j).
   auto steps = [&](auto b, auto check, auto emit, int j, const scalar_t* xraw, const scalar_t* dyraw) {
     constexpr int B = decltype(b)::value;
     constexpr bool CHECK = decltype(check)::value, EMIT = decltype(emit)::value;
-LRN_UNROLL
+    LRN_UNROLL
     for (int u = 0; u + 1 < B; u += 2) {
       acc_t xn[2 * V], d[2 * V], out[2 * V];
-LRN_UNROLL
+      LRN_UNROLL
       for (int p = 0; p < 2 * V; ++p) {
         xn[p] = static_cast<acc_t>(xraw[u * V + p]);
         d[p] = static_cast<acc_t>(dyraw[u * V + p]);
@@ -486,7 +486,7 @@ LRN_UNROLL
     if constexpr (B % 2 == 1) {
       constexpr int u = B - 1;
       acc_t xn[V], d[V], out[V];
-LRN_UNROLL
+      LRN_UNROLL
       for (int p = 0; p < V; ++p) {
         xn[p] = static_cast<acc_t>(xraw[u * V + p]);
         d[p] = static_cast<acc_t>(dyraw[u * V + p]);
@@ -539,7 +539,7 @@ LRN_UNROLL
 // Load the 2H + 1 vectors around c into r.
 template <int H, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void load_neighbourhood(const scalar_t* p, int c, int C, acc_t* r) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int b = -H; b <= H; ++b) {
     const int cv = c + b * V;
     load_or_zero<V>(p + cv, cv >= 0 && cv < C, r + (b + H) * V);
@@ -547,16 +547,16 @@ LRN_UNROLL
 }
 
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* y, int C, int c,
-                                                             acc_t scale, const Pow& pw, acc_t k) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_channels_last(const scalar_t* x, scalar_t* y, int C, int c, acc_t scale,
+                                                             const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2, H = (PRE + V - 1) / V;
   acc_t r[(2 * H + 1) * V];
   load_neighbourhood<H, V>(x, c, C, r);
   acc_t out[V];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) {
     acc_t sumsq = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int d = -PRE; d <= POST; ++d) sumsq += r[H * V + i + d] * r[H * V + i + d];
     out[i] = forward_value(r[H * V + i], sumsq, scale, pw, k);
   }
@@ -567,17 +567,17 @@ LRN_UNROLL
 // and m + 1 share W - 1 terms, so a pair costs W + 1 terms instead of 2 W.
 template <int M, int W, typename acc_t, typename F>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void sliding_sums(F&& f, acc_t* sums) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int m = 0; m + 1 < M; m += 2) {
     acc_t common = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = m + 1; i < m + W; ++i) common += f(i);
     sums[m] = common + f(m);
     sums[m + 1] = common + f(m + W);
   }
   if constexpr (M % 2 == 1) {
     acc_t sum = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = M - 1; i < M - 1 + W; ++i) sum += f(i);
     sums[M - 1] = sum;
   }
@@ -596,14 +596,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_vector(LoadX&& load_x, LoadDy&& 
   constexpr int HX = (SPAN + V - 1) / V, HD = (PRE + V - 1) / V, NT = V + SPAN;
   const acc_t coef = acc_t(2) * scale * pw.beta;
   acc_t xr[(2 * HX + 1) * V], dr[(2 * HD + 1) * V];
-LRN_UNROLL
+  LRN_UNROLL
   for (int b = -HX; b <= HX; ++b) load_x(c + b * V, xr + (b + HX) * V);
-LRN_UNROLL
+  LRN_UNROLL
   for (int b = -HD; b <= HD; ++b) load_dy(c + b * V, dr + (b + HD) * V);
   // Window of t slot m (channel c + m - POST): xr[HX V - SPAN + m .. HX V + m].
   acc_t t[NT], g[V] = {}, sumsq[NT], tsum[V];
   sliding_sums<NT, SPAN + 1>([&](int i) { return xr[HX * V - SPAN + i] * xr[HX * V - SPAN + i]; }, sumsq);
-LRN_UNROLL
+  LRN_UNROLL
   for (int m = 0; m < NT; ++m) {
     const int d = m - POST;  // channel c + d
     acc_t p0, p1;
@@ -616,7 +616,7 @@ LRN_UNROLL
   // tsum[i]: t slots i .. i + SPAN = channels c + i - POST .. c + i + PRE.
   sliding_sums<V, SPAN + 1>([&](int m) { return t[m]; }, tsum);
   acc_t out[V];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) out[i] = g[i] - coef * xr[HX * V + i] * tsum[i];
   store_dx(c, out, xr + HX * V);
 }
@@ -625,8 +625,8 @@ LRN_UNROLL
 // class, make_items).
 template <int SPAN, int V, typename scalar_t, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx,
-                                                              int C, int c, bool interior, acc_t scale,
-                                                              const Pow& pw, acc_t k) {
+                                                              int C, int c, bool interior, acc_t scale, const Pow& pw,
+                                                              acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   auto store_dx = [&](int cc, const acc_t* v, const acc_t*) { store<V>(dx + cc, v); };
   if (interior) {
@@ -635,12 +635,12 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_last(const scalar_t* dy
     // PRE) is inside; passing that range as [lo, hi) lets the compiler drop the t selects
     // (j >= c - POST and j < c + V + PRE hold for each unrolled j = c + d).
     backward_vector<SPAN, V>([&](int cv, acc_t* v) { load<V>(x + cv, v); },
-                             [&](int cv, acc_t* v) { load<V>(dy + cv, v); }, store_dx, c - POST, c + V + PRE, c,
-                             scale, pw, k);
+                             [&](int cv, acc_t* v) { load<V>(dy + cv, v); }, store_dx, c - POST, c + V + PRE, c, scale,
+                             pw, k);
   } else {
-    backward_vector<SPAN, V>(
-        [&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
-        [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); }, store_dx, 0, C, c, scale, pw, k);
+    backward_vector<SPAN, V>([&](int cv, acc_t* v) { load_or_zero<V>(x + cv, cv >= 0 && cv < C, v); },
+                             [&](int cv, acc_t* v) { load_or_zero<V>(dy + cv, cv >= 0 && cv < C, v); }, store_dx, 0, C,
+                             c, scale, pw, k);
   }
 }
 
@@ -721,10 +721,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE VectorItem vector_item(const VectorClasses& c,
 //                           channel outside [0, C), and the first and last HX of a pixel)
 struct Items {
   int64_t count;
-  int64_t cols;  // columns per (outer, run), or vectors per pixel
-  int runs;      // channels-first: channel runs per column (1 for channels-last)
-  int run;       // channels-first: channels per run
-  int vec;       // V
+  int64_t cols;           // columns per (outer, run), or vectors per pixel
+  int runs;               // channels-first: channel runs per column (1 for channels-last)
+  int run;                // channels-first: channels per run
+  int vec;                // V
   VectorClasses classes;  // channels-last backward
 };
 
@@ -785,9 +785,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void divmod(int64_t a, int64_t b, int64_t& q, 
 }
 
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const Geometry& v,
-                                                    const Items& it, int64_t i, acc_t scale, const Pow& pw,
-                                                    acc_t k) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t* y, const Geometry& v, const Items& it,
+                                                    int64_t i, acc_t scale, const Pow& pw, acc_t k) {
   const int C = static_cast<int>(v.channels);
   int64_t q, r;
   divmod(i, it.cols, q, r);
@@ -842,9 +841,7 @@ constexpr bool has_cuda_sweep_kernels() {
 }
 
 // The sweep kernels cover this window (make_window's placement: pre = (span + 1) / 2).
-inline bool covers(Window w) {
-  return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2;
-}
+inline bool covers(Window w) { return w.span() <= kMaxSpan && w.pre == (w.span() + 1) / 2 && w.post == w.span() / 2; }
 
 // Elements per vector. Channels-last: 16 bytes' worth. Channels-first: at most 4 (16
 // bytes of fp32, 8 of fp16/bf16): the sweep keeps ~3 (SPAN + 1) V values in registers, and

@@ -29,8 +29,8 @@ void check_input(const at::Tensor& input) {
   const auto dtype = input.scalar_type();
   const bool cuda = input.device().type() == c10::DeviceType::CUDA;
   // PyTorch: CPU pools every real dtype but bool; CUDA floating point only.
-  TORCH_CHECK_TYPE(dtype != at::kBool && !at::isComplexType(dtype) && !(cuda && !at::isFloatingType(dtype)),
-                   kOp, ": input dtype ", python_dtype(dtype), " is not supported on ",
+  TORCH_CHECK_TYPE(dtype != at::kBool && !at::isComplexType(dtype) && !(cuda && !at::isFloatingType(dtype)), kOp,
+                   ": input dtype ", python_dtype(dtype), " is not supported on ",
                    cuda ? "CUDA" : c10::DeviceTypeName(input.device().type(), /*lower_case=*/true));
   check_device(input, "input", kOp);
 }
@@ -43,23 +43,26 @@ void check_window(at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p, at::I
   TORCH_CHECK_VALUE(d[0] > 0 && d[1] > 0, kOp, ": dilation should be greater than zero, got dilation=", pair(d));
   TORCH_CHECK_VALUE(p[0] >= 0 && p[1] >= 0, kOp, ": padding must be non-negative, got padding=", pair(p));
   TORCH_CHECK_VALUE(p[0] <= k[0] / 2 && p[1] <= k[1] / 2, kOp,
-                    ": padding should be smaller than or equal to half of kernel_size, got padding=",
-                    pair(p), " and kernel_size=", pair(k));
+                    ": padding should be smaller than or equal to half of kernel_size, got padding=", pair(p),
+                    " and kernel_size=", pair(k));
 }
 
 void check_output(const at::Tensor& input, const Pool& pool) {
   const c10::SymInt H = input.sym_size(-2), W = input.sym_size(-1);
   const auto [Ho, Wo] = output_hw(H, W, pool);
-  TORCH_CHECK_VALUE(Ho >= 1 && Wo >= 1, kOp, ": kernel_size=", python_tuple(pool.kernel_size), " with dilation=",
-                    python_tuple(pool.dilation), " does not fit the input of size ", H, "x", W, " padded by padding=",
-                    python_tuple(pool.padding), ": calculated output size ", Ho, "x", Wo, " is too small");
+  TORCH_CHECK_VALUE(Ho >= 1 && Wo >= 1, kOp, ": kernel_size=", python_tuple(pool.kernel_size),
+                    " with dilation=", python_tuple(pool.dilation), " does not fit the input of size ", H, "x", W,
+                    " padded by padding=", python_tuple(pool.padding), ": calculated output size ", Ho, "x", Wo,
+                    " is too small");
 }
 
 void check_lengths(const Pool& pool) {
   // alexnet_cuda.ops.max_pool2d reads each argument into a pair; a direct torch.ops call
   // may pass any length.
-  for (auto [v, name] : {std::pair{pool.kernel_size, "kernel_size"}, {pool.stride, "stride"},
-                         {pool.padding, "padding"}, {pool.dilation, "dilation"}})
+  for (auto [v, name] : {std::pair{pool.kernel_size, "kernel_size"},
+                         {pool.stride, "stride"},
+                         {pool.padding, "padding"},
+                         {pool.dilation, "dilation"}})
     TORCH_CHECK_VALUE(v.size() == 2, kOp, ": ", name, " must be a pair of ints, got ", python_tuple(v));
 }
 
@@ -90,22 +93,18 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& input, const P
   return {at::empty_symint(shape, options), at::empty_symint(shape, options.dtype(argmax))};
 }
 
-at::Tensor backward_meta(const at::Tensor& grad_output, const at::Tensor& argmax,
-                         c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                         at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
+at::Tensor backward_meta(const at::Tensor& grad_output, const at::Tensor& argmax, c10::SymIntArrayRef input_size,
+                         at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                         at::IntArrayRef dilation, bool channels_last) {
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   return at::empty_symint(input_size, grad_output.options().memory_format(format));
 }
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) {
-  define<MaxPool2d, Forward, Backward>(m);
-}
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda, m) { define<MaxPool2d, Forward, Backward>(m); }
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) {
-  impl_symbolic<MaxPool2d>(m, &pooled<&max_pool2d>);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, CompositeImplicitAutograd, m) { impl_symbolic<MaxPool2d>(m, &pooled<&max_pool2d>); }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda, Meta, m) {
   impl_symbolic<Forward, Backward>(m, &pooled<&forward_meta>, &backward_meta);

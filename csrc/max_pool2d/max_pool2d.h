@@ -93,8 +93,8 @@ struct Axis {
 // PyTorch's pooling_output_shape (arguments already validated): the one copy of it. A
 // SymInt, so that the public op's checks (max_pool2d.cpp) and the Meta kernel run it on
 // the symbolic sizes torch.compile traces with; the kernels take .expect_int().
-inline c10::SymInt output_size(const c10::SymInt& size, int64_t kernel, int64_t pad, int64_t stride,
-                               int64_t dilation, bool ceil_mode) {
+inline c10::SymInt output_size(const c10::SymInt& size, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation,
+                               bool ceil_mode) {
   const c10::SymInt numer = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
   // floor division (numer can be negative when the kernel is larger than the input)
   c10::SymInt out = (numer >= 0 ? numer / stride : -((-numer + (stride - 1)) / stride)) + 1;
@@ -141,12 +141,12 @@ C10_HOST_DEVICE inline T lowest_value() {
 }
 
 // argmax encodings (see the top of the file).
-C10_HOST_DEVICE inline void encode_argmax(uint8_t* out, const Axis& ah, const Axis& aw,
-                                          int h0, int w0, int th, int tw) {
+C10_HOST_DEVICE inline void encode_argmax(uint8_t* out, const Axis& ah, const Axis& aw, int h0, int w0, int th,
+                                          int tw) {
   *out = static_cast<uint8_t>(th * aw.kernel + tw);
 }
-C10_HOST_DEVICE inline void encode_argmax(int64_t* out, const Axis& ah, const Axis& aw,
-                                          int h0, int w0, int th, int tw) {
+C10_HOST_DEVICE inline void encode_argmax(int64_t* out, const Axis& ah, const Axis& aw, int h0, int w0, int th,
+                                          int tw) {
   *out = static_cast<int64_t>(h0 + th * ah.dilation) * aw.size + (w0 + tw * aw.dilation);
 }
 
@@ -155,8 +155,7 @@ C10_HOST_DEVICE inline void encode_argmax(int64_t* out, const Axis& ah, const Ax
 // Returns false when no value can mean (h, w): with dilation, a position between two
 // taps is never a tap of this window. Comparing stored values with this one code is
 // what the backward does per element, instead of decoding every stored argmax.
-C10_HOST_DEVICE inline bool argmax_code(uint8_t* code, const Axis& ah, const Axis& aw, int oh,
-                                        int ow, int h, int w) {
+C10_HOST_DEVICE inline bool argmax_code(uint8_t* code, const Axis& ah, const Axis& aw, int oh, int ow, int h, int w) {
   int th = h - window_start(ah, oh), tw = w - window_start(aw, ow);  // offsets in the window
   if (ah.dilation != 1) {  // (integer division is slow on both CPU and GPU: skip it at d = 1)
     if (th % ah.dilation != 0) return false;
@@ -169,8 +168,7 @@ C10_HOST_DEVICE inline bool argmax_code(uint8_t* code, const Axis& ah, const Axi
   *code = static_cast<uint8_t>(th * aw.kernel + tw);
   return true;
 }
-C10_HOST_DEVICE inline bool argmax_code(int64_t* code, const Axis& ah, const Axis& aw, int oh,
-                                        int ow, int h, int w) {
+C10_HOST_DEVICE inline bool argmax_code(int64_t* code, const Axis& ah, const Axis& aw, int oh, int ow, int h, int w) {
   *code = static_cast<int64_t>(h) * aw.size + w;  // flat: the same for every window
   return true;
 }
@@ -179,23 +177,20 @@ C10_HOST_DEVICE inline bool argmax_code(int64_t* code, const Axis& ah, const Axi
 // argmax `a` names. False exactly when no input position has argmax_code == a: an
 // out-of-range value, or a tap outside the input (only a window with no tap inside the
 // input stores one). The CPU backward scatters with it (max_pool2d_cpu.cpp).
-C10_HOST_DEVICE inline bool argmax_position(uint8_t a, const Axis& ah, const Axis& aw, int oh,
-                                            int ow, int* h, int* w) {
+C10_HOST_DEVICE inline bool argmax_position(uint8_t a, const Axis& ah, const Axis& aw, int oh, int ow, int* h, int* w) {
   const int th = a / aw.kernel, tw = a - th * aw.kernel;
   if (th >= ah.kernel) return false;
   *h = window_start(ah, oh) + th * ah.dilation;
   *w = window_start(aw, ow) + tw * aw.dilation;
   return *h >= 0 && *h < ah.size && *w >= 0 && *w < aw.size;
 }
-C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axis& aw, int oh,
-                                            int ow, int* h, int* w) {
+C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axis& aw, int oh, int ow, int* h, int* w) {
   if (a < 0 || a >= static_cast<int64_t>(ah.size) * aw.size) return false;
   *h = static_cast<int>(a / aw.size);
   *w = static_cast<int>(a - static_cast<int64_t>(*h) * aw.size);
   // gather_grad visits only the windows whose span covers (h, w): the same condition.
   const int h0 = window_start(ah, oh), w0 = window_start(aw, ow);
-  return *h >= h0 && *h <= h0 + (ah.kernel - 1) * ah.dilation && *w >= w0 &&
-         *w <= w0 + (aw.kernel - 1) * aw.dilation;
+  return *h >= h0 && *h <= h0 + (ah.kernel - 1) * ah.dilation && *w >= w0 && *w <= w0 + (aw.kernel - 1) * aw.dilation;
 }
 
 // Forward for kLanes output elements at once (kLanes = 1: output (oh, ow) of one plane).
@@ -212,10 +207,9 @@ C10_HOST_DEVICE inline bool argmax_position(int64_t a, const Axis& ah, const Axi
 // Every lane scans its window exactly as a single element would.
 // kZeroIndex: CUDA channels_last's rule for a window with no maximum (see the top of the file).
 template <int kLanes, typename scalar_t, typename argmax_t, typename index_t, bool kZeroIndex = false>
-C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw,
-                                        const Axis& ah, const Axis& aw, int oh, int ow,
-                                        scalar_t* out, argmax_t* argmax, index_t lane_step = 1,
-                                        int lane_w = 0) {
+C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index_t in_sw, const Axis& ah,
+                                        const Axis& aw, int oh, int ow, scalar_t* out, argmax_t* argmax,
+                                        index_t lane_step = 1, int lane_w = 0) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int h0 = window_start(ah, oh), w0 = window_start(aw, ow);
   const int th_begin = tap_begin(ah, h0), th_end = tap_end(ah, h0);
@@ -255,9 +249,9 @@ C10_HOST_DEVICE inline void pool_window(const scalar_t* in, index_t in_sh, index
 //   grad_out, argmax: the plane's output element (0, 0); both have the same layout,
 //   element (oh, ow) at [oh*out_sh + ow*out_sw]
 template <typename scalar_t, typename argmax_t, typename index_t>
-C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(
-    const scalar_t* grad_out, const argmax_t* argmax, index_t out_sh, index_t out_sw,
-    const Axis& ah, const Axis& aw, int h, int w) {
+C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(const scalar_t* grad_out, const argmax_t* argmax,
+                                                             index_t out_sh, index_t out_sw, const Axis& ah,
+                                                             const Axis& aw, int h, int w) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int oh_begin = window_begin(ah, h), oh_end = window_end(ah, h);
   const int ow_begin = window_begin(aw, w), ow_end = window_end(aw, w);
@@ -317,10 +311,9 @@ struct Backward {
       "int[2] padding, int[2] dilation, bool channels_last) -> Tensor";
   using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, at::IntArrayRef,
                                at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool);
-  using Kernel = at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
-                            at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool);
+  using Kernel = at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                            at::IntArrayRef, at::IntArrayRef, bool);
 };
-
 
 // The pooling arguments of max_pool2d and max_pool2d_forward (all but the input). The
 // public op, and the forward's Meta, CPU, CUDA and autograd kernels, are functions
@@ -332,9 +325,9 @@ struct Pool {
 
 // f(input, pool) as a kernel of MaxPool2d's and Forward's signature.
 template <auto f>
-std::tuple<at::Tensor, at::Tensor> pooled(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                          at::IntArrayRef stride, at::IntArrayRef padding,
-                                          at::IntArrayRef dilation, bool ceil_mode, bool return_indices) {
+std::tuple<at::Tensor, at::Tensor> pooled(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                                          bool return_indices) {
   return f(input, Pool{kernel_size, stride, padding, dilation, ceil_mode, return_indices});
 }
 
@@ -354,8 +347,7 @@ inline std::array<c10::SymInt, 2> output_hw(const c10::SymInt& H, const c10::Sym
 }
 
 inline void check_pair(c10::IntArrayRef v, const char* name) {
-  TORCH_CHECK(v.size() == 2, "alexnet_cuda::max_pool2d: ", name, " must have 2 elements, got ",
-              v.size());
+  TORCH_CHECK(v.size() == 2, "alexnet_cuda::max_pool2d: ", name, " must have 2 elements, got ", v.size());
 }
 
 inline void check_pairs(const Pool& pool) {
@@ -381,36 +373,32 @@ struct Geometry {
 };
 
 // Axis for one spatial dim. `out_size` < 0 means "compute it from ceil_mode".
-inline Axis make_axis(const char* dim, int64_t size, int64_t kernel, int64_t stride, int64_t pad,
-                      int64_t dilation, bool ceil_mode, int64_t out_size = -1) {
+inline Axis make_axis(const char* dim, int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                      bool ceil_mode, int64_t out_size = -1) {
   TORCH_CHECK(kernel > 0 && stride > 0 && dilation > 0,
-              "alexnet_cuda::max_pool2d: kernel_size, stride and dilation must be positive, got ",
-              kernel, ", ", stride, ", ", dilation, " along ", dim);
-  TORCH_CHECK(pad >= 0 && pad <= kernel / 2,
-              "alexnet_cuda::max_pool2d: padding must be in [0, kernel_size / 2], got ", pad,
-              " with kernel_size ", kernel, " along ", dim);
+              "alexnet_cuda::max_pool2d: kernel_size, stride and dilation must be positive, got ", kernel, ", ", stride,
+              ", ", dilation, " along ", dim);
+  TORCH_CHECK(pad >= 0 && pad <= kernel / 2, "alexnet_cuda::max_pool2d: padding must be in [0, kernel_size / 2], got ",
+              pad, " with kernel_size ", kernel, " along ", dim);
   // Keep every per-axis quantity (positions, spans, window starts) inside an int.
   constexpr int64_t kLimit = int64_t(1) << 30;
   TORCH_CHECK(size < kLimit && stride < kLimit && dilation * (kernel - 1) + 1 < kLimit,
               "alexnet_cuda::max_pool2d: sizes along ", dim, " must be below 2^30");
   if (out_size < 0) out_size = output_size(size, kernel, pad, stride, dilation, ceil_mode).expect_int();
-  TORCH_CHECK(out_size >= 1, "alexnet_cuda::max_pool2d: output ", dim, " would be ", out_size,
-              " (input ", size, ", kernel ", kernel, ", padding ", pad, ", dilation ", dilation,
-              "): output size is too small");
-  return Axis{static_cast<int>(size), static_cast<int>(out_size), static_cast<int>(kernel),
-              static_cast<int>(stride), static_cast<int>(pad), static_cast<int>(dilation)};
+  TORCH_CHECK(out_size >= 1, "alexnet_cuda::max_pool2d: output ", dim, " would be ", out_size, " (input ", size,
+              ", kernel ", kernel, ", padding ", pad, ", dilation ", dilation, "): output size is too small");
+  return Axis{static_cast<int>(size),   static_cast<int>(out_size), static_cast<int>(kernel),
+              static_cast<int>(stride), static_cast<int>(pad),      static_cast<int>(dilation)};
 }
 
 inline Geometry forward_geometry(const at::Tensor& input, const Pool& pool) {
-  TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D (N, C, H, W) ",
-              "input, got ", input.dim(), "-D (the public op, max_pool2d, takes 3-D inputs)");
+  TORCH_CHECK(input.dim() == 4, "alexnet_cuda::max_pool2d_forward: expected a 4-D (N, C, H, W) ", "input, got ",
+              input.dim(), "-D (the public op, max_pool2d, takes 3-D inputs)");
   TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
-              "alexnet_cuda::max_pool2d_forward: only the batch dimension may be empty, got ",
-              input.sizes());
+              "alexnet_cuda::max_pool2d_forward: only the batch dimension may be empty, got ", input.sizes());
   check_pairs(pool);
   const auto k = pool.kernel_size, s = pool.stride, p = pool.padding, d = pool.dilation;
-  return Geometry{input.size(0), input.size(1),
-                  make_axis("H", input.size(2), k[0], s[0], p[0], d[0], pool.ceil_mode),
+  return Geometry{input.size(0), input.size(1), make_axis("H", input.size(2), k[0], s[0], p[0], d[0], pool.ceil_mode),
                   make_axis("W", input.size(3), k[1], s[1], p[1], d[1], pool.ceil_mode)};
 }
 
@@ -425,53 +413,47 @@ inline at::ScalarType argmax_dtype(const Geometry& g, bool return_indices) {
 }
 
 // Output and argmax, in the input's memory format (what PyTorch does).
-inline std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& input,
-                                                           const Geometry& g,
+inline std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& input, const Geometry& g,
                                                            bool return_indices) {
   const auto format = input.suggest_memory_format();
   const std::vector<int64_t> shape{g.N, g.C, g.h.out_size, g.w.out_size};
   at::Tensor out = at::empty(shape, input.options().memory_format(format));
-  at::Tensor argmax = at::empty(
-      shape, input.options().dtype(argmax_dtype(g, return_indices)).memory_format(format));
+  at::Tensor argmax = at::empty(shape, input.options().dtype(argmax_dtype(g, return_indices)).memory_format(format));
   return {out, argmax};
 }
 
-inline Geometry backward_geometry(const at::Tensor& grad_output, const at::Tensor& argmax,
-                                  c10::IntArrayRef input_size, c10::IntArrayRef kernel_size,
-                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+inline Geometry backward_geometry(const at::Tensor& grad_output, const at::Tensor& argmax, c10::IntArrayRef input_size,
+                                  c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                   c10::IntArrayRef dilation) {
   TORCH_CHECK(input_size.size() == 4, "alexnet_cuda::max_pool2d_backward: input_size must have 4 ",
               "elements (N, C, H, W), got ", input_size.size());
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.sizes() == argmax.sizes(),
-              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
-              " and argmax ", argmax.sizes(), " must be 4-D with the same shape");
+              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(), " and argmax ", argmax.sizes(),
+              " must be 4-D with the same shape");
   TORCH_CHECK(grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
-              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
-              " does not match input_size ", input_size);
+              "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(), " does not match input_size ",
+              input_size);
   TORCH_CHECK(argmax.scalar_type() == at::kByte || argmax.scalar_type() == at::kLong,
-              "alexnet_cuda::max_pool2d_backward: argmax must be uint8 (window-local) or int64 ",
-              "(flat), got ", argmax.scalar_type());
+              "alexnet_cuda::max_pool2d_backward: argmax must be uint8 (window-local) or int64 ", "(flat), got ",
+              argmax.scalar_type());
   TORCH_CHECK(grad_output.device() == argmax.device(),
               "alexnet_cuda::max_pool2d_backward: grad_output and argmax are on different devices");
   check_pair(kernel_size, "kernel_size");
   check_pair(stride, "stride");
   check_pair(padding, "padding");
   check_pair(dilation, "dilation");
-  Geometry g{input_size[0], input_size[1],
-             make_axis("H", input_size[2], kernel_size[0], stride[0], padding[0], dilation[0],
-                       false, grad_output.size(2)),
-             make_axis("W", input_size[3], kernel_size[1], stride[1], padding[1], dilation[1],
-                       false, grad_output.size(3))};
+  Geometry g{
+      input_size[0], input_size[1],
+      make_axis("H", input_size[2], kernel_size[0], stride[0], padding[0], dilation[0], false, grad_output.size(2)),
+      make_axis("W", input_size[3], kernel_size[1], stride[1], padding[1], dilation[1], false, grad_output.size(3))};
   // The output extent must be the floor- or the ceil-mode one for this input.
   for (const Axis* a : {&g.h, &g.w}) {
     const int64_t lo = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, false).expect_int();
     const int64_t hi = output_size(a->size, a->kernel, a->pad, a->stride, a->dilation, true).expect_int();
-    TORCH_CHECK(a->out_size == lo || a->out_size == hi,
-                "alexnet_cuda::max_pool2d_backward: grad_output ", grad_output.sizes(),
-                " is not the pooled shape of input_size ", input_size);
+    TORCH_CHECK(a->out_size == lo || a->out_size == hi, "alexnet_cuda::max_pool2d_backward: grad_output ",
+                grad_output.sizes(), " is not the pooled shape of input_size ", input_size);
   }
-  TORCH_CHECK(argmax.scalar_type() == at::kLong ||
-                  int64_t(g.h.kernel) * g.w.kernel <= kMaxLocalArgmaxWindow,
+  TORCH_CHECK(argmax.scalar_type() == at::kLong || int64_t(g.h.kernel) * g.w.kernel <= kMaxLocalArgmaxWindow,
               "alexnet_cuda::max_pool2d_backward: a uint8 argmax needs kernel_h * kernel_w <= 256");
   return g;
 }

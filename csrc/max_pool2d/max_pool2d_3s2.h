@@ -72,11 +72,10 @@ namespace max_pool2d {
 // dilation, and the last window inside the input (floor mode always; ceil mode when the
 // extra window would not stick out).
 inline bool is_3s2(const Axis& a) {
-  return a.kernel == 3 && a.stride == 2 && a.pad == 0 && a.dilation == 1 &&
-         2 * (a.out_size - 1) + 3 <= a.size;
+  return a.kernel == 3 && a.stride == 2 && a.pad == 0 && a.dilation == 1 && 2 * (a.out_size - 1) + 3 <= a.size;
 }
 
-constexpr int kRows3s2 = 4;    // forward: at most this many outputs per thread, down one column
+constexpr int kRows3s2 = 4;  // forward: at most this many outputs per thread, down one column
 
 // The CUDA launchers' choice: the 3/2 kernels need 4 or at least 6 output rows, so that
 // every chunk holds 3 or 4 of them (Ho / ceil(Ho / 4) >= 3 for Ho = 4 and Ho >= 6; Ho = 5
@@ -110,7 +109,7 @@ struct Forward3s2 {
   scalar_t* out;
   argmax_t* argmax;
   int items, C, H, W, Ho, Wo;
-  int rows, longer;  // row chunk k: rows + (k < longer) outputs from k rows + min(k, longer)
+  int rows, longer;                 // row chunk k: rows + (k < longer) outputs from k rows + min(k, longer)
   IntDivider inner, middle, outer;  // NCHW: Wo, planes per chunk, row chunks; NHWC: C, Wo, row chunks
 };
 
@@ -164,9 +163,8 @@ C10_HOST_DEVICE inline int64_t encode_3s2(int64_t*, int code, int oh, int ow, in
 // taps -inf) stores int64 index 0, as PyTorch's max_pool_forward_nhwc does (it starts the
 // index at 0, not at the first tap); uint8 codes keep the first tap (max_pool2d.h).
 template <int kRows, bool kZeroIndex, int kLanes, typename scalar_t, typename argmax_t>
-C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int sw, int W, int oh0,
-                                               int ow, scalar_t* out, argmax_t* argmax,
-                                               int out_sh) {
+C10_HOST_DEVICE inline void forward_3s2_column(const scalar_t* in, int sh, int sw, int W, int oh0, int ow,
+                                               scalar_t* out, argmax_t* argmax, int out_sh) {
   using opmath_t = at::opmath_type<scalar_t>;
   using InLanes = Lanes<scalar_t, kLanes>;
   constexpr int kIn = 2 * kRows + 1;  // input rows
@@ -242,8 +240,7 @@ C10_HOST_DEVICE inline void forward_3s2_item(const Forward3s2<scalar_t, argmax_t
     if constexpr (kChannelsLast) {
       const scalar_t* in = a.in + n * a.H * a.W * a.C + c;
       const int o = ((n * a.Ho + oh0) * a.Wo + ow) * a.C + c;
-      forward_3s2_column<kRows, true, kLanes>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o,
-                                              a.Wo * a.C);
+      forward_3s2_column<kRows, true, kLanes>(in, a.W * a.C, a.C, a.W, oh0, ow, a.out + o, a.argmax + o, a.Wo * a.C);
     } else {
       const scalar_t* in = a.in + n * a.H * a.W;
       const int o = (n * a.Ho + oh0) * a.Wo + ow;
@@ -287,21 +284,18 @@ C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
     unsigned short half;
     memcpy(&half, &v, 2);
     const unsigned int bits = half;
-    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b16 [%0], %1; }" ::"l"(p), "r"(bits),
-                 "r"(int(ok))
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b16 [%0], %1; }" ::"l"(p), "r"(bits), "r"(int(ok))
                  : "memory");
   } else if constexpr (sizeof(T) == 4) {
     unsigned int bits;
     memcpy(&bits, &v, 4);
-    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b32 [%0], %1; }" ::"l"(p), "r"(bits),
-                 "r"(int(ok))
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b32 [%0], %1; }" ::"l"(p), "r"(bits), "r"(int(ok))
                  : "memory");
   } else {
     static_assert(sizeof(T) == 8, "store_if: 2, 4 or 8 bytes");
     unsigned long long bits;
     memcpy(&bits, &v, 8);
-    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b64 [%0], %1; }" ::"l"(p), "l"(bits),
-                 "r"(int(ok))
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q st.global.b64 [%0], %1; }" ::"l"(p), "l"(bits), "r"(int(ok))
                  : "memory");
   }
 #else
@@ -315,10 +309,9 @@ C10_HOST_DEVICE inline void store_if(bool ok, T* p, T v) {
 // add and one wide multiply-add an address.) kHalf: the block row holds only its first row
 // (the last block row of an odd height): the second is neither computed nor stored.
 template <int kLanes, int kBlocks, bool kHalf, typename scalar_t, typename argmax_t>
-C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax,
-                                                int out0, int out_sh, int out_sw, int Ho, int Wo,
-                                                scalar_t* grad_in, int in0, int in_sh, int in_sw,
-                                                int H, int W, int bh, int bw0) {
+C10_HOST_DEVICE inline void backward_3s2_blocks(const scalar_t* grad_out, const argmax_t* argmax, int out0, int out_sh,
+                                                int out_sw, int Ho, int Wo, scalar_t* grad_in, int in0, int in_sh,
+                                                int in_sw, int H, int W, int bh, int bw0) {
   using opmath_t = at::opmath_type<scalar_t>;
   using code_t = std::conditional_t<std::is_same_v<argmax_t, int64_t>, int64_t, int>;
   using GradLanes = Lanes<scalar_t, kLanes>;
@@ -413,12 +406,12 @@ C10_HOST_DEVICE inline void backward_3s2_item(const Backward3s2<scalar_t, argmax
   auto blocks = [&](auto half) {
     constexpr bool kHalf = decltype(half)::value;
     if constexpr (kChannelsLast) {
-      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C,
-                                                  a.C, a.Ho, a.Wo, a.grad_in, n * a.H * a.W * a.C + c,
-                                                  a.W * a.C, a.C, a.H, a.W, bh, bw0);
+      backward_3s2_blocks<kLanes, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo * a.C + c, a.Wo * a.C, a.C,
+                                                  a.Ho, a.Wo, a.grad_in, n * a.H * a.W * a.C + c, a.W * a.C, a.C, a.H,
+                                                  a.W, bh, bw0);
     } else {
-      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo,
-                                             a.grad_in, n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
+      backward_3s2_blocks<1, kBlocks, kHalf>(a.grad_out, a.argmax, n * a.Ho * a.Wo, a.Wo, 1, a.Ho, a.Wo, a.grad_in,
+                                             n * a.H * a.W, a.W, 1, a.H, a.W, bh, bw0);
     }
   };
   if (2 * bh + 1 < a.H)
@@ -439,19 +432,17 @@ inline int plane_chunk_3s2(int64_t planes) {
 }
 
 template <typename scalar_t, typename argmax_t>
-Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* out,
-                                                argmax_t* argmax, const Geometry& g,
+Forward3s2<scalar_t, argmax_t> make_forward_3s2(const scalar_t* in, scalar_t* out, argmax_t* argmax, const Geometry& g,
                                                 bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C), Ho = g.h.out_size, Wo = g.w.out_size;
   const int chunks = ceil_div(Ho, kRows3s2);
   const int64_t items = g.N * (g.C / lanes) * chunks * Wo;
-  Forward3s2<scalar_t, argmax_t> a{in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size,
-                                   Ho, Wo, Ho / chunks, Ho % chunks, {}, {}, {}};
+  Forward3s2<scalar_t, argmax_t> a{
+      in, out, argmax, static_cast<int>(items), C, g.h.size, g.w.size, Ho, Wo, Ho / chunks, Ho % chunks, {}, {}, {}};
   if (channels_last) {
     a.inner = IntDivider(C / lanes), a.middle = IntDivider(Wo), a.outer = IntDivider(chunks);
   } else {
-    a.inner = IntDivider(Wo), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
-    a.outer = IntDivider(chunks);
+    a.inner = IntDivider(Wo), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)), a.outer = IntDivider(chunks);
   }
   return a;
 }
@@ -463,26 +454,25 @@ template <typename scalar_t, typename argmax_t>
 int channel_lanes_3s2(const scalar_t* a, const argmax_t* argmax, const scalar_t* b, const Geometry& g,
                       bool channels_last) {
   const auto aligned = [](const void* p, size_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
-  const bool pairs = channels_last && sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t> &&
-                     g.C % 2 == 0 && aligned(a, 4) && aligned(b, 4) && aligned(argmax, 2);
+  const bool pairs = channels_last && sizeof(scalar_t) == 2 && std::is_same_v<argmax_t, uint8_t> && g.C % 2 == 0 &&
+                     aligned(a, 4) && aligned(b, 4) && aligned(argmax, 2);
   return pairs ? 2 : 1;
 }
 
 template <typename scalar_t, typename argmax_t>
-Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, const argmax_t* argmax,
-                                                  scalar_t* grad_in, const Geometry& g,
-                                                  bool channels_last, int lanes) {
+Backward3s2<scalar_t, argmax_t> make_backward_3s2(const scalar_t* grad_out, const argmax_t* argmax, scalar_t* grad_in,
+                                                  const Geometry& g, bool channels_last, int lanes) {
   const int C = static_cast<int>(g.C);
   const int block_rows = ceil_div(g.h.size, 2);
   const int groups = ceil_div(ceil_div(g.w.size, 2), backward_blocks_3s2(g.w.size, lanes));
   const int64_t items = g.N * (g.C / lanes) * block_rows * groups;
-  Backward3s2<scalar_t, argmax_t> a{grad_out, argmax, grad_in, static_cast<int>(items), C,
-                                    g.h.size, g.w.size, g.h.out_size, g.w.out_size, {}, {}, {}};
+  Backward3s2<scalar_t, argmax_t> a{
+      grad_out, argmax, grad_in, static_cast<int>(items), C, g.h.size, g.w.size, g.h.out_size, g.w.out_size,
+      {},       {},     {}};
   if (channels_last) {
     a.inner = IntDivider(C / lanes), a.middle = IntDivider(groups), a.outer = IntDivider(block_rows);
   } else {
-    a.inner = IntDivider(groups), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)),
-    a.outer = IntDivider(block_rows);
+    a.inner = IntDivider(groups), a.middle = IntDivider(plane_chunk_3s2(g.N * g.C)), a.outer = IntDivider(block_rows);
   }
   return a;
 }

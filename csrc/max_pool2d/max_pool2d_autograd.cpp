@@ -34,9 +34,8 @@ std::vector<int64_t> saved_ints(const AutogradContext* ctx, const char* name) {
 // The argmax as flat int64 indices h * W + w, and a mask of the windows whose gradient
 // the backward routes there: all but some empty windows (the rule of argmax_position in
 // max_pool2d.h; see alexnet_cuda/ops/max_pool2d.py's docstring).
-std::pair<at::Tensor, at::Tensor> flat_argmax(const at::Tensor& argmax, int64_t H, int64_t W,
-                                              at::IntArrayRef k, at::IntArrayRef s,
-                                              at::IntArrayRef p, at::IntArrayRef d) {
+std::pair<at::Tensor, at::Tensor> flat_argmax(const at::Tensor& argmax, int64_t H, int64_t W, at::IntArrayRef k,
+                                              at::IntArrayRef s, at::IntArrayRef p, at::IntArrayRef d) {
   const int64_t Ho = argmax.size(-2), Wo = argmax.size(-1);
   const auto opts = argmax.options().dtype(at::kLong);
   const at::Tensor h0 = (at::arange(Ho, opts) * s[0] - p[0]).view({Ho, 1});  // window starts
@@ -58,32 +57,28 @@ std::pair<at::Tensor, at::Tensor> flat_argmax(const at::Tensor& argmax, int64_t 
 }
 
 struct MaxPool2dBackwardFunction : public torch::autograd::Function<MaxPool2dBackwardFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output,
-                            const at::Tensor& argmax, c10::SymIntArrayRef input_size,
-                            at::IntArrayRef kernel_size, at::IntArrayRef stride,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& argmax,
+                            c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
     static const auto& op = handle<Backward>();
     ctx->save_for_backward({argmax});
     save_geometry(ctx, input_size, kernel_size, stride, padding, dilation);
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(grad_output, argmax, input_size, kernel_size, stride, padding, dilation,
-                   channels_last);
+    return op.call(grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor argmax = ctx->get_saved_variables()[0];
     const auto size = ctx->saved_data.at("input_size").toSymIntVector();
     auto [flat, keep] = flat_argmax(argmax, size[2].guard_int(__FILE__, __LINE__),
-                                    size[3].guard_int(__FILE__, __LINE__),
-                                    saved_ints(ctx, "kernel_size"), saved_ints(ctx, "stride"),
-                                    saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"));
+                                    size[3].guard_int(__FILE__, __LINE__), saved_ints(ctx, "kernel_size"),
+                                    saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"));
     const int64_t N = argmax.size(0), C = argmax.size(1);
     const at::Tensor src = grads[0].reshape({N, C, -1});
     const at::Tensor idx = at::where(keep, flat, 0).reshape({N, C, -1});
     at::Tensor ggo = at::gather(src, 2, idx).view(argmax.sizes());
     ggo = at::where(keep, ggo, at::zeros({}, ggo.options()));
-    return {ggo, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return {ggo, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -97,8 +92,7 @@ struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
     ctx->save_for_backward({argmax});
     ctx->mark_non_differentiable({argmax});
     save_geometry(ctx, input.sym_sizes(), pool.kernel_size, pool.stride, pool.padding, pool.dilation);
-    ctx->saved_data["channels_last"] =
-        input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+    ctx->saved_data["channels_last"] = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
     return {out, argmax};
   }
 
@@ -108,8 +102,7 @@ struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
     const auto size = ctx->saved_data.at("input_size").toSymIntVector();
     at::Tensor grad_input =
         op.call(grads[0], argmax, size, saved_ints(ctx, "kernel_size"), saved_ints(ctx, "stride"),
-                saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
-                ctx->saved_data.at("channels_last").toBool());
+                saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"), ctx->saved_data.at("channels_last").toBool());
     return {grad_input, at::Tensor()};
   }
 };
@@ -123,18 +116,16 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, con
   return {r[0], r[1]};
 }
 
-at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& argmax,
-                             c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
-                             at::IntArrayRef stride, at::IntArrayRef padding,
+at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& argmax, c10::SymIntArrayRef input_size,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation, bool channels_last) {
   if (!records_grad(grad_output)) {  // a plain backward pass: no double backward to record
     static const auto& op = handle<Backward>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(grad_output, argmax, input_size, kernel_size, stride, padding, dilation,
-                   channels_last);
+    return op.call(grad_output, argmax, input_size, kernel_size, stride, padding, dilation, channels_last);
   }
-  return MaxPool2dBackwardFunction::apply(grad_output, argmax, input_size, kernel_size, stride,
-                                          padding, dilation, channels_last);
+  return MaxPool2dBackwardFunction::apply(grad_output, argmax, input_size, kernel_size, stride, padding, dilation,
+                                          channels_last);
 }
 
 }  // namespace

@@ -57,9 +57,8 @@ void for_lanes(int64_t C, const F& f) {
 // windows lie inside the input along W (ow in [inner_begin, inner_end)) go 16 (then 4) at
 // a time (lanes = columns, stride_w apart), the rest one by one. Compiled per ISA.
 template <typename scalar_t, typename argmax_t>
-ALEXNET_CPU_CLONES void forward_nchw_planes(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p,
-                                            const Geometry& g, int inner_begin, int inner_end,
-                                            int64_t begin, int64_t end) {
+ALEXNET_CPU_CLONES void forward_nchw_planes(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p, const Geometry& g,
+                                            int inner_begin, int inner_end, int64_t begin, int64_t end) {
   const int64_t H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   const int s = g.w.stride;
   for (int64_t plane = begin; plane < end; ++plane) {
@@ -67,16 +66,16 @@ ALEXNET_CPU_CLONES void forward_nchw_planes(const scalar_t* in, scalar_t* out_p,
     for (int oh = 0; oh < Ho; ++oh) {
       const int64_t row = (plane * Ho + oh) * Wo;
       auto one = [&](int ow) {
-        pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                    out_p + row + ow, arg_p + row + ow);
+        pool_window<1, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow, out_p + row + ow,
+                                                    arg_p + row + ow);
       };
       int ow = 0;
       for (; ow < inner_begin; ++ow) one(ow);
       auto lanes_of = [&](auto lanes) {  // as many blocks of `lanes` columns as fit
         constexpr int L = decltype(lanes)::value;
         for (; ow + L <= inner_end; ow += L) {
-          pool_window<L, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow,
-                                                      out_p + row + ow, arg_p + row + ow, s, s);
+          pool_window<L, scalar_t, argmax_t, int64_t>(in_plane, W, 1, g.h, g.w, oh, ow, out_p + row + ow,
+                                                      arg_p + row + ow, s, s);
         }
       };
       lanes_of(std::integral_constant<int, kColumnLanes>{});
@@ -90,8 +89,8 @@ ALEXNET_CPU_CLONES void forward_nchw_planes(const scalar_t* in, scalar_t* out_p,
 // 32 (then 16, then 1) at a time through pool_window, whose innermost loop then runs over
 // contiguous channels. Compiled per ISA.
 template <typename scalar_t, typename argmax_t>
-ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p,
-                                            const Geometry& g, int64_t begin, int64_t end) {
+ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p, argmax_t* arg_p, const Geometry& g,
+                                            int64_t begin, int64_t end) {
   const int64_t C = g.C, H = g.h.size, W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size;
   for (int64_t pixel = begin; pixel < end; ++pixel) {
     const int64_t n = pixel / (Ho * Wo);
@@ -100,8 +99,8 @@ ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p,
     const scalar_t* in_image = in + n * H * W * C;
     for_lanes(C, [&](auto lanes, int64_t c) {
       const int64_t o = pixel * C + c;
-      pool_window<decltype(lanes)::value, scalar_t, argmax_t, int64_t>(
-          in_image + c, W * C, C, g.h, g.w, oh, ow, out_p + o, arg_p + o);
+      pool_window<decltype(lanes)::value, scalar_t, argmax_t, int64_t>(in_image + c, W * C, C, g.h, g.w, oh, ow,
+                                                                       out_p + o, arg_p + o);
     });
   }
 }
@@ -116,8 +115,7 @@ ALEXNET_CPU_CLONES void forward_nhwc_pixels(const scalar_t* in, scalar_t* out_p,
 
 // m[ow*L + l], tw[ow*L + l] = maximum of row[(2ow + t)*L + l] over t = 0..2, and its t.
 template <bool kNHWC, typename scalar_t, typename opmath_t>
-ALEXNET_CPU_CLONES void row_maxima_3s2(const scalar_t* row, int64_t Wo, int64_t L, opmath_t* m,
-                                       int32_t* tw) {
+ALEXNET_CPU_CLONES void row_maxima_3s2(const scalar_t* row, int64_t Wo, int64_t L, opmath_t* m, int32_t* tw) {
   if constexpr (kNHWC) {
     for (int64_t ow = 0; ow < Wo; ++ow) {
       const scalar_t* p = row + 2 * ow * L;
@@ -152,9 +150,8 @@ inline bool takes_3s2(opmath_t x, opmath_t best) {
 template <typename scalar_t, typename opmath_t>
 ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmath_t* __restrict m1,
                                       const opmath_t* __restrict m2, const int32_t* __restrict t0,
-                                      const int32_t* __restrict t1, const int32_t* __restrict t2,
-                                      int64_t Wo, int64_t L, int64_t, int64_t, scalar_t* __restrict out,
-                                      uint8_t* __restrict argmax) {
+                                      const int32_t* __restrict t1, const int32_t* __restrict t2, int64_t Wo, int64_t L,
+                                      int64_t, int64_t, scalar_t* __restrict out, uint8_t* __restrict argmax) {
   for (int64_t j = 0; j < Wo * L; ++j) {  // one flat loop: vectorized for L = 1 (NCHW) too
     opmath_t best = m0[j];
     int32_t code = t0[j];
@@ -171,9 +168,8 @@ ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmat
 template <typename scalar_t, typename opmath_t>
 ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmath_t* __restrict m1,
                                       const opmath_t* __restrict m2, const int32_t* __restrict t0,
-                                      const int32_t* __restrict t1, const int32_t* __restrict t2,
-                                      int64_t Wo, int64_t L, int64_t oh, int64_t W,
-                                      scalar_t* __restrict out, int64_t* __restrict argmax) {
+                                      const int32_t* __restrict t1, const int32_t* __restrict t2, int64_t Wo, int64_t L,
+                                      int64_t oh, int64_t W, scalar_t* __restrict out, int64_t* __restrict argmax) {
   for (int64_t ow = 0; ow < Wo; ++ow) {
     for (int64_t l = 0; l < L; ++l) {
       const int64_t j = ow * L + l;
@@ -196,8 +192,8 @@ ALEXNET_CPU_CLONES void fold_rows_3s2(const opmath_t* __restrict m0, const opmat
 // Output rows [oh0, oh1) of one NCHW plane or NHWC image (`in`, `out`, `argmax` at its
 // element (0, 0, lane 0)); `buf` holds 3 rows of maxima and columns, 3 * Wo * L of each.
 template <bool kNHWC, typename scalar_t, typename argmax_t, typename opmath_t>
-void forward_3s2_rows(const scalar_t* in, scalar_t* out, argmax_t* argmax, const Geometry& g,
-                      int64_t L, int64_t oh0, int64_t oh1, opmath_t* mbuf, int32_t* tbuf) {
+void forward_3s2_rows(const scalar_t* in, scalar_t* out, argmax_t* argmax, const Geometry& g, int64_t L, int64_t oh0,
+                      int64_t oh1, opmath_t* mbuf, int32_t* tbuf) {
   const int64_t W = g.w.size, Wo = g.w.out_size, n = Wo * L;
   opmath_t* m[3] = {mbuf, mbuf + n, mbuf + 2 * n};
   int32_t* tw[3] = {tbuf, tbuf + n, tbuf + 2 * n};
@@ -212,8 +208,7 @@ void forward_3s2_rows(const scalar_t* in, scalar_t* out, argmax_t* argmax, const
 }
 
 template <typename scalar_t, typename argmax_t>
-void forward_3s2(const at::Tensor& input, const Geometry& g, bool channels_last, at::Tensor& out,
-                 at::Tensor& argmax) {
+void forward_3s2(const at::Tensor& input, const Geometry& g, bool channels_last, at::Tensor& out, at::Tensor& argmax) {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
@@ -230,8 +225,8 @@ void forward_3s2(const at::Tensor& input, const Geometry& g, bool channels_last,
       const int64_t i = task / chunks, oh0 = task % chunks * rows, oh1 = std::min(Ho, oh0 + rows);
       const int64_t in0 = i * H * W * L, out0 = i * Ho * Wo * L;
       auto run = [&](auto nhwc) {
-        forward_3s2_rows<decltype(nhwc)::value>(in + in0, out_p + out0, arg_p + out0, g, L, oh0, oh1,
-                                                mbuf.data(), tbuf.data());
+        forward_3s2_rows<decltype(nhwc)::value>(in + in0, out_p + out0, arg_p + out0, g, L, oh0, oh1, mbuf.data(),
+                                                tbuf.data());
       };
       channels_last ? run(std::true_type{}) : run(std::false_type{});
     }
@@ -239,8 +234,8 @@ void forward_3s2(const at::Tensor& input, const Geometry& g, bool channels_last,
 }
 
 template <typename scalar_t, typename argmax_t>
-void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_last,
-                    at::Tensor& out, at::Tensor& argmax) {
+void forward_kernel(const at::Tensor& input, const Geometry& g, bool channels_last, at::Tensor& out,
+                    at::Tensor& argmax) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   argmax_t* arg_p = argmax.mutable_data_ptr<argmax_t>();
@@ -303,11 +298,10 @@ inline T keep_if(bool take, T v) {
 // (K = 1, 2 or 4; the sum starts at +0 like the scatter's zeroed grad_input; the pointers
 // come as __restrict arguments, so that no alias check is needed).
 template <int K, typename scalar_t, typename argmax_t>
-inline void sum_windows_3s2(const scalar_t* __restrict g0, const scalar_t* __restrict g1,
-                            const scalar_t* __restrict g2, const scalar_t* __restrict g3,
-                            const argmax_t* __restrict a0, const argmax_t* __restrict a1,
-                            const argmax_t* __restrict a2, const argmax_t* __restrict a3,
-                            const argmax_t* code, int64_t C, scalar_t* __restrict out) {
+inline void sum_windows_3s2(const scalar_t* __restrict g0, const scalar_t* __restrict g1, const scalar_t* __restrict g2,
+                            const scalar_t* __restrict g3, const argmax_t* __restrict a0, const argmax_t* __restrict a1,
+                            const argmax_t* __restrict a2, const argmax_t* __restrict a3, const argmax_t* code,
+                            int64_t C, scalar_t* __restrict out) {
   using opmath_t = at::opmath_type<scalar_t>;
   const argmax_t c0 = code[0], c1 = code[1], c2 = code[2], c3 = code[3];
   const opmath_t zero = 0;
@@ -325,8 +319,8 @@ inline void sum_windows_3s2(const scalar_t* __restrict g0, const scalar_t* __res
 // One NHWC image row h: for each pixel, its (1, 2 or 4) windows in row-major order
 // summed over its contiguous channels straight into grad_input.
 template <typename scalar_t, typename argmax_t>
-ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t* am, scalar_t* gi,
-                                              const Geometry& g, int64_t h) {
+ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t* am, scalar_t* gi, const Geometry& g,
+                                              int64_t h) {
   const int64_t C = g.C, W = g.w.size, Wo = g.w.out_size;
   int64_t ohs[2], ths[2];
   const int kh = rows_of_3s2(h, g.h.out_size, ohs, ths);
@@ -346,8 +340,7 @@ ALEXNET_CPU_CLONES void backward_3s2_row_nhwc(const scalar_t* go, const argmax_t
     }
     scalar_t* out = gi + (h * W + w) * C;
     auto sum = [&](auto windows) {
-      sum_windows_3s2<decltype(windows)::value>(gw[0], gw[1], gw[2], gw[3], aw[0], aw[1], aw[2],
-                                                aw[3], code, C, out);
+      sum_windows_3s2<decltype(windows)::value>(gw[0], gw[1], gw[2], gw[3], aw[0], aw[1], aw[2], aw[3], code, C, out);
     };
     switch (k) {
       case 1: sum(std::integral_constant<int, 1>{}); break;
@@ -418,16 +411,16 @@ inline bool scatter_position(const TapOffsets&, int64_t a, const Geometry& g, in
 // is inside. Then a one-byte code's element is plane[h0*W + w0 + offset[a]], no bounds to
 // check (AlexNet's 3/2 pools).
 inline bool windows_inside(const Axis& a) {
-  return a.pad == 0 && static_cast<int64_t>(a.out_size - 1) * a.stride +
-                           static_cast<int64_t>(a.kernel - 1) * a.dilation < a.size;
+  return a.pad == 0 &&
+         static_cast<int64_t>(a.out_size - 1) * a.stride + static_cast<int64_t>(a.kernel - 1) * a.dilation < a.size;
 }
 
 // One NCHW plane: acc (H x W, zeroed) += the scatter of go/am (Ho x Wo). For fp32, acc is
 // grad_input's plane itself; for half/bf16 an fp32 buffer (opmath, as PyTorch's CUDA
 // kernel sums) rounded afterwards.
 template <typename scalar_t, typename argmax_t, typename opmath_t>
-void scatter_plane(const scalar_t* go, const argmax_t* am, opmath_t* acc, const Geometry& g,
-                   const TapOffsets& taps, const int* offset, bool inside) {
+void scatter_plane(const scalar_t* go, const argmax_t* am, opmath_t* acc, const Geometry& g, const TapOffsets& taps,
+                   const int* offset, bool inside) {
   const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size, sh = g.h.stride, sw = g.w.stride;
   if (std::is_same_v<argmax_t, uint8_t> && inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
     for (int oh = 0; oh < Ho; ++oh) {
@@ -455,8 +448,8 @@ void scatter_plane(const scalar_t* go, const argmax_t* am, opmath_t* acc, const 
 // NCHW: one task per (n, c) plane; fp32 scatters straight into grad_input (no buffer, no
 // copy: what PyTorch does).
 template <typename scalar_t, typename argmax_t>
-void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argmax,
-                           const Geometry& g, at::Tensor& grad_input) {
+void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+                           at::Tensor& grad_input) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool kDirect = std::is_same_v<opmath_t, scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
@@ -474,7 +467,10 @@ void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argm
     for (int64_t plane = begin; plane < end; ++plane) {
       scalar_t* out = gi + plane * HW;
       opmath_t* acc;
-      if constexpr (kDirect) acc = out; else acc = buf.data();
+      if constexpr (kDirect)
+        acc = out;
+      else
+        acc = buf.data();
       std::fill(acc, acc + HW, opmath_t(0));
       scatter_plane(go + plane * HoWo, am + plane * HoWo, acc, g, taps, offset, inside);
       if constexpr (!kDirect) {
@@ -487,8 +483,8 @@ void backward_scatter_nchw(const at::Tensor& grad_output, const at::Tensor& argm
 // NHWC, pools other than 3/2 (rare): one task per kChannelLanes adjacent channels of one
 // image, scattered into an opmath buffer (h, w, lane) and then rounded into grad_input.
 template <typename scalar_t, typename argmax_t>
-void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax,
-                           const Geometry& g, at::Tensor& grad_input) {
+void backward_scatter_nhwc(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
+                           at::Tensor& grad_input) {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
@@ -531,7 +527,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& inpu
   const Geometry g = forward_geometry(input, pool);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
-  at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
+  at::Tensor out, argmax;                         // (not a structured binding: C++17 lambdas cannot capture one)
   std::tie(out, argmax) = allocate_forward(x, g, pool.return_indices);
   if (out.numel() == 0) return {out, argmax};
 
@@ -554,13 +550,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& inpu
 // Routing, from the arguments only: the 3/2 pool in channels_last runs backward_3s2_nhwc,
 // everything else the scatter of its layout (in NCHW the scatter is the faster one for the
 // 3/2 pool too).
-at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax,
-                                   at::IntArrayRef input_size, at::IntArrayRef kernel_size,
-                                   at::IntArrayRef stride, at::IntArrayRef padding,
+at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, at::IntArrayRef input_size,
+                                   at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool channels_last) {
   TORCH_CHECK(grad_output.device().is_cpu(), "max_pool2d_backward_cpu: grad_output must be a CPU tensor");
-  const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride,
-                                       padding, dilation);
+  const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride, padding, dilation);
   // (not a structured binding: C++17 lambdas cannot capture one)
   BackwardTensors t = prepare_backward(grad_output, argmax, input_size, channels_last);
   const at::Tensor &go = t.go, &am = t.am;

@@ -46,8 +46,8 @@ constexpr int kThreads = 256;
 
 template <typename scalar_t, typename argmax_t, typename index_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out,
-                   argmax_t* __restrict__ argmax, index_t total, index_t C, Axis ah, Axis aw) {
+    forward_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, argmax_t* __restrict__ argmax,
+                   index_t total, index_t C, Axis ah, Axis aw) {
   const int64_t linear = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (linear >= total) return;
   const index_t i = static_cast<index_t>(linear);
@@ -78,8 +78,7 @@ __global__ void __launch_bounds__(kThreads)
     sw = 1;
   }
   // channels_last: PyTorch's CUDA NHWC index rule for windows with no maximum (max_pool2d.h).
-  pool_window<1, scalar_t, argmax_t, index_t, kChannelsLast>(plane, sh, sw, ah, aw, oh, ow, out + i,
-                                                             argmax + i);
+  pool_window<1, scalar_t, argmax_t, index_t, kChannelsLast>(plane, sh, sw, ah, aw, oh, ow, out + i, argmax + i);
 }
 
 // Occupancy: room for 4 blocks of 256 threads per SM (50%, the budget's floor) so that
@@ -87,15 +86,13 @@ __global__ void __launch_bounds__(kThreads)
 // values and codes (backward), twice the values for channel pairs. (Their register
 // counts: bench/SASS.md.)
 template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes>
-__global__ void __launch_bounds__(kThreads, 4)
-    forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {
+__global__ void __launch_bounds__(kThreads, 4) forward_3s2_kernel(const Forward3s2<scalar_t, argmax_t> a) {
   const int i = blockIdx.x * kThreads + threadIdx.x;
   if (i < a.items) forward_3s2_item<kChannelsLast, kLanes>(a, i);
 }
 
 template <typename scalar_t, typename argmax_t, bool kChannelsLast, int kLanes, int kBlocks>
-__global__ void __launch_bounds__(kThreads, 4)
-    backward_3s2_kernel(const Backward3s2<scalar_t, argmax_t> a) {
+__global__ void __launch_bounds__(kThreads, 4) backward_3s2_kernel(const Backward3s2<scalar_t, argmax_t> a) {
   const int i = blockIdx.x * kThreads + threadIdx.x;
   if (i < a.items) backward_3s2_item<kChannelsLast, kLanes, kBlocks>(a, i);
 }
@@ -133,15 +130,15 @@ __global__ void __launch_bounds__(kThreads)
     sh = Wo;
     sw = 1;
   }
-  grad_in[i] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, index_t>(
-      grad_out + plane, argmax + plane, sh, sw, ah, aw, h, w));
+  grad_in[i] = static_cast<scalar_t>(
+      gather_grad<scalar_t, argmax_t, index_t>(grad_out + plane, argmax + plane, sh, sw, ah, aw, h, w));
 }
 
 // One thread per element: ceil(total / kThreads) blocks on the x axis (at most 2^31 - 1).
 unsigned int num_blocks(int64_t total) {
   const int64_t blocks = (total + kThreads - 1) / kThreads;
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
-              "alexnet_cuda::max_pool2d: tensor too large (", total, " elements) for one launch");
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "alexnet_cuda::max_pool2d: tensor too large (", total,
+              " elements) for one launch");
   return static_cast<unsigned int>(blocks);
 }
 
@@ -151,8 +148,7 @@ bool fits_int32(const at::Tensor& a, const at::Tensor& b) {
 
 // Picks the int32/int64 and NCHW/NHWC instantiation. `total` elements, one per thread.
 template <typename scalar_t, typename argmax_t>
-void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, at::Tensor& out,
-                    at::Tensor& argmax) {
+void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, at::Tensor& out, at::Tensor& argmax) {
   const int64_t total = out.numel();
   const auto stream = at::cuda::getCurrentCUDAStream();
   const scalar_t* in_p = x.const_data_ptr<scalar_t>();
@@ -191,8 +187,8 @@ void launch_forward(const at::Tensor& x, const Geometry& g, bool channels_last, 
 }
 
 template <typename scalar_t, typename argmax_t>
-void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry& g,
-                     bool channels_last, at::Tensor& grad_input) {
+void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry& g, bool channels_last,
+                     at::Tensor& grad_input) {
   const int64_t total = grad_input.numel();
   const auto stream = at::cuda::getCurrentCUDAStream();
   const scalar_t* go_p = go.const_data_ptr<scalar_t>();
@@ -237,13 +233,13 @@ void launch_backward(const at::Tensor& go, const at::Tensor& am, const Geometry&
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& input, const Pool& pool) {
   TORCH_CHECK(input.is_cuda(), "max_pool2d_forward_cuda: input must be a CUDA tensor");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
-              "max_pool2d_forward_cuda: input must be floating point (as in PyTorch's CUDA ",
-              "max-pool), got ", input.scalar_type());
+              "max_pool2d_forward_cuda: input must be floating point (as in PyTorch's CUDA ", "max-pool), got ",
+              input.scalar_type());
   const c10::cuda::CUDAGuard guard(input.device());
   const Geometry g = forward_geometry(input, pool);
   const auto format = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(format);  // no copy when already in that format
-  at::Tensor out, argmax;  // (not a structured binding: C++17 lambdas cannot capture one)
+  at::Tensor out, argmax;                         // (not a structured binding: C++17 lambdas cannot capture one)
   std::tie(out, argmax) = allocate_forward(x, g, pool.return_indices);
   if (out.numel() == 0) return {out, argmax};  // N == 0: nothing to launch
 
@@ -258,14 +254,12 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& inp
   return {out, argmax};
 }
 
-at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax,
-                                    at::IntArrayRef input_size, at::IntArrayRef kernel_size,
-                                    at::IntArrayRef stride, at::IntArrayRef padding,
+at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax, at::IntArrayRef input_size,
+                                    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, bool channels_last) {
   TORCH_CHECK(grad_output.is_cuda(), "max_pool2d_backward_cuda: grad_output must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride,
-                                       padding, dilation);
+  const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride, padding, dilation);
   // (not a structured binding: C++17 lambdas cannot capture one)
   BackwardTensors t = prepare_backward(grad_output, argmax, input_size, channels_last);
   const at::Tensor &go = t.go, &am = t.am;

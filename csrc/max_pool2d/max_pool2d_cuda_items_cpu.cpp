@@ -43,7 +43,7 @@ void forward_items(const at::Tensor& input, const Geometry& g, bool channels_las
     const auto a = make_forward_3s2(in, out_p, arg_p, g, channels_last, lanes);
     at::parallel_for(0, a.items, grain(9 * kRows3s2), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        lanes == 2       ? forward_3s2_item<true, 2>(a, static_cast<int>(i))
+        lanes == 2      ? forward_3s2_item<true, 2>(a, static_cast<int>(i))
         : channels_last ? forward_3s2_item<true, 1>(a, static_cast<int>(i))
                         : forward_3s2_item<false, 1>(a, static_cast<int>(i));
       }
@@ -56,12 +56,11 @@ void forward_items(const at::Tensor& input, const Geometry& g, bool channels_las
     for (int64_t i = begin; i < end; ++i) {
       if (channels_last) {  // i = ((n * Ho + oh) * Wo + ow) * C + c
         const int64_t c = i % C, ow = i / C % Wo, oh = i / C / Wo % Ho, n = i / C / Wo / Ho;
-        pool_window<1, scalar_t, argmax_t, int64_t, true>(in + n * H * W * C + c, W * C, C, g.h, g.w,
-                                                          oh, ow, out_p + i, arg_p + i);
+        pool_window<1, scalar_t, argmax_t, int64_t, true>(in + n * H * W * C + c, W * C, C, g.h, g.w, oh, ow, out_p + i,
+                                                          arg_p + i);
       } else {  // i = (nc * Ho + oh) * Wo + ow
         const int64_t ow = i % Wo, oh = i / Wo % Ho, nc = i / Wo / Ho;
-        pool_window<1, scalar_t, argmax_t, int64_t>(in + nc * H * W, W, 1, g.h, g.w, oh, ow,
-                                                    out_p + i, arg_p + i);
+        pool_window<1, scalar_t, argmax_t, int64_t>(in + nc * H * W, W, 1, g.h, g.w, oh, ow, out_p + i, arg_p + i);
       }
     }
   });
@@ -70,8 +69,8 @@ void forward_items(const at::Tensor& input, const Geometry& g, bool channels_las
 // Each input element gathers over the windows that contain it (gather_grad), or, for the
 // 3/2 pool, each item gathers for its 2x2 blocks.
 template <typename scalar_t, typename argmax_t>
-void backward_items(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g,
-                    bool channels_last, at::Tensor& grad_input) {
+void backward_items(const at::Tensor& grad_output, const at::Tensor& argmax, const Geometry& g, bool channels_last,
+                    at::Tensor& grad_input) {
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const argmax_t* am = argmax.const_data_ptr<argmax_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
@@ -82,9 +81,9 @@ void backward_items(const at::Tensor& grad_output, const at::Tensor& argmax, con
     at::parallel_for(0, a.items, grain(4 * kBlocks3s2), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         lanes == 2 && blocks == 5 ? backward_3s2_item<true, 2, 5>(a, static_cast<int>(i))
-        : lanes == 2             ? backward_3s2_item<true, 2, 4>(a, static_cast<int>(i))
-        : channels_last          ? backward_3s2_item<true, 1, kBlocks3s2>(a, static_cast<int>(i))
-                                 : backward_3s2_item<false, 1, kBlocks3s2>(a, static_cast<int>(i));
+        : lanes == 2              ? backward_3s2_item<true, 2, 4>(a, static_cast<int>(i))
+        : channels_last           ? backward_3s2_item<true, 1, kBlocks3s2>(a, static_cast<int>(i))
+                                  : backward_3s2_item<false, 1, kBlocks3s2>(a, static_cast<int>(i));
       }
     });
     return;
@@ -100,8 +99,8 @@ void backward_items(const at::Tensor& grad_output, const at::Tensor& argmax, con
       const int64_t in_sw = channels_last ? C : 1, out_sw = channels_last ? C : 1;
       for (int h = 0; h < H; ++h) {
         for (int w = 0; w < W; ++w) {
-          gi[in0 + (h * W + w) * in_sw] = static_cast<scalar_t>(gather_grad<scalar_t, argmax_t, int64_t>(
-              go + out0, am + out0, Wo * out_sw, out_sw, g.h, g.w, h, w));
+          gi[in0 + (h * W + w) * in_sw] = static_cast<scalar_t>(
+              gather_grad<scalar_t, argmax_t, int64_t>(go + out0, am + out0, Wo * out_sw, out_sw, g.h, g.w, h, w));
         }
       }
     }
@@ -127,15 +126,13 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input, const Po
 at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& argmax, at::IntArrayRef input_size,
                         at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                         at::IntArrayRef dilation, bool channels_last) {
-  TORCH_CHECK(grad_output.device().is_cpu(),
-              "max_pool2d_backward_cpu: grad_output must be a CPU tensor");
+  TORCH_CHECK(grad_output.device().is_cpu(), "max_pool2d_backward_cpu: grad_output must be a CPU tensor");
   const Geometry g = backward_geometry(grad_output, argmax, input_size, kernel_size, stride, padding, dilation);
   BackwardTensors t = prepare_backward(grad_output, argmax, input_size, channels_last);
   if (t.grad_input.numel() == 0) return t.grad_input;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.go.scalar_type(), "max_pool2d_backward_items", [&] {
-    t.am.scalar_type() == at::kByte
-        ? backward_items<scalar_t, uint8_t>(t.go, t.am, g, channels_last, t.grad_input)
-        : backward_items<scalar_t, int64_t>(t.go, t.am, g, channels_last, t.grad_input);
+    t.am.scalar_type() == at::kByte ? backward_items<scalar_t, uint8_t>(t.go, t.am, g, channels_last, t.grad_input)
+                                    : backward_items<scalar_t, int64_t>(t.go, t.am, g, channels_last, t.grad_input);
   });
   return t.grad_input;
 }

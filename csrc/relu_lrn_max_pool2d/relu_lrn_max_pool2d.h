@@ -61,18 +61,17 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t as_stored(acc_t v) {
 struct Geometry {
   int N, C, H, W, Ho, Wo;
   int KH, KW, SH, SW;
-  int group_channels;                  // channels per LRN group
-  lrn::Window win;         // pre/post, clamped to group_channels - 1
-  int64_t xs[4];           // strides (elements) of x and dx: n, c, h, w
-  int64_t os[4];           // strides of out, argmax and dy: n, c, h, w
+  int group_channels;  // channels per LRN group
+  lrn::Window win;     // pre/post, clamped to group_channels - 1
+  int64_t xs[4];       // strides (elements) of x and dx: n, c, h, w
+  int64_t os[4];       // strides of out, argmax and dy: n, c, h, w
 };
 
 // The max over one k_h x k_w pooling window of an LRN tile with PyTorch's rules.
 // Element (ph, pw) of the window is y[ph * rs + pw * cs]. Writes the value (opmath) and
 // the window-local argmax t_h * k_w + t_w.
 template <typename acc_t>
-C10_HOST_DEVICE inline void pool_window(const acc_t* y, int rs, int cs, int KH, int KW,
-                                        acc_t* best_out, int* arg_out) {
+C10_HOST_DEVICE inline void pool_window(const acc_t* y, int rs, int cs, int KH, int KW, acc_t* best_out, int* arg_out) {
   acc_t best = max_pool2d::lowest_value<acc_t>();
   int arg = 0;  // the first tap, when every value is -inf
   for (int th = 0; th < KH; ++th) {
@@ -95,9 +94,8 @@ C10_HOST_DEVICE inline void pool_window(const acc_t* y, int rs, int cs, int KH, 
 // (osh, osw); `dy`, `am` point at the plane's output element (0, 0). Row-major order,
 // summed in opmath.
 template <typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64_t osh, int64_t osw,
-                                    int ohb, int ohe, int owb, int owe, int h, int w, int SH,
-                                    int SW, int KW) {
+C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64_t osh, int64_t osw, int ohb, int ohe,
+                                    int owb, int owe, int h, int w, int SH, int SW, int KW) {
   acc_t sum = acc_t(0);
   for (int oh = ohb; oh < ohe; ++oh) {
     const int dh = (h - oh * SH) * KW;  // tap row of (h, w) in window oh, times k_w
@@ -124,22 +122,19 @@ C10_HOST_DEVICE inline acc_t gather(const scalar_t* dy, const uint8_t* am, int64
 namespace alexnet_cuda {
 namespace relu_lrn_max_pool2d {
 
-inline Geometry make_geometry(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_size,
-                    c10::IntArrayRef stride, int64_t lrn_groups, const char* op) {
+inline Geometry make_geometry(const at::Tensor& x, int64_t size, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
+                              int64_t lrn_groups, const char* op) {
   TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D (N, C, H, W) input, got ", x.dim(), "-D");
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ",
-              x.scalar_type());
-  TORCH_CHECK(x.size(1) > 0 && x.size(2) > 0 && x.size(3) > 0, op,
-              ": only the batch dimension may be empty, got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": input must be floating point, got ", x.scalar_type());
+  TORCH_CHECK(x.size(1) > 0 && x.size(2) > 0 && x.size(3) > 0, op, ": only the batch dimension may be empty, got ",
+              x.sizes());
   TORCH_CHECK(size > 0, op, ": size must be positive, got ", size);
   TORCH_CHECK(lrn_groups > 0 && x.size(1) % lrn_groups == 0, op, ": ", x.size(1),
               " channels do not split into lrn_groups=", lrn_groups, " equal groups");
-  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2, op,
-              ": kernel_size and stride must have 2 elements");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2, op, ": kernel_size and stride must have 2 elements");
   TORCH_CHECK(kernel_size[0] * kernel_size[1] <= max_pool2d::kMaxLocalArgmaxWindow, op,
               ": kernel_size[0] * kernel_size[1] must be <= 256 (uint8 argmax)");
-  TORCH_CHECK(x.size(0) < (int64_t(1) << 30) && x.size(1) < (int64_t(1) << 30), op,
-              ": N and C must be below 2^30");
+  TORCH_CHECK(x.size(0) < (int64_t(1) << 30) && x.size(1) < (int64_t(1) << 30), op, ": N and C must be below 2^30");
   const max_pool2d::Axis ah = max_pool2d::make_axis("H", x.size(2), kernel_size[0], stride[0], 0, 1, false);
   const max_pool2d::Axis aw = max_pool2d::make_axis("W", x.size(3), kernel_size[1], stride[1], 0, 1, false);
   Geometry g;
@@ -166,16 +161,15 @@ inline max_pool2d::Axis axis_w(const Geometry& g) { return max_pool2d::Axis{g.W,
 inline std::vector<int64_t> out_shape(const Geometry& g) { return {g.N, g.C, g.Ho, g.Wo}; }
 
 // Backward inputs: checks and the common layout (x's suggested memory format).
-inline void check_backward(const at::Tensor& grad_output, const at::Tensor& argmax,
-                           const at::Tensor& x, const Geometry& g, const char* op) {
+inline void check_backward(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& x,
+                           const Geometry& g, const char* op) {
   const std::vector<int64_t> shape = out_shape(g);
-  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) && argmax.sizes() == c10::IntArrayRef(shape),
-              op, ": grad_output ", grad_output.sizes(), " and argmax ", argmax.sizes(),
-              " must have the pooled shape ", c10::IntArrayRef(shape));
-  TORCH_CHECK(argmax.scalar_type() == at::kByte, op, ": argmax must be uint8, got ",
-              argmax.scalar_type());
-  TORCH_CHECK(grad_output.scalar_type() == x.scalar_type(), op, ": grad_output dtype ",
-              grad_output.scalar_type(), " != input dtype ", x.scalar_type());
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) && argmax.sizes() == c10::IntArrayRef(shape), op,
+              ": grad_output ", grad_output.sizes(), " and argmax ", argmax.sizes(), " must have the pooled shape ",
+              c10::IntArrayRef(shape));
+  TORCH_CHECK(argmax.scalar_type() == at::kByte, op, ": argmax must be uint8, got ", argmax.scalar_type());
+  TORCH_CHECK(grad_output.scalar_type() == x.scalar_type(), op, ": grad_output dtype ", grad_output.scalar_type(),
+              " != input dtype ", x.scalar_type());
   TORCH_CHECK(grad_output.device() == x.device() && argmax.device() == x.device(), op,
               ": grad_output, argmax and input must be on the same device");
 }
@@ -233,8 +227,8 @@ struct ReluLrnMaxPool2d {
   static constexpr const char* kArguments =
       "(Tensor input, int size, float alpha, float beta, float k, int[2] kernel_size, int[2] stride, "
       "int lrn_groups, bool paper_alpha) -> Tensor";
-  using Signature = at::Tensor(const at::Tensor&, int64_t, double, double, double, at::IntArrayRef,
-                               at::IntArrayRef, int64_t, bool);
+  using Signature = at::Tensor(const at::Tensor&, int64_t, double, double, double, at::IntArrayRef, at::IntArrayRef,
+                               int64_t, bool);
 };
 
 // (out, argmax) = max_pool2d(lrn(relu(input))), LRN windows kept inside `lrn_groups` equal
@@ -255,8 +249,8 @@ struct Backward {
   static constexpr const char* kArguments =
       "(Tensor grad_output, Tensor argmax, Tensor input, int size, float scale, float beta, float k, "
       "int[2] kernel_size, int[2] stride, int lrn_groups) -> Tensor";
-  using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
-                               double, double, at::IntArrayRef, at::IntArrayRef, int64_t);
+  using Signature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double, double, double,
+                               at::IntArrayRef, at::IntArrayRef, int64_t);
 };
 
 }  // namespace relu_lrn_max_pool2d

@@ -23,15 +23,14 @@ struct Params {  // everything but the tensors, as saved in the context
 
 Params load(const AutogradContext* ctx) {
   const auto& d = ctx->saved_data;
-  return {d.at("size").toInt(), d.at("scale").toDouble(), d.at("beta").toDouble(),
-          d.at("k").toDouble(), d.at("kernel_size").toIntVector(), d.at("stride").toIntVector(),
+  return {d.at("size").toInt(),      d.at("scale").toDouble(),          d.at("beta").toDouble(),
+          d.at("k").toDouble(),      d.at("kernel_size").toIntVector(), d.at("stride").toIntVector(),
           d.at("lrn_groups").toInt()};
 }
 
 struct ReluLrnMaxPool2dFunction : public torch::autograd::Function<ReluLrnMaxPool2dFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, int64_t size,
-                               double scale, double beta, double k, at::IntArrayRef kernel_size,
-                               at::IntArrayRef stride, int64_t lrn_groups) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, int64_t size, double scale, double beta,
+                               double k, at::IntArrayRef kernel_size, at::IntArrayRef stride, int64_t lrn_groups) {
     static const auto& op = handle<Forward>();
     at::Tensor out, argmax;
     {
@@ -55,17 +54,16 @@ struct ReluLrnMaxPool2dFunction : public torch::autograd::Function<ReluLrnMaxPoo
     static const auto& op = handle<Backward>();
     const auto saved = ctx->get_saved_variables();
     const Params p = load(ctx);
-    at::Tensor grad_input = op.call(grads[0], saved[1], saved[0], p.size, p.scale, p.beta, p.k,
-                                    p.kernel_size, p.stride, p.lrn_groups);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(),
+    at::Tensor grad_input =
+        op.call(grads[0], saved[1], saved[0], p.size, p.scale, p.beta, p.k, p.kernel_size, p.stride, p.lrn_groups);
+    return {grad_input,   at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, int64_t size,
-                                                    double scale, double beta, double k,
-                                                    at::IntArrayRef kernel_size,
-                                                    at::IntArrayRef stride, int64_t lrn_groups) {
+std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, int64_t size, double scale, double beta,
+                                                    double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                    int64_t lrn_groups) {
   if (!records_grad(input)) {
     static const auto& op = handle<Forward>();
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -75,17 +73,16 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& input, int
   return {r[0], r[1]};
 }
 
-at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& argmax,
-                             const at::Tensor& input, int64_t size, double scale, double beta,
-                             double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                             int64_t lrn_groups) {
+at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
+                             int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
+                             at::IntArrayRef stride, int64_t lrn_groups) {
   static const auto& op = handle<Backward>();
   static const std::string message = no_double_backward_message(
       "relu_lrn_max_pool2d", "the stock composition (F.relu, F.local_response_norm, F.max_pool2d)");
   return no_double_backward(grad_output, input, message, std::function<at::Tensor()>([&] {
-                              return op.call(grad_output, argmax, input, size, scale, beta, k,
-                                                  kernel_size, stride, lrn_groups);
-                                 }));
+                              return op.call(grad_output, argmax, input, size, scale, beta, k, kernel_size, stride,
+                                             lrn_groups);
+                            }));
 }
 
 }  // namespace

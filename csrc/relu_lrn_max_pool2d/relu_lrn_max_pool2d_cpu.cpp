@@ -72,12 +72,11 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   const lrn::PowAny<acc_t> pw{acc_t(beta)};
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
     constexpr int S = decltype(span)::value;
-    if constexpr (decltype(CL)::value) {  // a warp's lanes at a time (backward_lanes)
+    if constexpr (decltype(CL)::value) {        // a warp's lanes at a time (backward_lanes)
       if constexpr (S <= decltype(V)::value) {  // (vector_width's condition: no other span comes here)
         at::parallel_for(0, sweep::backward_lane_warps(it), 1, [&](int64_t begin, int64_t end) {
           for (int64_t w = begin; w < end; ++w)
-            sweep::backward_lanes_cpu<S, decltype(V)::value>(dyp, ap, xp, dxp, g, it, w, acc_t(scale), pw,
-                                                             acc_t(k));
+            sweep::backward_lanes_cpu<S, decltype(V)::value>(dyp, ap, xp, dxp, g, it, w, acc_t(scale), pw, acc_t(k));
         });
       }
     } else {
@@ -151,7 +150,8 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
       const int c0 = static_cast<int>(task % groups) * g.group_channels;
       load_relu_group(xp, g, n, c0, z.data());
       for (int c = 0; c < g.group_channels; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1), ss.data());
+        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1),
+                       ss.data());
         const acc_t* zc = &z[c * HW];
         for (int64_t p = 0; p < HW; ++p)
           y[p] = as_stored<scalar_t>(lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k));
@@ -168,8 +168,8 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
 //   T[c][p]   = G * z * s^(-beta-1),  GS[c][p] = G * s^(-beta)
 //   dx[c][p]  = [relu(x) > 0] * (GS - 2 * scale * beta * z * sum of T over the mirrored window)
 template <typename scalar_t>
-void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx,
-                     const Geometry& g, double scale_d, double beta_d, double k_d) {
+void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tensor& x, at::Tensor& dx, const Geometry& g,
+                     double scale_d, double beta_d, double k_d) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = acc_t(scale_d), beta = acc_t(beta_d), k = acc_t(k_d);
   const acc_t coef = acc_t(2) * scale * beta;
@@ -199,7 +199,8 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
         }
       }
       for (int c = 0; c < g.group_channels; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1), ss.data());
+        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1),
+                       ss.data());
         for (int64_t p = 0; p < HW; ++p) {
           const int64_t i = c * HW + p;
           acc_t p0, p1;
@@ -234,9 +235,9 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
 // direction), whatever its arguments. The test ops (kSweep) run the sweep kernels where they
 // cover the call, else the native ones too; their messages are the production op's.
 template <bool kSweep>
-std::tuple<at::Tensor, at::Tensor> forward_entry(const at::Tensor& input, int64_t size, double scale,
-                                                 double beta, double k, at::IntArrayRef kernel_size,
-                                                 at::IntArrayRef stride, int64_t lrn_groups) {
+std::tuple<at::Tensor, at::Tensor> forward_entry(const at::Tensor& input, int64_t size, double scale, double beta,
+                                                 double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                 int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor");
   ForwardTensors t = prepare_forward(input, size, kernel_size, stride, lrn_groups, op);
@@ -265,14 +266,10 @@ at::Tensor backward_entry(const at::Tensor& grad_output, const at::Tensor& argma
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) {
-  impl<Forward, Backward>(m, &forward_entry<false>, &backward_entry<false>);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, CPU, m) { impl<Forward, Backward>(m, &forward_entry<false>, &backward_entry<false>); }
 
 // The same schemas as the kernel ops (relu_lrn_max_pool2d.h's descriptors), in the test namespace.
-TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) {
-  define<Forward, Backward>(m);
-}
+TORCH_LIBRARY_FRAGMENT(alexnet_cuda_test, m) { define<Forward, Backward>(m); }
 
 TORCH_LIBRARY_IMPL(alexnet_cuda_test, CPU, m) {
   impl<Forward, Backward>(m, &forward_entry<true>, &backward_entry<true>);

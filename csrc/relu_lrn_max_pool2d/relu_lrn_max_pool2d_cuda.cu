@@ -65,17 +65,17 @@ constexpr size_t kSmemBytes = 48 * 1024;  // no opt-in needed at or below 48 KiB
 
 // How blocks map to tiles. Forward: rows/cols are pooled outputs; backward: input pixels.
 struct Tiling {
-  int tc, th, tw;        // tile extents: channels, rows, cols
-  int tiles_per_group;   // ceil(group_channels / tc)
-  int nct, nth, ntw;     // tile counts along channels (all groups), rows, cols
+  int tc, th, tw;       // tile extents: channels, rows, cols
+  int tiles_per_group;  // ceil(group_channels / tc)
+  int nct, nth, ntw;    // tile counts along channels (all groups), rows, cols
 };
 
 struct Tile {
   int n;
-  int c0, tc;        // channels [c0, c0 + tc), inside one group
-  int gbeg, gend;    // that group's channels [gbeg, gend)
-  int r0, nr;        // rows [r0, r0 + nr)
-  int q0, nq;        // cols [q0, q0 + nq)
+  int c0, tc;      // channels [c0, c0 + tc), inside one group
+  int gbeg, gend;  // that group's channels [gbeg, gend)
+  int r0, nr;      // rows [r0, r0 + nr)
+  int q0, nq;      // cols [q0, q0 + nq)
 };
 
 // blockIdx.x -> tile; channel tiles fastest, so the blocks sharing a spatial patch (and
@@ -147,8 +147,8 @@ __device__ __forceinline__ acc_t* shared_buffer() {
 // [c0, c0 + tc) x patch. Channel c0 + cc has its window in z rows cc .. cc + span.
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-                   uint8_t* __restrict__ argmax, Geometry g, Tiling t, acc_t scale, acc_t beta, acc_t k) {
+    forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ argmax, Geometry g,
+                   Tiling t, acc_t scale, acc_t beta, acc_t k) {
   const Tile tl = tile_of_block(t, g.Ho, g.Wo, g.group_channels);
   const int pre = g.win.pre, span = g.win.span();
   const int pr = (tl.nr - 1) * g.SH + g.KH, pc = (tl.nq - 1) * g.SW + g.KW, P = pr * pc;
@@ -164,8 +164,7 @@ __global__ void __launch_bounds__(kThreads)
     const int c = cz + r;
     acc_t v = acc_t(0);
     if (c >= tl.gbeg && c < tl.gend) {
-      v = relu(static_cast<acc_t>(xn[int64_t(c) * g.xs[1] + int64_t(h0 + ph) * g.xs[2] +
-                                      int64_t(w0 + pw) * g.xs[3]]));
+      v = relu(static_cast<acc_t>(xn[int64_t(c) * g.xs[1] + int64_t(h0 + ph) * g.xs[2] + int64_t(w0 + pw) * g.xs[3]]));
     }
     zs[sidx<CL>(r, ph * pc + pw, zrows, P)] = v;
   });
@@ -191,10 +190,8 @@ __global__ void __launch_bounds__(kThreads)
   tile_for<CL>(tl.tc, tl.nr, tl.nq, [&](int cc, int oh, int ow) {
     acc_t best;
     int arg;
-    pool_window<acc_t>(ys + sidx<CL>(cc, oh * g.SH * pc + ow * g.SW, tl.tc, P), rs, cs, g.KH, g.KW,
-                       &best, &arg);
-    const int64_t off = int64_t(tl.c0 + cc) * g.os[1] + int64_t(tl.r0 + oh) * g.os[2] +
-                        int64_t(tl.q0 + ow) * g.os[3];
+    pool_window<acc_t>(ys + sidx<CL>(cc, oh * g.SH * pc + ow * g.SW, tl.tc, P), rs, cs, g.KH, g.KW, &best, &arg);
+    const int64_t off = int64_t(tl.c0 + cc) * g.os[1] + int64_t(tl.r0 + oh) * g.os[2] + int64_t(tl.q0 + ow) * g.os[3];
     on[off] = static_cast<scalar_t>(best);
     an[off] = static_cast<uint8_t>(arg);
   });
@@ -207,9 +204,8 @@ __global__ void __launch_bounds__(kThreads)
 //   tab: per tile row: first/last+1 covering pooled row; per tile col: same for cols.
 template <bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am,
-                    const scalar_t* __restrict__ x, scalar_t* __restrict__ dx, Geometry g, Tiling t,
-                    acc_t scale, acc_t beta, acc_t k) {
+    backward_kernel(const scalar_t* __restrict__ dy, const uint8_t* __restrict__ am, const scalar_t* __restrict__ x,
+                    scalar_t* __restrict__ dx, Geometry g, Tiling t, acc_t scale, acc_t beta, acc_t k) {
   const Tile tl = tile_of_block(t, g.H, g.W, g.group_channels);
   const int pre = g.win.pre, post = g.win.post, span = pre + post;
   const int nh = tl.nr, nw = tl.nq, P = nh * nw;
@@ -240,8 +236,7 @@ __global__ void __launch_bounds__(kThreads)
     const int c = cz + r;
     acc_t v = acc_t(0);
     if (c >= tl.gbeg && c < tl.gend) {
-      v = relu(static_cast<acc_t>(xn[int64_t(c) * g.xs[1] + int64_t(h0 + ph) * g.xs[2] +
-                                      int64_t(w0 + pw) * g.xs[3]]));
+      v = relu(static_cast<acc_t>(xn[int64_t(c) * g.xs[1] + int64_t(h0 + ph) * g.xs[2] + int64_t(w0 + pw) * g.xs[3]]));
     }
     zs[sidx<CL>(r, ph * nw + pw, zrows, P)] = v;
   });
@@ -258,9 +253,8 @@ __global__ void __launch_bounds__(kThreads)
     acc_t tv = acc_t(0);
     if (j >= tl.gbeg && j < tl.gend) {
       const int64_t pj = int64_t(j) * g.os[1];
-      const acc_t gj = gather<scalar_t, acc_t>(dyn + pj, amn + pj, g.os[2], g.os[3], tab[ph],
-                                               tab[nh + ph], owtab[pw], owtab[nw + pw], h0 + ph,
-                                               w0 + pw, g.SH, g.SW, g.KW);
+      const acc_t gj = gather<scalar_t, acc_t>(dyn + pj, amn + pj, g.os[2], g.os[3], tab[ph], tab[nh + ph], owtab[pw],
+                                               owtab[nw + pw], h0 + ph, w0 + pw, g.SH, g.SW, g.KW);
       acc_t ss = acc_t(0);
       for (int d = 0; d <= span; ++d) {
         const acc_t v = zs[sidx<CL>(tr + d, q, zrows, P)];
@@ -344,7 +338,7 @@ __global__ void __launch_bounds__(kSweepThreads, 3)
   static_assert(kSweepThreads % sweep::kWarpLanes == 0, "blocks of whole warps");
   const int64_t t = int64_t(blockIdx.x) * kSweepThreads + threadIdx.x;
   sweep::backward_lanes<SPAN, V, GROUPS>(dy, am, x, dx, g, it, t / sweep::kWarpLanes, int(t % sweep::kWarpLanes), scale,
-                                 pw, k);
+                                         pw, k);
 }
 
 // ------------------------------------------------------------------------ host side
@@ -355,8 +349,7 @@ size_t forward_smem(const Geometry& g, int tc, int th, int tw, size_t elem) {
 }
 
 size_t backward_smem(const Geometry& g, int tc, int th, int tw, size_t elem) {
-  return size_t(3 * tc + 3 * g.win.span()) * size_t(th) * size_t(tw) * elem +
-         size_t(2 * (th + tw)) * sizeof(int);
+  return size_t(3 * tc + 3 * g.win.span()) * size_t(th) * size_t(tw) * elem + size_t(2 * (th + tw)) * sizeof(int);
 }
 
 struct Launch {
@@ -409,8 +402,8 @@ Launch pick_launch(const Geometry& g, bool cl, bool backward, size_t elem) {
   L.t.nth = (rows_total + th - 1) / th;
   L.t.ntw = (cols_total + tw - 1) / tw;
   const int64_t blocks = int64_t(g.N) * L.t.nth * L.t.ntw * L.t.nct;
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
-              "relu_lrn_max_pool2d (CUDA): input too large (", blocks, " tiles) for one launch");
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "relu_lrn_max_pool2d (CUDA): input too large (", blocks,
+              " tiles) for one launch");
   L.blocks = static_cast<unsigned>(blocks);
   L.smem = bytes();
   return L;
@@ -418,9 +411,9 @@ Launch pick_launch(const Geometry& g, bool cl, bool backward, size_t elem) {
 
 const dim3 kBlock(kWarp, kRows);
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t size, double scale,
-                                                double beta, double k, at::IntArrayRef kernel_size,
-                                                at::IntArrayRef stride, int64_t lrn_groups) {
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t size, double scale, double beta,
+                                                double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_forward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
@@ -451,16 +444,16 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
     const Launch L = pick_launch(g, cl, /*backward=*/false, sizeof(acc_t));
     auto kernel = cl ? forward_kernel<true, scalar_t> : forward_kernel<false, scalar_t>;
     kernel<<<L.blocks, kBlock, L.smem, stream>>>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                                                 argmax.mutable_data_ptr<uint8_t>(), g, L.t, acc_t(scale),
-                                                 acc_t(beta), acc_t(k));
+                                                 argmax.mutable_data_ptr<uint8_t>(), g, L.t, acc_t(scale), acc_t(beta),
+                                                 acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out, argmax};
 }
 
-at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input,
-                         int64_t size, double scale, double beta, double k, at::IntArrayRef kernel_size,
-                         at::IntArrayRef stride, int64_t lrn_groups) {
+at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax, const at::Tensor& input, int64_t size,
+                         double scale, double beta, double k, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         int64_t lrn_groups) {
   const char* op = "relu_lrn_max_pool2d_backward";
   TORCH_CHECK(input.is_cuda(), op, ": input must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
@@ -492,9 +485,8 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
                                                            acc_t(k));
             }
           } else
-            backward_sweep_kernel<S, VV, false, scalar_t>
-                <<<blocks, kSweepThreads, 0, stream>>>(dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f},
-                                                       acc_t(k));
+            backward_sweep_kernel<S, VV, false, scalar_t><<<blocks, kSweepThreads, 0, stream>>>(
+                dyp, ap, xp, dxp, g, it, acc_t(scale), lrn::Pow34{0.75f}, acc_t(k));
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -503,8 +495,8 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
     const Launch L = pick_launch(g, cl, /*backward=*/true, sizeof(acc_t));
     auto kernel = cl ? backward_kernel<true, scalar_t> : backward_kernel<false, scalar_t>;
     kernel<<<L.blocks, kBlock, L.smem, stream>>>(dy.const_data_ptr<scalar_t>(), am.const_data_ptr<uint8_t>(),
-                                                 x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
-                                                 g, L.t, acc_t(scale), acc_t(beta), acc_t(k));
+                                                 x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), g, L.t,
+                                                 acc_t(scale), acc_t(beta), acc_t(k));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return dx;
@@ -512,9 +504,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) {
-  impl<Forward, Backward>(m, &forward_cuda, &backward_cuda);
-}
+TORCH_LIBRARY_IMPL(alexnet_cuda, CUDA, m) { impl<Forward, Backward>(m, &forward_cuda, &backward_cuda); }
 
 }  // namespace relu_lrn_max_pool2d
 }  // namespace alexnet_cuda

@@ -65,7 +65,7 @@ using lrn::sweep::shift;
 using lrn::sweep::store;
 using lrn::sweep::Vec;
 
-constexpr int K = 3;          // pooling window (K x K) handled here
+constexpr int K = 3;  // pooling window (K x K) handled here
 constexpr int KK = K * K;
 // Channels per channels-first backward item: a group of up to kChannelRun channels is one
 // run (AlexNet's groups of 48: SPAN = 4 priming steps per 48 outputs); larger groups split
@@ -85,7 +85,7 @@ inline int backward_run(int group_channels) {
 
 template <int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_all(acc_t* v) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) v[i] = relu(v[i]);
 }
 
@@ -167,7 +167,7 @@ template <typename scalar_t, int N, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void as_stored_all(acc_t* y) {
 #if defined(__CUDA_ARCH__)
   if constexpr (std::is_same<scalar_t, c10::BFloat16>::value && std::is_same<acc_t, float>::value) {
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i + 1 < N; i += 2) {
       unsigned u;
       asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(y[i + 1]), "f"(y[i]));
@@ -178,7 +178,7 @@ LRN_UNROLL
     return;
   }
 #endif
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < N; ++i) y[i] = as_stored<scalar_t>(y[i]);
 }
 
@@ -197,25 +197,25 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void lrn_row(const scalar_t* p, int cs, acc_t 
                                                Tap&& tap) {
   constexpr int PRE = (SPAN + 1) / 2, NR = SPAN + 1;
   acc_t ring[NR][NT];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < KC + SPAN; ++i) {
     const bool in = !(FIRST && i < PRE) && !(LAST && i >= PRE + KC);
-LRN_UNROLL
+    LRN_UNROLL
     for (int tw = 0; tw < NT; ++tw) ring[i % NR][tw] = in ? relu_max(static_cast<acc_t>(p[tw])) : acc_t(0);
     p += cs;
     if (i < SPAN) continue;
     const int j = i - SPAN;  // channel cb + j: its window is stream channels j .. j + SPAN
     acc_t y[NT];
-LRN_UNROLL
+    LRN_UNROLL
     for (int tw = 0; tw < NT; ++tw) {
       acc_t sumsq = ring[j % NR][tw] * ring[j % NR][tw];
-LRN_UNROLL
+      LRN_UNROLL
       for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(ring[(j + t) % NR][tw], ring[(j + t) % NR][tw], sumsq);
       y[tw] = lrn::forward_value(ring[(j + PRE) % NR][tw], sumsq, scale, pw, k);
     }
     // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
     as_stored_all<scalar_t, NT>(y);
-LRN_UNROLL
+    LRN_UNROLL
     for (int tw = 0; tw < NT; ++tw) tap(j, tw, y[tw]);
   }
 }
@@ -256,8 +256,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_
   constexpr int PRE = (SPAN + 1) / 2, KC = kPoolChannels, NT = SHARE ? 2 : K;
   const int cs = static_cast<int>(g.xs[1]), rs = static_cast<int>(g.xs[2]);
   const int ocs = static_cast<int>(g.os[1]), ors = static_cast<int>(g.os[2]);
-  const scalar_t* px = x + int64_t(cb - PRE) * g.xs[1] + int64_t(ohb) * g.SH * g.xs[2] + int64_t(ow) * g.SW -
-                       (SHARE && shift ? 1 : 0);
+  const scalar_t* px =
+      x + int64_t(cb - PRE) * g.xs[1] + int64_t(ohb) * g.SH * g.xs[2] + int64_t(ow) * g.SW - (SHARE && shift ? 1 : 0);
   const int64_t obase = int64_t(cb) * g.os[1] + int64_t(ohb) * g.os[2] + int64_t(ow) * g.os[3];
   scalar_t* po = out + obase;
   uint8_t* pa = am + obase;
@@ -271,7 +271,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_column(const scalar_t* x, scalar_
         if (tw == 1 && shift) left[j] = v;
         tap(j, tw, v);
       });
-LRN_UNROLL
+      LRN_UNROLL
       for (int j = 0; j < KC; ++j) tap(j, 2, from_next_lane(left[j]));
     } else {
       lrn_row<SPAN, KC, NT, FIRST, LAST, scalar_t>(p, cs, scale, pw, k, tap);
@@ -299,7 +299,7 @@ LRN_UNROLL
     row(px + rs, [&](int j, int tw, acc_t v) { fold(best[j], arg[j], v, K + tw); });
     row(px + 2 * rs, start_row(rb, ra));
     const bool live = store && oh < g.Ho;
-LRN_UNROLL
+    LRN_UNROLL
     for (int j = 0; j < KC; ++j) {
       fold(best[j], arg[j], rb[j], ra[j] + 2 * K);  // the bottom row, as one segment
       if (live) {
@@ -313,7 +313,7 @@ LRN_UNROLL
     po += step * ors;
     pa += step * ors;
     if (g.SH == 2) {  // the new top row is the old bottom row
-LRN_UNROLL
+      LRN_UNROLL
       for (int j = 0; j < KC; ++j) {
         best[j] = rb[j];
         arg[j] = ra[j];
@@ -362,26 +362,26 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_pixels_last(const scalar_t* x, sc
   const int ws = static_cast<int>(g.xs[3]), rs = static_cast<int>(g.xs[2]);  // 32-bit: vector_width
   // The halo vectors inside the group: fixed for the item.
   bool in[2 * H + 1];
-LRN_UNROLL
+  LRN_UNROLL
   for (int b = -H; b <= H; ++b) in[b + H] = INSIDE || (c + b * V >= gb && c + b * V < ge);
   // f(i, y) for the V LRN values of the input pixel at p (channel 0 of that pixel).
   auto lrn_tap = [&](const scalar_t* p, auto&& f) {
     acc_t r[(2 * H + 1) * V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int b = -H; b <= H; ++b) load_or_zero<V>(p + c + b * V, in[b + H], r + (b + H) * V);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < (2 * H + 1) * V; ++i) r[i] = relu_max(r[i]);
     acc_t y[V];
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < V; ++i) {
       const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i
       acc_t sumsq = w[0] * w[0];
-LRN_UNROLL
+      LRN_UNROLL
       for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(w[t], w[t], sumsq);
       y[i] = lrn::forward_value(r[H * V + i], sumsq, scale, pw, k);
     }
     as_stored_all<scalar_t, V>(y);
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < V; ++i) f(i, y[i]);
   };
   // A window row's maximum, the scan started at its first tap (fold). Taps 1 and 2 as a
@@ -393,7 +393,7 @@ LRN_UNROLL
       b[i] = v;
       a[i] = 0;
     });
-LRN_NO_UNROLL
+    LRN_NO_UNROLL
     for (int tw = 1; tw < K; ++tw) lrn_tap(p + tw * ws, [&](int i, acc_t v) { fold(b[i], a[i], v, tw); });
   };
   const scalar_t* px = x + int64_t(ohb) * g.SH * rs + int64_t(ow) * g.SW * ws;
@@ -402,11 +402,12 @@ LRN_NO_UNROLL
   int arg[V], ra[V];
   row_max(px, best, arg);
   for (int oh = ohb;;) {
-LRN_NO_UNROLL
-    for (int tw = 0; tw < K; ++tw) lrn_tap(px + rs + tw * ws, [&](int i, acc_t v) { fold(best[i], arg[i], v, K + tw); });
+    LRN_NO_UNROLL
+    for (int tw = 0; tw < K; ++tw)
+      lrn_tap(px + rs + tw * ws, [&](int i, acc_t v) { fold(best[i], arg[i], v, K + tw); });
     row_max(px + 2 * rs, rb, ra);
     Vec<uint8_t, V> a;
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < V; ++i) {
       fold(best[i], arg[i], rb[i], ra[i] + 2 * K);  // the bottom row, as one segment
       a.v[i] = static_cast<uint8_t>(arg[i]);
@@ -418,7 +419,7 @@ LRN_UNROLL
     px += g.SH * rs;
     o += g.os[2];
     if (g.SH == 2) {  // the new top row is the old bottom row
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) {
         best[i] = rb[i];
         arg[i] = ra[i];
@@ -486,19 +487,19 @@ C10_HOST_DEVICE constexpr int tap_3s2(int r) {
 // window row's right window is its left one's neighbour (os[3] == 1), and the pair's
 // second pixel the first's (xs[3] == 1): immediate offsets (vector_width checks both).
 template <int NR, bool EDGE, int SPAN, typename scalar_t, typename acc_t, typename Pow>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am,
-                                                               const scalar_t* x, scalar_t* dx, const Geometry& g, int gb,
-                                                               int ge, int cb, int ce, int h, int q, acc_t scale,
-                                                               const Pow& pw, acc_t k) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* dy, const uint8_t* am, const scalar_t* x,
+                                                               scalar_t* dx, const Geometry& g, int gb, int ge, int cb,
+                                                               int ce, int h, int q, acc_t scale, const Pow& pw,
+                                                               acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   // Channels per batch of loads: 1. Batches of 2 spilled under the launch's register bound
   // (50% occupancy) once the steady state's loads went untested.
   constexpr int U = 1;
   const int w = 2 * q;
-  const bool pair = !EDGE || w + 1 < g.W;           // the second pixel is inside the image
-  const int oh0 = first_window_3s2<NR>(h);           // the first window row
-  bool live[NR][2];                                 // window (oh0 + r, q - 1 + side) exists
-LRN_UNROLL
+  const bool pair = !EDGE || w + 1 < g.W;   // the second pixel is inside the image
+  const int oh0 = first_window_3s2<NR>(h);  // the first window row
+  bool live[NR][2];                         // window (oh0 + r, q - 1 + side) exists
+  LRN_UNROLL
   for (int r = 0; r < NR; ++r) {
     const bool row = oh0 + r >= 0 && oh0 + r < g.Ho;
     live[r][0] = !EDGE || (row && q >= 1 && q - 1 < g.Wo);
@@ -522,7 +523,7 @@ LRN_UNROLL
       [&](int c, acc_t* v, auto check) {
         v[0] = v[1] = acc_t(0);
         if (lrn::sweep::in_range<decltype(check)::value>(c, gb, ge)) {
-LRN_UNROLL
+          LRN_UNROLL
           for (int r = 0; r < NR; ++r) {
             const int th3 = 3 * tap_3s2<NR>(r);  // t_h * 3 of the pair in this row
             const int left = live[r][0] ? int(amp[r * osh]) : -1;
@@ -637,8 +638,8 @@ constexpr int kRunClasses = 4;
 
 struct FusedItems {
   int64_t count;
-  int rows, cols;  // forward: row runs, pooled columns; backward: input rows, columns
-                   // (channels-first: column pairs)
+  int rows, cols;                 // forward: row runs, pooled columns; backward: input rows, columns
+                                  // (channels-first: column pairs)
   int runs_per_group, runs, run;  // channels-first
   int row_run;                    // forward: pooled rows per item (backward: 1)
   int vecs;                       // channels-last: V-vectors per pixel (C / V)
@@ -675,7 +676,8 @@ inline FusedItems make_items(const Geometry& g, bool channels_last, bool backwar
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
   }
   it.vec = vec;
-  it.run = backward ? backward_run(g.group_channels) : (g.group_channels < kPoolChannels ? g.group_channels : kPoolChannels);
+  it.run =
+      backward ? backward_run(g.group_channels) : (g.group_channels < kPoolChannels ? g.group_channels : kPoolChannels);
   it.runs_per_group = (g.group_channels + it.run - 1) / it.run;
   it.runs = it.runs_per_group * (g.C / g.group_channels);
   it.vecs = g.C / vec;
@@ -703,12 +705,11 @@ inline FusedItems make_items(const Geometry& g, bool channels_last, bool backwar
     it.by_groups = IntDivider(groups);
   }
   if (!backward && channels_last)  // the INSIDE items' class (forward_channels_last)
-    it.classes = lrn::sweep::make_vector_classes(
-        pixels, it.vecs, g.group_channels / vec, has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
+    it.classes = lrn::sweep::make_vector_classes(pixels, it.vecs, g.group_channels / vec,
+                                                 has_inside_variant(vec) ? halo_vectors(g.win.span(), vec) : 0);
   if (backward && !channels_last) {  // the pair classes (locate_pair; stride 2: vector_width)
     const int inner = (g.Ho - 1) * (g.Wo - 1), edge_rows = 2 * (g.Ho - 1);
-    const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols,
-                                       edge_rows + 2 * it.cols};
+    const int per_run[kPairClasses] = {inner, inner, edge_rows + (g.H - 2 * g.Ho) * it.cols, edge_rows + 2 * it.cols};
     for (int c = 0; c < kPairClasses; ++c) {
       const int items = it.runs * per_run[c];
       it.pair_start[c + 1] = it.pair_start[c] + (items + kPairWarp - 1) / kPairWarp * kPairWarp;
@@ -866,8 +867,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
     const bool inside = it.classes.lo > 0 && o.interior;
     const int64_t on = int64_t(wh.n) * g.os[0];
     const int ohb = wh.row * it.row_run, ohe = ohb + it.row_run < g.Ho ? ohb + it.row_run : g.Ho;
-    forward_channels_last<SPAN, V>(x + int64_t(wh.n) * g.xs[0], out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside,
-                                   ohb, ohe, wh.col, scale, pw, k);
+    forward_channels_last<SPAN, V>(x + int64_t(wh.n) * g.xs[0], out + on, am + on, g, wh.gb, wh.ge, wh.cb, inside, ohb,
+                                   ohe, wh.col, scale, pw, k);
   } else {
     int cls;
     bool store;
@@ -879,14 +880,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_item(const scalar_t* x, scalar_t*
     if (g.SW == 2) {  // every lane runs, its right column from the next lane
       // A helper column (col == Wo) exists for the next-lane exchange only.
       const bool helper = wh.col == g.Wo;
-      forward_channels_first<SPAN, true>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, helper,
-                                         store, scale, pw, k);
+      forward_channels_first<SPAN, true>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, helper, store,
+                                         scale, pw, k);
       return;
     }
 #endif
     if (!store) return;  // (without the exchange nothing needs it)
-    forward_channels_first<SPAN, false>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, false,
-                                        true, scale, pw, k);
+    forward_channels_first<SPAN, false>(xn, out + on, am + on, g, cls, wh.cb, ohb, it.row_run, wh.col, false, true,
+                                        scale, pw, k);
   }
 }
 
@@ -1007,19 +1008,19 @@ struct PooledWindow {
 
 template <int V, typename acc_t>
 struct Lane {
-  acc_t z[V], g[V];   // relu(x), the gathered gradient (phase 2: g s^-beta)
-  acc_t t[V];         // g z s^(-beta-1)
-  bool first, last;   // its V channels start / end their LRN group (so the halo
-                      // channels on that side are outside it: group_channels % V == 0, SPAN <= V)
-  int w0;             // first pixel of the item's run
-  bool odd;           // its row is odd: one window row
-  bool rows[2];       // window rows oh0, oh0 + 1 inside the pooled output
-  int ow0;            // the run's first window column
-  int o0;             // offset of window (oh0, ow0) from channel c of image n (dy, argmax)
-  int64_t xn, on;     // offsets of channel c in image n: x / dx (row h), dy / argmax
-  bool item, owner;   // an item of the launch; a lane that stores it
-  bool store;         // the current pixel: in the image, and owner
-  int64_t px;         // the current pixel's x / dx offset
+  acc_t z[V], g[V];  // relu(x), the gathered gradient (phase 2: g s^-beta)
+  acc_t t[V];        // g z s^(-beta-1)
+  bool first, last;  // its V channels start / end their LRN group (so the halo
+                     // channels on that side are outside it: group_channels % V == 0, SPAN <= V)
+  int w0;            // first pixel of the item's run
+  bool odd;          // its row is odd: one window row
+  bool rows[2];      // window rows oh0, oh0 + 1 inside the pooled output
+  int ow0;           // the run's first window column
+  int o0;            // offset of window (oh0, ow0) from channel c of image n (dy, argmax)
+  int64_t xn, on;    // offsets of channel c in image n: x / dx (row h), dy / argmax
+  bool item, owner;  // an item of the launch; a lane that stores it
+  bool store;        // the current pixel: in the image, and owner
+  int64_t px;        // the current pixel's x / dx offset
 };
 
 // Item row r of an image -> its input row: the odd rows first (1, 3, ...), then the even
@@ -1065,7 +1066,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Lane<V, acc_t> lane_locate(const Geometry& g, 
 template <int P, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_pixel(const PooledWindow<V, scalar_t>* row, int th3, acc_t* sum) {
   auto add = [&](const PooledWindow<V, scalar_t>& w, int code) {
-LRN_UNROLL
+    LRN_UNROLL
     for (int i = 0; i < V; ++i)
       if (int(w.a.v[i]) == code) sum[i] += static_cast<acc_t>(w.d.v[i]);
   };
@@ -1081,11 +1082,10 @@ LRN_UNROLL
 // gradients sum[P] of its pixels. A window outside the pooled output loads nothing and
 // matches nothing (argmax 0xff).
 template <int R, int V, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_window_row(const Lane<V, acc_t>& L, const scalar_t* dy,
-                                                         const uint8_t* am, const Geometry& g, int th3,
-                                                         acc_t (*sum)[V]) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void gather_window_row(const Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
+                                                         const Geometry& g, int th3, acc_t (*sum)[V]) {
   PooledWindow<V, scalar_t> row[kRunWindows<V>];
-LRN_UNROLL
+  LRN_UNROLL
   for (int s = 0; s < kRunWindows<V>; ++s) {
     const int ow = L.ow0 + s;
     PooledWindow<V, scalar_t>& w = row[s];
@@ -1096,7 +1096,7 @@ LRN_UNROLL
       w.a = *reinterpret_cast<const Vec<uint8_t, V>*>(am + o);
       w.d = *reinterpret_cast<const Vec<scalar_t, V>*>(dy + o);
     } else {
-LRN_UNROLL
+      LRN_UNROLL
       for (int i = 0; i < V; ++i) {
         w.a.v[i] = uint8_t(0xff);
         w.d.v[i] = scalar_t(0);
@@ -1111,10 +1111,9 @@ LRN_UNROLL
 template <int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_gather(const Lane<V, acc_t>& L, const scalar_t* dy, const uint8_t* am,
                                                    const Geometry& g, acc_t (*sum)[V]) {
-LRN_UNROLL
-  for (int p = 0; p < kLanePixels<V>; ++p)
-LRN_UNROLL
-    for (int i = 0; i < V; ++i) sum[p][i] = acc_t(0);
+  LRN_UNROLL
+  for (int p = 0; p < kLanePixels<V>; ++p) LRN_UNROLL
+  for (int i = 0; i < V; ++i) sum[p][i] = acc_t(0);
   if (!L.item) return;
   if (L.odd) {
     gather_window_row<0>(L, dy, am, g, 3 * tap_3s2<1>(0), sum);
@@ -1129,7 +1128,7 @@ LRN_UNROLL
 template <int P, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar_t* x, const acc_t* gp,
                                                  const Geometry& g) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) L.z[i] = L.g[i] = acc_t(0);
   const int w = L.w0 + P;
   const bool inside = L.item && w < g.W;
@@ -1138,7 +1137,7 @@ LRN_UNROLL
   L.px = L.xn + w * static_cast<int>(g.xs[3]);  // 32-bit: vector_width
   lrn::sweep::load<V>(x + L.px, L.z);
   relu_all<V>(L.z);
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) L.g[i] = gp[i];
 }
 
@@ -1148,10 +1147,10 @@ template <int SPAN, int V, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_powers(Lane<V, acc_t>& L, const acc_t* zl, const acc_t* zr, acc_t scale,
                                                    const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) {
     acc_t sumsq = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int e = -PRE; e <= POST; ++e) {
       const int m = i + e;  // channel c + m
       const acc_t zz = m < 0 ? zl[PRE + m] : m >= V ? zr[m - V] : L.z[m];
@@ -1171,10 +1170,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_store(const Lane<V, acc_t>& L, const
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   if (!L.store) return;
   acc_t out[V];
-LRN_UNROLL
+  LRN_UNROLL
   for (int i = 0; i < V; ++i) {
     acc_t tsum = acc_t(0);
-LRN_UNROLL
+    LRN_UNROLL
     for (int e = -POST; e <= PRE; ++e) {
       const int m = i + e;
       tsum += m < 0 ? tl[POST + m] : m >= V ? tr[m - V] : L.t[m];
@@ -1191,23 +1190,25 @@ LRN_UNROLL
 template <int NL, int NR, int V, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void halo(const Lane<V, acc_t>& L, const acc_t* up, const acc_t* down, acc_t* left,
                                             acc_t* right) {
-LRN_UNROLL
+  LRN_UNROLL
   for (int m = 0; m < NL; ++m) left[m] = L.first ? acc_t(0) : up[V - NL + m];
-LRN_UNROLL
+  LRN_UNROLL
   for (int m = 0; m < NR; ++m) right[m] = L.last ? acc_t(0) : down[m];
 }
 
 // Halo arrays of N values (at least one element: PRE or POST may be 0).
 template <int N>
-constexpr int halo_size() { return N > 0 ? N : 1; }
+constexpr int halo_size() {
+  return N > 0 ? N : 1;
+}
 
 #if defined(__CUDACC__)
 // One GPU thread: lane `lane` of warp `warp`. Every lane of the warp runs to the end (the
 // shuffles need all 32), items outside the launch included. GROUPS: lanes_hold_groups.
 template <int SPAN, int V, bool GROUPS, typename scalar_t, typename acc_t, typename Pow>
 __device__ __forceinline__ void backward_lanes(const scalar_t* dy, const uint8_t* am, const scalar_t* x, scalar_t* dx,
-                                               const Geometry& g, const FusedItems& it, int64_t warp, int lane, acc_t scale,
-                                               const Pow& pw, acc_t k) {
+                                               const Geometry& g, const FusedItems& it, int64_t warp, int lane,
+                                               acc_t scale, const Pow& pw, acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
   constexpr unsigned kAll = 0xffffffffu;
   Lane<V, acc_t> L = lane_locate<V, acc_t>(g, it, lane_item(warp, lane, GROUPS), lane_owns(lane, GROUPS));
@@ -1255,8 +1256,7 @@ void backward_lanes_cpu(const scalar_t* dy, const uint8_t* am, const scalar_t* x
   for (int l = 0; l < kWarpLanes; ++l) lane_gather(L[l], dy, am, g, gsum[l]);
   auto pixel = [&](auto p) {
     constexpr int P = decltype(p)::value;
-    for (int l = 0; l < kWarpLanes; ++l)
-      lane_load<P>(L[l], x, gsum[l][P], g);
+    for (int l = 0; l < kWarpLanes; ++l) lane_load<P>(L[l], x, gsum[l][P], g);
     for (int l = 0; l < kWarpLanes; ++l) {  // phase 2 changes g and t only: z stays for the neighbours
       acc_t zl[halo_size<PRE>()], zr[halo_size<POST>()];
       halo<PRE, POST>(L[l], L[up(l)].z, L[down(l)].z, zl, zr);

@@ -66,8 +66,7 @@ def flipped_weight(weight: torch.Tensor, groups: int, memory_format) -> torch.Te
     return w.reshape(groups * cg, cout // groups, kh, kw).contiguous(memory_format=memory_format)
 
 
-def dgrad_triton(grad_out, output, weight, input_format, padding, dilation, groups,
-                 allow_tf32=True) -> torch.Tensor:
+def dgrad_triton(grad_out, output, weight, input_format, padding, dilation, groups, allow_tf32=True) -> torch.Tensor:
     """dx of y = relu(conv(x, w)) for stride 1 from dy = grad_out and y = output (the
     Triton kernel, mask fused). dx is allocated in `input_format` (cuDNN's choice for
     the input gradient: channels_last if the input or weight is)."""
@@ -76,8 +75,9 @@ def dgrad_triton(grad_out, output, weight, input_format, padding, dilation, grou
         grad_out = torch.empty_like(output).copy_(grad_out)
     w_t = flipped_weight(weight, groups, _k.output_memory_format(output, weight))
     pad = dgrad_padding(weight.shape, padding, dilation)
-    plan = _k._cached_plan(grad_out, w_t, None, [1, 1], pad, dilation, groups, allow_tf32,
-                           relu=False, masked=True, out_format=input_format)
+    plan = _k._cached_plan(
+        grad_out, w_t, None, [1, 1], pad, dilation, groups, allow_tf32, relu=False, masked=True, out_format=input_format
+    )
     grad_input, pointers = _k._bind(plan, grad_out, w_t, None, mask=output)
     if pointers is not None:
         _k._launch(_k._conv2d_relu_kernel, plan, pointers)
@@ -88,19 +88,30 @@ def dgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, grou
     """dx the stock way: relu's backward, then ATen's (cuDNN's) input gradient."""
     grad = torch.ops.aten.threshold_backward(grad_out, output, 0)
     return torch.ops.aten.convolution_backward(
-        grad, input, weight, None, stride, padding, dilation, False, [0, 0], groups,
-        [True, False, False])[0]
+        grad, input, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
+    )[0]
 
 
 def _shape_key(grad_out, input, weight, output, stride, padding, dilation, groups, allow_tf32):
     """What a choice depends on, hashable (the selector formats it for its file)."""
-    return (tuple(input.shape), input.stride(), tuple(weight.shape), weight.stride(),
-            output.stride(), grad_out.stride(), str(input.dtype), tuple(stride),
-            tuple(padding), tuple(dilation), groups, bool(allow_tf32), config.conv_space_to_depth)
+    return (
+        tuple(input.shape),
+        input.stride(),
+        tuple(weight.shape),
+        weight.stride(),
+        output.stride(),
+        grad_out.stride(),
+        str(input.dtype),
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        bool(allow_tf32),
+        config.conv_space_to_depth,
+    )
 
 
-def select_dgrad(grad_out, input, weight, output, stride, padding, dilation, groups,
-                 allow_tf32, selector=None):
+def select_dgrad(grad_out, input, weight, output, stride, padding, dilation, groups, allow_tf32, selector=None):
     """The input gradient by the Triton dgrad when it is chosen for this shape, else None
     (the caller computes cuDNN's with the other gradients). `selector`: the
     select.Selector (the process's by default)."""
@@ -110,8 +121,7 @@ def select_dgrad(grad_out, input, weight, output, stride, padding, dilation, gro
     input_format = _k.output_memory_format(input, weight)
 
     def triton():
-        return dgrad_triton(grad_out, output, weight, input_format, padding, dilation, groups,
-                            allow_tf32)
+        return dgrad_triton(grad_out, output, weight, input_format, padding, dilation, groups, allow_tf32)
 
     def cudnn():
         return dgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, groups)
@@ -122,8 +132,7 @@ def select_dgrad(grad_out, input, weight, output, stride, padding, dilation, gro
 
 
 def _s2d_factor(input, weight, output, stride, dilation, groups) -> int:
-    return _s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups,
-                       output.shape[3])
+    return _s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups, output.shape[3])
 
 
 def wgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, groups, need_bias):
@@ -135,31 +144,53 @@ def wgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, grou
     if s:
         return _s2d.weight_grad(grad, input, weight, s, padding, need_bias)
     _, gw, gb = torch.ops.aten.convolution_backward(
-        grad, input, weight, [weight.shape[0]] if need_bias else None, stride, padding, dilation,
-        False, [0, 0], groups, [False, True, need_bias])
+        grad,
+        input,
+        weight,
+        [weight.shape[0]] if need_bias else None,
+        stride,
+        padding,
+        dilation,
+        False,
+        [0, 0],
+        groups,
+        [False, True, need_bias],
+    )
     return gw, gb if need_bias else None
 
 
-def wgrad_triton_layer(grad_out, input, weight, output, stride, padding, dilation, groups,
-                       need_bias, allow_tf32=True):
+def wgrad_triton_layer(grad_out, input, weight, output, stride, padding, dilation, groups, need_bias, allow_tf32=True):
     """(grad_weight, grad_bias or None) by the Triton wgrad (ReLU mask and bias gradient
     fused); conv1-like layers on their space-to-depth form (48 channels, stride 1: the
     reduction's K loads are 48 contiguous channels per tap instead of 3), mapped back."""
     fmt = _k.output_memory_format(input, weight)
     s = _s2d_factor(input, weight, output, stride, dilation, groups)
     if not s:
-        return _wg.wgrad_triton(grad_out, input, output, weight.shape, fmt, stride, padding,
-                                dilation, groups, need_bias, allow_tf32)
+        return _wg.wgrad_triton(
+            grad_out, input, output, weight.shape, fmt, stride, padding, dilation, groups, need_bias, allow_tf32
+        )
     cout, cin, kh, kw = weight.shape
     khs, kws, hs, ws = _s2d.rewritten_sizes(kh, kw, output.shape[2], output.shape[3], s)
     xs = _s2d.input_to_depth(input, s, padding, hs, ws)
-    gws, gb = _wg.wgrad_triton(grad_out, xs, output, (cout, s * s * cin, khs, kws),
-                               torch.channels_last, [1, 1], [0, 0], [1, 1], 1, need_bias, allow_tf32)
+    gws, gb = _wg.wgrad_triton(
+        grad_out,
+        xs,
+        output,
+        (cout, s * s * cin, khs, kws),
+        torch.channels_last,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+        need_bias,
+        allow_tf32,
+    )
     return _s2d.weight_from_depth(gws, s, kh, kw).contiguous(memory_format=fmt), gb
 
 
-def select_wgrad(grad_out, input, weight, output, stride, padding, dilation, groups, need_bias,
-                 allow_tf32, selector=None):
+def select_wgrad(
+    grad_out, input, weight, output, stride, padding, dilation, groups, need_bias, allow_tf32, selector=None
+):
     """(grad_weight, grad_bias or None) by the Triton wgrad when it is chosen for this
     shape, else None (the caller computes cuDNN's)."""
     if not _wg.wgrad_takes(input, output, weight.shape, groups):
@@ -167,14 +198,15 @@ def select_wgrad(grad_out, input, weight, output, stride, padding, dilation, gro
     selector = selector or _select.SELECTOR
 
     def triton():
-        return wgrad_triton_layer(grad_out, input, weight, output, stride, padding, dilation,
-                                  groups, need_bias, allow_tf32)
+        return wgrad_triton_layer(
+            grad_out, input, weight, output, stride, padding, dilation, groups, need_bias, allow_tf32
+        )
 
     def cudnn():
-        return wgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, groups,
-                           need_bias)
+        return wgrad_cudnn(grad_out, input, weight, output, stride, padding, dilation, groups, need_bias)
 
-    key = _shape_key(grad_out, input, weight, output, stride, padding, dilation, groups,
-                     allow_tf32) + (f"bias={need_bias}",)
+    key = _shape_key(grad_out, input, weight, output, stride, padding, dilation, groups, allow_tf32) + (
+        f"bias={need_bias}",
+    )
     choice = selector.choose("wgrad", key, {"triton": triton, "cudnn": cudnn})
     return triton() if choice == "triton" else None

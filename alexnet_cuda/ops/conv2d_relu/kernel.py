@@ -24,8 +24,7 @@ from . import space_to_depth as _s2d
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # triton.autotune(cache_results=...) exists from Triton 3.4 on; older ones tune every process.
-_CACHE_RESULTS = ({"cache_results": True}
-                  if "cache_results" in inspect.signature(triton.autotune).parameters else {})
+_CACHE_RESULTS = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
 
 def gpu_tuning_configs():
@@ -130,25 +129,90 @@ def decode_k(offs_k, CG, KH, KW, C_INNER: tl.constexpr):
 # loaded, so relu's backward (threshold_backward) is never a pass of its own. RELU=False.
 @triton.autotune(
     configs=_autotune_configs(),
-    key=["N", "C", "H", "W", "COUT", "HO", "WO", "KH", "KW", "STRIDE_H", "STRIDE_W",
-         "PAD_H", "PAD_W", "DIL_H", "DIL_W", "GROUPS", "sxn", "sxc", "sxh", "sxw",
-         "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32", "MASK_A", "RELU"],
+    key=[
+        "N",
+        "C",
+        "H",
+        "W",
+        "COUT",
+        "HO",
+        "WO",
+        "KH",
+        "KW",
+        "STRIDE_H",
+        "STRIDE_W",
+        "PAD_H",
+        "PAD_W",
+        "DIL_H",
+        "DIL_W",
+        "GROUPS",
+        "sxn",
+        "sxc",
+        "sxh",
+        "sxw",
+        "syn",
+        "syc",
+        "syh",
+        "syw",
+        "HAS_BIAS",
+        "ALLOW_TF32",
+        "MASK_A",
+        "RELU",
+    ],
     # Keep the timings on disk (Triton's cache dir, keyed by the kernel source, the configs
     # and the key above): a new process, e.g. training after bench/run.py, skips the tuning.
     **_CACHE_RESULTS,
 )
 @triton.jit
 def _conv2d_relu_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr, m_ptr,
-    N, C, H, W, COUT, HO, WO, KH, KW, GROUPS, CG, COUTG, M_TOTAL, K_TOTAL,
-    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    sxn, sxc, sxh, sxw,
-    swo, K_B,
-    syn, syc, syh, syw,
-    HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, CG_POW2: tl.constexpr,
-    ALLOW_TF32: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
-    X_INT64: tl.constexpr, Y_INT64: tl.constexpr, MASK_A: tl.constexpr, RELU: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    y_ptr,
+    m_ptr,
+    N,
+    C,
+    H,
+    W,
+    COUT,
+    HO,
+    WO,
+    KH,
+    KW,
+    GROUPS,
+    CG,
+    COUTG,
+    M_TOTAL,
+    K_TOTAL,
+    STRIDE_H,
+    STRIDE_W,
+    PAD_H,
+    PAD_W,
+    DIL_H,
+    DIL_W,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    swo,
+    K_B,
+    syn,
+    syc,
+    syh,
+    syw,
+    HAS_BIAS: tl.constexpr,
+    C_INNER: tl.constexpr,
+    CG_POW2: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    CHECK_H: tl.constexpr,
+    CHECK_W: tl.constexpr,
+    X_INT64: tl.constexpr,
+    Y_INT64: tl.constexpr,
+    MASK_A: tl.constexpr,
+    RELU: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     # Axis 0 enumerates (M tile, N tile) with N fastest: the few N tiles of one M tile
     # run back to back and share its input rows in L2. Axis 1 is the group.
@@ -167,8 +231,7 @@ def _conv2d_relu_kernel(
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
     if X_INT64:
-        x_row = (n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
-                 + (g * CG).to(tl.int64) * sxc)
+        x_row = n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw + (g * CG).to(tl.int64) * sxc
     else:  # the whole input spans < 2^31 elements: int32 offsets, half the registers
         x_row = n * sxn + ih0 * sxh + iw0 * sxw + (g * CG) * sxc
 
@@ -226,8 +289,9 @@ def _conv2d_relu_kernel(
                 a = tl.where(tl.load(m_ptr + a_off, mask=a_mask, other=0.0) <= 0, 0.0, a)
             # The weight is packed in K order (see the launcher): B[k, co] = w[co*swo + k],
             # zero for K_TOTAL <= k < K_B.
-            b = tl.load(w_ptr + (w_col[None, :] + offs_k[:, None]),
-                        mask=(offs_k < K_B)[:, None] & n_mask[None, :], other=0.0)
+            b = tl.load(
+                w_ptr + (w_col[None, :] + offs_k[:, None]), mask=(offs_k < K_B)[:, None] & n_mask[None, :], other=0.0
+            )
         if ALLOW_TF32:
             acc = tl.dot(a, b, acc, input_precision="tf32")
         else:
@@ -248,8 +312,11 @@ def _conv2d_relu_kernel(
         # addresses: contiguity along M is not provable) from spilling.
         y_row = n * syn + oh * syh + ow * syw
         y_col = co * syc
-    tl.store(y_ptr + (y_row[:, None] + y_col[None, :]),
-             acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(
+        y_ptr + (y_row[:, None] + y_col[None, :]),
+        acc.to(y_ptr.dtype.element_ty),
+        mask=m_mask[:, None] & n_mask[None, :],
+    )
 
 
 _INT32_MAX = 2**31 - 1
@@ -262,8 +329,10 @@ _MAX_BLOCK_M = max(cfg.kwargs["BLOCK_M"] for cfg in gpu_tuning_configs() + [TEST
 
 def conv_output_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation):
     """(Ho, Wo) of a convolution, F.conv2d's floor rule."""
-    return ((h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
-            (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+    return (
+        (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
+        (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1,
+    )
 
 
 def _padded_k(k: int) -> int:
@@ -286,8 +355,7 @@ def _beyond_kernel_limits(column_reach: int, weight_numel: int, m_total: int, gr
     """Why the kernel cannot take this launch, or "". Row indices m and the column offsets
     inside one image are int32 (the batch offset is int64); groups is grid axis 1."""
     if column_reach > _INT32_MAX:
-        return (f"one input image with its padding spans {column_reach} elements (the kernel's "
-                "limit is 2^31 - 1)")
+        return f"one input image with its padding spans {column_reach} elements (the kernel's limit is 2^31 - 1)"
     if weight_numel > _INT32_MAX:
         return f"the weight has {weight_numel} elements (the kernel's limit is 2^31 - 1)"
     if m_total > _INT32_MAX - _MAX_BLOCK_M:
@@ -368,8 +436,7 @@ def _pack_weight(weight: torch.Tensor, c_inner: bool):
         expected, order = (k, 1, kw * cg, cg), (0, 2, 3, 1)
     else:
         expected, order = (k, kh * kw, kw, 1), (0, 1, 2, 3)
-    in_order = all(st == e for st, e, size in zip(weight.stride(), expected, weight.shape)
-                   if size > 1)
+    in_order = all(st == e for st, e, size in zip(weight.stride(), expected, weight.shape) if size > 1)
     if in_order and (k % 16 == 0 or cout == 1):
         return weight, k
     k_b = _padded_k(k)
@@ -385,20 +452,32 @@ class _LaunchPlan:
     once a CUDA launch has run, the compiled kernel itself (``handles``, keyed by which
     pointers are 16-byte aligned: Triton specializes the compiled code on that)."""
 
-    __slots__ = ("out_shape", "out_format", "s2d", "to_nhwc", "masked", "c_inner", "scalars",
-                 "constexprs", "m_total", "coutg", "groups", "handles")
+    __slots__ = (
+        "out_shape",
+        "out_format",
+        "s2d",
+        "to_nhwc",
+        "masked",
+        "c_inner",
+        "scalars",
+        "constexprs",
+        "m_total",
+        "coutg",
+        "groups",
+        "handles",
+    )
 
     def grid(self, meta):
-        return (triton.cdiv(self.m_total, meta["BLOCK_M"]) * triton.cdiv(self.coutg, meta["BLOCK_N"]),
-                self.groups)
+        return (triton.cdiv(self.m_total, meta["BLOCK_M"]) * triton.cdiv(self.coutg, meta["BLOCK_N"]), self.groups)
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True,
-          masked=False, out_format=None) -> _LaunchPlan:
+def _plan(
+    input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True, masked=False, out_format=None
+) -> _LaunchPlan:
     """The _LaunchPlan of a launch, from the tensors' metadata only (works on meta tensors).
 
     ``relu=False, masked=True`` is a dgrad launch (see the kernel's comment): the mask
@@ -445,19 +524,45 @@ def _plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, re
     plan.m_total = n * ho * wo
     plan.groups = groups
     plan.scalars = (
-        n, c, h, w, cout, ho, wo, kh, kw, groups, cg, plan.coutg, plan.m_total, cg * kh * kw,
-        sh, sw, ph, pw, dilation[0], dilation[1],
-        *x.stride(), wt.stride(0), k_b, *y.stride(),
+        n,
+        c,
+        h,
+        w,
+        cout,
+        ho,
+        wo,
+        kh,
+        kw,
+        groups,
+        cg,
+        plan.coutg,
+        plan.m_total,
+        cg * kh * kw,
+        sh,
+        sw,
+        ph,
+        pw,
+        dilation[0],
+        dilation[1],
+        *x.stride(),
+        wt.stride(0),
+        k_b,
+        *y.stride(),
     )
     plan.constexprs = dict(
-        HAS_BIAS=bias is not None, C_INNER=c_inner, CG_POW2=min(cg & -cg, 64),
+        HAS_BIAS=bias is not None,
+        C_INNER=c_inner,
+        CG_POW2=min(cg & -cg, 64),
         # fp16/bf16 ignore the precision; fixing it avoids compiling their kernels twice.
-        ALLOW_TF32=bool(allow_tf32) or input.dtype != torch.float32, CHECK_H=ph > 0, CHECK_W=pw > 0,
+        ALLOW_TF32=bool(allow_tf32) or input.dtype != torch.float32,
+        CHECK_H=ph > 0,
+        CHECK_W=pw > 0,
         # 64-bit offsets only when a tensor spans 2^31 elements or more (padding taps can
         # reach below the first element: bounded by the image span, hence the margin).
         X_INT64=2 * _image_span(x) + (n - 1) * abs(x.stride(0)) > _OFFSET32_LIMIT,
         Y_INT64=_image_span(y) + (n - 1) * y.stride(0) > _OFFSET32_LIMIT,
-        MASK_A=masked, RELU=relu,
+        MASK_A=masked,
+        RELU=relu,
     )
     return plan
 
@@ -466,8 +571,7 @@ def _bind(plan: _LaunchPlan, input, weight, bias, mask=None):
     """(y, pointer arguments) of one launch of `plan`: the output allocated, and the
     tensors rewritten as the plan says (the data-dependent part of a launch). `mask`
     (dgrad plans) has the input's strides and is rewritten as the input is."""
-    y = torch.empty(plan.out_shape, device=input.device, dtype=input.dtype,
-                    memory_format=plan.out_format)
+    y = torch.empty(plan.out_shape, device=input.device, dtype=input.dtype, memory_format=plan.out_format)
     if plan.scalars is None:
         return y, None
     if plan.s2d is not None:
@@ -506,17 +610,36 @@ _PLANS: dict = {}
 _MAX_PLANS = 1024
 
 
-def _cached_plan(input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True,
-                 masked=False, out_format=None) -> _LaunchPlan:
-    key = (input.shape, input.stride(), weight.shape, weight.stride(), input.dtype, input.device,
-           bias is None, tuple(stride), tuple(padding), tuple(dilation), groups, bool(allow_tf32),
-           relu, masked, out_format, config.conv_nchw_input, config.conv_space_to_depth, _OFFSET32_LIMIT)
+def _cached_plan(
+    input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu=True, masked=False, out_format=None
+) -> _LaunchPlan:
+    key = (
+        input.shape,
+        input.stride(),
+        weight.shape,
+        weight.stride(),
+        input.dtype,
+        input.device,
+        bias is None,
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        bool(allow_tf32),
+        relu,
+        masked,
+        out_format,
+        config.conv_nchw_input,
+        config.conv_space_to_depth,
+        _OFFSET32_LIMIT,
+    )
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        plan = _PLANS[key] = _plan(input, weight, bias, stride, padding, dilation, groups,
-                                   allow_tf32, relu, masked, out_format)
+        plan = _PLANS[key] = _plan(
+            input, weight, bias, stride, padding, dilation, groups, allow_tf32, relu, masked, out_format
+        )
     return plan
 
 
@@ -546,7 +669,7 @@ def _launch(jit_kernel, plan: _LaunchPlan, pointers) -> None:
     kernel = jit_kernel[plan.grid](*args, **plan.constexprs)
     if aligned is not None and hasattr(kernel, "__getitem__") and hasattr(kernel, "run"):
         meta = {**plan.constexprs, **jit_kernel.best_config.kwargs}
-        names = jit_kernel.fn.arg_names[len(args):]
+        names = jit_kernel.fn.arg_names[len(args) :]
         plan.handles[aligned] = (kernel, plan.grid(meta), tuple(meta[name] for name in names))
 
 
@@ -563,8 +686,9 @@ def _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, 
     compiled kernel is called directly after the first launch (``_launch``).
     """
     if is_traced(input):
-        y, args, constexprs, grid = _kernel_arguments(input, weight, bias, stride, padding,
-                                                      dilation, groups, allow_tf32)
+        y, args, constexprs, grid = _kernel_arguments(
+            input, weight, bias, stride, padding, dilation, groups, allow_tf32
+        )
         if args is not None:
             # wrap_triton makes the launch traceable by torch.compile. The interpreter's
             # kernels are plain Python functions that wrap_triton rejects; never traced.
@@ -582,8 +706,11 @@ def is_traced(t: torch.Tensor) -> bool:
     """Whether this call is being traced rather than run: torch.compile, a tensor subclass
     (FakeTensor, FunctionalTensor: AOTAutograd) or a dispatch mode (make_fx). Traced
     launches must go through wrap_triton and must not be cached."""
-    return (torch.compiler.is_compiling() or type(t) not in _PLAIN_TENSOR_TYPES
-            or _python_dispatch._get_current_dispatch_mode() is not None)
+    return (
+        torch.compiler.is_compiling()
+        or type(t) not in _PLAIN_TENSOR_TYPES
+        or _python_dispatch._get_current_dispatch_mode() is not None
+    )
 
 
 _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)

@@ -76,8 +76,7 @@ from . import backward as _bwd
 from . import select as _select
 from . import space_to_depth as _s2d
 from .._args import ArgumentError, DtypeError, int_arg, pair_arg, tensor_arg
-from .kernel import (_conv2d_relu_triton, conv_output_size, is_traced,
-                                  triton_kernel_takes)
+from .kernel import _conv2d_relu_triton, conv_output_size, is_traced, triton_kernel_takes
 
 _OP = "conv2d_relu"
 
@@ -89,8 +88,7 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups):
-    out = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation,
-                                     False, [0, 0], groups)
+    out = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation, False, [0, 0], groups)
     return torch.relu(out)
 
 
@@ -108,14 +106,15 @@ def _conv2d_relu_op(
     # The op validates its own arguments: called directly (torch.ops.alexnet_cuda.conv2d_relu),
     # a mismatched shape must not reach the kernel, which would read out of bounds.
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
-    if input.device.type == "cuda" and _takes_triton(input, weight, bias, stride, padding,
-                                                     dilation, groups, allow_tf32):
-        return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
-                                   allow_tf32)
+    if input.device.type == "cuda" and _takes_triton(
+        input, weight, bias, stride, padding, dilation, groups, allow_tf32
+    ):
+        return _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
     if input.device.type in ("cpu", "cuda", "meta"):
         return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
     raise NotImplementedError(
-        f"{_OP}: input is on device '{input.device.type}'; there are kernels for cpu and cuda only")
+        f"{_OP}: input is on device '{input.device.type}'; there are kernels for cpu and cuda only"
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -137,13 +136,15 @@ def _backward(ctx, grad_out):
     triton = _bwd.triton_backward_allowed(input) and not torch.is_grad_enabled()
     if need_input and triton:
         # The Triton dgrad (ReLU mask fused) where it is chosen for this shape, else None.
-        grad_input = _bwd.select_dgrad(grad_out, input, weight, output, stride, padding,
-                                       dilation, groups, ctx.allow_tf32)
+        grad_input = _bwd.select_dgrad(
+            grad_out, input, weight, output, stride, padding, dilation, groups, ctx.allow_tf32
+        )
         need_input = grad_input is None
     if need_weight and triton:
         # The Triton wgrad (mask and bias gradient fused) where chosen, else None.
-        weight_and_bias = _bwd.select_wgrad(grad_out, input, weight, output, stride, padding,
-                                            dilation, groups, need_bias, ctx.allow_tf32)
+        weight_and_bias = _bwd.select_wgrad(
+            grad_out, input, weight, output, stride, padding, dilation, groups, need_bias, ctx.allow_tf32
+        )
         if weight_and_bias is not None:
             grad_weight, grad_bias = weight_and_bias
             need_weight = need_bias = False
@@ -154,14 +155,22 @@ def _backward(ctx, grad_out):
     if need_weight and input.device.type == "cuda" and input.dtype in _TRITON_DTYPES:
         # conv1-like layers: the weight gradient of the space-to-depth rewrite (cuDNN's
         # 3-channel, stride-4 weight gradient is the slow shape, as its forward is).
-        s = _s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups,
-                        grad.shape[3])
+        s = _s2d.factor(weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups, grad.shape[3])
         if s:
             grad_weight, grad_bias = _s2d.weight_grad(grad, input, weight, s, padding, need_bias)
             need_weight = need_bias = False
     if need_input or need_weight or need_bias:
         gi, gw, gb = torch.ops.aten.convolution_backward(
-            grad, input, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+            grad,
+            input,
+            weight,
+            ctx.bias_sizes,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
             [need_input, need_weight, need_bias],
         )
         grad_input = gi if need_input else grad_input
@@ -170,8 +179,7 @@ def _backward(ctx, grad_out):
     return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
-torch.library.register_autograd("alexnet_cuda::conv2d_relu", _backward,
-                                setup_context=_setup_context)
+torch.library.register_autograd("alexnet_cuda::conv2d_relu", _backward, setup_context=_setup_context)
 
 
 IntOrPair = Union[int, Sequence[int]]
@@ -193,11 +201,13 @@ def _check_types(input, weight, bias):
 
 def _check_ranks(input, weight):
     if weight.dim() != 4:
-        raise ArgumentError(f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
+        raise ArgumentError(
+            f"{_OP}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape {tuple(weight.shape)}"
+        )
     if input.dim() not in (3, 4):
-        raise ArgumentError(f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), "
-                         f"got shape {tuple(input.shape)}")
+        raise ArgumentError(
+            f"{_OP}: input must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), got shape {tuple(input.shape)}"
+        )
 
 
 def _check_tensors(input, weight, bias, groups):
@@ -207,19 +217,18 @@ def _check_tensors(input, weight, bias, groups):
     cout, cg = weight.shape[0], weight.shape[1]
     cin = input.shape[-3]
     if cout % groups != 0:
-        raise ArgumentError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by "
-                         f"groups={groups}")
+        raise ArgumentError(f"{_OP}: weight.shape[0] (out_channels={cout}) must be divisible by groups={groups}")
     if cin != cg * groups:
-        raise ArgumentError(f"{_OP}: input has {cin} channels but weight expects "
-                         f"in_channels/groups * groups = {cg} * {groups} = {cg * groups}")
+        raise ArgumentError(
+            f"{_OP}: input has {cin} channels but weight expects "
+            f"in_channels/groups * groups = {cg} * {groups} = {cg * groups}"
+        )
     if bias is not None and tuple(bias.shape) != (cout,):
-        raise ArgumentError(f"{_OP}: bias must have shape ({cout},) (out_channels), "
-                         f"got {tuple(bias.shape)}")
+        raise ArgumentError(f"{_OP}: bias must have shape ({cout},) (out_channels), got {tuple(bias.shape)}")
     if not input.is_floating_point():
         raise DtypeError(f"{_OP}: input must be a floating-point tensor, got {input.dtype}")
     if weight.dtype != input.dtype:
-        raise DtypeError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype "
-                         f"{input.dtype}")
+        raise DtypeError(f"{_OP}: weight dtype {weight.dtype} does not match input dtype {input.dtype}")
     if bias is not None and bias.dtype != input.dtype:
         raise DtypeError(f"{_OP}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
     if weight.device != input.device:
@@ -227,8 +236,9 @@ def _check_tensors(input, weight, bias, groups):
     if bias is not None and bias.device != input.device:
         raise ArgumentError(f"{_OP}: bias is on {bias.device} but input is on {input.device}")
     if input.device.type not in ("cpu", "cuda", "meta"):
-        raise NotImplementedError(f"{_OP}: input is on device '{input.device.type}'; "
-                                  "there are kernels for cpu and cuda only")
+        raise NotImplementedError(
+            f"{_OP}: input is on device '{input.device.type}'; there are kernels for cpu and cuda only"
+        )
 
 
 def _check_list(values, name: str, minimum: int) -> None:
@@ -240,8 +250,10 @@ def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> No
     """Everything the kernel relies on, for the op's own (normalized) arguments."""
     _check_tensors(input, weight, bias, groups)
     if input.dim() != 4:
-        raise ArgumentError(f"{_OP}: the op takes a 4-D (N, C, H, W) input, got shape "
-                                f"{tuple(input.shape)} (conv2d_relu() unsqueezes 3-D inputs)")
+        raise ArgumentError(
+            f"{_OP}: the op takes a 4-D (N, C, H, W) input, got shape "
+            f"{tuple(input.shape)} (conv2d_relu() unsqueezes 3-D inputs)"
+        )
     _check_list(stride, "stride", 1)
     _check_list(padding, "padding", 0)
     _check_list(dilation, "dilation", 1)
@@ -251,7 +263,8 @@ def _check_op_args(input, weight, bias, stride, padding, dilation, groups) -> No
     if ho < 1 or wo < 1:
         raise ArgumentError(
             f"{_OP}: the output would be {ho}x{wo}: kernel {kh}x{kw} with dilation "
-            f"{list(dilation)} is larger than the padded input {h}x{w} + 2*{list(padding)}")
+            f"{list(dilation)} is larger than the padded input {h}x{w} + 2*{list(padding)}"
+        )
 
 
 def conv_allows_tf32() -> bool:
@@ -313,11 +326,9 @@ def _string_padding(padding, input, weight, stride, stride_, dilation_):
     if padding == "valid":
         return [0, 0], input
     if padding != "same":
-        raise ArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of "
-                            f"ints, got {padding!r}")
+        raise ArgumentError(f"{_OP}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
     if stride_ != [1, 1]:
-        raise ArgumentError(f"{_OP}: padding='same' is not supported for strided "
-                            f"convolutions (stride={stride!r})")
+        raise ArgumentError(f"{_OP}: padding='same' is not supported for strided convolutions (stride={stride!r})")
     # Like PyTorch: total padding d*(k-1), left gets total//2; an odd total puts the
     # extra row/column on the bottom/right by padding the input (even kernels only).
     totals = [dilation_[0] * (weight.shape[2] - 1), dilation_[1] * (weight.shape[3] - 1)]
@@ -334,10 +345,8 @@ class _TritonConv2dReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, dilation, groups, allow_tf32):
-        out = _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups,
-                                  allow_tf32)
-        _setup_context(ctx, (input, weight, bias, stride, padding, dilation, groups, allow_tf32),
-                       out)
+        out = _conv2d_relu_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
+        _setup_context(ctx, (input, weight, bias, stride, padding, dilation, groups, allow_tf32), out)
         return out
 
     @staticmethod
@@ -353,9 +362,13 @@ def _cpu_eager(input, weight, bias, stride, padding, dilation, groups):
     bias on the meta device) and warns for padding="same" with an even kernel where the
     op pads silently; those calls take the op's path. When ATen raises, the op's checks
     run to raise the op's error instead (ATen's is re-raised if they find nothing)."""
-    if (input.is_floating_point() and isinstance(weight, Tensor) and weight.is_cpu
-            and (bias is None or isinstance(bias, Tensor) and bias.is_cpu)
-            and not isinstance(padding, str)):
+    if (
+        input.is_floating_point()
+        and isinstance(weight, Tensor)
+        and weight.is_cpu
+        and (bias is None or isinstance(bias, Tensor) and bias.is_cpu)
+        and not isinstance(padding, str)
+    ):
         try:
             return torch.relu(torch.conv2d(input, weight, bias, stride, padding, dilation, groups))
         except (RuntimeError, TypeError, ValueError):
@@ -372,30 +385,41 @@ def _cuda_eager(input, weight, bias, stride, padding, dilation, groups, allow_tf
     computes for ATen's shapes, forward and backward."""
     _check_op_args(input, weight, bias, stride, padding, dilation, groups)
     if _takes_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
-        return _TritonConv2dReLU.apply(input, weight, bias, stride, padding, dilation, groups,
-                                       allow_tf32)
+        return _TritonConv2dReLU.apply(input, weight, bias, stride, padding, dilation, groups, allow_tf32)
     return _aten_conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
 
 
 def _takes_triton(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> bool:
     """Whether a CUDA forward runs the Triton kernel: it can take the shape, and it is this
     shape's choice (_forward_choice). The one rule for eager, traced and captured calls."""
-    return (input.dtype in _TRITON_DTYPES
-            and triton_kernel_takes(input, weight, stride, padding, dilation, groups)
-            and _forward_choice(input, weight, bias, stride, padding, dilation, groups,
-                                allow_tf32) == "triton")
+    return (
+        input.dtype in _TRITON_DTYPES
+        and triton_kernel_takes(input, weight, stride, padding, dilation, groups)
+        and _forward_choice(input, weight, bias, stride, padding, dilation, groups, allow_tf32) == "triton"
+    )
 
 
 def forward_key(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> tuple:
     """What the forward's choice depends on: the shape, strides and dtype of the call, its
     arguments, and the space-to-depth setting (the rewrite makes another Triton candidate)."""
-    return (tuple(input.shape), tuple(input.stride()), tuple(weight.shape), tuple(weight.stride()),
-            str(input.dtype), bias is None, tuple(stride), tuple(padding), tuple(dilation),
-            groups, bool(allow_tf32), config.conv_space_to_depth)
+    return (
+        tuple(input.shape),
+        tuple(input.stride()),
+        tuple(weight.shape),
+        tuple(weight.stride()),
+        str(input.dtype),
+        bias is None,
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        bool(allow_tf32),
+        config.conv_space_to_depth,
+    )
 
 
 def _forward_choice(input, weight, bias, stride, padding, dilation, groups, allow_tf32) -> str:
-    """"triton" or "cudnn" for this shape's forward: timed the first time the shape is seen
+    """ "triton" or "cudnn" for this shape's forward: timed the first time the shape is seen
     (select.py; the Triton candidate autotunes its configs there), then cached in memory and
     in conv_select.json, so eager, torch.compile/export and CUDA-graph calls all run the
     kernel that choice names.
@@ -417,8 +441,7 @@ def _forward_choice(input, weight, bias, stride, padding, dilation, groups, allo
     if choice is not None or _select.capturing():
         return choice or _select.FALLBACK
     with _select.real_mode():
-        return _timed_forward_choice(selector, key, _select.real_like(input, weight, bias), args,
-                                     True)
+        return _timed_forward_choice(selector, key, _select.real_like(input, weight, bias), args, True)
 
 
 def _timed_forward_choice(selector, key, tensors, args, stand_ins: bool) -> str:
@@ -433,19 +456,19 @@ def _timed_forward_choice(selector, key, tensors, args, stand_ins: bool) -> str:
         return _aten_conv2d_relu(*tensors, *args[:4])
 
     with torch.no_grad():  # timing runs only: no autograd graphs kept
-        return selector.choose("forward", key, {"triton": triton, "cudnn": cudnn},
-                               real_inputs=stand_ins)
+        return selector.choose("forward", key, {"triton": triton, "cudnn": cudnn}, real_inputs=stand_ins)
 
 
 def _op_call(input, weight, bias, stride, padding, dilation, groups):
     input, weight, bias, stride_, padding_, dilation_, groups, unbatched = _normalize(
-        input, weight, bias, stride, padding, dilation, groups)
+        input, weight, bias, stride, padding, dilation, groups
+    )
     if input.is_cuda and not is_traced(input):
-        out = _cuda_eager(input, weight, bias, stride_, padding_, dilation_, groups,
-                          conv_allows_tf32())
+        out = _cuda_eager(input, weight, bias, stride_, padding_, dilation_, groups, conv_allows_tf32())
     else:
-        out = torch.ops.alexnet_cuda.conv2d_relu(input, weight, bias, stride_, padding_,
-                                                 dilation_, groups, conv_allows_tf32())
+        out = torch.ops.alexnet_cuda.conv2d_relu(
+            input, weight, bias, stride_, padding_, dilation_, groups, conv_allows_tf32()
+        )
     return out.squeeze(0) if unbatched else out
 
 

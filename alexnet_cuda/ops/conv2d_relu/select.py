@@ -100,8 +100,7 @@ def real_like(*tensors):
         if t is None:
             out.append(None)
             continue
-        real = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype,
-                                   device=t.device)
+        real = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device=t.device)
         out.append(real.normal_())
     return tuple(out)
 
@@ -114,8 +113,7 @@ class Selector:
     machines and library versions sharing the file.
     """
 
-    def __init__(self, timer: Callable = cuda_event_timer, path: Optional[str] = None,
-                 tag: Optional[str] = None):
+    def __init__(self, timer: Callable = cuda_event_timer, path: Optional[str] = None, tag: Optional[str] = None):
         self.timer = timer
         self.path = path
         self.tag = tag
@@ -162,8 +160,9 @@ class Selector:
             return cached["choice"]
         return None
 
-    def choose(self, direction: str, key, candidates: Dict[str, Callable[[], object]],
-               real_inputs: bool = False) -> str:
+    def choose(
+        self, direction: str, key, candidates: Dict[str, Callable[[], object]], real_inputs: bool = False
+    ) -> str:
         """The name of the candidate to run for (direction, key): the cached choice, or
         the fastest by ``timer`` (FALLBACK unless another beats it by MARGIN), cached.
         `real_inputs`: the candidates run on real tensors even though a trace is under way
@@ -190,8 +189,12 @@ class Selector:
 
 def _is_entry(key, value) -> bool:
     """An entry as Selector.choose writes it: "tag|direction|key": {"choice": name, "times": {...}}."""
-    return (isinstance(key, str) and isinstance(value, dict) and isinstance(value.get("choice"), str)
-            and isinstance(value.get("times", {}), dict))
+    return (
+        isinstance(key, str)
+        and isinstance(value, dict)
+        and isinstance(value.get("choice"), str)
+        and isinstance(value.get("times", {}), dict)
+    )
 
 
 def pick(times: Dict[str, float]) -> str:

@@ -75,9 +75,21 @@ def factor(cg: int, kh: int, kw: int, stride, dilation, groups: int, out_width: 
 # x, each (dy) slice of a row reads contiguous input.
 @triton.jit
 def _space_to_depth_kernel(
-    x_ptr, y_ptr, HS, WS, H, W, PAD_H, PAD_W,
-    sxn, sxc, sxh, sxw,
-    S: tl.constexpr, C: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    HS,
+    WS,
+    H,
+    W,
+    PAD_H,
+    PAD_W,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    S: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)  # n * HS + hs
     n = row // HS
@@ -109,9 +121,23 @@ def input_to_depth(x: torch.Tensor, s: int, padding, hs: int, ws: int) -> torch.
         block = _BLOCK
         grid = (n * hs, triton.cdiv(ws * s * s * c, block))
         launch = _space_to_depth_kernel if _INTERPRET else wrap_triton(_space_to_depth_kernel)
-        launch[grid](x, y, hs, ws, h, w, padding[0], padding[1],
-                     x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-                     S=s, C=c, BLOCK=block)
+        launch[grid](
+            x,
+            y,
+            hs,
+            ws,
+            h,
+            w,
+            padding[0],
+            padding[1],
+            x.stride(0),
+            x.stride(1),
+            x.stride(2),
+            x.stride(3),
+            S=s,
+            C=c,
+            BLOCK=block,
+        )
     return y.permute(0, 3, 1, 2)
 
 
@@ -135,8 +161,7 @@ def weight_from_depth(grad_ws: torch.Tensor, s: int, kh: int, kw: int) -> torch.
     return full[:, :, :kh, :kw]
 
 
-def weight_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, s: int, padding,
-                need_bias: bool):
+def weight_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, s: int, padding, need_bias: bool):
     """(grad_weight, grad_bias or None) of relu-masked `grad` for a convolution factor()
     accepts, computed as the rewritten stride-1 convolution's (ATen's/cuDNN's
     convolution_backward on 48 channels and a 3x3 kernel for conv1, instead of 3 channels,
@@ -146,6 +171,6 @@ def weight_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, s
     xs = input_to_depth(input, s, padding, hs, ws)
     ws = weight_to_depth(weight, s)
     _, grad_ws, grad_bias = torch.ops.aten.convolution_backward(
-        grad, xs, ws, [cout] if need_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-        [False, True, need_bias])
+        grad, xs, ws, [cout] if need_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, need_bias]
+    )
     return weight_from_depth(grad_ws, s, kh, kw), grad_bias

@@ -65,21 +65,81 @@ def _autotune_configs():
 # 2^31 elements or more); the workspace offsets are int64.
 @triton.autotune(
     configs=_autotune_configs(),
-    key=["N", "C", "H", "W", "COUT", "HO", "WO", "KH", "KW", "CG", "M_SPLIT",
-         "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W",
-         "sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw", "HAS_BIAS", "ALLOW_TF32"],
+    key=[
+        "N",
+        "C",
+        "H",
+        "W",
+        "COUT",
+        "HO",
+        "WO",
+        "KH",
+        "KW",
+        "CG",
+        "M_SPLIT",
+        "STRIDE_H",
+        "STRIDE_W",
+        "PAD_H",
+        "PAD_W",
+        "DIL_H",
+        "DIL_W",
+        "sxn",
+        "sxc",
+        "sxh",
+        "sxw",
+        "syn",
+        "syc",
+        "syh",
+        "syw",
+        "HAS_BIAS",
+        "ALLOW_TF32",
+    ],
     **_CACHE_RESULTS,
 )
 @triton.jit
 def _conv2d_relu_wgrad_kernel(
-    x_ptr, dy_ptr, y_ptr, ws_ptr, dbws_ptr,
-    N, C, H, W, COUT, HO, WO, KH, KW, CG, COUTG, M_TOTAL, K_TOTAL, M_SPLIT,
-    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    sxn, sxc, sxh, sxw,
-    syn, syc, syh, syw,
-    HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr, ALLOW_TF32: tl.constexpr,
-    CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr,
+    x_ptr,
+    dy_ptr,
+    y_ptr,
+    ws_ptr,
+    dbws_ptr,
+    N,
+    C,
+    H,
+    W,
+    COUT,
+    HO,
+    WO,
+    KH,
+    KW,
+    CG,
+    COUTG,
+    M_TOTAL,
+    K_TOTAL,
+    M_SPLIT,
+    STRIDE_H,
+    STRIDE_W,
+    PAD_H,
+    PAD_W,
+    DIL_H,
+    DIL_W,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    syn,
+    syc,
+    syh,
+    syw,
+    HAS_BIAS: tl.constexpr,
+    C_INNER: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    CHECK_H: tl.constexpr,
+    CHECK_W: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_CO: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):
     pid = tl.program_id(0)  # (co tile, k tile), k fastest: neighbours share dy rows in L2
     split = tl.program_id(1)
@@ -135,8 +195,7 @@ def _conv2d_relu_wgrad_kernel(
             acc = tl.dot(a, b, acc, input_precision="ieee")
 
     ws_row = (split * COUT + co).to(tl.int64) * K_TOTAL
-    tl.store(ws_ptr + (ws_row[:, None] + offs_k[None, :]), acc,
-             mask=co_mask[:, None] & k_mask[None, :])
+    tl.store(ws_ptr + (ws_row[:, None] + offs_k[None, :]), acc, mask=co_mask[:, None] & k_mask[None, :])
     if HAS_BIAS:
         if pid_k == 0:
             tl.store(dbws_ptr + (split * COUT + co).to(tl.int64), db, mask=co_mask)
@@ -168,12 +227,23 @@ def _workspace(shape, device) -> torch.Tensor:
 
 
 def _offsets_need_int64(*tensors) -> bool:
-    return any(sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) * 2 > _k._OFFSET32_LIMIT
-               for t in tensors)
+    return any(sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) * 2 > _k._OFFSET32_LIMIT for t in tensors)
 
 
-def wgrad_triton(grad_out, input, output, weight_shape, weight_format, stride, padding, dilation,
-                 groups, need_bias, allow_tf32=True, splits=None):
+def wgrad_triton(
+    grad_out,
+    input,
+    output,
+    weight_shape,
+    weight_format,
+    stride,
+    padding,
+    dilation,
+    groups,
+    need_bias,
+    allow_tf32=True,
+    splits=None,
+):
     """(grad_weight, grad_bias or None) of y = relu(conv(x, w, b)) from dy = grad_out,
     x = input and y = output. grad_weight has `weight_shape`, the input's dtype and
     `weight_format`; `splits` overrides default_splits (tests)."""
@@ -188,9 +258,25 @@ def wgrad_triton(grad_out, input, output, weight_shape, weight_format, stride, p
     ws = _workspace((splits, cout, k_total), input.device)
     dbws = _workspace((splits, cout), input.device) if need_bias else ws
     if m_total and k_total and cout:
-        _launch_wgrad(input, grad_out, output, ws, dbws, (n, h, w, cout, ho, wo, kh, kw, cg, coutg),
-                      m_total, k_total, m_split, splits, stride, padding, dilation, groups,
-                      need_bias, c_inner, allow_tf32)
+        _launch_wgrad(
+            input,
+            grad_out,
+            output,
+            ws,
+            dbws,
+            (n, h, w, cout, ho, wo, kh, kw, cg, coutg),
+            m_total,
+            k_total,
+            m_split,
+            splits,
+            stride,
+            padding,
+            dilation,
+            groups,
+            need_bias,
+            c_inner,
+            allow_tf32,
+        )
     grad_weight = ws.sum(0) if splits > 1 else ws[0]
     if c_inner:
         grad_weight = grad_weight.view(cout, kh, kw, cg).permute(0, 3, 1, 2)
@@ -201,32 +287,110 @@ def wgrad_triton(grad_out, input, output, weight_shape, weight_format, stride, p
     return grad_weight, grad_bias
 
 
-def _launch_wgrad(input, grad_out, output, ws, dbws, sizes, m_total, k_total, m_split, splits,
-                  stride, padding, dilation, groups, need_bias, c_inner, allow_tf32):
-    args, constexprs, grid = wgrad_arguments(input, grad_out, output, ws, dbws, sizes, m_total,
-                                             k_total, m_split, splits, stride, padding, dilation,
-                                             groups, need_bias, c_inner, allow_tf32)
+def _launch_wgrad(
+    input,
+    grad_out,
+    output,
+    ws,
+    dbws,
+    sizes,
+    m_total,
+    k_total,
+    m_split,
+    splits,
+    stride,
+    padding,
+    dilation,
+    groups,
+    need_bias,
+    c_inner,
+    allow_tf32,
+):
+    args, constexprs, grid = wgrad_arguments(
+        input,
+        grad_out,
+        output,
+        ws,
+        dbws,
+        sizes,
+        m_total,
+        k_total,
+        m_split,
+        splits,
+        stride,
+        padding,
+        dilation,
+        groups,
+        need_bias,
+        c_inner,
+        allow_tf32,
+    )
     _conv2d_relu_wgrad_kernel[grid](*args, **constexprs)
 
 
-def wgrad_arguments(input, grad_out, output, ws, dbws, sizes, m_total, k_total, m_split, splits,
-                    stride, padding, dilation, groups, need_bias, c_inner, allow_tf32):
+def wgrad_arguments(
+    input,
+    grad_out,
+    output,
+    ws,
+    dbws,
+    sizes,
+    m_total,
+    k_total,
+    m_split,
+    splits,
+    stride,
+    padding,
+    dilation,
+    groups,
+    need_bias,
+    c_inner,
+    allow_tf32,
+):
     """(args, constexprs, grid) of one launch (bench/codegen.py compiles them from meta
     tensors)."""
     n, h, w, cout, ho, wo, kh, kw, cg, coutg = sizes
 
     def grid(meta):
-        return (triton.cdiv(coutg, meta["BLOCK_CO"]) * triton.cdiv(k_total, meta["BLOCK_K"]),
-                splits, groups)
+        return (triton.cdiv(coutg, meta["BLOCK_CO"]) * triton.cdiv(k_total, meta["BLOCK_K"]), splits, groups)
 
-    args = (input, grad_out, output, ws, dbws,
-            n, input.shape[1], h, w, cout, ho, wo, kh, kw, cg, coutg, m_total, k_total, m_split,
-            stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-            *input.stride(), *grad_out.stride())
-    constexprs = dict(HAS_BIAS=need_bias, C_INNER=c_inner,
-                      ALLOW_TF32=bool(allow_tf32) or input.dtype != torch.float32,
-                      CHECK_H=padding[0] > 0, CHECK_W=padding[1] > 0,
-                      INT64=_offsets_need_int64(input, grad_out))
+    args = (
+        input,
+        grad_out,
+        output,
+        ws,
+        dbws,
+        n,
+        input.shape[1],
+        h,
+        w,
+        cout,
+        ho,
+        wo,
+        kh,
+        kw,
+        cg,
+        coutg,
+        m_total,
+        k_total,
+        m_split,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        *input.stride(),
+        *grad_out.stride(),
+    )
+    constexprs = dict(
+        HAS_BIAS=need_bias,
+        C_INNER=c_inner,
+        ALLOW_TF32=bool(allow_tf32) or input.dtype != torch.float32,
+        CHECK_H=padding[0] > 0,
+        CHECK_W=padding[1] > 0,
+        INT64=_offsets_need_int64(input, grad_out),
+    )
     return args, constexprs, grid
 
 
@@ -234,9 +398,16 @@ def wgrad_takes(input, output, weight_shape, groups) -> bool:
     """Whether the kernel's grid and index ranges hold this layer: groups and splits are
     grid axes (<= 65535), the per-k column offsets of one image are int32."""
     cg = weight_shape[1]
-    column = (input.shape[1] - 1) * abs(input.stride(1)) + (input.shape[2] - 1) * abs(input.stride(2)) \
+    column = (
+        (input.shape[1] - 1) * abs(input.stride(1))
+        + (input.shape[2] - 1) * abs(input.stride(2))
         + (input.shape[3] - 1) * abs(input.stride(3))
+    )
     m_total = output.shape[0] * output.shape[2] * output.shape[3]
-    return (groups <= 65535 and cg >= 1 and 2 * column < _k._INT32_MAX
-            and m_total < _k._INT32_MAX - _M_GRANULE and output.shape[1] * cg * weight_shape[2]
-            * weight_shape[3] < _k._INT32_MAX)
+    return (
+        groups <= 65535
+        and cg >= 1
+        and 2 * column < _k._INT32_MAX
+        and m_total < _k._INT32_MAX - _M_GRANULE
+        and output.shape[1] * cg * weight_shape[2] * weight_shape[3] < _k._INT32_MAX
+    )
