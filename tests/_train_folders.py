@@ -16,38 +16,26 @@ def image_folder(root, classes=("a", "b"), n=3, seed=0):
     return root
 
 
+# The small net, one quiet process: no workers, progress bars, TensorBoard, plots or 10-crop
+# test; inputs scaled as the demo does (on raw pixels this small net diverges).
+QUIET_SMALL_RUN = (
+    "--arch small --width 8 --crop 24 --workers 0 --progress off --no-tensorboard --no-plot --no-ten-crop "
+    "--input-scale 0.015625"
+).split()
+
+
 def folder_args(data, out, *extra):
     """A one-epoch run of the small net on an image folder, quiet, with its own stats file."""
-    return [
-        "--data",
-        str(data),
-        "--arch",
-        "small",
-        "--width",
-        "8",
-        "--image-size",
-        "28",
-        "--crop",
-        "24",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--output",
-        str(out),
-        "--progress",
-        "off",
-        "--no-tensorboard",
-        "--no-plot",
-        "--stats-file",
-        str(out) + "-stats.pt",
-        "--no-ten-crop",
-        "--epochs",
-        "1",
-        "--input-scale",
-        "0.015625",
-        *extra,
-    ]
+    return ["--data", str(data), "--output", str(out), "--stats-file", f"{out}-stats.pt"] + (
+        "--image-size 28 --batch-size 4 --epochs 1".split() + QUIET_SMALL_RUN + list(extra)
+    )
+
+
+def synthetic_args(out, *extra):
+    """A run of the small net on 32 synthetic images of 4 classes, quiet, logging every step."""
+    return ["--synthetic", "32", "--output", str(out)] + (
+        "--synthetic-classes 4 --image-size 32 --batch-size 8 --log-every 1".split() + QUIET_SMALL_RUN + list(extra)
+    )
 
 
 def log_messages(caplog):

@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 
-from _train_folders import folder_args, image_folder, log_messages  # noqa: E402
+from _train_folders import folder_args, image_folder, log_messages, synthetic_args  # noqa: E402
 
 from alexnet_cuda.train import data as Dt  # noqa: E402
 
@@ -369,38 +369,7 @@ def test_row7_cache_variable_naming_a_file_falls_back_with_a_warning(tmp_path, m
 # Options: checked before any work, exit 2 and one message naming the option
 # --------------------------------------------------------------------------------------
 def _synthetic(out, *extra):
-    return [
-        "--synthetic",
-        "32",
-        "--synthetic-classes",
-        "4",
-        "--arch",
-        "small",
-        "--width",
-        "8",
-        "--image-size",
-        "32",
-        "--crop",
-        "24",
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--output",
-        str(out),
-        "--progress",
-        "off",
-        "--no-tensorboard",
-        "--no-plot",
-        "--log-every",
-        "1",
-        "--no-ten-crop",
-        "--input-scale",
-        "0.015625",
-        "--epochs",
-        "1",
-        *extra,
-    ]
+    return synthetic_args(out, "--epochs", "1", *extra)
 
 
 def _refused(capsys, argv, expected):

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from _train_folders import folder_args, image_folder, log_messages  # noqa: E402
+from _train_folders import folder_args, image_folder, log_messages, synthetic_args  # noqa: E402
 
 from alexnet_cuda.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from alexnet_cuda.train.cli import main  # noqa: E402
@@ -24,48 +24,15 @@ from alexnet_cuda.train.demo import apply_demo_defaults  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
-def _synthetic_args(out, *extra):
-    return [
-        "--synthetic",
-        "32",
-        "--synthetic-classes",
-        "4",
-        "--arch",
-        "small",
-        "--width",
-        "8",
-        "--image-size",
-        "32",
-        "--crop",
-        "24",
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--output",
-        str(out),
-        "--progress",
-        "off",
-        "--no-tensorboard",
-        "--no-plot",
-        "--log-every",
-        "1",
-        "--no-ten-crop",
-        "--input-scale",
-        "0.015625",
-        *extra,
-    ]  # the demo's scale: on raw pixels this small net diverges
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. --resume applies a new --lr / --momentum / --weight-decay
 # ---------------------------------------------------------------------------------------------
 def test_resume_applies_new_lr_momentum_and_weight_decay(tmp_path, caplog):
     out = tmp_path / "r"
-    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2", "--lr", "0.02")) == 0
+    assert main(synthetic_args(out, "--epochs", "2", "--max-steps", "2", "--lr", "0.02")) == 0
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
     rc = main(
-        _synthetic_args(
+        synthetic_args(
             out,
             "--epochs",
             "2",
@@ -92,15 +59,15 @@ def test_resume_applies_new_lr_momentum_and_weight_decay(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------
 def test_resume_refuses_a_new_batch_size_unless_allowed(tmp_path, caplog):
     out = tmp_path / "bs"
-    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
-    rc = main(_synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16"))
+    assert main(synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
+    rc = main(synthetic_args(out, "--epochs", "2", "--resume", str(out), "--batch-size", "16"))
     assert rc == 2
     msg = log_messages(caplog)
     assert "--batch-size: 8 in the checkpoint, 16 now" in msg and "--resume-allow-changes" in msg
     caplog.clear()
     caplog.set_level(logging.INFO, logger="alexnet_cuda.train")
     rc = main(
-        _synthetic_args(
+        synthetic_args(
             out,
             "--epochs",
             "2",
@@ -203,7 +170,7 @@ def test_crop_224_alexnet_end_to_end(tmp_path):
 )
 def test_bad_values_fail_at_parse_time(tmp_path, capsys, args, expected):
     with pytest.raises(SystemExit) as exc:
-        main(_synthetic_args(tmp_path / "bad") + args)
+        main(synthetic_args(tmp_path / "bad") + args)
     assert exc.value.code == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # nothing ran
@@ -228,7 +195,7 @@ def test_bad_checkpoint_files_give_one_clear_message(tmp_path, caplog, kind, exp
         bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     else:
         torch.save(torch.nn.Linear(3, 2).state_dict(), bad)
-    rc = main(_synthetic_args(tmp_path / "run", "--epochs", "1", "--resume", str(bad)))
+    rc = main(synthetic_args(tmp_path / "run", "--epochs", "1", "--resume", str(bad)))
     assert rc == 2
     assert f"checkpoint {bad}: {expected}" in log_messages(caplog)
 
@@ -248,7 +215,7 @@ def _flip_a_bit_in_tensor_data(path, name_part):
 
 def test_checksum_catches_a_bit_flip_in_tensor_data(tmp_path):
     out = tmp_path / "flip"
-    assert main(_synthetic_args(out, "--epochs", "1", "--max-steps", "1")) == 0
+    assert main(synthetic_args(out, "--epochs", "1", "--max-steps", "1")) == 0
     path = str(out / "last.pt")
     load_checkpoint(path)  # intact
     with zipfile.ZipFile(path) as z:  # the largest tensor: a weight
@@ -260,14 +227,14 @@ def test_checksum_catches_a_bit_flip_in_tensor_data(tmp_path):
 
 def test_crashed_save_temp_files_are_removed_and_steps_csv_has_no_duplicates(tmp_path):
     out = tmp_path / "crash"
-    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
+    assert main(synthetic_args(out, "--epochs", "2", "--max-steps", "2")) == 0
     # what a run killed (kill -9) after its checkpoint leaves: a temp file of a dead process
     # and steps.csv rows past the checkpoint
     orphan = out / ".last.pt.tmp.999999999"
     orphan.write_bytes(b"partial")
     with open(out / "steps.csv", "a") as f:
         f.write("3,0,9.9,0.01,1.0\n4,0,9.9,0.01,1.0\n")
-    assert main(_synthetic_args(out, "--epochs", "2", "--max-steps", "5", "--resume", str(out))) == 0
+    assert main(synthetic_args(out, "--epochs", "2", "--max-steps", "5", "--resume", str(out))) == 0
     assert not orphan.exists()
     with open(out / "steps.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
