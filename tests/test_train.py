@@ -139,40 +139,10 @@ def test_cli_small_arch(folder, tmp_path):
 
     out = tmp_path / "cli"
     rc = main(
-        [
-            "--data",
-            folder,
-            "--arch",
-            "small",
-            "--width",
-            "8",
-            "--image-size",
-            str(IMAGE),
-            "--crop",
-            str(CROP),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--workers",
-            "0",
-            "--output",
-            str(out),
-            "--stats-file",
-            str(tmp_path.parent / "stats.pt"),
-            "--no-ten-crop",
-            "--progress",
-            "off",
-            "--no-tensorboard",
-            "--no-plot",
-            "--schedule",
-            "milestones",
-            "--lr-milestones",
-            "0",
-            "--amp",
-            "bf16",
-            "--channels-last",
-        ]
+        ["--data", folder, "--output", str(out), "--stats-file", str(tmp_path.parent / "stats.pt")]
+        + f"--arch small --width 8 --image-size {IMAGE} --crop {CROP} --epochs 1 --batch-size 8 --workers 0".split()
+        + "--no-ten-crop --progress off --no-tensorboard --no-plot --schedule milestones --lr-milestones 0".split()
+        + "--amp bf16 --channels-last".split()
     )
     assert rc == 0
     ck = load_checkpoint(str(out / "last.pt"))
@@ -626,34 +596,10 @@ def test_synthetic_data_trains_a_few_steps(tmp_path):
     from alexnet_cuda.train.cli import main
 
     rc = main(
-        [
-            "--synthetic",
-            "20",
-            "--synthetic-classes",
-            "10",
-            "--arch",
-            "small",
-            "--width",
-            "8",
-            "--image-size",
-            str(IMAGE),
-            "--crop",
-            str(CROP),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--workers",
-            "0",
-            "--output",
-            str(tmp_path / "cli"),
-            "--progress",
-            "off",
-            "--no-tensorboard",
-            "--no-plot",
-            "--input-scale",
-            "0.015625",
-        ]
+        ["--output", str(tmp_path / "cli")]
+        + "--synthetic 20 --synthetic-classes 10 --arch small --width 8 --epochs 1 --batch-size 8".split()
+        + f"--image-size {IMAGE} --crop {CROP} --workers 0 --progress off --no-tensorboard --no-plot".split()
+        + "--input-scale 0.015625".split()
     )  # the demo's scale: raw pixels make this net diverge
     assert rc == 0
     ck = load_checkpoint(str(tmp_path / "cli" / "last.pt"))

@@ -287,44 +287,9 @@ def wgrad_triton(
     return grad_weight, grad_bias
 
 
-def _launch_wgrad(
-    input,
-    grad_out,
-    output,
-    ws,
-    dbws,
-    sizes,
-    m_total,
-    k_total,
-    m_split,
-    splits,
-    stride,
-    padding,
-    dilation,
-    groups,
-    need_bias,
-    c_inner,
-    allow_tf32,
-):
-    args, constexprs, grid = wgrad_arguments(
-        input,
-        grad_out,
-        output,
-        ws,
-        dbws,
-        sizes,
-        m_total,
-        k_total,
-        m_split,
-        splits,
-        stride,
-        padding,
-        dilation,
-        groups,
-        need_bias,
-        c_inner,
-        allow_tf32,
-    )
+def _launch_wgrad(*arguments):
+    """The kernel on wgrad_arguments(*arguments)."""
+    args, constexprs, grid = wgrad_arguments(*arguments)
     _conv2d_relu_wgrad_kernel[grid](*args, **constexprs)
 
 
