@@ -267,6 +267,13 @@ C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(const scalar_t* gra
   return sum;
 }
 
+// Grain for the CPU kernels' at::parallel_for: hand each thread at least ~32K elements of
+// work (ATen's usual GRAIN_SIZE), so small inputs do not pay for threading.
+inline int64_t grain(int64_t elements_per_item) {
+  constexpr int64_t kGrainElements = 32768;
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+}
+
 }  // namespace max_pool2d
 }  // namespace alexnet_cuda
 
@@ -274,13 +281,6 @@ C10_HOST_DEVICE inline at::opmath_type<scalar_t> gather_grad(const scalar_t* gra
 // The op's descriptors (descriptor.h), and its pooling arguments named once.
 namespace alexnet_cuda {
 namespace max_pool2d {
-
-// Grain for the CPU kernels' at::parallel_for: hand each thread at least ~32K elements of
-// work (ATen's usual GRAIN_SIZE), so small inputs do not pay for threading.
-inline int64_t grain(int64_t elements_per_item) {
-  constexpr int64_t kGrainElements = 32768;
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-}
 
 struct MaxPool2d {
   static constexpr const char* kName = "max_pool2d";

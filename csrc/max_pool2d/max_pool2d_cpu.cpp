@@ -422,17 +422,21 @@ template <typename scalar_t, typename argmax_t, typename opmath_t>
 void scatter_plane(const scalar_t* go, const argmax_t* am, opmath_t* acc, const Geometry& g, const TapOffsets& taps,
                    const int* offset, bool inside) {
   const int W = g.w.size, Ho = g.h.out_size, Wo = g.w.out_size, sh = g.h.stride, sw = g.w.stride;
-  if (std::is_same_v<argmax_t, uint8_t> && inside) {  // offset[a]: dh*W + dw, or -1 for a code that names no tap
-    for (int oh = 0; oh < Ho; ++oh) {
-      opmath_t* row = acc + static_cast<int64_t>(oh) * sh * W;  // window row start h0 = oh*sh
-      const scalar_t* gr = go + static_cast<int64_t>(oh) * Wo;
-      const argmax_t* ar = am + static_cast<int64_t>(oh) * Wo;
-      for (int ow = 0; ow < Wo; ++ow) {
-        const int o = offset[ar[ow]];
-        if (o >= 0) row[ow * sw + o] += static_cast<opmath_t>(gr[ow]);
+  // Window-local codes with every window inside the input: offset[a] is dh*W + dw, or -1
+  // for a code that names no tap. Flat int64 indices take the general loop below.
+  if constexpr (std::is_same_v<argmax_t, uint8_t>) {
+    if (inside) {
+      for (int oh = 0; oh < Ho; ++oh) {
+        opmath_t* row = acc + static_cast<int64_t>(oh) * sh * W;  // window row start h0 = oh*sh
+        const scalar_t* gr = go + static_cast<int64_t>(oh) * Wo;
+        const uint8_t* ar = am + static_cast<int64_t>(oh) * Wo;
+        for (int ow = 0; ow < Wo; ++ow) {
+          const int o = offset[ar[ow]];
+          if (o >= 0) row[ow * sw + o] += static_cast<opmath_t>(gr[ow]);
+        }
       }
+      return;
     }
-    return;
   }
   for (int oh = 0; oh < Ho; ++oh) {
     for (int ow = 0; ow < Wo; ++ow) {
