@@ -520,8 +520,9 @@ def test_indexing_past_2_31_elements(device, kind, cpu_sweep):
 
 # The CPU's kernels are CPU-native (one task per image and LRN group, each LRN
 # value computed once); the sweep test ops run the CUDA kernels' per-item code
-# (the GPU's) where it applies. Same formulas, same order of every sum: the same bits, NaN
-# included. (Size 9 is beyond the sweep kernels: both modes run the native kernels.)
+# (the GPU's) where it applies. Same formulas, same order of every sum (but the NCHW
+# backward's, below): the same bits, NaN included. (Size 9 is beyond the sweep kernels:
+# both modes run the native kernels.)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
 @pytest.mark.parametrize("size,groups,stride", [(5, 2, 2), (3, 1, 1), (7, 4, 3), (9, 2, 2)])
@@ -541,7 +542,12 @@ def test_cpu_native_matches_sweep_kernels(dtype, kind, size, groups, stride):
     native, sweep = run(False), run(True)
     for a, b in zip(native, sweep):
         assert torch.equal(a.isnan(), b.isnan())
-        assert torch.equal(a.nan_to_num(), b.nan_to_num())
+        if b is sweep[2] and kind != "channels_last" and stride == 2 and size <= 7:
+            # The NCHW backward sums a channel pair's windows together (backward_step2):
+            # the same terms in another order, so equal to rounding, not bit for bit.
+            torch.testing.assert_close(a, b, equal_nan=True)
+        else:
+            assert torch.equal(a.nan_to_num(), b.nan_to_num())
 
 
 # Channels-last backward warps that hold whole LRN groups (C / V a multiple of 32 and

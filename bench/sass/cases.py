@@ -361,6 +361,24 @@ def relu_lrn_max_pool2d_geo(case):
     )
 
 
+FORWARD_SLOTS = 132 * 4  # kH100ForwardSlots: an H100's resident forward sweep blocks
+
+
+def channels_last_row_run(g, vecs, slots=FORWARD_SLOTS):
+    """channels_last_row_run (relu_lrn_max_pool2d_sweep.h): the row run minimizing the input
+    rows walked x the last wave's imbalance (stride 2: a run of r pooled rows walks 2 r + 1)."""
+    best, best_run = None, g["Ho"]
+    for n in range(1, g["Ho"] + 1):
+        r = -(-g["Ho"] // n)
+        runs = -(-g["Ho"] // r)
+        walked = (runs - 1) * (2 * r + 1) + 2 * (g["Ho"] - (runs - 1) * r) + 1
+        waves = -(-g["N"] * runs * g["Wo"] * vecs // THREADS) / slots
+        cost = walked * math.ceil(waves) / waves
+        if best is None or cost < best:
+            best, best_run = cost, r
+    return best_run
+
+
 def relu_lrn_max_pool2d_items(case):
     """make_items (relu_lrn_max_pool2d_sweep.h): forward items are runs of row_run pooled
     rows of one pooled column, kPoolChannels channels (channels-first: Wo + 1 columns, the
@@ -376,7 +394,7 @@ def relu_lrn_max_pool2d_items(case):
         cols += 1
     if not bwd:
         n = -(-rows // POOL_ROWS)
-        row_run = -(-rows // n)
+        row_run = channels_last_row_run(g, g["C"] // vec) if case.cl else -(-rows // n)
         rows = -(-rows // row_run)
     run = relu_lrn_max_pool2d_backward_run(g["cg"]) if bwd else min(g["cg"], POOL_CHANNELS)
     runs_per_group = -(-g["cg"] // run)

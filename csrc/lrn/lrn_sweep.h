@@ -391,14 +391,29 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& l
   const int j0 = cb - POST;
   LRN_UNROLL
   for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V, check_t<kInRange>{});
-  // B steps from channel j with x_{j+POST..} and dy_j.. loaded. One channel a step (not
-  // backward_step2's shared sums): every window sum runs in order from its first channel,
-  // as the fused stage's CPU-native kernels sum, so the two agree bit for bit.
+  // B steps from channel j with x_{j+POST..} and dy_j.. loaded: pairs of channels
+  // (backward_step2, whose windows share their common sums: SPAN + 2 squares and t terms
+  // for two channels instead of 2 (SPAN + 1); the order of the additions differs from one
+  // channel at a time, so the last bits may), and a single step for an odd B.
+  constexpr bool PAIRS = SPAN >= 2;  // (z below reads ring slots 1 and 2)
   auto steps = [&](auto b, auto check, auto emit, int j, const acc_t* xn, const acc_t* d) {
     constexpr int B = decltype(b)::value, CHECK = decltype(check)::value;
     constexpr bool EMIT = decltype(emit)::value;
+    constexpr int B2 = PAIRS ? B / 2 * 2 : 0;
     LRN_UNROLL
-    for (int u = 0; u < B; ++u) {
+    for (int u = 0; u < B2; u += 2) {
+      acc_t z[2 * V], out[2 * V];  // x of the two channels it emits: ring slots 1, 2 before
+      LRN_UNROLL
+      for (int p = 0; p < 2 * V; ++p) z[p] = xr[V + p];
+      backward_step2<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, in_range<CHECK>(j + u, lo, hi),
+                                    in_range<CHECK>(j + u + 1, lo, hi), out, scale, pw, k, coef);
+      if (EMIT) {
+        store_dx(j + u - PRE, out, z);
+        store_dx(j + u + 1 - PRE, out + V, z + V);
+      }
+    }
+    LRN_UNROLL
+    for (int u = B2; u < B; ++u) {
       const bool inside = in_range<CHECK>(j + u, lo, hi);
       acc_t out[V];
       backward_step<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, inside, out, scale, pw, k, coef);

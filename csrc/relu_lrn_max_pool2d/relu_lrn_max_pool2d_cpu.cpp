@@ -14,8 +14,9 @@
 // lrn/lrn_sweep.h). The sweep covers 3x3 pooling with LRN size <= 7 (channels-last needs
 // 16-byte vectors: each group's channel count a multiple of 16 / element size, aligned
 // data; the NCHW forward a multiple of 4); the test ops run the native kernels for other
-// shapes. Both sets of kernels use the same formulas and the same order of every sum
-// (tests/test_relu_lrn_max_pool2d.py checks that they agree).
+// shapes. Both sets of kernels use the same formulas and the same order of every sum but
+// the NCHW backward's, whose channel pairs share their window sums (backward_step2);
+// tests/test_relu_lrn_max_pool2d.py checks that they agree (bit for bit elsewhere).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -45,7 +46,7 @@ bool forward_sweep(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, con
   uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
   const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
   if (vec == 0) return false;
-  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec);
+  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec, sweep::kH100ForwardSlots);
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
     at::parallel_for(0, it.count, kSweepGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
@@ -68,7 +69,7 @@ bool backward_sweep(const at::Tensor& dy, const at::Tensor& am, const at::Tensor
   scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
   const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
   if (vec == 0) return false;
-  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec);
+  const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec, /*slots=*/0);
   const lrn::PowAny<acc_t> pw{acc_t(beta)};
   sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
     constexpr int S = decltype(span)::value;

@@ -294,7 +294,7 @@ static_assert(kSweepThreads == sweep::kRunBlock, "channels-first forward classes
 // forward is bounded to 4 blocks an SM (50% occupancy): left to itself nvcc issues the
 // NCHW item's row streams far ahead and needs twice the registers (bench/SASS.md).
 template <int SPAN, int V, bool CL, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__global__ void __launch_bounds__(kSweepThreads, 4)
+__global__ void __launch_bounds__(kSweepThreads, sweep::kForwardBlocksPerSM)
     forward_sweep_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, uint8_t* __restrict__ am,
                          Geometry g, sweep::FusedItems it, acc_t scale, lrn::Pow34 pw, acc_t k) {
   const int64_t i0 = int64_t(blockIdx.x) * kSweepThreads;
@@ -431,7 +431,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input, int64_t
       uint8_t* ap = argmax.mutable_data_ptr<uint8_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/false, {xp, op, ap});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
-        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec);
+        const int slots = at::cuda::getCurrentDeviceProperties()->multiProcessorCount * sweep::kForwardBlocksPerSM;
+        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/false, vec, slots);
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", it.count);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {
           forward_sweep_kernel<decltype(span)::value, decltype(V)::value, decltype(CL)::value, scalar_t>
@@ -472,7 +473,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& argmax
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
       const int vec = sweep::vector_width<scalar_t>(g, cl, /*backward=*/true, {dyp, ap, xp, dxp});
       if (vec != 0 && lrn::pow34_applies<acc_t>(scale, beta, k)) {
-        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec);
+        const sweep::FusedItems it = sweep::make_items(g, cl, /*backward=*/true, vec, /*slots=*/0);
         const int64_t threads = cl ? sweep::backward_lane_warps(it) * sweep::kWarpLanes : it.count;
         const unsigned blocks = lrn::sweep::blocks_for("relu_lrn_max_pool2d", threads);
         sweep::dispatch<scalar_t>(g, cl, [&](auto span, auto V, auto CL) {

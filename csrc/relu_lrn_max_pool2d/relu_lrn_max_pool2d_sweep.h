@@ -49,6 +49,7 @@
 #include <c10/macros/Macros.h>
 #include <c10/util/BFloat16.h>
 
+#include <cmath>
 #include <type_traits>
 #include <utility>
 
@@ -102,6 +103,10 @@ constexpr int lane_pixels(int V) { return kRunValues / V; }
 template <int V>
 constexpr int kLanePixels = lane_pixels(V);
 constexpr int kPoolRows = 13;
+// The forward sweep kernel's resident blocks an SM (its launch bound), and the resident
+// blocks of an H100 (132 SMs), for which the CPU test ops lay out their items.
+constexpr int kForwardBlocksPerSM = 4;
+constexpr int kH100ForwardSlots = 132 * kForwardBlocksPerSM;
 
 // a * b + c: one FMA on the GPU (what nvcc's contraction gives, asked for here: left to
 // itself it squares each z once and adds, 20% more instructions in lrn_row), two
@@ -492,9 +497,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
                                                                int ce, int h, int q, acc_t scale, const Pow& pw,
                                                                acc_t k) {
   constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
-  // Channels per batch of loads: 1. Batches of 2 spilled under the launch's register bound
-  // (50% occupancy) once the steady state's loads went untested.
-  constexpr int U = 1;
+  // Channels per batch of loads: a channel pair of backward_sweep (shared window sums,
+  // 16-bit types) or 1 (fp32: batches of 2 spill under the launch's register bound, 50%
+  // occupancy: the 8 bytes of x, 16 of argmax and 32 of dy a pair loads per channel).
+  constexpr int U = sizeof(scalar_t) == 2 ? 2 : 1;
   const int w = 2 * q;
   const bool pair = !EDGE || w + 1 < g.W;   // the second pixel is inside the image
   const int oh0 = first_window_3s2<NR>(h);  // the first window row
@@ -662,25 +668,52 @@ struct FusedItems {
   lrn::sweep::VectorClasses classes;  // channels-last forward (forward_item)
 };
 
-inline FusedItems make_items(const Geometry& g, bool channels_last, bool backward, int vec) {
+// Channels-last forward: the pooled rows go in runs of row_run = ceil(Ho / n) rows (the last
+// shorter). A run of r pooled rows walks 2 r + 1 input rows with stride 2 (the first
+// window's top row is the extra one; 3 r otherwise), so more runs are more work; but a
+// launch of b blocks on `slots` resident ones takes ceil(b / slots) waves for b / slots of
+// work. The choice minimizes (input rows walked) x ceil(b / slots) / (b / slots), fewer runs
+// on a tie. AlexNet on 528 slots, batch 128: (96, 55, 55) 3 runs of 9 rows (fp32 972
+// blocks, bf16 486: tail 1.09); (256, 27, 27) 5 runs of 3 (fp32 2080 blocks, bf16 1040: tail
+// 1.015 instead of 1.27 and 2.54 for one run, for 31 input rows instead of 27).
+inline int channels_last_row_run(const Geometry& g, int vecs, int slots) {
+  auto walked = [&](int r) { return g.SH == 2 ? 2 * r + 1 : K * r; };
+  int best_run = g.Ho;
+  double best = -1;
+  for (int n = 1; n <= g.Ho; ++n) {
+    const int r = (g.Ho + n - 1) / n, runs = (g.Ho + r - 1) / r;
+    const double rows = double(runs - 1) * walked(r) + walked(g.Ho - (runs - 1) * r);
+    const double waves = std::ceil(double(g.N) * runs * g.Wo * vecs / kRunBlock) / slots;
+    const double cost = rows * std::ceil(waves) / waves;
+    if (best < 0 || cost < best) {
+      best = cost;
+      best_run = r;
+    }
+  }
+  return best_run;
+}
+
+// slots: the forward launch's resident blocks (the device's SMs x kForwardBlocksPerSM;
+// unused by the backward).
+inline FusedItems make_items(const Geometry& g, bool channels_last, bool backward, int vec, int slots) {
   FusedItems it;
   it.rows = backward ? g.H : g.Ho;
   // backward: channels-first pixel pairs, channels-last runs of kLanePixels<V> pixels
   const int run_pixels = lane_pixels(vec);
   it.cols = backward ? (channels_last ? (g.W + run_pixels - 1) / run_pixels : (g.W + 1) / 2) : g.Wo;
   if (!backward && !channels_last) it.cols = g.Wo + 1;  // the helper column (locate_run)
+  it.vec = vec;
+  it.vecs = g.C / vec;
   it.row_run = 1;
-  if (!backward) {  // runs of at most kPoolRows rows, as even as can be
+  if (!backward) {  // channels-first: runs of at most kPoolRows rows, as even as can be
     const int n = (it.rows + kPoolRows - 1) / kPoolRows;
-    it.row_run = (it.rows + n - 1) / n;
+    it.row_run = channels_last ? channels_last_row_run(g, it.vecs, slots) : (it.rows + n - 1) / n;
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
   }
-  it.vec = vec;
   it.run =
       backward ? backward_run(g.group_channels) : (g.group_channels < kPoolChannels ? g.group_channels : kPoolChannels);
   it.runs_per_group = (g.group_channels + it.run - 1) / it.run;
   it.runs = it.runs_per_group * (g.C / g.group_channels);
-  it.vecs = g.C / vec;
   const int64_t pixels = int64_t(g.N) * it.rows * it.cols;
   it.count = channels_last ? pixels * it.vecs : pixels * it.runs;
   for (int c = 0; c <= kPairClasses; ++c) it.pair_start[c] = 0;
