@@ -117,14 +117,32 @@ void load_relu_group(const scalar_t* xp, const Geometry& g, int64_t n, int c0, a
         z[c * HW + h * g.W + w] = relu(static_cast<acc_t>(xg[c * g.xs[1] + h * g.xs[2] + w * g.xs[3]]));
 }
 
-// ss[p] = sum of z_j[p]^2 over j in [lo, hi], ascending j (the order of every other kernel).
-template <typename acc_t>
-void window_squares(const acc_t* z, int64_t HW, int lo, int hi, acc_t* ss) {
-  const acc_t* zl = z + lo * HW;
-  for (int64_t p = 0; p < HW; ++p) ss[p] = zl[p] * zl[p];
-  for (int j = lo + 1; j <= hi; ++j) {
-    const acc_t* zj = z + j * HW;
-    for (int64_t p = 0; p < HW; ++p) ss[p] += zj[p] * zj[p];
+// ss[p] = the sum over channel c's window [c - before, c + after] (cut to the group's
+// channels [0, G)) of z_j[p]^2 (SQUARE) or z_j[p], in sweep::pair_sums' order: the part
+// the window shares with its pair's (c and c + 1 for even c, c - 1 and c for odd) in
+// ascending j, then its own end channel (c - before for even c, c + after for odd).
+template <bool SQUARE, typename acc_t>
+void window_sum(const acc_t* z, int64_t HW, int c, int before, int after, int G, acc_t* ss) {
+  auto term = [](acc_t v) { return SQUARE ? v * v : v; };
+  int lo = c - before, hi = c + after, own = -1;  // own: the end channel, summed last
+  if (lo < hi) {                                  // (a window of one channel has none)
+    own = c % 2 == 0 ? lo++ : hi--;
+  }
+  lo = std::max(lo, 0);
+  hi = std::min(hi, G - 1);
+  if (lo > hi) {
+    std::fill(ss, ss + HW, acc_t(0));
+  } else {
+    const acc_t* zl = z + lo * HW;
+    for (int64_t p = 0; p < HW; ++p) ss[p] = term(zl[p]);
+    for (int j = lo + 1; j <= hi; ++j) {
+      const acc_t* zj = z + j * HW;
+      for (int64_t p = 0; p < HW; ++p) ss[p] = term(zj[p]) + ss[p];
+    }
+  }
+  if (own >= 0 && own < G) {
+    const acc_t* zo = z + own * HW;
+    for (int64_t p = 0; p < HW; ++p) ss[p] = term(zo[p]) + ss[p];
   }
 }
 
@@ -151,8 +169,7 @@ void forward_native(const at::Tensor& x, at::Tensor& out, at::Tensor& argmax, co
       const int c0 = static_cast<int>(task % groups) * g.group_channels;
       load_relu_group(xp, g, n, c0, z.data());
       for (int c = 0; c < g.group_channels; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1),
-                       ss.data());
+        window_sum<true>(z.data(), HW, c, g.win.pre, g.win.post, g.group_channels, ss.data());
         const acc_t* zc = &z[c * HW];
         for (int64_t p = 0; p < HW; ++p)
           y[p] = as_stored<scalar_t>(lrn::forward_value<acc_t>(zc[p], ss[p], scale, beta, k));
@@ -200,8 +217,7 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
         }
       }
       for (int c = 0; c < g.group_channels; ++c) {
-        window_squares(z.data(), HW, std::max(c - g.win.pre, 0), std::min(c + g.win.post, g.group_channels - 1),
-                       ss.data());
+        window_sum<true>(z.data(), HW, c, g.win.pre, g.win.post, g.group_channels, ss.data());
         for (int64_t p = 0; p < HW; ++p) {
           const int64_t i = c * HW + p;
           acc_t p0, p1;
@@ -212,13 +228,8 @@ void backward_native(const at::Tensor& dy, const at::Tensor& am, const at::Tenso
       }
       scalar_t* dxg = dxp + n * g.xs[0] + c0 * g.xs[1];
       for (int c = 0; c < g.group_channels; ++c) {
-        const int lo = std::max(c - g.win.post, 0), hi = std::min(c + g.win.pre, g.group_channels - 1);
-        const acc_t* Tl = &T[lo * HW];
-        for (int64_t p = 0; p < HW; ++p) ss[p] = acc_t(0) + Tl[p];  // ss reused: the sum of T
-        for (int j = lo + 1; j <= hi; ++j) {
-          const acc_t* Tj = &T[j * HW];
-          for (int64_t p = 0; p < HW; ++p) ss[p] += Tj[p];
-        }
+        // ss reused: the sum of T over the mirrored window [c - post, c + pre]
+        window_sum<false>(T.data(), HW, c, g.win.post, g.win.pre, g.group_channels, ss.data());
         for (int h = 0; h < g.H; ++h) {
           for (int w = 0; w < g.W; ++w) {
             const int64_t i = c * HW + h * g.W + w;

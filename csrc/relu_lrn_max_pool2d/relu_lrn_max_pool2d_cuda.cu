@@ -308,9 +308,9 @@ __global__ void __launch_bounds__(kSweepThreads, sweep::kForwardBlocksPerSM)
 // (sweep::locate_pair: interior odd rows, interior even rows, odd and even edge pairs, each
 // class padded to whole warps) so that all 32 lanes of a warp run one compiled variant;
 // padding lanes store nothing. At AlexNet's LRN size 5 (SPAN 4) the register count is
-// bounded to 4 blocks an SM (50% occupancy), where ptxas fits its batches of 2 channels
-// without spills. Under that bound other spans spilled, so there ptxas keeps its own
-// count (bench/SASS.md has the figures).
+// bounded to 4 blocks an SM (50% occupancy), where ptxas fits the 16-bit types' batches of
+// 2 channels (fp32: 1) without spills. Under that bound other spans spilled, so there
+// ptxas keeps its own count (bench/SASS.md has the figures).
 template <int SPAN>
 constexpr int backward_min_blocks() {
   return SPAN == 4 ? 4 : 1;

@@ -120,6 +120,32 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float mul_add(float a, float b, float c) {
 }
 C10_HOST_DEVICE C10_ALWAYS_INLINE double mul_add(double a, double b, double c) { return a * b + c; }
 
+// The window sums of two neighbouring channels, c and c + 1 with c even (counted from the
+// first channel of the group). Their windows share SPAN channels, so the sums take that
+// shared part once: with w(0 .. SPAN + 1) the values of channels c - PRE .. c + 1 + POST,
+//   shared = w(1)^2 + ... + w(SPAN)^2 (in that order),
+//   s_c = w(0)^2 + shared,  s_{c+1} = w(SPAN + 1)^2 + shared,
+// SPAN + 2 products for two windows instead of 2 (SPAN + 1). SQUARE = false sums the
+// values themselves (the backward's t over the mirrored windows, w(0) then at c - POST).
+// Every kernel of the fused op sums its windows in this order (all but the channels-first
+// backward: backward_channels_first), so the CPU-native and the sweep kernels agree bit
+// for bit; values outside the group are zeros here and absent there, the same sums.
+template <int SPAN, bool SQUARE = true, typename acc_t, typename Get>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void pair_sums(Get&& w, acc_t& s0, acc_t& s1) {
+  auto first = [&](int i) { return SQUARE ? w(i) * w(i) : w(i); };
+  if constexpr (SPAN == 0) {
+    s0 = first(0);
+    s1 = first(1);
+  } else {
+    auto add = [&](int i, acc_t sum) { return SQUARE ? mul_add(w(i), w(i), sum) : w(i) + sum; };
+    acc_t shared = first(1);
+    LRN_UNROLL
+    for (int t = 2; t <= SPAN; ++t) shared = add(t, shared);
+    s0 = add(0, shared);
+    s1 = add(SPAN + 1, shared);
+  }
+}
+
 // PyTorch's pooling step (pool_window): v replaces the running maximum when v > best or v
 // is NaN. The scan of a window splits into segments (here: its rows) whose own results
 // fold in with this same step: a NaN in a later segment still wins (it is that
@@ -200,7 +226,8 @@ template <int SPAN, int KC, int NT, bool FIRST, bool LAST, typename scalar_t, ty
           typename Tap>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lrn_row(const scalar_t* p, int cs, acc_t scale, const Pow& pw, acc_t k,
                                                Tap&& tap) {
-  constexpr int PRE = (SPAN + 1) / 2, NR = SPAN + 1;
+  constexpr int PRE = (SPAN + 1) / 2, NR = SPAN + 2;
+  static_assert(KC % 2 == 0, "channels go in pairs (pair_sums)");
   acc_t ring[NR][NT];
   LRN_UNROLL
   for (int i = 0; i < KC + SPAN; ++i) {
@@ -208,20 +235,24 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void lrn_row(const scalar_t* p, int cs, acc_t 
     LRN_UNROLL
     for (int tw = 0; tw < NT; ++tw) ring[i % NR][tw] = in ? relu_max(static_cast<acc_t>(p[tw])) : acc_t(0);
     p += cs;
-    if (i < SPAN) continue;
-    const int j = i - SPAN;  // channel cb + j: its window is stream channels j .. j + SPAN
-    acc_t y[NT];
+    if (i < SPAN + 1 || (i - SPAN) % 2 == 0) continue;
+    // Channels cb + j - 1 and cb + j (j odd): their windows are stream channels j - 1 ..
+    // j + SPAN, summed as a pair.
+    const int j = i - SPAN;
+    acc_t y[2 * NT];  // channel j - 1's taps, then j's
     LRN_UNROLL
     for (int tw = 0; tw < NT; ++tw) {
-      acc_t sumsq = ring[j % NR][tw] * ring[j % NR][tw];
-      LRN_UNROLL
-      for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(ring[(j + t) % NR][tw], ring[(j + t) % NR][tw], sumsq);
-      y[tw] = lrn::forward_value(ring[(j + PRE) % NR][tw], sumsq, scale, pw, k);
+      acc_t s0, s1;
+      pair_sums<SPAN>([&](int t) { return ring[(j - 1 + t) % NR][tw]; }, s0, s1);
+      y[tw] = lrn::forward_value(ring[(j - 1 + PRE) % NR][tw], s0, scale, pw, k);
+      y[NT + tw] = lrn::forward_value(ring[(j + PRE) % NR][tw], s1, scale, pw, k);
     }
     // Compared as stored: rounded to scalar_t first (stock pools the stored LRN output).
-    as_stored_all<scalar_t, NT>(y);
+    as_stored_all<scalar_t, 2 * NT>(y);
     LRN_UNROLL
-    for (int tw = 0; tw < NT; ++tw) tap(j, tw, y[tw]);
+    for (int tw = 0; tw < NT; ++tw) tap(j - 1, tw, y[tw]);
+    LRN_UNROLL
+    for (int tw = 0; tw < NT; ++tw) tap(j, tw, y[NT + tw]);
   }
 }
 
@@ -377,13 +408,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void forward_pixels_last(const scalar_t* x, sc
     LRN_UNROLL
     for (int i = 0; i < (2 * H + 1) * V; ++i) r[i] = relu_max(r[i]);
     acc_t y[V];
+    static_assert(V % 2 == 0, "channels go in pairs (pair_sums)");
     LRN_UNROLL
-    for (int i = 0; i < V; ++i) {
-      const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i
-      acc_t sumsq = w[0] * w[0];
-      LRN_UNROLL
-      for (int t = 1; t <= SPAN; ++t) sumsq = mul_add(w[t], w[t], sumsq);
-      y[i] = lrn::forward_value(r[H * V + i], sumsq, scale, pw, k);
+    for (int i = 0; i < V; i += 2) {
+      const acc_t* w = r + H * V + i - PRE;  // the window of channel c + i, and one more
+      acc_t s0, s1;
+      pair_sums<SPAN>([&](int t) { return w[t]; }, s0, s1);
+      y[i] = lrn::forward_value(r[H * V + i], s0, scale, pw, k);
+      y[i + 1] = lrn::forward_value(r[H * V + i + 1], s1, scale, pw, k);
     }
     as_stored_all<scalar_t, V>(y);
     LRN_UNROLL
@@ -1179,20 +1211,24 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_load(Lane<V, acc_t>& L, const scalar
 template <int SPAN, int V, typename acc_t, typename Pow>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_powers(Lane<V, acc_t>& L, const acc_t* zl, const acc_t* zr, acc_t scale,
                                                    const Pow& pw, acc_t k) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  constexpr int PRE = (SPAN + 1) / 2;
+  static_assert(V % 2 == 0, "channels go in pairs (pair_sums)");
   LRN_UNROLL
-  for (int i = 0; i < V; ++i) {
-    acc_t sumsq = acc_t(0);
+  for (int i = 0; i < V; i += 2) {
+    acc_t s[2];
+    pair_sums<SPAN>(
+        [&](int t) {
+          const int m = i + t - PRE;  // channel c + m
+          return m < 0 ? zl[PRE + m] : m >= V ? zr[m - V] : L.z[m];
+        },
+        s[0], s[1]);
     LRN_UNROLL
-    for (int e = -PRE; e <= POST; ++e) {
-      const int m = i + e;  // channel c + m
-      const acc_t zz = m < 0 ? zl[PRE + m] : m >= V ? zr[m - V] : L.z[m];
-      sumsq += zz * zz;
+    for (int h = 0; h < 2; ++h) {
+      acc_t p0, p1;
+      pw.both(k + scale * s[h], p0, p1);
+      L.t[i + h] = L.g[i + h] * L.z[i + h] * p1;
+      L.g[i + h] = L.g[i + h] * p0;
     }
-    acc_t p0, p1;
-    pw.both(k + scale * sumsq, p0, p1);
-    L.t[i] = L.g[i] * L.z[i] * p1;
-    L.g[i] = L.g[i] * p0;
   }
 }
 
@@ -1200,19 +1236,23 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_powers(Lane<V, acc_t>& L, const acc_
 template <int SPAN, int V, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lane_store(const Lane<V, acc_t>& L, const acc_t* tl, const acc_t* tr,
                                                   scalar_t* dx, acc_t coef) {
-  constexpr int PRE = (SPAN + 1) / 2, POST = SPAN / 2;
+  constexpr int POST = SPAN / 2;
   if (!L.store) return;
   acc_t out[V];
   LRN_UNROLL
-  for (int i = 0; i < V; ++i) {
-    acc_t tsum = acc_t(0);
+  for (int i = 0; i < V; i += 2) {
+    acc_t tsum[2];
+    pair_sums<SPAN, false>(
+        [&](int t) {
+          const int m = i + t - POST;  // channel c + m of the mirrored windows
+          return m < 0 ? tl[POST + m] : m >= V ? tr[m - V] : L.t[m];
+        },
+        tsum[0], tsum[1]);
     LRN_UNROLL
-    for (int e = -POST; e <= PRE; ++e) {
-      const int m = i + e;
-      tsum += m < 0 ? tl[POST + m] : m >= V ? tr[m - V] : L.t[m];
+    for (int h = 0; h < 2; ++h) {
+      const acc_t v = L.g[i + h] - coef * L.z[i + h] * tsum[h];
+      out[i + h] = L.z[i + h] <= acc_t(0) ? acc_t(0) : v;  // torch's ReLU mask (NaN passes)
     }
-    const acc_t v = L.g[i] - coef * L.z[i] * tsum;
-    out[i] = L.z[i] <= acc_t(0) ? acc_t(0) : v;  // torch's ReLU mask (NaN passes)
   }
   store<V>(dx + L.px, out);
 }
