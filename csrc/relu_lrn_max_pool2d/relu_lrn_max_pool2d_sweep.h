@@ -29,11 +29,12 @@
 //    instead of 9 (the unique pixels of a 3/2 window), and each input value is loaded
 //    (KC + SPAN) / KC = 2 times per row. The CPU (and other strides) computes the third
 //    column itself: the same values by the same code.
-//  * channels-last (NHWC): an item is one pooled column, a run of up to kPoolRows pooled
-//    rows and one vector of V channels, its rows walked as channels-first's (6 LRN values
-//    per pooled output and channel). A tap loads the vector and its neighbours (the LRN
-//    halo, L1 hits) and folds V LRN values into V running maxima. Adjacent threads own
-//    adjacent channel vectors: coalesced.
+//  * channels-last (NHWC): an item is one pooled column, a run of pooled rows (as many
+//    runs as fill the launch's waves best: channels_last_row_run) and one vector of V
+//    channels, its rows walked as channels-first's (6 LRN values per pooled output and
+//    channel). A tap loads the vector and its neighbours (the LRN halo, L1 hits) and folds
+//    V LRN values into V running maxima. Adjacent threads own adjacent channel vectors:
+//    coalesced.
 // One power per LRN value; nothing but the pooled outputs and argmax is written.
 //
 // Backward: the LRN backward with z = relu(x), dy replaced by the gathered pooled
@@ -93,7 +94,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_all(acc_t* v) {
 // ---------------------------------------------------------------- forward
 
 // Channels per channels-first forward item, and its most pooled rows (make_items splits
-// the pooled rows evenly into runs of at most kPoolRows).
+// the pooled rows evenly into runs of at most kPoolRows; the channels-last forward's runs
+// follow from the launch's waves, channels_last_row_run).
 constexpr int kPoolChannels = 4;
 // Channels-last backward items (backward_lanes): a run of kLanePixels<V> pixels of one row,
 // V channels each, 16 values in all (4 pixels fp32, 2 bf16/fp16), so its gathered
