@@ -357,27 +357,18 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_step2(acc_t* xr, acc_t* tr, acc_
   for (int i = 0; i < NG; ++i) gr[i] = ge[V + i];
 }
 
-// How much of [lo, hi) a loader of backward_sweep tests (a compile-time argument): after
-// the priming steps every channel loaded lies at or above lo, so only the priming tests
-// both ends and a run's last batches the upper one.
-enum Check { kInside = 0, kBelowHi = 1, kInRange = 2 };
-template <int C>
-using check_t = std::integral_constant<int, C>;
-
-// c in [lo, hi) as far as CHECK asks.
-template <int CHECK>
-C10_HOST_DEVICE C10_ALWAYS_INLINE bool in_range(int c, int lo, int hi) {
-  return CHECK == kInside || ((CHECK == kBelowHi || c >= lo) && c < hi);
-}
+// c in [lo, hi) (backward_sweep's priming: after it every channel loaded lies at or above
+// lo, so the steady state tests nothing and a run's last batches only the upper end).
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool in_range(int c, int lo, int hi) { return c >= lo && c < hi; }
 
 // Generic over where the values come from (the fused ReLU -> LRN -> max-pool reuses it):
-// load_x(c, v, check) / load_dy(c, v, check) fill v[0..V) for channel c, zeros where
-// in_range<check>(c, lo, hi) is false, and store(c, dx, x) receives channel c's V results
-// and x values. Each of the three is called for consecutive channels only (so it may
-// advance its own pointers instead of multiplying c by a stride). The first SPAN steps
-// only prime the registers; then the loads come in batches of U steps (x and dy of U
-// channels issued before their math). The steady state's batches, whose channels all lie
-// in [lo, hi), load untested and take no t select.
+// load_x(v, in) / load_dy(v, in) fill v[0..V) for the next channel, zeros where `in` is
+// false, and store(dx, x) receives the next channel's V results and x values; `in` (the
+// channel lies in [lo, hi)) is a bool, or std::true_type where it is known to. Each of the
+// three is called for consecutive channels only (so it advances its own pointers). The
+// first SPAN steps only prime the registers; then the loads come in batches of U steps (x
+// and dy of U channels issued before their math). The steady state's batches, whose
+// channels all lie in [lo, hi), load untested and take no t select.
 template <int SPAN, int V, int U, typename acc_t, typename Pow, typename LoadX, typename LoadDy, typename Store>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& load_dy, Store&& store_dx, int lo,
                                                       int hi, int cb, int ce, acc_t scale, const Pow& pw, acc_t k) {
@@ -390,14 +381,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& l
   for (int i = 0; i < NG; ++i) gr[i] = acc_t(0);
   const int j0 = cb - POST;
   LRN_UNROLL
-  for (int i = 0; i < SPAN; ++i) load_x(j0 - PRE + i, xr + (i + 1) * V, check_t<kInRange>{});
-  // B steps from channel j with x_{j+POST..} and dy_j.. loaded: pairs of channels
-  // (backward_step2, whose windows share their common sums: SPAN + 2 squares and t terms
-  // for two channels instead of 2 (SPAN + 1); the order of the additions differs from one
-  // channel at a time, so the last bits may), and a single step for an odd B.
+  for (int i = 0; i < SPAN; ++i) load_x(xr + (i + 1) * V, in_range(j0 - PRE + i, lo, hi));
+  // B steps with x_{j+POST..} and dy_j.. loaded (in(u): channel j + u lies in [lo, hi)):
+  // pairs of channels (backward_step2, whose windows share their common sums: SPAN + 2
+  // squares and t terms for two channels instead of 2 (SPAN + 1); the order of the
+  // additions differs from one channel at a time, so the last bits may), and a single step
+  // for an odd B.
   constexpr bool PAIRS = SPAN >= 2;  // (z below reads ring slots 1 and 2)
-  auto steps = [&](auto b, auto check, auto emit, int j, const acc_t* xn, const acc_t* d) {
-    constexpr int B = decltype(b)::value, CHECK = decltype(check)::value;
+  auto steps = [&](auto b, auto emit, const acc_t* xn, const acc_t* d, auto&& in) {
+    constexpr int B = decltype(b)::value;
     constexpr bool EMIT = decltype(emit)::value;
     constexpr int B2 = PAIRS ? B / 2 * 2 : 0;
     LRN_UNROLL
@@ -405,48 +397,85 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_sweep(LoadX&& load_x, LoadDy&& l
       acc_t z[2 * V], out[2 * V];  // x of the two channels it emits: ring slots 1, 2 before
       LRN_UNROLL
       for (int p = 0; p < 2 * V; ++p) z[p] = xr[V + p];
-      backward_step2<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, in_range<CHECK>(j + u, lo, hi),
-                                    in_range<CHECK>(j + u + 1, lo, hi), out, scale, pw, k, coef);
+      backward_step2<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, bool(in(u)), bool(in(u + 1)), out, scale, pw, k,
+                                    coef);
       if (EMIT) {
-        store_dx(j + u - PRE, out, z);
-        store_dx(j + u + 1 - PRE, out + V, z + V);
+        store_dx(out, z);
+        store_dx(out + V, z + V);
       }
     }
     LRN_UNROLL
     for (int u = B2; u < B; ++u) {
-      const bool inside = in_range<CHECK>(j + u, lo, hi);
       acc_t out[V];
-      backward_step<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, inside, out, scale, pw, k, coef);
-      if (EMIT) store_dx(j + u - PRE, out, xr);
+      backward_step<SPAN, V, EMIT>(xr, tr, gr, xn + u * V, d + u * V, bool(in(u)), out, scale, pw, k, coef);
+      if (EMIT) store_dx(out, xr);
     }
   };
-  int j = j0;
-  const int jend = ce + PRE;
-  auto batch = [&](auto b, auto check, auto emit) {
+  // A batch of B steps: in_x(u) / in_dy(u) whether x_{j+POST+u} / dy_{j+u} lie in [lo, hi).
+  auto batch = [&](auto b, auto emit, auto&& in_x, auto&& in_dy) {
     constexpr int B = decltype(b)::value;
     acc_t xn[B * V], d[B * V];
     LRN_UNROLL
-    for (int u = 0; u < B; ++u) load_x(j + POST + u, xn + u * V, check);
+    for (int u = 0; u < B; ++u) load_x(xn + u * V, in_x(u));
     LRN_UNROLL
-    for (int u = 0; u < B; ++u) load_dy(j + u, d + u * V, check);
-    steps(b, check, emit, j, xn, d);
-    j += B;
+    for (int u = 0; u < B; ++u) load_dy(d + u * V, in_dy(u));
+    steps(b, emit, xn, d, in_dy);
   };
+  using emit = std::true_type;
+  using one = std::integral_constant<int, 1>;
+  auto inside = [](int) { return std::true_type{}; };
   // SPAN priming steps (c = j - PRE < cb), in batches of at most U.
+  int j = j0;
+  auto primed = [&](auto b) {
+    batch(
+        b, std::false_type{}, [&](int u) { return in_range(j + POST + u, lo, hi); },
+        [&](int u) { return in_range(j + u, lo, hi); });
+    j += decltype(b)::value;
+  };
   constexpr int UP = U < SPAN ? U : (SPAN > 0 ? SPAN : 1);
   LRN_UNROLL
-  for (int u = 0; u + UP <= SPAN; u += UP)
-    batch(std::integral_constant<int, UP>{}, check_t<kInRange>{}, std::false_type{});
-  if constexpr (SPAN % UP != 0) batch(std::integral_constant<int, SPAN % UP>{}, check_t<kInRange>{}, std::false_type{});
+  for (int u = 0; u + UP <= SPAN; u += UP) primed(std::integral_constant<int, UP>{});
+  if constexpr (SPAN % UP != 0) primed(std::integral_constant<int, SPAN % UP>{});
   // From here j >= cb + PRE >= lo. Steady state: every loaded channel (x up to
   // j + U - 1 + POST) below ce <= hi too. Every run tests the last SPAN steps' loads, those
   // that end inside [lo, hi) as well, so all runs of one length take the same path (a
   // warp's lanes may hold a group's last run and a middle one).
-  using emit = std::true_type;
-  const int steady_end = ce - POST - U;
-  while (j <= steady_end) batch(std::integral_constant<int, U>{}, check_t<kInside>{}, emit{});
-  while (j + U <= jend) batch(std::integral_constant<int, U>{}, check_t<kBelowHi>{}, emit{});  // reaching past hi
-  while (j < jend) batch(std::integral_constant<int, 1>{}, check_t<kBelowHi>{}, emit{});
+  if constexpr (U == 1) {
+    // Single steps: ce - cb emitting steps, of which the last SPAN are the tail once the
+    // run is longer than SPAN. Then the steady state is a count, unrolled by TURN steps:
+    // in a runtime loop of single steps every ring slot moves each step (~18 moves at
+    // SPAN 4), unrolled they move once per TURN steps. A whole turn of the rings (SPAN + 1
+    // steps) would move none, but spills a value at 64 registers (50% occupancy); 3 does
+    // not (bench/SASS.md has the counts). The tail, unrolled too, tests its channels
+    // against room = hi - ce: no channel index stays live.
+    constexpr int TURN = 3;
+    const int steady = ce - cb - SPAN;
+    if (steady > 0) {
+      const int room = hi - ce;  // channels ce .. hi - 1 lie inside too
+      // The odd steps first, counting down the steady steps themselves: then one count
+      // is live across each loop.
+      int left = steady;
+      for (; left % TURN != 0; --left) batch(one{}, emit{}, inside, inside);
+      for (int turns = left / TURN; turns > 0; --turns) {
+        LRN_UNROLL
+        for (int r = 0; r < TURN; ++r) batch(one{}, emit{}, inside, inside);
+      }
+      // Tail step r: x of channel ce + r, dy of ce - POST + r.
+      LRN_UNROLL
+      for (int r = 0; r < SPAN; ++r)
+        batch(one{}, emit{}, [&](int) { return r < room; }, [&](int) { return r - POST < room; });
+    } else {
+      for (int r = ce - cb; r > 0; --r, ++j)
+        batch(one{}, emit{}, [&](int) { return j + POST < hi; }, [&](int) { return j < hi; });
+    }
+  } else {
+    const int steady_end = ce - POST - U, jend = ce + PRE;
+    auto below_hi_x = [&](int u) { return j + POST + u < hi; };
+    auto below_hi_dy = [&](int u) { return j + u < hi; };
+    for (; j <= steady_end; j += U) batch(std::integral_constant<int, U>{}, emit{}, inside, inside);
+    for (; j + U <= jend; j += U) batch(std::integral_constant<int, U>{}, emit{}, below_hi_x, below_hi_dy);
+    for (; j < jend; ++j) batch(one{}, emit{}, below_hi_x, below_hi_dy);  // reaching past hi
+  }
 }
 
 // LRN backward, channels-first: backward_sweep's steps with the LRN's own loop. Running

@@ -494,6 +494,17 @@ constexpr bool has_inside_variant(int V) { return V <= 4; }
 
 // ---------------------------------------------------------------- backward
 
+// p += s, with s opaque to nvcc (an empty asm that "changes" it, no instruction): seeing
+// the same s added step after step, nvcc rewrites the running pointers of an unrolled
+// channel sweep as base + k s, one 64-bit register pair per k and pointer, and spills.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void advance(T*& p, int s) {
+#if defined(__CUDA_ARCH__)
+  asm("" : "+r"(s));
+#endif
+  p += s;
+}
+
 // 3/2 pooling (window 3, stride 2) along one axis: an odd input index i lies in N = 1
 // window, (i - 1) / 2 at tap 1; an even one in N = 2 windows, i / 2 - 1 at tap 2 and
 // i / 2 at tap 0. A window's argmax code is t_h * 3 + t_w.
@@ -545,24 +556,23 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
     live[r][0] = !EDGE || (row && q >= 1 && q - 1 < g.Wo);
     live[r][1] = !EDGE || (row && q < g.Wo);
   }
-  const int64_t xcs = g.xs[1], ocs = g.os[1];
+  const int xcs = static_cast<int>(g.xs[1]), ocs = static_cast<int>(g.os[1]);  // 32-bit: vector_width
   const int osh = static_cast<int>(g.os[2]);
   const int64_t px = int64_t(h) * g.xs[2] + w;
-  const int64_t o = int64_t(oh0) * osh + (q - 1) + (cb - POST) * ocs;  // window (oh0, q - 1)
-  const scalar_t* xp = x + px + (cb - POST - PRE) * xcs;
+  const int64_t o = int64_t(oh0) * osh + (q - 1) + int64_t(cb - POST) * ocs;  // window (oh0, q - 1)
+  const scalar_t* xp = x + px + int64_t(cb - POST - PRE) * xcs;
   const scalar_t* dyp = dy + o;
   const uint8_t* amp = am + o;
-  scalar_t* dxp = dx + px + cb * xcs;
+  scalar_t* dxp = dx + px + int64_t(cb) * xcs;
   lrn::sweep::backward_sweep<SPAN, 2, U>(
-      [&](int c, acc_t* v, auto check) {
-        const bool in = lrn::sweep::in_range<decltype(check)::value>(c, gb, ge);
+      [&](acc_t* v, auto in) {
         v[0] = in ? relu(static_cast<acc_t>(xp[0])) : acc_t(0);
         v[1] = in && pair ? relu(static_cast<acc_t>(xp[1])) : acc_t(0);
-        xp += xcs;
+        advance(xp, xcs);
       },
-      [&](int c, acc_t* v, auto check) {
+      [&](acc_t* v, auto in) {
         v[0] = v[1] = acc_t(0);
-        if (lrn::sweep::in_range<decltype(check)::value>(c, gb, ge)) {
+        if (in) {
           LRN_UNROLL
           for (int r = 0; r < NR; ++r) {
             const int th3 = 3 * tap_3s2<NR>(r);  // t_h * 3 of the pair in this row
@@ -580,14 +590,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void backward_channels_first(const scalar_t* d
             if (right == th3) v[0] += dr;
           }
         }
-        dyp += ocs;
-        amp += ocs;
+        advance(dyp, ocs);
+        advance(amp, ocs);
       },
-      [&](int, const acc_t* v, const acc_t* z) {
+      [&](const acc_t* v, const acc_t* z) {
         // torch's ReLU mask (threshold_backward): 0 where relu(x) <= 0; NaN passes.
         dxp[0] = static_cast<scalar_t>(z[0] <= acc_t(0) ? acc_t(0) : v[0]);
         if (pair) dxp[1] = static_cast<scalar_t>(z[1] <= acc_t(0) ? acc_t(0) : v[1]);
-        dxp += xcs;
+        advance(dxp, xcs);
       },
       gb, ge, cb, ce, scale, pw, k);
 }
@@ -1371,8 +1381,9 @@ int vector_width(const Geometry& g, bool channels_last, bool backward, std::init
     if (!backward && (g.group_channels % kPoolChannels != 0 || (kPoolChannels + lrn::sweep::kMaxSpan) * cs >= limit ||
                       kPoolChannels * ocs >= limit))
       return 0;
-    // The backward's pixel pairs: stride 2, right windows and second pixels at +1.
-    if (backward && (g.SH != 2 || g.SW != 2 || g.os[3] != 1)) return 0;
+    // The backward's pixel pairs: stride 2, right windows and second pixels at +1; its
+    // channel strides 32-bit (backward_channels_first).
+    if (backward && (g.SH != 2 || g.SW != 2 || g.os[3] != 1 || cs >= limit || ocs >= limit)) return 0;
     // make_items counts a chunk's class sizes in int: the forward's kRunImages images of
     // (C / kPoolChannels runs) x (Ho x (Wo + 1) positions), 32 lanes for 31 and each class
     // padded to a block; the backward's one image of runs x pixel pairs. Bounded by twice
