@@ -14,8 +14,9 @@
 // lrn/lrn_sweep.h). The sweep covers 3x3 pooling with LRN size <= 7 (channels-last needs
 // 16-byte vectors: each group's channel count a multiple of 16 / element size, aligned
 // data; the NCHW forward a multiple of 4); the test ops run the native kernels for other
-// shapes. Both sets of kernels use the same formulas and the same order of every sum but
-// the NCHW backward's, whose channel pairs share their window sums (backward_step2);
+// shapes. Both sets of kernels use the same formulas and the same order of every sum
+// (sweep::pair_sums) but the NCHW backward's (lrn::sweep::backward_sweep: single steps in
+// ascending order, or 16-bit channel pairs that start at the run's first priming step);
 // tests/test_relu_lrn_max_pool2d.py checks that they agree (bit for bit elsewhere).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

@@ -749,9 +749,13 @@ inline FusedItems make_items(const Geometry& g, bool channels_last, bool backwar
   it.vec = vec;
   it.vecs = g.C / vec;
   it.row_run = 1;
-  if (!backward) {  // channels-first: runs of at most kPoolRows rows, as even as can be
-    const int n = (it.rows + kPoolRows - 1) / kPoolRows;
-    it.row_run = channels_last ? channels_last_row_run(g, it.vecs, slots) : (it.rows + n - 1) / n;
+  if (!backward) {
+    if (channels_last) {
+      it.row_run = channels_last_row_run(g, it.vecs, slots);
+    } else {  // runs of at most kPoolRows rows, as even as can be
+      const int n = (it.rows + kPoolRows - 1) / kPoolRows;
+      it.row_run = (it.rows + n - 1) / n;
+    }
     it.rows = (it.rows + it.row_run - 1) / it.row_run;
   }
   it.run =
